@@ -1,0 +1,1 @@
+"""Check types: each module holds one check class and its config model beside it."""

@@ -1,0 +1,68 @@
+"""The contract every check type fulfils, and the shared clients it may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+
+from daemon.clock import Clock
+from daemon.models import Status
+from daemon.registry import Registry
+from daemon.units import Duration, Ratio, SecretsModel
+
+
+class CheckConfig(SecretsModel):
+    """Fields every check has. Subclasses narrow `type` to a Literal (the YAML `type:` key)."""
+
+    type: str
+    interval: Duration = 30.0
+    # The scheduler cancels a run after this long; the check should give up a little earlier.
+    timeout: Duration = 10.0
+    # Runs are offset by a stable fraction of the interval, so checks don't all fire at once.
+    jitter: Ratio = 0.1
+    # After this long without an observation the check's values count as UNKNOWN.
+    # Default: three intervals.
+    stale_after: Duration | None = None
+
+    def staleness(self) -> float:
+        return self.stale_after if self.stale_after is not None else 3 * self.interval
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a run measured. The scheduler stamps it with name, time and duration."""
+
+    status: Status
+    values: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    @classmethod
+    def unknown(cls, reason: str) -> CheckResult:
+        return cls(Status.UNKNOWN, {}, reason)
+
+
+@dataclass(slots=True)
+class CheckContext:
+    """Clients opened once at startup and shared by every check."""
+
+    session: aiohttp.ClientSession
+    clock: Clock
+
+
+class Check(Protocol):
+    """A check never raises for an expected failure (timeout, refused, auth, bad answer):
+    it returns a result whose status and reason say so."""
+
+    type: ClassVar[str]
+    Config: ClassVar[type[CheckConfig]]
+
+    def __init__(self, name: str, config: Any) -> None: ...
+
+    async def run(self, ctx: CheckContext) -> CheckResult: ...
+
+
+CHECKS: Registry[type[Check]] = Registry("check")
+
+

@@ -1,0 +1,104 @@
+"""The values that flow between checks, the engine, the pipeline and the store."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.IntEnum):
+    """A check's verdict. UNKNOWN means "could not measure", never "bad"."""
+
+    OK = 0
+    WARN = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One run of one check: named float values plus a status and a reason."""
+
+    check: str
+    status: Status
+    values: dict[str, float]
+    ts: float
+    duration: float = 0.0
+    reason: str = ""
+
+    @property
+    def known(self) -> bool:
+        return self.status is not Status.UNKNOWN
+
+
+class RuleState(enum.IntEnum):
+    INACTIVE = 0
+    PENDING = 1
+    FIRING = 2
+    RESOLVED = 3
+
+
+class IncidentStatus(enum.StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(slots=True)
+class TimelineEntry:
+    """One step on an incident's timeline: what happened, when, and with which values."""
+
+    ts: float
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ts": self.ts, "kind": self.kind, "message": self.message, "data": self.data}
+
+
+@dataclass(slots=True)
+class Incident:
+    """One firing episode of one rule."""
+
+    id: str
+    rule: str
+    check: str
+    severity: str
+    summary: str
+    opened_at: float
+    status: IncidentStatus = IncidentStatus.OPEN
+    resolved_at: float | None = None
+    # The observation values and thresholds that opened the incident.
+    trigger: dict[str, Any] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is IncidentStatus.OPEN
+
+    def to_json(self, *, with_timeline: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "rule": self.rule,
+            "check": self.check,
+            "severity": self.severity,
+            "summary": self.summary,
+            "status": self.status.value,
+            "opened_at": self.opened_at,
+            "resolved_at": self.resolved_at,
+            "trigger": self.trigger,
+        }
+        if with_timeline:
+            out["timeline"] = [e.to_json() for e in self.timeline]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationResult:
+    """What a remediation did. `recoverable` says whether trying again later may help."""
+
+    ok: bool
+    detail: str
+    recoverable: bool = False
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,29 @@
+"""The built-in check and remediation types, imported explicitly so they register."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+BUILTIN_MODULES = (
+    "checks.http",
+    "checks.scrape",
+    "remediations.http",
+    "remediations.command",
+    "remediations.pagerduty",
+    "remediations.slack",
+)
+
+_loaded = False
+
+
+def load() -> None:
+    """Import built-ins, then third-party plugins (entry point group `runbookd.plugins`)."""
+    global _loaded
+    if _loaded:
+        return
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for entry in entry_points(group="runbookd.plugins"):
+        entry.load()
+    _loaded = True
