@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -56,7 +57,7 @@ class Check(Protocol):
     it returns a result whose status and reason say so."""
 
     type: ClassVar[str]
-    Config: ClassVar[type[CheckConfig]]
+    Config: ClassVar[builtins.type[CheckConfig]]
 
     def __init__(self, name: str, config: Any) -> None: ...
 
@@ -64,5 +65,3 @@ class Check(Protocol):
 
 
 CHECKS: Registry[type[Check]] = Registry("check")
-
-

@@ -6,6 +6,8 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 
@@ -16,6 +18,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """Like asyncio.timeout: the body is cancelled and TimeoutError raised after `seconds`."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -24,24 +30,36 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(seconds)
+
 
 class ManualClock:
     """A clock that only moves when a test calls `advance`.
 
-    Sleepers wake in deadline order, and the event loop gets to run between wake-ups, so
-    a test can say "30 seconds pass" and see exactly what the daemon would have done.
+    Sleepers and timeouts fire in deadline order, and the event loop runs between them, so a
+    test can say "30 seconds pass" and see exactly what the daemon would have done.
     With `autojump`, a sleep moves the clock itself (for code that only waits on retries).
     """
 
     def __init__(self, start: float = 1_800_000_000.0, *, autojump: bool = False) -> None:
         self._now = start
         self._autojump = autojump
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
         self._seq = itertools.count()
         self.slept: list[float] = []
 
     def now(self) -> float:
         return self._now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> int:
+        handle = next(self._seq)
+        heapq.heappush(self._timers, (when, handle, callback))
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        self._cancelled.add(handle)
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
@@ -50,25 +68,48 @@ class ManualClock:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + max(0.0, seconds), next(self._seq), fut))
-        await fut
+        handle = self.call_at(self._now + max(0.0, seconds), lambda: _wake(fut))
+        try:
+            await fut
+        finally:
+            self.cancel(handle)
 
-    async def advance(self, seconds: float, *, step: float | None = None) -> None:
-        """Move time forward, waking every sleeper whose deadline passes, in order."""
+    @asynccontextmanager
+    async def _timeout(self, seconds: float) -> AsyncIterator[object]:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(None) as scope:
+            handle = self.call_at(self._now + seconds, lambda: scope.reschedule(loop.time()))
+            try:
+                yield scope
+            finally:
+                self.cancel(handle)
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return self._timeout(seconds)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, firing every timer whose deadline passes, in order."""
         target = self._now + seconds
         while True:
             await settle()
-            if not self._sleepers or self._sleepers[0][0] > target:
+            if not self._timers or self._timers[0][0] > target:
                 break
-            deadline, _, fut = heapq.heappop(self._sleepers)
-            self._now = max(self._now, deadline)
-            if not fut.done():
-                fut.set_result(None)
+            when, handle, callback = heapq.heappop(self._timers)
+            if handle in self._cancelled:
+                self._cancelled.discard(handle)
+                continue
+            self._now = max(self._now, when)
+            callback()
         self._now = target
         await settle()
 
 
-async def settle(rounds: int = 20) -> None:
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def settle(rounds: int = 30) -> None:
     """Let every ready task run until the loop is quiet (bounded, for tests)."""
     for _ in range(rounds):
         await asyncio.sleep(0)

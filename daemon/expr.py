@@ -83,18 +83,18 @@ def parse_condition(text: str) -> Condition:
             "or 'latency.p95_seconds > 1.5 x baseline(1h)')"
         )
     rhs = match.group("rhs")
-    common = {"check": match.group("check"), "value": match.group("value"), "op": match.group("op")}
+    check, value, op = match.group("check"), match.group("value"), match.group("op")
     if base := _BASELINE.match(rhs):
         factor = float(base.group("factor")) if base.group("factor") else 1.0
         window = parse_duration(base.group("window"))
         if window <= 0:
             raise ValueError("a baseline window must be longer than zero")
-        return Condition(**common, baseline_window=window, factor=factor, text=text.strip())
+        return Condition(check, value, op, 0.0, window, factor, text.strip())
     if lit := _LITERAL.match(rhs):
         number, unit = float(lit.group("number")), lit.group("unit")
         if unit == "%":
             number /= 100
         elif unit:
             number = parse_duration(lit.group(0))
-        return Condition(**common, threshold=number, text=text.strip())
+        return Condition(check, value, op, number, text=text.strip())
     raise ValueError(f"not a threshold: {rhs!r} (a number, 5%, 800ms, or 1.5 x baseline(1h))")

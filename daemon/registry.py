@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Generic, Protocol, TypeVar
-
-
-class Typed(Protocol):
-    type: str
-    Config: type[Any]
-
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T", bound=type[Any])
 
@@ -38,4 +32,3 @@ class Registry(Generic[T]):
 
     def config_models(self) -> list[type[Any]]:
         return [cls.Config for _, cls in sorted(self._items.items())]
-

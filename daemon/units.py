@@ -28,7 +28,7 @@ def parse_duration(value: object) -> float:
 
 
 def parse_ratio(value: object) -> float:
-    """"5%" -> 0.05; 0.05 -> 0.05. A ratio lies within [0, 1]."""
+    """ "5%" -> 0.05; 0.05 -> 0.05. A ratio lies within [0, 1]."""
     number: float | None = None
     if isinstance(value, bool):
         number = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -30,7 +31,7 @@ class RemediationContext:
 
 class Remediation(Protocol):
     type: ClassVar[str]
-    Config: ClassVar[type[RemediationConfig]]
+    Config: ClassVar[builtins.type[RemediationConfig]]
     # Safe to run twice with the same effect (a crash mid-run may be retried).
     idempotent: ClassVar[bool]
     # Loses data or capacity if misapplied; needs approval (see the safety envelope).
@@ -42,7 +43,9 @@ class Remediation(Protocol):
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult: ...
 
-    async def resolve(self, ctx: RemediationContext, incident: Incident) -> RemediationResult | None:
+    async def resolve(
+        self, ctx: RemediationContext, incident: Incident
+    ) -> RemediationResult | None:
         """Called once when the incident resolves (a page resolves); None: nothing to do."""
         ...
 

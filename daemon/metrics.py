@@ -1,0 +1,118 @@
+"""Every metric runbookd exports, defined once against an injected registry.
+
+Labels are bounded by the config (check, rule, remediation names and types, a fixed set of
+outcomes and value names): never URLs, error strings or alert labels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from daemon import __version__
+from daemon.models import Observation
+
+OUTCOMES = ("ok", "failed", "error", "timeout", "dry_run", "cooldown", "budget")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.check_duration = Histogram(
+            "runbookd_check_duration_seconds",
+            "How long each check run took.",
+            ["check"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.check_status = Gauge(
+            "runbookd_check_status",
+            "Last status of each check: 0 ok, 1 warn, 2 critical, 3 unknown.",
+            ["check"],
+            registry=registry,
+        )
+        self.check_value = Gauge(
+            "runbookd_check_value",
+            "Last values measured by each check.",
+            ["check", "value"],
+            registry=registry,
+        )
+        self.check_runs = Counter(
+            "runbookd_check_runs_total",
+            "Check runs by final status.",
+            ["check", "status"],
+            registry=registry,
+        )
+        self.skipped_runs = Counter(
+            "runbookd_check_runs_skipped_total",
+            "Runs not started because the previous run of the same check was still going.",
+            ["check"],
+            registry=registry,
+        )
+        self.lateness = Histogram(
+            "runbookd_schedule_lateness_seconds",
+            "How late check runs started relative to their due time.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            registry=registry,
+        )
+        self.rule_state = Gauge(
+            "runbookd_rule_state",
+            "Rule state: 0 inactive, 1 pending, 2 firing, 3 resolved.",
+            ["rule"],
+            registry=registry,
+        )
+        self.rule_blind = Gauge(
+            "runbookd_rule_blind",
+            "1 while a rule has no usable data (unknown or stale) and holds its state.",
+            ["rule"],
+            registry=registry,
+        )
+        self.incidents_open = Gauge(
+            "runbookd_incidents_open", "Incidents currently open.", registry=registry
+        )
+        self.incidents_opened = Counter(
+            "runbookd_incidents_opened_total",
+            "Incidents opened, by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.remediations = Counter(
+            "runbookd_remediations_total",
+            "Remediation steps by outcome (ok, failed, error, timeout, dry_run, cooldown, budget).",
+            ["remediation", "type", "outcome"],
+            registry=registry,
+        )
+        self.remediation_duration = Histogram(
+            "runbookd_remediation_duration_seconds",
+            "How long executed remediations took.",
+            ["remediation", "type"],
+            buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.reload_success = Gauge(
+            "runbookd_config_last_reload_successful",
+            "1 if the last config (re)load succeeded.",
+            registry=registry,
+        )
+        self.build = Info("runbookd_build", "Build information.", registry=registry)
+        self.build.info({"version": __version__})
+
+    def observe_check(self, obs: Observation) -> None:
+        self.check_duration.labels(obs.check).observe(obs.duration)
+        self.check_status.labels(obs.check).set(int(obs.status))
+        self.check_runs.labels(obs.check, obs.status.name.lower()).inc()
+        for name, value in obs.values.items():
+            self.check_value.labels(obs.check, name).set(value)
+
+    def forget_check(self, check: str, values: frozenset[str] = frozenset()) -> None:
+        """Drop the series of a check removed by a reload."""
+        for metric in (self.check_duration, self.check_status, self.skipped_runs):
+            _remove(metric, check)
+        for value in values:
+            _remove(self.check_value, check, value)
+
+
+def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

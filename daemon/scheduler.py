@@ -1,0 +1,192 @@
+"""Runs every check on its own interval: one timer heap, a fixed pool of workers.
+
+Built for thousands of checks in one process: a single loop pops due checks off a heap and
+hands them to `max_in_flight` long-lived workers (the bound on checks in flight), so there is
+no task per check and no per-check timer. A check never overlaps itself: if its previous run is
+still going when it is due again, the run is skipped and counted. Due times advance by whole
+intervals from a stable per-check phase, so the schedule neither drifts nor bursts to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from checks.base import Check, CheckConfig, CheckContext, CheckResult
+from daemon.clock import Clock
+from daemon.metrics import Metrics
+from daemon.models import Observation
+
+log = structlog.get_logger("runbookd.scheduler")
+
+Sink = Callable[[Observation], Awaitable[None]]
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    name: str
+    check: Check
+    config: CheckConfig
+    running: bool = False
+    retired: bool = False
+    runs: int = 0
+
+
+def phase(name: str, config: CheckConfig) -> float:
+    """A stable offset within `jitter x interval`, so restarts keep checks spread the same way."""
+    return (zlib.crc32(name.encode()) / 2**32) * config.jitter * config.interval
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        ctx: CheckContext,
+        clock: Clock,
+        sink: Sink,
+        metrics: Metrics,
+        max_in_flight: int = 256,
+    ) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.sink = sink
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.jobs: dict[str, Job] = {}
+        self.first_round = asyncio.Event()
+        self._heap: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self._queue: asyncio.Queue[tuple[Job, float]] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_first: set[str] = set()
+
+    def set_checks(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
+        """Install checks; an unchanged check keeps its schedule (reload)."""
+        now = self.clock.now()
+        jobs: dict[str, Job] = {}
+        for name, (check, config) in checks.items():
+            old = self.jobs.get(name)
+            if old is not None and old.config == config:
+                jobs[name] = old
+                continue
+            if old is not None:
+                old.retired = True
+            jobs[name] = job = Job(name, check, config)
+            self._pending_first.add(name)
+            self._push(now + phase(name, config), job)
+        for name in self.jobs.keys() - jobs.keys():
+            self.jobs[name].retired = True
+            self._pending_first.discard(name)
+        self.jobs = jobs
+        self._check_first_round()
+        self._wake.set()
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._loop(), name="scheduler"))
+        self._tasks += [
+            asyncio.create_task(self._worker(), name=f"check-worker-{i}")
+            for i in range(self.max_in_flight)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def run_now(self, name: str) -> bool:
+        """Start a run of `name` at once, unless one is going. False if unknown or busy."""
+        job = self.jobs.get(name)
+        if job is None or job.running:
+            return False
+        job.running = True
+        self._queue.put_nowait((job, self.clock.now()))
+        return True
+
+    # -- the timer loop ------------------------------------------------------------------------
+
+    def _push(self, due: float, job: Job) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), job))
+
+    async def _loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, job = heapq.heappop(self._heap)
+                if job.retired:
+                    continue
+                self._dispatch(job, due)
+                interval = job.config.interval
+                # Whole intervals past `now`: missed ticks are skipped, never run in a burst.
+                self._push(due + interval * (math.floor((now - due) / interval) + 1), job)
+            delay = self._heap[0][0] - now if self._heap else None
+            await self._sleep(delay)
+
+    def _dispatch(self, job: Job, due: float) -> None:
+        if job.running:
+            self.metrics.skipped_runs.labels(job.name).inc()
+            return
+        job.running = True
+        self._queue.put_nowait((job, due))
+
+    async def _sleep(self, delay: float | None) -> None:
+        """Until the next due time, or until the set of checks changes."""
+        try:
+            if delay is None:
+                await self._wake.wait()
+            else:
+                async with self.clock.timeout(delay):
+                    await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    # -- the workers ---------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            job, due = await self._queue.get()
+            started = self.clock.now()
+            self.metrics.lateness.observe(max(0.0, started - due))
+            try:
+                result = await self._run(job)
+            finally:
+                job.running = False
+            ended = self.clock.now()
+            obs = Observation(
+                job.name, result.status, result.values, ended, ended - started, result.reason
+            )
+            if job.retired:
+                continue
+            job.runs += 1
+            self.metrics.observe_check(obs)
+            try:
+                await self.sink(obs)
+            except Exception:  # the engine must not lose a worker to one bad observation
+                log.exception("observation handling failed", check=job.name)
+            if job.runs == 1:
+                self._pending_first.discard(job.name)
+                self._check_first_round()
+
+    async def _run(self, job: Job) -> CheckResult:
+        timeout = job.config.timeout
+        try:
+            async with self.clock.timeout(timeout):
+                return await job.check.run(self.ctx)
+        except TimeoutError:
+            return CheckResult.unknown(f"check did not finish within {timeout:g}s")
+        except Exception as exc:  # a check broke its contract: unknown, never bad data
+            log.exception("check raised", check=job.name)
+            return CheckResult.unknown(f"check raised {type(exc).__name__}: {exc}")
+
+    def _check_first_round(self) -> None:
+        if not self._pending_first:
+            self.first_round.set()
