@@ -109,7 +109,9 @@ class Engine:
 
     def _blind_changed(self, evaluator: RuleEvaluator) -> None:
         self.metrics.rule_blind.labels(evaluator.name).set(int(evaluator.blind))
-        if evaluator.blind:
+        if evaluator.blind and evaluator.last_known_ts is None:
+            log.info("rule waiting for data", rule=evaluator.name, reason=evaluator.blind_reason)
+        elif evaluator.blind:
             log.warning(
                 "rule blind: holding state",
                 rule=evaluator.name,

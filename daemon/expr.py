@@ -43,7 +43,7 @@ class Condition:
     # When set, the threshold is `factor x` the baseline of the same value over this window.
     baseline_window: float | None = None
     factor: float = 1.0
-    text: str = ""
+    rhs: str = ""  # the threshold as written, for messages
 
     @property
     def key(self) -> str:
@@ -68,11 +68,11 @@ class Condition:
             self.threshold,
             self.baseline_window,
             self.factor,
-            f"not ({self.text})",
+            self.rhs,
         )
 
     def __str__(self) -> str:
-        return self.text
+        return f"{self.key} {self.op} {self.rhs}"
 
 
 def parse_condition(text: str) -> Condition:
@@ -89,12 +89,12 @@ def parse_condition(text: str) -> Condition:
         window = parse_duration(base.group("window"))
         if window <= 0:
             raise ValueError("a baseline window must be longer than zero")
-        return Condition(check, value, op, 0.0, window, factor, text.strip())
+        return Condition(check, value, op, 0.0, window, factor, rhs)
     if lit := _LITERAL.match(rhs):
         number, unit = float(lit.group("number")), lit.group("unit")
         if unit == "%":
             number /= 100
         elif unit:
             number = parse_duration(lit.group(0))
-        return Condition(check, value, op, number, text=text.strip())
+        return Condition(check, value, op, number, rhs=rhs)
     raise ValueError(f"not a threshold: {rhs!r} (a number, 5%, 800ms, or 1.5 x baseline(1h))")

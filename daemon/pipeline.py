@@ -107,21 +107,24 @@ class Pipeline:
     async def _execute_plan(self, run: Run) -> None:
         incident, rule = run.incident, run.rule
         try:
-            done = await self._steps(run, rule.do, "do")
-            if not done:
+            outcome = await self._steps(run, rule.do, "do")
+            if outcome == "failed":
                 await self._escalate(run, "a step did not succeed")
+            elif outcome == "held":
+                await self._escalate(run, "automation held back by a cooldown or the budget")
             elif rule.verify_within is not None and rule.do:
                 await self._verify(run, rule.verify_within)
         except Exception as exc:  # a bug must not take the daemon down; say so on the timeline
             log.exception("plan crashed", incident=incident.id)
             await self.recorder.record(
-                incident, "error", f"plan stopped by an internal error: {exc!r}"
+                incident, "error", f"plan stopped by internal error: {exc!r}"
             )
         finally:
             self.runs.pop(incident.id, None)
 
     async def _verify(self, run: Run, within: float) -> None:
         incident = run.incident
+        started = self.clock.now()
         await self.recorder.record(
             incident, "verify", f"verifying: the rule must clear within {within:g}s"
         )
@@ -131,11 +134,9 @@ class Pipeline:
         except TimeoutError:
             await self._escalate(run, f"still firing {within:g}s after remediation")
             return
-        waited = self.clock.now() - incident.timeline[-1].ts
+        waited = self.clock.now() - started
         await self.recorder.record(
-            incident,
-            "verified",
-            f"verified: the rule cleared after the remediation ({waited:.0f}s)",
+            incident, "verified", f"verified: the rule cleared {waited:.0f}s after remediating"
         )
 
     async def _escalate(self, run: Run, why: str) -> None:
@@ -147,19 +148,24 @@ class Pipeline:
         )
         await self._steps(run, run.rule.escalate, "escalate")
 
-    async def _steps(self, run: Run, names: list[str], phase: str) -> bool:
+    async def _steps(self, run: Run, names: list[str], phase: str) -> str:
+        """Run steps in order: "done", "held" (one was skipped) or "failed" (stopped there)."""
+        outcome = "done"
         for name in names:
-            if not await self._step(run, name, phase):
-                return False
-        return True
+            step = await self._step(run, name, phase)
+            if step == "failed":
+                return "failed"
+            if step == "held":
+                outcome = "held"
+        return outcome
 
-    async def _step(self, run: Run, name: str, phase: str) -> bool:
-        """One remediation through the envelope. False only when it ran and did not succeed."""
+    async def _step(self, run: Run, name: str, phase: str) -> str:
+        """One remediation through the envelope: "done", "held" (skipped) or "failed"."""
         incident, rule, plan = run.incident, run.rule, self.plan
         remediation, config = plan.remediations.get(name), plan.configs.get(name)
         if remediation is None or config is None:
             await self.recorder.record(incident, "skipped", f"{name}: no longer configured")
-            return False
+            return "failed"
         kind = remediation.type
         base = {"remediation": name, "type": kind, "phase": phase}
         now = self.clock.now()
@@ -170,7 +176,7 @@ class Pipeline:
             await self.recorder.record(
                 incident, "dry_run", f"dry-run ({scope}): would run {name} ({kind})", **base
             )
-            return True
+            return "done"
 
         last = await self.store.last_action(incident.rule, name)
         if last is not None and now - last < config.cooldown:
@@ -183,7 +189,8 @@ class Pipeline:
                 **base,
                 reason="cooldown",
             )
-            return True
+            # A page sent moments ago still stands; a repeated fix that was held back does not.
+            return "done" if remediation.notifier else "held"
 
         if not remediation.notifier:
             since = now - plan.budget_window
@@ -198,7 +205,7 @@ class Pipeline:
                     **base,
                     reason="budget",
                 )
-                return False
+                return "held"
 
         await self.recorder.record(incident, "action", f"running {name} ({kind})", **base)
         result, outcome = await self._execute(remediation, config, incident)
@@ -214,7 +221,7 @@ class Pipeline:
             **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
             outcome=outcome,
         )
-        return result.ok
+        return "done" if result.ok else "failed"
 
     async def _execute(
         self, remediation: Remediation, config: RemediationConfig, incident: Incident

@@ -1,0 +1,219 @@
+"""The daemon's lifecycle: start in order, run, reload on SIGHUP, drain and stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from checks.base import CHECKS, Check, CheckConfig, CheckContext
+from daemon import plugins
+from daemon.api import build_app
+from daemon.clock import Clock, SystemClock
+from daemon.config import ConfigError, RunbookConfig, load_config
+from daemon.engine import Engine
+from daemon.metrics import Metrics
+from daemon.pipeline import Pipeline, Plan
+from daemon.scheduler import Scheduler
+from daemon.servers import start_site
+from daemon.store import Store
+from daemon.store_sqlite import SqliteStore
+from daemon.timeline import Recorder
+from remediations.base import REMEDIATIONS, Remediation, RemediationContext
+
+log = structlog.get_logger("runbookd")
+
+TICK_SECONDS = 1.0
+
+
+def build_checks(config: RunbookConfig) -> dict[str, tuple[Check, CheckConfig]]:
+    plugins.load()
+    return {name: (CHECKS.get(cfg.type)(name, cfg), cfg) for name, cfg in config.checks.items()}
+
+
+def build_plan(config: RunbookConfig) -> Plan:
+    plugins.load()
+    instances: dict[str, Remediation] = {
+        name: REMEDIATIONS.get(cfg.type)(name, cfg) for name, cfg in config.remediations.items()
+    }
+    settings = config.runbookd
+    return Plan(
+        instances,
+        dict(config.remediations),
+        dry_run=settings.dry_run,
+        budget_max=settings.budget.max_actions,
+        budget_window=settings.budget.window,
+    )
+
+
+def staleness(config: RunbookConfig) -> dict[str, float]:
+    return {name: cfg.staleness() for name, cfg in config.checks.items()}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Daemon:
+    """Owns every long-lived object; startup in order, shutdown in reverse."""
+
+    def __init__(
+        self,
+        config: RunbookConfig,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        state_dir = Path(config.runbookd.state_dir)
+        self.store: Store = store or SqliteStore(state_dir / "runbookd.db")
+        self.recorder = Recorder(self.store, self.clock)
+        self.port: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._started = False
+
+    # -- readiness, for /readyz and sd_notify ------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "starting"
+        if not self.scheduler.first_round.is_set():
+            return False, "waiting for every check to run once"
+        return True, "ok"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.config.runbookd
+        await self.store.open()
+        connector = aiohttp.TCPConnector(limit=settings.max_checks_in_flight + 16)
+        self._session = session = aiohttp.ClientSession(connector=connector)
+        self.pipeline = Pipeline(
+            build_plan(self.config),
+            ctx=RemediationContext(session, self.clock),
+            store=self.store,
+            recorder=self.recorder,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        self.engine = Engine(
+            dict(self.config.rules),
+            staleness=staleness(self.config),
+            store=self.store,
+            recorder=self.recorder,
+            actions=self.pipeline,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        await self.engine.restore()
+        self.scheduler = Scheduler(
+            ctx=CheckContext(session, self.clock),
+            clock=self.clock,
+            sink=self.engine.observe,
+            metrics=self.metrics,
+            max_in_flight=settings.max_checks_in_flight,
+        )
+        self.scheduler.set_checks(build_checks(self.config))
+        await self._start_api()
+        self.scheduler.start()
+        self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
+        self.metrics.reload_success.set(1)
+        self._started = True
+        log.info(
+            "started",
+            listen=f"{settings.listen.rpartition(':')[0]}:{self.port}",
+            checks=len(self.config.checks),
+            rules=len(self.config.rules),
+            remediations=len(self.config.remediations),
+            dry_run=settings.dry_run,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking work, let running remediations finish (bounded), close in reverse."""
+        log.info("stopping", draining=self.pipeline.busy)
+        await self.scheduler.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.pipeline.drain(self.config.runbookd.drain_grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        await self.store.close()
+        log.info("stopped")
+
+    async def _start_api(self) -> None:
+        host, port = split_listen(self.config.runbookd.listen)
+        self._runner, self.port = await start_site(build_app(self), host, port)
+
+    async def _tick(self) -> None:
+        while True:
+            await self.clock.sleep(TICK_SECONDS)
+            self.engine.tick(self.clock.now())
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Validate the config file again and swap it in; an invalid one keeps the old."""
+        if self.config_path is None:
+            return False
+        try:
+            config = load_config(self.config_path)
+            checks, plan = build_checks(config), build_plan(config)
+        except ConfigError as exc:
+            self.metrics.reload_success.set(0)
+            for problem in exc.problems:
+                log.error("reload refused: keeping the running config", problem=str(problem))
+            return False
+        if config.runbookd != self.config.runbookd:
+            log.warning("settings under 'runbookd:' change only on restart")
+        self.pipeline.plan = plan
+        self.engine.set_rules(dict(config.rules), staleness(config))
+        self.scheduler.set_checks(checks)
+        self.config = config
+        self.metrics.reload_success.set(1)
+        log.info("reloaded", checks=len(config.checks), rules=len(config.rules))
+        return True
+
+    # -- running under a supervisor -----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()

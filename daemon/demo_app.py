@@ -1,0 +1,100 @@
+"""The demo's world: a small web application with deploys, and a pager that receives pages.
+
+The application serves /health, /api/version, /api/tasks and a Prometheus /metrics, and an
+admin endpoint that "deploys" a version. Version "v2-bad" fails every fifth /api/tasks request
+(an error rate of exactly 20%). The pager speaks the PagerDuty Events API v2 enqueue format.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+BAD_VERSIONS = {"v2-bad": 5}  # version -> every Nth request fails
+
+
+class DemoApp:
+    def __init__(self) -> None:
+        self.versions = ["v1"]
+        self.served = 0
+        self.rollbacks: list[dict[str, Any]] = []
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests", "Requests served.", ["status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Request latency.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.app = web.Application()
+        self.app.router.add_get("/health", self.health)
+        self.app.router.add_get("/api/version", self.version)
+        self.app.router.add_get("/api/tasks", self.tasks)
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_post("/admin/deploy", self.deploy)
+        self.app.router.add_post("/admin/rollback", self.rollback)
+
+    @property
+    def current(self) -> str:
+        return self.versions[-1]
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": self.current})
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": self.current})
+
+    async def tasks(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        self.served += 1
+        every = BAD_VERSIONS.get(self.current)
+        failed = every is not None and self.served % every == 0
+        status = 500 if failed else 200
+        self.requests.labels(str(status)).inc()
+        self.latency.observe(time.perf_counter() - started)
+        if failed:
+            return web.json_response({"error": "task store unavailable"}, status=500)
+        return web.json_response({"tasks": [{"id": 1, "title": "write the runbook"}]})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def deploy(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.versions.append(str(body["version"]))
+        return web.json_response({"version": self.current})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        if len(self.versions) < 2:
+            return web.json_response({"error": "no previous version"}, status=409)
+        self.rollbacks.append(await request.json())
+        gone = self.versions.pop()
+        return web.json_response({"rolled_back": gone, "version": self.current})
+
+
+class Pager:
+    """Accepts PagerDuty Events API v2 events at /v2/enqueue and keeps them."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v2/enqueue", self.enqueue)
+
+    async def enqueue(self, request: web.Request) -> web.Response:
+        event = await request.json()
+        self.events.append(event)
+        return web.json_response(
+            {"status": "success", "message": "Event processed", "dedup_key": event["dedup_key"]},
+            status=202,
+        )
+
+    def actions(self) -> list[str]:
+        return [e["event_action"] for e in self.events]
