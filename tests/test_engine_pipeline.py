@@ -207,7 +207,7 @@ async def test_cooldown_skips_a_repeat_and_expires() -> None:
         await w.see(value)
     assert len(w.opened) == 2
     assert len(w.actions["rollback"].calls) == 1
-    opened, skipped, escalate = w.store.data.incidents[w.opened[1].id].timeline
+    _, skipped, escalate = w.store.data.incidents[w.opened[1].id].timeline
     assert skipped.kind == "skipped"
     assert skipped.data["reason"] == "cooldown"
     assert "cooldown 600s" in skipped.message
