@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pydantic
+import pytest
+from aiohttp import web
+
+from checks.base import CHECKS, CheckContext, CheckResult
+from checks.http import HttpCheck, HttpCheckConfig
+from daemon.clock import ManualClock
+from daemon.models import Status
+from tests.utils import free_port, serve
+
+HEALTH = {"status": "ok", "checks": {"db": "up", "cache": "down"}, "replicas": [{"ok": True}]}
+
+
+def _app(release: asyncio.Event) -> web.Application:
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response(HEALTH)
+
+    async def unavailable(request: web.Request) -> web.Response:
+        return web.json_response({"status": "down"}, status=503)
+
+    async def degraded(request: web.Request) -> web.Response:
+        return web.json_response({"status": "degraded"})
+
+    async def text(request: web.Request) -> web.Response:
+        return web.Response(text="all systems go")
+
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def echo_header(request: web.Request) -> web.Response:
+        return web.Response(text=f"token={request.headers.get('X-Token', '')}")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.15)
+        return web.Response(text="ok")
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="too late")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/unavailable", unavailable)
+    app.router.add_get("/degraded", degraded)
+    app.router.add_get("/text", text)
+    app.router.add_get("/no-content", no_content)
+    app.router.add_get("/header", echo_header)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/hang", hang)
+    return app
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    release = asyncio.Event()
+    async with serve(_app(release)) as url:
+        try:
+            yield url
+        finally:
+            release.set()  # lets a hanging handler finish, so the server stops promptly
+
+
+@pytest.fixture
+def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> CheckContext:
+    return CheckContext(session=session, clock=clock)
+
+
+def make(url: str, **fields: Any) -> HttpCheck:
+    config = HttpCheckConfig.model_validate({"type": "http", "url": url, **fields})
+    return HttpCheck("health", config)
+
+
+async def run(ctx: CheckContext, url: str, **fields: Any) -> CheckResult:
+    return await make(url, **fields).run(ctx)
+
+
+async def test_ok(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/ok", expect_json={"status": "ok"}, expect_body='"db"')
+    assert result.status is Status.OK
+    assert result.reason == ""
+    assert result.values["up"] == 1.0
+    assert result.values["status_code"] == 200.0
+    assert 0.0 < result.values["latency_seconds"] < 1.0
+
+
+async def test_wrong_status_is_critical(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/unavailable")
+    assert result.status is Status.CRITICAL
+    assert result.reason == "status 503, expected 200"
+    assert result.values["up"] == 0.0
+    assert result.values["status_code"] == 503.0
+
+
+async def test_status_class_and_list(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/no-content", expect_status=["2xx"])
+    assert result.status is Status.OK
+    assert result.values["status_code"] == 204.0
+    result = await run(ctx, f"{base_url}/unavailable", expect_status=[200, "3xx"])
+    assert result.reason == "status 503, expected 200 or 3xx"
+
+
+async def test_json_field_mismatch(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/degraded", expect_json={"status": "ok"})
+    assert result.status is Status.CRITICAL
+    assert result.reason == "json field status = 'degraded', expected 'ok'"
+    assert result.values["up"] == 0.0
+    assert result.values["status_code"] == 200.0
+
+
+async def test_nested_json_path(ctx: CheckContext, base_url: str) -> None:
+    url = f"{base_url}/ok"
+    ok = await run(ctx, url, expect_json={"checks.db": "up", "replicas.0.ok": True})
+    assert ok.status is Status.OK
+    bad = await run(ctx, url, expect_json={"checks.db": "up", "checks.cache": "up"})
+    assert (bad.status, bad.reason) == (
+        Status.CRITICAL,
+        "json field checks.cache = 'down', expected 'up'",
+    )
+    missing = await run(ctx, url, expect_json={"checks.queue": "up"})
+    assert missing.reason == "json field checks.queue is missing"
+    # JSON true is not the number 1.
+    typed = await run(ctx, url, expect_json={"replicas.0.ok": 1})
+    assert typed.reason == "json field replicas.0.ok = true, expected 1"
+
+
+async def test_body_substring(ctx: CheckContext, base_url: str) -> None:
+    assert (await run(ctx, f"{base_url}/text", expect_body="systems go")).status is Status.OK
+    result = await run(ctx, f"{base_url}/text", expect_body="ok")
+    assert result.status is Status.CRITICAL
+    assert result.reason == "body does not contain 'ok'"
+    assert result.values["up"] == 0.0
+
+
+async def test_non_json_body(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/text", expect_json={"status": "ok"})
+    assert (result.status, result.reason) == (Status.CRITICAL, "body is not JSON")
+    assert result.values["up"] == 0.0
+
+
+async def test_headers_are_sent(ctx: CheckContext, base_url: str) -> None:
+    url = f"{base_url}/header"
+    result = await run(ctx, url, headers={"X-Token": "abc"}, expect_body="token=abc")
+    assert result.status is Status.OK
+
+
+async def test_connection_refused(ctx: CheckContext) -> None:
+    result = await run(ctx, f"http://127.0.0.1:{free_port()}/healthz")
+    assert result.status is Status.CRITICAL
+    assert result.reason == "connection refused"
+    assert result.values == {"up": 0.0}
+
+
+async def test_timeout(ctx: CheckContext, base_url: str) -> None:
+    # The request gives up a little before the check's timeout: 0.2s - 10%.
+    result = await run(ctx, f"{base_url}/hang", timeout="200ms")
+    assert result.status is Status.CRITICAL
+    assert result.reason == "timeout after 0.18s"
+    assert result.values == {"up": 0.0}
+
+
+async def test_slow_is_warn(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/slow", max_latency="50ms")
+    assert result.status is Status.WARN
+    assert result.reason.startswith("slow: ")
+    assert result.reason.endswith("s, max_latency 0.05s")
+    assert result.values["up"] == 1.0
+    assert result.values["latency_seconds"] >= 0.15
+
+
+def test_registered_and_value_names() -> None:
+    assert CHECKS.get("http") is HttpCheck
+    config = HttpCheckConfig.model_validate({"type": "http", "url": "https://example.com/"})
+    assert config.value_names() == {"up", "latency_seconds", "status_code"}
+    assert config.expect_status == (200,)
+    assert config.method == "GET"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"url": "ftp://example.com/"}, "not an http"),
+        ({"url": "example.com/health"}, "not an http"),
+        ({"url": "http://"}, "not an http"),
+        ({"method": "DELETE"}, "method"),
+        ({"expect_status": ["6xx"]}, "not an HTTP status"),
+        ({"expect_status": []}, "at least 1 item"),
+        ({"expect_json": {"checks..db": "up"}}, "not a JSON path"),
+        ({"method": "HEAD", "expect_body": "ok"}, "HEAD response has no body"),
+        ({"headers": {"X-A": "1\r\nX-B: 2"}}, "line breaks"),
+        ({"max_latency": "fast"}, "not a duration"),
+        ({"expected_status": [200]}, "Extra inputs are not permitted"),
+    ],
+)
+def test_config_validation(fields: dict[str, Any], message: str) -> None:
+    data = {"type": "http", "url": "http://127.0.0.1:8080/healthz", **fields}
+    with pytest.raises(pydantic.ValidationError, match=message):
+        HttpCheckConfig.model_validate(data)

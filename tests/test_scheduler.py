@@ -1,0 +1,174 @@
+"""The scheduler under a ManualClock: intervals, phase, no overlap, timeouts, the in-flight bound."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import ClassVar, Literal
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from checks.base import CheckConfig, CheckContext, CheckResult
+from daemon.clock import ManualClock
+from daemon.metrics import Metrics
+from daemon.models import Observation, Status
+from daemon.scheduler import Scheduler, phase
+
+
+class ProbeConfig(CheckConfig):
+    type: Literal["probe"] = "probe"
+
+
+class Probe:
+    type: ClassVar[str] = "probe"
+    Config = ProbeConfig
+
+    def __init__(self, *, hang: bool = False, boom: bool = False) -> None:
+        self.started = 0
+        self.hang = hang
+        self.boom = boom
+        self.release = asyncio.Event()
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        self.started += 1
+        if self.boom:
+            raise ValueError("bad parse")
+        if self.hang:
+            await self.release.wait()
+        return CheckResult(Status.OK, {"v": float(self.started)}, "fine")
+
+
+def cfg(**fields: object) -> ProbeConfig:
+    return ProbeConfig.model_validate({"interval": "1s", "timeout": "5s", "jitter": 0} | fields)
+
+
+@pytest.fixture
+async def sched(clock: ManualClock) -> AsyncIterator[tuple[Scheduler, list[Observation]]]:
+    seen: list[Observation] = []
+
+    async def sink(obs: Observation) -> None:
+        seen.append(obs)
+
+    ctx = CheckContext(None, clock)  # type: ignore[arg-type]  # probes need no session
+    scheduler = Scheduler(
+        ctx=ctx, clock=clock, sink=sink, metrics=Metrics(CollectorRegistry()), max_in_flight=4
+    )
+    scheduler.start()
+    yield scheduler, seen
+    await scheduler.stop()
+
+
+def metric(s: Scheduler, name: str, **labels: str) -> float:
+    return s.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_each_check_runs_on_its_own_interval(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, seen = sched
+    fast, slow = Probe(), Probe()
+    s.set_checks({"fast": (fast, cfg()), "slow": (slow, cfg(interval="5s"))})
+    await clock.advance(9.5)
+    assert fast.started == 10  # t = 0, 1, ..., 9
+    assert slow.started == 2  # t = 0, 5
+    assert [o.check for o in seen].count("fast") == 10
+    assert seen[-1].status is Status.OK
+    assert s.first_round.is_set()
+
+
+async def test_phase_is_stable_and_within_the_jitter(clock: ManualClock) -> None:
+    config = cfg(interval="10s", jitter="20%")
+    offsets = {phase(f"check-{i}", config) for i in range(50)}
+    assert all(0 <= o < 2.0 for o in offsets)
+    assert len(offsets) > 40  # spread out, not bunched
+    assert phase("check-1", config) == phase("check-1", config)
+
+
+async def test_a_check_never_overlaps_itself(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, seen = sched
+    probe = Probe(hang=True)
+    s.set_checks({"stuck": (probe, cfg(timeout="30s"))})
+    await clock.advance(4.5)
+    assert probe.started == 1
+    assert metric(s, "runbookd_check_runs_skipped_total", check="stuck") == 4
+    probe.release.set()
+    await clock.advance(1)
+    assert probe.started == 2
+    assert len(seen) == 2
+
+
+async def test_timeout_gives_unknown_with_a_reason(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, seen = sched
+    s.set_checks({"stuck": (Probe(hang=True), cfg(timeout="2s", interval="10s"))})
+    await clock.advance(2.5)
+    assert len(seen) == 1
+    assert seen[0].status is Status.UNKNOWN
+    assert seen[0].reason == "check did not finish within 2s"
+    assert seen[0].duration == pytest.approx(2.0)
+
+
+async def test_a_raising_check_is_unknown_not_a_crash(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, seen = sched
+    s.set_checks({"buggy": (Probe(boom=True), cfg())})
+    await clock.advance(2.5)
+    assert [o.status for o in seen] == [Status.UNKNOWN] * 3
+    assert seen[0].reason == "check raised ValueError: bad parse"
+
+
+async def test_checks_in_flight_are_bounded(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    probes = [Probe(hang=True) for _ in range(6)]
+    s.set_checks({f"c{i}": (p, cfg(timeout="60s")) for i, p in enumerate(probes)})
+    await clock.advance(0.5)
+    assert sum(p.started for p in probes) == 4  # max_in_flight
+    probes[0].release.set()
+    await clock.advance(0)
+    assert sum(p.started for p in probes) == 5
+
+
+async def test_reload_keeps_unchanged_checks_and_drops_removed_ones(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    keep, drop, add = Probe(), Probe(), Probe()
+    s.set_checks({"keep": (keep, cfg()), "drop": (drop, cfg())})
+    await clock.advance(2.5)
+    s.set_checks({"keep": (Probe(), cfg()), "add": (add, cfg())})
+    await clock.advance(2)
+    assert keep.started == 5  # same config: the running instance and schedule stay
+    assert drop.started == 3
+    assert add.started == 3  # at 2.5, 3.5 and 4.5: a new check starts at once
+
+
+async def test_run_now_starts_a_run_at_once(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    probe = Probe()
+    s.set_checks({"p": (probe, cfg(interval="1h"))})
+    await clock.advance(0.1)
+    assert probe.started == 1
+    assert s.run_now("p")
+    assert not s.run_now("missing")
+    await clock.advance(0)
+    assert probe.started == 2
+
+
+async def test_lateness_and_status_metrics(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    s.set_checks({"p": (Probe(), cfg())})
+    await clock.advance(2.5)
+    assert metric(s, "runbookd_schedule_lateness_seconds_count") == 3
+    assert metric(s, "runbookd_check_runs_total", check="p", status="ok") == 3
+    assert metric(s, "runbookd_check_value", check="p", value="v") == 3
