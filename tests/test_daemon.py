@@ -1,0 +1,239 @@
+"""The whole daemon on loopback: a real SQLite store, real HTTP, the real API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from daemon.app import Daemon
+from daemon.config import load_config
+from daemon.demo import run_demo
+from tests.utils import serve
+
+CONFIG = """
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+checks:
+  health:
+    type: http
+    url: {url}/health
+    interval: 100ms
+    timeout: 1s
+rules:
+  down:
+    when: health.up < 1
+    do: [notify]
+remediations:
+  notify:
+    type: http
+    url: {url}/hook
+    body: {{incident: "{{{{ incident.id }}}}"}}
+"""
+
+
+def health_app(state: dict[str, object]) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"}, status=200 if state["up"] else 503)
+
+    async def hook(request: web.Request) -> web.Response:
+        hooks = state.setdefault("hooks", [])
+        assert isinstance(hooks, list)
+        hooks.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/hook", hook)
+    return app
+
+
+@asynccontextmanager
+async def run_daemon(config_file: Path) -> AsyncIterator[Daemon]:
+    daemon = Daemon(load_config(config_file), config_path=config_file)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+async def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    """Poll a real-time condition (bounded): the daemon runs on the system clock here."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def app_state() -> AsyncIterator[tuple[dict[str, object], str]]:
+    state: dict[str, object] = {"up": True}
+    async with serve(health_app(state)) as url:
+        yield state, url
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> Path:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(CONFIG.format(state=tmp_path / "state", url=app_state[1]))
+    return path
+
+
+async def test_api_health_readiness_metrics_and_errors(
+    config_file: Path, session: aiohttp.ClientSession
+) -> None:
+    async with run_daemon(config_file) as daemon:
+        base = f"http://127.0.0.1:{daemon.port}"
+        async with session.get(f"{base}/healthz") as r:
+            assert (r.status, await r.json()) == (200, {"status": "ok"})
+        await wait_for(lambda: daemon.ready()[0])
+        async with session.get(f"{base}/readyz") as r:
+            assert r.status == 200
+        async with session.get(f"{base}/metrics") as r:
+            text = await r.text()
+        assert 'runbookd_build_info{version="0.1.0"} 1.0' in text
+        assert 'runbookd_check_value{check="health",value="up"} 1.0' in text
+        assert 'runbookd_rule_state{rule="down"} 0.0' in text
+        for path, status, reason in [
+            ("/api/v1/incidents/nope", 404, "no incident 'nope'"),
+            ("/api/v1/incidents?status=bogus", 400, "status: must be one of open, resolved"),
+            ("/api/v1/incidents?limit=x", 400, "limit: not an integer"),
+            ("/api/v1/incidents?limit=0", 400, "limit: must be between 1 and 1000"),
+            ("/nothing-here", 404, "Not Found"),
+        ]:
+            async with session.get(base + path) as r:
+                assert r.status == status
+                assert r.content_type == "application/json"
+                assert (await r.json())["error"] == reason
+
+
+async def test_outage_opens_acts_and_resolves_through_the_api(
+    config_file: Path,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    state, _ = app_state
+    async with run_daemon(config_file) as daemon:
+        base = f"http://127.0.0.1:{daemon.port}/api/v1/incidents"
+        await wait_for(lambda: daemon.ready()[0])
+        state["up"] = False
+        await wait_for(lambda: bool(state.get("hooks")))
+        state["up"] = True
+        await wait_for(lambda: not daemon.engine.incidents)
+        async with session.get(base) as r:
+            (listed,) = (await r.json())["incidents"]
+        assert listed["status"] == "resolved"
+        assert state["hooks"] == [{"incident": listed["id"]}]
+        async with session.get(f"{base}/{listed['id']}") as r:
+            incident = await r.json()
+        assert [e["kind"] for e in incident["timeline"]] == [
+            "opened",
+            "action",
+            "result",
+            "resolved",
+        ]
+        assert incident["trigger"]["threshold"] == 1
+        assert incident["trigger"]["value"] == 0
+
+
+async def test_restart_remembers_open_incidents(
+    config_file: Path, app_state: tuple[dict[str, object], str]
+) -> None:
+    state, _ = app_state
+    state["up"] = False
+    async with run_daemon(config_file) as daemon:
+        await wait_for(lambda: bool(daemon.engine.incidents))
+        (incident_id,) = [i.id for i in daemon.engine.incidents.values()]
+    async with run_daemon(config_file) as daemon:
+        assert [i.id for i in daemon.engine.incidents.values()] == [incident_id]
+        await wait_for(lambda: daemon.ready()[0])
+        assert len(await daemon.store.list_incidents()) == 1  # no second incident
+        state["up"] = True
+        await wait_for(lambda: not daemon.engine.incidents)
+    hooks = state["hooks"]
+    assert isinstance(hooks, list)
+    assert len(hooks) == 1
+
+
+async def test_reload_swaps_a_valid_config_and_keeps_the_old_on_error(
+    config_file: Path, app_state: tuple[dict[str, object], str]
+) -> None:
+    async with run_daemon(config_file) as daemon:
+        good = config_file.read_text().replace("interval: 100ms", "interval: 200ms")
+        config_file.write_text(good)
+        assert await daemon.reload()
+        assert daemon.config.checks["health"].interval == 0.2
+        config_file.write_text(good.replace("type: http\n    url", "type: nope\n    url"))
+        assert not await daemon.reload()
+        assert daemon.config.checks["health"].interval == 0.2
+        value = daemon.registry.get_sample_value("runbookd_config_last_reload_successful")
+        assert value == 0
+
+
+async def test_demo_scenario_end_to_end() -> None:
+    lines: list[str] = []
+    assert await run_demo(out=lines.append) == 0, "\n".join(lines)
+    text = "\n".join(lines)
+    for step in (
+        "✓ incident opened",
+        "✓ rolled back to v1",
+        "✓ on-call paged",
+        "✓ incident resolved",
+        "✓ page resolved",
+        "✓ recovery verified",
+        "demo complete",
+    ):
+        assert step in text
+
+
+def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> str:
+    """Read the process's output until a line contains `needle` (bounded in time)."""
+    assert proc.stdout is not None
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(seen)}")
+
+
+def test_sighup_with_a_bad_config_keeps_running_and_sigterm_exits_0(config_file: Path) -> None:
+    """The real process: signals, reload refusal, graceful exit code."""
+    argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config_file)]
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    ) as proc:
+        try:
+            read_until(proc, '"event": "started"')
+            config_file.write_text("checks: [not, a, mapping\n")
+            proc.send_signal(signal.SIGHUP)
+            refused = read_until(proc, "reload refused")
+            assert "keeping the running config" in refused
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+            assert "stopped" in read_until(proc, '"event": "stopped"')
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
