@@ -175,7 +175,7 @@ class Daemon:
         if self.config_path is None:
             return False
         try:
-            config = load_config(self.config_path)
+            config = await asyncio.to_thread(load_config, self.config_path)
             checks, plan = build_checks(config), build_plan(config)
         except ConfigError as exc:
             self.metrics.reload_success.set(0)

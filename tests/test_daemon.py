@@ -70,10 +70,10 @@ async def run_daemon(config_file: Path) -> AsyncIterator[Daemon]:
         await daemon.stop()
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
+async def wait_for(predicate: object, within: float = 10.0) -> None:
     """Poll a real-time condition (bounded): the daemon runs on the system clock here."""
     assert callable(predicate)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
