@@ -56,11 +56,6 @@ def staleness(config: RunbookConfig) -> dict[str, float]:
     return {name: cfg.staleness() for name, cfg in config.checks.items()}
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class Daemon:
     """Owns every long-lived object; startup in order, shutdown in reverse."""
 
@@ -136,7 +131,7 @@ class Daemon:
         self._started = True
         log.info(
             "started",
-            listen=f"{settings.listen.rpartition(':')[0]}:{self.port}",
+            listen=f"{settings.listen_address[0]}:{self.port}",
             checks=len(self.config.checks),
             rules=len(self.config.rules),
             remediations=len(self.config.remediations),
@@ -160,7 +155,7 @@ class Daemon:
         log.info("stopped")
 
     async def _start_api(self) -> None:
-        host, port = split_listen(self.config.runbookd.listen)
+        host, port = self.config.runbookd.listen_address
         self._runner, self.port = await start_site(build_app(self), host, port)
 
     async def _tick(self) -> None:

@@ -1,0 +1,600 @@
+"""Load and validate the YAML config; every problem names its file, line and YAML path.
+
+Pipeline: read -> compose the YAML node tree (each node keeps its line) -> build plain data,
+refusing duplicate keys and interpolating `${ENV}` -> validate with a pydantic model whose
+`checks` and `remediations` are discriminated unions of the registered types -> check the
+cross references (rule -> check, value, remediations). All problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import sys
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from checks.base import CHECKS, CheckConfig
+from daemon import plugins
+from daemon.rule_config import RuleConfig
+from daemon.units import Duration, SecretsModel, StrictModel
+from remediations.base import REMEDIATIONS, RemediationConfig
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
+
+YamlPath = tuple[str | int, ...]
+
+# ---------------------------------------------------------------------------------------------
+# The models
+
+
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s/]+)):(?P<port>\d{1,5})$", re.ASCII)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Split host:port, e.g. "[::1]:9464" -> ("::1", 9464). IPv6 goes in brackets."""
+    match = _LISTEN.match(text)
+    if match is None or int(match["port"]) > 65535:
+        hint = " (put an IPv6 address in brackets)" if text.count(":") > 1 else ""
+        raise ValueError(f"not host:port: {text!r}, use e.g. 127.0.0.1:9464 or [::1]:9464{hint}")
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["v6"])
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {match['v6']!r}") from None
+    return match["v6"] or match["host"], int(match["port"])
+
+
+class BudgetConfig(StrictModel):
+    """At most `max_actions` remediations (notifiers exempt) per sliding `window`."""
+
+    max_actions: int = Field(default=5, ge=0)
+    window: Duration = 3600.0
+
+
+class DaemonSettings(StrictModel):
+    listen: str = "127.0.0.1:9464"
+    state_dir: str = "./state"
+    # Global dry-run: the timeline says what would have run, nothing runs.
+    dry_run: bool = False
+    budget: BudgetConfig = BudgetConfig()
+    max_checks_in_flight: int = Field(default=256, ge=1)
+    # On SIGTERM, running remediations get this long to finish before they are cancelled.
+    drain_grace: Duration = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+
+class RunbookConfig(StrictModel):
+    """The static type of a loaded config. `config_model()` gives the class that validates."""
+
+    runbookd: DaemonSettings = DaemonSettings()
+    checks: dict[Name, CheckConfig] = Field(default_factory=dict)
+    remediations: dict[Name, RemediationConfig] = Field(default_factory=dict)
+    rules: dict[Name, RuleConfig] = Field(default_factory=dict)
+
+    @field_validator("runbookd", "checks", "remediations", "rules", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        # `checks:` with every entry commented out is an empty section, not an error.
+        return {} if value is None else value
+
+
+def _tagged_union(models: tuple[type[BaseModel], ...], kind: str) -> Any:
+    if not models:
+
+        def refuse(value: Any) -> Any:
+            raise ValueError(f"no {kind} types are registered")
+
+        return Annotated[Any, BeforeValidator(refuse)]
+    # Union[tuple] unpacks a runtime tuple; the `X | Y` form ruff suggests cannot.
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
+
+
+@functools.cache
+def _build_model(
+    check_models: tuple[type[BaseModel], ...], remediation_models: tuple[type[BaseModel], ...]
+) -> type[RunbookConfig]:
+    # Built at runtime, so typed Any: static code sees RunbookConfig.
+    checks: Any = dict[Name, _tagged_union(check_models, "check")]  # type: ignore[misc]
+    remediations: Any = dict[Name, _tagged_union(remediation_models, "remediation")]  # type: ignore[misc]
+    return create_model(
+        "RunbookConfig",
+        __base__=RunbookConfig,
+        __module__=__name__,
+        checks=(checks, Field(default_factory=dict)),
+        remediations=(remediations, Field(default_factory=dict)),
+    )
+
+
+def config_model() -> type[RunbookConfig]:
+    """The validating model for the types registered now (cached per set of types)."""
+    plugins.load()
+    return _build_model(tuple(CHECKS.config_models()), tuple(REMEDIATIONS.config_models()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} {self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+def _dotted(path: YamlPath) -> str:
+    return ".".join(map(str, path)) if path else "(top level)"
+
+
+def _describe(value: object) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "an empty value"
+    return names.get(type(value), "a number" if isinstance(value, int | float) else "a value")
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML -> plain data, with the line of every path
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# Aliases can expand exponentially ("billion laughs"); a real config is far below this.
+_MAX_NODES = 100_000
+_ENV = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"|(?P<bad>\{))"
+)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Reader:
+    """Builds plain data from the composed node tree, remembering each path's line."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[Problem] = []
+        self.lines: dict[YamlPath, int] = {}
+        # Paths whose value is already reported (unset variable, bad tag): pydantic would
+        # only repeat it, less clearly.
+        self.reported: set[YamlPath] = set()
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._active: set[int] = set()
+        self._nodes = 0
+
+    def problem(self, line: int, path: YamlPath, message: str) -> None:
+        self.problems.append(Problem(self.filename, line, _dotted(path), message))
+
+    def value_problem(self, node: Node, path: YamlPath, message: str) -> None:
+        self.problem(_line(node), path, message)
+        self.reported.add(path)
+
+    def read(self, text: str) -> dict[str, Any] | None:
+        """The data, or None when there is nothing to validate (problems say why)."""
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            if root is None:
+                return {}
+            self.lines[()] = _line(root)
+            if not isinstance(root, MappingNode):
+                kind = "a list" if isinstance(root, SequenceNode) else "a single value"
+                self.problem(_line(root), (), f"must be a mapping of sections, not {kind}")
+                return None
+            return self._mapping(root, ())
+        except yaml.YAMLError as exc:
+            self.problems.append(_yaml_problem(self.filename, text, exc))
+        except (_TooLarge, RecursionError):
+            self.problem(1, ("yaml",), "too large or too deeply nested")
+        return None
+
+    def _build(self, node: Node, path: YamlPath) -> Any:
+        self._nodes += 1
+        if self._nodes > _MAX_NODES:
+            raise _TooLarge
+        if id(node) in self._active:
+            self.value_problem(node, path, "an alias refers to itself")
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, SequenceNode):
+                self._check_tag(node, _SEQ_TAG, path)
+                items = enumerate(node.value)
+                return [self._build(item, self._at(item, (*path, i))) for i, item in items]
+            return self._scalar(cast(ScalarNode, node), path)
+        finally:
+            self._active.discard(id(node))
+
+    def _at(self, node: Node, path: YamlPath) -> YamlPath:
+        self.lines[path] = _line(node)
+        return path
+
+    def _check_tag(self, node: Node, expected: str, path: YamlPath) -> None:
+        if node.tag != expected:
+            self.value_problem(node, path, f"unsupported YAML tag {node.tag!r}")
+
+    def _mapping(self, node: MappingNode, path: YamlPath) -> dict[str, Any]:
+        self._check_tag(node, _MAP_TAG, path)
+        result: dict[str, Any] = {}
+        for key_node, value_node, merged in self._pairs(node, path, frozenset({id(node)})):
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            child = (*path, key)
+            if key in result:
+                if not merged:  # a merged key is overridden quietly: that is what << is for
+                    first = f"first on line {self.lines[child]}"
+                    self.problem(_line(key_node), child, f"duplicate key {key!r} ({first})")
+                continue
+            result[key] = self._build(value_node, self._at(key_node, child))
+        return result
+
+    def _pairs(
+        self, node: MappingNode, path: YamlPath, seen: frozenset[int]
+    ) -> list[tuple[Node, Node, bool]]:
+        """Own pairs first, then those merged in with `<<` (earlier sources win)."""
+        own: list[tuple[Node, Node, bool]] = []
+        merged: list[tuple[Node, Node, bool]] = []
+        for key, value in node.value:
+            if key.tag != _MERGE_TAG:
+                own.append((key, value, False))
+                continue
+            sources = value.value if isinstance(value, SequenceNode) else [value]
+            for source in sources:
+                if not isinstance(source, MappingNode) or id(source) in seen:
+                    self.problem(_line(key), path, "<< takes a mapping or a list of mappings")
+                    continue
+                pairs = self._pairs(source, path, seen | {id(source)})
+                merged += [(k, v, True) for k, v, _ in pairs]
+        return own + merged
+
+    def _key(self, node: Node, path: YamlPath) -> str | None:
+        if not isinstance(node, ScalarNode):
+            self.problem(_line(node), path, "a key must be a plain value, not a list or mapping")
+            return None
+        # Keys are their text: every key here is a name, and `on:` or `1:` should not turn
+        # into True or 1 (YAML 1.1 resolution) behind the user's back.
+        return str(node.value)
+
+    def _scalar(self, node: ScalarNode, path: YamlPath) -> Any:
+        if node.tag == _STR_TAG:
+            return self._interpolate(node, path)
+        try:
+            return self._constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            self.value_problem(node, path, getattr(exc, "problem", None) or str(exc))
+            return None
+
+    def _interpolate(self, node: ScalarNode, path: YamlPath) -> str:
+        """`${VAR}`, `${VAR:-default}` (also when VAR is empty, as in sh), `$$` -> `$`."""
+        text: str = node.value
+
+        def substitute(match: re.Match[str]) -> str:
+            if match["dollar"]:
+                return "$"
+            if match["bad"]:
+                self.value_problem(node, path, "bad ${...}: use ${VAR}, ${VAR:-default} or $$")
+                return ""
+            value = os.environ.get(match["name"])
+            if match["default"] is not None and not value:
+                return str(match["default"])
+            if value is None:
+                message = f"environment variable {match['name']} is not set"
+                self.value_problem(node, path, message)
+                return ""
+            return value
+
+        return _ENV.sub(substitute, text) if "$" in text else text
+
+
+def _yaml_problem(filename: str, text: str, exc: yaml.YAMLError) -> Problem:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else 1
+        message = exc.problem or exc.context or "not valid YAML"
+        # A composer's context is the main statement ("expected a single document ...").
+        if exc.context and exc.problem and not exc.context.startswith("while "):
+            message = f"{exc.context}, {exc.problem}"
+        return Problem(filename, line, "yaml", message)
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        return Problem(filename, line, "yaml", f"character #x{exc.character:04x}: {exc.reason}")
+    return Problem(filename, 1, "yaml", str(exc).splitlines()[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# pydantic errors -> problems
+
+_ABSENT = object()
+
+
+def _yaml_path(loc: tuple[int | str, ...], data: Any) -> YamlPath:
+    """pydantic's loc as the YAML path: without union tags and `[key]` markers."""
+    path: list[str | int] = []
+    node = data
+    tag_skipped = False
+    for seg in loc:
+        if seg == "[key]":
+            continue
+        if isinstance(node, dict):
+            # A discriminated union puts the member's tag (the `type` value) into the loc.
+            if not tag_skipped and node.get("type") == seg:
+                tag_skipped = True
+                continue
+            node, tag_skipped = node.get(seg, _ABSENT), False
+        elif isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
+            node = node[seg]
+        elif node is not _ABSENT:
+            break  # below a scalar only union member names follow
+        path.append(seg)
+    return tuple(path)
+
+
+def _line_of(path: YamlPath, lines: Mapping[YamlPath, int]) -> int:
+    """The line of `path`, or of its deepest ancestor present in the file (missing fields)."""
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path, 1)
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, UnionType) and NoneType in get_args(tp):
+            rest = [arg for arg in get_args(tp) if arg is not NoneType]
+            if len(rest) != 1:
+                return tp
+            tp = rest[0]
+        else:
+            return tp
+
+
+def _tags(tp: Any) -> list[str]:
+    """The `type` values a union of config models (or one model) accepts."""
+    members = get_args(tp) if get_origin(tp) in (Union, UnionType) else (tp,)
+    tags: list[str] = []
+    for member in members:
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            field = member.model_fields.get("type")
+            if field is not None and get_origin(field.annotation) is Literal:
+                tags += [str(arg) for arg in get_args(field.annotation)]
+    return sorted(tags)
+
+
+def _type_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
+    """The type pydantic validated at `loc`, or None: only to word messages."""
+    tp: Any = model
+    for seg in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if seg in _tags(tp):
+                continue  # the tag of a one-member union
+            tp = next((annotation for key, annotation in _fields(tp) if key == seg), None)
+            if tp is None:
+                return None
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, UnionType):
+            tp = next((m for m in get_args(tp) if seg in _tags(m)), None)
+        else:
+            return None
+    return _unwrap(tp)
+
+
+def _fields(model: type[BaseModel]) -> Iterator[tuple[str, Any]]:
+    """(YAML key, annotation) of each field, with the `*_file` form of secrets."""
+    for name, field in model.model_fields.items():
+        yield field.alias or name, field.annotation
+        if issubclass(model, SecretsModel) and _unwrap(field.annotation) is SecretStr:
+            yield f"{name}_file", str
+
+
+def _unknown_field(key: str | int, model: Any) -> str:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return "unknown field"
+    known = sorted(name for name, _ in _fields(model))
+    close = difflib.get_close_matches(str(key), known, n=1)
+    if close:
+        return f"unknown field, did you mean {close[0]!r}?"
+    return f"unknown field (known: {', '.join(known)})"
+
+
+def _message(error: ErrorDetails, model: type[BaseModel]) -> str:
+    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
+    if "[key]" in loc:
+        return (
+            f"not a valid name: {error['input']!r} (letters, digits, _ and -, "
+            "starting with a letter or _, at most 64 characters)"
+        )
+    if kind == "extra_forbidden":
+        return _unknown_field(loc[-1], _type_at(model, loc[:-1]))
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        what = {"checks": "check ", "remediations": "remediation "}.get(str(loc[0]), "")
+        known = ", ".join(_tags(_type_at(model, loc))) or "none registered"
+        if kind == "union_tag_not_found":
+            return f"every {what}needs a type (known: {known})"
+        return f"unknown {what}type {ctx.get('tag')!r} (known: {known})"
+    if kind == "missing":
+        return "field required"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping, not {_describe(error['input'])}"
+    if kind == "list_type":
+        return f"expected a list, not {_describe(error['input'])}"
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return message[:1].lower() + message[1:] if message[1:2].islower() else message
+
+
+def _validation_problems(
+    exc: ValidationError, model: type[BaseModel], data: Any, reader: _Reader
+) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = _yaml_path(error["loc"], data)
+        if path in reader.reported and error["type"] != "extra_forbidden":
+            continue
+        if error["type"] == "union_tag_invalid":
+            path = (*path, "type")
+        line = _line_of(path, reader.lines)
+        problems.append(Problem(reader.filename, line, _dotted(path), _message(error, model)))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross references
+
+
+def _listing(names: Collection[str]) -> str:
+    return f"available: {', '.join(sorted(names))}" if names else "none defined"
+
+
+def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]:
+    found: list[tuple[YamlPath, str]] = []
+    for name, rule in config.rules.items():
+        check_name, value = rule.when.check, rule.when.value
+        check = config.checks.get(check_name)
+        if check is None:
+            defined = _listing(config.checks)
+            found.append((("rules", name, "when"), f"no check named {check_name!r} ({defined})"))
+        elif (values := _value_names(check)) is not None and value not in values:
+            message = f"check {check_name!r} has no value {value!r} ({_listing(values)})"
+            found.append((("rules", name, "when"), message))
+        for section in ("do", "escalate"):
+            for index, action in enumerate(getattr(rule, section)):
+                if action not in config.remediations:
+                    defined = _listing(config.remediations)
+                    message = f"no remediation named {action!r} ({defined})"
+                    found.append((("rules", name, section, index), message))
+    return [
+        Problem(reader.filename, _line_of(path, reader.lines), _dotted(path), message)
+        for path, message in found
+    ]
+
+
+def _value_names(check: CheckConfig) -> frozenset[str] | None:
+    """The values a check reports, when its config can say so (optional `value_names()`)."""
+    method = getattr(check, "value_names", None)
+    names = method() if callable(method) else None
+    return names if isinstance(names, frozenset) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def load_config_text(text: str, filename: str = "<config>") -> RunbookConfig:
+    """Validate config text; raises ConfigError with every problem, sorted by line."""
+    reader = _Reader(filename)
+    data = reader.read(text)
+    problems = reader.problems
+    config: RunbookConfig | None = None
+    if data is not None:
+        model = config_model()
+        try:
+            config = model.model_validate(data)
+        except ValidationError as exc:
+            problems += _validation_problems(exc, model, data, reader)
+        else:
+            problems += _reference_problems(config, reader)
+    if problems or config is None:
+        raise ConfigError(sorted(problems, key=lambda problem: problem.line))
+    return config
+
+
+def load_config(path: str | Path) -> RunbookConfig:
+    """Read and validate a config file. Blocking: from the event loop, use asyncio.to_thread."""
+    filename = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        message = f"cannot read: {exc.strerror or exc}"
+        raise ConfigError([Problem(filename, 0, "file", message)]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        message = f"not UTF-8 (byte 0x{raw[exc.start]:02x})"
+        raise ConfigError([Problem(filename, line, "file", message)]) from None
+    return load_config_text(text, filename)
+
+
+def config_hash(config: RunbookConfig) -> str:
+    """sha256 of the validated config as canonical JSON.
+
+    Comments, formatting and key order don't change it; `${ENV}` values do. Secrets enter
+    only masked, so the hash may be shown (metrics, timeline) without leaking them.
+    """
+    data = config.model_dump(mode="json", by_alias=True, serialize_as_any=True)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_config_main(path: str) -> int:
+    """`runbookd check-config FILE`: 0 and a summary line when valid, else 2 and the problems."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    counts = (
+        f"{len(config.checks)} checks, {len(config.rules)} rules, "
+        f"{len(config.remediations)} remediations"
+    )
+    print(f"{path}: ok ({counts})")
+    return 0

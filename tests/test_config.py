@@ -1,0 +1,525 @@
+"""Config loading: YAML -> validated models, every problem as `FILE:LINE path: message`.
+
+Each file in tests/bad_configs/ carries its expected problems in its leading comments:
+`# expect: {file}:LINE path: message` (`{file}` is the path the loader was given) and may set
+environment variables with `# env: NAME=value`; variables named RUNBOOKD_TEST_* are unset.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pytest
+from pydantic import SecretStr
+
+import checks.base
+import daemon.config as config_module
+import remediations.base
+from checks.base import CheckConfig, CheckContext, CheckResult
+from daemon import plugins
+from daemon.config import (
+    ConfigError,
+    Problem,
+    check_config_main,
+    config_hash,
+    config_model,
+    load_config,
+    load_config_text,
+    parse_listen,
+)
+from daemon.models import Incident, RemediationResult
+from daemon.registry import Registry
+from remediations.base import RemediationConfig, RemediationContext
+
+BAD_CONFIGS = Path(__file__).parent / "bad_configs"
+
+# Test-only types in registries of their own, so the tests neither depend on the built-in
+# modules nor see types other tests register (messages list every known type).
+TEST_CHECKS: Registry[type[checks.base.Check]] = Registry("check")
+TEST_REMEDIATIONS: Registry[type[remediations.base.Remediation]] = Registry("remediation")
+
+
+class ProbeConfig(CheckConfig):
+    type: Literal["test_probe"]
+    target: str = "localhost"
+    token: SecretStr | None = None
+
+    def value_names(self) -> frozenset[str]:
+        return frozenset({"up", "latency_seconds"})
+
+
+class ScrapeConfig(CheckConfig):
+    """Its values depend on what it scrapes: no value_names(), so rules may name any."""
+
+    type: Literal["test_scrape"]
+    url: str
+
+
+class ActionConfig(RemediationConfig):
+    type: Literal["test_action"]
+    secret: SecretStr | None = None
+
+
+class _TestCheck:
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        return CheckResult.unknown("test only")
+
+
+@TEST_CHECKS.register
+class Probe(_TestCheck):
+    type: ClassVar[str] = "test_probe"
+    Config: ClassVar[builtins.type[CheckConfig]] = ProbeConfig
+
+
+@TEST_CHECKS.register
+class Scrape(_TestCheck):
+    type: ClassVar[str] = "test_scrape"
+    Config: ClassVar[builtins.type[CheckConfig]] = ScrapeConfig
+
+
+@TEST_REMEDIATIONS.register
+class Action:
+    type: ClassVar[str] = "test_action"
+    Config: ClassVar[builtins.type[RemediationConfig]] = ActionConfig
+    idempotent: ClassVar[bool] = True
+    destructive: ClassVar[bool] = False
+    notifier: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+
+    async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        return RemediationResult(ok=True, detail="test only")
+
+    async def resolve(
+        self, ctx: RemediationContext, incident: Incident
+    ) -> RemediationResult | None:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def test_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugins, "BUILTIN_MODULES", ())
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(config_module, "CHECKS", TEST_CHECKS)
+    monkeypatch.setattr(config_module, "REMEDIATIONS", TEST_REMEDIATIONS)
+    for name in list(os.environ):
+        if name.startswith("RUNBOOKD_TEST_"):
+            monkeypatch.delenv(name)
+
+
+GOOD = """\
+runbookd:
+  listen: "[::1]:9464"
+  dry_run: true
+  budget: {max_actions: 3, window: 30m}
+checks:
+  api:
+    type: test_probe
+    target: http://localhost:8080/healthz
+    interval: 15s
+    jitter: 5%
+  metrics:
+    type: test_scrape
+    url: http://localhost:9090/metrics
+remediations:
+  restart: {type: test_action, cooldown: 10m}
+  page: {type: test_action}
+rules:
+  api_down:
+    when: api.up < 1
+    for: 2m
+    do: [restart]
+    verify_within: 5m
+    escalate: [page]
+  errors:
+    when: metrics.error_ratio > 5%
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "c.yaml")
+    return [str(problem) for problem in info.value.problems]
+
+
+# --- bad-config fixtures ---------------------------------------------------------------------
+
+
+def fixture_header(path: Path) -> tuple[list[str], dict[str, str]]:
+    expected: list[str] = []
+    env: dict[str, str] = {}
+    for raw in path.read_bytes().splitlines():
+        line = raw.decode("ascii")
+        if not line.startswith("#"):
+            break
+        if line.startswith("# expect: "):
+            expected.append(line.removeprefix("# expect: ").replace("{file}", str(path)))
+        elif line.startswith("# env: "):
+            name, _, value = line.removeprefix("# env: ").partition("=")
+            env[name] = value
+    return expected, env
+
+
+@pytest.mark.parametrize("path", sorted(BAD_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_bad_config(
+    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected, env = fixture_header(path)
+    assert expected, f"{path.name} has no '# expect:' lines"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert check_config_main(str(path)) == 2
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == expected
+
+
+def test_there_are_enough_bad_configs() -> None:
+    assert len(list(BAD_CONFIGS.glob("*.yaml"))) >= 20
+
+
+# --- good configs ----------------------------------------------------------------------------
+
+
+def test_good_config_loads() -> None:
+    config = load_config_text(GOOD, "good.yaml")
+
+    assert config.runbookd.listen_address == ("::1", 9464)
+    assert config.runbookd.budget.window == 1800.0
+    assert isinstance(config.checks["api"], ProbeConfig)
+    assert config.checks["api"].jitter == 0.05
+    assert isinstance(config.checks["metrics"], ScrapeConfig)
+    assert config.remediations["restart"].cooldown == 600.0
+    rule = config.rules["api_down"]
+    assert rule.for_ == 120.0
+    assert rule.when.key == "api.up"
+    assert (rule.do, rule.escalate) == (["restart"], ["page"])
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# nothing configured yet\n", "checks:\nrules:\n"])
+def test_empty_config_is_valid(text: str) -> None:
+    config = load_config_text(text, "empty.yaml")
+
+    assert (config.checks, config.remediations, config.rules) == ({}, {}, {})
+    assert config.runbookd.listen == "127.0.0.1:9464"
+    assert config.runbookd.log_level == "info"
+
+
+def test_env_values_defaults_and_dollar_escape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOKD_TEST_HOST", "api.internal")
+    monkeypatch.setenv("RUNBOOKD_TEST_EMPTY", "")
+    text = """\
+checks:
+  api:
+    type: test_probe
+    target: "http://${RUNBOOKD_TEST_HOST}:${RUNBOOKD_TEST_PORT:-8080}/a$$b/$$${RUNBOOKD_TEST_HOST}"
+    timeout: ${RUNBOOKD_TEST_EMPTY:-3s}
+    interval: ${RUNBOOKD_TEST_UNSET:-1m}
+runbookd:
+  dry_run: ${RUNBOOKD_TEST_DRY_RUN:-true}
+  state_dir: costs $5
+"""
+    config = load_config_text(text, "env.yaml")
+
+    api = config.checks["api"]
+    assert isinstance(api, ProbeConfig)
+    assert api.target == "http://api.internal:8080/a$b/$api.internal"
+    assert (api.timeout, api.interval) == (3.0, 60.0)
+    assert config.runbookd.dry_run is True  # "true" from the default, coerced by pydantic
+    assert config.runbookd.state_dir == "costs $5"  # a lone $ is just a character
+
+
+def test_env_value_is_not_interpolated_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOKD_TEST_TARGET", "${RUNBOOKD_TEST_OTHER}")
+    config = load_config_text("checks: {api: {type: test_probe, target: $RUNBOOKD}}\n", "c.yaml")
+    assert config.checks["api"].target == "$RUNBOOKD"  # type: ignore[attr-defined]
+
+    text = "checks: {api: {type: test_probe, target: '${RUNBOOKD_TEST_TARGET}'}}\n"
+    config = load_config_text(text, "c.yaml")
+    assert config.checks["api"].target == "${RUNBOOKD_TEST_OTHER}"  # type: ignore[attr-defined]
+
+
+def test_secret_read_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    text = f"checks:\n  api:\n    type: test_probe\n    token_file: {secret}\n"
+
+    api = load_config_text(text, "c.yaml").checks["api"]
+
+    assert isinstance(api, ProbeConfig)
+    assert api.token is not None
+    assert api.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(api)
+
+
+def test_merge_keys_share_settings_and_may_be_overridden() -> None:
+    text = """\
+checks:
+  api: &defaults
+    type: test_probe
+    interval: 10s
+    timeout: 2s
+  admin:
+    <<: *defaults
+    timeout: 5s
+  bad:
+    <<: *defaults
+    jitter: 2
+"""
+    assert problems_of(text) == [
+        "c.yaml:11 checks.bad.jitter: not a ratio: 2 (use e.g. 0.05 or 5%)"
+    ]
+
+    config = load_config_text(text.replace("jitter: 2", "jitter: 0.2"), "c.yaml")
+    admin = config.checks["admin"]
+    assert (admin.type, admin.interval, admin.timeout) == ("test_probe", 10.0, 5.0)
+
+
+def test_keys_are_text_not_yaml_booleans() -> None:
+    config = load_config_text("checks:\n  on: {type: test_probe}\n", "c.yaml")
+    assert list(config.checks) == ["on"]
+
+
+# --- problems --------------------------------------------------------------------------------
+
+
+def test_problem_format() -> None:
+    problem = Problem("config/prod.yaml", 42, "checks.health.timeout", "not a duration: 'abc'")
+    assert str(problem) == "config/prod.yaml:42 checks.health.timeout: not a duration: 'abc'"
+
+
+def test_problems_are_sorted_by_line_and_all_reported() -> None:
+    text = """\
+rules:
+  r: {when: api.up < 1, for: soon}
+checks:
+  api: {type: test_probe, timeout: never}
+runbookd: {log_level: loud}
+"""
+    assert [p.split(" ")[0] for p in problems_of(text)] == ["c.yaml:2", "c.yaml:4", "c.yaml:5"]
+
+
+def test_config_error_message_lists_every_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("a: 1\nb: 2\n", "c.yaml")
+    assert str(info.value).splitlines() == [
+        "c.yaml:1 a: unknown field (known: checks, remediations, rules, runbookd)",
+        "c.yaml:2 b: unknown field (known: checks, remediations, rules, runbookd)",
+    ]
+
+
+def test_cross_references_are_checked_only_once_the_entries_are_valid() -> None:
+    # An invalid check must not also be reported as "missing" by the rule that names it.
+    text = "checks:\n  api: {type: test_probe, timeout: x}\nrules:\n  r: {when: api.up < 1}\n"
+    assert problems_of(text) == [
+        "c.yaml:2 checks.api.timeout: not a duration: 'x' (use e.g. 500ms, 30s, 5m, 1h)"
+    ]
+
+
+def test_no_remediations_defined() -> None:
+    text = "checks: {api: {type: test_probe}}\nrules:\n  r: {when: api.up < 1, do: [fix]}\n"
+    assert problems_of(text) == ["c.yaml:3 rules.r.do.0: no remediation named 'fix' (none defined)"]
+
+
+def test_yaml_syntax_error_in_text() -> None:
+    assert problems_of("checks:\n  api: [1, 2\n") == [
+        "c.yaml:3 yaml: expected ',' or ']', but got '<stream end>'"
+    ]
+
+
+def test_yaml_control_character() -> None:
+    assert problems_of("checks: {}\nrules: \x01\n") == [
+        "c.yaml:2 yaml: character #x0001: special characters are not allowed"
+    ]
+
+
+def test_unsupported_tag() -> None:
+    assert problems_of("runbookd:\n  state_dir: !secret x\n") == [
+        "c.yaml:2 runbookd.state_dir: could not determine a constructor for the tag '!secret'"
+    ]
+
+
+def test_bad_scalar_is_a_problem_not_a_traceback() -> None:
+    assert problems_of("runbookd:\n  max_checks_in_flight: !!int lots\n") == [
+        "c.yaml:2 runbookd.max_checks_in_flight: invalid literal for int() with base 10: 'lots'"
+    ]
+
+
+def test_recursive_alias() -> None:
+    assert problems_of("checks: &a {api: *a}\n") == [
+        "c.yaml:1 checks.api: an alias refers to itself"
+    ]
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    assert problems_of("\n".join(lines)) == ["c.yaml:1 yaml: too large or too deeply nested"]
+
+
+def test_deep_nesting() -> None:
+    assert problems_of("a: " + "[" * 5000 + "]" * 5000) == [
+        "c.yaml:1 yaml: too large or too deeply nested"
+    ]
+
+
+# --- files and the check-config command ------------------------------------------------------
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:0 file: cannot read: No such file or directory"
+    ]
+
+
+def test_directory_is_not_a_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{tmp_path}:0 file: cannot read: Is a directory"
+    ]
+
+
+def test_load_config_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    assert load_config(path) == load_config_text(GOOD, str(path))
+
+
+def test_check_config_main_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+
+    assert check_config_main(str(path)) == 0
+
+    out, err = capsys.readouterr()
+    assert out == f"{path}: ok (2 checks, 2 rules, 2 remediations)\n"
+    assert err == ""
+
+
+def test_check_config_main_reports_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(GOOD.replace("interval: 15s", "interval: 15"), encoding="utf-8")
+
+    assert check_config_main(str(path)) == 2
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{path}:9 checks.api.interval: not a duration: 15 (use e.g. 500ms, 30s, 5m, 1h)\n"
+    )
+
+
+def test_check_config_main_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_config_main("/nonexistent/runbookd.yaml") == 2
+    assert capsys.readouterr().err.startswith("/nonexistent/runbookd.yaml:0 file: cannot read")
+
+
+# --- listen ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("[::]:65535", ("::", 65535)),
+    ],
+)
+def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["9464", ":9464", "host:", "host:65536", "host:port", "::1:80", "[nope]:80", "a b:1"]
+)
+def test_parse_listen_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="not"):
+        parse_listen(text)
+
+
+# --- hash, model, plugins --------------------------------------------------------------------
+
+
+def test_config_hash_ignores_formatting_but_not_values() -> None:
+    reformatted = "# comment\n" + GOOD.replace("interval: 15s", "interval: 15000ms")
+    changed = GOOD.replace("interval: 15s", "interval: 16s")
+
+    digest = config_hash(load_config_text(GOOD, "a.yaml"))
+
+    assert len(digest) == 64
+    assert config_hash(load_config_text(reformatted, "b.yaml")) == digest
+    assert config_hash(load_config_text(changed, "c.yaml")) != digest
+
+
+def test_config_hash_covers_type_specific_fields_and_hides_secrets() -> None:
+    base = "checks: {api: {type: test_probe, target: a, token: hunter2}}\n"
+    digest = config_hash(load_config_text(base, "c.yaml"))
+    assert config_hash(load_config_text(base.replace("target: a", "target: b"), "c.yaml")) != digest
+    assert config_hash(load_config_text(base.replace("hunter2", "other"), "c.yaml")) == digest
+
+
+def test_config_model_is_cached_per_set_of_types() -> None:
+    model = config_model()
+    assert config_model() is model
+    assert issubclass(model, config_module.RunbookConfig)
+
+
+def test_loading_loads_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(plugins, "load", lambda: calls.append(None))
+    load_config_text("", "c.yaml")
+    assert calls == [None]
+
+
+def test_builtin_types_build_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the real registries: every built-in Config joins the unions."""
+    monkeypatch.undo()
+    for module in plugins.BUILTIN_MODULES:
+        pytest.importorskip(module)
+    assert issubclass(config_model(), config_module.RunbookConfig)
+    text = "checks:\n  x: {type: no_such_type}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "c.yaml")
+    [problem] = info.value.problems
+    assert problem.path == "checks.x.type"
+    for name in checks.base.CHECKS:
+        assert name in problem.message
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "config").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configs in config/ against the real built-in types; addresses from the environment
+    (as `runbookd demo` sets them) get a placeholder."""
+    monkeypatch.undo()
+    for module in plugins.BUILTIN_MODULES:
+        pytest.importorskip(module)
+    for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text(encoding="utf-8")):
+        monkeypatch.setenv(name, os.environ.get(name, "http://127.0.0.1:9"))
+    load_config(path)
+
+
+def test_no_registered_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "CHECKS", Registry("check"))
+    assert problems_of("checks:\n  api: {type: http}\n") == [
+        "c.yaml:2 checks.api: no check types are registered"
+    ]
