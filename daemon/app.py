@@ -30,6 +30,7 @@ from remediations.base import REMEDIATIONS, Remediation, RemediationContext
 log = structlog.get_logger("runbookd")
 
 TICK_SECONDS = 1.0
+PRUNE_EVERY = 86400.0
 
 
 def build_checks(config: RunbookConfig) -> dict[str, tuple[Check, CheckConfig]]:
@@ -159,9 +160,17 @@ class Daemon:
         self._runner, self.port = await start_site(build_app(self), host, port)
 
     async def _tick(self) -> None:
+        """Once a second: staleness. Once a day (and at start): history retention."""
+        next_prune = self.clock.now()
         while True:
+            now = self.clock.now()
+            self.engine.tick(now)
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY
+                pruned = await self.store.prune(now - self.config.runbookd.history_retention)
+                if any(pruned):
+                    log.info("history pruned", incidents=pruned.incidents, actions=pruned.actions)
             await self.clock.sleep(TICK_SECONDS)
-            self.engine.tick(self.clock.now())
 
     # -- reload ------------------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ class DaemonSettings(StrictModel):
     # On SIGTERM, running remediations get this long to finish before they are cancelled.
     drain_grace: Duration = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Resolved incidents and ledger entries older than this are deleted (daily).
+    history_retention: Duration = 30 * 86400.0
 
     @field_validator("listen")
     @classmethod

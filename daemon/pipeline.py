@@ -227,10 +227,11 @@ class Pipeline:
         self, remediation: Remediation, config: RemediationConfig, incident: Incident
     ) -> tuple[RemediationResult, str]:
         try:
-            async with self.clock.timeout(config.timeout):
+            async with self.clock.timeout(config.deadline()):
                 result = await remediation.execute(self.ctx, incident)
         except TimeoutError:
-            return RemediationResult(False, f"timed out after {config.timeout:g}s", True), "timeout"
+            detail = f"timed out after {config.deadline():g}s"
+            return RemediationResult(False, detail, True), "timeout"
         except Exception as exc:  # the remediation broke its contract; contain it
             log.exception("remediation raised", remediation=remediation.type)
             return RemediationResult(False, f"internal error: {exc!r}"), "error"
@@ -248,7 +249,7 @@ class Pipeline:
             if remediation is None:
                 continue
             try:
-                async with self.clock.timeout(self.plan.configs[name].timeout):
+                async with self.clock.timeout(self.plan.configs[name].deadline()):
                     result = await remediation.resolve(self.ctx, incident)
             except Exception as exc:
                 result = RemediationResult(False, f"resolve failed: {exc!r}")

@@ -6,9 +6,16 @@ PostgreSQL implementation joins later for several replicas. Both pass the same t
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from daemon.models import Incident, IncidentStatus, TimelineEntry
+
+
+class Pruned(NamedTuple):
+    """How many rows `Store.prune` deleted."""
+
+    incidents: int
+    actions: int
 
 
 class Store(Protocol):
@@ -18,11 +25,13 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def create_incident(self, incident: Incident) -> None:
-        """Insert a new incident with its timeline so far."""
+        """Insert a new incident with its timeline so far; a duplicate id is a ValueError."""
 
-    async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None: ...
+    async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
+        """Unknown incident: KeyError."""
 
-    async def resolve_incident(self, incident_id: str, resolved_at: float) -> None: ...
+    async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
+        """Unknown incident: KeyError. Resolving twice keeps the first time."""
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         """The incident with its whole timeline, oldest entry first."""
@@ -30,10 +39,10 @@ class Store(Protocol):
     async def list_incidents(
         self, *, status: IncidentStatus | None = None, rule: str | None = None, limit: int = 100
     ) -> list[Incident]:
-        """Newest first, without timelines."""
+        """Newest first (ties by id, descending), without timelines; limit < 0: ValueError."""
 
     async def open_incidents(self) -> list[Incident]:
-        """Every open incident with its timeline (what a restarted daemon resumes)."""
+        """Every open incident with its timeline, oldest first (what a restart resumes)."""
 
     async def record_action(self, rule: str, remediation: str, ts: float, outcome: str) -> None:
         """Ledger of executed actions, for cooldowns and the global budget."""
@@ -43,3 +52,7 @@ class Store(Protocol):
 
     async def count_actions(self, since: float, *, exclude: frozenset[str] = frozenset()) -> int:
         """How many actions ran at or after `since`, leaving out the named remediations."""
+
+    async def prune(self, before: float) -> Pruned:
+        """Delete incidents resolved before `before` (with their timelines) and ledger
+        entries older than it. Open incidents are never pruned."""

@@ -22,6 +22,10 @@ class RemediationConfig(SecretsModel):
     cooldown: Duration = 300.0
     timeout: Duration = 30.0
 
+    def deadline(self) -> float:
+        """The longest one execution may take, retries included: the pipeline's outer bound."""
+        return self.timeout
+
 
 @dataclass(slots=True)
 class RemediationContext:

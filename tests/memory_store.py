@@ -7,9 +7,11 @@ real stores do.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from daemon.models import Incident, IncidentStatus, TimelineEntry
+from daemon.store import Pruned
 
 
 @dataclass
@@ -30,6 +32,8 @@ class MemoryStore:
         pass
 
     async def create_incident(self, incident: Incident) -> None:
+        if incident.id in self.data.incidents:
+            raise ValueError(f"incident {incident.id!r} already exists")
         self.data.incidents[incident.id] = copy.deepcopy(incident)
 
     async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
@@ -37,6 +41,8 @@ class MemoryStore:
 
     async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
         incident = self.data.incidents[incident_id]
+        if incident.status is IncidentStatus.RESOLVED:
+            return
         incident.status = IncidentStatus.RESOLVED
         incident.resolved_at = resolved_at
 
@@ -47,13 +53,15 @@ class MemoryStore:
     async def list_incidents(
         self, *, status: IncidentStatus | None = None, rule: str | None = None, limit: int = 100
     ) -> list[Incident]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
         found = [
             i
             for i in self.data.incidents.values()
             if (status is None or i.status is status) and (rule is None or i.rule == rule)
         ]
         found.sort(key=lambda i: (i.opened_at, i.id), reverse=True)
-        return [copy.replace(i, timeline=[]) for i in found[:limit]]
+        return [dataclasses.replace(copy.deepcopy(i), timeline=[]) for i in found[:limit]]
 
     async def open_incidents(self) -> list[Incident]:
         return [
@@ -72,11 +80,15 @@ class MemoryStore:
     async def count_actions(self, since: float, *, exclude: frozenset[str] = frozenset()) -> int:
         return sum(1 for a in self.data.actions if a[2] >= since and a[1] not in exclude)
 
-    async def prune(self, before: float) -> None:
-        for key in [
+    async def prune(self, before: float) -> Pruned:
+        old = [
             k
             for k, i in self.data.incidents.items()
             if i.resolved_at is not None and i.resolved_at < before
-        ]:
+        ]
+        for key in old:
             del self.data.incidents[key]
-        self.data.actions = [a for a in self.data.actions if a[2] >= before]
+        kept = [a for a in self.data.actions if a[2] >= before]
+        pruned = Pruned(len(old), len(self.data.actions) - len(kept))
+        self.data.actions = kept
+        return pruned

@@ -65,8 +65,16 @@ def test_min_samples_holds_back_a_rule_whose_time_has_passed() -> None:
 
 @pytest.mark.parametrize(
     ("op", "value", "fires"),
-    [(">", 0.06, True), (">", 0.05, False), (">=", 0.05, True), ("<", 0.04, True),
-     ("<=", 0.05, True), ("==", 0.05, True), ("!=", 0.05, False), ("!=", 0.5, True)],
+    [
+        (">", 0.06, True),
+        (">", 0.05, False),
+        (">=", 0.05, True),
+        ("<", 0.04, True),
+        ("<=", 0.05, True),
+        ("==", 0.05, True),
+        ("!=", 0.05, False),
+        ("!=", 0.5, True),
+    ],
 )
 def test_operators(op: str, value: float, fires: bool) -> None:
     ev = rule(when=f"app.error_ratio {op} 5%")

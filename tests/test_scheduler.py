@@ -1,4 +1,4 @@
-"""The scheduler under a ManualClock: intervals, phase, no overlap, timeouts, the in-flight bound."""
+"""The scheduler under a ManualClock: intervals, phase, overlap, timeouts, the in-flight bound."""
 
 from __future__ import annotations
 

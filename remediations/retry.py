@@ -1,0 +1,239 @@
+"""One retry policy for every HTTP call a remediation makes (webhooks, paging, chat).
+
+Retried: connection errors, timeouts, 429 (honouring Retry-After) and 5xx, with exponential
+backoff on the injected clock. Never retried: other 4xx and anything else unexpected, since
+sending the same request again cannot fix it. Redirects are not followed: a webhook that
+redirects is misconfigured, and following it could carry credentials to another host.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pydantic import Field
+from yarl import URL
+
+from daemon.models import RemediationResult
+from daemon.units import Duration, StrictModel
+from remediations.base import RemediationConfig, RemediationContext
+
+EXCERPT_BYTES = 1024
+DEFAULT_ATTEMPTS = 4
+_REDACTED = "***"
+
+
+class RetryConfig(StrictModel):
+    """How hard an HTTP remediation tries: `retry: {attempts: 4, base_delay: 1s}`."""
+
+    attempts: int = Field(default=DEFAULT_ATTEMPTS, ge=1, le=10)
+    base_delay: Duration = 1.0
+    max_delay: Duration = 30.0
+
+
+class RetryingConfig(RemediationConfig):
+    """Config of a remediation whose HTTP call is retried; `timeout` bounds one attempt."""
+
+    retry: RetryConfig = RetryConfig()
+
+    def deadline(self) -> float:
+        # Every attempt may run its full timeout and every wait may reach max_delay.
+        return self.retry.attempts * self.timeout + (self.retry.attempts - 1) * self.retry.max_delay
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOutcome:
+    """The end of a (possibly retried) request: what the last attempt got back."""
+
+    ok: bool
+    status: int | None
+    body: str
+    attempts: int
+    recoverable: bool
+    error: str = ""
+    delays: tuple[float, ...] = ()
+
+    def describe(self) -> str:
+        last = self.error or f"HTTP {self.status}"
+        if self.ok or not self.recoverable:
+            return last
+        return f"gave up after {self.attempts} attempts, last: {last}"
+
+    def as_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "response": self.body,
+            "attempts": self.attempts,
+        }
+        if self.delays:
+            data["backoff_seconds"] = list(self.delays)
+        if self.error:
+            data["error"] = self.error
+        return data
+
+    def result(self, action: str, request: Mapping[str, Any]) -> RemediationResult:
+        """`action` and `request` describe what was sent; neither may carry a secret."""
+        return RemediationResult(
+            ok=self.ok,
+            detail=f"{action}: {self.describe()}",
+            recoverable=self.recoverable,
+            data={"request": dict(request), **self.as_data()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    status: int | None
+    body: str = ""
+    error: str = ""
+    retry: bool = False
+    retry_after: float | None = None
+
+
+def safe_url(url: str) -> str:
+    """Scheme and host only: paths and queries of webhooks often are the credential."""
+    try:
+        return str(URL(url).origin())
+    except ValueError:
+        return "<invalid url>"
+
+
+def check_http_url(url: str) -> str:
+    """Validate an absolute http(s) URL; the message never repeats it (it may be a secret)."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return url
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+async def send_json(
+    ctx: RemediationContext,
+    method: str,
+    url: str,
+    body: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    attempt_timeout: float = 10.0,
+    attempts: int = DEFAULT_ATTEMPTS,
+    base_delay: float = 1.0,
+    max_delay: float = 30.0,
+    expect: Collection[int] = (),
+    redact_values: Sequence[str] = (),
+) -> HttpOutcome:
+    """Send `body` as JSON (None: no body). Success is a status in `expect`, default any 2xx.
+
+    `attempt_timeout` bounds each attempt; the whole call may take attempts x that + backoff.
+
+    Never raises for network or HTTP failures; `redact_values` are masked in what it returns.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    data = None if body is None else json.dumps(body).encode()
+    request_headers = {"Content-Type": "application/json"} if data is not None else {}
+    request_headers.update(headers or {})
+    delays: list[float] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        result = await _attempt(ctx.session, method, url, data, request_headers, attempt_timeout)
+        ok = _expected(result.status, expect)
+        if ok or not result.retry or attempt >= attempts:
+            return HttpOutcome(
+                ok=ok,
+                status=result.status,
+                body=redact(result.body, redact_values),
+                attempts=attempt,
+                recoverable=not ok and result.retry,
+                error=redact(result.error, redact_values),
+                delays=tuple(delays),
+            )
+        delay = _backoff(attempt, base_delay, max_delay, result.retry_after)
+        delays.append(delay)
+        await ctx.clock.sleep(delay)
+
+
+async def _attempt(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    data: bytes | None,
+    headers: Mapping[str, str],
+    attempt_timeout: float,
+) -> _Attempt:
+    try:
+        async with session.request(
+            method,
+            url,
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=attempt_timeout),
+            allow_redirects=False,
+        ) as resp:
+            return _Attempt(
+                status=resp.status,
+                body=await _excerpt(resp),
+                retry=resp.status == 429 or resp.status >= 500,
+                retry_after=_retry_after(resp.headers.get("Retry-After")),
+            )
+    except TimeoutError:
+        return _Attempt(None, error=f"timed out after {attempt_timeout:g}s", retry=True)
+    except aiohttp.InvalidURL:
+        # Its message repeats the URL, which may be the secret itself.
+        return _Attempt(None, error="invalid URL")
+    except aiohttp.ClientSSLError as exc:
+        # A certificate problem does not go away by asking again.
+        return _Attempt(None, error=f"TLS error: {type(exc).__name__}")
+    except aiohttp.ClientResponseError as exc:
+        # A malformed response; str(exc) would repeat the full URL.
+        return _Attempt(None, error=f"{type(exc).__name__}: {exc.message}", retry=True)
+    except aiohttp.ClientError as exc:
+        return _Attempt(None, error=f"{type(exc).__name__}: {exc}", retry=True)
+
+
+async def _excerpt(resp: aiohttp.ClientResponse) -> str:
+    """The first EXCERPT_BYTES of the body; the rest is never read into memory."""
+    data = bytearray()
+    while len(data) <= EXCERPT_BYTES:
+        chunk = await resp.content.read(EXCERPT_BYTES + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    text = bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+    return text + "…(truncated)" if len(data) > EXCERPT_BYTES else text
+
+
+def _expected(status: int | None, expect: Collection[int]) -> bool:
+    if status is None:
+        return False
+    return status in expect if expect else 200 <= status < 300
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; the HTTP-date form falls back to our own backoff."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(cap, retry_after)
+    return float(min(cap, base * 2 ** (attempt - 1)))

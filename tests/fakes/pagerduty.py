@@ -1,0 +1,148 @@
+"""PagerDuty Events API v2 (`POST /v2/enqueue`), as documented at
+https://developer.pagerduty.com/docs/events-api-v2/trigger-events/ and its overview page.
+
+Accepted events answer 202 {"status": "success", "message": "Event processed",
+"dedup_key": ...}; invalid ones 400 {"status": "invalid event", "message": "Event object is
+invalid", "errors": [...]}, with error strings modelled on those PagerDuty returns.
+A summary over 1024 characters is refused here, which is stricter than needed but proves
+the client truncates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes import Failure, FailureQueue, Received, receive, retry_after_headers
+
+ROUTING_KEY_LENGTH = 32
+EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
+SEVERITIES = ("critical", "error", "warning", "info")
+DEDUP_KEY_LIMIT = 255
+SUMMARY_LIMIT = 1024
+THROTTLED = "Requests for this service are arriving too quickly. Please retry later."
+
+
+def _blank(value: object) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
+def _routing_key_errors(key: object) -> list[str]:
+    if _blank(key):
+        return ["'routing_key' is missing or blank"]
+    assert isinstance(key, str)
+    errors = []
+    if len(key) != ROUTING_KEY_LENGTH:
+        errors.append("Length of 'routing_key' is incorrect (should be 32 characters)")
+    if not key.isalnum():
+        errors.append("'routing_key' cannot contain non-alphanumeric characters.")
+    return errors
+
+
+def _dedup_key_errors(event: dict[str, Any]) -> list[str]:
+    key = event.get("dedup_key")
+    if key is None:
+        # Only a trigger may leave it out: PagerDuty then generates one.
+        if event.get("event_action") == "trigger":
+            return []
+        return ["'dedup_key' is missing or blank"]
+    if _blank(key):
+        return ["'dedup_key' is missing or blank"]
+    if len(key) > DEDUP_KEY_LIMIT:
+        return ["'dedup_key' is too long (maximum is 255 characters)"]
+    return []
+
+
+def _payload_errors(payload: object) -> list[str]:
+    if not isinstance(payload, dict):
+        return ["'payload' is missing or invalid"]
+    errors = []
+    for name in ("summary", "source", "severity"):
+        if _blank(payload.get(name)):
+            errors.append(f"'payload.{name}' is missing or blank")
+    summary = payload.get("summary")
+    if isinstance(summary, str) and len(summary) > SUMMARY_LIMIT:
+        errors.append("'payload.summary' is too long (maximum is 1024 characters)")
+    severity = payload.get("severity")
+    if isinstance(severity, str) and severity and severity not in SEVERITIES:
+        errors.append("'payload.severity' is invalid (must be critical, error, warning or info)")
+    if "timestamp" in payload and not _iso8601(payload["timestamp"]):
+        errors.append("'payload.timestamp' is not a valid ISO 8601 timestamp")
+    if "custom_details" in payload and not isinstance(payload["custom_details"], dict):
+        errors.append("'payload.custom_details' must be an object")
+    return errors
+
+
+def _links_errors(links: object) -> list[str]:
+    if not isinstance(links, list) or not all(
+        isinstance(link, dict) and not _blank(link.get("href")) for link in links
+    ):
+        return ["'links' must be a list of objects with an 'href'"]
+    return []
+
+
+def _iso8601(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_event(event: object) -> list[str]:
+    """The reasons PagerDuty would refuse `event`; empty if it would accept it."""
+    if not isinstance(event, dict):
+        return ["Event object is not valid JSON"]
+    errors = _routing_key_errors(event.get("routing_key"))
+    action = event.get("event_action")
+    if action not in EVENT_ACTIONS:
+        errors.append("'event_action' is invalid (must be trigger, acknowledge or resolve)")
+    errors += _dedup_key_errors(event)
+    if action == "trigger":
+        errors += _payload_errors(event.get("payload"))
+    if "links" in event:
+        errors += _links_errors(event["links"])
+    return errors
+
+
+class FakePagerDuty:
+    """`app` serves POST /v2/enqueue; `received` holds every request, `events` the accepted."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.events: list[dict[str, Any]] = []
+        self.failures = FailureQueue()
+        self.app = web.Application()
+        self.app.router.add_post("/v2/enqueue", self._enqueue)
+
+    def fail_next(self, status: int, count: int = 1, *, retry_after: float | None = None) -> None:
+        self.failures.add(status, count, retry_after=retry_after)
+
+    async def _enqueue(self, request: web.Request) -> web.Response:
+        received = await receive(request)
+        self.received.append(received)
+        failure = self.failures.pop()
+        if failure is not None:
+            return self._failure(failure)
+        errors = validate_event(received.body)
+        if errors:
+            body = {"status": "invalid event", "message": "Event object is invalid"}
+            return web.json_response({**body, "errors": errors}, status=400)
+        event: dict[str, Any] = received.body
+        self.events.append(event)
+        dedup_key = event.get("dedup_key") or uuid.uuid4().hex
+        body = {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+        return web.json_response(body, status=202)
+
+    def _failure(self, failure: Failure) -> web.Response:
+        message = THROTTLED if failure.status == 429 else "Internal server error"
+        body = {
+            "status": "throttle event" if failure.status == 429 else "error",
+            "message": message,
+        }
+        return web.json_response(body, status=failure.status, headers=retry_after_headers(failure))
