@@ -175,5 +175,8 @@ class Engine:
         self.incidents[t.rule] = incident
         self.metrics.incidents_open.set(len(self.incidents))
         self.metrics.incidents_opened.labels(t.rule).inc()
-        await self.recorder.open(incident, f"firing: {summary}", **trigger)
+        message = f"firing: {summary}"
+        if config.summary:
+            message += f" [{t.condition}: value {t.value:g}, limit {limit}]"
+        await self.recorder.open(incident, message, **trigger)
         self.actions.start(incident, config)
