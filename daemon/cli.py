@@ -55,8 +55,7 @@ def cmd_run(config_file: str) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        print(exc, file=sys.stderr)
         return 2
     configure(config.runbookd.log_level)
     _run(Daemon(config, config_path=path).serve())

@@ -591,8 +591,7 @@ def check_config_main(path: str) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        print(exc, file=sys.stderr)
         return 2
     counts = (
         f"{len(config.checks)} checks, {len(config.rules)} rules, "

@@ -178,34 +178,13 @@ class Pipeline:
             )
             return "done"
 
-        last = await self.store.last_action(incident.rule, name)
-        if last is not None and now - last < config.cooldown:
-            self._count(name, kind, "cooldown")
-            await self.recorder.record(
-                incident,
-                "skipped",
-                f"{name}: in cooldown for {config.cooldown - (now - last):.0f}s more "
-                f"(last ran {now - last:.0f}s ago, cooldown {config.cooldown:g}s)",
-                **base,
-                reason="cooldown",
-            )
-            # A page sent moments ago still stands; a repeated fix that was held back does not.
+        held = await self._held_back(incident.rule, name, remediation, config, now)
+        if held is not None:
+            reason, why = held
+            self._count(name, kind, reason)
+            await self.recorder.record(incident, "skipped", f"{name}: {why}", **base, reason=reason)
+            # A page sent moments ago still stands; a fix that was held back needs people.
             return "done" if remediation.notifier else "held"
-
-        if not remediation.notifier:
-            since = now - plan.budget_window
-            used = await self.store.count_actions(since, exclude=plan.notifiers())
-            if used >= plan.budget_max:
-                self._count(name, kind, "budget")
-                await self.recorder.record(
-                    incident,
-                    "skipped",
-                    f"{name}: action budget exhausted ({used} of {plan.budget_max} actions "
-                    f"in {plan.budget_window:g}s)",
-                    **base,
-                    reason="budget",
-                )
-                return "held"
 
         await self.recorder.record(incident, "action", f"running {name} ({kind})", **base)
         result, outcome = await self._execute(remediation, config, incident)
@@ -222,6 +201,33 @@ class Pipeline:
             outcome=outcome,
         )
         return "done" if result.ok else "failed"
+
+    async def _held_back(
+        self,
+        rule: str,
+        name: str,
+        remediation: Remediation,
+        config: RemediationConfig,
+        now: float,
+    ) -> tuple[str, str] | None:
+        """Why this step may not run now ("cooldown" or "budget", and a message), or None."""
+        last = await self.store.last_action(rule, name)
+        if last is not None and now - last < config.cooldown:
+            ago = now - last
+            return "cooldown", (
+                f"in cooldown for {config.cooldown - ago:.0f}s more "
+                f"(last ran {ago:.0f}s ago, cooldown {config.cooldown:g}s)"
+            )
+        if remediation.notifier:
+            return None  # pages are exempt from the budget: people must hear about trouble
+        plan = self.plan
+        used = await self.store.count_actions(now - plan.budget_window, exclude=plan.notifiers())
+        if used >= plan.budget_max:
+            return "budget", (
+                f"action budget exhausted ({used} of {plan.budget_max} actions "
+                f"in {plan.budget_window:g}s)"
+            )
+        return None
 
     async def _execute(
         self, remediation: Remediation, config: RemediationConfig, incident: Incident

@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 
 from daemon.clock import ManualClock
+from remediations.base import RemediationContext
 
 
 @pytest.fixture
@@ -17,3 +18,9 @@ def clock() -> ManualClock:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+@pytest.fixture
+def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> RemediationContext:
+    """What a remediation gets; a module overriding `clock` (autojump) changes it here too."""
+    return RemediationContext(session=session, clock=clock)

@@ -7,7 +7,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
@@ -47,11 +46,6 @@ class Endpoint:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(autojump=True)
-
-
-@pytest.fixture
-def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> RemediationContext:
-    return RemediationContext(session=session, clock=clock)
 
 
 @pytest.fixture

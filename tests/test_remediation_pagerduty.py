@@ -28,11 +28,6 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> RemediationContext:
-    return RemediationContext(session=session, clock=clock)
-
-
-@pytest.fixture
 def fake() -> FakePagerDuty:
     return FakePagerDuty()
 

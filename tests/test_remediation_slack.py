@@ -24,11 +24,6 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> RemediationContext:
-    return RemediationContext(session=session, clock=clock)
-
-
-@pytest.fixture
 def fake() -> FakeSlack:
     return FakeSlack()
 
