@@ -22,7 +22,7 @@ import structlog
 from checks.base import Check, CheckConfig, CheckContext, CheckResult
 from daemon.clock import Clock
 from daemon.metrics import Metrics
-from daemon.models import Observation
+from daemon.models import Observation, Status
 
 log = structlog.get_logger("runbookd.scheduler")
 
@@ -37,6 +37,7 @@ class Job:
     running: bool = False
     retired: bool = False
     runs: int = 0
+    last_status: Status | None = None
 
 
 def phase(name: str, config: CheckConfig) -> float:
@@ -168,6 +169,8 @@ class Scheduler:
                 continue
             job.runs += 1
             self.metrics.observe_check(obs)
+            if obs.status is not job.last_status:
+                self._log_change(job, obs)
             try:
                 await self.sink(obs)
             except Exception:  # the engine must not lose a worker to one bad observation
@@ -186,6 +189,19 @@ class Scheduler:
         except Exception as exc:  # a check broke its contract: unknown, never bad data
             log.exception("check raised", check=job.name)
             return CheckResult.unknown(f"check raised {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _log_change(job: Job, obs: Observation) -> None:
+        """A check's status is logged when it changes, not on every run."""
+        old = job.last_status.name.lower() if job.last_status is not None else None
+        job.last_status = obs.status
+        event = "check status"
+        if obs.status is Status.OK:
+            log.info(event, check=job.name, old=old, new="ok")
+        else:
+            log.warning(
+                event, check=job.name, old=old, new=obs.status.name.lower(), reason=obs.reason
+            )
 
     def _check_first_round(self) -> None:
         if not self._pending_first:

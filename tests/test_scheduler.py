@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar, Literal
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 
 from checks.base import CheckConfig, CheckContext, CheckResult
@@ -172,3 +173,26 @@ async def test_lateness_and_status_metrics(
     assert metric(s, "runbookd_schedule_lateness_seconds_count") == 3
     assert metric(s, "runbookd_check_runs_total", check="p", status="ok") == 3
     assert metric(s, "runbookd_check_value", check="p", value="v") == 3
+
+
+class Flipping(Probe):
+    def __init__(self, statuses: list[Status]) -> None:
+        super().__init__()
+        self.statuses = statuses
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        self.started += 1
+        return CheckResult(self.statuses.pop(0), {}, "503 from /health")
+
+
+async def test_status_changes_are_logged_once_not_every_run(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    ok, crit = Status.OK, Status.CRITICAL
+    s.set_checks({"p": (Flipping([ok, ok, crit, crit, crit, ok]), cfg())})
+    with structlog.testing.capture_logs() as logs:
+        await clock.advance(5.5)
+    changes = [(e["old"], e["new"]) for e in logs if e["event"] == "check status"]
+    assert changes == [(None, "ok"), ("ok", "critical"), ("critical", "ok")]
+    assert [e.get("reason") for e in logs if e["event"] == "check status"][1] == "503 from /health"
