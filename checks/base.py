@@ -61,7 +61,26 @@ class Check(Protocol):
 
     def __init__(self, name: str, config: Any) -> None: ...
 
+    async def start(self, ctx: CheckContext) -> None:
+        """Open what the check keeps between runs (a connection pool). Called once before the
+        first run; must not raise for an unreachable service (`run` reports that)."""
+        ...
+
     async def run(self, ctx: CheckContext) -> CheckResult: ...
+
+    async def stop(self) -> None:
+        """Close what `start` or `run` opened; called at shutdown and when a reload drops it."""
+        ...
+
+
+class Stateless:
+    """For checks that keep nothing open between runs: start and stop do nothing."""
+
+    async def start(self, ctx: CheckContext) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 CHECKS: Registry[type[Check]] = Registry("check")

@@ -17,7 +17,7 @@ import aiohttp
 from pydantic import AfterValidator, BeforeValidator, Field, JsonValue, model_validator
 from yarl import URL
 
-from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
+from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.models import Status
 from daemon.units import Duration
 
@@ -201,7 +201,7 @@ def _show(value: object) -> str:
 
 
 @CHECKS.register
-class HttpCheck:
+class HttpCheck(Stateless):
     """One request; up=1 when every expectation holds. No answer means the app is down
     (CRITICAL), not that we could not measure: the endpoint not answering is the data."""
 

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 from yarl import URL
 
-from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
+from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from checks.http import (
     REQUEST_ERRORS,
     Headers,
@@ -161,7 +161,7 @@ class _MetricsError(Exception):
 
 
 @CHECKS.register
-class ScrapeCheck:
+class ScrapeCheck(Stateless):
     type: ClassVar[str] = "scrape"
     Config: ClassVar[builtins.type[CheckConfig]] = ScrapeCheckConfig
 

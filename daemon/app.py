@@ -124,7 +124,7 @@ class Daemon:
             metrics=self.metrics,
             max_in_flight=settings.max_checks_in_flight,
         )
-        self.scheduler.set_checks(build_checks(self.config))
+        await self.scheduler.set_checks(build_checks(self.config))
         await self._start_api()
         self.scheduler.start()
         self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
@@ -190,7 +190,7 @@ class Daemon:
             log.warning("settings under 'runbookd:' change only on restart")
         self.pipeline.plan = plan
         self.engine.set_rules(dict(config.rules), staleness(config))
-        self.scheduler.set_checks(checks)
+        await self.scheduler.set_checks(checks)
         self.config = config
         self.metrics.reload_success.set(1)
         log.info("reloaded", checks=len(config.checks), rules=len(config.rules))

@@ -69,26 +69,46 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_first: set[str] = set()
 
-    def set_checks(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
-        """Install checks; an unchanged check keeps its schedule (reload)."""
+    async def set_checks(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
+        """Install checks; an unchanged check keeps its instance and schedule (reload).
+
+        New checks are started before their first run; dropped ones are stopped.
+        """
         now = self.clock.now()
         jobs: dict[str, Job] = {}
+        fresh: list[Job] = []
         for name, (check, config) in checks.items():
             old = self.jobs.get(name)
             if old is not None and old.config == config:
                 jobs[name] = old
-                continue
-            if old is not None:
-                old.retired = True
-            jobs[name] = job = Job(name, check, config)
-            self._pending_first.add(name)
-            self._push(now + phase(name, config), job)
-        for name in self.jobs.keys() - jobs.keys():
-            self.jobs[name].retired = True
-            self._pending_first.discard(name)
+            else:
+                jobs[name] = Job(name, check, config)
+                fresh.append(jobs[name])
+        retired = [job for name, job in self.jobs.items() if jobs.get(name) is not job]
+        await asyncio.gather(*(self._start_check(job) for job in fresh))
+        for job in retired:
+            job.retired = True
+            self._pending_first.discard(job.name)
+        for job in fresh:
+            self._pending_first.add(job.name)
+            self._push(now + phase(job.name, job.config), job)
         self.jobs = jobs
         self._check_first_round()
         self._wake.set()
+        await asyncio.gather(*(self._stop_check(job) for job in retired))
+
+    async def _start_check(self, job: Job) -> None:
+        try:
+            async with self.clock.timeout(job.config.timeout):
+                await job.check.start(self.ctx)
+        except Exception:  # a check that cannot start yet still runs: `run` reports why
+            log.warning("check start failed", check=job.name, exc_info=True)
+
+    async def _stop_check(self, job: Job) -> None:
+        try:
+            await job.check.stop()
+        except Exception:  # closing must go on for the others
+            log.warning("check stop failed", check=job.name, exc_info=True)
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._loop(), name="scheduler"))
@@ -98,10 +118,12 @@ class Scheduler:
         ]
 
     async def stop(self) -> None:
+        """Cancel runs in flight (checks only read), then close every check's resources."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await asyncio.gather(*(self._stop_check(job) for job in self.jobs.values()))
 
     def run_now(self, name: str) -> bool:
         """Start a run of `name` at once, unless one is going. False if unknown or busy."""

@@ -10,7 +10,7 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from checks.base import CheckConfig, CheckContext, CheckResult
+from checks.base import CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.clock import ManualClock
 from daemon.metrics import Metrics
 from daemon.models import Observation, Status
@@ -21,7 +21,7 @@ class ProbeConfig(CheckConfig):
     type: Literal["probe"] = "probe"
 
 
-class Probe:
+class Probe(Stateless):
     type: ClassVar[str] = "probe"
     Config = ProbeConfig
 
@@ -69,7 +69,7 @@ async def test_each_check_runs_on_its_own_interval(
 ) -> None:
     s, seen = sched
     fast, slow = Probe(), Probe()
-    s.set_checks({"fast": (fast, cfg()), "slow": (slow, cfg(interval="5s"))})
+    await s.set_checks({"fast": (fast, cfg()), "slow": (slow, cfg(interval="5s"))})
     await clock.advance(9.5)
     assert fast.started == 10  # t = 0, 1, ..., 9
     assert slow.started == 2  # t = 0, 5
@@ -91,7 +91,7 @@ async def test_a_check_never_overlaps_itself(
 ) -> None:
     s, seen = sched
     probe = Probe(hang=True)
-    s.set_checks({"stuck": (probe, cfg(timeout="30s"))})
+    await s.set_checks({"stuck": (probe, cfg(timeout="30s"))})
     await clock.advance(4.5)
     assert probe.started == 1
     assert metric(s, "runbookd_check_runs_skipped_total", check="stuck") == 4
@@ -105,7 +105,7 @@ async def test_timeout_gives_unknown_with_a_reason(
     clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
 ) -> None:
     s, seen = sched
-    s.set_checks({"stuck": (Probe(hang=True), cfg(timeout="2s", interval="10s"))})
+    await s.set_checks({"stuck": (Probe(hang=True), cfg(timeout="2s", interval="10s"))})
     await clock.advance(2.5)
     assert len(seen) == 1
     assert seen[0].status is Status.UNKNOWN
@@ -117,7 +117,7 @@ async def test_a_raising_check_is_unknown_not_a_crash(
     clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
 ) -> None:
     s, seen = sched
-    s.set_checks({"buggy": (Probe(boom=True), cfg())})
+    await s.set_checks({"buggy": (Probe(boom=True), cfg())})
     await clock.advance(2.5)
     assert [o.status for o in seen] == [Status.UNKNOWN] * 3
     assert seen[0].reason == "check raised ValueError: bad parse"
@@ -128,7 +128,7 @@ async def test_checks_in_flight_are_bounded(
 ) -> None:
     s, _ = sched
     probes = [Probe(hang=True) for _ in range(6)]
-    s.set_checks({f"c{i}": (p, cfg(timeout="60s")) for i, p in enumerate(probes)})
+    await s.set_checks({f"c{i}": (p, cfg(timeout="60s")) for i, p in enumerate(probes)})
     await clock.advance(0.5)
     assert sum(p.started for p in probes) == 4  # max_in_flight
     probes[0].release.set()
@@ -141,9 +141,9 @@ async def test_reload_keeps_unchanged_checks_and_drops_removed_ones(
 ) -> None:
     s, _ = sched
     keep, drop, add = Probe(), Probe(), Probe()
-    s.set_checks({"keep": (keep, cfg()), "drop": (drop, cfg())})
+    await s.set_checks({"keep": (keep, cfg()), "drop": (drop, cfg())})
     await clock.advance(2.5)
-    s.set_checks({"keep": (Probe(), cfg()), "add": (add, cfg())})
+    await s.set_checks({"keep": (Probe(), cfg()), "add": (add, cfg())})
     await clock.advance(2)
     assert keep.started == 5  # same config: the running instance and schedule stay
     assert drop.started == 3
@@ -155,7 +155,7 @@ async def test_run_now_starts_a_run_at_once(
 ) -> None:
     s, _ = sched
     probe = Probe()
-    s.set_checks({"p": (probe, cfg(interval="1h"))})
+    await s.set_checks({"p": (probe, cfg(interval="1h"))})
     await clock.advance(0.1)
     assert probe.started == 1
     assert s.run_now("p")
@@ -168,7 +168,7 @@ async def test_lateness_and_status_metrics(
     clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
 ) -> None:
     s, _ = sched
-    s.set_checks({"p": (Probe(), cfg())})
+    await s.set_checks({"p": (Probe(), cfg())})
     await clock.advance(2.5)
     assert metric(s, "runbookd_schedule_lateness_seconds_count") == 3
     assert metric(s, "runbookd_check_runs_total", check="p", status="ok") == 3
@@ -190,9 +190,46 @@ async def test_status_changes_are_logged_once_not_every_run(
 ) -> None:
     s, _ = sched
     ok, crit = Status.OK, Status.CRITICAL
-    s.set_checks({"p": (Flipping([ok, ok, crit, crit, crit, ok]), cfg())})
+    await s.set_checks({"p": (Flipping([ok, ok, crit, crit, crit, ok]), cfg())})
     with structlog.testing.capture_logs() as logs:
         await clock.advance(5.5)
     changes = [(e["old"], e["new"]) for e in logs if e["event"] == "check status"]
     assert changes == [(None, "ok"), ("ok", "critical"), ("critical", "ok")]
     assert [e.get("reason") for e in logs if e["event"] == "check status"][1] == "503 from /health"
+
+
+class Pooled(Probe):
+    """Keeps something open between runs, like a connection pool."""
+
+    def __init__(self, events: list[str], name: str) -> None:
+        super().__init__()
+        self.events, self.name = events, name
+
+    async def start(self, ctx: CheckContext) -> None:
+        self.events.append(f"start {self.name}")
+
+    async def run(self, ctx: CheckContext) -> CheckResult:
+        self.events.append(f"run {self.name}")
+        return await super().run(ctx)
+
+    async def stop(self) -> None:
+        self.events.append(f"stop {self.name}")
+
+
+async def test_checks_start_before_their_first_run_and_stop_when_dropped(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    events: list[str] = []
+    await s.set_checks({"a": (Pooled(events, "a"), cfg()), "b": (Pooled(events, "b"), cfg())})
+    await clock.advance(0.5)
+    assert events == ["start a", "start b", "run a", "run b"]
+    events.clear()
+    # reload: `a` unchanged (its new instance is never started), `b` dropped
+    await s.set_checks({"a": (Pooled(events, "a2"), cfg())})
+    assert events == ["stop b"]
+    await clock.advance(1)
+    assert events == ["stop b", "run a"]
+    events.clear()
+    await s.stop()
+    assert events == ["stop a"]
