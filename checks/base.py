@@ -27,6 +27,11 @@ class CheckConfig(SecretsModel):
     # Default: three intervals.
     stale_after: Duration | None = None
 
+    def value_names(self) -> frozenset[str] | None:
+        """The value names this check can report, so the config loader can refuse a rule on a
+        value that never exists; None when the config cannot tell in advance."""
+        return None
+
     def staleness(self) -> float:
         return self.stale_after if self.stale_after is not None else 3 * self.interval
 

@@ -16,6 +16,7 @@ from daemon.config import ConfigError, check_config_main, load_config
 from daemon.demo import DEFAULT_CONFIG as DEMO_CONFIG
 from daemon.demo import run_demo
 from daemon.logs import configure
+from daemon.once import run_once
 
 T = TypeVar("T")
 
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
     check = sub.add_parser("check-config", help="validate a config file; exit 2 if invalid")
     check.add_argument("file")
+    once = sub.add_parser("once", help="run the checks once and print a table; exit 1 unless OK")
+    once.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
+    once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
     demo = sub.add_parser("demo", help="a bad deploy, detected and rolled back, end to end")
     demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
     return parser
@@ -62,6 +66,20 @@ def cmd_run(config_file: str) -> int:
     return 0
 
 
+def cmd_once(config_file: str, names: Sequence[str]) -> int:
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if unknown := [n for n in names if n not in config.checks]:
+        defined = ", ".join(config.checks) or "none"
+        print(f"no such check: {', '.join(unknown)} (defined: {defined})", file=sys.stderr)
+        return 2
+    configure("warning", stream=sys.stderr)
+    return _run(run_once(config, names))
+
+
 def cmd_demo(config_file: str | None) -> int:
     configure("warning", stream=sys.stderr)
     return _run(run_demo(Path(config_file) if config_file else DEMO_CONFIG))
@@ -73,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config_main(args.file)
     if args.command == "run":
         return cmd_run(args.config)
+    if args.command == "once":
+        return cmd_once(args.config, args.checks)
     return cmd_demo(args.config)
 
 

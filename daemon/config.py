@@ -513,7 +513,7 @@ def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]
         if check is None:
             defined = _listing(config.checks)
             found.append((("rules", name, "when"), f"no check named {check_name!r} ({defined})"))
-        elif (values := _value_names(check)) is not None and value not in values:
+        elif (values := check.value_names()) is not None and value not in values:
             message = f"check {check_name!r} has no value {value!r} ({_listing(values)})"
             found.append((("rules", name, "when"), message))
         for section in ("do", "escalate"):
@@ -526,13 +526,6 @@ def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]
         Problem(reader.filename, _line_of(path, reader.lines), _dotted(path), message)
         for path, message in found
     ]
-
-
-def _value_names(check: CheckConfig) -> frozenset[str] | None:
-    """The values a check reports, when its config can say so (optional `value_names()`)."""
-    method = getattr(check, "value_names", None)
-    names = method() if callable(method) else None
-    return names if isinstance(names, frozenset) else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,20 @@ def phase(name: str, config: CheckConfig) -> float:
     return (zlib.crc32(name.encode()) / 2**32) * config.jitter * config.interval
 
 
+async def run_check(
+    check: Check, config: CheckConfig, ctx: CheckContext, clock: Clock
+) -> CheckResult:
+    """One run, bounded by the check's timeout; a timeout or a bug is UNKNOWN, never bad data."""
+    try:
+        async with clock.timeout(config.timeout):
+            return await check.run(ctx)
+    except TimeoutError:
+        return CheckResult.unknown(f"check did not finish within {config.timeout:g}s")
+    except Exception as exc:  # a check broke its contract: say so, carry on
+        log.exception("check raised", check=check.type)
+        return CheckResult.unknown(f"check raised {type(exc).__name__}: {exc}")
+
+
 class Scheduler:
     def __init__(
         self,
@@ -180,7 +194,7 @@ class Scheduler:
             started = self.clock.now()
             self.metrics.lateness.observe(max(0.0, started - due))
             try:
-                result = await self._run(job)
+                result = await run_check(job.check, job.config, self.ctx, self.clock)
             finally:
                 job.running = False
             ended = self.clock.now()
@@ -200,17 +214,6 @@ class Scheduler:
             if job.runs == 1:
                 self._pending_first.discard(job.name)
                 self._check_first_round()
-
-    async def _run(self, job: Job) -> CheckResult:
-        timeout = job.config.timeout
-        try:
-            async with self.clock.timeout(timeout):
-                return await job.check.run(self.ctx)
-        except TimeoutError:
-            return CheckResult.unknown(f"check did not finish within {timeout:g}s")
-        except Exception as exc:  # a check broke its contract: unknown, never bad data
-            log.exception("check raised", check=job.name)
-            return CheckResult.unknown(f"check raised {type(exc).__name__}: {exc}")
 
     @staticmethod
     def _log_change(job: Job, obs: Observation) -> None:

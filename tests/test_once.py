@@ -1,0 +1,71 @@
+"""`runbookd once`: every check run one time against real servers, printed as a table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from daemon.config import load_config_text
+from daemon.once import run_once
+from tests.utils import free_port, serve
+
+
+def app() -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    application = web.Application()
+    application.router.add_get("/health", health)
+    return application
+
+
+CONFIG = """
+checks:
+  api:
+    type: http
+    url: {url}/health
+    expect_json: {{status: ok}}
+  gone:
+    type: http
+    url: http://127.0.0.1:{dead}/health
+"""
+
+
+async def test_all_ok_exits_0_and_prints_a_table() -> None:
+    async with serve(app()) as url:
+        config = load_config_text(CONFIG.format(url=url, dead=free_port()))
+        lines: list[str] = []
+        assert await run_once(config, ["api"], out=lines.append) == 0
+    header, row = lines
+    assert header.split() == ["CHECK", "STATUS", "TOOK", "VALUES", "REASON"]
+    assert row.split()[:2] == ["api", "OK"]
+    assert "up=1" in row
+    assert "status_code=200" in row
+
+
+async def test_anything_not_ok_exits_1_with_the_reason() -> None:
+    async with serve(app()) as url:
+        config = load_config_text(CONFIG.format(url=url, dead=free_port()))
+        lines: list[str] = []
+        assert await run_once(config, out=lines.append) == 1
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["api"].split()[1] == "OK"
+    assert rows["gone"].split()[1] == "CRITICAL"
+    assert rows["gone"].endswith("connection refused")
+
+
+def test_cli_rejects_an_unknown_check_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG.format(url="http://127.0.0.1:1", dead=1))
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "once", "-c", str(path), "nope"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "no such check: nope (defined: api, gone)"
