@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PACKAGES := daemon checks remediations
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(PACKAGES) tests
 	$(BIN)/mypy
 
-test: lint
+# Prometheus, monitoring plugins, PostgreSQL and Redis for the integration tests.
+services:
+	tests/setup-services.sh
+
+test: lint services
 	$(BIN)/pytest -q
 
 format: $(STAMP)
