@@ -2,25 +2,63 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field, ValidationError
 
+from daemon.approvals import Decision
 from daemon.models import IncidentStatus
 from daemon.store import Store
+from daemon.units import StrictModel
 
 MAX_LIMIT = 1000
 
 
 class DaemonView(Protocol):
-    """What the API reads from the running daemon."""
+    """What the API reads from, and steers in, the running daemon."""
 
     store: Store
     registry: CollectorRegistry
 
     def ready(self) -> tuple[bool, str]: ...
+
+    def pending_approvals(self) -> list[dict[str, Any]]: ...
+
+    def decide(self, incident_id: str, decision: Decision) -> bool: ...
+
+    def has_rule(self, rule: str) -> bool: ...
+
+    async def reset_circuit(self, rule: str) -> bool: ...
+
+
+class DecisionBody(StrictModel):
+    """Who decides, and why: both land on the incident's timeline."""
+
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    """The request body as `model`, or a 4xx with a JSON reason naming the field."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="expected Content-Type: application/json")
+    try:
+        data = json.loads(await request.read())
+    except ValueError:
+        raise web.HTTPBadRequest(reason="body is not valid JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
 
 
 def json_error(status: int, reason: str) -> web.Response:
@@ -48,6 +86,10 @@ def build_app(daemon: DaemonView) -> web.Application:
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/api/v1/incidents", handlers.list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", handlers.get_incident)
+    app.router.add_post("/api/v1/incidents/{id}/approve", handlers.approve)
+    app.router.add_post("/api/v1/incidents/{id}/reject", handlers.reject)
+    app.router.add_get("/api/v1/approvals", handlers.list_approvals)
+    app.router.add_post("/api/v1/rules/{rule}/reset", handlers.reset_circuit)
     return app
 
 
@@ -97,3 +139,26 @@ class Handlers:
         if incident is None:
             return json_error(404, f"no incident {incident_id!r}")
         return web.json_response(incident.to_json())
+
+    async def approve(self, request: web.Request) -> web.Response:
+        return await self._decide(request, approved=True)
+
+    async def reject(self, request: web.Request) -> web.Response:
+        return await self._decide(request, approved=False)
+
+    async def _decide(self, request: web.Request, *, approved: bool) -> web.Response:
+        incident_id = request.match_info["id"]
+        body = await read_json(request, DecisionBody)
+        if not self.daemon.decide(incident_id, Decision(approved, body.by, body.reason)):
+            return json_error(404, f"incident {incident_id!r} has no step waiting for approval")
+        return web.json_response({"incident": incident_id, "approved": approved, "by": body.by})
+
+    async def list_approvals(self, request: web.Request) -> web.Response:
+        return web.json_response({"approvals": self.daemon.pending_approvals()})
+
+    async def reset_circuit(self, request: web.Request) -> web.Response:
+        rule = request.match_info["rule"]
+        if not self.daemon.has_rule(rule):
+            return json_error(404, f"no rule {rule!r}")
+        was_open = await self.daemon.reset_circuit(rule)
+        return web.json_response({"rule": rule, "was_open": was_open})

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
@@ -15,11 +16,13 @@ from prometheus_client import CollectorRegistry
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
 from daemon import plugins
 from daemon.api import build_app
+from daemon.approvals import Decision
 from daemon.clock import Clock, SystemClock
 from daemon.config import ConfigError, RunbookConfig, load_config
 from daemon.engine import Engine
 from daemon.metrics import Metrics
 from daemon.pipeline import Pipeline, Plan
+from daemon.safety import Budget
 from daemon.scheduler import Scheduler
 from daemon.servers import start_site
 from daemon.store import Store
@@ -48,8 +51,8 @@ def build_plan(config: RunbookConfig) -> Plan:
         instances,
         dict(config.remediations),
         dry_run=settings.dry_run,
-        budget_max=settings.budget.max_actions,
-        budget_window=settings.budget.window,
+        budget=Budget(settings.budget.max_actions, settings.budget.window),
+        breaker_after=settings.circuit_breaker_after,
     )
 
 
@@ -92,6 +95,31 @@ class Daemon:
             return False, "waiting for every check to run once"
         return True, "ok"
 
+    # -- what the API steers -------------------------------------------------------------------
+
+    def pending_approvals(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "incident": p.incident_id,
+                "remediation": p.remediation,
+                "asked_at": p.asked_at,
+                "deadline": p.deadline,
+            }
+            for p in self.pipeline.approvals.pending.values()
+        ]
+
+    def decide(self, incident_id: str, decision: Decision) -> bool:
+        return self.pipeline.approvals.decide(incident_id, decision)
+
+    def has_rule(self, rule: str) -> bool:
+        return rule in self.config.rules
+
+    async def reset_circuit(self, rule: str) -> bool:
+        was_open = await self.pipeline.breaker.reset(rule)
+        self.metrics.circuit_open.labels(rule).set(0)
+        log.info("circuit reset", rule=rule, was_open=was_open)
+        return was_open
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -117,6 +145,8 @@ class Daemon:
             clock=self.clock,
         )
         await self.engine.restore()
+        await self.pipeline.recover(self.engine.incidents.values(), dict(self.config.rules))
+        self.pipeline.start_outbox()
         self.scheduler = Scheduler(
             ctx=CheckContext(session, self.clock),
             clock=self.clock,
@@ -188,7 +218,7 @@ class Daemon:
             return False
         if config.runbookd != self.config.runbookd:
             log.warning("settings under 'runbookd:' change only on restart")
-        self.pipeline.plan = plan
+        self.pipeline.set_plan(plan)
         self.engine.set_rules(dict(config.rules), staleness(config))
         await self.scheduler.set_checks(checks)
         self.config = config

@@ -81,6 +81,9 @@ class DaemonSettings(StrictModel):
     # Global dry-run: the timeline says what would have run, nothing runs.
     dry_run: bool = False
     budget: BudgetConfig = BudgetConfig()
+    # After this many plans of one rule in a row that acted and did not help, that rule's
+    # automation stops (it only pages) until an operator resets it.
+    circuit_breaker_after: int = Field(default=3, ge=1)
     max_checks_in_flight: int = Field(default=256, ge=1)
     # On SIGTERM, running remediations get this long to finish before they are cancelled.
     drain_grace: Duration = 30.0

@@ -26,6 +26,8 @@ class Actions(Protocol):
 
     async def resolved(self, incident: Incident) -> None: ...
 
+    def healthy(self, rule: RuleConfig) -> None: ...
+
 
 def new_incident_id(ts: float) -> str:
     # Time-ordered and unique; doubles as the PagerDuty dedup_key, so it must stay stable.
@@ -96,6 +98,8 @@ class Engine:
                 self._blind_changed(evaluator)
             if transition is not None:
                 await self._on_transition(evaluator, transition)
+            elif evaluator.state is RuleState.INACTIVE and not evaluator.blind:
+                self.actions.healthy(evaluator.config)
 
     def tick(self, now: float) -> None:
         """Hold rules whose check stopped delivering (stale data)."""

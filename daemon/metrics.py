@@ -13,7 +13,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from daemon import __version__
 from daemon.models import Observation
 
-OUTCOMES = ("ok", "failed", "error", "timeout", "dry_run", "cooldown", "budget")
+# Outcomes of a remediation step (the `outcome` label): executed, or why not.
+OUTCOMES = (
+    "ok",
+    "failed",
+    "error",
+    "timeout",
+    "interrupted",
+    "dry_run",
+    "cooldown",
+    "budget",
+    "run_limit",
+    "target_busy",
+    "approval_timeout",
+    "rejected",
+)
 
 
 class Metrics:
@@ -79,7 +93,7 @@ class Metrics:
         )
         self.remediations = Counter(
             "runbookd_remediations_total",
-            "Remediation steps by outcome (ok, failed, error, timeout, dry_run, cooldown, budget).",
+            "Remediation steps by outcome: " + ", ".join(OUTCOMES) + ".",
             ["remediation", "type", "outcome"],
             registry=registry,
         )
@@ -88,6 +102,12 @@ class Metrics:
             "How long executed remediations took.",
             ["remediation", "type"],
             buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.circuit_open = Gauge(
+            "runbookd_circuit_open",
+            "1 while a rule's automation is stopped by the circuit breaker.",
+            ["rule"],
             registry=registry,
         )
         self.reload_success = Gauge(

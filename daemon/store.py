@@ -6,9 +6,36 @@ PostgreSQL implementation joins later for several replicas. Both pass the same t
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from daemon.models import Incident, IncidentStatus, TimelineEntry
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One execution in the ledger. `outcome` is "running" from begin until end."""
+
+    id: int
+    incident_id: str
+    rule: str
+    remediation: str
+    ts: float
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A notification still to deliver: `phase` is "execute" (the page) or "resolve"."""
+
+    id: int
+    incident_id: str
+    remediation: str
+    phase: str
+    created_at: float
+    next_at: float
+    attempts: int
+    last_error: str
 
 
 class Pruned(NamedTuple):
@@ -44,15 +71,49 @@ class Store(Protocol):
     async def open_incidents(self) -> list[Incident]:
         """Every open incident with its timeline, oldest first (what a restart resumes)."""
 
-    async def record_action(self, rule: str, remediation: str, ts: float, outcome: str) -> None:
-        """Ledger of executed actions, for cooldowns and the global budget."""
+    # -- the action ledger: cooldowns, the budget, run limits, crash recovery -----------------
+
+    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
+        """Write "running" BEFORE executing, so a crash mid-run is found at restart."""
+
+    async def end_action(self, action_id: int, outcome: str) -> None:
+        """Unknown id: KeyError."""
+
+    async def running_actions(self) -> list[ActionRecord]:
+        """Actions begun and never ended, oldest first: what a crash interrupted."""
 
     async def last_action(self, rule: str, remediation: str) -> float | None:
-        """When this remediation last ran for this rule (any outcome), or None."""
+        """When this remediation last began for this rule (any outcome), or None."""
 
-    async def count_actions(self, since: float, *, exclude: frozenset[str] = frozenset()) -> int:
-        """How many actions ran at or after `since`, leaving out the named remediations."""
+    async def count_actions(
+        self, since: float, *, exclude: frozenset[str] = frozenset(), only: str | None = None
+    ) -> int:
+        """Actions begun at or after `since` (any outcome), leaving out the `exclude`d
+        remediations; with `only`, just that remediation's (whatever the rule)."""
+
+    # -- small JSON values kept for remediations and the circuit breaker ----------------------
+
+    async def get_value(self, namespace: str, key: str) -> Any:
+        """The stored JSON value, or None."""
+
+    async def put_value(self, namespace: str, key: str, value: Any) -> None:
+        """Insert or replace; None deletes."""
+
+    # -- the paging outbox: notifications survive restarts, each delivered once ---------------
+
+    async def outbox_add(self, incident_id: str, remediation: str, phase: str, ts: float) -> int:
+        """A new item, due at once."""
+
+    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Unfinished items with next_at <= now, oldest first."""
+
+    async def outbox_reschedule(
+        self, item_id: int, next_at: float, attempts: int, error: str
+    ) -> None: ...
+
+    async def outbox_finish(self, item_id: int, outcome: str) -> None:
+        """Delivered or given up: the item is never due again."""
 
     async def prune(self, before: float) -> Pruned:
-        """Delete incidents resolved before `before` (with their timelines) and ledger
-        entries older than it. Open incidents are never pruned."""
+        """Delete incidents resolved before `before` (with their timelines), ledger entries
+        and finished outbox items older than it. Open incidents are never pruned."""

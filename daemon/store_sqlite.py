@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file in the daemon's state directory, through aiosqlite.
 
 Every write is its own committed transaction, so a restarted daemon remembers its open
-incidents, their timelines and the action ledger (cooldowns and the global budget).
+incidents, their timelines, the action ledger (cooldowns, the global budget, and actions a
+crash interrupted), the small values remediations keep, and the paging outbox.
 
 WAL with `synchronous=NORMAL`: a crash of the daemon loses nothing committed; a power loss
 may lose the last few transactions but never corrupts the file. Readers never block the writer.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +28,7 @@ import aiosqlite
 import structlog
 
 from daemon.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store import Pruned
+from daemon.store import ActionRecord, OutboxItem, Pruned
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +76,41 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX actions_ts ON actions (ts)",
         "CREATE INDEX actions_rule_remediation_ts ON actions (rule, remediation, ts)",
     ),
+    (
+        # Version 1 rows were written after the run by record_action: no incident id, never
+        # "running". Now begin_action writes "running" first and end_action replaces it.
+        "ALTER TABLE actions ADD COLUMN incident_id TEXT",
+        # Partial: only the few unfinished actions are indexed (what a restart looks for).
+        "CREATE INDEX actions_running ON actions (ts, id) WHERE outcome = 'running'",
+        # `value` is compact JSON text. WITHOUT ROWID: the key is the row.
+        """
+        CREATE TABLE kv (
+            namespace   TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            value       TEXT NOT NULL,
+            PRIMARY KEY (namespace, key)
+        ) WITHOUT ROWID
+        """,
+        # No foreign key to incidents: like `actions`, the outbox is pruned by its own age, and
+        # an incident's deletion must neither wait for nor take its notifications.
+        """
+        CREATE TABLE outbox (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            incident_id TEXT NOT NULL,
+            remediation TEXT NOT NULL,
+            phase       TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            next_at     REAL NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            last_error  TEXT NOT NULL DEFAULT '',
+            finished_at REAL,
+            outcome     TEXT,
+            CHECK ((finished_at IS NULL) = (outcome IS NULL))
+        )
+        """,
+        # Partial: finished items are never due, so the index holds only pending ones.
+        "CREATE INDEX outbox_due ON outbox (next_at, id) WHERE finished_at IS NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -86,8 +123,12 @@ _INSERT_INCIDENT = """
 """
 _INSERT_ENTRY = "INSERT INTO timeline (incident_id, ts, kind, message, data) VALUES (?, ?, ?, ?, ?)"
 
+# The outcome of a begun, not yet ended action. Spelled as a literal in the SQL below too, so
+# the planner can use the partial index `actions_running`.
+RUNNING = "running"
 
-def _dumps(value: dict[str, Any]) -> str:
+
+def _dumps(value: Any) -> str:
     # Compact, and unicode kept as is: the column is TEXT, not ASCII.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -113,6 +154,31 @@ def _entry(row: sqlite3.Row) -> TimelineEntry:
     )
 
 
+def _action(row: sqlite3.Row) -> ActionRecord:
+    return ActionRecord(
+        id=row["id"],
+        # NULL only on rows from schema version 1, which are never running.
+        incident_id=row["incident_id"] or "",
+        rule=row["rule"],
+        remediation=row["remediation"],
+        ts=row["ts"],
+        outcome=row["outcome"],
+    )
+
+
+def _outbox_item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        remediation=row["remediation"],
+        phase=row["phase"],
+        created_at=row["created_at"],
+        next_at=row["next_at"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+    )
+
+
 def _entry_params(incident_id: str, e: TimelineEntry) -> tuple[str, float, str, str, str]:
     return (incident_id, e.ts, e.kind, e.message, _dumps(e.data))
 
@@ -121,7 +187,10 @@ class SqliteStore:
     """The `Store` protocol on one SQLite file; parent directories are created on `open()`.
 
     Beyond the protocol: unknown incident ids raise KeyError (append, resolve), a duplicate id
-    raises ValueError (create), resolving twice keeps the first `resolved_at`.
+    raises ValueError (create), resolving twice keeps the first `resolved_at`. Ending an action
+    with "running" is a ValueError; ending it twice keeps the first outcome. Unknown outbox ids
+    raise KeyError; finishing twice keeps the first outcome, and rescheduling a finished item
+    changes nothing (it is never due again).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -333,37 +402,150 @@ class SqliteStore:
 
     # -- action ledger -----------------------------------------------------------------------
 
-    async def record_action(self, rule: str, remediation: str, ts: float, outcome: str) -> None:
+    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
         async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO actions (rule, remediation, ts, outcome) VALUES (?, ?, ?, ?)",
-                (rule, remediation, ts, outcome),
+            cur = await db.execute(
+                "INSERT INTO actions (incident_id, rule, remediation, ts, outcome)"
+                " VALUES (?, ?, ?, ?, 'running')",
+                (incident_id, rule, remediation, ts),
             )
+            action_id = cur.lastrowid
+        assert action_id is not None  # set by any successful INSERT
+        return action_id
+
+    async def end_action(self, action_id: int, outcome: str) -> None:
+        if outcome == RUNNING:
+            raise ValueError(f"action {action_id}: end it with its outcome, not {RUNNING!r}")
+        async with self._transaction() as db:
+            # Only a running action: ending twice keeps the first outcome, as resolving does.
+            await db.execute(
+                "UPDATE actions SET outcome = ? WHERE id = ? AND outcome = 'running'",
+                (outcome, action_id),
+            )
+            async with db.execute("SELECT 1 FROM actions WHERE id = ?", (action_id,)) as cur:
+                if await cur.fetchone() is None:
+                    raise KeyError(action_id)
+
+    async def running_actions(self) -> list[ActionRecord]:
+        """Actions begun and never ended, oldest first (by begin time, then id)."""
+        rows = await self._fetchall(
+            "SELECT id, incident_id, rule, remediation, ts, outcome FROM actions"
+            " WHERE outcome = 'running' ORDER BY ts, id"
+        )
+        return [_action(row) for row in rows]
 
     async def last_action(self, rule: str, remediation: str) -> float | None:
+        # Any outcome, "running" included: an interrupted action may have acted.
         rows = await self._fetchall(
             "SELECT max(ts) FROM actions WHERE rule = ? AND remediation = ?", (rule, remediation)
         )
         ts: float | None = rows[0][0]
         return ts
 
-    async def count_actions(self, since: float, *, exclude: frozenset[str] = frozenset()) -> int:
-        # The excluded names travel as one JSON array parameter: no SQL built from strings.
+    async def count_actions(
+        self, since: float, *, exclude: frozenset[str] = frozenset(), only: str | None = None
+    ) -> int:
+        # The excluded names travel as one JSON array parameter, and a NULL `only` switches
+        # that filter off: no SQL built from strings.
         rows = await self._fetchall(
-            "SELECT count(*) FROM actions WHERE ts >= ?"
-            " AND remediation NOT IN (SELECT value FROM json_each(?))",
-            (since, json.dumps(sorted(exclude))),
+            "SELECT count(*) FROM actions WHERE ts >= ?1"
+            " AND remediation NOT IN (SELECT value FROM json_each(?2))"
+            " AND (?3 IS NULL OR remediation = ?3)",
+            (since, json.dumps(sorted(exclude)), only),
         )
         return int(rows[0][0])
+
+    # -- small JSON values -------------------------------------------------------------------
+
+    async def get_value(self, namespace: str, key: str) -> Any:
+        rows = await self._fetchall(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    async def put_value(self, namespace: str, key: str, value: Any) -> None:
+        """Insert or replace; None deletes. A value JSON cannot hold is a TypeError."""
+        # Serialised before the transaction: a bad value fails without touching the file.
+        text = None if value is None else _dumps(value)
+        async with self._transaction() as db:
+            if text is None:
+                await db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+            else:
+                await db.execute(
+                    "INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+                    (namespace, key, text),
+                )
+
+    # -- paging outbox -----------------------------------------------------------------------
+
+    async def outbox_add(self, incident_id: str, remediation: str, phase: str, ts: float) -> int:
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO outbox (incident_id, remediation, phase, created_at, next_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (incident_id, remediation, phase, ts, ts),
+            )
+            item_id = cur.lastrowid
+        assert item_id is not None  # set by any successful INSERT
+        return item_id
+
+    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Unfinished items with next_at <= now, by next_at then id; limit < 0: ValueError."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        rows = await self._fetchall(
+            """
+            SELECT id, incident_id, remediation, phase, created_at, next_at, attempts, last_error
+            FROM outbox
+            WHERE finished_at IS NULL AND next_at <= ?
+            ORDER BY next_at, id
+            LIMIT ?
+            """,
+            (now, limit),
+        )
+        return [_outbox_item(row) for row in rows]
+
+    async def outbox_reschedule(
+        self, item_id: int, next_at: float, attempts: int, error: str
+    ) -> None:
+        async with self._transaction() as db:
+            # Only an unfinished item: a late retry must not make a finished one due again.
+            await db.execute(
+                "UPDATE outbox SET next_at = ?, attempts = ?, last_error = ?"
+                " WHERE id = ? AND finished_at IS NULL",
+                (next_at, attempts, error, item_id),
+            )
+            await self._require_outbox(db, item_id)
+
+    async def outbox_finish(self, item_id: int, outcome: str) -> None:
+        # The protocol passes no time: finished_at is the wall clock, for whoever reads the
+        # file. Nothing depends on it; prune goes by created_at.
+        async with self._transaction() as db:
+            # Only an unfinished item: finishing twice keeps the first outcome.
+            await db.execute(
+                "UPDATE outbox SET finished_at = ?, outcome = ?"
+                " WHERE id = ? AND finished_at IS NULL",
+                (time.time(), outcome, item_id),
+            )
+            await self._require_outbox(db, item_id)
+
+    @staticmethod
+    async def _require_outbox(db: aiosqlite.Connection, item_id: int) -> None:
+        async with db.execute("SELECT 1 FROM outbox WHERE id = ?", (item_id,)) as cur:
+            if await cur.fetchone() is None:
+                raise KeyError(item_id)
 
     # -- retention ---------------------------------------------------------------------------
 
     async def prune(self, before: float) -> Pruned:
         """Delete history older than `before` (epoch seconds): resolved incidents resolved
-        before it, with their timelines, and ledger entries recorded before it.
+        before it, with their timelines, ledger entries begun before it, and finished outbox
+        items created before it (`Pruned` does not count those).
 
-        Open incidents are never pruned, however old. Anything at or after `before` stays, so
-        cooldowns and `count_actions(since)` with `since >= before` are unaffected.
+        Open incidents and unfinished outbox items are never pruned, however old. Anything at
+        or after `before` stays, so cooldowns and `count_actions(since)` with `since >= before`
+        are unaffected. Running actions begun before it go too, like any ledger entry.
         """
         async with self._transaction() as db:
             # Timelines go with their incident through ON DELETE CASCADE.
@@ -374,4 +556,7 @@ class SqliteStore:
             incidents = cur.rowcount
             cur = await db.execute("DELETE FROM actions WHERE ts < ?", (before,))
             actions = cur.rowcount
+            await db.execute(
+                "DELETE FROM outbox WHERE finished_at IS NOT NULL AND created_at < ?", (before,)
+            )
         return Pruned(incidents=incidents, actions=actions)

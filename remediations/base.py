@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
+from pydantic import Field
 
 from daemon.clock import Clock
 from daemon.models import Incident, RemediationResult
 from daemon.registry import Registry
-from daemon.units import Duration, SecretsModel
+from daemon.units import Duration, SecretsModel, StrictModel
+
+
+class RunLimit(StrictModel):
+    """At most `count` runs per sliding `window`, whichever rule asks (e.g. restarts)."""
+
+    count: int = Field(ge=1)
+    window: Duration
 
 
 class RemediationConfig(SecretsModel):
@@ -21,27 +29,62 @@ class RemediationConfig(SecretsModel):
     # No second run of this remediation for the same rule within this window.
     cooldown: Duration = 300.0
     timeout: Duration = 30.0
+    # What it acts on (a service, a project). Two plans never act on one target at once.
+    # Default: the remediation's own name.
+    target: str | None = None
+    # Beyond this many runs in the window the step is refused and the plan escalates,
+    # so a restart loop stops by itself.
+    max_runs: RunLimit | None = None
+    # Destructive remediations wait for an operator's approval unless this says false;
+    # true asks for approval for any remediation.
+    require_approval: bool | None = None
+    # Unanswered this long, the approval counts as refused and the plan escalates.
+    approval_timeout: Duration = 900.0
 
     def deadline(self) -> float:
         """The longest one execution may take, retries included: the pipeline's outer bound."""
         return self.timeout
 
 
+class StateStore(Protocol):
+    """Small JSON values a remediation keeps across runs and restarts (e.g. the last image
+    seen healthy). Each remediation sees its own keys."""
+
+    async def get(self, key: str) -> Any: ...
+
+    async def put(self, key: str, value: Any) -> None: ...
+
+
+class MemoryState:
+    """A StateStore in memory: for tests, and the default outside the daemon."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    async def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
 @dataclass(slots=True)
 class RemediationContext:
     session: aiohttp.ClientSession
     clock: Clock
+    state: StateStore = field(default_factory=MemoryState)
 
 
 class Remediation(Protocol):
     type: ClassVar[str]
     Config: ClassVar[builtins.type[RemediationConfig]]
-    # Safe to run twice with the same effect (a crash mid-run may be retried).
-    idempotent: ClassVar[bool]
+    # Safe to run twice with the same effect (a crash mid-run may be retried). Plain
+    # attributes, not ClassVars, so an instance may follow its config.
+    idempotent: bool
     # Loses data or capacity if misapplied; needs approval (see the safety envelope).
-    destructive: ClassVar[bool]
+    destructive: bool
     # Tells people rather than changes systems: exempt from the action budget.
-    notifier: ClassVar[bool]
+    notifier: bool
 
     def __init__(self, name: str, config: Any) -> None: ...
 
@@ -50,8 +93,27 @@ class Remediation(Protocol):
     async def resolve(
         self, ctx: RemediationContext, incident: Incident
     ) -> RemediationResult | None:
-        """Called once when the incident resolves (a page resolves); None: nothing to do."""
+        """Called once when the incident resolves (a page resolves); None: nothing to do.
+        It may wait on ctx.clock (scale back in after a quiet period): the pipeline cancels
+        it if the same rule fires again meanwhile."""
         ...
+
+    async def healthy(self, ctx: RemediationContext) -> None:
+        """Called now and then while a rule that uses it is healthy, to note what a good
+        state looks like (the image running, the deployment serving)."""
+        ...
+
+
+class Hooks:
+    """Default hooks for remediations with nothing to do on resolve or while healthy."""
+
+    async def resolve(
+        self, ctx: RemediationContext, incident: Incident
+    ) -> RemediationResult | None:
+        return None
+
+    async def healthy(self, ctx: RemediationContext) -> None:
+        return None
 
 
 def incident_fields(incident: Incident) -> dict[str, Any]:

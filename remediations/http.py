@@ -17,6 +17,7 @@ from pydantic import Field, JsonValue, SecretStr, field_validator, model_validat
 from daemon.models import Incident, RemediationResult
 from remediations.base import (
     REMEDIATIONS,
+    Hooks,
     RemediationConfig,
     RemediationContext,
     incident_fields,
@@ -111,20 +112,19 @@ class HttpRemediationConfig(RetryingConfig):
 
 
 @REMEDIATIONS.register
-class HttpRemediation:
+class HttpRemediation(Hooks):
     type: ClassVar[str] = "http"
     Config: ClassVar[builtins.type[RemediationConfig]] = HttpRemediationConfig
     # Conservative class defaults; an instance follows its config (see __init__).
-    idempotent: ClassVar[bool] = False
-    destructive: ClassVar[bool] = False
-    notifier: ClassVar[bool] = False
+    idempotent: bool = False
+    destructive: bool = False
+    notifier: bool = False
 
     def __init__(self, name: str, config: HttpRemediationConfig) -> None:
         self.name = name
         self.config = config
-        # The operator knows whether the endpoint is idempotent; mypy forbids assigning
-        # a ClassVar through self, so the instance attribute is set directly.
-        vars(self)["idempotent"] = config.idempotent
+        # The operator knows whether the endpoint tolerates the same call twice.
+        self.idempotent = config.idempotent
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
         body = render(self.config.body, incident_fields(incident))

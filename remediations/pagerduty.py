@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from daemon.models import Incident, RemediationResult
 from daemon.units import StrictModel
-from remediations.base import REMEDIATIONS, RemediationConfig, RemediationContext
+from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -71,13 +71,13 @@ def iso8601(ts: float) -> str:
 
 
 @REMEDIATIONS.register
-class PagerDutyRemediation:
+class PagerDutyRemediation(Hooks):
     type: ClassVar[str] = "pagerduty"
     Config: ClassVar[builtins.type[RemediationConfig]] = PagerDutyConfig
     # The dedup_key makes a repeated trigger harmless.
-    idempotent: ClassVar[bool] = True
-    destructive: ClassVar[bool] = False
-    notifier: ClassVar[bool] = True
+    idempotent: bool = True
+    destructive: bool = False
+    notifier: bool = True
 
     def __init__(self, name: str, config: PagerDutyConfig) -> None:
         self.name = name

@@ -15,7 +15,7 @@ from pydantic import SecretStr, field_validator
 from yarl import URL
 
 from daemon.models import Incident, RemediationResult
-from remediations.base import REMEDIATIONS, RemediationConfig, RemediationContext
+from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
 # Slack Block Kit limits: header text 150 characters, section text 3000, a field 2000.
@@ -124,12 +124,12 @@ def _secret_parts(url: str) -> list[str]:
 
 
 @REMEDIATIONS.register
-class SlackRemediation:
+class SlackRemediation(Hooks):
     type: ClassVar[str] = "slack"
     Config: ClassVar[builtins.type[RemediationConfig]] = SlackConfig
-    idempotent: ClassVar[bool] = False
-    destructive: ClassVar[bool] = False
-    notifier: ClassVar[bool] = True
+    idempotent: bool = False
+    destructive: bool = False
+    notifier: bool = True
 
     def __init__(self, name: str, config: SlackConfig) -> None:
         self.name = name

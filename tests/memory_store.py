@@ -8,16 +8,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store import Pruned
+from daemon.store import ActionRecord, OutboxItem, Pruned
+
+RUNNING = "running"
+
+
+@dataclass
+class OutboxRow:
+    item: OutboxItem
+    outcome: str | None = None  # None until finished
 
 
 @dataclass
 class MemoryData:
     incidents: dict[str, Incident] = field(default_factory=dict)
-    actions: list[tuple[str, str, float, str]] = field(default_factory=list)
+    actions: dict[int, ActionRecord] = field(default_factory=dict)
+    # Values are kept as JSON text: what comes back is what SQLite would give back.
+    values: dict[tuple[str, str], str] = field(default_factory=dict)
+    outbox: dict[int, OutboxRow] = field(default_factory=dict)
+    # Ids are never reused, even after prune (AUTOINCREMENT in SQLite).
+    action_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    outbox_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
 class MemoryStore:
@@ -30,6 +47,8 @@ class MemoryStore:
 
     async def close(self) -> None:
         pass
+
+    # -- incidents ---------------------------------------------------------------------------
 
     async def create_incident(self, incident: Incident) -> None:
         if incident.id in self.data.incidents:
@@ -66,19 +85,93 @@ class MemoryStore:
     async def open_incidents(self) -> list[Incident]:
         return [
             copy.deepcopy(i)
-            for i in sorted(self.data.incidents.values(), key=lambda i: i.opened_at)
+            for i in sorted(self.data.incidents.values(), key=lambda i: (i.opened_at, i.id))
             if i.status is IncidentStatus.OPEN
         ]
 
-    async def record_action(self, rule: str, remediation: str, ts: float, outcome: str) -> None:
-        self.data.actions.append((rule, remediation, ts, outcome))
+    # -- action ledger -----------------------------------------------------------------------
+
+    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
+        action_id = next(self.data.action_ids)
+        self.data.actions[action_id] = ActionRecord(
+            action_id, incident_id, rule, remediation, ts, RUNNING
+        )
+        return action_id
+
+    async def end_action(self, action_id: int, outcome: str) -> None:
+        if outcome == RUNNING:
+            raise ValueError(f"action {action_id}: end it with its outcome, not {RUNNING!r}")
+        action = self.data.actions[action_id]
+        if action.outcome == RUNNING:  # ending twice keeps the first outcome
+            self.data.actions[action_id] = dataclasses.replace(action, outcome=outcome)
+
+    async def running_actions(self) -> list[ActionRecord]:
+        running = [a for a in self.data.actions.values() if a.outcome == RUNNING]
+        return sorted(running, key=lambda a: (a.ts, a.id))
 
     async def last_action(self, rule: str, remediation: str) -> float | None:
-        times = [a[2] for a in self.data.actions if a[0] == rule and a[1] == remediation]
+        times = [
+            a.ts
+            for a in self.data.actions.values()
+            if a.rule == rule and a.remediation == remediation
+        ]
         return max(times, default=None)
 
-    async def count_actions(self, since: float, *, exclude: frozenset[str] = frozenset()) -> int:
-        return sum(1 for a in self.data.actions if a[2] >= since and a[1] not in exclude)
+    async def count_actions(
+        self, since: float, *, exclude: frozenset[str] = frozenset(), only: str | None = None
+    ) -> int:
+        return sum(
+            1
+            for a in self.data.actions.values()
+            if a.ts >= since
+            and a.remediation not in exclude
+            and (only is None or a.remediation == only)
+        )
+
+    # -- small JSON values -------------------------------------------------------------------
+
+    async def get_value(self, namespace: str, key: str) -> Any:
+        text = self.data.values.get((namespace, key))
+        return None if text is None else json.loads(text)
+
+    async def put_value(self, namespace: str, key: str, value: Any) -> None:
+        if value is None:
+            self.data.values.pop((namespace, key), None)
+        else:
+            # A JSON round trip copies, and fails on what SQLite could not store either.
+            self.data.values[(namespace, key)] = json.dumps(value)
+
+    # -- paging outbox -----------------------------------------------------------------------
+
+    async def outbox_add(self, incident_id: str, remediation: str, phase: str, ts: float) -> int:
+        item_id = next(self.data.outbox_ids)
+        item = OutboxItem(item_id, incident_id, remediation, phase, ts, ts, 0, "")
+        self.data.outbox[item_id] = OutboxRow(item)
+        return item_id
+
+    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        due = [
+            r.item for r in self.data.outbox.values() if r.outcome is None and r.item.next_at <= now
+        ]
+        return sorted(due, key=lambda i: (i.next_at, i.id))[:limit]
+
+    async def outbox_reschedule(
+        self, item_id: int, next_at: float, attempts: int, error: str
+    ) -> None:
+        row = self.data.outbox[item_id]
+        if row.outcome is None:  # a finished item is never due again
+            row.item = dataclasses.replace(
+                row.item, next_at=next_at, attempts=attempts, last_error=error
+            )
+
+    async def outbox_finish(self, item_id: int, outcome: str) -> None:
+        row = self.data.outbox[item_id]
+        if row.outcome is None:  # finishing twice keeps the first outcome
+            row.outcome = outcome
+
+    # -- retention ---------------------------------------------------------------------------
 
     async def prune(self, before: float) -> Pruned:
         old = [
@@ -88,7 +181,13 @@ class MemoryStore:
         ]
         for key in old:
             del self.data.incidents[key]
-        kept = [a for a in self.data.actions if a[2] >= before]
-        pruned = Pruned(len(old), len(self.data.actions) - len(kept))
-        self.data.actions = kept
-        return pruned
+        actions = [k for k, a in self.data.actions.items() if a.ts < before]
+        for action_id in actions:
+            del self.data.actions[action_id]
+        for item_id in [
+            k
+            for k, r in self.data.outbox.items()
+            if r.outcome is not None and r.item.created_at < before
+        ]:
+            del self.data.outbox[item_id]
+        return Pruned(len(old), len(actions))

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store import Store
+from daemon.store import ActionRecord, OutboxItem, Store
 
 T0 = 1_800_000_000.0
 
@@ -58,6 +58,21 @@ RICH_TRIGGER: dict[str, Any] = {
     "nested": {"a": {"b": {"c": []}}, "empty": {}},
     "big": 12345678901234567,
 }
+
+
+async def act(
+    store: Store,
+    rule: str,
+    remediation: str,
+    ts: float,
+    outcome: str | None = "ok",
+    incident_id: str = "inc-1",
+) -> int:
+    """One action in the ledger, begun and ended; with outcome None it stays running."""
+    action_id = await store.begin_action(incident_id, rule, remediation, ts)
+    if outcome is not None:
+        await store.end_action(action_id, outcome)
+    return action_id
 
 
 class StoreContract:
@@ -136,29 +151,52 @@ class StoreContract:
                 )
                 for i in range(20)
             ),
-            *(store.record_action("r", "restart", T0 + i, "ok") for i in range(30)),
+            *(store.begin_action("inc-1", "r", "restart", T0 + i) for i in range(30)),
+            *(store.put_value("ns", str(i), {"i": i}) for i in range(20)),
+            *(store.outbox_add("inc-1", "page", "execute", T0 + i) for i in range(20)),
         )
         got = await store.get_incident("inc-1")
         assert got is not None
         assert sorted(int(e.message) for e in got.timeline) == list(range(50))
         assert len(await store.open_incidents()) == 21
         assert await store.count_actions(T0) == 30
+        running = await store.running_actions()
+        assert len({a.id for a in running}) == 30
+        await asyncio.gather(*(store.end_action(a.id, "ok") for a in running))
+        assert await store.running_actions() == []
+        assert [await store.get_value("ns", str(i)) for i in range(20)] == [
+            {"i": i} for i in range(20)
+        ]
+        assert [i.next_at for i in await store.outbox_due(T0 + 100)] == [T0 + i for i in range(20)]
 
     async def test_cancelled_writes_leave_the_store_usable(self, store: Store) -> None:
         await store.create_incident(make_incident())
         for round in range(40):
-            tasks = [
-                asyncio.ensure_future(store.append_timeline("inc-1", TimelineEntry(T0, "k", "m")))
-                for _ in range(3)
+            writes = [
+                store.append_timeline("inc-1", TimelineEntry(T0, "k", "m")),
+                store.begin_action("inc-1", "r", "cancelled", T0),
+                store.put_value("ns", "cancelled", {"round": round}),
+                store.outbox_add("inc-1", "cancelled", "execute", T0),
             ]
+            tasks = [asyncio.ensure_future(w) for w in writes]
             # Cancel at a different point of the write each round.
             for _ in range(round % 5):
                 await asyncio.sleep(0)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await store.record_action("r", "restart", T0 + round, "ok")
-        assert await store.count_actions(T0) == 40
+            action_id = await store.begin_action("inc-1", "r", "restart", T0 + round)
+            await store.end_action(action_id, "ok")
+            await store.put_value("ns", "ok", round)
+        # A cancelled write landed whole or not at all, and the ones after it all landed.
+        assert await store.count_actions(T0, only="restart") == 40
+        assert {a.remediation for a in await store.running_actions()} <= {"cancelled"}
+        assert await store.get_value("ns", "ok") == 39
+        assert await store.get_value("ns", "cancelled") in [
+            None,
+            *({"round": i} for i in range(40)),
+        ]
+        assert all(i.remediation == "cancelled" for i in await store.outbox_due(T0))
         got = await store.get_incident("inc-1")
         assert got is not None
         assert all(e == TimelineEntry(T0, "k", "m") for e in got.timeline)
@@ -244,16 +282,57 @@ class StoreContract:
     async def test_open_incidents_empty(self, store: Store) -> None:
         assert await store.open_incidents() == []
 
+    async def test_open_incidents_ties_on_opened_at_break_by_id(self, store: Store) -> None:
+        for id in ["b", "c", "a"]:
+            await store.create_incident(make_incident(id, opened_at=T0))
+        assert [i.id for i in await store.open_incidents()] == ["a", "b", "c"]
+
     # -- action ledger -----------------------------------------------------------------------
+
+    async def test_a_begun_action_is_running_until_ended(self, store: Store) -> None:
+        assert await store.running_actions() == []
+        a = await store.begin_action("inc-1", "errors", "rollback", T0)
+        b = await store.begin_action("inc-2", "cpu", "scale", T0 + 5)
+        assert a != b
+        assert await store.running_actions() == [
+            ActionRecord(a, "inc-1", "errors", "rollback", T0, "running"),
+            ActionRecord(b, "inc-2", "cpu", "scale", T0 + 5, "running"),
+        ]
+        await store.end_action(a, "ok")
+        assert [r.id for r in await store.running_actions()] == [b]
+        await store.end_action(b, "failed")
+        assert await store.running_actions() == []
+
+    async def test_running_actions_oldest_first(self, store: Store) -> None:
+        late = await act(store, "r", "page", T0 + 10, None)
+        early = await act(store, "r", "rollback", T0, None)
+        tie = await act(store, "r", "scale", T0, None)
+        await act(store, "r", "restart", T0 - 10)
+        assert [r.id for r in await store.running_actions()] == [early, tie, late]
+
+    async def test_end_unknown_action_raises(self, store: Store) -> None:
+        with pytest.raises(KeyError):
+            await store.end_action(12345, "ok")
+        assert await store.running_actions() == []
+
+    async def test_an_ended_action_stays_ended(self, store: Store) -> None:
+        a = await act(store, "r", "rollback", T0, "ok")
+        # A second end is harmless (the first outcome stays), and "running" is no outcome.
+        await store.end_action(a, "interrupted")
+        with pytest.raises(ValueError, match="running"):
+            await store.end_action(a, "running")
+        assert await store.running_actions() == []
+        assert await store.last_action("r", "rollback") == T0
 
     async def test_last_action_for_cooldown(self, store: Store) -> None:
         assert await store.last_action("errors", "rollback") is None
-        await store.record_action("errors", "rollback", T0 + 50, "ok")
-        # Recorded out of order, and failed: the latest run counts, whatever its outcome.
-        await store.record_action("errors", "rollback", T0 + 90, "failed")
-        await store.record_action("errors", "rollback", T0 + 70, "ok")
-        await store.record_action("errors", "page", T0 + 500, "ok")
-        await store.record_action("cpu", "rollback", T0 + 600, "ok")
+        await act(store, "errors", "rollback", T0 + 50, "ok")
+        # Begun out of order, and failed: the latest begin counts, whatever its outcome.
+        await act(store, "errors", "rollback", T0 + 90, "failed")
+        await act(store, "errors", "rollback", T0 + 70, "ok")
+        # Still running: it may have acted already, so it counts too.
+        await act(store, "errors", "page", T0 + 500, None)
+        await act(store, "cpu", "rollback", T0 + 600, "ok")
         assert await store.last_action("errors", "rollback") == T0 + 90
         assert await store.last_action("errors", "page") == T0 + 500
         assert await store.last_action("cpu", "rollback") == T0 + 600
@@ -261,10 +340,11 @@ class StoreContract:
 
     async def test_count_actions_for_budget(self, store: Store) -> None:
         assert await store.count_actions(T0) == 0
-        await store.record_action("errors", "rollback", T0, "ok")
-        await store.record_action("cpu", "scale", T0 + 10, "failed")
-        await store.record_action("errors", "page", T0 + 20, "ok")
-        await store.record_action("disk", "page", T0 + 30, "ok")
+        await act(store, "errors", "rollback", T0, "ok")
+        await act(store, "cpu", "scale", T0 + 10, "failed")
+        await act(store, "errors", "page", T0 + 20, "ok")
+        # Running, and later interrupted: both count, as either may have acted.
+        await act(store, "disk", "page", T0 + 30, None)
         assert await store.count_actions(T0) == 4
         # `since` is inclusive.
         assert await store.count_actions(T0 + 10) == 3
@@ -274,6 +354,21 @@ class StoreContract:
         assert await store.count_actions(T0, exclude=frozenset({"page", "scale"})) == 1
         assert await store.count_actions(T0, exclude=frozenset({"unknown"})) == 4
         assert await store.count_actions(T0 + 10, exclude=frozenset({"page"})) == 1
+
+    async def test_count_actions_only_one_remediation(self, store: Store) -> None:
+        await act(store, "errors", "rollback", T0, "ok")
+        await act(store, "errors", "page", T0 + 20, "failed")
+        await act(store, "disk", "page", T0 + 30, None)
+        await act(store, "cpu", "page", T0 + 40, "interrupted")
+        # Whatever the rule, whatever the outcome.
+        assert await store.count_actions(T0, only="page") == 3
+        assert await store.count_actions(T0 + 30, only="page") == 2
+        assert await store.count_actions(T0, only="rollback") == 1
+        assert await store.count_actions(T0 + 1, only="rollback") == 0
+        assert await store.count_actions(T0, only="unknown") == 0
+        # Both filters apply.
+        assert await store.count_actions(T0, only="page", exclude=frozenset({"page"})) == 0
+        assert await store.count_actions(T0, only="page", exclude=frozenset({"rollback"})) == 3
 
     # -- durability --------------------------------------------------------------------------
 
@@ -285,8 +380,8 @@ class StoreContract:
         await store.append_timeline("open", TimelineEntry(T0 + 1, "action", "rollback", {"n": 1}))
         await store.create_incident(make_incident("done", opened_at=T0 - 100))
         await store.resolve_incident("done", T0 - 50)
-        await store.record_action("errors", "rollback", T0 + 1, "ok")
-        await store.record_action("errors", "page", T0 + 2, "ok")
+        await act(store, "errors", "rollback", T0 + 1, "ok")
+        await act(store, "errors", "page", T0 + 2, "ok")
         await store.close()
 
         restarted = await reopen()
@@ -304,6 +399,167 @@ class StoreContract:
         assert got is not None
         assert [e.message for e in got.timeline] == ["ünï", "rollback", "after"]
 
+    async def test_running_actions_survive_restart(self, store: Store, reopen: Reopen) -> None:
+        # How a crash is found: begun before the "crash", never ended.
+        interrupted = await act(store, "errors", "rollback", T0, None, incident_id="inc-7")
+        await act(store, "errors", "page", T0 + 1, "ok")
+        await store.close()
+
+        restarted = await reopen()
+        assert await restarted.running_actions() == [
+            ActionRecord(interrupted, "inc-7", "errors", "rollback", T0, "running")
+        ]
+        assert await restarted.last_action("errors", "rollback") == T0
+        await restarted.end_action(interrupted, "interrupted")
+        assert await restarted.running_actions() == []
+        # Interrupted still counts against cooldown and budget.
+        assert await restarted.count_actions(T0) == 2
+        # New ids do not collide with the old ones.
+        again = await restarted.begin_action("inc-8", "errors", "rollback", T0 + 2)
+        assert again != interrupted
+        assert [a.id for a in await restarted.running_actions()] == [again]
+
+    # -- values ------------------------------------------------------------------------------
+
+    async def test_value_round_trip(self, store: Store) -> None:
+        assert await store.get_value("breaker", "errors") is None
+        await store.put_value("breaker", "errors", RICH_TRIGGER)
+        assert await store.get_value("breaker", "errors") == RICH_TRIGGER
+        # Falsy values are values, not deletions.
+        for value in [0, 0.0, False, "", [], {}, 1.5, "ünï", [None, {"a": None}]]:
+            await store.put_value("ns", "k", value)
+            assert await store.get_value("ns", "k") == value
+
+    async def test_values_are_copies(self, store: Store) -> None:
+        value: dict[str, Any] = {"list": [1, 2], "nested": {"a": 1}}
+        await store.put_value("ns", "k", value)
+        value["list"].append(3)
+        got = await store.get_value("ns", "k")
+        assert got == {"list": [1, 2], "nested": {"a": 1}}
+        got["nested"]["a"] = 2
+        assert await store.get_value("ns", "k") == {"list": [1, 2], "nested": {"a": 1}}
+
+    async def test_value_overwrite_and_delete(self, store: Store) -> None:
+        await store.put_value("ns", "k", 1)
+        await store.put_value("ns", "k", {"a": [2]})
+        assert await store.get_value("ns", "k") == {"a": [2]}
+        await store.put_value("ns", "k", None)
+        assert await store.get_value("ns", "k") is None
+        # Deleting what is not there is fine.
+        await store.put_value("ns", "k", None)
+        await store.put_value("ns", "never", None)
+        assert await store.get_value("ns", "never") is None
+        await store.put_value("ns", "k", "back")
+        assert await store.get_value("ns", "k") == "back"
+
+    async def test_value_namespaces_are_separate(self, store: Store) -> None:
+        await store.put_value("a", "k", 1)
+        await store.put_value("b", "k", 2)
+        await store.put_value("a", "other", 3)
+        assert await store.get_value("a", "k") == 1
+        assert await store.get_value("b", "k") == 2
+        assert await store.get_value("b", "other") is None
+        await store.put_value("a", "k", None)
+        assert await store.get_value("a", "k") is None
+        assert await store.get_value("b", "k") == 2
+        assert await store.get_value("a", "other") == 3
+
+    async def test_a_value_json_cannot_hold_is_refused(self, store: Store) -> None:
+        await store.put_value("ns", "k", [1])
+        with pytest.raises(TypeError):
+            await store.put_value("ns", "k", {"a": {1, 2}})
+        assert await store.get_value("ns", "k") == [1]
+
+    async def test_values_survive_restart(self, store: Store, reopen: Reopen) -> None:
+        await store.put_value("breaker", "errors", {"open": True, "failures": [T0, T0 + 1]})
+        await store.put_value("breaker", "gone", 1)
+        await store.put_value("breaker", "gone", None)
+        await store.close()
+        restarted = await reopen()
+        assert await restarted.get_value("breaker", "errors") == {
+            "open": True,
+            "failures": [T0, T0 + 1],
+        }
+        assert await restarted.get_value("breaker", "gone") is None
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def test_outbox_item_is_due_at_once(self, store: Store) -> None:
+        assert await store.outbox_due(T0 + 10**6) == []
+        item_id = await store.outbox_add("inc-1", "page", "execute", T0)
+        assert await store.outbox_due(T0 - 1) == []
+        expected = OutboxItem(item_id, "inc-1", "page", "execute", T0, T0, 0, "")
+        assert await store.outbox_due(T0) == [expected]
+        assert await store.outbox_due(T0 + 10**6) == [expected]
+
+    async def test_outbox_reschedule(self, store: Store) -> None:
+        item_id = await store.outbox_add("inc-1", "page", "resolve", T0)
+        await store.outbox_reschedule(item_id, T0 + 60, 1, "503 from the provider")
+        assert await store.outbox_due(T0 + 59) == []
+        assert await store.outbox_due(T0 + 60) == [
+            OutboxItem(item_id, "inc-1", "page", "resolve", T0, T0 + 60, 1, "503 from the provider")
+        ]
+        await store.outbox_reschedule(item_id, T0 + 180, 2, "timed out")
+        (item,) = await store.outbox_due(T0 + 180)
+        assert (item.created_at, item.next_at, item.attempts, item.last_error) == (
+            T0,
+            T0 + 180,
+            2,
+            "timed out",
+        )
+
+    async def test_outbox_finish_is_forever(self, store: Store, reopen: Reopen) -> None:
+        delivered = await store.outbox_add("inc-1", "page", "execute", T0)
+        given_up = await store.outbox_add("inc-1", "page", "resolve", T0)
+        pending = await store.outbox_add("inc-1", "slack", "execute", T0)
+        await store.outbox_finish(delivered, "delivered")
+        await store.outbox_reschedule(given_up, T0 + 60, 5, "410 gone")
+        await store.outbox_finish(given_up, "gave_up")
+        assert [i.id for i in await store.outbox_due(T0 + 10**6)] == [pending]
+        # A late reschedule or a second finish does not make it due again.
+        await store.outbox_reschedule(delivered, T0 + 1, 1, "late")
+        await store.outbox_finish(delivered, "delivered")
+        assert [i.id for i in await store.outbox_due(T0 + 10**6)] == [pending]
+        await store.close()
+        restarted = await reopen()
+        assert [i.id for i in await restarted.outbox_due(T0 + 10**6)] == [pending]
+
+    async def test_outbox_unknown_item_raises(self, store: Store) -> None:
+        with pytest.raises(KeyError):
+            await store.outbox_reschedule(12345, T0, 1, "x")
+        with pytest.raises(KeyError):
+            await store.outbox_finish(12345, "delivered")
+        assert await store.outbox_due(T0 + 10**6) == []
+
+    async def test_outbox_due_order_and_limit(self, store: Store) -> None:
+        later = await store.outbox_add("inc-1", "page", "execute", T0 + 5)
+        first = await store.outbox_add("inc-2", "page", "execute", T0)
+        tie = await store.outbox_add("inc-3", "page", "execute", T0)
+        # By next_at, then id (the order they were added).
+        assert [i.id for i in await store.outbox_due(T0 + 5)] == [first, tie, later]
+        await store.outbox_reschedule(first, T0 + 10, 1, "e")
+        assert [i.id for i in await store.outbox_due(T0 + 10)] == [tie, later, first]
+        assert [i.id for i in await store.outbox_due(T0 + 10, limit=2)] == [tie, later]
+        assert [i.id for i in await store.outbox_due(T0 + 5, limit=5)] == [tie, later]
+        assert await store.outbox_due(T0 + 10, limit=0) == []
+        with pytest.raises(ValueError, match="limit"):
+            await store.outbox_due(T0, limit=-1)
+
+    async def test_outbox_survives_restart(self, store: Store, reopen: Reopen) -> None:
+        a = await store.outbox_add("inc-1", "page", "execute", T0)
+        b = await store.outbox_add("inc-1", "page", "resolve", T0 + 1)
+        await store.outbox_reschedule(a, T0 + 30, 1, "connection refused")
+        before = await store.outbox_due(T0 + 30)
+        assert [i.id for i in before] == [b, a]
+        await store.close()
+
+        restarted = await reopen()
+        assert await restarted.outbox_due(T0 + 30) == before
+        await restarted.outbox_finish(b, "delivered")
+        c = await restarted.outbox_add("inc-2", "page", "execute", T0 + 2)
+        assert c not in {a, b}
+        assert [i.id for i in await restarted.outbox_due(T0 + 30)] == [c, a]
+
     # -- retention ---------------------------------------------------------------------------
 
     async def test_prune(self, store: Store) -> None:
@@ -318,10 +574,11 @@ class StoreContract:
         await store.create_incident(
             make_incident("open-old", opened_at=T0 - 10**6, timeline=[TimelineEntry(T0, "o", "")])
         )
-        await store.record_action("r", "rollback", cutoff - 1, "ok")
-        await store.record_action("r", "rollback", cutoff - 2, "ok")
-        await store.record_action("r", "page", cutoff, "ok")
+        await act(store, "r", "rollback", cutoff - 1, "ok")
+        await act(store, "r", "rollback", cutoff - 2, None)
+        await act(store, "r", "page", cutoff, "ok")
 
+        # Outbox items are pruned too, but `Pruned` does not count them.
         assert tuple(await store.prune(cutoff)) == (1, 2)
 
         assert await store.get_incident("resolved-old") is None
@@ -332,9 +589,32 @@ class StoreContract:
         assert await store.last_action("r", "rollback") is None
         assert await store.last_action("r", "page") == cutoff
         assert await store.count_actions(0.0) == 1
+        assert await store.running_actions() == []
         assert tuple(await store.prune(cutoff)) == (0, 0)
         # The id of a pruned incident is free again, with an empty timeline.
         await store.create_incident(make_incident("resolved-old"))
         reused = await store.get_incident("resolved-old")
         assert reused is not None
         assert reused.timeline == []
+
+    async def test_prune_outbox_takes_finished_items_only(self, store: Store) -> None:
+        cutoff = T0 + 1000
+        finished_old = await store.outbox_add("inc-1", "page", "execute", cutoff - 1)
+        await store.outbox_finish(finished_old, "delivered")
+        finished_at_cutoff = await store.outbox_add("inc-1", "page", "resolve", cutoff)
+        await store.outbox_finish(finished_at_cutoff, "delivered")
+        pending_ancient = await store.outbox_add("inc-2", "page", "execute", T0 - 10**6)
+        pending_retried = await store.outbox_add("inc-3", "page", "execute", T0)
+        await store.outbox_reschedule(pending_retried, cutoff + 60, 9, "still failing")
+
+        await store.prune(cutoff)
+
+        # Unfinished items are never pruned, however old: they still have to be delivered.
+        due = await store.outbox_due(cutoff + 60)
+        assert [i.id for i in due] == [pending_ancient, pending_retried]
+        assert due[1].attempts == 9
+        # A pruned item is unknown; one finished at the cutoff is kept (finishing again is a
+        # no-op rather than a KeyError).
+        with pytest.raises(KeyError):
+            await store.outbox_finish(finished_old, "delivered")
+        await store.outbox_finish(finished_at_cutoff, "delivered")

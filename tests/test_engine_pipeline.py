@@ -7,135 +7,11 @@ that passes the store contract. Real remediations are tested against real server
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
-
-from prometheus_client import CollectorRegistry
 
 from daemon.clock import ManualClock
-from daemon.engine import Engine
-from daemon.metrics import Metrics
-from daemon.models import Incident, Observation, RemediationResult, Status
-from daemon.pipeline import Pipeline, Plan
-from daemon.rule_config import RuleConfig
-from daemon.timeline import Recorder
-from remediations.base import RemediationConfig, RemediationContext
-from tests.memory_store import MemoryData, MemoryStore
-
-
-class FakeConfig(RemediationConfig):
-    type: Literal["fake"] = "fake"
-
-
-class FakeAction:
-    type: ClassVar[str] = "fake"
-    Config = FakeConfig
-    idempotent: ClassVar[bool] = False
-    destructive: ClassVar[bool] = False
-    notifier: ClassVar[bool] = False
-
-    def __init__(self, name: str, outcomes: list[bool] | None = None, hang: bool = False) -> None:
-        self.name = name
-        self.calls: list[str] = []
-        self.resolved: list[str] = []
-        self.outcomes = outcomes or []
-        self.hang = hang
-        self.release = asyncio.Event()
-
-    async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
-        self.calls.append(incident.id)
-        if self.hang:
-            await self.release.wait()
-        ok = self.outcomes.pop(0) if self.outcomes else True
-        return RemediationResult(ok, "done" if ok else "it broke", data={"answer": "x"})
-
-    async def resolve(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
-        self.resolved.append(incident.id)
-        return RemediationResult(True, "resolved")
-
-
-class FakePager(FakeAction):
-    notifier: ClassVar[bool] = True
-
-
-class Boom(FakeAction):
-    async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
-        raise RuntimeError("bug in a remediation")
-
-
-@dataclass
-class World:
-    clock: ManualClock
-    engine: Engine
-    pipeline: Pipeline
-    store: MemoryStore
-    metrics: Metrics
-    actions: dict[str, FakeAction]
-    opened: list[Incident] = field(default_factory=list)
-
-    async def see(self, value: float | None, *, dt: float = 1.0, check: str = "app") -> None:
-        """`dt` seconds pass, then the check reports `value` (None: unknown)."""
-        await self.clock.advance(dt)
-        if value is None:
-            obs = Observation(check, Status.UNKNOWN, {}, self.clock.now(), reason="down")
-        else:
-            obs = Observation(check, Status.OK, {"error_ratio": value}, self.clock.now())
-        await self.engine.observe(obs)
-        await self.clock.advance(0)
-
-    def kinds(self, incident: Incident | None = None) -> list[str]:
-        incident = incident or self.opened[-1]
-        return [e.kind for e in self.store.data.incidents[incident.id].timeline]
-
-    def count(self, remediation: str, outcome: str) -> float:
-        value = self.metrics.registry.get_sample_value(
-            "runbookd_remediations_total",
-            {"remediation": remediation, "type": "fake", "outcome": outcome},
-        )
-        return value or 0.0
-
-
-def make_world(
-    rules: dict[str, dict[str, Any]],
-    actions: dict[str, FakeAction] | None = None,
-    *,
-    cooldowns: dict[str, str] | None = None,
-    data: MemoryData | None = None,
-    clock: ManualClock | None = None,
-    **plan: Any,
-) -> World:
-    clock = clock or ManualClock()
-    store = MemoryStore(data)
-    metrics = Metrics(CollectorRegistry())
-    recorder = Recorder(store, clock)
-    actions = actions if actions is not None else {"rollback": FakeAction("rollback")}
-    configs = {
-        name: FakeConfig.model_validate({"cooldown": (cooldowns or {}).get(name, "0s")})
-        for name in actions
-    }
-    pipeline = Pipeline(
-        Plan(dict(actions), configs, **plan),
-        ctx=RemediationContext(None, clock),  # type: ignore[arg-type]  # fakes need no session
-        store=store,
-        recorder=recorder,
-        metrics=metrics,
-        clock=clock,
-    )
-    engine = Engine(
-        {n: RuleConfig.model_validate(r) for n, r in rules.items()},
-        staleness={"app": 30.0},
-        store=store,
-        recorder=recorder,
-        actions=pipeline,
-        metrics=metrics,
-        clock=clock,
-    )
-    world = World(clock, engine, pipeline, store, metrics, actions)
-    recorder.listeners.append(lambda i, e: world.opened.append(i) if e.kind == "opened" else None)
-    return world
-
-
-RULE = {"when": "app.error_ratio > 5%", "for": "3s", "do": ["rollback"]}
+from daemon.safety import Budget
+from tests.memory_store import MemoryData
+from tests.world import RULE, Boom, FakeAction, FakePager, make_world
 
 
 async def test_an_episode_opens_one_incident_and_runs_do_once() -> None:
@@ -212,7 +88,7 @@ async def test_cooldown_skips_a_repeat_and_expires() -> None:
     assert skipped.data["reason"] == "cooldown"
     assert "cooldown 600s" in skipped.message
     assert escalate.message == (
-        "automation held back by a cooldown or the budget; no escalation configured"
+        "automation held back (rollback: cooldown); no escalation configured"
     )
     await w.see(0.0)
     await w.clock.advance(600)
@@ -225,7 +101,7 @@ async def test_cooldown_skips_a_repeat_and_expires() -> None:
 async def test_budget_bounds_actions_but_not_pages() -> None:
     actions = {"rollback": FakeAction("rollback"), "page": FakePager("page")}
     rules = {f"r{i}": RULE | {"do": ["rollback", "page"]} for i in range(3)}
-    w = make_world(rules, actions, budget_max=2, budget_window=3600)
+    w = make_world(rules, actions, budget=Budget(max_actions=2, window=3600))
     for _ in range(5):
         await w.see(0.2)
     assert len(w.opened) == 3

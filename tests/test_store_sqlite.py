@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from daemon.models import TimelineEntry
-from daemon.store_sqlite import SCHEMA_VERSION, SqliteStore
-from tests.store_contract import RICH_TRIGGER, T0, Reopen, StoreContract, make_incident
+from daemon.store import ActionRecord
+from daemon.store_sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from tests.store_contract import RICH_TRIGGER, T0, Reopen, StoreContract, act, make_incident
 
 
 @contextmanager
@@ -67,10 +68,92 @@ class TestSqliteStore(StoreContract):
 
     async def test_schema_version_and_tables(self, store: SqliteStore, path: Path) -> None:
         with raw(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        assert {"incidents", "timeline", "actions"} <= names
-        assert {"actions_ts", "actions_rule_remediation_ts"} <= names
+        assert {"incidents", "timeline", "actions", "kv", "outbox"} <= names
+        assert {
+            "actions_ts",
+            "actions_rule_remediation_ts",
+            "actions_running",
+            "outbox_due",
+        } <= names
+
+    async def test_upgrades_a_version_1_database(self, path: Path) -> None:
+        path.parent.mkdir(parents=True)
+        with raw(path) as conn:
+            for statement in _MIGRATIONS[0]:
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 1")
+            conn.execute(
+                "INSERT INTO incidents (id, rule, check_name, severity, summary, status, opened_at)"
+                " VALUES ('old', 'errors', 'error_rate', 'critical', 's', 'open', ?)",
+                (T0,),
+            )
+            conn.execute(
+                "INSERT INTO actions (rule, remediation, ts, outcome)"
+                " VALUES ('errors', 'rollback', ?, 'ok')",
+                (T0,),
+            )
+        s = SqliteStore(path)
+        await s.open()
+        try:
+            with raw(path) as conn:
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+                assert conn.execute("SELECT incident_id FROM actions").fetchall() == [(None,)]
+            old = await s.get_incident("old")
+            assert old is not None
+            assert old.rule == "errors"
+            # The old row still counts for cooldown and budget, and was not running.
+            assert await s.last_action("errors", "rollback") == T0
+            assert await s.count_actions(T0, only="rollback") == 1
+            assert await s.running_actions() == []
+            # And the new tables work.
+            new = await s.begin_action("old", "errors", "rollback", T0 + 1)
+            assert await s.running_actions() == [
+                ActionRecord(new, "old", "errors", "rollback", T0 + 1, "running")
+            ]
+            await s.put_value("ns", "k", [1])
+            assert await s.get_value("ns", "k") == [1]
+            item = await s.outbox_add("old", "page", "execute", T0)
+            assert [i.id for i in await s.outbox_due(T0)] == [item]
+        finally:
+            await s.close()
+
+    async def test_begin_action_is_committed_before_it_returns(
+        self, store: SqliteStore, path: Path
+    ) -> None:
+        # What a crash right after begin_action leaves: another connection sees the row.
+        action_id = await store.begin_action("inc-1", "errors", "rollback", T0)
+        with raw(path) as conn:
+            row = conn.execute(
+                "SELECT id, incident_id, rule, remediation, ts, outcome FROM actions"
+            ).fetchone()
+        assert row == (action_id, "inc-1", "errors", "rollback", T0, "running")
+        await store.end_action(action_id, "ok")
+        await store.end_action(action_id, "interrupted")
+        with raw(path) as conn:
+            assert conn.execute("SELECT outcome FROM actions").fetchall() == [("ok",)]
+
+    async def test_values_are_compact_json(self, store: SqliteStore, path: Path) -> None:
+        await store.put_value("ns", "k", {"région": [1, 2.5, None]})
+        with raw(path) as conn:
+            value = conn.execute("SELECT value FROM kv").fetchone()[0]
+        assert value == '{"région":[1,2.5,null]}'
+        await store.put_value("ns", "k", None)
+        with raw(path) as conn:
+            assert conn.execute("SELECT count(*) FROM kv").fetchone()[0] == 0
+
+    async def test_prune_deletes_finished_outbox_rows(self, store: SqliteStore, path: Path) -> None:
+        done = await store.outbox_add("inc-1", "page", "execute", T0)
+        await store.outbox_finish(done, "delivered")
+        await store.outbox_add("inc-1", "page", "resolve", T0)
+        with raw(path) as conn:
+            assert conn.execute(
+                "SELECT outcome FROM outbox WHERE finished_at IS NOT NULL"
+            ).fetchall() == [("delivered",)]
+        await store.prune(T0 + 1)
+        with raw(path) as conn:
+            assert conn.execute("SELECT count(*), max(outcome) FROM outbox").fetchone() == (1, None)
 
     async def test_reopen_does_not_migrate_again(self, store: SqliteStore, reopen: Reopen) -> None:
         await store.create_incident(make_incident())
@@ -110,7 +193,7 @@ class TestSqliteStore(StoreContract):
     async def test_use_before_open_or_after_close_fails(self, path: Path) -> None:
         s = SqliteStore(path)
         with pytest.raises(RuntimeError, match="not open"):
-            await s.record_action("r", "x", T0, "ok")
+            await act(s, "r", "x", T0)
         await s.open()
         await s.open()  # idempotent
         await s.close()
