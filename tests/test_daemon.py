@@ -237,3 +237,84 @@ def test_sighup_with_a_bad_config_keeps_running_and_sigterm_exits_0(config_file:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+APPROVAL_CONFIG = """
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+checks:
+  health:
+    type: http
+    url: {url}/health
+    interval: 100ms
+    timeout: 1s
+rules:
+  down:
+    when: health.up < 1
+    do: [notify]
+remediations:
+  notify:
+    type: http
+    url: {url}/hook
+    body: {{approved: true}}
+    require_approval: true
+    approval_timeout: 1m
+"""
+
+
+async def test_operator_approves_a_waiting_step_through_the_api(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
+) -> None:
+    state, url = app_state
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(APPROVAL_CONFIG.format(state=tmp_path / "state", url=url))
+    async with run_daemon(path) as daemon:
+        api = f"http://127.0.0.1:{daemon.port}/api/v1"
+        state["up"] = False
+        await wait_for(lambda: bool(daemon.pipeline.approvals.pending))
+        async with session.get(f"{api}/approvals") as r:
+            (pending,) = (await r.json())["approvals"]
+        assert pending["remediation"] == "notify"
+        incident_id = pending["incident"]
+        bad = [
+            (
+                {"data": b"{", "headers": {"Content-Type": "application/json"}},
+                400,
+                "body is not valid JSON",
+            ),
+            ({"json": {"reason": "x"}}, 400, "by: Field required"),
+            ({"json": {"by": "ana", "extra": 1}}, 400, "extra: Extra inputs are not permitted"),
+            ({"data": b"by=ana"}, 415, "expected Content-Type: application/json"),
+        ]
+        for kwargs, status, reason in bad:
+            async with session.post(f"{api}/incidents/{incident_id}/approve", **kwargs) as r:
+                assert (r.status, (await r.json())["error"]) == (status, reason)
+        async with session.post(f"{api}/incidents/nope/approve", json={"by": "ana"}) as r:
+            assert r.status == 404
+        assert "hooks" not in state
+        body = {"by": "ana", "reason": "checked the dashboard"}
+        async with session.post(f"{api}/incidents/{incident_id}/approve", json=body) as r:
+            assert r.status == 200
+            assert await r.json() == {"incident": incident_id, "approved": True, "by": "ana"}
+        await wait_for(lambda: bool(state.get("hooks")))
+        async with session.get(f"{api}/incidents/{incident_id}") as r:
+            timeline = (await r.json())["timeline"]
+        approved = next(e for e in timeline if e["kind"] == "approved")
+        assert approved["message"] == "notify approved by ana: checked the dashboard"
+
+
+async def test_operator_resets_a_rules_circuit(
+    config_file: Path, session: aiohttp.ClientSession
+) -> None:
+    async with run_daemon(config_file) as daemon:
+        api = f"http://127.0.0.1:{daemon.port}/api/v1/rules"
+        await daemon.pipeline.breaker.record("down", helped=False, now=0.0)
+        daemon.pipeline.breaker.after = 1
+        await daemon.pipeline.breaker.record("down", helped=False, now=0.0)
+        assert await daemon.pipeline.breaker.is_open("down")
+        async with session.post(f"{api}/down/reset") as r:
+            assert await r.json() == {"rule": "down", "was_open": True}
+        assert not await daemon.pipeline.breaker.is_open("down")
+        async with session.post(f"{api}/nope/reset") as r:
+            assert (r.status, (await r.json())["error"]) == (404, "no rule 'nope'")
