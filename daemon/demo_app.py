@@ -1,8 +1,9 @@
 """The demo's world: a small web application with deploys, and a pager that receives pages.
 
 The application serves /health, /api/version, /api/tasks and a Prometheus /metrics, and an
-admin endpoint that "deploys" a version. Version "v2-bad" fails every fifth /api/tasks request
-(an error rate of exactly 20%). The pager speaks the PagerDuty Events API v2 enqueue format.
+admin endpoint that "deploys" a version. A version whose name ends in "-bad" fails every fifth
+/api/tasks request (an error rate of exactly 20%). The pager speaks the PagerDuty Events API
+v2 enqueue format.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
-BAD_VERSIONS = {"v2-bad": 5}  # version -> every Nth request fails
+FAIL_EVERY = 5  # a bad version fails every fifth request
 
 
 class DemoApp:
@@ -53,8 +54,7 @@ class DemoApp:
     async def tasks(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         self.served += 1
-        every = BAD_VERSIONS.get(self.current)
-        failed = every is not None and self.served % every == 0
+        failed = self.current.endswith("-bad") and self.served % FAIL_EVERY == 0
         status = 500 if failed else 200
         self.requests.labels(str(status)).inc()
         self.latency.observe(time.perf_counter() - started)

@@ -7,7 +7,11 @@ from importlib.metadata import entry_points
 
 BUILTIN_MODULES = (
     "checks.http",
+    "checks.nagios",
+    "checks.s3_backup",
     "checks.scrape",
+    "checks.system",
+    "checks.tls",
     "remediations.http",
     "remediations.command",
     "remediations.pagerduty",

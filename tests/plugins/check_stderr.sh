@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "usage: check_stderr.sh -H host" >&2
+exit 3
