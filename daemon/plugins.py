@@ -16,6 +16,8 @@ BUILTIN_MODULES = (
     "remediations.command",
     "remediations.pagerduty",
     "remediations.slack",
+    "remediations.vercel",
+    "remediations.vercel_env",
 )
 
 _loaded = False

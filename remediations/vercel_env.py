@@ -1,0 +1,254 @@
+"""`vercel_env`: maintenance mode on Vercel by an environment variable, undone on resolve.
+
+A variable only reaches the application in a new build, so setting it is followed by a
+redeploy of the deployment production serves, watched until READY. Documented endpoints:
+POST /v10/projects/{idOrName}/env?upsert=true with {"key", "value", "type", "target"}
+(answers {"created": ..., "failed": [...]}), GET /v10/projects/{idOrName}/env ({"envs"}),
+DELETE /v9/projects/{idOrName}/env/{id}, POST /v13/deployments with {"name",
+"deploymentId", "target"} to redeploy an existing deployment, GET /v13/deployments/{id}.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from daemon.models import Incident, RemediationResult
+from remediations.base import REMEDIATIONS, RemediationConfig, RemediationContext
+from remediations.retry import redact
+from remediations.vercel import (
+    REASON_LIMIT,
+    Deployment,
+    VercelClient,
+    VercelConfig,
+    VercelFailure,
+    VercelRemediation,
+    api_error,
+    unexpected,
+)
+
+ENV_ID = "env_id"
+REDEPLOY_PENDING = "redeploy_pending"
+EnvTarget = Literal["production", "preview", "development"]
+# "system" and "secret" are Vercel's own or deprecated; the rest a user may create.
+EnvType = Literal["plain", "encrypted", "sensitive"]
+FAILED_STATES = frozenset({"ERROR", "CANCELED"})
+SETTLED = FAILED_STATES | {"READY"}
+
+
+class EnvConfig(VercelConfig):
+    type: Literal["vercel_env"]
+    key: str = Field(default="MAINTENANCE_MODE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str = "true"
+    # Vercel's `target` and `type` of the variable (our own `target` and `type` name the
+    # lock target and the remediation).
+    env_target: list[EnvTarget] = Field(
+        default_factory=lambda: list[EnvTarget](["production"]), min_length=1
+    )
+    env_type: EnvType = "encrypted"
+    # resolve: list, delete, list again, project, redeploy.
+    api_calls: ClassVar[int] = 6
+
+    def as_data(self) -> dict[str, Any]:
+        """What the timeline says about the variable; never its value."""
+        return {"key": self.key, "env_target": list(self.env_target), "env_type": self.env_type}
+
+
+@REMEDIATIONS.register
+class VercelEnv(VercelRemediation):
+    """Set a project variable (MAINTENANCE_MODE=true) and redeploy; resolve removes it."""
+
+    type: ClassVar[str] = "vercel_env"
+    Config: ClassVar[builtins.type[RemediationConfig]] = EnvConfig
+    # Upserting the same variable twice leaves one variable. Misapplied, maintenance mode
+    # takes the whole site away from its users: approval first unless the config says not.
+    idempotent: bool = True
+    destructive: bool = True
+
+    def __init__(self, name: str, config: EnvConfig) -> None:
+        self.name = name
+        self.config = config
+
+    async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        return await self._run(ctx, self.config, self._set)
+
+    async def resolve(
+        self, ctx: RemediationContext, incident: Incident
+    ) -> RemediationResult | None:
+        return await self._run(ctx, self.config, self._unset)
+
+    async def _set(self, client: VercelClient) -> RemediationResult:
+        config = self.config
+        body = {
+            "key": config.key,
+            "value": config.value,
+            "type": config.env_type,
+            "target": list(config.env_target),
+        }
+        path = ("v10", *client.project_path, "env")
+        created = await client.call(
+            "set variable", "POST", path, query={"upsert": "true"}, body=body
+        )
+        env_id = _created_id(client, created)
+        await client.ctx.state.put(ENV_ID, env_id)
+        try:
+            result = await self._redeploy(client, f"set {config.key}", {"env_id": env_id})
+        except VercelFailure as failure:
+            result = failure.result
+        return result if result.ok else await self._take_back(client, env_id, result)
+
+    async def _take_back(
+        self, client: VercelClient, env_id: str | None, result: RemediationResult
+    ) -> RemediationResult:
+        """The variable is set but not in effect, and resolve only follows a success: left
+        alone, the next deploy would turn maintenance on with nobody to turn it off."""
+        undo: dict[str, Any] = {}
+        redeploy = result.data.get("redeploy")
+        if isinstance(redeploy, dict) and result.data.get("ready_state") not in SETTLED:
+            path = ("v12", "deployments", str(redeploy["id"]), "cancel")
+            reply = await client.request("PATCH", path)
+            if reply.ok:
+                undo["cancelled"] = redeploy["id"]
+            else:
+                undo["cancel_error"] = client.failure("cancel redeploy", reply).detail
+        try:
+            undo["variable_removed"] = await self._delete(client, env_id) is not None
+            await client.ctx.state.put(ENV_ID, None)
+        except VercelFailure as failure:
+            undo["error"] = failure.result.detail
+        result.data["undo"] = undo
+        return result
+
+    async def _unset(self, client: VercelClient) -> RemediationResult:
+        state = client.ctx.state
+        removed = await self._delete(client, await state.get(ENV_ID))
+        await state.put(ENV_ID, None)
+        # A resolve whose redeploy failed left the variable gone but still in effect.
+        if removed is None and not await state.get(REDEPLOY_PENDING):
+            data = {"project": self.config.project_id, **self.config.as_data()}
+            return RemediationResult(
+                True, f"{self.config.key} is not set: nothing to undo", data=data
+            )
+        await state.put(REDEPLOY_PENDING, True)
+        result = await self._redeploy(client, f"removed {self.config.key}", {"env_id": removed})
+        if result.ok:
+            await state.put(REDEPLOY_PENDING, False)
+        return result
+
+    async def _delete(self, client: VercelClient, known: str | None) -> str | None:
+        """Delete the variable: by the id execute remembered, else by the one the project
+        lists under our key and target. Returns the id deleted, None if there was none."""
+        if known is not None and await self._delete_id(client, known):
+            return known
+        found = await self._find(client)
+        if found is not None and await self._delete_id(client, found):
+            return found
+        return None
+
+    async def _delete_id(self, client: VercelClient, env_id: str) -> bool:
+        reply = await client.request("DELETE", ("v9", *client.project_path, "env", env_id))
+        if reply.ok:
+            return True
+        if reply.status == 404:  # deleted by hand meanwhile
+            return False
+        raise VercelFailure(client.failure("remove variable", reply))
+
+    async def _find(self, client: VercelClient) -> str | None:
+        path = ("v10", *client.project_path, "env")
+        body = await client.call("list variables", "GET", path)
+        envs = body.get("envs") if isinstance(body, dict) else None
+        if not isinstance(envs, list):
+            raise VercelFailure(unexpected("list variables", "no envs list"))
+        wanted = set(self.config.env_target)
+        for env in envs:
+            if not isinstance(env, dict) or env.get("key") != self.config.key:
+                continue
+            env_id = env.get("id")
+            if isinstance(env_id, str) and wanted & _targets(env.get("target")):
+                return env_id
+        return None
+
+    async def _redeploy(
+        self, client: VercelClient, action: str, data: dict[str, Any]
+    ) -> RemediationResult:
+        """Rebuild the deployment production serves, so the variable change takes effect."""
+        data = {"project": self.config.project_id, **self.config.as_data(), **data}
+        project = await client.project()
+        if project.production_id is None:
+            detail = f"{action}, but the project has no production deployment to redeploy"
+            return RemediationResult(False, detail, recoverable=False, data=data)
+        body = {"name": project.name, "deploymentId": project.production_id, "target": "production"}
+        # forceNew: a build of the same source must not be skipped as a duplicate.
+        created = await client.call(
+            "redeploy", "POST", ("v13", "deployments"), query={"forceNew": "1"}, body=body
+        )
+        deployment = Deployment.parse(created)
+        if deployment is None:
+            raise VercelFailure(unexpected("redeploy", "no deployment id"))
+        data["redeploy"] = {"from": project.production_id, **deployment.as_data()}
+        try:
+            return await self._await_ready(client, action, deployment, data)
+        except VercelFailure as failure:
+            # Keep the build's id with the failure: a pending build may need cancelling.
+            failure.result.data["redeploy"] = data["redeploy"]
+            raise
+
+    async def _await_ready(
+        self, client: VercelClient, action: str, deployment: Deployment, data: dict[str, Any]
+    ) -> RemediationResult:
+        state = deployment.state
+
+        async def ready() -> bool:
+            nonlocal state
+            body = await client.call(
+                "read deployment", "GET", ("v13", "deployments", deployment.id)
+            )
+            state = _ready_state(body)
+            return state in SETTLED
+
+        _, polls = await client.poll(ready)
+        data = {**data, "polls": polls, "ready_state": state}
+        if state == "READY":
+            return RemediationResult(True, f"{action}; redeployed as {deployment.id}", data=data)
+        if state in FAILED_STATES:
+            # A failed build fails again from the same source: a person has to look.
+            detail = f"{action}, but the redeploy {deployment.id} ended {state}"
+            return RemediationResult(False, detail, recoverable=False, data=data)
+        timeout = self.config.verify_timeout
+        detail = f"{action}, but the redeploy {deployment.id} is {state} after {timeout:g}s"
+        return RemediationResult(False, detail, recoverable=True, data=data)
+
+
+def _targets(value: object) -> set[str]:
+    """A variable's `target`: Vercel answers a list, or a single string."""
+    if isinstance(value, str):
+        return {value}
+    return {t for t in value if isinstance(t, str)} if isinstance(value, list) else set()
+
+
+def _ready_state(body: object) -> str:
+    parsed = Deployment.parse(body)
+    return parsed.state if parsed else ""
+
+
+def _created_id(client: VercelClient, body: object) -> str | None:
+    """The new variable's id from {"created": {...} | [...], "failed": [...]}."""
+    if not isinstance(body, dict):
+        raise VercelFailure(unexpected("set variable", "not an object"))
+    failed = body.get("failed")
+    if isinstance(failed, list) and failed:
+        raise VercelFailure(_refused(client, failed[0]))
+    created = body.get("created")
+    entry = created[0] if isinstance(created, list) and created else created
+    env_id = entry.get("id") if isinstance(entry, dict) else None
+    return env_id if isinstance(env_id, str) else None
+
+
+def _refused(client: VercelClient, failed: object) -> RemediationResult:
+    """A 2xx that still lists the variable under "failed" (e.g. it exists, no upsert)."""
+    code, message = api_error(failed)
+    said = ": ".join(part for part in (code, message) if part) or "no reason given"
+    said = redact(said[:REASON_LIMIT], [client.config.token.get_secret_value()])
+    return RemediationResult(False, f"set variable: refused ({said})", recoverable=False)

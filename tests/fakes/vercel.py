@@ -1,0 +1,575 @@
+"""The Vercel REST API subset the vercel_* remediations use, as documented at
+https://vercel.com/docs/rest-api (paths, versions, query parameters, bodies, statuses).
+
+- GET /v6/deployments?projectId&target&state&limit&since&until: newest first, with
+  {"pagination": {"count", "next", "prev"}}; `state` may list several, comma-separated.
+- GET /v9/projects/{idOrName}: `targets.production` is the deployment production serves.
+- POST /v1/projects/{projectId}/rollback/{deploymentId}?description: 201, no body.
+- POST /v10/projects/{projectId}/promote/{deploymentId}: 202 while switching, else 201.
+- POST /v13/deployments {"name", "deploymentId", "target"}?forceNew: a rebuild, which
+  settles (READY, or `build_outcome`) after `ready_after` reads of GET /v13/deployments/{id}.
+- PATCH /v12/deployments/{id}/cancel: a build that has not settled.
+- POST /v10/projects/{idOrName}/env?upsert=true, GET /v10/projects/{idOrName}/env,
+  DELETE /v9/projects/{idOrName}/env/{id}.
+
+Every route takes `teamId` or `slug`: a team the token does not belong to is 403, a project
+outside the scope asked for is 404. A missing or wrong bearer token is 401. A rollback or
+promote switches production only after `switch_after` reads of the project, as Vercel's
+asynchronous switch does. Errors are {"error": {"code", "message"}}; Vercel documents the
+statuses but not the codes, so the codes here are this fake's own. Responses carry the bulk
+real ones do (git metadata, creators), which puts a list well past one KiB.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes import Failure, retry_after_headers
+
+TOKEN = "vcp_T0kenForTheFakeVercelApi0123456789abcdef"
+STATES = ("BUILDING", "ERROR", "INITIALIZING", "QUEUED", "READY", "CANCELED")
+ENV_TYPES = ("system", "secret", "encrypted", "plain", "sensitive")
+ENV_TARGETS = ("production", "preview", "development")
+START_MS = 1_790_000_000_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        error = {"code": self.code, "message": self.message, **self.extra}
+        return web.json_response({"error": error}, status=self.status, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as Vercel saw it; `body` is parsed JSON, or the raw text, or None."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass(slots=True)
+class Env:
+    id: str
+    key: str
+    value: str
+    type: str
+    target: list[str]
+    created: int
+
+    def json(self) -> dict[str, Any]:
+        shown = self.value if self.type == "plain" else f"eyJ2IjoiZW5jIn0.{self.id}"
+        return {
+            "type": self.type,
+            "value": shown,
+            "target": self.target,
+            "configurationId": None,
+            "id": self.id,
+            "key": self.key,
+            "createdAt": self.created,
+            "updatedAt": self.created,
+            "createdBy": "usr_fake",
+            "decrypted": False,
+        }
+
+
+@dataclass(slots=True)
+class Deployment:
+    id: str
+    project_id: str
+    name: str
+    state: str
+    target: str | None
+    created: int
+    # What the build saw of the project's variables: proves a redeploy picked them up.
+    env: dict[str, str] = field(default_factory=dict)
+    reads_left: int = 0
+    outcome: str = "READY"
+
+    @property
+    def url(self) -> str:
+        return f"{self.name}-{self.id[4:13].lower()}-acme.vercel.app"
+
+    def list_json(self) -> dict[str, Any]:
+        return {
+            "uid": self.id,
+            "name": self.name,
+            "url": self.url,
+            "created": self.created,
+            "createdAt": self.created,
+            "buildingAt": self.created + 1_000,
+            "source": "git",
+            "state": self.state,
+            "readyState": self.state,
+            "readySubstate": "PROMOTED" if self.state == "READY" else None,
+            "type": "LAMBDAS",
+            "target": self.target,
+            "creator": {"uid": "usr_fake", "email": "ops@example.com", "username": "ops"},
+            "inspectorUrl": f"https://vercel.com/acme/{self.name}/{self.id[4:]}",
+            "isRollbackCandidate": self.state == "READY" and self.target == "production",
+            "meta": _git_meta(self.id),
+        }
+
+    def json(self) -> dict[str, Any]:
+        raw = self.list_json()
+        del raw["uid"], raw["state"], raw["created"]
+        return {"id": self.id, "projectId": self.project_id, "alias": [], **raw}
+
+
+@dataclass(slots=True)
+class Project:
+    id: str
+    name: str
+    team_id: str | None
+    production_id: str | None = None
+    envs: list[Env] = field(default_factory=list)
+    # A rollback or promote under way: (deployment, project reads until it serves).
+    switching: tuple[str, int] | None = None
+
+
+def _git_meta(seed: str) -> dict[str, str]:
+    return {
+        "githubCommitAuthorName": "Ops Engineer",
+        "githubCommitMessage": f"Deploy {seed}: update checkout flow and error handling",
+        "githubCommitOrg": "acme",
+        "githubCommitRef": "main",
+        "githubCommitRepo": "storefront",
+        "githubCommitSha": (seed * 8)[:40].lower(),
+        "githubDeployment": "1",
+        "githubOrg": "acme",
+        "githubRepo": "storefront",
+    }
+
+
+class FakeVercel:
+    """`app` serves the subset; `calls` holds every request, in order."""
+
+    def __init__(
+        self,
+        token: str = TOKEN,
+        *,
+        teams: dict[str, str] | None = None,
+        switch_after: int = 2,
+        ready_after: int = 2,
+    ) -> None:
+        self.token = token
+        self.teams = dict(teams or {})  # team id -> slug the token may act for
+        self.switch_after = switch_after
+        self.ready_after = ready_after
+        self.build_outcome = "READY"
+        self.projects: dict[str, Project] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self.calls: list[Call] = []
+        self._failures: list[tuple[str | None, str | None, Failure]] = []
+        self._ids = itertools.count(1)
+        self._clock_ms = START_MS
+        self.app = web.Application(middlewares=[self._middleware])
+        self._routes()
+
+    # -- set-up and inspection for tests -----------------------------------------------------
+
+    def add_project(self, project_id: str, name: str, team_id: str | None = None) -> Project:
+        project = Project(project_id, name, team_id)
+        self.projects[project_id] = project
+        return project
+
+    def add_deployment(
+        self, project: Project, state: str = "READY", target: str | None = "production"
+    ) -> Deployment:
+        """A deployment created after every one before it; READY production ones become
+        production, as a git push to the production branch does."""
+        deployment = self._new_deployment(project, state, target)
+        if state == "READY" and target == "production":
+            project.production_id = deployment.id
+        return deployment
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next `count` requests (of that method and path, if given) with
+        `status` instead."""
+        for _ in range(count):
+            self._failures.append((method, path, Failure(status, retry_after)))
+
+    def requests(self, method: str, path: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and c.path == path]
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        add = self.app.router.add_route
+        add("GET", "/v6/deployments", self._list_deployments)
+        add("GET", "/v13/deployments/{idOrUrl}", self._get_deployment)
+        add("POST", "/v13/deployments", self._create_deployment)
+        add("PATCH", "/v12/deployments/{id}/cancel", self._cancel_deployment)
+        add("GET", "/v9/projects/{idOrName}", self._get_project)
+        add("POST", "/v1/projects/{projectId}/rollback/{deploymentId}", self._rollback)
+        add("POST", "/v10/projects/{projectId}/promote/{deploymentId}", self._promote)
+        add("POST", "/v10/projects/{idOrName}/env", self._create_env)
+        add("GET", "/v10/projects/{idOrName}/env", self._list_env)
+        add("DELETE", "/v9/projects/{idOrName}/env/{id}", self._delete_env)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        raw = await request.text()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw
+        query = dict(request.query)
+        self.calls.append(Call(request.method, request.path, query, dict(request.headers), body))
+        failure = self._pop_failure(request)
+        if failure is not None:
+            return _failure(failure)
+        try:
+            self._authorize(request)
+            return await handler(request)
+        except ApiError as error:
+            return error.response()
+
+    def _pop_failure(self, request: web.Request) -> Failure | None:
+        for index, (method, path, failure) in enumerate(self._failures):
+            if method in (None, request.method) and path in (None, request.path):
+                del self._failures[index]
+                return failure
+        return None
+
+    def _authorize(self, request: web.Request) -> None:
+        given = request.headers.get("Authorization")
+        if given != f"Bearer {self.token}":
+            flag = "missingToken" if given is None else "invalidToken"
+            raise ApiError(401, "unauthorized", "The request is not authorized.", **{flag: True})
+
+    def _scope(self, request: web.Request) -> str | None:
+        """The team the request acts for (teamId, else slug), None for a personal account."""
+        team_id, slug = request.query.get("teamId"), request.query.get("slug")
+        if team_id is not None:
+            if team_id not in self.teams:
+                raise _forbidden()
+            return team_id
+        if slug is not None:
+            for known, known_slug in self.teams.items():
+                if known_slug == slug:
+                    return known
+            raise _forbidden()
+        return None
+
+    def _project(self, request: web.Request, id_or_name: str) -> Project:
+        scope = self._scope(request)
+        for project in self.projects.values():
+            if id_or_name in (project.id, project.name) and project.team_id == scope:
+                return project
+        raise ApiError(404, "not_found", "Project not found")
+
+    def _deployment(self, request: web.Request, id_or_url: str) -> Deployment:
+        scope = self._scope(request)
+        for deployment in self.deployments.values():
+            owner = self.projects[deployment.project_id].team_id
+            if id_or_url in (deployment.id, deployment.url) and owner == scope:
+                return deployment
+        raise ApiError(404, "not_found", "Deployment not found")
+
+    def _new_deployment(
+        self, project: Project, state: str, target: str | None, env: dict[str, str] | None = None
+    ) -> Deployment:
+        self._clock_ms += 60_000
+        ident = f"dpl_{next(self._ids):04d}{'x' * 20}"
+        deployment = Deployment(ident, project.id, project.name, state, target, self._clock_ms)
+        deployment.env = dict(env or {})
+        self.deployments[ident] = deployment
+        return deployment
+
+    # -- deployments -------------------------------------------------------------------------
+
+    async def _list_deployments(self, request: web.Request) -> web.Response:
+        query = request.query
+        limit = _integer(query.get("limit", "20"), "limit", 1, 100)
+        scope = self._scope(request)
+        found = [
+            d for d in self.deployments.values() if self.projects[d.project_id].team_id == scope
+        ]
+        if "projectId" in query:
+            project = self._project(request, query["projectId"])
+            found = [d for d in found if d.project_id == project.id]
+        if "target" in query:
+            found = [d for d in found if d.target == query["target"]]
+        if "state" in query:
+            states = _states(query["state"])
+            found = [d for d in found if d.state in states]
+        if "since" in query:
+            since = _integer(query["since"], "since", 0)
+            found = [d for d in found if d.created > since]
+        if "until" in query:
+            until = _integer(query["until"], "until", 0)
+            found = [d for d in found if d.created < until]
+        found.sort(key=lambda d: d.created, reverse=True)
+        page = found[:limit]
+        pagination = {
+            "count": len(page),
+            "next": page[-1].created if len(found) > limit else None,
+            "prev": page[0].created if page else None,
+        }
+        deployments = [d.list_json() for d in page]
+        return web.json_response({"pagination": pagination, "deployments": deployments})
+
+    async def _get_deployment(self, request: web.Request) -> web.Response:
+        deployment = self._deployment(request, request.match_info["idOrUrl"])
+        if deployment.reads_left > 0:
+            deployment.reads_left -= 1
+            if deployment.reads_left == 0:
+                self._settle(deployment)
+        return web.json_response(deployment.json())
+
+    def _settle(self, deployment: Deployment) -> None:
+        deployment.state = deployment.outcome
+        if deployment.state == "READY" and deployment.target == "production":
+            self.projects[deployment.project_id].production_id = deployment.id
+
+    async def _create_deployment(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        if request.query.get("forceNew", "0") not in ("0", "1"):
+            raise _invalid("`forceNew` must be 0 or 1")
+        if not isinstance(body.get("name"), str) or not body["name"]:
+            raise _invalid("missing required property `name`")
+        target = body.get("target")
+        if target not in (None, "production", "staging"):
+            raise _invalid("`target` must be production, staging or omitted")
+        source = body.get("deploymentId")
+        if not isinstance(source, str):
+            # Without a deployment to redeploy, files or a git source are required.
+            raise _invalid("should have required property `files`")
+        project = self.projects[self._deployment(request, source).project_id]
+        env_target = target or "preview"
+        env = {e.key: e.value for e in project.envs if env_target in e.target}
+        deployment = self._new_deployment(project, "BUILDING", target, env)
+        deployment.outcome = self.build_outcome
+        deployment.reads_left = self.ready_after
+        if self.ready_after == 0:
+            self._settle(deployment)
+        return web.json_response(deployment.json())
+
+    async def _cancel_deployment(self, request: web.Request) -> web.Response:
+        deployment = self._deployment(request, request.match_info["id"])
+        if deployment.state not in ("BUILDING", "INITIALIZING", "QUEUED"):
+            raise _invalid(f"a {deployment.state} deployment cannot be canceled")
+        deployment.state, deployment.reads_left = "CANCELED", 0
+        return web.json_response(deployment.json())
+
+    # -- projects: production ----------------------------------------------------------------
+
+    async def _get_project(self, request: web.Request) -> web.Response:
+        project = self._project(request, request.match_info["idOrName"])
+        if project.switching is not None:
+            deployment_id, reads = project.switching
+            project.switching = (deployment_id, reads - 1) if reads > 1 else None
+            if reads <= 1:
+                project.production_id = deployment_id
+        return web.json_response(self._project_json(project))
+
+    def _project_json(self, project: Project) -> dict[str, Any]:
+        mine = [d for d in self.deployments.values() if d.project_id == project.id]
+        latest = sorted(mine, key=lambda d: d.created, reverse=True)[:3]
+        production = self.deployments.get(project.production_id or "")
+        return {
+            "id": project.id,
+            "name": project.name,
+            "accountId": project.team_id or "usr_fake",
+            "framework": "nextjs",
+            "nodeVersion": "22.x",
+            "directoryListing": False,
+            "createdAt": START_MS,
+            "link": {"type": "github", "org": "acme", "repo": "storefront"},
+            "latestDeployments": [d.json() for d in latest],
+            "targets": {"production": production.json()} if production else {},
+        }
+
+    async def _rollback(self, request: web.Request) -> web.Response:
+        project, deployment = self._switch_target(request)
+        if deployment.target != "production":
+            raise _invalid("only a previous production deployment can be rolled back to")
+        self._switch(project, deployment)
+        return web.Response(status=201)
+
+    async def _promote(self, request: web.Request) -> web.Response:
+        project, deployment = self._switch_target(request)
+        self._switch(project, deployment)
+        return web.Response(status=202 if project.switching else 201)
+
+    def _switch_target(self, request: web.Request) -> tuple[Project, Deployment]:
+        project = self._project(request, request.match_info["projectId"])
+        deployment = self._deployment(request, request.match_info["deploymentId"])
+        if deployment.project_id != project.id:
+            raise ApiError(404, "not_found", "Deployment not found")
+        if deployment.state != "READY":
+            raise _invalid(f"the deployment is {deployment.state}, not READY")
+        current = project.switching[0] if project.switching else project.production_id
+        if deployment.id == current:
+            message = "Production already serves, or is switching to, this deployment"
+            raise ApiError(409, "conflict", message)
+        return project, deployment
+
+    def _switch(self, project: Project, deployment: Deployment) -> None:
+        if self.switch_after == 0:
+            project.production_id = deployment.id
+        else:
+            project.switching = (deployment.id, self.switch_after)
+
+    # -- projects: environment variables -----------------------------------------------------
+
+    async def _create_env(self, request: web.Request) -> web.Response:
+        project = self._project(request, request.match_info["idOrName"])
+        body = await _json_body(request)
+        entries = body if isinstance(body, list) else [body]
+        for entry in entries:
+            _check_env(entry)
+        upsert = request.query.get("upsert") == "true"
+        created: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for entry in entries:
+            existing = _overlapping(project, entry["key"], entry["target"])
+            if existing is not None and not upsert:
+                failed.append({"error": _exists(existing)})
+                continue
+            created.append(self._put_env(project, existing, entry).json())
+        first = created[0] if created else {}
+        return web.json_response(
+            {"created": created if isinstance(body, list) else first, "failed": failed},
+            status=201,
+        )
+
+    def _put_env(self, project: Project, existing: Env | None, entry: dict[str, Any]) -> Env:
+        if existing is not None:
+            existing.value, existing.type = entry["value"], entry["type"]
+            existing.target = list(entry["target"])
+            return existing
+        self._clock_ms += 1_000
+        env = Env(
+            f"env_{next(self._ids):04d}",
+            entry["key"],
+            entry["value"],
+            entry["type"],
+            list(entry["target"]),
+            self._clock_ms,
+        )
+        project.envs.append(env)
+        return env
+
+    async def _list_env(self, request: web.Request) -> web.Response:
+        project = self._project(request, request.match_info["idOrName"])
+        return web.json_response({"envs": [env.json() for env in project.envs]})
+
+    async def _delete_env(self, request: web.Request) -> web.Response:
+        project = self._project(request, request.match_info["idOrName"])
+        for env in project.envs:
+            if env.id == request.match_info["id"]:
+                project.envs.remove(env)
+                return web.json_response(env.json())
+        raise ApiError(404, "not_found", "Environment Variable not found")
+
+
+def _failure(failure: Failure) -> web.Response:
+    if failure.status == 429:
+        error = ApiError(429, "rate_limited", "Rate limit exceeded", limit={"remaining": 0})
+    elif failure.status >= 500:
+        error = ApiError(failure.status, "internal_server_error", "An unexpected error occurred")
+    else:
+        error = ApiError(failure.status, "injected", f"injected HTTP {failure.status}")
+    return error.response(retry_after_headers(failure))
+
+
+def _forbidden() -> ApiError:
+    return ApiError(403, "forbidden", "You don't have permission to access this resource.")
+
+
+def _invalid(why: str) -> ApiError:
+    return ApiError(400, "bad_request", f"Invalid request: {why}.")
+
+
+def _integer(value: str, name: str, low: int, high: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _invalid(f"`{name}` should be a number") from None
+    if number < low or (high is not None and number > high):
+        raise _invalid(f"`{name}` is out of range")
+    return number
+
+
+def _states(value: str) -> set[str]:
+    states = {s.strip() for s in value.split(",")}
+    if not states <= set(STATES):
+        raise _invalid("`state` should be one of " + ", ".join(STATES))
+    return states
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.text())
+    except ValueError:
+        raise _invalid("the body is not valid JSON") from None
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise _invalid("the body should be an object")
+    return body
+
+
+def _check_env(entry: object) -> None:
+    if not isinstance(entry, dict):
+        raise _invalid("each variable should be an object")
+    for name in ("key", "value", "type"):
+        if not isinstance(entry.get(name), str) or not entry[name]:
+            raise _invalid(f"missing required property `{name}`")
+    if entry["type"] not in ENV_TYPES:
+        raise _invalid("`type` should be one of " + ", ".join(ENV_TYPES))
+    target = entry.get("target")
+    if not isinstance(target, list) or not target or not set(target) <= set(ENV_TARGETS):
+        raise _invalid("`target` should be a list of production, preview, development")
+
+
+def _overlapping(project: Project, key: str, target: list[str]) -> Env | None:
+    for env in project.envs:
+        if env.key == key and set(env.target) & set(target):
+            return env
+    return None
+
+
+def _exists(env: Env) -> dict[str, Any]:
+    message = f"A variable with the name `{env.key}` already exists for the target(s) given."
+    return {"code": "ENV_ALREADY_EXISTS", "message": message, "key": env.key, "envVarId": env.id}
+
+
+def seed_storefront(fake: FakeVercel, team_id: str | None) -> dict[str, Deployment]:
+    """Project prj_store ("storefront"), oldest first: a READY production deployment, a
+    failed one, a preview, the READY one production serves, and a build still running."""
+    project = fake.add_project("prj_store", "storefront", team_id)
+    return {
+        "previous": fake.add_deployment(project),
+        "failed": fake.add_deployment(project, "ERROR"),
+        "preview": fake.add_deployment(project, target=None),
+        "current": fake.add_deployment(project),
+        "building": fake.add_deployment(project, "BUILDING"),
+    }

@@ -1,0 +1,469 @@
+"""`vercel_rollback` and `vercel_promote` against a faithful local Vercel REST API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from daemon.clock import ManualClock
+from daemon.models import RemediationResult
+from remediations.base import REMEDIATIONS, RemediationContext
+from remediations.retry import EXCERPT_BYTES
+from remediations.vercel import (
+    ROLLED_BACK_FROM,
+    PromoteConfig,
+    Reply,
+    RollbackConfig,
+    VercelClient,
+    VercelPromote,
+    VercelRollback,
+)
+from tests.fakes import make_incident
+from tests.fakes.vercel import TOKEN, Deployment, FakeVercel, seed_storefront
+from tests.utils import serve
+
+TEAM = "team_acme0123456789"
+LIST = "/v6/deployments"
+PROJECT = "/v9/projects/prj_store"
+DESCRIPTION = "runbookd: incident inc-20270115-0001 (rule high_error_rate)"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(autojump=True)
+
+
+@pytest.fixture
+def fake() -> FakeVercel:
+    return FakeVercel(teams={TEAM: "acme", "team_other": "other"})
+
+
+@pytest.fixture
+def deployments(fake: FakeVercel) -> dict[str, Deployment]:
+    return seed_storefront(fake, TEAM)
+
+
+@pytest.fixture
+async def api_url(fake: FakeVercel) -> AsyncIterator[str]:
+    async with serve(fake.app) as url:
+        yield url
+
+
+def config(api_url: str, kind: str, **overrides: Any) -> dict[str, Any]:
+    base = {
+        "type": kind,
+        "token": TOKEN,
+        "project_id": "prj_store",
+        "team_id": TEAM,
+        "api_url": api_url,
+    }
+    return {**base, **overrides}
+
+
+def rollback(api_url: str, **overrides: Any) -> VercelRollback:
+    data = config(api_url, "vercel_rollback", **overrides)
+    return VercelRollback("rollback-web", RollbackConfig.model_validate(data))
+
+
+def promote(api_url: str, **overrides: Any) -> VercelPromote:
+    data = config(api_url, "vercel_promote", **overrides)
+    return VercelPromote("promote-web", PromoteConfig.model_validate(data))
+
+
+def production(fake: FakeVercel) -> str | None:
+    return fake.projects["prj_store"].production_id
+
+
+def assert_no_secret(result: RemediationResult | None) -> None:
+    assert TOKEN not in repr(result)
+
+
+def rollback_path(deployment: Deployment) -> str:
+    return f"/v1/projects/prj_store/rollback/{deployment.id}"
+
+
+# -- rollback -------------------------------------------------------------------------------
+
+
+async def test_rollback_moves_production_to_the_previous_ready_production_deployment(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    current, previous = deployments["current"], deployments["previous"]
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert production(fake) == previous.id
+    assert result.data["from_deployment"] == {"id": current.id, "url": current.url}
+    assert result.data["to_deployment"] == {"id": previous.id, "url": previous.url}
+    # The fake switches on the second read of the project: one 5 s wait between the polls.
+    assert result.data["polls"] == 2
+    assert clock.slept == [5.0]
+    assert await ctx.state.get(ROLLED_BACK_FROM) == {
+        "id": current.id,
+        "url": current.url,
+        "incident": "inc-20270115-0001",
+    }
+    assert_no_secret(result)
+
+
+async def test_rollback_sends_the_documented_requests(
+    ctx: RemediationContext,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    await rollback(api_url).execute(ctx, make_incident())
+
+    [listing] = fake.requests("GET", LIST)
+    assert listing.query == {
+        "projectId": "prj_store",
+        "target": "production",
+        "state": "READY",
+        "limit": "20",
+        "teamId": TEAM,
+    }
+    [post] = fake.requests("POST", rollback_path(deployments["previous"]))
+    # `description` is a query parameter of this endpoint; it has no request body.
+    assert post.query == {"description": DESCRIPTION, "teamId": TEAM}
+    assert post.body is None
+    assert all(call.headers["Authorization"] == f"Bearer {TOKEN}" for call in fake.calls)
+    assert [call.query for call in fake.requests("GET", PROJECT)] == [{"teamId": TEAM}] * 2
+
+
+async def test_a_slug_scopes_every_call_instead_of_a_team_id(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    result = await rollback(api_url, team_id=None, slug="acme").execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert all(call.query.get("slug") == "acme" for call in fake.calls)
+    assert all("teamId" not in call.query for call in fake.calls)
+
+
+async def test_production_not_switching_within_verify_timeout_is_a_recoverable_failure(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    fake.switch_after = 10_000
+    start = clock.now()
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.recoverable
+    assert "does not serve" in result.detail
+    assert "after 300s" in result.detail
+    # Polls at 0, 5, ..., 300 s: 61 of them, then it gives up at the deadline.
+    assert result.data["polls"] == 61
+    assert clock.now() - start == 300.0
+    # Where it came from is kept even so: the rollback was accepted.
+    assert (await ctx.state.get(ROLLED_BACK_FROM))["id"] == deployments["current"].id
+
+
+async def test_no_previous_ready_production_deployment_is_not_recoverable(
+    ctx: RemediationContext, fake: FakeVercel, api_url: str
+) -> None:
+    project = fake.add_project("prj_store", "storefront", TEAM)
+    fake.add_deployment(project, "ERROR")
+    fake.add_deployment(project, target=None)
+    fake.add_deployment(project)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail == "no previous READY production deployment to roll back to"
+    assert result.data["ready_deployments"] == 1
+    assert [call.method for call in fake.calls] == ["GET"]
+
+
+async def test_a_rerun_after_production_already_moved_succeeds(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    fake.projects["prj_store"].production_id = deployments["previous"].id
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    # Vercel answers 409 to a rollback to what production serves; that is the goal reached.
+    assert len(fake.requests("POST", rollback_path(deployments["previous"]))) == 1
+    assert result.ok, result.detail
+    assert result.data["polls"] == 1
+
+
+async def test_a_conflict_is_reported_with_vercels_reason(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    # Someone else's rollback to the same deployment is still switching.
+    fake.projects["prj_store"].switching = (deployments["previous"].id, 10_000)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail == (
+        "rollback: conflict (HTTP 409 conflict: Production already serves, or is switching "
+        "to, this deployment)"
+    )
+    assert result.data["status"] == 409
+    assert result.data["error_code"] == "conflict"
+    assert_no_secret(result)
+
+
+async def test_a_rejected_token_is_not_retried(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    result = await rollback(api_url, token="vcp_wrong").execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail.startswith("list deployments: token rejected (HTTP 401 unauthorized:")
+    assert result.data["attempts"] == 1
+    assert len(fake.calls) == 1
+    assert_no_secret(result)
+
+
+async def test_a_team_the_token_may_not_act_for_is_a_rejected_token(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    result = await rollback(api_url, team_id="team_stranger").execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail.startswith("list deployments: token rejected (HTTP 403 forbidden:")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"project_id": "prj_missing"}, {"team_id": None}],
+    ids=["unknown project", "team project asked for without its team"],
+)
+async def test_an_unknown_project_is_not_found(
+    ctx: RemediationContext,
+    deployments: dict[str, Deployment],
+    api_url: str,
+    overrides: dict[str, Any],
+) -> None:
+    result = await rollback(api_url, **overrides).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail == (
+        "list deployments: project or deployment not found (HTTP 404 not_found: Project not found)"
+    )
+    assert result.data["project"] == overrides.get("project_id", "prj_store")
+
+
+async def test_429_is_retried_after_the_time_vercel_asks_for(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    fake.fail_next(429, retry_after=7, path=LIST)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert len(fake.requests("GET", LIST)) == 2
+    assert clock.slept[0] == 7.0
+
+
+async def test_5xx_is_retried_with_backoff(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    fake.fail_next(500, count=2, method="POST", path=rollback_path(deployments["previous"]))
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert len(fake.requests("POST", rollback_path(deployments["previous"]))) == 3
+    assert clock.slept[:2] == [1.0, 2.0]
+
+
+async def test_5xx_that_persists_gives_up_recoverably(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    fake.fail_next(503, count=4, path=rollback_path(deployments["previous"]))
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.recoverable
+    assert result.detail == (
+        "rollback: gave up after 4 attempts, last: HTTP 503 internal_server_error: "
+        "An unexpected error occurred"
+    )
+    assert result.data["backoff_seconds"] == [1.0, 2.0, 4.0]
+    assert production(fake) == deployments["current"].id
+
+
+async def test_whole_responses_are_read_not_send_json_excerpt(
+    ctx: RemediationContext, fake: FakeVercel, api_url: str
+) -> None:
+    project = fake.add_project("prj_store", "storefront", TEAM)
+    history = [fake.add_deployment(project) for _ in range(12)]
+    listed = json.dumps({"deployments": [d.list_json() for d in history]})
+    assert len(listed) > 5 * EXCERPT_BYTES
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert result.data["to_deployment"]["id"] == history[-2].id
+
+
+async def test_a_server_echoing_the_token_never_gets_it_into_a_result(
+    ctx: RemediationContext, api_url: str
+) -> None:
+    client = VercelClient(ctx, RollbackConfig.model_validate(config(api_url, "vercel_rollback")))
+    echo = {"error": {"code": f"bad_{TOKEN}", "message": f"token {TOKEN} is invalid"}}
+
+    result = client.failure("rollback", Reply(status=401, body=echo))
+
+    assert not result.ok
+    assert "***" in result.detail
+    assert_no_secret(result)
+
+
+# -- promote --------------------------------------------------------------------------------
+
+
+async def test_promote_undoes_a_rollback(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    await rollback(api_url).execute(ctx, make_incident())
+    fake.calls.clear()
+
+    result = await promote(api_url).execute(ctx, make_incident())
+
+    current = deployments["current"]
+    assert result.ok, result.detail
+    assert production(fake) == current.id
+    assert result.data["to_deployment"] == {"id": current.id, "url": current.url}
+    assert result.data["polls"] == 2
+    [post] = fake.requests("POST", f"/v10/projects/prj_store/promote/{current.id}")
+    assert post.query == {"teamId": TEAM}
+    assert post.body is None
+    assert_no_secret(result)
+
+
+async def test_promote_a_configured_deployment(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    target = deployments["previous"]
+
+    result = await promote(api_url, deployment_id=target.id).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert production(fake) == target.id
+    assert fake.requests("GET", LIST) == []
+
+
+async def test_promote_with_production_on_the_newest_deployment_does_nothing(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    result = await promote(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert "already serves the newest READY deployment" in result.detail
+    assert [call.method for call in fake.calls] == ["GET", "GET"]
+
+
+async def test_promote_refuses_to_guess_when_production_is_not_in_the_list(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    fake.projects["prj_store"].production_id = deployments["preview"].id
+
+    result = await promote(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert "set deployment_id" in result.detail
+
+
+async def test_promoting_a_deployment_that_is_not_ready_is_refused(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    failed = deployments["failed"]
+
+    result = await promote(api_url, deployment_id=failed.id).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail == (
+        "promote: HTTP 400 bad_request: Invalid request: the deployment is ERROR, not READY."
+    )
+
+
+async def test_promoting_an_unknown_deployment_is_not_found(
+    ctx: RemediationContext, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    result = await promote(api_url, deployment_id="dpl_gone").execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.detail.startswith("promote: project or deployment not found (HTTP 404")
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_the_remediations_are_registered() -> None:
+    assert REMEDIATIONS.get("vercel_rollback") is VercelRollback
+    assert REMEDIATIONS.get("vercel_promote") is VercelPromote
+    assert VercelRollback.idempotent
+    assert not VercelRollback.destructive
+
+
+def test_the_token_may_come_from_a_file_and_never_shows(tmp_path: Path) -> None:
+    secret = tmp_path / "vercel-token"
+    secret.write_text(TOKEN + "\n")
+
+    parsed = RollbackConfig.model_validate(
+        {"type": "vercel_rollback", "token_file": str(secret), "project_id": "storefront"}
+    )
+
+    assert parsed.token.get_secret_value() == TOKEN
+    assert TOKEN not in repr(parsed)
+    assert parsed.api_url == "https://api.vercel.com"
+    assert parsed.verify_timeout == 300.0
+    assert parsed.poll_interval == 5.0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"token": " "}, {"project_id": "a/b"}, {"api_url": "ftp://x"}, {"search_limit": 1}],
+)
+def test_bad_config_is_refused(overrides: dict[str, Any]) -> None:
+    data = config("https://api.vercel.com", "vercel_rollback") | overrides
+    with pytest.raises(ValidationError):
+        RollbackConfig.model_validate(data)
+
+
+def test_the_deadline_covers_the_calls_and_the_wait() -> None:
+    parsed = RollbackConfig.model_validate(
+        config("https://api.vercel.com", "vercel_rollback", verify_timeout="10m")
+    )
+
+    # Per call: 4 attempts x 30 s + 3 waits of at most 30 s.
+    assert parsed.deadline() == 5 * 210.0 + 600.0
