@@ -20,6 +20,7 @@ apt_install() {
 
 # Debian may start freshly installed services on its own; the tests start their own copies.
 command -v prometheus >/dev/null || apt_install prometheus
+command -v prometheus-alertmanager >/dev/null || apt_install prometheus-alertmanager
 [ -x /usr/lib/nagios/plugins/check_dummy ] || apt_install monitoring-plugins-basic
 
 # PostgreSQL on 127.0.0.1:5432 with trust auth for local tests.
