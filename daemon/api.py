@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
+from daemon.alerts import Alert, AlertmanagerWebhook
 from daemon.approvals import Decision
 from daemon.models import IncidentStatus
 from daemon.store import Store
@@ -33,6 +34,10 @@ class DaemonView(Protocol):
     def has_rule(self, rule: str) -> bool: ...
 
     async def reset_circuit(self, rule: str) -> bool: ...
+
+    async def intake(self, alerts: list[Alert]) -> int:
+        """Feed alerts to the engine; returns how many matched at least one rule."""
+        ...
 
 
 class DecisionBody(StrictModel):
@@ -90,6 +95,7 @@ def build_app(daemon: DaemonView) -> web.Application:
     app.router.add_post("/api/v1/incidents/{id}/reject", handlers.reject)
     app.router.add_get("/api/v1/approvals", handlers.list_approvals)
     app.router.add_post("/api/v1/rules/{rule}/reset", handlers.reset_circuit)
+    app.router.add_post("/api/v1/alerts", handlers.alertmanager)
     return app
 
 
@@ -162,3 +168,10 @@ class Handlers:
             return json_error(404, f"no rule {rule!r}")
         was_open = await self.daemon.reset_circuit(rule)
         return web.json_response({"rule": rule, "was_open": was_open})
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        """The Alertmanager webhook (version 4; Grafana's superset too)."""
+        body = await read_json(request, AlertmanagerWebhook)
+        alerts = body.to_alerts()
+        matched = await self.daemon.intake(alerts)
+        return web.json_response({"received": len(alerts), "matched": matched})

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
 from daemon import plugins
+from daemon.alerts import Alert
 from daemon.api import build_app
 from daemon.approvals import Decision
 from daemon.clock import Clock, SystemClock
@@ -119,6 +120,17 @@ class Daemon:
         self.metrics.circuit_open.labels(rule).set(0)
         log.info("circuit reset", rule=rule, was_open=was_open)
         return was_open
+
+    async def intake(self, alerts: list[Alert]) -> int:
+        matched = 0
+        for alert in alerts:
+            rules = await self.engine.alert(alert)
+            matched += bool(rules)
+            state = "firing" if alert.firing else "resolved"
+            self.metrics.alerts.labels(
+                alert.source, state, "matched" if rules else "unmatched"
+            ).inc()
+        return matched
 
     # -- lifecycle ---------------------------------------------------------------------------
 

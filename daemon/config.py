@@ -511,7 +511,9 @@ def _listing(names: Collection[str]) -> str:
 def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]:
     found: list[tuple[YamlPath, str]] = []
     for name, rule in config.rules.items():
-        check_name, value = rule.when.check, rule.when.value
+        if rule.alert_match is not None:
+            continue  # a rule on alerts names no check
+        check_name, value = rule.condition.check, rule.condition.value
         check = config.checks.get(check_name)
         if check is None:
             defined = _listing(config.checks)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
+from daemon.alerts import Alert
 from daemon.clock import Clock
 from daemon.metrics import Metrics
 from daemon.models import Incident, IncidentStatus, Observation, RuleState
@@ -53,6 +55,7 @@ class Engine:
         self.clock = clock
         self.staleness = staleness
         self.evaluators: dict[str, RuleEvaluator] = {}
+        self.alert_rules: dict[str, AlertRule] = {}
         self.incidents: dict[str, Incident] = {}  # open incident per rule
         self._by_check: dict[str, list[RuleEvaluator]] = {}
         self.set_rules(rules, staleness)
@@ -60,7 +63,16 @@ class Engine:
     def set_rules(self, rules: dict[str, RuleConfig], staleness: dict[str, float]) -> None:
         """Install rules; a rule whose config did not change keeps its state (reload)."""
         kept: dict[str, RuleEvaluator] = {}
+        alert_rules: dict[str, AlertRule] = {}
         for name, config in rules.items():
+            if config.alert_match is not None:
+                old_rule = self.alert_rules.get(name)
+                alert_rules[name] = (
+                    old_rule
+                    if old_rule and old_rule.config == config
+                    else (AlertRule(name, config, dict(old_rule.firing) if old_rule else {}))
+                )
+                continue
             old = self.evaluators.get(name)
             if old is not None and old.config == config:
                 kept[name] = old
@@ -69,9 +81,10 @@ class Engine:
             if (incident := self.incidents.get(name)) is not None:
                 evaluator.restore_firing(incident.trigger.get("baseline"))
             self.metrics.rule_state.labels(name).set(int(evaluator.state))
-        for name in self.evaluators.keys() - kept.keys():
+        for name in (self.evaluators.keys() | self.alert_rules.keys()) - rules.keys():
             self.metrics.rule_state.remove(name)
         self.evaluators = kept
+        self.alert_rules = alert_rules
         self.staleness = staleness
         by_check: dict[str, list[RuleEvaluator]] = defaultdict(list)
         for evaluator in kept.values():
@@ -80,6 +93,11 @@ class Engine:
 
     async def restore(self) -> None:
         """Resume the open incidents of a previous run: their rules carry on firing."""
+        for name, rule in self.alert_rules.items():
+            stored = await self.store.get_value(ALERTS, name)
+            rule.firing = {fp: _alert_from_json(a) for fp, a in (stored or {}).items()}
+            if rule.firing:
+                self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
         for incident in await self.store.open_incidents():
             self.incidents[incident.rule] = incident
             if (evaluator := self.evaluators.get(incident.rule)) is not None:
@@ -137,50 +155,133 @@ class Engine:
             condition=t.condition,
         )
         if t.new is RuleState.FIRING and t.rule not in self.incidents:
-            await self._open(evaluator, t)
-        elif t.new is RuleState.RESOLVED and (incident := self.incidents.pop(t.rule, None)):
-            incident.status = IncidentStatus.RESOLVED
-            incident.resolved_at = t.ts
-            await self.store.resolve_incident(incident.id, t.ts)
-            await self.recorder.record(
-                incident,
-                "resolved",
-                f"resolved: {t.condition} (value {t.value:g})",
-                value=t.value,
-                limit=t.limit,
-                condition=t.condition,
+            config = evaluator.config
+            limit = "?" if t.limit is None else f"{t.limit:g}"
+            summary = (
+                config.summary or f"{t.rule}: {t.condition} (value {t.value:g}, limit {limit})"
             )
-            self.metrics.incidents_open.set(len(self.incidents))
-            await self.actions.resolved(incident)
+            message = f"firing: {summary}"
+            if config.summary:
+                message += f" [{t.condition}: value {t.value:g}, limit {limit}]"
+            trigger = {
+                "check": evaluator.check,
+                "value_name": config.condition.value,
+                "value": t.value,
+                "threshold": t.limit,
+                "baseline": t.baseline,
+                "condition": t.condition,
+                "for_seconds": config.for_,
+                "min_samples": config.min_samples,
+            }
+            await self._open(t.rule, config, evaluator.check, summary, message, trigger, t.ts)
+        elif t.new is RuleState.RESOLVED:
+            data = {"value": t.value, "limit": t.limit, "condition": t.condition}
+            await self._resolve(t.rule, t.ts, f"resolved: {t.condition} (value {t.value:g})", data)
 
-    async def _open(self, evaluator: RuleEvaluator, t: Transition) -> None:
-        config = evaluator.config
-        limit = "?" if t.limit is None else f"{t.limit:g}"
-        summary = config.summary or f"{t.rule}: {t.condition} (value {t.value:g}, limit {limit})"
-        trigger = {
-            "check": evaluator.check,
-            "value_name": config.when.value,
-            "value": t.value,
-            "threshold": t.limit,
-            "baseline": t.baseline,
-            "condition": t.condition,
-            "for_seconds": config.for_,
-            "min_samples": config.min_samples,
+    # -- alerts pushed by other systems -------------------------------------------------------
+
+    async def alert(self, alert: Alert) -> list[str]:
+        """Route one alert to the rules matching it; returns their names.
+
+        Idempotent: a fingerprint already firing changes nothing (Alertmanager retries on
+        5xx and repeats on its repeat_interval), so it never opens a second incident.
+        """
+        matched = []
+        for name, rule in self.alert_rules.items():
+            match = rule.config.alert_match
+            if match is None or not match.matches(alert):
+                continue
+            matched.append(name)
+            if alert.firing and alert.fingerprint not in rule.firing:
+                rule.firing[alert.fingerprint] = alert
+                await self._save_alerts(rule)
+                await self._alert_fired(rule, alert)
+            elif not alert.firing and rule.firing.pop(alert.fingerprint, None) is not None:
+                await self._save_alerts(rule)
+                if not rule.firing:
+                    self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
+                    summary = f"resolved: alert {alert.name} ({alert.source})"
+                    await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
+        return matched
+
+    async def _alert_fired(self, rule: AlertRule, alert: Alert) -> None:
+        details = {
+            "alert": alert.name,
+            "fingerprint": alert.fingerprint,
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "generator_url": alert.generator_url,
+            "source": alert.source,
         }
+        incident = self.incidents.get(rule.name)
+        if incident is not None:
+            await self.recorder.record(
+                incident, "alert", f"alert joined: {alert.summary()}", **details
+            )
+            return
+        self.metrics.rule_state.labels(rule.name).set(int(RuleState.FIRING))
+        summary = rule.config.summary or f"{rule.name}: {alert.summary()}"
+        message = f"firing: {summary} [alert {alert.name} from {alert.source}]"
+        await self._open(rule.name, rule.config, "", summary, message, details, self.clock.now())
+
+    async def _save_alerts(self, rule: AlertRule) -> None:
+        value = {fp: _alert_to_json(a) for fp, a in rule.firing.items()}
+        await self.store.put_value(ALERTS, rule.name, value or None)
+
+    # -- incidents --------------------------------------------------------------------------
+
+    async def _open(
+        self,
+        rule: str,
+        config: RuleConfig,
+        check: str,
+        summary: str,
+        message: str,
+        trigger: dict[str, Any],
+        ts: float,
+    ) -> None:
         incident = Incident(
-            id=new_incident_id(t.ts),
-            rule=t.rule,
-            check=evaluator.check,
+            id=new_incident_id(ts),
+            rule=rule,
+            check=check,
             severity=config.severity,
             summary=summary,
-            opened_at=t.ts,
+            opened_at=ts,
             trigger=trigger,
         )
-        self.incidents[t.rule] = incident
+        self.incidents[rule] = incident
         self.metrics.incidents_open.set(len(self.incidents))
-        self.metrics.incidents_opened.labels(t.rule).inc()
-        message = f"firing: {summary}"
-        if config.summary:
-            message += f" [{t.condition}: value {t.value:g}, limit {limit}]"
+        self.metrics.incidents_opened.labels(rule).inc()
         await self.recorder.open(incident, message, **trigger)
         self.actions.start(incident, config)
+
+    async def _resolve(self, rule: str, ts: float, message: str, data: dict[str, Any]) -> None:
+        incident = self.incidents.pop(rule, None)
+        if incident is None:
+            return
+        incident.status = IncidentStatus.RESOLVED
+        incident.resolved_at = ts
+        await self.store.resolve_incident(incident.id, ts)
+        await self.recorder.record(incident, "resolved", message, **data)
+        self.metrics.incidents_open.set(len(self.incidents))
+        await self.actions.resolved(incident)
+
+
+@dataclass(slots=True)
+class AlertRule:
+    """A rule on pushed alerts: firing while any matching alert fires."""
+
+    name: str
+    config: RuleConfig
+    firing: dict[str, Alert] = field(default_factory=dict)  # by fingerprint
+
+
+ALERTS = "alerts"  # store namespace: each alert rule's firing alerts, kept across restarts
+
+
+def _alert_to_json(alert: Alert) -> dict[str, Any]:
+    return asdict(alert)
+
+
+def _alert_from_json(data: dict[str, Any]) -> Alert:
+    return Alert(**data)

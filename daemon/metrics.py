@@ -104,6 +104,12 @@ class Metrics:
             buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=registry,
         )
+        self.alerts = Counter(
+            "runbookd_alerts_received_total",
+            "Alerts received by source, status and whether a rule matched.",
+            ["source", "status", "result"],
+            registry=registry,
+        )
         self.circuit_open = Gauge(
             "runbookd_circuit_open",
             "1 while a rule's automation is stopped by the circuit breaker.",

@@ -8,6 +8,8 @@ from importlib.metadata import entry_points
 BUILTIN_MODULES = (
     "checks.http",
     "checks.nagios",
+    "checks.postgres",
+    "checks.redis",
     "checks.s3_backup",
     "checks.scrape",
     "checks.system",

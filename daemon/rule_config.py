@@ -6,8 +6,21 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from daemon.alerts import Alert
 from daemon.expr import Condition, parse_condition
 from daemon.units import Duration, StrictModel
+
+
+class AlertMatch(StrictModel):
+    """`when: {alert: HighErrorRate, labels: {service: web}}`: a rule on pushed alerts."""
+
+    alert: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def matches(self, alert: Alert) -> bool:
+        return alert.name == self.alert and all(
+            alert.labels.get(k) == v for k, v in self.labels.items()
+        )
 
 
 def _condition(value: object) -> Condition:
@@ -18,12 +31,20 @@ def _condition(value: object) -> Condition:
     return parse_condition(value)
 
 
+def _when(value: object) -> Condition | AlertMatch:
+    if isinstance(value, dict | AlertMatch):
+        return AlertMatch.model_validate(value)
+    return _condition(value)
+
+
 ConditionField = Annotated[Condition, BeforeValidator(_condition)]
+When = Annotated[Condition | AlertMatch, BeforeValidator(_when)]
 Severity = Literal["critical", "error", "warning", "info"]
 
 
 class RuleConfig(StrictModel):
-    when: ConditionField
+    # A check value condition, or a match on alerts pushed to the API.
+    when: When
     # The condition must hold continuously this long, over at least min_samples observations.
     for_: Duration = Field(0.0, alias="for")
     min_samples: int = Field(1, ge=1)
@@ -41,13 +62,35 @@ class RuleConfig(StrictModel):
     model_config = StrictModel.model_config | {"populate_by_name": True}
 
     @model_validator(mode="after")
-    def _clear_watches_the_same_value(self) -> RuleConfig:
-        if self.clear is not None and self.clear.key != self.when.key:
+    def _consistent(self) -> RuleConfig:
+        when = self.when
+        if isinstance(when, AlertMatch):
+            # The sender already decided when its alert fires and resolves.
+            given = [
+                f
+                for f in ("for_", "clear", "clear_for", "min_samples")
+                if f in self.model_fields_set
+            ]
+            if given:
+                names = ", ".join("for" if f == "for_" else f for f in given)
+                raise ValueError(f"{names}: only for rules on check values, not on alerts")
+        elif self.clear is not None and self.clear.key != when.key:
             raise ValueError(
-                f"clear must watch the same value as when ({self.when.key}), not {self.clear.key}"
+                f"clear must watch the same value as when ({when.key}), not {self.clear.key}"
             )
         return self
 
     @property
+    def condition(self) -> Condition:
+        """The check condition of a rule on check values."""
+        if not isinstance(self.when, Condition):
+            raise TypeError("a rule on alerts has no check condition")
+        return self.when
+
+    @property
+    def alert_match(self) -> AlertMatch | None:
+        return self.when if isinstance(self.when, AlertMatch) else None
+
+    @property
     def clear_condition(self) -> Condition:
-        return self.clear if self.clear is not None else self.when.negated()
+        return self.clear if self.clear is not None else self.condition.negated()

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from daemon.app import Daemon
-from daemon.config import load_config
 from daemon.demo import run_demo
-from tests.utils import serve
+from tests.utils import read_until, run_daemon, wait_for
 
 CONFIG = """
 runbookd:
@@ -42,48 +34,6 @@ remediations:
     url: {url}/hook
     body: {{incident: "{{{{ incident.id }}}}"}}
 """
-
-
-def health_app(state: dict[str, object]) -> web.Application:
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"}, status=200 if state["up"] else 503)
-
-    async def hook(request: web.Request) -> web.Response:
-        hooks = state.setdefault("hooks", [])
-        assert isinstance(hooks, list)
-        hooks.append(await request.json())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_post("/hook", hook)
-    return app
-
-
-@asynccontextmanager
-async def run_daemon(config_file: Path) -> AsyncIterator[Daemon]:
-    daemon = Daemon(load_config(config_file), config_path=config_file)
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop()
-
-
-async def wait_for(predicate: object, within: float = 10.0) -> None:
-    """Poll a real-time condition (bounded): the daemon runs on the system clock here."""
-    assert callable(predicate)
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def app_state() -> AsyncIterator[tuple[dict[str, object], str]]:
-    state: dict[str, object] = {"up": True}
-    async with serve(health_app(state)) as url:
-        yield state, url
 
 
 @pytest.fixture
@@ -198,23 +148,6 @@ async def test_demo_scenario_end_to_end() -> None:
         "demo complete",
     ):
         assert step in text
-
-
-def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> str:
-    """Read the process's output until a line contains `needle` (bounded in time)."""
-    assert proc.stdout is not None
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return "".join(seen)
-    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(seen)}")
 
 
 def test_sighup_with_a_bad_config_keeps_running_and_sigterm_exits_0(config_file: Path) -> None:

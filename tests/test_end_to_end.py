@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 
 from daemon.demo_app import DemoApp, Pager
-from tests.test_daemon import read_until, run_daemon, wait_for
-from tests.utils import serve
+from tests.utils import read_until, run_daemon, serve, wait_for
 
 NOT_FIXED = """
 runbookd:

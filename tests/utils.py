@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import select
 import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+from daemon.app import Daemon
+from daemon.config import load_config
 from daemon.servers import serve
 
-__all__ = ["free_port", "serve"]
+__all__ = ["free_port", "read_until", "run_daemon", "serve", "wait_for"]
 
 
 def free_port() -> int:
@@ -15,3 +24,38 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@asynccontextmanager
+async def run_daemon(config_file: Path) -> AsyncIterator[Daemon]:
+    daemon = Daemon(load_config(config_file), config_path=config_file)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+async def wait_for(predicate: Callable[[], object], within: float = 10.0) -> None:
+    """Poll a real-time condition (bounded): the daemon runs on the system clock here."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> str:
+    """Read the process's output until a line contains `needle` (bounded in time)."""
+    assert proc.stdout is not None
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(seen)}")

@@ -1,0 +1,145 @@
+"""Alerts pushed by other systems: the Alertmanager webhook (version 4) and Grafana's superset.
+
+An alert is a second kind of signal into the same engine as check observations. Its
+fingerprint identifies it across Alertmanager's retries and repeats, so the same alert never
+opens a second incident or triggers a second remediation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_LABELS = 64
+MAX_TEXT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    name: str
+    firing: bool
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+    starts_at: float | None = None
+    generator_url: str = ""
+    source: str = "alertmanager"
+
+    def summary(self) -> str:
+        text = self.annotations.get("summary") or self.annotations.get("description") or ""
+        return text or f"{self.name} {' '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}"
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    """Stable identity from the label set, for senders that do not give one."""
+    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _timestamp(value: str | None) -> float | None:
+    # Alertmanager writes the zero time "0001-01-01T00:00:00Z" for "not set".
+    if not value or value.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class _Lenient(BaseModel):
+    # Senders add fields (Grafana does); unknown ones are ignored, known ones are checked.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+Labels = dict[str, str]
+
+
+class WebhookAlert(_Lenient):
+    status: Literal["firing", "resolved"]
+    labels: Labels = Field(max_length=MAX_LABELS)
+    annotations: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
+    startsAt: str | None = None  # camelCase: the sender's own field names
+    endsAt: str | None = None
+    generatorURL: str = ""
+    fingerprint: str = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _has_alertname(cls, labels: Labels) -> Labels:
+        if not labels.get("alertname"):
+            raise ValueError("an alert needs an alertname label")
+        return labels
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _bounded(cls, values: Labels) -> Labels:
+        for key, value in values.items():
+            if len(key) > 256 or len(value) > MAX_TEXT:
+                raise ValueError(f"label or annotation {key[:40]!r} is too long")
+        return values
+
+    def to_alert(self, source: str) -> Alert:
+        return Alert(
+            name=self.labels["alertname"],
+            firing=self.status == "firing",
+            fingerprint=self.fingerprint or fingerprint(self.labels),
+            labels=dict(self.labels),
+            annotations=dict(self.annotations),
+            starts_at=_timestamp(self.startsAt),
+            generator_url=self.generatorURL,
+            source=source,
+        )
+
+
+class AlertmanagerWebhook(_Lenient):
+    """The body Alertmanager (and Grafana) POSTs to a webhook receiver."""
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    groupLabels: Labels = Field(default_factory=dict)
+    commonLabels: Labels = Field(default_factory=dict)
+    commonAnnotations: Labels = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[WebhookAlert] = Field(max_length=10_000)
+
+    def to_alerts(self) -> list[Alert]:
+        return [a.to_alert("alertmanager") for a in self.alerts]
+
+
+def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
+    """Map a generic JSON webhook body to an alert with configured dotted paths.
+
+    `paths` has `name`, `status` (firing when the value is one of "firing", "alerting",
+    "triggered", "open", "critical", true), optional `fingerprint`, `summary` and
+    `labels.<name>` entries. Raises ValueError naming the missing path.
+    """
+
+    def get(path: str) -> Any:
+        value = doc
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ValueError(f"{path}: not found in the body")
+            value = value[part]
+        return value
+
+    name = str(get(paths["name"]))
+    status = get(paths["status"])
+    firing = status is True or str(status).lower() in FIRING_WORDS
+    labels = {"alertname": name}
+    for key, path in paths.items():
+        if key.startswith("labels."):
+            labels[key.removeprefix("labels.")] = str(get(path))
+    annotations = {"summary": str(get(paths["summary"]))} if "summary" in paths else {}
+    identity = str(get(paths["fingerprint"])) if "fingerprint" in paths else fingerprint(labels)
+    return Alert(name, firing, identity, labels, annotations, source=source)
+
+
+FIRING_WORDS = frozenset({"firing", "alerting", "triggered", "open", "critical", "true"})

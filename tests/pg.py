@@ -1,0 +1,74 @@
+"""A fresh PostgreSQL database per test, created and dropped through an admin connection.
+
+The server comes from RUNBOOKD_TEST_PG_DSN (a superuser, or a role allowed to create
+databases); tests are skipped, saying why, when it cannot be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+# asyncpg ships no type hints (hence the ignores on its calls).
+import asyncpg
+import asyncpg.exceptions as pgerr
+import pytest
+
+ADMIN_DSN = os.environ.get("RUNBOOKD_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    name: str
+    dsn: str
+    admin: Any  # an asyncpg connection to the admin database
+
+    async def connect(self) -> Any:
+        """A connection to this database, for setting up data; the caller closes it."""
+        return await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+
+
+def dsn_for(
+    database: str, dsn: str = ADMIN_DSN, *, user: str | None = None, password: str | None = None
+) -> str:
+    """`dsn` with its database replaced, and its user or password if given."""
+    parts = urlsplit(dsn)
+    user = user if user is not None else unquote(parts.username or "")
+    password = password if password is not None else unquote(parts.password or "")
+    credentials = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{credentials}@{host}" if credentials else host
+    return urlunsplit(parts._replace(netloc=netloc, path="/" + database))
+
+
+def _where(dsn: str) -> str:
+    """host:port of a DSN, for messages (never the password)."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[Database]:
+    """An empty database named runbookd_test_<random>, dropped afterwards even if
+    connections to it are still open."""
+    try:
+        admin = await asyncpg.connect(ADMIN_DSN, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, pgerr.PostgresError, pgerr.InterfaceError) as exc:
+        pytest.skip(
+            f"PostgreSQL not reachable at {_where(ADMIN_DSN)} (RUNBOOKD_TEST_PG_DSN): {exc}"
+        )
+    name = f"runbookd_test_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield Database(name, dsn_for(name), admin)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
