@@ -1,22 +1,27 @@
-"""The HTTP interface: health, readiness, Prometheus metrics and the incident API."""
+"""The HTTP interface: health, readiness, Prometheus metrics, and the /api/v1 routes of
+daemon/api_operator.py (incidents, approvals, silences, rules, checks) and
+daemon/api_intake.py (alerts pushed by other systems)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from daemon.alerts import Alert, AlertmanagerWebhook
-from daemon.approvals import Decision
-from daemon.models import IncidentStatus
+from daemon.alerts import Alert
+from daemon.clock import Clock
 from daemon.store import Store
-from daemon.units import StrictModel
 
-MAX_LIMIT = 1000
+if TYPE_CHECKING:
+    from daemon.engine import Engine
+    from daemon.pipeline import Pipeline
+    from daemon.scheduler import Scheduler
+
+MAX_BODY = 1024 * 1024
 
 
 class DaemonView(Protocol):
@@ -24,27 +29,16 @@ class DaemonView(Protocol):
 
     store: Store
     registry: CollectorRegistry
+    clock: Clock
+    engine: Engine
+    pipeline: Pipeline
+    scheduler: Scheduler
 
     def ready(self) -> tuple[bool, str]: ...
-
-    def pending_approvals(self) -> list[dict[str, Any]]: ...
-
-    def decide(self, incident_id: str, decision: Decision) -> bool: ...
-
-    def has_rule(self, rule: str) -> bool: ...
-
-    async def reset_circuit(self, rule: str) -> bool: ...
 
     async def intake(self, alerts: list[Alert]) -> int:
         """Feed alerts to the engine; returns how many matched at least one rule."""
         ...
-
-
-class DecisionBody(StrictModel):
-    """Who decides, and why: both land on the incident's timeline."""
-
-    by: str = Field(min_length=1, max_length=200)
-    reason: str = Field(default="", max_length=2000)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,22 +78,20 @@ async def errors_as_json(
 
 
 def build_app(daemon: DaemonView) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=1024 * 1024)
-    handlers = Handlers(daemon)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_get("/api/v1/incidents", handlers.list_incidents)
-    app.router.add_get("/api/v1/incidents/{id}", handlers.get_incident)
-    app.router.add_post("/api/v1/incidents/{id}/approve", handlers.approve)
-    app.router.add_post("/api/v1/incidents/{id}/reject", handlers.reject)
-    app.router.add_get("/api/v1/approvals", handlers.list_approvals)
-    app.router.add_post("/api/v1/rules/{rule}/reset", handlers.reset_circuit)
-    app.router.add_post("/api/v1/alerts", handlers.alertmanager)
+    from daemon.api_intake import intake_routes
+    from daemon.api_operator import operator_routes
+
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY)
+    health = Health(daemon)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    app.router.add_routes(operator_routes(daemon))
+    app.router.add_routes(intake_routes(daemon))
     return app
 
 
-class Handlers:
+class Health:
     def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
 
@@ -117,61 +109,3 @@ class Handlers:
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.daemon.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def list_incidents(self, request: web.Request) -> web.Response:
-        query = request.query
-        status: IncidentStatus | None = None
-        if "status" in query:
-            try:
-                status = IncidentStatus(query["status"])
-            except ValueError:
-                choices = ", ".join(s.value for s in IncidentStatus)
-                return json_error(400, f"status: must be one of {choices}")
-        try:
-            limit = int(query.get("limit", "100"))
-        except ValueError:
-            return json_error(400, "limit: not an integer")
-        if not 1 <= limit <= MAX_LIMIT:
-            return json_error(400, f"limit: must be between 1 and {MAX_LIMIT}")
-        incidents = await self.daemon.store.list_incidents(
-            status=status, rule=query.get("rule"), limit=limit
-        )
-        items: list[dict[str, Any]] = [i.to_json(with_timeline=False) for i in incidents]
-        return web.json_response({"incidents": items})
-
-    async def get_incident(self, request: web.Request) -> web.Response:
-        incident_id = request.match_info["id"]
-        incident = await self.daemon.store.get_incident(incident_id)
-        if incident is None:
-            return json_error(404, f"no incident {incident_id!r}")
-        return web.json_response(incident.to_json())
-
-    async def approve(self, request: web.Request) -> web.Response:
-        return await self._decide(request, approved=True)
-
-    async def reject(self, request: web.Request) -> web.Response:
-        return await self._decide(request, approved=False)
-
-    async def _decide(self, request: web.Request, *, approved: bool) -> web.Response:
-        incident_id = request.match_info["id"]
-        body = await read_json(request, DecisionBody)
-        if not self.daemon.decide(incident_id, Decision(approved, body.by, body.reason)):
-            return json_error(404, f"incident {incident_id!r} has no step waiting for approval")
-        return web.json_response({"incident": incident_id, "approved": approved, "by": body.by})
-
-    async def list_approvals(self, request: web.Request) -> web.Response:
-        return web.json_response({"approvals": self.daemon.pending_approvals()})
-
-    async def reset_circuit(self, request: web.Request) -> web.Response:
-        rule = request.match_info["rule"]
-        if not self.daemon.has_rule(rule):
-            return json_error(404, f"no rule {rule!r}")
-        was_open = await self.daemon.reset_circuit(rule)
-        return web.json_response({"rule": rule, "was_open": was_open})
-
-    async def alertmanager(self, request: web.Request) -> web.Response:
-        """The Alertmanager webhook (version 4; Grafana's superset too)."""
-        body = await read_json(request, AlertmanagerWebhook)
-        alerts = body.to_alerts()
-        matched = await self.daemon.intake(alerts)
-        return web.json_response({"received": len(alerts), "matched": matched})

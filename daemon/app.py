@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import structlog
@@ -17,7 +16,6 @@ from checks.base import CHECKS, Check, CheckConfig, CheckContext
 from daemon import plugins
 from daemon.alerts import Alert
 from daemon.api import build_app
-from daemon.approvals import Decision
 from daemon.clock import Clock, SystemClock
 from daemon.config import ConfigError, RunbookConfig, load_config
 from daemon.engine import Engine
@@ -97,29 +95,6 @@ class Daemon:
         return True, "ok"
 
     # -- what the API steers -------------------------------------------------------------------
-
-    def pending_approvals(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "incident": p.incident_id,
-                "remediation": p.remediation,
-                "asked_at": p.asked_at,
-                "deadline": p.deadline,
-            }
-            for p in self.pipeline.approvals.pending.values()
-        ]
-
-    def decide(self, incident_id: str, decision: Decision) -> bool:
-        return self.pipeline.approvals.decide(incident_id, decision)
-
-    def has_rule(self, rule: str) -> bool:
-        return rule in self.config.rules
-
-    async def reset_circuit(self, rule: str) -> bool:
-        was_open = await self.pipeline.breaker.reset(rule)
-        self.metrics.circuit_open.labels(rule).set(0)
-        log.info("circuit reset", rule=rule, was_open=was_open)
-        return was_open
 
     async def intake(self, alerts: list[Alert]) -> int:
         matched = 0

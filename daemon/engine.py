@@ -230,6 +230,21 @@ class Engine:
 
     # -- incidents --------------------------------------------------------------------------
 
+    async def resolve_by_operator(self, incident_id: str, by: str, reason: str) -> bool:
+        """An operator closes an incident; its rule starts afresh (it may fire again)."""
+        rule = next((r for r, i in self.incidents.items() if i.id == incident_id), None)
+        if rule is None:
+            return False
+        if (evaluator := self.evaluators.get(rule)) is not None:
+            evaluator.reset()
+        if (alert_rule := self.alert_rules.get(rule)) is not None:
+            alert_rule.firing.clear()
+            await self._save_alerts(alert_rule)
+        self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
+        message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
+        await self._resolve(rule, self.clock.now(), message, {"by": by, "reason": reason})
+        return True
+
     async def _open(
         self,
         rule: str,

@@ -20,6 +20,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -31,6 +32,7 @@ from daemon.models import Incident, RemediationResult
 from daemon.outbox import Outbox
 from daemon.rule_config import RuleConfig
 from daemon.safety import Budget, CircuitBreaker, TargetLocks, hold_back
+from daemon.silences import Silences
 from daemon.store import OutboxItem, Store
 from daemon.timeline import Recorder
 from remediations.base import Remediation, RemediationConfig, RemediationContext
@@ -99,6 +101,7 @@ class Pipeline:
         self.locks = TargetLocks()
         self.breaker = CircuitBreaker(store, plan.breaker_after)
         self.outbox = Outbox(store, clock, self._deliver)
+        self.silences = Silences(store)
         self.runs: dict[str, Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolving: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
@@ -109,6 +112,13 @@ class Pipeline:
         """A reload: later steps use the new remediations; running steps finish as they are."""
         self.plan = plan
         self.breaker.after = plan.breaker_after
+
+    async def reset_circuit(self, rule: str) -> bool:
+        """An operator resumes a rule's automation; False if its circuit was not open."""
+        was_open = await self.breaker.reset(rule)
+        self.metrics.circuit_open.labels(rule).set(0)
+        log.info("circuit reset", rule=rule, was_open=was_open)
+        return was_open
 
     def ctx_for(self, name: str) -> RemediationContext:
         return RemediationContext(self.ctx.session, self.clock, StoreState(self.store, name))
@@ -203,6 +213,15 @@ class Pipeline:
     async def _execute_plan(self, run: Run) -> None:
         incident, rule = run.incident, run.rule
         try:
+            if (silence := self.silences.matching(incident, self.clock.now())) is not None:
+                await self.recorder.record(
+                    incident,
+                    "silenced",
+                    f"silenced by {silence.id} ({silence.created_by}: {silence.comment}) "
+                    f"until {_iso(silence.ends_at)}: nothing runs",
+                    silence=silence.id,
+                )
+                return
             if await self.breaker.is_open(incident.rule):
                 await self.recorder.record(
                     incident,
@@ -263,6 +282,12 @@ class Pipeline:
             self.metrics.circuit_open.labels(rule).set(1)
 
     async def _escalate(self, run: Run, why: str) -> None:
+        acked = next((e for e in run.incident.timeline if e.kind == "acknowledged"), None)
+        if acked is not None:
+            await self.recorder.record(
+                run.incident, "escalate", f"{why}; not escalating: {acked.message}"
+            )
+            return
         if not run.rule.escalate:
             await self.recorder.record(run.incident, "escalate", f"{why}; no escalation configured")
             return
@@ -499,3 +524,7 @@ class Pipeline:
 
     def _count(self, name: str, kind: str, outcome: str) -> None:
         self.metrics.remediations.labels(name, kind, outcome).inc()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

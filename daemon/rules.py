@@ -49,12 +49,12 @@ class RuleEvaluator:
         self._clear_since: float | None = None
         self._blind_since: float | None = None
         self._reference: float | None = None
-        window = config.when.baseline_window
+        window = config.condition.baseline_window
         self.baseline = Baseline(window) if window is not None else None
 
     @property
     def check(self) -> str:
-        return self.config.when.check
+        return self.config.condition.check
 
     @property
     def blind(self) -> bool:
@@ -66,16 +66,22 @@ class RuleEvaluator:
         self._clear_since = None
         self._reference = baseline
 
+    def reset(self) -> None:
+        """Back to inactive with no progress (an operator resolved the incident by hand)."""
+        self.state = RuleState.INACTIVE
+        self._pending_since, self._pending_samples = None, 0
+        self._clear_since = self._reference = None
+
     def observe(self, obs: Observation) -> Transition | None:
         if self.last_known_ts is not None and obs.ts < self.last_known_ts:
             return None  # out of order: an older run finishing late says nothing new
-        value = obs.values.get(self.config.when.value) if obs.known else None
+        value = obs.values.get(self.config.condition.value) if obs.known else None
         if value is None or math.isnan(value):
-            reason = obs.reason if not obs.known else f"no value {self.config.when.value!r}"
+            reason = obs.reason if not obs.known else f"no value {self.config.condition.value!r}"
             self.hold(obs.ts, reason or "unknown")
             return None
         baseline = self._baseline_at(obs.ts)
-        if self.config.when.holds(value, baseline) is None:
+        if self.config.condition.holds(value, baseline) is None:
             if self.baseline is not None and self.state is not RuleState.FIRING:
                 self.baseline.add(obs.ts, value)  # still learning what normal looks like
             self.hold(obs.ts, "no baseline yet")
@@ -122,11 +128,11 @@ class RuleEvaluator:
     def _step(self, ts: float, value: float, baseline: float | None) -> Transition | None:
         cfg = self.config
         if self.state in (RuleState.INACTIVE, RuleState.RESOLVED, RuleState.PENDING):
-            if not cfg.when.holds(value, baseline):
+            if not cfg.condition.holds(value, baseline):
                 if self.baseline is not None:
                     self.baseline.add(ts, value)
                 if self.state is RuleState.PENDING:
-                    return self._move(RuleState.INACTIVE, ts, value, baseline, cfg.when)
+                    return self._move(RuleState.INACTIVE, ts, value, baseline, cfg.condition)
                 return None
             if self.state is not RuleState.PENDING:
                 self._pending_since, self._pending_samples = ts, 0
@@ -135,9 +141,9 @@ class RuleEvaluator:
             assert self._pending_since is not None
             held = ts - self._pending_since
             if held >= cfg.for_ and self._pending_samples >= cfg.min_samples:
-                return self._move(RuleState.FIRING, ts, value, baseline, cfg.when)
+                return self._move(RuleState.FIRING, ts, value, baseline, cfg.condition)
             if self.state is not RuleState.PENDING:
-                return self._move(RuleState.PENDING, ts, value, baseline, cfg.when)
+                return self._move(RuleState.PENDING, ts, value, baseline, cfg.condition)
             return None
         # FIRING
         clear = cfg.clear_condition

@@ -4,6 +4,9 @@ Retried: connection errors, timeouts, 429 (honouring Retry-After) and 5xx, with 
 backoff on the injected clock. Never retried: other 4xx and anything else unexpected, since
 sending the same request again cannot fix it. Redirects are not followed: a webhook that
 redirects is misconfigured, and following it could carry credentials to another host.
+
+By default only an excerpt of the response is kept, for the timeline; a caller that needs
+the whole body (an API client reading JSON) passes `max_body` and reads `HttpOutcome.json()`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -47,7 +50,11 @@ class RetryingConfig(RemediationConfig):
 
 @dataclass(frozen=True, slots=True)
 class HttpOutcome:
-    """The end of a (possibly retried) request: what the last attempt got back."""
+    """The end of a (possibly retried) request: what the last attempt got back.
+
+    `body` is at most the first EXCERPT_BYTES of the response, for the timeline; `text` is
+    the whole of it, kept only when send_json was given `max_body`.
+    """
 
     ok: bool
     status: int | None
@@ -56,6 +63,16 @@ class HttpOutcome:
     recoverable: bool
     error: str = ""
     delays: tuple[float, ...] = ()
+    text: str = field(default="", repr=False)
+
+    def json(self) -> Any:
+        """The whole body parsed as JSON; None if empty, not JSON, or not kept (max_body)."""
+        if not self.text:
+            return None
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
 
     def describe(self) -> str:
         last = self.error or f"HTTP {self.status}"
@@ -89,6 +106,7 @@ class HttpOutcome:
 class _Attempt:
     status: int | None
     body: str = ""
+    text: str = ""
     error: str = ""
     retry: bool = False
     retry_after: float | None = None
@@ -123,7 +141,7 @@ def redact(text: str, secrets: Sequence[str]) -> str:
 async def send_json(
     ctx: RemediationContext,
     method: str,
-    url: str,
+    url: str | URL,
     body: Any,
     *,
     headers: Mapping[str, str] | None = None,
@@ -133,10 +151,14 @@ async def send_json(
     max_delay: float = 30.0,
     expect: Collection[int] = (),
     redact_values: Sequence[str] = (),
+    max_body: int | None = None,
 ) -> HttpOutcome:
     """Send `body` as JSON (None: no body). Success is a status in `expect`, default any 2xx.
 
     `attempt_timeout` bounds each attempt; the whole call may take attempts x that + backoff.
+
+    With `max_body`, a body of up to that many bytes is kept whole in `text` (see
+    HttpOutcome.json); a longer one fails with "response too large" and is not retried.
 
     Never raises for network or HTTP failures; `redact_values` are masked in what it returns.
     """
@@ -149,8 +171,10 @@ async def send_json(
     attempt = 0
     while True:
         attempt += 1
-        result = await _attempt(ctx.session, method, url, data, request_headers, attempt_timeout)
-        ok = _expected(result.status, expect)
+        result = await _attempt(
+            ctx.session, method, url, data, request_headers, attempt_timeout, max_body
+        )
+        ok = not result.error and _expected(result.status, expect)
         if ok or not result.retry or attempt >= attempts:
             return HttpOutcome(
                 ok=ok,
@@ -160,6 +184,7 @@ async def send_json(
                 recoverable=not ok and result.retry,
                 error=redact(result.error, redact_values),
                 delays=tuple(delays),
+                text=redact(result.text, redact_values),
             )
         delay = _backoff(attempt, base_delay, max_delay, result.retry_after)
         delays.append(delay)
@@ -169,10 +194,11 @@ async def send_json(
 async def _attempt(
     session: aiohttp.ClientSession,
     method: str,
-    url: str,
+    url: str | URL,
     data: bytes | None,
     headers: Mapping[str, str],
     attempt_timeout: float,
+    max_body: int | None,
 ) -> _Attempt:
     try:
         async with session.request(
@@ -183,9 +209,13 @@ async def _attempt(
             timeout=aiohttp.ClientTimeout(total=attempt_timeout),
             allow_redirects=False,
         ) as resp:
+            raw = await _read(resp, max(EXCERPT_BYTES, max_body or 0))
+            if max_body is not None and len(raw) > max_body:
+                return _Attempt(resp.status, body=_excerpt(raw), error="response too large")
             return _Attempt(
                 status=resp.status,
-                body=await _excerpt(resp),
+                body=_excerpt(raw),
+                text="" if max_body is None else raw.decode("utf-8", errors="replace"),
                 retry=resp.status == 429 or resp.status >= 500,
                 retry_after=_retry_after(resp.headers.get("Retry-After")),
             )
@@ -204,16 +234,20 @@ async def _attempt(
         return _Attempt(None, error=f"{type(exc).__name__}: {exc}", retry=True)
 
 
-async def _excerpt(resp: aiohttp.ClientResponse) -> str:
-    """The first EXCERPT_BYTES of the body; the rest is never read into memory."""
+async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to `limit` bytes, plus one more if there is more; the rest is never read."""
     data = bytearray()
-    while len(data) <= EXCERPT_BYTES:
-        chunk = await resp.content.read(EXCERPT_BYTES + 1 - len(data))
+    while len(data) <= limit:
+        chunk = await resp.content.read(limit + 1 - len(data))
         if not chunk:
             break
         data += chunk
-    text = bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
-    return text + "…(truncated)" if len(data) > EXCERPT_BYTES else text
+    return bytes(data)
+
+
+def _excerpt(raw: bytes) -> str:
+    text = raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return text + "…(truncated)" if len(raw) > EXCERPT_BYTES else text
 
 
 def _expected(status: int | None, expect: Collection[int]) -> bool:

@@ -14,32 +14,21 @@ only moves the production domains between deployments that already exist.
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import aiohttp
 from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
 from daemon.models import Incident, RemediationResult
 from daemon.units import Duration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
-
-# Private on purpose: the backoff and Retry-After rules must stay the ones send_json uses.
-from remediations.retry import (
-    RetryingConfig,
-    _backoff,
-    _retry_after,
-    check_http_url,
-    redact,
-    safe_url,
-)
+from remediations.retry import RetryingConfig, check_http_url, redact, safe_url, send_json
 
 API_URL = "https://api.vercel.com"
-# send_json keeps only the first KiB of a body, but Vercel's deployment and project objects
-# run to several KiB each; read whole JSON bodies, within this bound.
+# Vercel's deployment and project objects run to several KiB each, more than send_json's
+# excerpt: read whole JSON bodies, within this bound.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 REASON_LIMIT = 200
 ROLLED_BACK_FROM = "rolled_back_from"
@@ -89,8 +78,7 @@ class Reply:
     status: int | None
     body: Any = None
     error: str = ""
-    retry: bool = False
-    retry_after: float | None = None
+    recoverable: bool = False
     attempts: int = 1
     delays: tuple[float, ...] = ()
 
@@ -166,23 +154,29 @@ class VercelClient:
         query: Mapping[str, str] | None = None,
         body: Any = None,
     ) -> Reply:
-        """One call, retried on 429 (honouring Retry-After), 5xx and network errors."""
-        url = self._url(path, query or {})
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self._secrets[0]}"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        """One call, retried by send_json's policy (429 after Retry-After, 5xx, network)."""
         retry = self.config.retry
-        delays: list[float] = []
-        attempt = 0
-        while True:
-            attempt += 1
-            reply = await _attempt(self.ctx.session, method, url, data, headers, self.config)
-            if reply.ok or not reply.retry or attempt >= retry.attempts:
-                return replace(reply, attempts=attempt, delays=tuple(delays))
-            delay = _backoff(attempt, retry.base_delay, retry.max_delay, reply.retry_after)
-            delays.append(delay)
-            await self.ctx.clock.sleep(delay)
+        outcome = await send_json(
+            self.ctx,
+            method,
+            self._url(path, query or {}),
+            body,
+            headers={"Authorization": f"Bearer {self._secrets[0]}"},
+            attempt_timeout=self.config.timeout,
+            attempts=retry.attempts,
+            base_delay=retry.base_delay,
+            max_delay=retry.max_delay,
+            redact_values=self._secrets,
+            max_body=MAX_BODY_BYTES,
+        )
+        return Reply(
+            status=outcome.status,
+            body=outcome.json(),
+            error=outcome.error,
+            recoverable=outcome.recoverable,
+            attempts=outcome.attempts,
+            delays=outcome.delays,
+        )
 
     async def call(
         self,
@@ -201,7 +195,7 @@ class VercelClient:
 
     def failure(self, step: str, reply: Reply) -> RemediationResult:
         reason = redact(describe(reply), self._secrets)
-        if reply.retry and reply.attempts > 1:
+        if reply.recoverable and reply.attempts > 1:
             reason = f"gave up after {reply.attempts} attempts, last: {reason}"
         data: dict[str, Any] = {
             "step": step,
@@ -214,7 +208,8 @@ class VercelClient:
         code, _ = api_error(reply.body)
         if code:
             data["error_code"] = redact(code, self._secrets)
-        return RemediationResult(False, f"{step}: {reason}", recoverable=reply.retry, data=data)
+        detail = f"{step}: {reason}"
+        return RemediationResult(False, detail, recoverable=reply.recoverable, data=data)
 
     async def production_deployments(self, limit: int) -> list[Deployment]:
         """READY production deployments of the project, newest first."""
@@ -275,62 +270,6 @@ class VercelClient:
         if self.config.slug is not None:
             params["slug"] = self.config.slug
         return URL(self.config.api_url).joinpath(*path).with_query(params)
-
-
-async def _attempt(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: URL,
-    data: bytes | None,
-    headers: Mapping[str, str],
-    config: VercelConfig,
-) -> Reply:
-    """One attempt; network failures become a Reply (messages never repeat the URL)."""
-    try:
-        async with session.request(
-            method,
-            url,
-            data=data,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=config.timeout),
-            allow_redirects=False,
-        ) as resp:
-            raw = await _read(resp)
-            return Reply(
-                status=resp.status,
-                body=_json(raw),
-                error="response too large" if raw is None else "",
-                retry=resp.status == 429 or resp.status >= 500,
-                retry_after=_retry_after(resp.headers.get("Retry-After")),
-            )
-    except TimeoutError:
-        return Reply(None, error=f"timed out after {config.timeout:g}s", retry=True)
-    except aiohttp.ClientSSLError as exc:
-        return Reply(None, error=f"TLS error: {type(exc).__name__}")
-    except aiohttp.ClientResponseError as exc:
-        return Reply(None, error=f"{type(exc).__name__}: {exc.message}", retry=True)
-    except aiohttp.ClientError as exc:
-        return Reply(None, error=f"{type(exc).__name__}: {exc}", retry=True)
-
-
-async def _read(resp: aiohttp.ClientResponse) -> bytes | None:
-    """The whole body, or None past MAX_BODY_BYTES (the rest is never read)."""
-    data = bytearray()
-    while len(data) <= MAX_BODY_BYTES:
-        chunk = await resp.content.read(MAX_BODY_BYTES + 1 - len(data))
-        if not chunk:
-            return bytes(data)
-        data += chunk
-    return None
-
-
-def _json(raw: bytes | None) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
 
 
 def api_error(body: object) -> tuple[str, str]:

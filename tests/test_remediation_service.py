@@ -1,0 +1,398 @@
+"""systemd_restart and pm2_restart against tests/bin/systemctl and tests/bin/pm2: stand-ins
+that check their argv, log each call and keep units and processes in a state file.
+
+The stand-ins start with `#!/usr/bin/env python3`: the interpreter running the tests goes on
+PATH right after tests/bin, so they run under the same Python as the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from daemon.clock import ManualClock
+from remediations.base import REMEDIATIONS, RemediationContext
+from remediations.service import (
+    Pm2Restart,
+    Pm2RestartConfig,
+    SystemdRestart,
+    SystemdRestartConfig,
+    parse_jlist,
+)
+from tests.fakes import make_incident
+
+BIN = Path(__file__).parent / "bin"
+
+
+class StandIn:
+    """The stand-ins' log of calls and their shared state file."""
+
+    def __init__(self, root: Path) -> None:
+        self.log = root / "calls.jsonl"
+        self.state_file = root / "state.json"
+
+    def argvs(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line)["argv"] for line in self.log.read_text().splitlines()]
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def write(self, state: dict[str, Any]) -> None:
+        self.state_file.write_text(json.dumps(state))
+
+    def units(self, scope: str = "system", **units: dict[str, Any]) -> None:
+        self.write({"systemd": {scope: {f"{name}.service": u for name, u in units.items()}}})
+
+    def processes(self, *processes: dict[str, Any], **pm2: Any) -> None:
+        self.write({"pm2": {"processes": list(processes), **pm2}})
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # Waits between checks move the clock at once; the tests read clock.slept.
+    return ManualClock(autojump=True)
+
+
+@pytest.fixture
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    python_dir = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
+    stand_in = StandIn(tmp_path)
+    monkeypatch.setenv("STANDIN_LOG", str(stand_in.log))
+    monkeypatch.setenv("STANDIN_STATE", str(stand_in.state_file))
+    return stand_in
+
+
+def systemd(**config: Any) -> SystemdRestart:
+    data = {"type": "systemd_restart", "unit": "web.service", **config}
+    return SystemdRestart("restart-web", SystemdRestartConfig.model_validate(data))
+
+
+def pm2(**config: Any) -> Pm2Restart:
+    data = {"type": "pm2_restart", "name": "api", **config}
+    return Pm2Restart("restart-api", Pm2RestartConfig.model_validate(data))
+
+
+def process(name: str = "api", pm_id: int = 0, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "pm_id": pm_id, **fields}
+
+
+# --- systemd_restart -------------------------------------------------------------------------
+
+
+async def test_systemd_restart_then_active(ctx: RemediationContext, standin: StandIn) -> None:
+    standin.units(web={"states": ["active"]})
+
+    result = await systemd().execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert result.detail == "restarted web.service; it is active"
+    assert standin.argvs() == [
+        ["systemctl", "restart", "web.service"],
+        ["systemctl", "is-active", "web.service"],
+    ]
+    assert result.data["argv"] == ["systemctl", "restart", "web.service"]
+    assert result.data["exit_code"] == 0
+    assert result.data["check_argv"] == ["systemctl", "is-active", "web.service"]
+    assert (result.data["state"], result.data["checks"]) == ("active", 1)
+    assert standin.state()["systemd"]["system"]["web.service"]["restarts"] == 1
+
+
+async def test_systemd_waits_while_activating(
+    ctx: RemediationContext, standin: StandIn, clock: ManualClock
+) -> None:
+    standin.units(web={"on_restart": ["activating", "activating", "active"]})
+
+    result = await systemd(verify_interval="3s").execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert result.data["checks"] == 3
+    assert clock.slept == [3.0, 3.0]
+
+
+async def test_systemd_restart_ok_but_unit_failed(
+    ctx: RemediationContext, standin: StandIn, clock: ManualClock
+) -> None:
+    standin.units(web={"on_restart": ["failed"]})
+
+    result = await systemd().execute(ctx, make_incident())
+
+    assert (result.ok, result.recoverable) == (False, False)
+    assert result.detail == "restarted web.service, but it is failed (checked 5 times)"
+    assert result.data["exit_code"] == 0  # the restart itself succeeded
+    assert result.data["state"] == "failed"
+    assert clock.slept == [2.0] * 4
+    assert standin.argvs().count(["systemctl", "is-active", "web.service"]) == 5
+
+
+async def test_systemd_restart_job_fails(ctx: RemediationContext, standin: StandIn) -> None:
+    standin.units(web={"restart_fails": True})
+
+    result = await systemd().execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.detail == (
+        "systemctl restart exited with status 1: Job for web.service failed because the "
+        "control process exited with error code."
+    )
+    assert "journalctl -xeu web.service" in result.data["stderr"]
+    assert standin.argvs() == [["systemctl", "restart", "web.service"]]
+
+
+async def test_systemd_unknown_unit(ctx: RemediationContext, standin: StandIn) -> None:
+    standin.units(web={})
+
+    result = await systemd(unit="nope").execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.detail == (
+        "systemctl restart exited with status 5: "
+        "Failed to restart nope.service: Unit nope.service not found."
+    )
+
+
+async def test_systemd_user_manager(
+    ctx: RemediationContext, standin: StandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    standin.units("user", web={})
+
+    result = await systemd(user=True).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert standin.argvs() == [
+        ["systemctl", "--user", "restart", "web.service"],
+        ["systemctl", "--user", "is-active", "web.service"],
+    ]
+    assert result.data["user"] is True
+
+
+async def test_systemd_user_manager_without_a_session_bus(
+    ctx: RemediationContext, standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon running as a system service has no user bus: systemctl says so on stderr.
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    standin.units("user", web={})
+
+    result = await systemd(user=True).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.detail.startswith(
+        "systemctl --user restart exited with status 1: Failed to connect to bus: "
+    )
+    assert "XDG_RUNTIME_DIR not defined" in result.data["stderr"]
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "web*",
+        "-web",
+        "--now",
+        "web service",
+        "a/b.service",
+        "$(reboot)",
+        "web;reboot",
+        "",
+        "x" * 256,
+        "app@.service",
+    ],
+)
+def test_invalid_unit_names_are_refused(unit: str) -> None:
+    with pytest.raises(ValidationError, match="not a valid systemd unit name"):
+        systemd(unit=unit)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["web", "web.service", "app@blue.service", "nginx.socket", "backup.timer", "dev-sda1.swap"],
+)
+def test_valid_unit_names(unit: str) -> None:
+    assert systemd(unit=unit).config.unit == unit
+
+
+async def test_systemd_missing_executable(ctx: RemediationContext, standin: StandIn) -> None:
+    result = await systemd(systemctl="systemctl-not-installed").execute(ctx, make_incident())
+
+    assert (result.ok, result.recoverable) == (False, False)
+    assert result.detail == "executable not found: systemctl-not-installed"
+
+
+async def test_systemd_hanging_restart_is_recoverable(
+    ctx: RemediationContext, standin: StandIn
+) -> None:
+    standin.write({"systemd": {"system": {"web.service": {}}, "hang": ["restart"]}})
+
+    result = await systemd(timeout="500ms").execute(ctx, make_incident())
+
+    assert (result.ok, result.recoverable) == (False, True)
+    assert result.detail == "systemctl restart timed out after 0.5s"
+    assert result.data["timed_out"] is True
+
+
+async def test_systemd_hanging_check_counts_as_not_up(
+    ctx: RemediationContext, standin: StandIn
+) -> None:
+    standin.write({"systemd": {"system": {"web.service": {}}, "hang": ["is-active"]}})
+
+    result = await systemd(timeout="300ms", verify_attempts=1).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.detail == (
+        "restarted web.service, but it is unknown "
+        "(systemctl is-active timed out after 0.3s) (checked once)"
+    )
+
+
+# --- pm2_restart -----------------------------------------------------------------------------
+
+
+async def test_pm2_restart_then_online(ctx: RemediationContext, standin: StandIn) -> None:
+    standin.processes(process(), process("worker", 1))
+
+    result = await pm2().execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert result.detail == "restarted api; it is online"
+    assert standin.argvs() == [["pm2", "restart", "api"], ["pm2", "jlist"]]
+    assert result.data["argv"] == ["pm2", "restart", "api"]
+    assert result.data["process"] == "api"
+    processes = standin.state()["pm2"]["processes"]
+    assert [p.get("restarts", 0) for p in processes] == [1, 0]
+
+
+async def test_pm2_update_env_and_numeric_id(ctx: RemediationContext, standin: StandIn) -> None:
+    standin.processes(process(), process("worker", 1, on_restart=["launching", "online"]))
+
+    result = await pm2(name=1, update_env=True).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert standin.argvs()[0] == ["pm2", "restart", "1", "--update-env"]
+    assert result.data["checks"] == 2
+    assert standin.state()["pm2"]["processes"][1]["env_updated"] is True
+
+
+async def test_pm2_errored_after_restart(
+    ctx: RemediationContext, standin: StandIn, clock: ManualClock
+) -> None:
+    standin.processes(process(on_restart=["launching", "errored"]))
+
+    result = await pm2(verify_attempts=3).execute(ctx, make_incident())
+
+    assert (result.ok, result.recoverable) == (False, False)
+    assert result.detail == "restarted api, but it is errored (checked 3 times)"
+    assert clock.slept == [2.0, 2.0]
+
+
+async def test_pm2_cluster_needs_every_instance_online(
+    ctx: RemediationContext, standin: StandIn
+) -> None:
+    standin.processes(process(), process(pm_id=1, on_restart=["errored"]))
+
+    result = await pm2(verify_attempts=1).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.data["state"] == "errored, online"
+
+
+async def test_pm2_unknown_process(ctx: RemediationContext, standin: StandIn) -> None:
+    standin.processes(process("worker", 1))
+
+    result = await pm2().execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.detail == (
+        "pm2 restart exited with status 1: [PM2][ERROR] Process or Namespace api not found"
+    )
+
+
+async def test_pm2_missing_executable(ctx: RemediationContext, standin: StandIn) -> None:
+    result = await pm2(pm2="pm2-not-installed").execute(ctx, make_incident())
+
+    assert result.detail == "executable not found: pm2-not-installed"
+
+
+async def test_pm2_hanging_restart_is_recoverable(
+    ctx: RemediationContext, standin: StandIn
+) -> None:
+    standin.processes(process(), hang=["restart"])
+
+    result = await pm2(timeout="500ms").execute(ctx, make_incident())
+
+    assert (result.ok, result.recoverable) == (False, True)
+    assert result.detail == "pm2 restart timed out after 0.5s"
+
+
+def test_parse_jlist_skips_pm2_notices() -> None:
+    listed = [{"name": "api", "pm_id": 0, "pm2_env": {"status": "online"}}]
+    stdout = (
+        "[PM2] Spawning PM2 daemon with pm2_home=/root/.pm2\n[PM2] PM2 Successfully daemonized\n"
+    )
+
+    assert parse_jlist(stdout + json.dumps(listed) + "\n") == listed
+    assert parse_jlist("[]\n") == []
+    with pytest.raises(ValueError, match="no JSON array"):
+        parse_jlist("[PM2][ERROR] Daemon not launched\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("all", "restarting every pm2 process"),
+        ("-s", "not a pm2 process name"),
+        ("my api", "not a pm2 process name"),
+        ("", "not a pm2 process name"),
+        (True, "name or numeric id"),
+        (["api"], "name or numeric id"),
+    ],
+)
+def test_pm2_name_validation(name: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        pm2(name=name)
+
+
+# --- both ------------------------------------------------------------------------------------
+
+
+def test_deadline_covers_restart_checks_and_waits() -> None:
+    # restart + 5 checks, 30s each, and 4 waits of 2s between the checks.
+    assert systemd().config.deadline() == 6 * 30.0 + 4 * 2.0
+    assert pm2(timeout="10s", verify_attempts=1).config.deadline() == 20.0
+
+
+def test_registered_as_not_idempotent() -> None:
+    assert REMEDIATIONS.get("systemd_restart") is SystemdRestart
+    assert REMEDIATIONS.get("pm2_restart") is Pm2Restart
+    for remediation in (systemd(), pm2()):
+        assert (remediation.idempotent, remediation.destructive) == (False, False)
+        assert remediation.notifier is False
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("systemctl", ["frob", "web"], "Unknown command verb 'frob'."),
+        ("systemctl", ["--now", "restart", "web"], "unrecognized option '--now'"),
+        ("systemctl", ["restart"], "Too few arguments."),
+        ("pm2", ["frob"], "Command not found"),
+        ("pm2", ["restart"], "missing required argument"),
+        ("pm2", ["restart", "api", "--update_env"], "unknown option '--update_env'"),
+    ],
+)
+def test_standins_reject_bad_syntax(
+    standin: StandIn, tool: str, args: list[str], message: str
+) -> None:
+    done = subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, check=False)
+
+    assert done.returncode == 2
+    assert message in done.stderr
