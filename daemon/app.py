@@ -23,6 +23,7 @@ from daemon.metrics import Metrics
 from daemon.pipeline import Pipeline, Plan
 from daemon.safety import Budget
 from daemon.scheduler import Scheduler
+from daemon.sdnotify import Notifier
 from daemon.servers import start_site
 from daemon.store import Store
 from daemon.store_sqlite import SqliteStore
@@ -84,6 +85,7 @@ class Daemon:
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._started = False
+        self.notifier = Notifier()  # inert unless systemd set NOTIFY_SOCKET
 
     # -- readiness, for /readyz and sd_notify ------------------------------------------------
 
@@ -93,6 +95,21 @@ class Daemon:
         if not self.scheduler.first_round.is_set():
             return False, "waiting for every check to run once"
         return True, "ok"
+
+    def status_line(self) -> str:
+        """One line for `systemctl status` (sd_notify STATUS=)."""
+        if self._stopping.is_set():
+            return "stopping: draining running remediations" if self.pipeline.busy else "stopping"
+        ready, why = self.ready()
+        if not ready:
+            return f"starting: {why}"
+        incidents = len(self.engine.incidents)
+        line = (
+            f"watching {_count(len(self.config.checks), 'check')}, "
+            f"{_count(len(self.config.rules), 'rule')}; "
+            f"{_count(incidents, 'incident')} open"
+        )
+        return f"{line} (dry run)" if self.config.runbookd.dry_run else line
 
     # -- what the API steers -------------------------------------------------------------------
 
@@ -181,7 +198,7 @@ class Daemon:
         next_prune = self.clock.now()
         while True:
             now = self.clock.now()
-            self.engine.tick(now)
+            await self.engine.tick(now)
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY
                 pruned = await self.store.prune(now - self.config.runbookd.history_retention)
@@ -226,15 +243,35 @@ class Daemon:
         reloads: set[asyncio.Task[bool]] = set()
 
         def on_hup() -> None:
-            task = asyncio.create_task(self.reload())
+            task = asyncio.create_task(self._reload_notifying())
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.start()
+        self.notifier.start(self.status_line, self.scheduler.first_round)
         try:
             await self._stopping.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await self.stop()
+            self.notifier.stopping(self.status_line())
+            try:
+                await self.stop()
+            finally:
+                await self.notifier.close()
+
+    async def _reload_notifying(self) -> bool:
+        """A reload framed for systemd; READY=1 also after a refusal: the old config runs."""
+        announced = self.notifier.announced  # before READY=1, systemd is still starting us
+        if announced:
+            self.notifier.reloading()
+        try:
+            return await self.reload()
+        finally:
+            if announced:
+                self.notifier.ready(self.status_line())
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -508,6 +508,10 @@ def _listing(names: Collection[str]) -> str:
     return f"available: {', '.join(sorted(names))}" if names else "none defined"
 
 
+def _notifies(config: RemediationConfig) -> bool:
+    return bool(REMEDIATIONS.get(config.type).notifier)
+
+
 def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]:
     found: list[tuple[YamlPath, str]] = []
     for name, rule in config.rules.items():
@@ -521,11 +525,14 @@ def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]
         elif (values := check.value_names()) is not None and value not in values:
             message = f"check {check_name!r} has no value {value!r} ({_listing(values)})"
             found.append((("rules", name, "when"), message))
-        for section in ("do", "escalate"):
+        for section in ("do", "escalate", "on_blind"):
             for index, action in enumerate(getattr(rule, section)):
                 if action not in config.remediations:
                     defined = _listing(config.remediations)
                     message = f"no remediation named {action!r} ({defined})"
+                    found.append((("rules", name, section, index), message))
+                elif section == "on_blind" and not _notifies(config.remediations[action]):
+                    message = f"{action!r} is not a notifier: being blind only ever pages"
                     found.append((("rules", name, section, index), message))
     return [
         Problem(reader.filename, _line_of(path, reader.lines), _dotted(path), message)

@@ -114,20 +114,45 @@ class Engine:
             transition = evaluator.observe(obs)
             if evaluator.blind != was_blind:
                 self._blind_changed(evaluator)
+            if evaluator.blind != was_blind and not evaluator.blind:
+                await self._blind_incident(evaluator, obs.ts)
             if transition is not None:
                 await self._on_transition(evaluator, transition)
             elif evaluator.state is RuleState.INACTIVE and not evaluator.blind:
                 self.actions.healthy(evaluator.config)
 
-    def tick(self, now: float) -> None:
-        """Hold rules whose check stopped delivering (stale data)."""
+    async def tick(self, now: float) -> None:
+        """Hold rules whose check stopped delivering (stale data); raise "monitoring blind"
+        incidents for rules blind longer than their `blind_after`."""
         for check, evaluators in self._by_check.items():
             stale_after = self.staleness.get(check)
-            if stale_after is None:
-                continue
             for evaluator in evaluators:
-                if not evaluator.blind and evaluator.stale(now, stale_after):
+                stale = stale_after is not None and not evaluator.blind
+                if stale and evaluator.stale(now, stale_after or 0.0):
                     self._blind_changed(evaluator)
+                await self._blind_incident(evaluator, now)
+
+    async def _blind_incident(self, evaluator: RuleEvaluator, now: float) -> None:
+        config, key = evaluator.config, f"{evaluator.name}:blind"
+        since = evaluator.blind_since
+        if not config.on_blind:
+            return
+        if since is None:
+            if key in self.incidents:
+                await self._resolve(key, now, "resolved: data is back", {})
+            return
+        if key in self.incidents or now - since < config.blind_after:
+            return
+        reason = evaluator.blind_reason or "no usable data"
+        summary = (
+            f"monitoring blind: {evaluator.name} has had no usable data for "
+            f"{now - since:.0f}s ({reason}); its rule holds its state"
+        )
+        plan = config.model_copy(
+            update={"do": config.on_blind, "escalate": [], "verify_within": None}
+        )
+        trigger = {"check": evaluator.check, "blind_since": since, "reason": reason}
+        await self._open(key, plan, evaluator.check, summary, summary, trigger, now)
 
     def _blind_changed(self, evaluator: RuleEvaluator) -> None:
         self.metrics.rule_blind.labels(evaluator.name).set(int(evaluator.blind))

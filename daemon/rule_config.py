@@ -58,6 +58,10 @@ class RuleConfig(StrictModel):
     # After `do`, the rule must clear within this long, or `escalate` runs.
     verify_within: Duration | None = None
     escalate: list[str] = Field(default_factory=list)
+    # When the rule has had no usable data this long, a separate "monitoring blind" incident
+    # runs `on_blind` (pages only: blindness is never a reason to roll back).
+    on_blind: list[str] = Field(default_factory=list)
+    blind_after: Duration = 600.0
 
     model_config = StrictModel.model_config | {"populate_by_name": True}
 
@@ -66,11 +70,8 @@ class RuleConfig(StrictModel):
         when = self.when
         if isinstance(when, AlertMatch):
             # The sender already decided when its alert fires and resolves.
-            given = [
-                f
-                for f in ("for_", "clear", "clear_for", "min_samples")
-                if f in self.model_fields_set
-            ]
+            check_only = ("for_", "clear", "clear_for", "min_samples", "on_blind", "blind_after")
+            given = [f for f in check_only if f in self.model_fields_set]
             if given:
                 names = ", ".join("for" if f == "for_" else f for f in given)
                 raise ValueError(f"{names}: only for rules on check values, not on alerts")

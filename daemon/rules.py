@@ -60,6 +60,10 @@ class RuleEvaluator:
     def blind(self) -> bool:
         return self._blind_since is not None
 
+    @property
+    def blind_since(self) -> float | None:
+        return self._blind_since
+
     def restore_firing(self, baseline: float | None) -> None:
         """After a restart with this rule's incident still open: carry on firing."""
         self.state = RuleState.FIRING

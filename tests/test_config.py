@@ -523,3 +523,25 @@ def test_no_registered_types(monkeypatch: pytest.MonkeyPatch) -> None:
     assert problems_of("checks:\n  api: {type: http}\n") == [
         "c.yaml:2 checks.api: no check types are registered"
     ]
+
+
+def test_on_blind_only_pages(tmp_path: Path) -> None:
+    """Blindness may page, never roll back: on_blind must name notifiers."""
+    from daemon.config import ConfigError, load_config_text
+
+    text = """
+checks:
+  api: {type: test_probe}
+rules:
+  r:
+    when: api.up < 1
+    on_blind: [act]
+remediations:
+  act: {type: test_action}
+"""
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "c.yaml")
+    assert (
+        str(err.value)
+        == "c.yaml:7 rules.r.on_blind.0: 'act' is not a notifier: being blind only ever pages"
+    )

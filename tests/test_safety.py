@@ -293,3 +293,39 @@ async def test_the_healthy_hook_runs_while_healthy_at_most_once_a_minute() -> No
     for _ in range(120):
         await w.see(0.2)
     assert rollback.healthy_calls == 3  # never while firing
+
+
+# -- monitoring blind -----------------------------------------------------------------------
+
+
+async def test_a_rule_blind_too_long_pages_and_never_remediates() -> None:
+    actions = {"rollback": FakeAction("rollback"), "page": FakePager("page")}
+    rule = RULE | {"on_blind": ["page"], "blind_after": "10m"}
+    w = make_world({"errors": rule}, actions)
+    await w.see(0.2)
+    await w.see(None)  # blind from here on
+    for _ in range(598):
+        await w.see(None)
+    await w.engine.tick(w.clock.now())  # 598 s blind
+    assert w.opened == []
+    await w.see(None, dt=2)
+    await w.engine.tick(w.clock.now())  # 600 s blind
+    await w.clock.advance(0)
+    (blind,) = w.opened
+    assert blind.rule == "errors:blind"
+    assert blind.summary.startswith("monitoring blind: errors has had no usable data for 600s")
+    assert actions["page"].calls == [blind.id]
+    assert actions["rollback"].calls == []
+    # data comes back: the blind incident resolves, the rule carries on where it was
+    await w.see(0.01)
+    assert w.store.data.incidents[blind.id].status.value == "resolved"
+    assert actions["page"].resolved == [blind.id]
+
+
+async def test_stale_data_counts_as_blind_too() -> None:
+    actions = {"rollback": FakeAction("rollback"), "page": FakePager("page")}
+    w = make_world({"errors": RULE | {"on_blind": ["page"], "blind_after": "5m"}}, actions)
+    await w.see(0.01)
+    await w.clock.advance(400)  # the check stopped reporting at all
+    await w.engine.tick(w.clock.now())
+    assert [i.rule for i in w.opened] == ["errors:blind"]
