@@ -9,6 +9,7 @@ BUILTIN_MODULES = (
     "checks.http",
     "checks.nagios",
     "checks.postgres",
+    "checks.prometheus",
     "checks.redis",
     "checks.s3_backup",
     "checks.scrape",
