@@ -1,17 +1,19 @@
 """Every metric runbookd exports, defined once against an injected registry.
 
 Labels are bounded by the config (check, rule, remediation names and types, a fixed set of
-outcomes and value names): never URLs, error strings or alert labels.
+outcomes and value names) or by the code (the API's route templates): never URLs, error
+strings or alert labels.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from daemon import __version__
-from daemon.models import Observation
+from daemon.models import Observation, Status
 
 # Outcomes of a remediation step (the `outcome` label): executed, or why not.
 OUTCOMES = (
@@ -121,22 +123,54 @@ class Metrics:
             "1 if the last config (re)load succeeded.",
             registry=registry,
         )
+        self.api_requests = Counter(
+            "runbookd_api_requests_total",
+            "HTTP requests answered, by route template (never the raw path) and status class.",
+            ["route", "code_class"],
+            registry=registry,
+        )
         self.build = Info("runbookd_build", "Build information.", registry=registry)
         self.build.info({"version": __version__})
 
-    def observe_check(self, obs: Observation) -> None:
-        self.check_duration.labels(obs.check).observe(obs.duration)
-        self.check_status.labels(obs.check).set(int(obs.status))
-        self.check_runs.labels(obs.check, obs.status.name.lower()).inc()
-        for name, value in obs.values.items():
-            self.check_value.labels(obs.check, name).set(value)
+    def check_series(self, check: str) -> CheckSeries:
+        return CheckSeries(self, check)
 
-    def forget_check(self, check: str, values: frozenset[str] = frozenset()) -> None:
-        """Drop the series of a check removed by a reload."""
-        for metric in (self.check_duration, self.check_status, self.skipped_runs):
+
+class CheckSeries:
+    """One check's metric children, looked up once: `labels()` costs microseconds a call, and
+    the scheduler records every run of thousands of checks."""
+
+    __slots__ = ("_metrics", "_runs", "_values", "check", "duration", "skipped", "status")
+
+    def __init__(self, metrics: Metrics, check: str) -> None:
+        self._metrics = metrics
+        self.check = check
+        self.duration = metrics.check_duration.labels(check)
+        self.status = metrics.check_status.labels(check)
+        self.skipped = metrics.skipped_runs.labels(check)
+        self._runs = {s: metrics.check_runs.labels(check, s.name.lower()) for s in Status}
+        self._values: dict[str, Any] = {}
+
+    def observe(self, obs: Observation) -> None:
+        self.duration.observe(obs.duration)
+        self.status.set(int(obs.status))
+        self._runs[obs.status].inc()
+        values = self._values
+        for name, value in obs.values.items():
+            child = values.get(name)
+            if child is None:
+                child = values[name] = self._metrics.check_value.labels(self.check, name)
+            child.set(value)
+
+    def forget(self) -> None:
+        """Drop every series of a check a reload removed."""
+        m, check = self._metrics, self.check
+        for metric in (m.check_duration, m.check_status, m.skipped_runs):
             _remove(metric, check)
-        for value in values:
-            _remove(self.check_value, check, value)
+        for status in Status:
+            _remove(m.check_runs, check, status.name.lower())
+        for name in self._values:
+            _remove(m.check_value, check, name)
 
 
 def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:

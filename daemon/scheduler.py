@@ -21,7 +21,7 @@ import structlog
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult
 from daemon.clock import Clock
-from daemon.metrics import Metrics
+from daemon.metrics import CheckSeries, Metrics
 from daemon.models import Observation, Status
 
 log = structlog.get_logger("runbookd.scheduler")
@@ -38,6 +38,7 @@ class Job:
     retired: bool = False
     runs: int = 0
     last_status: Status | None = None
+    series: CheckSeries | None = None
 
 
 def phase(name: str, config: CheckConfig) -> float:
@@ -103,6 +104,8 @@ class Scheduler:
         for job in retired:
             job.retired = True
             self._pending_first.discard(job.name)
+            if job.series is not None and job.name not in jobs:
+                job.series.forget()
         for job in fresh:
             self._pending_first.add(job.name)
             self._push(now + phase(job.name, job.config), job)
@@ -167,9 +170,14 @@ class Scheduler:
             delay = self._heap[0][0] - now if self._heap else None
             await self._sleep(delay)
 
+    def _series(self, job: Job) -> CheckSeries:
+        if job.series is None:
+            job.series = self.metrics.check_series(job.name)
+        return job.series
+
     def _dispatch(self, job: Job, due: float) -> None:
         if job.running:
-            self.metrics.skipped_runs.labels(job.name).inc()
+            self._series(job).skipped.inc()
             return
         job.running = True
         self._queue.put_nowait((job, due))
@@ -204,7 +212,7 @@ class Scheduler:
             if job.retired:
                 continue
             job.runs += 1
-            self.metrics.observe_check(obs)
+            self._series(job).observe(obs)
             if obs.status is not job.last_status:
                 self._log_change(job, obs)
             try:

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 import pytest
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from checks.base import CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.clock import ManualClock
@@ -233,3 +233,16 @@ async def test_checks_start_before_their_first_run_and_stop_when_dropped(
     events.clear()
     await s.stop()
     assert events == ["stop a"]
+
+
+async def test_a_check_dropped_by_reload_leaves_no_series_behind(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    await s.set_checks({"a": (Probe(), cfg()), "b": (Probe(), cfg())})
+    await clock.advance(1.5)
+    assert metric(s, "runbookd_check_value", check="b", value="v") == 2
+    await s.set_checks({"a": (Probe(), cfg())})
+    text = generate_latest(s.metrics.registry).decode()
+    assert 'check="b"' not in text
+    assert 'check="a"' in text
