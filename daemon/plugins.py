@@ -19,6 +19,8 @@ BUILTIN_MODULES = (
     "remediations.command",
     "remediations.compose",
     "remediations.pagerduty",
+    "remediations.postgres_maintenance",
+    "remediations.redis_flush",
     "remediations.service",
     "remediations.slack",
     "remediations.vercel",

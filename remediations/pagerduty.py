@@ -1,7 +1,16 @@
-"""`pagerduty`: page through the PagerDuty Events API v2 (trigger on open, resolve on close).
+"""PagerDuty Events API v2: `pagerduty` pages, `pagerduty_change` records what runbookd changed.
 
-The incident id is the dedup_key, so a repeated trigger lands on the same alert and the
-resolve closes exactly the alert we opened.
+`pagerduty` triggers an alert when the incident opens and resolves it when it closes. The
+incident id is the dedup_key, so a repeated trigger lands on the same alert and the resolve
+closes exactly the alert we opened.
+
+`pagerduty_change` sends a Change Event (POST /v2/change/enqueue) naming the actions
+runbookd took, such as a rollback or a scale-out, so responders see them on the service's
+Recent Changes and next to the incident. It is a type of its own rather than an option of
+`pagerduty`: a change event has another endpoint and shape (no event_action, dedup_key or
+severity), says what changed rather than what is wrong, notifies nobody and cannot be
+resolved, and a page and a change record are placed differently in a rule (the page first,
+the change record after the actions it reports).
 """
 
 from __future__ import annotations
@@ -13,14 +22,16 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.models import Incident, RemediationResult
+from daemon.models import Incident, RemediationResult, TimelineEntry
 from daemon.units import StrictModel
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+CHANGE_EVENTS_URL = "https://events.pagerduty.com/v2/change/enqueue"
 SEVERITIES = ("critical", "error", "warning", "info")
 SUMMARY_LIMIT = 1024
+DETAIL_LIMIT = 300  # of one action's result in a change event's custom_details
 
 
 class PagerDutyLink(StrictModel):
@@ -33,18 +44,14 @@ class PagerDutyLink(StrictModel):
         return check_http_url(value)
 
 
-class PagerDutyConfig(RetryingConfig):
-    model_config = RemediationConfig.model_config | {"populate_by_name": True}
+class _EventsApiConfig(RetryingConfig):
+    """What both event kinds share; each subclass names its own `events_url` default."""
 
-    type: Literal["pagerduty"]
-    # The 32-character integration key of an Events API v2 integration.
+    # The 32-character integration key of an Events API v2 integration (one key serves
+    # both alerts and change events).
     routing_key: SecretStr
-    events_url: str = EVENTS_URL
+    events_url: str
     source: str = Field(default_factory=socket.gethostname, min_length=1)
-    component: str | None = None
-    group: str | None = None
-    class_: str | None = Field(default=None, alias="class")
-    client_url: str | None = None
     links: list[PagerDutyLink] = Field(default_factory=list)
 
     @field_validator("routing_key")
@@ -54,10 +61,37 @@ class PagerDutyConfig(RetryingConfig):
             raise ValueError("routing_key is empty")
         return value
 
-    @field_validator("events_url", "client_url")
+    @field_validator("events_url")
+    @classmethod
+    def _events_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+
+class PagerDutyConfig(_EventsApiConfig):
+    model_config = RemediationConfig.model_config | {"populate_by_name": True}
+
+    type: Literal["pagerduty"]
+    events_url: str = EVENTS_URL
+    component: str | None = None
+    group: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+    client_url: str | None = None
+
+    @field_validator("client_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else check_http_url(value)
+
+
+class PagerDutyChangeConfig(_EventsApiConfig):
+    type: Literal["pagerduty_change"]
+    events_url: str = CHANGE_EVENTS_URL
+    # A fixed summary ("Rolled back web to the last healthy deploy"); default: one built
+    # from the actions reported and the incident.
+    summary: str | None = Field(default=None, min_length=1, max_length=SUMMARY_LIMIT)
+    # The remediations (by name) whose runs are reported; default: every one that is not
+    # a notifier.
+    actions: list[str] | None = Field(default=None, min_length=1)
 
 
 def pagerduty_severity(severity: str) -> str:
@@ -162,3 +196,173 @@ class PagerDutyRemediation(Hooks):
             redact_values=[config.routing_key.get_secret_value()],
         )
         return outcome.result(f"PagerDuty {event['event_action']} {event['dedup_key']}", request)
+
+
+# --- change events --------------------------------------------------------------------------
+
+
+def _is_notifier(kind: str | None) -> bool:
+    return kind is not None and kind in REMEDIATIONS and bool(REMEDIATIONS.get(kind).notifier)
+
+
+def _types(timeline: list[TimelineEntry]) -> dict[str, str]:
+    """Remediation name -> type, from the steps that recorded one (resolve results do not)."""
+    found: dict[str, str] = {}
+    for entry in timeline:
+        name, kind = entry.data.get("remediation"), entry.data.get("type")
+        if isinstance(name, str) and isinstance(kind, str):
+            found[name] = kind
+    return found
+
+
+def _since_last_report(timeline: list[TimelineEntry], own: str) -> list[TimelineEntry]:
+    """The entries after this remediation's last report, so a second run (in `escalate:`)
+    reports only what happened since the first."""
+    for index in range(len(timeline) - 1, -1, -1):
+        data = timeline[index].data
+        if (
+            timeline[index].kind == "result"
+            and data.get("remediation") == own
+            and data.get("ok")
+            and data.get("phase") != "resolve"
+        ):
+            return timeline[index + 1 :]
+    return timeline
+
+
+@REMEDIATIONS.register
+class PagerDutyChangeRemediation(Hooks):
+    type: ClassVar[str] = "pagerduty_change"
+    Config: ClassVar[builtins.type[RemediationConfig]] = PagerDutyChangeConfig
+    # Change events have no dedup_key: a repeat records the change twice.
+    idempotent: bool = False
+    destructive: bool = False
+    # It tells (PagerDuty's change timeline) rather than changes anything, and pages nobody.
+    notifier: bool = True
+
+    def __init__(self, name: str, config: PagerDutyChangeConfig) -> None:
+        self.name = name
+        self.config = config
+
+    async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        runs = self.runs(incident, on_resolve=False)
+        if not runs:
+            detail = f"PagerDuty change event for {incident.id}: no action has run, none sent"
+            return RemediationResult(True, detail, data={"sent": False})
+        return await self._send(ctx, self.change_event(incident, runs, on_resolve=False))
+
+    async def resolve(
+        self, ctx: RemediationContext, incident: Incident
+    ) -> RemediationResult | None:
+        """Undo steps run as the incident resolved (a scale-in) are changes too."""
+        runs = self.runs(incident, on_resolve=True)
+        if not runs:
+            return None
+        return await self._send(ctx, self.change_event(incident, runs, on_resolve=True))
+
+    def runs(self, incident: Incident, *, on_resolve: bool) -> list[TimelineEntry]:
+        """The results of the actions to report, in the order they ran."""
+        entries = incident.timeline
+        if not on_resolve:
+            entries = _since_last_report(entries, self.name)
+        types = _types(incident.timeline)
+        return [
+            entry
+            for entry in entries
+            if entry.kind == "result"
+            and (entry.data.get("phase") == "resolve") == on_resolve
+            and self._reports(entry.data.get("remediation"), types)
+        ]
+
+    def _reports(self, name: object, types: dict[str, str]) -> bool:
+        if not isinstance(name, str) or name == self.name:
+            return False
+        if self.config.actions is not None:
+            return name in self.config.actions
+        return not _is_notifier(types.get(name))
+
+    def change_event(
+        self, incident: Incident, runs: list[TimelineEntry], *, on_resolve: bool
+    ) -> dict[str, Any]:
+        """The documented shape: routing_key, payload {summary, timestamp, source,
+        custom_details} and links."""
+        types = _types(incident.timeline)
+        payload = {
+            "summary": self._summary(incident, runs, types, on_resolve)[:SUMMARY_LIMIT],
+            # When the (last) change happened, not when PagerDuty hears of it.
+            "timestamp": iso8601(runs[-1].ts),
+            "source": self.config.source,
+            "custom_details": {
+                "incident_id": incident.id,
+                "rule": incident.rule,
+                "check": incident.check,
+                "severity": incident.severity,
+                "incident_status": "resolved" if on_resolve else incident.status.value,
+                "value": incident.trigger.get("value"),
+                "threshold": incident.trigger.get("threshold"),
+                "actions": [_action(entry, types) for entry in runs],
+            },
+        }
+        event: dict[str, Any] = {
+            "routing_key": self.config.routing_key.get_secret_value(),
+            "payload": payload,
+        }
+        if self.config.links:
+            event["links"] = [link.model_dump(exclude_none=True) for link in self.config.links]
+        return event
+
+    def _summary(
+        self,
+        incident: Incident,
+        runs: list[TimelineEntry],
+        types: dict[str, str],
+        on_resolve: bool,
+    ) -> str:
+        if self.config.summary is not None:
+            return self.config.summary
+        names = ", ".join(_label(entry, types) for entry in runs)
+        if on_resolve:
+            return f"runbookd ran {names} after {incident.rule} resolved"
+        what = incident.summary.strip() or f"{incident.rule} on {incident.check}"
+        return f"runbookd ran {names} for {incident.rule}: {what}"
+
+    async def _send(self, ctx: RemediationContext, event: dict[str, Any]) -> RemediationResult:
+        config = self.config
+        outcome = await send_json(
+            ctx,
+            "POST",
+            config.events_url,
+            event,
+            attempt_timeout=config.timeout,
+            attempts=config.retry.attempts,
+            base_delay=config.retry.base_delay,
+            max_delay=config.retry.max_delay,
+            redact_values=[config.routing_key.get_secret_value()],
+        )
+        details = event["payload"]["custom_details"]
+        request = {
+            "url": safe_url(config.events_url),
+            "summary": event["payload"]["summary"],
+            "actions": [action["remediation"] for action in details["actions"]],
+        }
+        return outcome.result(f"PagerDuty change event for {details['incident_id']}", request)
+
+
+def _label(entry: TimelineEntry, types: dict[str, str]) -> str:
+    name = str(entry.data["remediation"])
+    facts = [kind] if (kind := types.get(name)) else []
+    if not entry.data.get("ok"):
+        facts.append("failed")
+    return f"{name} ({', '.join(facts)})" if facts else name
+
+
+def _action(entry: TimelineEntry, types: dict[str, str]) -> dict[str, Any]:
+    name = str(entry.data["remediation"])
+    return {
+        "remediation": name,
+        "type": types.get(name),
+        "phase": entry.data.get("phase"),
+        "outcome": "succeeded" if entry.data.get("ok") else "failed",
+        "at": iso8601(entry.ts),
+        "result": entry.message[:DETAIL_LIMIT],
+    }

@@ -1,5 +1,10 @@
 """`slack`: post the incident to a Slack incoming webhook, and again when it resolves.
 
+Messages follow the runbook's incident communication template, as Block Kit section fields:
+Status, Impact, Started, Last update, What happened, Current status, Next update. execute()
+posts the opening message (an update, if this remediation posted for the incident before,
+e.g. from `escalate:`); resolve() posts the resolved one with the same fields.
+
 The webhook URL is the credential (anyone holding it can post), so it is a secret and only
 its scheme and host ever appear in results. Not idempotent: a repeat posts twice, which is
 noise rather than harm.
@@ -8,27 +13,55 @@ noise rather than harm.
 from __future__ import annotations
 
 import builtins
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
-from daemon.models import Incident, RemediationResult
+from daemon.models import Incident, RemediationResult, TimelineEntry
+from daemon.units import Duration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
-# Slack Block Kit limits: header text 150 characters, section text 3000, a field 2000.
+# Slack Block Kit limits: header text 150 characters, a section field 2000 (and at most
+# ten fields: the template has seven).
 HEADER_LIMIT = 150
-SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
 SEVERITY_MARK = {"critical": "🔴", "error": "🟠", "warning": "🟡", "info": "🔵"}
+RESOLVED_MARK = "✅"
+NO_ACTION = "no automated action yet"
+
+# A step's last timeline entry -> what runbookd is doing with it, in the order shown.
+STEP_STATES = {
+    "action": "remediating",
+    "approved": "remediating",
+    "result": "remediating",
+    "approval": "waiting for approval",
+    "skipped": "held back",
+    "dry_run": "dry-run only",
+    "rejected": "rejected by an operator",
+}
+STATE_ORDER = (
+    "remediating",
+    "waiting for approval",
+    "held back",
+    "dry-run only",
+    "failed",
+    "rejected by an operator",
+)
 
 
 class SlackConfig(RetryingConfig):
     type: Literal["slack"]
     # https://hooks.slack.com/services/T.../B.../...; prefer webhook_url_file.
     webhook_url: SecretStr
+    # The template's Impact ("Checkout unavailable for EU customers"); default: the rule's
+    # summary.
+    impact: str | None = Field(default=None, min_length=1)
+    # When the message promises the next update.
+    update_every: Duration = Field(default=1800.0, gt=0)
 
     @field_validator("webhook_url")
     @classmethod
@@ -50,18 +83,112 @@ def _field(label: str, value: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": _clip(f"*{label}*\n{escape(value)}", FIELD_LIMIT)}
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration(seconds: float) -> str:
+    """The two largest units: 45s, 15m, 1h 5m, 2d 3h."""
+    left = max(0, round(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
 
 
 def _number(value: object) -> str:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return f"{value:g}"
     return "n/a" if value is None else str(value)
 
 
-def _message(
-    header: str, fallback: str, incident: Incident, fields: list[dict[str, str]]
-) -> dict[str, Any]:
-    summary = incident.summary.strip() or f"{incident.rule} on {incident.check}"
+# --- the template's fields ------------------------------------------------------------------
+
+
+def impact(incident: Incident, configured: str | None) -> str:
+    return configured or incident.summary.strip() or f"{incident.rule} on {incident.check}"
+
+
+def what_happened(incident: Incident) -> str:
+    """The condition that fired, with the value seen against the threshold."""
+    trigger = incident.trigger
+    condition = trigger.get("condition") or incident.check
+    text = (
+        f"{condition}: value {_number(trigger.get('value'))} "
+        f"vs threshold {_number(trigger.get('threshold'))}"
+    )
+    if trigger.get("baseline") is not None:
+        text += f" (baseline {_number(trigger['baseline'])})"
+    return text
+
+
+def step_states(timeline: list[TimelineEntry], own: str) -> dict[str, str]:
+    """Each remediation's state from its last entry (this one excluded), in first-run order."""
+    states: dict[str, str] = {}
+    for entry in timeline:
+        name = entry.data.get("remediation")
+        if not isinstance(name, str) or name == own or entry.data.get("phase") == "resolve":
+            continue
+        state = STEP_STATES.get(entry.kind)
+        if entry.kind == "result" and not entry.data.get("ok"):
+            state = "failed"
+        if state is not None:
+            states[name] = state
+    return states
+
+
+def _grouped(states: dict[str, str], labels: dict[str, str] | None = None) -> list[str]:
+    """["remediating: rollback, page_oncall", "failed: restart"], states in STATE_ORDER."""
+    return [
+        f"{(labels or {}).get(state, state)}: "
+        + ", ".join(name for name, s in states.items() if s == state)
+        for state in STATE_ORDER
+        if state in states.values()
+    ]
+
+
+def current_status(incident: Incident, own: str) -> str:
+    """What runbookd is doing, e.g. "remediating: rollback, page_oncall; waiting for
+    approval: flush-cache"."""
+    groups = _grouped(step_states(incident.timeline, own))
+    if any(entry.kind == "circuit_open" for entry in incident.timeline):
+        groups.insert(0, "automation stopped (circuit open), paging only")
+    return "; ".join(groups) or NO_ACTION
+
+
+def resolved_status(incident: Incident, own: str) -> str:
+    """What runbookd did, e.g. "resolved; ran: rollback, page_oncall"."""
+    groups = _grouped(step_states(incident.timeline, own), {"remediating": "ran"})
+    return "; ".join(["resolved", *groups]) if groups else "resolved; no automated action"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """The runbook's incident communication template, in its order."""
+
+    status: str
+    impact: str
+    started: str
+    last_update: str
+    what_happened: str
+    current_status: str
+    next_update: str
+
+    def fields(self) -> list[dict[str, str]]:
+        return [
+            _field("Status", self.status),
+            _field("Impact", self.impact),
+            _field("Started", self.started),
+            _field("Last update", self.last_update),
+            _field("What happened", self.what_happened),
+            _field("Current status", self.current_status),
+            _field("Next update", self.next_update),
+        ]
+
+
+def _message(header: str, fallback: str, incident: Incident, template: Template) -> dict[str, Any]:
     return {
         "text": escape(fallback),
         "blocks": [
@@ -69,11 +196,7 @@ def _message(
                 "type": "header",
                 "text": {"type": "plain_text", "text": _clip(header, HEADER_LIMIT), "emoji": True},
             },
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": _clip(escape(summary), SECTION_LIMIT)},
-            },
-            {"type": "section", "fields": fields},
+            {"type": "section", "fields": template.fields()},
             {
                 "type": "context",
                 "elements": [
@@ -84,36 +207,51 @@ def _message(
     }
 
 
-def opened_message(incident: Incident) -> dict[str, Any]:
+def incident_message(
+    incident: Incident, config: SlackConfig, *, own: str, now: float, update: bool = False
+) -> dict[str, Any]:
+    """The opening message, or with `update` a later one about the same incident."""
     severity = incident.severity
-    value, threshold = incident.trigger.get("value"), incident.trigger.get("threshold")
-    fields = [
-        _field("Severity", severity),
-        _field("Check", incident.check),
-        _field("Value", f"{_number(value)} (threshold {_number(threshold)})"),
-        _field("Opened", _when(incident.opened_at)),
-    ]
-    mark = SEVERITY_MARK.get(severity, "⚠️")
-    return _message(
-        f"{mark} {incident.rule}",
-        f"[{severity.upper()}] {incident.rule}: {incident.summary}",
-        incident,
-        fields,
+    template = Template(
+        status=f"{severity}, open",
+        impact=impact(incident, config.impact),
+        started=utc_iso(incident.opened_at),
+        last_update=utc_iso(now),
+        what_happened=what_happened(incident),
+        current_status=current_status(incident, own),
+        next_update=utc_iso(now + config.update_every),
     )
+    mark = SEVERITY_MARK.get(severity, "⚠️")
+    title = f"Update: {incident.rule}" if update else incident.rule
+    fallback = f"[{severity.upper()}] {title}: {incident.summary}"
+    return _message(f"{mark} {title}", fallback, incident, template)
 
 
-def resolved_message(incident: Incident, resolved_at: float) -> dict[str, Any]:
-    fields = [
-        _field("Severity", incident.severity),
-        _field("Check", incident.check),
-        _field("Opened", _when(incident.opened_at)),
-        _field("Resolved", _when(resolved_at)),
-    ]
-    return _message(
-        f"✅ Resolved: {incident.rule}",
-        f"[RESOLVED] {incident.rule}: {incident.summary}",
-        incident,
-        fields,
+def resolved_message(
+    incident: Incident, config: SlackConfig, *, own: str, now: float
+) -> dict[str, Any]:
+    resolved_at = incident.resolved_at if incident.resolved_at is not None else now
+    template = Template(
+        status=f"{incident.severity}, resolved after {duration(resolved_at - incident.opened_at)}",
+        impact=impact(incident, config.impact),
+        started=utc_iso(incident.opened_at),
+        last_update=utc_iso(now),
+        what_happened=what_happened(incident),
+        current_status=resolved_status(incident, own),
+        next_update="none: the incident is resolved",
+    )
+    fallback = f"[RESOLVED] {incident.rule}: {incident.summary}"
+    return _message(f"{RESOLVED_MARK} Resolved: {incident.rule}", fallback, incident, template)
+
+
+def posted_before(incident: Incident, own: str) -> bool:
+    """This remediation already posted about the incident (it runs again in `escalate:`)."""
+    return any(
+        entry.kind == "result"
+        and entry.data.get("remediation") == own
+        and entry.data.get("ok")
+        and entry.data.get("phase") != "resolve"
+        for entry in incident.timeline
     )
 
 
@@ -136,13 +274,17 @@ class SlackRemediation(Hooks):
         self.config = config
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
-        return await self._post(ctx, incident, opened_message(incident))
+        update = posted_before(incident, self.name)
+        message = incident_message(
+            incident, self.config, own=self.name, now=ctx.clock.now(), update=update
+        )
+        return await self._post(ctx, incident, message)
 
     async def resolve(
         self, ctx: RemediationContext, incident: Incident
     ) -> RemediationResult | None:
-        resolved_at = incident.resolved_at if incident.resolved_at is not None else ctx.clock.now()
-        return await self._post(ctx, incident, resolved_message(incident, resolved_at))
+        message = resolved_message(incident, self.config, own=self.name, now=ctx.clock.now())
+        return await self._post(ctx, incident, message)
 
     async def _post(
         self, ctx: RemediationContext, incident: Incident, message: dict[str, Any]

@@ -11,12 +11,20 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
+from daemon import plugins
 from daemon.clock import ManualClock
-from remediations.base import RemediationContext
-from remediations.pagerduty import PagerDutyConfig, PagerDutyRemediation
+from daemon.models import Incident, IncidentStatus, TimelineEntry
+from remediations.base import REMEDIATIONS, RemediationContext
+from remediations.pagerduty import (
+    PagerDutyChangeConfig,
+    PagerDutyChangeRemediation,
+    PagerDutyConfig,
+    PagerDutyRemediation,
+)
 from tests.fakes import make_incident
-from tests.fakes.pagerduty import FakePagerDuty, validate_event
+from tests.fakes.pagerduty import FakePagerDuty, validate_change_event, validate_event
 from tests.utils import free_port, serve
+from tests.world import FakeAction, FakePager, make_world
 
 ROUTING_KEY = "R0ut1ngKey0123456789abcdefABCDEF"
 assert len(ROUTING_KEY) == 32
@@ -323,3 +331,371 @@ async def test_fake_answers_invalid_json_with_400(
             "message": "Event object is invalid",
             "errors": ["Event object is not valid JSON"],
         }
+
+
+# --- pagerduty_change: Change Events -------------------------------------------------------
+
+OPENED = 1_800_000_000.0
+
+
+@pytest.fixture
+async def change_url(fake: FakePagerDuty) -> AsyncIterator[str]:
+    async with serve(fake.app) as url:
+        yield f"{url}/v2/change/enqueue"
+
+
+def make_change(change_url: str, **config: Any) -> PagerDutyChangeRemediation:
+    data = {"type": "pagerduty_change", "routing_key": ROUTING_KEY, "events_url": change_url}
+    return PagerDutyChangeRemediation(
+        "record-change", PagerDutyChangeConfig.model_validate(data | config)
+    )
+
+
+def step(
+    ts: float, name: str, kind: str, *, ok: bool = True, phase: str = "do"
+) -> list[TimelineEntry]:
+    """The two entries the pipeline writes for one step: before and after running it."""
+    base = {"remediation": name, "type": kind, "phase": phase}
+    verdict = "succeeded" if ok else "failed"
+    return [
+        TimelineEntry(ts, "action", f"running {name} ({kind})", base),
+        TimelineEntry(
+            ts + 2, "result", f"{name} {verdict}: did it", {**base, "ok": ok, "outcome": "ok"}
+        ),
+    ]
+
+
+def resolve_step(ts: float, name: str, *, ok: bool = True) -> TimelineEntry:
+    """What the pipeline records for a remediation's resolve hook (no type, phase resolve)."""
+    data = {"remediation": name, "phase": "resolve", "ok": ok}
+    return TimelineEntry(ts, "result", f"{name} on resolve: scaled back in", data)
+
+
+def incident_with(*steps: list[TimelineEntry] | TimelineEntry, **fields: Any) -> Incident:
+    timeline = [TimelineEntry(OPENED, "opened", "firing: error rate")]
+    for entries in steps:
+        timeline += entries if isinstance(entries, list) else [entries]
+    return make_incident(timeline=timeline, **fields)
+
+
+async def test_change_event_is_the_documented_shape(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    plugins.load()  # notifiers are known by their registered type, as in the daemon
+    remediation = make_change(
+        change_url,
+        source="runbookd.example.com",
+        links=[{"href": "https://runbook.example.com/error-rate", "text": "Runbook"}],
+    )
+    incident = incident_with(
+        step(OPENED + 60, "page-oncall", "pagerduty"),
+        step(OPENED + 65, "rollback-web", "compose_rollback"),
+        step(OPENED + 70, "tell-ops", "slack"),
+        [TimelineEntry(OPENED + 75, "action", "running record-change", {"remediation": "x"})],
+    )
+
+    result = await remediation.execute(ctx, incident)
+
+    assert fake.change_events == [
+        {
+            "routing_key": ROUTING_KEY,
+            "payload": {
+                "summary": "runbookd ran rollback-web (compose_rollback) for high_error_rate: "
+                "Error rate 7.2% above 5% for 5m",
+                "timestamp": "2027-01-15T08:01:07.000+00:00",
+                "source": "runbookd.example.com",
+                "custom_details": {
+                    "incident_id": "inc-20270115-0001",
+                    "rule": "high_error_rate",
+                    "check": "error_rate",
+                    "severity": "critical",
+                    "incident_status": "open",
+                    "value": 0.072,
+                    "threshold": 0.05,
+                    "actions": [
+                        {
+                            "remediation": "rollback-web",
+                            "type": "compose_rollback",
+                            "phase": "do",
+                            "outcome": "succeeded",
+                            "at": "2027-01-15T08:01:07.000+00:00",
+                            "result": "rollback-web succeeded: did it",
+                        }
+                    ],
+                },
+            },
+            "links": [{"href": "https://runbook.example.com/error-rate", "text": "Runbook"}],
+        }
+    ]
+    assert fake.events == []  # nothing went to the alert endpoint
+    assert fake.received[0].path == "/v2/change/enqueue"
+    assert result.ok
+    assert result.detail == "PagerDuty change event for inc-20270115-0001: HTTP 202"
+    assert result.data == {
+        "request": {
+            "url": change_url.removesuffix("/v2/change/enqueue"),
+            "summary": fake.change_events[0]["payload"]["summary"],
+            "actions": ["rollback-web"],
+        },
+        "status": 202,
+        "response": '{"status": "success", "message": "Change event processed"}',
+        "attempts": 1,
+    }
+    assert_no_secret(result)
+
+
+async def test_every_action_in_order_and_failures_named(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    incident = incident_with(
+        step(OPENED + 10, "rollback-web", "compose_rollback", ok=False),
+        step(OPENED + 20, "scale-web", "compose_scale", phase="escalate"),
+    )
+
+    result = await make_change(change_url).execute(ctx, incident)
+
+    assert result.ok
+    [event] = fake.change_events
+    assert set(event) == {"routing_key", "payload"}
+    assert event["payload"]["summary"] == (
+        "runbookd ran rollback-web (compose_rollback, failed), scale-web (compose_scale) for "
+        "high_error_rate: Error rate 7.2% above 5% for 5m"
+    )
+    assert event["payload"]["source"] == socket.gethostname()
+    actions = event["payload"]["custom_details"]["actions"]
+    assert [(a["remediation"], a["phase"], a["outcome"]) for a in actions] == [
+        ("rollback-web", "do", "failed"),
+        ("scale-web", "escalate", "succeeded"),
+    ]
+
+
+async def test_nothing_is_sent_before_any_action_ran(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    incident = incident_with(step(OPENED + 5, "page-oncall", "pagerduty"))
+
+    result = await make_change(change_url).execute(ctx, incident)
+
+    assert fake.received == []
+    assert result.ok
+    assert result.data == {"sent": False}
+    assert result.detail == (
+        "PagerDuty change event for inc-20270115-0001: no action has run, none sent"
+    )
+
+
+async def test_a_second_run_reports_only_what_ran_since_the_first(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    incident = incident_with(
+        step(OPENED + 10, "rollback-web", "compose_rollback"),
+        step(OPENED + 20, "record-change", "pagerduty_change"),
+        step(OPENED + 30, "scale-web", "compose_scale", phase="escalate"),
+    )
+
+    await make_change(change_url).execute(ctx, incident)
+
+    actions = fake.change_events[0]["payload"]["custom_details"]["actions"]
+    assert [a["remediation"] for a in actions] == ["scale-web"]
+
+
+async def test_actions_names_what_to_report(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    incident = incident_with(
+        step(OPENED + 10, "restart-app", "systemd_restart"),
+        step(OPENED + 20, "rollback-web", "compose_rollback"),
+    )
+
+    await make_change(change_url, actions=["rollback-web"]).execute(ctx, incident)
+
+    [event] = fake.change_events
+    assert [a["remediation"] for a in event["payload"]["custom_details"]["actions"]] == [
+        "rollback-web"
+    ]
+
+
+async def test_fixed_summary(ctx: RemediationContext, fake: FakePagerDuty, change_url: str) -> None:
+    incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
+
+    await make_change(change_url, summary="Rolled back web to the last healthy deploy").execute(
+        ctx, incident
+    )
+
+    assert fake.change_events[0]["payload"]["summary"] == (
+        "Rolled back web to the last healthy deploy"
+    )
+
+
+async def test_resolve_reports_the_undo_steps(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    remediation = make_change(change_url)
+    incident = incident_with(
+        step(OPENED + 5, "page-oncall", "pagerduty"),
+        step(OPENED + 10, "scale-web", "compose_scale"),
+        step(OPENED + 20, "record-change", "pagerduty_change"),
+        resolve_step(OPENED + 900, "scale-web"),
+        resolve_step(OPENED + 901, "page-oncall"),
+        resolved_at=OPENED + 600,
+    )
+    incident.status = IncidentStatus.RESOLVED
+
+    result = await remediation.resolve(ctx, incident)
+
+    assert result is not None
+    assert result.ok
+    [event] = fake.change_events
+    payload = event["payload"]
+    assert (
+        payload["summary"]
+        == "runbookd ran scale-web (compose_scale) after high_error_rate resolved"
+    )
+    assert payload["timestamp"] == "2027-01-15T08:15:00.000+00:00"
+    details = payload["custom_details"]
+    assert details["incident_status"] == "resolved"
+    assert [(a["remediation"], a["phase"]) for a in details["actions"]] == [
+        ("scale-web", "resolve")
+    ]
+
+
+async def test_resolve_without_undo_steps_sends_nothing(
+    ctx: RemediationContext, fake: FakePagerDuty, change_url: str
+) -> None:
+    incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
+
+    assert await make_change(change_url).resolve(ctx, incident) is None
+    assert fake.received == []
+
+
+async def test_change_event_400_is_not_retried(
+    ctx: RemediationContext, clock: ManualClock, fake: FakePagerDuty, change_url: str
+) -> None:
+    remediation = make_change(change_url, routing_key="u+shortRestApiKey")
+    incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
+
+    result = await remediation.execute(ctx, incident)
+
+    assert (result.ok, result.recoverable) == (False, False)
+    assert len(fake.received) == 1
+    assert clock.slept == []
+    assert "Length of 'routing_key' is incorrect" in result.data["response"]
+    assert "u+shortRestApiKey" not in repr(result)
+
+
+async def test_change_event_500_and_429_are_retried(
+    ctx: RemediationContext, clock: ManualClock, fake: FakePagerDuty, change_url: str
+) -> None:
+    fake.fail_next(500)
+    fake.fail_next(429, retry_after=7)
+    incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
+
+    result = await make_change(change_url).execute(ctx, incident)
+
+    assert result.ok
+    assert clock.slept == [1.0, 7.0]
+    assert len(fake.change_events) == 1
+    assert_no_secret(result)
+
+
+async def test_through_the_pipeline_rollback_then_change_then_resolve(
+    session: aiohttp.ClientSession, fake: FakePagerDuty, change_url: str
+) -> None:
+    """The timeline as the pipeline really writes it: one change event for the rollback,
+    one for undoing it when the rule clears."""
+    rule = {"when": "app.error_ratio > 5%", "for": "3s", "do": ["rollback", "record", "page"]}
+    # A fake rollback and pager (type "fake", unknown to the registry): `actions` says which.
+    remediations: dict[str, Any] = {
+        "rollback": FakeAction("rollback"),
+        "record": make_change(change_url, actions=["rollback"]),
+        "page": FakePager("page"),
+    }
+    w = make_world({"errors": rule}, remediations)
+    w.pipeline.ctx = RemediationContext(session, w.clock)
+    for _ in range(5):
+        await w.see(0.2)
+    assert await w.pipeline.drain(5.0)
+    await w.see(0.0)
+    assert await w.pipeline.drain(5.0)
+
+    first, second = fake.change_events
+    assert first["payload"]["summary"].startswith("runbookd ran rollback (fake) for errors: ")
+    assert second["payload"]["summary"] == "runbookd ran rollback (fake) after errors resolved"
+    timeline = w.store.data.incidents[w.opened[0].id].timeline
+    results = [
+        (e.data["remediation"], e.data["phase"], e.data["ok"])
+        for e in timeline
+        if e.kind == "result"
+    ]
+    assert ("record", "do", True) in results
+    assert ("record", "resolve", True) in results
+
+
+def test_change_defaults_and_flags() -> None:
+    config = PagerDutyChangeConfig.model_validate(
+        {"type": "pagerduty_change", "routing_key": ROUTING_KEY}
+    )
+    assert config.events_url == "https://events.pagerduty.com/v2/change/enqueue"
+    assert (config.summary, config.actions, config.links) == (None, None, [])
+    assert PagerDutyChangeRemediation.notifier is True
+    # No dedup_key exists for change events: a repeat records the change twice.
+    assert PagerDutyChangeRemediation.idempotent is False
+    assert PagerDutyChangeRemediation.destructive is False
+    assert REMEDIATIONS.get("pagerduty_change") is PagerDutyChangeRemediation
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"routing_key": "  "}, "routing_key is empty"),
+        ({"routing_key": ROUTING_KEY, "events_url": "events.pagerduty.com"}, "http"),
+        ({"routing_key": ROUTING_KEY, "severity": "critical"}, "severity"),
+        ({"routing_key": ROUTING_KEY, "actions": []}, "actions"),
+        ({"routing_key": ROUTING_KEY, "summary": "s" * 1025}, "summary"),
+    ],
+)
+def test_change_config_validation(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PagerDutyChangeConfig.model_validate({"type": "pagerduty_change", **config})
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"payload": {"summary": "s"}}, "'routing_key' is missing or blank"),
+        ({"routing_key": ROUTING_KEY}, "'payload' is missing"),
+        ({"routing_key": ROUTING_KEY, "payload": {"source": "h"}}, "'payload.summary' is missing"),
+        (
+            {"routing_key": ROUTING_KEY, "payload": {"summary": "s" * 1025}},
+            "'payload.summary' is too long",
+        ),
+        (
+            {"routing_key": ROUTING_KEY, "payload": {"summary": "s", "timestamp": "yesterday"}},
+            "'payload.timestamp' is not a valid ISO 8601",
+        ),
+        (
+            {"routing_key": ROUTING_KEY, "payload": {"summary": "s"}, "links": [{"text": "t"}]},
+            "'links' must be a list",
+        ),
+    ],
+)
+def test_fake_validates_change_events_like_pagerduty(event: dict[str, Any], error: str) -> None:
+    assert any(e.startswith(error) for e in validate_change_event(event))
+
+
+def test_fake_accepts_the_documented_example() -> None:
+    # The request payload example of PagerDuty's "Send a Change Event" page, with a key of
+    # the right length.
+    example = {
+        "routing_key": ROUTING_KEY,
+        "payload": {
+            "summary": "Build Success: Increase snapshot create timeout to 30 seconds",
+            "timestamp": "2020-07-17T08:42:58.315+0000",
+            "source": "acme-build-pipeline-tool-default-i-9999",
+            "custom_details": {"build_state": "passed", "build_number": "2", "run_time": "1236s"},
+        },
+        "links": [{"href": "https://acme.pagerduty.dev/build/2", "text": "View more details"}],
+    }
+    assert validate_change_event(example) == []
+    # A change event is not an alert event: /v2/enqueue would refuse it.
+    assert validate_event(example)

@@ -1,11 +1,20 @@
 """PagerDuty Events API v2 (`POST /v2/enqueue`), as documented at
-https://developer.pagerduty.com/docs/events-api-v2/trigger-events/ and its overview page.
+https://developer.pagerduty.com/docs/events-api-v2/trigger-events/ and its overview page,
+and its Change Events (`POST /v2/change/enqueue`), documented at
+https://developer.pagerduty.com/docs/events-api-v2/send-change-events/.
 
 Accepted events answer 202 {"status": "success", "message": "Event processed",
 "dedup_key": ...}; invalid ones 400 {"status": "invalid event", "message": "Event object is
 invalid", "errors": [...]}, with error strings modelled on those PagerDuty returns.
 A summary over 1024 characters is refused here, which is stricter than needed but proves
 the client truncates.
+
+A change event needs `routing_key` and `payload.summary` (at most 1024 characters);
+`payload.source`, `payload.timestamp`, `payload.custom_details` and `links` are optional.
+It has no event_action, dedup_key or severity. Accepted ones answer 202 {"status":
+"success", "message": "Change event processed"} (as PagerDuty's Go client's tests record
+it; the page itself only points to the overview's response codes). Refusals use the same
+400 body as alerts, since the documentation does not give their wording.
 """
 
 from __future__ import annotations
@@ -59,16 +68,34 @@ def _dedup_key_errors(event: dict[str, Any]) -> list[str]:
 def _payload_errors(payload: object) -> list[str]:
     if not isinstance(payload, dict):
         return ["'payload' is missing or invalid"]
-    errors = []
-    for name in ("summary", "source", "severity"):
-        if _blank(payload.get(name)):
-            errors.append(f"'payload.{name}' is missing or blank")
-    summary = payload.get("summary")
-    if isinstance(summary, str) and len(summary) > SUMMARY_LIMIT:
-        errors.append("'payload.summary' is too long (maximum is 1024 characters)")
+    errors = [
+        f"'payload.{name}' is missing or blank"
+        for name in ("summary", "source", "severity")
+        if _blank(payload.get(name))
+    ]
     severity = payload.get("severity")
     if isinstance(severity, str) and severity and severity not in SEVERITIES:
         errors.append("'payload.severity' is invalid (must be critical, error, warning or info)")
+    return errors + _optional_payload_errors(payload)
+
+
+def _change_payload_errors(payload: object) -> list[str]:
+    if not isinstance(payload, dict):
+        return ["'payload' is missing or invalid"]
+    errors = []
+    if _blank(payload.get("summary")):
+        errors.append("'payload.summary' is missing or blank")
+    if "source" in payload and not isinstance(payload["source"], str):
+        errors.append("'payload.source' must be a string")
+    return errors + _optional_payload_errors(payload)
+
+
+def _optional_payload_errors(payload: dict[str, Any]) -> list[str]:
+    """Checks both event kinds make of the fields they share."""
+    errors = []
+    summary = payload.get("summary")
+    if isinstance(summary, str) and len(summary) > SUMMARY_LIMIT:
+        errors.append("'payload.summary' is too long (maximum is 1024 characters)")
     if "timestamp" in payload and not _iso8601(payload["timestamp"]):
         errors.append("'payload.timestamp' is not a valid ISO 8601 timestamp")
     if "custom_details" in payload and not isinstance(payload["custom_details"], dict):
@@ -110,15 +137,35 @@ def validate_event(event: object) -> list[str]:
     return errors
 
 
+def validate_change_event(event: object) -> list[str]:
+    """The reasons PagerDuty would refuse change event `event`; empty if it would accept it."""
+    if not isinstance(event, dict):
+        return ["Event object is not valid JSON"]
+    errors = _routing_key_errors(event.get("routing_key"))
+    errors += _change_payload_errors(event.get("payload"))
+    if "links" in event:
+        errors += _links_errors(event["links"])
+    return errors
+
+
+def _invalid(errors: list[str]) -> web.Response:
+    body = {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
+    return web.json_response(body, status=400)
+
+
 class FakePagerDuty:
-    """`app` serves POST /v2/enqueue; `received` holds every request, `events` the accepted."""
+    """`app` serves POST /v2/enqueue and /v2/change/enqueue; `received` holds every request,
+    `events` the accepted alert events and `change_events` the accepted change events.
+    `fail_next` applies to whichever request comes next."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.events: list[dict[str, Any]] = []
+        self.change_events: list[dict[str, Any]] = []
         self.failures = FailureQueue()
         self.app = web.Application()
         self.app.router.add_post("/v2/enqueue", self._enqueue)
+        self.app.router.add_post("/v2/change/enqueue", self._change_enqueue)
 
     def fail_next(self, status: int, count: int = 1, *, retry_after: float | None = None) -> None:
         self.failures.add(status, count, retry_after=retry_after)
@@ -131,12 +178,24 @@ class FakePagerDuty:
             return self._failure(failure)
         errors = validate_event(received.body)
         if errors:
-            body = {"status": "invalid event", "message": "Event object is invalid"}
-            return web.json_response({**body, "errors": errors}, status=400)
+            return _invalid(errors)
         event: dict[str, Any] = received.body
         self.events.append(event)
         dedup_key = event.get("dedup_key") or uuid.uuid4().hex
         body = {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+        return web.json_response(body, status=202)
+
+    async def _change_enqueue(self, request: web.Request) -> web.Response:
+        received = await receive(request)
+        self.received.append(received)
+        failure = self.failures.pop()
+        if failure is not None:
+            return self._failure(failure)
+        errors = validate_change_event(received.body)
+        if errors:
+            return _invalid(errors)
+        self.change_events.append(received.body)
+        body = {"status": "success", "message": "Change event processed"}
         return web.json_response(body, status=202)
 
     def _failure(self, failure: Failure) -> web.Response:
