@@ -14,7 +14,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "runbookd.example.
 
 def test_check_config_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(EXAMPLE)) == 0
-    assert capsys.readouterr().out.strip().endswith("ok (9 checks, 14 rules, 4 remediations)")
+    assert capsys.readouterr().out.strip().endswith("ok (9 checks, 14 rules, 5 remediations)")
 
 
 def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
