@@ -22,6 +22,7 @@ apt_install() {
 command -v prometheus >/dev/null || apt_install prometheus
 command -v prometheus-alertmanager >/dev/null || apt_install prometheus-alertmanager
 [ -x /usr/lib/nagios/plugins/check_dummy ] || apt_install monitoring-plugins-basic
+command -v systemd-analyze >/dev/null || apt_install systemd
 
 # PostgreSQL on 127.0.0.1:5432 with trust auth for local tests.
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
