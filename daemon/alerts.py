@@ -119,26 +119,42 @@ def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
 
     `paths` has `name`, `status` (firing when the value is one of "firing", "alerting",
     "triggered", "open", "critical", true), optional `fingerprint`, `summary` and
-    `labels.<name>` entries. Raises ValueError naming the missing path.
+    `labels.<name>` entries. A path steps into objects by key and into lists by index
+    (`alerts.0.title`). Raises ValueError naming the path that is missing or not a
+    plain value.
     """
 
     def get(path: str) -> Any:
         value = doc
         for part in path.split("."):
-            if not isinstance(value, dict) or part not in value:
+            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
                 raise ValueError(f"{path}: not found in the body")
-            value = value[part]
         return value
 
-    name = str(get(paths["name"]))
-    status = get(paths["status"])
-    firing = status is True or str(status).lower() in FIRING_WORDS
+    def text(path: str) -> str:
+        value = get(path)
+        # A mapping or list would become Python's repr: refuse it rather than guess.
+        if isinstance(value, dict | list):
+            raise ValueError(f"{path}: expected a string or number, not an object or list")
+        result = str(value).lower() if isinstance(value, bool) else str(value)
+        if len(result) > MAX_TEXT:
+            raise ValueError(f"{path}: longer than {MAX_TEXT} characters")
+        return result
+
+    name = text(paths["name"])
+    if not name:
+        raise ValueError(f"{paths['name']}: the alert name is empty")
+    firing = text(paths["status"]).lower() in FIRING_WORDS
     labels = {"alertname": name}
     for key, path in paths.items():
         if key.startswith("labels."):
-            labels[key.removeprefix("labels.")] = str(get(path))
-    annotations = {"summary": str(get(paths["summary"]))} if "summary" in paths else {}
-    identity = str(get(paths["fingerprint"])) if "fingerprint" in paths else fingerprint(labels)
+            labels[key.removeprefix("labels.")] = text(path)
+    annotations = {"summary": text(paths["summary"])} if "summary" in paths else {}
+    identity = text(paths["fingerprint"]) if "fingerprint" in paths else fingerprint(labels)
     return Alert(name, firing, identity, labels, annotations, source=source)
 
 

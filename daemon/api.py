@@ -1,19 +1,29 @@
 """The HTTP interface: health, readiness, Prometheus metrics, and the /api/v1 routes of
 daemon/api_operator.py (incidents, approvals, silences, rules, checks) and
-daemon/api_intake.py (alerts pushed by other systems)."""
+daemon/api_intake.py (alerts pushed by other systems).
+
+Every request passes, outermost first: a count by route template and status class, the
+rewriting of every error (and any unexpected exception) as JSON, and daemon/auth.py's guard
+(rate limit, body size, bearer token and scope)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from daemon.alerts import Alert
+from daemon.auth import Guard, route_of, too_large
 from daemon.clock import Clock
+from daemon.config import RunbookConfig
+from daemon.metrics import Metrics
 from daemon.store import Store
 
 if TYPE_CHECKING:
@@ -21,14 +31,20 @@ if TYPE_CHECKING:
     from daemon.pipeline import Pipeline
     from daemon.scheduler import Scheduler
 
-MAX_BODY = 1024 * 1024
+log = structlog.get_logger("runbookd.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Headers an error answer keeps when it is rewritten as JSON.
+ERROR_HEADERS = ("WWW-Authenticate", "Retry-After", "Allow")
 
 
 class DaemonView(Protocol):
     """What the API reads from, and steers in, the running daemon."""
 
+    config: RunbookConfig
     store: Store
     registry: CollectorRegistry
+    metrics: Metrics
     clock: Clock
     engine: Engine
     pipeline: Pipeline
@@ -44,44 +60,92 @@ class DaemonView(Protocol):
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json(request: web.Request, model: type[M]) -> M:
-    """The request body as `model`, or a 4xx with a JSON reason naming the field."""
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, at most the app's max_body (aiohttp counts as it reads chunked bodies)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(request.client_max_size) from None
+
+
+def require_json(request: web.Request) -> None:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="expected Content-Type: application/json")
+
+
+def parse_json(body: bytes) -> Any:
     try:
-        data = json.loads(await request.read())
-    except ValueError:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise web.HTTPBadRequest(reason="body is not valid JSON") from None
+
+
+def _printable(text: str) -> str:
+    # Field names come from the caller; a reason must stay one plain line.
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    """The request body as `model`, or a 4xx with a JSON reason naming the field."""
+    require_json(request)
+    data = parse_json(await read_body(request))
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = _printable(".".join(str(p) for p in first["loc"])) or "body"
         raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
 
 
-def json_error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+def json_error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 @web.middleware
-async def errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer is JSON with a reason, never an HTML page or a traceback."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason)
+        headers = {name: exc.headers[name] for name in ERROR_HEADERS if name in exc.headers}
+        return json_error(exc.status, exc.reason, headers)
+    except Exception:
+        # A bug, or a store gone away: the caller learns nothing of the internals, the log
+        # keeps the traceback, and the daemon goes on serving.
+        log.exception("api request failed", method=request.method, route=route_of(request))
+        return json_error(500, "internal error")
 
 
-def build_app(daemon: DaemonView) -> web.Application:
+def count_requests(metrics: Metrics) -> Middleware:
+    def count(request: web.Request, status: int) -> None:
+        metrics.api_requests.labels(route_of(request), f"{status // 100}xx").inc()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # redirects: errors_as_json answers the rest
+            count(request, exc.status)
+            raise
+        count(request, response.status)
+        return response
+
+    return middleware
+
+
+def build_app(
+    daemon: DaemonView, *, monotonic: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The HTTP app; `monotonic` is the rate limiter's time source (tests move it)."""
     from daemon.api_intake import intake_routes
     from daemon.api_operator import operator_routes
 
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY)
+    settings = daemon.config.runbookd.api
+    guard = Guard.from_settings(settings, monotonic)
+    middlewares = [count_requests(daemon.metrics), errors_as_json, guard.middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     health = Health(daemon)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

@@ -24,14 +24,17 @@ from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     Field,
     SecretStr,
     StringConstraints,
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -68,6 +71,67 @@ def parse_listen(text: str) -> tuple[str, int]:
     return match["v6"] or match["host"], int(match["port"])
 
 
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (also IPv4-mapped): nothing off the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name could resolve to anything
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+MIN_SECRET = 16
+
+
+def _long_enough(value: SecretStr | None) -> SecretStr | None:
+    # Short secrets can be guessed; the message never repeats the value.
+    if value is not None and len(value.get_secret_value()) < MIN_SECRET:
+        raise ValueError(f"too short: use at least {MIN_SECRET} characters")
+    return value
+
+
+Scope = Literal["read", "write", "intake"]
+
+
+class ApiToken(SecretsModel):
+    """One caller of the API. `write` may also read and push alerts; `intake` only pushes."""
+
+    name: Name
+    token: SecretStr
+    scope: Scope
+
+    _token_length = field_validator("token")(_long_enough)
+
+
+class RateLimitConfig(StrictModel):
+    """A token bucket per caller: `burst` requests at once, refilled at `per_second`."""
+
+    per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=200, ge=1)
+
+
+class ApiSettings(StrictModel):
+    # No tokens: the API is open, which the loader allows only on a loopback `listen`.
+    tokens: list[ApiToken] = Field(default_factory=list, max_length=100)
+    protect_metrics: bool = False
+    max_body: ByteSize = Field(default=ByteSize(1024 * 1024), ge=1024, le=64 * 1024 * 1024)
+    rate_limit: RateLimitConfig = RateLimitConfig()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ApiSettings:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("tokens: two tokens have the same name")
+        values = {t.token.get_secret_value() for t in self.tokens}
+        if len(values) != len(self.tokens):
+            raise ValueError("tokens: two tokens have the same value (which scope would it have?)")
+        return self
+
+
 class BudgetConfig(StrictModel):
     """At most `max_actions` remediations (notifiers exempt) per sliding `window`."""
 
@@ -90,6 +154,7 @@ class DaemonSettings(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Resolved incidents and ledger entries older than this are deleted (daily).
     history_retention: Duration = 30 * 86400.0
+    api: ApiSettings = ApiSettings()
 
     @field_validator("listen")
     @classmethod
@@ -102,6 +167,58 @@ class DaemonSettings(StrictModel):
         return parse_listen(self.listen)
 
 
+WEBHOOK_FIELDS = frozenset({"name", "status", "fingerprint", "summary"})
+_LABEL_FIELD = re.compile(r"^labels\.[A-Za-z_][A-Za-z0-9_]*$")
+_DOTTED = re.compile(r"^[^.\s]+(?:\.[^.\s]+)*$")
+
+
+def _dotted_path(value: str) -> str:
+    if len(value) > 256 or not _DOTTED.match(value):
+        raise ValueError(f"not a dotted path into the body: {value!r} (e.g. alert.title)")
+    return value
+
+
+DottedPath = Annotated[str, AfterValidator(_dotted_path)]
+
+
+class WebhookAuth(SecretsModel):
+    """How a sender proves itself: an HMAC-SHA256 signature (preferred) or a bearer token."""
+
+    hmac_secret: SecretStr | None = None
+    token: SecretStr | None = None
+    # A signed request is accepted this long either side of our clock (replay protection).
+    tolerance: Duration = Field(default=300.0, gt=0, le=3600)
+
+    _secret_length = field_validator("hmac_secret", "token")(_long_enough)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> WebhookAuth:
+        if (self.hmac_secret is None) == (self.token is None):
+            raise ValueError("give hmac_secret (or hmac_secret_file) or token, exactly one")
+        return self
+
+
+class WebhookConfig(StrictModel):
+    """`POST /api/v1/webhooks/NAME`: a JSON body mapped to an alert by dotted paths."""
+
+    fields: dict[str, DottedPath] = Field(max_length=64)
+    auth: WebhookAuth
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key == "labels.alertname":
+                raise ValueError("labels.alertname: the alert name comes from `name`")
+            if key not in WEBHOOK_FIELDS and not _LABEL_FIELD.match(key):
+                known = "name, status, fingerprint, summary or labels.<label>"
+                raise ValueError(f"unknown field {key!r} (known: {known})")
+        missing = [key for key in ("name", "status") if key not in value]
+        if missing:
+            raise ValueError(f"needs {' and '.join(missing)}")
+        return value
+
+
 class RunbookConfig(StrictModel):
     """The static type of a loaded config. `config_model()` gives the class that validates."""
 
@@ -109,8 +226,9 @@ class RunbookConfig(StrictModel):
     checks: dict[Name, CheckConfig] = Field(default_factory=dict)
     remediations: dict[Name, RemediationConfig] = Field(default_factory=dict)
     rules: dict[Name, RuleConfig] = Field(default_factory=dict)
+    webhooks: dict[Name, WebhookConfig] = Field(default_factory=dict)
 
-    @field_validator("runbookd", "checks", "remediations", "rules", mode="before")
+    @field_validator("runbookd", "checks", "remediations", "rules", "webhooks", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         # `checks:` with every entry commented out is an empty section, not an error.
@@ -540,6 +658,20 @@ def _reference_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]
     ]
 
 
+def _exposure_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]:
+    """An API reachable from the network must not be open: it can approve remediations."""
+    settings = config.runbookd
+    host = settings.listen_address[0]
+    if settings.api.tokens or is_loopback(host):
+        return []
+    path: YamlPath = ("runbookd", "listen")
+    message = (
+        f"{host} is not a loopback address, so runbookd.api.tokens must list at least one "
+        "token (or listen on 127.0.0.1)"
+    )
+    return [Problem(reader.filename, _line_of(path, reader.lines), _dotted(path), message)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
@@ -557,7 +689,7 @@ def load_config_text(text: str, filename: str = "<config>") -> RunbookConfig:
         except ValidationError as exc:
             problems += _validation_problems(exc, model, data, reader)
         else:
-            problems += _reference_problems(config, reader)
+            problems += _reference_problems(config, reader) + _exposure_problems(config, reader)
     if problems or config is None:
         raise ConfigError(sorted(problems, key=lambda problem: problem.line))
     return config

@@ -1,0 +1,420 @@
+"""The API's defences on a real daemon on loopback: bearer tokens and scopes, open health
+and metrics, body limits, rate limits, internal errors, and secrets that never leak."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+
+from daemon.api import build_app
+from daemon.auth import RateLimiter, TokenTable
+from daemon.config import ApiToken, ConfigError, check_config_main, is_loopback, load_config_text
+from daemon.logs import configure
+from tests.utils import run_daemon, serve
+
+WRITE = "w-0123456789abcdef-write"
+READ = "r-0123456789abcdef-read"
+INTAKE = "i-0123456789abcdef-intake"  # from a file, as systemd's LoadCredential= gives it
+CI = "c-0123456789abcdef-ci"  # from the environment
+SECRETS = (WRITE, READ, INTAKE, CI)
+MIB = 1024 * 1024
+
+CONFIG = """\
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+  api:
+    protect_metrics: {protect}
+    rate_limit: {rate}
+    tokens:
+      - {{name: ops, token: {write}, scope: write}}
+      - {{name: grafana, token: {read}, scope: read}}
+      - {{name: alertmanager, token_file: {intake_file}, scope: intake}}
+      - {{name: ci, token: "${{RUNBOOKD_TEST_API_TOKEN}}", scope: read}}
+rules:
+  errors:
+    when: {{alert: HighErrorRate}}
+"""
+
+ALERTS = {
+    "version": "4",
+    "status": "firing",
+    "alerts": [{"status": "firing", "labels": {"alertname": "HighErrorRate"}}],
+}
+SILENCE = {"created_by": "ana", "comment": "deploy", "rule": "errors", "duration": "1h"}
+
+
+def write_config(
+    directory: Path, *, protect: bool = False, rate: str = "{per_second: 50, burst: 200}"
+) -> Path:
+    intake_file = directory / "intake-token"
+    intake_file.write_text(INTAKE + "\n")
+    path = directory / "runbookd.yaml"
+    text = CONFIG.format(
+        state=directory / "state",
+        protect=str(protect).lower(),
+        rate=rate,
+        write=WRITE,
+        read=READ,
+        intake_file=intake_file,
+    )
+    path.write_text(text)
+    return path
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(autouse=True)
+def ci_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOKD_TEST_API_TOKEN", CI)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[str]:
+    async with run_daemon(write_config(tmp_path)) as daemon:
+        yield f"http://127.0.0.1:{daemon.port}"
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, token: str | None = None, **kw: Any
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    headers = kw.pop("headers", {}) | (auth(token) if token else {})
+    async with session.request(method, url, headers=headers, **kw) as r:
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, body, r
+
+
+@contextmanager
+def rendered_logs() -> Iterator[io.StringIO]:
+    """The daemon's real log output (JSON lines, tracebacks rendered) in a buffer."""
+    saved = structlog.get_config()
+    out = io.StringIO()
+    configure("debug", stream=out)
+    try:
+        yield out
+    finally:
+        structlog.configure(**saved)
+
+
+# -- authentication and scopes -------------------------------------------------------------------
+
+
+async def test_no_token_or_a_wrong_one_is_401_with_a_challenge(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    for headers, reason, challenge in [
+        ({}, "missing bearer token (Authorization: Bearer TOKEN)", 'Bearer realm="runbookd"'),
+        ({"Authorization": f"Basic {WRITE}"}, "missing bearer token", "Bearer"),
+        (auth(WRITE + "x"), "invalid token", 'Bearer realm="runbookd", error="invalid_token"'),
+        (auth(WRITE[:-1]), "invalid token", "Bearer"),
+    ]:
+        status, body, r = await call(session, "GET", f"{api}/api/v1/incidents", headers=headers)
+        assert status == 401
+        assert body["error"].startswith(reason)
+        assert r.headers["WWW-Authenticate"].startswith(challenge)
+    # Deny by default: even a route that does not exist says nothing without a token.
+    status, _, _ = await call(session, "GET", f"{api}/api/v1/nothing")
+    assert status == 401
+    assert (await call(session, "GET", f"{api}/api/v1/nothing", READ))[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("token", "method", "path", "body", "status"),
+    [
+        (READ, "GET", "/api/v1/incidents", None, 200),
+        (READ, "POST", "/api/v1/silences", SILENCE, 403),
+        (READ, "POST", "/api/v1/alerts", ALERTS, 403),
+        (WRITE, "GET", "/api/v1/incidents", None, 200),
+        (WRITE, "POST", "/api/v1/silences", SILENCE, 201),
+        (WRITE, "POST", "/api/v1/alerts", ALERTS, 200),
+        (INTAKE, "POST", "/api/v1/alerts", ALERTS, 200),
+        (INTAKE, "GET", "/api/v1/incidents", None, 403),
+        (INTAKE, "POST", "/api/v1/silences", SILENCE, 403),
+        (INTAKE, "POST", "/api/v1/incidents/x/approve", {"by": "am"}, 403),
+        (INTAKE, "DELETE", "/api/v1/silences/x", None, 403),
+        (CI, "GET", "/api/v1/approvals", None, 200),
+    ],
+)
+async def test_scopes(
+    api: str,
+    session: aiohttp.ClientSession,
+    token: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    status: int,
+) -> None:
+    answer, data, _ = await call(session, method, api + path, token, json=body)
+    assert answer == status, data
+    if status == 403:
+        assert "this needs" in data["error"]
+
+
+async def test_403_names_the_token_and_the_scope_it_lacks(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    _, body, _ = await call(session, "POST", f"{api}/api/v1/silences", READ, json=SILENCE)
+    assert body == {"error": "token 'grafana' has scope read; this needs write"}
+
+
+async def test_health_and_metrics_stay_open(api: str, session: aiohttp.ClientSession) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await call(session, "GET", api + path))[0] == 200
+
+
+async def test_metrics_can_be_protected(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    async with run_daemon(write_config(tmp_path, protect=True)) as daemon:
+        url = f"http://127.0.0.1:{daemon.port}/metrics"
+        assert (await call(session, "GET", url))[0] == 401
+        assert (await call(session, "GET", url, INTAKE))[0] == 403
+        assert (await call(session, "GET", url, READ))[0] == 200
+        assert (await call(session, "GET", f"http://127.0.0.1:{daemon.port}/healthz"))[0] == 200
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+async def test_a_body_over_the_limit_is_413(api: str, session: aiohttp.ClientSession) -> None:
+    url = f"{api}/api/v1/silences"
+    json_type = {"Content-Type": "application/json"}
+    big = io.BytesIO(b" " * (MIB + 1))  # 1 MiB + 1 byte, with a Content-Length
+    status, body, _ = await call(session, "POST", url, WRITE, data=big, headers=json_type)
+    assert (status, body) == (413, {"error": f"body larger than {MIB} bytes"})
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(MIB // 65536 + 1):
+            yield b" " * 65536
+
+    status, body, _ = await call(session, "POST", url, WRITE, data=chunks(), headers=json_type)
+    assert (status, body) == (413, {"error": f"body larger than {MIB} bytes"})
+    # Exactly at the limit is read (and then refused as not JSON).
+    exact = io.BytesIO(b" " * MIB)
+    status, _, _ = await call(session, "POST", url, WRITE, data=exact, headers=json_type)
+    assert status == 400
+
+
+async def test_malformed_bodies_are_4xx_not_crashes(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    url = f"{api}/api/v1/silences"
+    json_type = {"Content-Type": "application/json"}
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"data": b"by=ana"}, 415, "expected Content-Type: application/json"),
+        ({"data": b"[" * 100_000, "headers": json_type}, 400, "body is not valid JSON"),
+        ({"data": b"\xff\xfe", "headers": json_type}, 400, "body is not valid JSON"),
+        ({"json": SILENCE | {"a\r\nX-Evil: 1": 1}}, 400, "a??X-Evil: 1: Extra inputs"),
+        ({"json": [1, 2]}, 400, "body: Input should be"),
+    ]
+    for kwargs, status, reason in cases:
+        answer, body, r = await call(session, "POST", url, WRITE, **kwargs)
+        assert answer == status
+        assert body["error"].startswith(reason)
+        assert "X-Evil" not in r.headers
+
+
+async def test_a_caller_over_its_rate_is_429_with_retry_after(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    now = [1000.0]
+    path = write_config(tmp_path, rate="{per_second: 0.5, burst: 3}")
+    async with (
+        run_daemon(path) as daemon,
+        serve(build_app(daemon, monotonic=lambda: now[0])) as api,
+    ):
+        url = f"{api}/api/v1/incidents"
+        assert [(await call(session, "GET", url, READ))[0] for _ in range(3)] == [200] * 3
+        status, body, r = await call(session, "GET", url, READ)
+        assert (status, r.headers["Retry-After"]) == (429, "2")
+        assert body == {"error": "rate limit exceeded, retry in 2s"}
+        # Buckets are per token; callers without a valid token share one per address.
+        assert (await call(session, "GET", url, WRITE))[0] == 200
+        guesses = [(await call(session, "GET", url, "guess"))[0] for _ in range(4)]
+        assert guesses == [401, 401, 401, 429]
+        now[0] += 2.0  # one request's worth refilled
+        assert (await call(session, "GET", url, READ))[0] == 200
+        assert (await call(session, "GET", url, READ))[0] == 429
+
+
+def test_rate_limiter_refills_caps_at_burst_and_bounds_its_memory() -> None:
+    now = [0.0]
+    limiter = RateLimiter(10, 2, monotonic=lambda: now[0], max_keys=3)
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, pytest.approx(0.1)]
+    now[0] += 60  # a long pause refills no more than the burst
+    assert [limiter.take("a") > 0 for _ in range(3)] == [False, False, True]
+    for key in ("b", "c", "d", "e"):
+        limiter.take(key)
+    assert len(limiter._buckets) == 3
+
+
+def test_token_lookup_checks_every_token() -> None:
+    tokens = [
+        ApiToken.model_validate({"name": n, "token": t, "scope": "read"})
+        for n, t in (("a", READ), ("b", WRITE))
+    ]
+    table = TokenTable(tokens)
+    assert [table.identify(t) for t in (READ, WRITE, "", READ + " ")] == [
+        tokens[0],
+        tokens[1],
+        None,
+        None,
+    ]
+
+
+async def test_a_handler_exception_is_500_json_and_the_daemon_keeps_serving(
+    tmp_path: Path, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire at /var/lib/runbookd/secret-path")
+
+    with rendered_logs() as logs:
+        async with run_daemon(write_config(tmp_path)) as daemon:
+            api = f"http://127.0.0.1:{daemon.port}"
+            monkeypatch.setattr(daemon.store, "list_incidents", broken)
+            status, body, r = await call(session, "GET", f"{api}/api/v1/incidents", READ)
+            assert (status, body) == (500, {"error": "internal error"})
+            assert r.content_type == "application/json"
+            assert (await call(session, "GET", f"{api}/healthz"))[0] == 200
+            assert (await call(session, "GET", f"{api}/api/v1/approvals", READ))[0] == 200
+            metrics = (await call(session, "GET", f"{api}/metrics"))[1]
+    assert "disk on fire" not in str(body)
+    text = logs.getvalue()
+    assert '"event": "api request failed"' in text
+    assert '"route": "/api/v1/incidents"' in text
+    assert "Traceback" in text
+    assert "RuntimeError: disk on fire" in text
+    assert 'runbookd_api_requests_total{code_class="5xx",route="/api/v1/incidents"} 1.0' in metrics
+
+
+async def test_request_metrics_use_route_templates_not_paths(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    await call(session, "GET", f"{api}/api/v1/incidents/some-id-1234", READ)
+    await call(session, "GET", f"{api}/no/such/path-5678", READ)
+    await call(session, "GET", f"{api}/api/v1/incidents")
+    _, metrics, _ = await call(session, "GET", f"{api}/metrics")
+    assert 'code_class="4xx",route="/api/v1/incidents/{id}"} 1.0' in metrics
+    assert 'code_class="4xx",route="unmatched"} 1.0' in metrics
+    assert 'code_class="4xx",route="/api/v1/incidents"} 1.0' in metrics
+    assert "some-id-1234" not in metrics
+    assert "path-5678" not in metrics
+
+
+async def test_tokens_never_appear_in_logs_metrics_or_answers(
+    tmp_path: Path, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    with rendered_logs() as logs:
+        async with run_daemon(write_config(tmp_path)) as daemon:
+            api = f"http://127.0.0.1:{daemon.port}"
+            for token in (*SECRETS, WRITE + "x"):
+                for method, path, body in [
+                    ("GET", "/api/v1/incidents", None),
+                    ("POST", "/api/v1/silences", SILENCE),
+                    ("POST", "/api/v1/alerts", ALERTS),
+                    ("POST", "/api/v1/incidents/x/approve", {"by": "ana"}),
+                ]:
+                    _, answer, r = await call(session, method, api + path, token, json=body)
+                    seen += [str(answer), str(dict(r.headers))]
+            monkeypatch.setattr(daemon.store, "list_incidents", None)  # a 500, logged
+            seen.append(str((await call(session, "GET", f"{api}/api/v1/incidents", READ))[1]))
+            seen.append((await call(session, "GET", f"{api}/metrics"))[1])
+            seen.append(repr(daemon.config))
+    seen.append(logs.getvalue())
+    assert '"event": "started"' in logs.getvalue()
+    assert "api request failed" in logs.getvalue()
+    for secret in SECRETS:
+        assert all(secret not in text for text in seen)
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("runbookd.internal", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_a_network_listen_without_tokens_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text("runbookd:\n  state_dir: /tmp/x\n  listen: 0.0.0.0:9464\n")
+    assert check_config_main(str(path)) == 2
+    assert capsys.readouterr().err == (
+        f"{path}:3 runbookd.listen: 0.0.0.0 is not a loopback address, so runbookd.api.tokens "
+        "must list at least one token (or listen on 127.0.0.1)\n"
+    )
+    path.write_text(
+        "runbookd:\n  listen: '[::]:9464'\n  api:\n    tokens:\n"
+        f"      - {{name: ops, token: {WRITE}, scope: write}}\n"
+    )
+    assert check_config_main(str(path)) == 0
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "c.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_token_settings_are_validated_with_their_lines() -> None:
+    text = f"""\
+runbookd:
+  api:
+    max_body: lots
+    rate_limit: {{per_second: 0}}
+    tokens:
+      - {{name: ops, token: short, scope: write}}
+      - {{name: bot, token: {READ}, scope: admin}}
+      - {{name: x, token_file: /nonexistent/runbookd-token, scope: read}}
+"""
+    assert problems(text) == [
+        "c.yaml:3 runbookd.api.max_body: could not parse value and unit from byte string",
+        "c.yaml:4 runbookd.api.rate_limit.per_second: input should be greater than 0",
+        "c.yaml:6 runbookd.api.tokens.0.token: too short: use at least 16 characters",
+        "c.yaml:7 runbookd.api.tokens.1.scope: input should be 'read', 'write' or 'intake'",
+        "c.yaml:8 runbookd.api.tokens.2: token_file: cannot read /nonexistent/runbookd-token: "
+        "No such file or directory",
+    ]
+    twice = f"""\
+runbookd:
+  api:
+    tokens:
+      - {{name: ops, token: {WRITE}, scope: write}}
+      - {{name: ops2, token: {WRITE}, scope: read}}
+"""
+    assert problems(twice) == [
+        "c.yaml:2 runbookd.api: tokens: two tokens have the same value (which scope would it have?)"
+    ]
+    assert all(WRITE not in p for p in problems(twice))
+
+
+def test_api_defaults() -> None:
+    api = load_config_text("", "c.yaml").runbookd.api
+    assert (api.tokens, api.protect_metrics, api.max_body) == ([], False, MIB)
+    assert (api.rate_limit.per_second, api.rate_limit.burst) == (50.0, 200)
+    sized = load_config_text("runbookd: {api: {max_body: 2MiB}}", "c.yaml").runbookd.api
+    assert sized.max_body == 2 * MIB

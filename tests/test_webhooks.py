@@ -1,0 +1,335 @@
+"""Generic JSON webhooks: signed (HMAC-SHA256 over `timestamp.raw body`) or with a bearer token,
+mapped to alerts by configured paths, on a real daemon whose clock the tests move."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from daemon.alerts import alert_from_json
+from daemon.app import Daemon
+from daemon.clock import ManualClock
+from daemon.config import ConfigError, load_config, load_config_text
+
+SECRET = "hmac-0123456789abcdef"
+HOOK_TOKEN = "hook-0123456789abcdef"
+API_TOKEN = "api-0123456789abcdef"
+
+CONFIG = """\
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+  api:
+    tokens: [{{name: ops, token: {api_token}, scope: write}}]
+webhooks:
+  deploys:
+    fields:
+      name: alert.title
+      status: alert.state
+      fingerprint: alert.id
+      summary: alert.message
+      labels.service: alert.tags.service
+    auth:
+      hmac_secret_file: {secret_file}
+  uptime:
+    fields: {{name: monitor.name, status: monitor.down}}
+    auth: {{token: "${{RUNBOOKD_TEST_HOOK_TOKEN}}"}}
+rules:
+  deploy_failed:
+    when: {{alert: DeployFailed, labels: {{service: web}}}}
+  site_down:
+    when: {{alert: homepage}}
+"""
+
+
+def deploy(state: str = "alerting", **alert: Any) -> dict[str, Any]:
+    fields = {
+        "id": "d-42",
+        "title": "DeployFailed",
+        "state": state,
+        "message": "deploy 42 failed its smoke test",
+        "tags": {"service": "web"},
+    }
+    return {"alert": fields | alert, "sender": "ci"}
+
+
+def signed(body: bytes, timestamp: float, secret: str = SECRET) -> dict[str, str]:
+    """What a sender does, written out here rather than borrowed from the daemon."""
+    ts = str(int(timestamp))
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "X-Runbookd-Timestamp": ts,
+        "X-Runbookd-Signature": f"sha256={mac}",
+    }
+
+
+@asynccontextmanager
+async def running(directory: Path, clock: ManualClock) -> AsyncIterator[str]:
+    secret_file = directory / "hmac-secret"
+    secret_file.write_text(SECRET + "\n")
+    path = directory / "runbookd.yaml"
+    text = CONFIG.format(state=directory / "state", api_token=API_TOKEN, secret_file=secret_file)
+    path.write_text(text)
+    daemon = Daemon(load_config(path), config_path=path, clock=clock)
+    await daemon.start()
+    try:
+        yield f"http://127.0.0.1:{daemon.port}"
+    finally:
+        await daemon.stop()
+
+
+@pytest.fixture(autouse=True)
+def hook_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOKD_TEST_HOOK_TOKEN", HOOK_TOKEN)
+
+
+@pytest.fixture
+async def api(tmp_path: Path, clock: ManualClock) -> AsyncIterator[str]:
+    async with running(tmp_path, clock) as url:
+        yield url
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any], aiohttp.ClientResponse]:
+    async with session.post(url, data=body, headers=headers) as r:
+        return r.status, await r.json(), r
+
+
+async def incidents(session: aiohttp.ClientSession, api: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with session.get(f"{api}/api/v1/incidents", headers=headers) as r:
+        found: list[dict[str, Any]] = (await r.json())["incidents"]
+        return found
+
+
+async def test_a_signed_alert_opens_an_incident_and_a_signed_resolution_resolves_it(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    body = json.dumps(deploy()).encode()
+    status, answer, _ = await post(session, url, body, signed(body, clock.now()))
+    assert (status, answer) == (200, {"received": 1, "matched": 1})
+    (incident,) = await incidents(session, api)
+    assert incident["rule"] == "deploy_failed"
+    assert incident["status"] == "open"
+    trigger = incident["trigger"]
+    assert trigger["source"] == "webhook:deploys"
+    assert trigger["fingerprint"] == "d-42"
+    assert trigger["labels"] == {"alertname": "DeployFailed", "service": "web"}
+    assert trigger["annotations"] == {"summary": "deploy 42 failed its smoke test"}
+
+    body = json.dumps(deploy("ok")).encode()
+    assert (await post(session, url, body, signed(body, clock.now())))[0] == 200
+    (incident,) = await incidents(session, api)
+    assert incident["status"] == "resolved"
+
+
+async def test_a_replay_within_tolerance_is_accepted_but_deduplicated(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    body = json.dumps(deploy()).encode()
+    headers = signed(body, clock.now())
+    assert (await post(session, url, body, headers))[0] == 200
+    await clock.advance(4 * 60)
+    status, answer, _ = await post(session, url, body, headers)
+    assert (status, answer) == (200, {"received": 1, "matched": 1})
+    assert len(await incidents(session, api)) == 1
+
+
+async def test_the_signature_covers_the_raw_bytes(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    body = json.dumps(deploy()).encode()
+    headers = signed(body, clock.now())
+    for sent, sent_headers in [
+        (json.dumps(deploy(), indent=1).encode(), headers),  # the same JSON, other bytes
+        (json.dumps(deploy(title="Other")).encode(), headers),  # tampered
+        (body, signed(body, clock.now(), secret="not-" + SECRET)),
+        (body, headers | {"X-Runbookd-Signature": headers["X-Runbookd-Signature"][:-1]}),
+        (body, headers | {"X-Runbookd-Signature": "sha1=" + "0" * 40}),
+        (body, headers | {"X-Runbookd-Signature": "sha256=ü" + "0" * 63}),
+    ]:
+        status, answer, r = await post(session, url, sent, sent_headers)
+        assert (status, answer) == (401, {"error": "X-Runbookd-Signature: bad signature"})
+        assert r.headers["WWW-Authenticate"] == 'Signature realm="runbookd"'
+    assert await incidents(session, api) == []
+
+
+@pytest.mark.parametrize("missing", ["X-Runbookd-Timestamp", "X-Runbookd-Signature"])
+async def test_missing_signature_headers_are_401(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock, missing: str
+) -> None:
+    body = json.dumps(deploy()).encode()
+    headers = signed(body, clock.now())
+    del headers[missing]
+    status, answer, _ = await post(session, f"{api}/api/v1/webhooks/deploys", body, headers)
+    assert status == 401
+    assert answer == {"error": "missing X-Runbookd-Timestamp or X-Runbookd-Signature header"}
+
+
+@pytest.mark.parametrize("skew", [-6 * 60, 6 * 60, -5 * 60 - 1])
+async def test_a_timestamp_outside_the_tolerance_is_a_replay(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock, skew: int
+) -> None:
+    body = json.dumps(deploy()).encode()
+    headers = signed(body, clock.now() + skew)
+    status, answer, _ = await post(session, f"{api}/api/v1/webhooks/deploys", body, headers)
+    assert (status, answer) == (
+        401,
+        {"error": "X-Runbookd-Timestamp: more than 300s from our clock (a replay?)"},
+    )
+
+
+async def test_a_request_captured_and_sent_later_is_refused(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    body = json.dumps(deploy()).encode()
+    headers = signed(body, clock.now())
+    await clock.advance(5 * 60)
+    assert (await post(session, url, body, headers))[0] == 200  # the edge is inclusive
+    await clock.advance(1)
+    assert (await post(session, url, body, headers))[0] == 401
+    headers["X-Runbookd-Timestamp"] = "1.8e9"
+    status, answer, _ = await post(session, url, body, headers)
+    assert (status, answer) == (401, {"error": "X-Runbookd-Timestamp: not unix seconds"})
+
+
+async def test_a_bearer_webhook(api: str, session: aiohttp.ClientSession) -> None:
+    url = f"{api}/api/v1/webhooks/uptime"
+    body = json.dumps({"monitor": {"name": "homepage", "down": True}}).encode()
+    json_type = {"Content-Type": "application/json"}
+    for headers in [
+        json_type,
+        json_type | {"Authorization": f"Bearer {HOOK_TOKEN}x"},
+        json_type | {"Authorization": f"Bearer {API_TOKEN}"},  # an API token is not this one
+    ]:
+        status, answer, r = await post(session, url, body, headers)
+        assert (status, answer) == (401, {"error": "missing or invalid bearer token"})
+        assert r.headers["WWW-Authenticate"] == 'Bearer realm="runbookd"'
+    headers = json_type | {"Authorization": f"Bearer {HOOK_TOKEN}"}
+    status, answer, _ = await post(session, url, body, headers)
+    assert (status, answer) == (200, {"received": 1, "matched": 1})
+    (incident,) = await incidents(session, api)
+    assert (incident["rule"], incident["trigger"]["source"]) == ("site_down", "webhook:uptime")
+
+
+async def test_bad_bodies_are_400_naming_the_path(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    for doc, reason in [
+        ({"alert": {"title": "DeployFailed"}}, "alert.state: not found in the body"),
+        (deploy(tags={}), "alert.tags.service: not found in the body"),
+        (deploy(tags="web"), "alert.tags.service: not found in the body"),
+        (deploy(title={"x": 1}), "alert.title: expected a string or number, not an object"),
+        (deploy(title=""), "alert.title: the alert name is empty"),
+        ([1, 2], "alert.title: not found in the body"),
+    ]:
+        body = json.dumps(doc).encode()
+        status, answer, _ = await post(session, url, body, signed(body, clock.now()))
+        assert status == 400
+        assert answer["error"].startswith(reason)
+    for body, headers, status, reason in [
+        (b"{", signed(b"{", clock.now()), 400, "body is not valid JSON"),
+        (b"{}", signed(b"{}", clock.now()) | {"Content-Type": "text/plain"}, 415, "expected"),
+    ]:
+        answer_status, answer, _ = await post(session, url, body, headers)
+        assert (answer_status, answer["error"].split(" ")[0]) == (status, reason.split(" ")[0])
+    assert await incidents(session, api) == []
+
+
+async def test_an_unknown_webhook_is_404(api: str, session: aiohttp.ClientSession) -> None:
+    status, answer, _ = await post(
+        session, f"{api}/api/v1/webhooks/nope", b"{}", {"Content-Type": "application/json"}
+    )
+    assert (status, answer) == (404, {"error": "no webhook 'nope'"})
+
+
+# -- mapping and config --------------------------------------------------------------------------
+
+
+def test_paths_step_into_lists_and_statuses_read_as_words() -> None:
+    paths = {"name": "alerts.0.name", "status": "alerts.0.firing", "labels.env": "meta.env"}
+    doc = {"alerts": [{"name": "DiskFull", "firing": True}], "meta": {"env": 3}}
+    alert = alert_from_json(doc, paths, "webhook:x")
+    assert (alert.name, alert.firing, alert.labels) == (
+        "DiskFull",
+        True,
+        {
+            "alertname": "DiskFull",
+            "env": "3",
+        },
+    )
+    assert alert.source == "webhook:x"
+    doc["alerts"][0]["firing"] = "RESOLVED"  # type: ignore[index]
+    assert not alert_from_json(doc, paths, "webhook:x").firing
+    with pytest.raises(ValueError, match=r"^alerts\.0\.name: not found"):
+        alert_from_json({"alerts": []}, paths, "webhook:x")
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "c.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_webhook_config_is_validated_with_lines() -> None:
+    text = f"""\
+webhooks:
+  a:
+    fields: {{name: title}}
+    auth: {{hmac_secret: {SECRET}}}
+  b:
+    fields: {{name: title, status: state, labels.alertname: x}}
+    auth: {{token: {HOOK_TOKEN}}}
+  c:
+    fields: {{name: title, status: state, severity: level}}
+    auth: {{hmac_secret: short}}
+  d:
+    fields:
+      name: title
+      status: "state..x"
+    auth: {{hmac_secret: {SECRET}, tolerance: 2h}}
+  bad name:
+    fields: {{name: title, status: state}}
+    auth: {{}}
+"""
+    assert problems(text) == [
+        "c.yaml:3 webhooks.a.fields: needs status",
+        "c.yaml:6 webhooks.b.fields: labels.alertname: the alert name comes from `name`",
+        "c.yaml:9 webhooks.c.fields: unknown field 'severity' (known: name, status, "
+        "fingerprint, summary or labels.<label>)",
+        "c.yaml:10 webhooks.c.auth.hmac_secret: too short: use at least 16 characters",
+        "c.yaml:14 webhooks.d.fields.status: not a dotted path into the body: 'state..x' "
+        "(e.g. alert.title)",
+        "c.yaml:15 webhooks.d.auth.tolerance: input should be less than or equal to 3600",
+        "c.yaml:16 webhooks.bad name: not a valid name: 'bad name' (letters, digits, _ and -, "
+        "starting with a letter or _, at most 64 characters)",
+        "c.yaml:18 webhooks.bad name.auth: give hmac_secret (or hmac_secret_file) or token, "
+        "exactly one",
+    ]
+
+
+def test_webhook_auth_is_one_method() -> None:
+    both = f"""\
+webhooks:
+  d:
+    fields: {{name: t, status: s}}
+    auth: {{token: {HOOK_TOKEN}, hmac_secret: {SECRET}}}
+"""
+    assert problems(both) == [
+        "c.yaml:4 webhooks.d.auth: give hmac_secret (or hmac_secret_file) or token, exactly one"
+    ]
