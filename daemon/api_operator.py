@@ -87,8 +87,11 @@ class SilenceBody(StrictModel):
 
 
 def operator_routes(daemon: DaemonView) -> list[web.RouteDef]:
+    from daemon import openapi  # it reads this module's models
+
     api = Operator(daemon)
     return [
+        web.get(openapi.PATH, openapi.serve),
         web.get("/api/v1/incidents", api.list_incidents),
         web.get("/api/v1/incidents/{id}", api.get_incident),
         web.post("/api/v1/incidents/{id}/acknowledge", api.acknowledge),
@@ -195,8 +198,13 @@ class Operator:
     # -- silences ----------------------------------------------------------------------------
 
     async def list_silences(self, request: web.Request) -> web.Response:
+        # A typo ("?expired=ture") is an error, not a silent "false".
+        expired = {"true": True, "1": True, "false": False, "0": False}.get(
+            request.query.get("expired", "false").lower()
+        )
+        if expired is None:
+            return json_error(400, "expired: must be true or false")
         now = self.daemon.clock.now()
-        expired = request.query.get("expired", "false").lower() in ("1", "true", "yes")
         silences = self.daemon.pipeline.silences.list(now, include_expired=expired)
         return web.json_response({"silences": [s.to_json(now) for s in silences]})
 

@@ -1,22 +1,28 @@
-"""The `runbookd` command: run, check-config, demo."""
+"""The `runbookd` command: run, check-config, once, demo; incidents and silence talk to a
+running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon import __version__
 from daemon.app import Daemon
+from daemon.client import DEFAULT_URL, Answer, ApiError, Client, Unreachable, base_url
 from daemon.config import ConfigError, check_config_main, load_config
 from daemon.demo import DEFAULT_CONFIG as DEMO_CONFIG
 from daemon.demo import run_demo
 from daemon.logs import configure
 from daemon.once import run_once
+from daemon.units import parse_duration
 
 T = TypeVar("T")
 
@@ -38,7 +44,294 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
     demo = sub.add_parser("demo", help="a bad deploy, detected and rolled back, end to end")
     demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
+    _incidents_parser(sub)
+    _silence_parser(sub)
     return parser
+
+
+# -- talking to a running daemon -----------------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--url, --token, --json. Given to a command and to each of its actions, so they may come
+    before or after the action; an action's SUPPRESS defaults never undo the command's."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    url = os.environ.get("RUNBOOKD_URL", DEFAULT_URL)
+    parser.add_argument("--url", default=default(url), help=f"the daemon (default: {url})")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token", default=default(None), help="API token (default: $RUNBOOKD_TOKEN)"
+    )
+    tokens.add_argument("--token-file", default=default(None), help="read the API token here")
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print the raw JSON answer"
+    )
+
+
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=summary)
+    _connection_options(parser, defaults=False)
+    return parser
+
+
+def _who(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID")
+    parser.add_argument("--by", required=True, help="who acts (kept on the timeline)")
+    parser.add_argument("--reason", default="", help="why")
+
+
+def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("incidents", help="list, show, acknowledge, resolve incidents")
+    _connection_options(parser, defaults=True)
+    parser.set_defaults(status=None, rule=None, limit=None)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = _action(actions, "list", "incidents, newest first (the default)")
+    listing.add_argument("--status", choices=["open", "resolved"])
+    listing.add_argument("--rule", help="only this rule's incidents")
+    listing.add_argument("--limit", type=int, help="at most this many (default 100)")
+    _action(actions, "show", "one incident with its timeline").add_argument("id", metavar="ID")
+    _who(_action(actions, "ack", "someone is on it: no more escalation"))
+    _who(_action(actions, "resolve", "close it; its rule starts afresh"))
+    _who(_action(actions, "approve", "approve the step waiting for approval"))
+    _who(_action(actions, "reject", "reject the step waiting for approval"))
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"not key=value: {text!r}")
+    return key, value
+
+
+def _duration(text: str) -> str:
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("silence", help="list, add, expire silences and maintenance windows")
+    _connection_options(parser, defaults=True)
+    parser.set_defaults(expired=False)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = _action(actions, "list", "silences that have not ended (the default)")
+    listing.add_argument("--expired", action="store_true", help="also those that ended")
+    add = _action(actions, "add", "silence a rule, a check or labels for a while")
+    add.add_argument("--rule", help="match incidents of this rule")
+    add.add_argument("--check", help="match incidents of this check")
+    add.add_argument(
+        "--label", type=_label, action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    ends = add.add_mutually_exclusive_group(required=True)
+    ends.add_argument("--duration", type=_duration, help="e.g. 2h, from the start")
+    ends.add_argument("--ends-at", help="ISO 8601 with a zone (2026-11-28T03:00:00Z)")
+    add.add_argument("--starts-at", help="later start: a maintenance window (default: now)")
+    add.add_argument("--by", required=True, help="who silences")
+    add.add_argument("--comment", required=True, help="why")
+    _action(actions, "expire", "end a silence now").add_argument("id", metavar="ID")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.token_file}: {exc.strerror}") from None
+        if not token:
+            raise ValueError(f"{args.token_file} is empty")
+        return token
+    return args.token or os.environ.get("RUNBOOKD_TOKEN") or None
+
+
+def _time(text: str | None) -> float | str | None:
+    """Epoch seconds go as a number, anything else as the ISO text the API checks."""
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return text
+
+
+def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
+    if not (args.rule or args.check or args.label):
+        raise ValueError("silence add: give --rule, --check or --label (what to silence)")
+    body: dict[str, Any] = {
+        "created_by": args.by,
+        "comment": args.comment,
+        "rule": args.rule,
+        "check": args.check,
+        "labels": dict(args.label),
+        "duration": args.duration,
+        "ends_at": _time(args.ends_at),
+        "starts_at": _time(args.starts_at),
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    args.action = args.action or "list"
+    try:
+        token = _token(args)
+        base_url(args.url)
+        body = _silence_body(args) if (args.command, args.action) == ("silence", "add") else None
+    except ValueError as exc:
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(_call_api(args, token, body))
+    except Unreachable as exc:
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _call_api(args: argparse.Namespace, token: str | None, body: Answer | None) -> int:
+    async with Client(args.url, token=token) as api:
+        answer = await _perform(api, args, body)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    try:
+        print(_render(args, answer, time.time()))
+    except (KeyError, TypeError, ValueError):
+        raise ApiError(200, f"unexpected answer: {json.dumps(answer)[:200]}") from None
+    return 0
+
+
+async def _perform(api: Client, args: argparse.Namespace, body: Answer | None) -> Answer:
+    match args.command, args.action:
+        case "incidents", "list":
+            return await api.incidents(status=args.status, rule=args.rule, limit=args.limit)
+        case "incidents", "show":
+            return await api.incident(args.id)
+        case "incidents", verb:
+            act = {
+                "ack": api.acknowledge,
+                "resolve": api.resolve,
+                "approve": api.approve,
+                "reject": api.reject,
+            }[verb]
+            return await act(args.id, args.by, args.reason)
+        case "silence", "list":
+            return await api.silences(expired=args.expired)
+        case "silence", "add":
+            assert body is not None
+            return await api.create_silence(body)
+        case _:
+            return await api.expire_silence(args.id)
+
+
+DONE = {"ack": "acknowledged", "resolve": "resolved", "approve": "approved", "reject": "rejected"}
+
+
+def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
+    match args.command, args.action:
+        case "incidents", "list":
+            return incident_table(answer["incidents"])
+        case "incidents", "show":
+            return incident_detail(answer)
+        case "incidents", verb:
+            return f"{DONE[verb]} {args.id} (by {args.by})"
+        case "silence", "list":
+            return silence_table(answer["silences"], now)
+        case "silence", "add":
+            return silence_created(answer, now)
+        case _:
+            return f"expired {answer['id']}"
+
+
+# -- output for people ---------------------------------------------------------------------------
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last one runs free."""
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [headers, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def incident_table(incidents: list[Answer]) -> str:
+    if not incidents:
+        return "no incidents"
+    rows = [
+        [i["id"], i["status"], i["rule"], i["severity"], when(i["opened_at"]), i["summary"]]
+        for i in incidents
+    ]
+    return table(["ID", "STATUS", "RULE", "SEVERITY", "OPENED", "SUMMARY"], rows)
+
+
+def incident_detail(incident: Answer) -> str:
+    trigger = " ".join(
+        f"{k}={json.dumps(v) if isinstance(v, dict | list) else v}"
+        for k, v in incident["trigger"].items()
+        if v is not None
+    )
+    lines = [
+        f"{incident['id']}  {incident['status']}  {incident['severity']}",
+        f"rule:     {incident['rule']} (check {incident['check']})",
+        f"summary:  {incident['summary']}",
+        f"opened:   {when(incident['opened_at'])}",
+        f"resolved: {when(incident['resolved_at'])}",
+        f"trigger:  {trigger or '-'}",
+        "",
+        table(
+            ["TIME", "STEP", "WHAT"],
+            [[when(e["ts"]), e["kind"], e["message"]] for e in incident["timeline"]],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def silence_state(silence: Answer, now: float) -> str:
+    if silence["active"]:
+        return "active"
+    return "ended" if silence["ends_at"] <= now else "scheduled"
+
+
+def silence_created(silence: Answer, now: float) -> str:
+    state, ends = silence_state(silence, now), when(silence["ends_at"])
+    if state == "scheduled":
+        return f"created {silence['id']}: scheduled from {when(silence['starts_at'])} until {ends}"
+    return f"created {silence['id']}: {state} until {ends}"
+
+
+def matchers(silence: Answer) -> str:
+    given = {"rule": silence["rule"], "check": silence["check"]} | silence["labels"]
+    return " ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+
+
+def silence_table(silences: list[Answer], now: float) -> str:
+    if not silences:
+        return "no silences"
+    rows = [
+        [
+            s["id"],
+            silence_state(s, now),
+            when(s["starts_at"]),
+            when(s["ends_at"]),
+            matchers(s),
+            s["created_by"],
+            s["comment"],
+        ]
+        for s in silences
+    ]
+    return table(["ID", "STATE", "STARTS", "ENDS", "MATCHERS", "BY", "COMMENT"], rows)
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
@@ -93,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args.config)
     if args.command == "once":
         return cmd_once(args.config, args.checks)
+    if args.command in ("incidents", "silence"):
+        return cmd_api(args)
     return cmd_demo(args.config)
 
 

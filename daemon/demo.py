@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,7 +22,16 @@ from daemon.demo_app import DemoApp, Pager
 from daemon.models import Incident, TimelineEntry
 from daemon.servers import serve
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+def _demo_config() -> Path:
+    """config/demo.yaml of a source checkout, else the copy a wheel installs under
+    <prefix>/share/runbookd."""
+    checkout = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+    installed = Path(sys.prefix) / "share" / "runbookd" / "demo.yaml"
+    return checkout if checkout.exists() else installed
+
+
+DEFAULT_CONFIG = _demo_config()
 TRAFFIC_PER_SECOND = 50
 STEP_TIMEOUT = 25.0
 

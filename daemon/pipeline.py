@@ -27,7 +27,7 @@ import structlog
 
 from daemon.approvals import Approvals, Decision
 from daemon.clock import Clock
-from daemon.metrics import Metrics
+from daemon.metrics import OUTCOMES, Metrics
 from daemon.models import Incident, RemediationResult
 from daemon.outbox import Outbox
 from daemon.rule_config import RuleConfig
@@ -107,11 +107,20 @@ class Pipeline:
         self._resolving: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._healthy_at: dict[str, float] = {}
         self._outbox_task: asyncio.Task[None] | None = None
+        self._zero_series(plan)
 
     def set_plan(self, plan: Plan) -> None:
         """A reload: later steps use the new remediations; running steps finish as they are."""
         self.plan = plan
         self.breaker.after = plan.breaker_after
+        self._zero_series(plan)
+
+    def _zero_series(self, plan: Plan) -> None:
+        # Every outcome series exists from the start at 0, so increase() in an alert rule
+        # sees the very first failure (a series born at 1 shows no increase).
+        for name, remediation in plan.remediations.items():
+            for outcome in OUTCOMES:
+                self.metrics.remediations.labels(name, remediation.type, outcome)
 
     async def reset_circuit(self, rule: str) -> bool:
         """An operator resumes a rule's automation; False if its circuit was not open."""

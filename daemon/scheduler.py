@@ -199,29 +199,34 @@ class Scheduler:
     async def _worker(self) -> None:
         while True:
             job, due = await self._queue.get()
-            started = self.clock.now()
-            self.metrics.lateness.observe(max(0.0, started - due))
             try:
-                result = await run_check(job.check, job.config, self.ctx, self.clock)
+                await self._run_job(job, due)
             finally:
+                # Only now may the check run again: its observations reach the engine one
+                # at a time and in order, however slow the engine was with the last one.
                 job.running = False
-            ended = self.clock.now()
-            obs = Observation(
-                job.name, result.status, result.values, ended, ended - started, result.reason
-            )
-            if job.retired:
-                continue
-            job.runs += 1
-            self._series(job).observe(obs)
-            if obs.status is not job.last_status:
-                self._log_change(job, obs)
-            try:
-                await self.sink(obs)
-            except Exception:  # the engine must not lose a worker to one bad observation
-                log.exception("observation handling failed", check=job.name)
-            if job.runs == 1:
-                self._pending_first.discard(job.name)
-                self._check_first_round()
+
+    async def _run_job(self, job: Job, due: float) -> None:
+        started = self.clock.now()
+        self.metrics.lateness.observe(max(0.0, started - due))
+        result = await run_check(job.check, job.config, self.ctx, self.clock)
+        ended = self.clock.now()
+        if job.retired:
+            return
+        obs = Observation(
+            job.name, result.status, result.values, ended, ended - started, result.reason
+        )
+        job.runs += 1
+        self._series(job).observe(obs)
+        if obs.status is not job.last_status:
+            self._log_change(job, obs)
+        try:
+            await self.sink(obs)
+        except Exception:  # the engine must not lose a worker to one bad observation
+            log.exception("observation handling failed", check=job.name)
+        if job.runs == 1:
+            self._pending_first.discard(job.name)
+            self._check_first_round()
 
     @staticmethod
     def _log_change(job: Job, obs: Observation) -> None:

@@ -29,7 +29,17 @@ _PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 _SAMPLE = Incident(id="", rule="", check="", severity="", summary="", opened_at=0.0)
 TEMPLATE_FIELDS = frozenset(incident_fields(_SAMPLE))
 # Header names whose values are masked if a server echoes them back.
-_SECRET_HEADER_HINTS = ("auth", "key", "token", "secret", "signature", "cookie")
+_SECRET_HEADER_HINTS = (
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "signature",
+    "cookie",
+    "credential",
+    "pass",
+    "session",
+)
 
 StatusCode = Annotated[int, Field(ge=100, le=599)]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

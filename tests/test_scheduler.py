@@ -246,3 +246,38 @@ async def test_a_check_dropped_by_reload_leaves_no_series_behind(
     text = generate_latest(s.metrics.registry).decode()
     assert 'check="b"' not in text
     assert 'check="a"' in text
+
+
+async def test_a_slow_engine_never_gets_two_observations_of_one_check_at_once(
+    clock: ManualClock,
+) -> None:
+    """The engine taking longer than the interval must not break ordering or readiness."""
+    seen: list[float] = []
+    in_sink = 0
+    most_at_once = 0
+
+    async def slow_sink(obs: Observation) -> None:
+        nonlocal in_sink, most_at_once
+        in_sink += 1
+        most_at_once = max(most_at_once, in_sink)
+        await clock.sleep(3.0 if not seen else 0.0)  # the first one is slow (an incident opens)
+        seen.append(obs.ts)
+        in_sink -= 1
+
+    s = Scheduler(
+        ctx=CheckContext(None, clock),  # type: ignore[arg-type]
+        clock=clock,
+        sink=slow_sink,
+        metrics=Metrics(CollectorRegistry()),
+        max_in_flight=4,
+    )
+    s.start()
+    try:
+        await s.set_checks({"p": (Probe(), cfg(interval="1s"))})
+        await clock.advance(6.5)
+        assert most_at_once == 1
+        assert seen == sorted(seen)
+        assert s.first_round.is_set()
+        assert metric(s, "runbookd_check_runs_skipped_total", check="p") >= 2
+    finally:
+        await s.stop()
