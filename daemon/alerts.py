@@ -53,7 +53,8 @@ def _timestamp(value: str | None) -> float | None:
 
 class _Lenient(BaseModel):
     # Senders add fields (Grafana does); unknown ones are ignored, known ones are checked.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Strict: JSON false is not 0 and "3" is not 3.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 Labels = dict[str, str]

@@ -260,7 +260,7 @@ class Pipeline:
             self.locks.release(incident.id)
             self.runs.pop(incident.id, None)
 
-    async def _verify(self, run: Run, within: float) -> bool:
+    async def _verify(self, run: Run, within: float) -> bool | None:
         incident = run.incident
         started = self.clock.now()
         await self.recorder.record(
@@ -273,6 +273,17 @@ class Pipeline:
             await self._escalate(run, f"still firing {within:g}s after remediation")
             return False
         waited = self.clock.now() - started
+        closed_by = next(
+            (e.data["by"] for e in incident.timeline if e.kind == "resolved" and "by" in e.data),
+            None,
+        )
+        if closed_by is not None:
+            # An operator closed it: whether the remediation helped is unknown, and the
+            # circuit breaker counts it neither way.
+            await self.recorder.record(
+                incident, "verify", f"not verified: closed by {closed_by} after {waited:.0f}s"
+            )
+            return None
         await self.recorder.record(
             incident, "verified", f"verified: the rule cleared {waited:.0f}s after remediating"
         )

@@ -52,11 +52,15 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# What a child inherits from the daemon: enough to find programs and speak the locale, never
+# the daemon's secrets (routing keys, DSNs and tokens often come in through the environment).
+# Anything else a command needs is given explicitly in its config's `env:`.
+INHERITED_ENV = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "TMPDIR"})
+
+
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The daemon's environment without its RUNBOOKD_* settings, plus `extra`."""
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith(RESERVED_ENV_PREFIX)
-    }
+    """A minimal environment from the daemon's (no secrets), plus `extra`."""
+    inherited = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")}
     return {**inherited, **extra}
 
 

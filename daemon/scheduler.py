@@ -16,6 +16,7 @@ import math
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -27,6 +28,9 @@ from daemon.models import Observation, Status
 log = structlog.get_logger("runbookd.scheduler")
 
 Sink = Callable[[Observation], Awaitable[None]]
+
+# At stop, how long an observation being handled (say, an incident being stored) may finish.
+SINK_GRACE = 5.0
 
 
 @dataclass(slots=True, eq=False)
@@ -83,6 +87,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_first: set[str] = set()
+        self._sinking: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     async def set_checks(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
         """Install checks; an unchanged check keeps its instance and schedule (reload).
@@ -135,7 +141,14 @@ class Scheduler:
         ]
 
     async def stop(self) -> None:
-        """Cancel runs in flight (checks only read), then close every check's resources."""
+        """Cancel runs in flight (checks only read), but let an observation the engine is
+        handling finish (it may be opening an incident); then close every check's resources."""
+        self._stopping = True
+        for task in self._tasks:
+            if task not in self._sinking:
+                task.cancel()
+        if self._sinking:
+            await asyncio.wait(set(self._sinking), timeout=SINK_GRACE)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,7 +210,7 @@ class Scheduler:
     # -- the workers ---------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        while True:
+        while not self._stopping:
             job, due = await self._queue.get()
             try:
                 await self._run_job(job, due)
@@ -220,10 +233,15 @@ class Scheduler:
         self._series(job).observe(obs)
         if obs.status is not job.last_status:
             self._log_change(job, obs)
+        task = asyncio.current_task()
+        assert task is not None
+        self._sinking.add(task)
         try:
             await self.sink(obs)
         except Exception:  # the engine must not lose a worker to one bad observation
             log.exception("observation handling failed", check=job.name)
+        finally:
+            self._sinking.discard(task)
         if job.runs == 1:
             self._pending_first.discard(job.name)
             self._check_first_round()

@@ -40,7 +40,8 @@ class CommandConfig(RemediationConfig):
     type: Literal["command"]
     argv: list[NonEmpty] = Field(min_length=1)
     cwd: Path | None = None
-    # Added to the daemon's environment; RUNBOOKD_* names are reserved for the incident.
+    # The command's environment beyond PATH/HOME/locale (never the daemon's own: it may
+    # hold secrets); RUNBOOKD_* names are reserved for the incident.
     env: dict[NonEmpty, str] = Field(default_factory=dict)
     ok_exit_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # After `timeout`, the group gets SIGTERM, then SIGKILL once this grace has passed.

@@ -1,6 +1,6 @@
 """`compose_rollback` and `compose_scale`: act on one service of a Docker Compose project.
 
-Both run `docker compose` (the v2 plugin) as argv lists through daemon.processes, never
+Both run `docker compose` (the v2 plugin) as argv lists through remediations.tools, never
 through a shell. Every argument comes from the config or from docker's own output (the image
 a container runs); nothing from an alert or a check reaches a command line.
 """
@@ -18,12 +18,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import structlog
 import yaml
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.models import Incident, RemediationResult
-from daemon.processes import ProcessResult, describe_exit, run_process
 from daemon.units import Duration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
+from remediations.tools import Argument, ToolConfig, ToolRun, run_tool
 
 __all__ = [
     "ComposeConfig",
@@ -48,17 +48,9 @@ PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 
 
-def _plain_argument(value: str) -> str:
-    if "\0" in value or value.startswith("-"):
-        raise ValueError("must not contain NUL or start with '-'")
-    return value
-
-
-Argument = Annotated[str, Field(min_length=1), AfterValidator(_plain_argument)]
-
-
-class ComposeConfig(RemediationConfig):
-    """What both compose remediations need to name one service of one project."""
+class ComposeConfig(ToolConfig):
+    """What both compose remediations need to name one service of one project. `env` is
+    how docker finds its engine and credentials (DOCKER_HOST, DOCKER_CONFIG, ...)."""
 
     # The working directory of every docker command; relative `files` start here.
     project_directory: Path
@@ -90,50 +82,6 @@ class _Stop(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Run:
-    """One command as it ran: what a result's data and detail are made of."""
-
-    argv: list[str]
-    label: str
-    timeout: float
-    result: ProcessResult
-
-    @property
-    def ok(self) -> bool:
-        r = self.result
-        return r.error is None and not r.timed_out and r.exit_code == 0
-
-    def data(self) -> dict[str, Any]:
-        r = self.result
-        if r.error is not None:
-            return {"argv": self.argv, "error": r.error}
-        return {
-            "argv": self.argv,
-            "exit_code": r.exit_code,
-            "timed_out": r.timed_out,
-            "duration_seconds": round(r.duration, 3),
-            "stdout": r.stdout,
-            "stdout_truncated": r.stdout_truncated,
-            "stderr": r.stderr,
-            "stderr_truncated": r.stderr_truncated,
-        }
-
-    def failure(self, **facts: Any) -> RemediationResult:
-        r = self.result
-        if r.error is not None:
-            detail, recoverable = r.error, False
-        elif r.timed_out:
-            # A hung daemon or a slow pull: trying again later may well work.
-            detail, recoverable = f"{self.label} timed out after {self.timeout:g}s", True
-        else:
-            detail, recoverable = f"{self.label} {describe_exit(r.exit_code)}", False
-            if reason := _stderr_reason(r.stderr):
-                detail += f": {reason}"
-        data = {**self.data(), **facts}
-        return RemediationResult(ok=False, detail=detail, recoverable=recoverable, data=data)
-
-
-@dataclass(frozen=True, slots=True)
 class Container:
     image: str
     state: str
@@ -153,22 +101,22 @@ class _Compose:
             argv += ["-p", config.project_name]
         return [*argv, *args]
 
-    async def run(self, *args: str, override: str | None = None) -> _Run:
+    async def run(self, *args: str, override: str | None = None) -> ToolRun:
+        config = self.config
+        label = f"{config.docker} compose {args[0]}"
         argv = self.argv(*args, override=override)
-        timeout = self.config.timeout
-        result = await run_process(argv, term_after=timeout, cwd=self.config.project_directory)
-        return _Run(argv, f"{self.config.docker} compose {args[0]}", timeout, result)
+        return await run_tool(argv, label, config, cwd=config.project_directory)
 
     async def change(
         self, args: list[str], facts: dict[str, Any], override: str | None = None
-    ) -> _Run:
+    ) -> ToolRun:
         """Run a command that changes the project; _Stop with `facts` if it fails."""
         run = await self.run(*args, override=override)
         if not run.ok:
             raise _Stop(run.failure(**facts))
         return run
 
-    async def running_after(self, change: _Run, facts: dict[str, Any], done: str) -> list[str]:
+    async def running_after(self, change: ToolRun, facts: dict[str, Any], done: str) -> list[str]:
         """`running()` once `change` succeeded: a failure to look says what was done."""
         try:
             return await self.running()
@@ -219,14 +167,6 @@ def _one_off(row: dict[str, Any]) -> bool:
     if isinstance(labels, str):  # "k=v,k=v" since compose 2.21, a mapping before
         labels = dict(item.partition("=")[::2] for item in labels.split(","))
     return str(labels.get("com.docker.compose.oneoff", "")).lower() == "true"
-
-
-def _stderr_reason(stderr: str) -> str:
-    """The last line that says what went wrong (compose prints progress first), not the
-    "See ... --help" hint after it."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    reasons = [line for line in lines if not line.startswith(("See ", "Run '"))]
-    return (reasons or lines or [""])[-1]
 
 
 def _is_image(value: object) -> bool:

@@ -1,6 +1,6 @@
 """`systemd_restart` and `pm2_restart`: restart a service, then check it came back.
 
-Both run their tool (systemctl, pm2) as argv lists through daemon.processes, never through a
+Both run their tool (systemctl, pm2) as argv lists through remediations.tools, never through a
 shell; the unit or process name comes from the config alone. A restart that returns 0 is not
 the end: the service must then report itself running (systemd "active", pm2 "online"),
 checked a few times on the daemon's clock because a restarting service takes a moment.
@@ -17,9 +17,9 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from daemon.models import Incident, RemediationResult
-from daemon.processes import ProcessResult, describe_exit, run_process
 from daemon.units import Duration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
+from remediations.tools import Argument, ToolConfig, ToolRun, run_tool
 
 __all__ = ["Pm2Restart", "Pm2RestartConfig", "SystemdRestart", "SystemdRestartConfig"]
 
@@ -30,12 +30,6 @@ UNIT = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_\\-][A-Za-z0-9:_.\\-]*)?")
 UNIT_NAME_MAX = 255
 # A pm2 process name or numeric id: no whitespace, nothing that reads as an option.
 PM2_NAME = re.compile(r"[^\s-][^\s]*")
-
-
-def _plain_argument(value: str) -> str:
-    if "\0" in value or value.startswith("-"):
-        raise ValueError("must not contain NUL or start with '-'")
-    return value
 
 
 def _unit_name(value: str) -> str:
@@ -56,10 +50,7 @@ def _pm2_name(value: object) -> str:
     return text
 
 
-Argument = Annotated[str, Field(min_length=1), AfterValidator(_plain_argument)]
-
-
-class VerifiedRestartConfig(RemediationConfig):
+class VerifiedRestartConfig(ToolConfig):
     """After the restart: up to `verify_attempts` looks, `verify_interval` apart."""
 
     verify_attempts: int = Field(default=5, ge=1)
@@ -71,56 +62,7 @@ class VerifiedRestartConfig(RemediationConfig):
         return (1 + self.verify_attempts) * self.timeout + waits
 
 
-# --- running the tools ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """One command as it ran: what a result's data and detail are made of."""
-
-    argv: list[str]
-    label: str
-    timeout: float
-    result: ProcessResult
-
-    @property
-    def ok(self) -> bool:
-        r = self.result
-        return r.error is None and not r.timed_out and r.exit_code == 0
-
-    def data(self) -> dict[str, Any]:
-        r = self.result
-        if r.error is not None:
-            return {"argv": self.argv, "error": r.error}
-        return {
-            "argv": self.argv,
-            "exit_code": r.exit_code,
-            "timed_out": r.timed_out,
-            "duration_seconds": round(r.duration, 3),
-            "stdout": r.stdout,
-            "stdout_truncated": r.stdout_truncated,
-            "stderr": r.stderr,
-            "stderr_truncated": r.stderr_truncated,
-        }
-
-    def failure(self, **facts: Any) -> RemediationResult:
-        r = self.result
-        if r.error is not None:
-            detail, recoverable = r.error, False
-        elif r.timed_out:
-            # A busy service manager: trying again later may well work.
-            detail, recoverable = f"{self.label} timed out after {self.timeout:g}s", True
-        else:
-            detail, recoverable = f"{self.label} {describe_exit(r.exit_code)}", False
-            if reason := _stderr_reason(r.stderr):
-                detail += f": {reason}"
-        data = {**self.data(), **facts}
-        return RemediationResult(ok=False, detail=detail, recoverable=recoverable, data=data)
-
-
-async def _run(argv: list[str], label: str, term_after: float) -> _Run:
-    """`label` names the command in a result's detail ("systemctl restart")."""
-    return _Run(argv, label, term_after, await run_process(argv, term_after=term_after))
+# --- restart, then verify -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +71,7 @@ class _Look:
 
     up: bool
     state: str
-    run: _Run
+    run: ToolRun
 
 
 C = TypeVar("C", bound=VerifiedRestartConfig)
@@ -146,7 +88,7 @@ class _VerifiedRestart(Hooks, Generic[C]):
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
         argv, label = self._restart()
-        restarted = await _run(argv, label, self.config.timeout)
+        restarted = await run_tool(argv, label, self.config)
         if not restarted.ok:
             return restarted.failure(**self._facts())
         seen, attempts = await self._look(), 1
@@ -187,7 +129,8 @@ class _VerifiedRestart(Hooks, Generic[C]):
 class SystemdRestartConfig(VerifiedRestartConfig):
     type: Literal["systemd_restart"]
     unit: Annotated[str, AfterValidator(_unit_name)]
-    # The user's own service manager (`systemctl --user`): needs that user's session bus.
+    # The user's own service manager (`systemctl --user`): needs that user's session bus,
+    # given in `env:` (XDG_RUNTIME_DIR or DBUS_SESSION_BUS_ADDRESS).
     user: bool = False
     systemctl: Argument = "systemctl"
 
@@ -207,7 +150,7 @@ class SystemdRestart(_VerifiedRestart[SystemdRestartConfig]):
     async def _look(self) -> _Look:
         # is-active prints the state and exits non-zero (3) unless "active": the output
         # decides, the exit status only confirms.
-        run = await _run(*self._command("is-active"), self.config.timeout)
+        run = await run_tool(*self._command("is-active"), self.config)
         if run.result.error is not None or run.result.timed_out:
             return _Look(False, _why_not(run), run)
         lines = run.result.stdout.strip().splitlines()
@@ -233,7 +176,8 @@ class Pm2RestartConfig(VerifiedRestartConfig):
     type: Literal["pm2_restart"]
     # The process's name, or its numeric pm2 id.
     name: Annotated[str, BeforeValidator(_pm2_name)]
-    # Pass --update-env: the restarted process takes the daemon's current environment.
+    # Pass --update-env: the restarted process takes the environment pm2 runs in here (PATH,
+    # HOME, locale and `env:`), never the daemon's.
     update_env: bool = False
     pm2: Argument = "pm2"
 
@@ -253,7 +197,7 @@ class Pm2Restart(_VerifiedRestart[Pm2RestartConfig]):
         return argv + (["--update-env"] if config.update_env else []), "pm2 restart"
 
     async def _look(self) -> _Look:
-        run = await _run([self.config.pm2, "jlist"], "pm2 jlist", self.config.timeout)
+        run = await run_tool([self.config.pm2, "jlist"], "pm2 jlist", self.config)
         if not run.ok:
             return _Look(False, _why_not(run), run)
         try:
@@ -297,13 +241,6 @@ def _status(process: dict[str, Any]) -> str:
     return str(env.get("status", "unknown")) if isinstance(env, dict) else "unknown"
 
 
-def _stderr_reason(stderr: str) -> str:
-    """The last line that says what went wrong, not the "See ... --help" hint after it."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    reasons = [line for line in lines if not line.startswith(("See ", "Run '"))]
-    return (reasons or lines or [""])[-1]
-
-
-def _why_not(run: _Run) -> str:
+def _why_not(run: ToolRun) -> str:
     """A look that could not be taken, as a state for the result."""
     return f"unknown ({run.failure().detail})"

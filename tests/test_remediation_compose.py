@@ -3,6 +3,8 @@ v2 plugin that checks its argv, logs each call and keeps the project's container
 
 The stand-ins start with `#!/usr/bin/env python3` and need PyYAML: the interpreter running
 the tests (whose environment has it) goes on PATH right after tests/bin, so `env` finds it.
+PATH is inherited; where the stand-in keeps its log and state comes in through the config's
+`env:`, as DOCKER_HOST does in a real deployment.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from daemon.clock import ManualClock, settle
+from daemon.processes import INHERITED_ENV
 from remediations.base import REMEDIATIONS, MemoryState, RemediationContext
 from remediations.compose import (
     ComposeRollback,
@@ -45,6 +48,8 @@ class StandIn:
     def __init__(self, root: Path) -> None:
         self.log = root / "calls.jsonl"
         self.state_file = root / "state.json"
+        # What a remediation's `env:` gives docker so that the stand-in finds these files.
+        self.env = {"STANDIN_LOG": str(self.log), "STANDIN_STATE": str(self.state_file)}
 
     def calls(self) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -86,10 +91,7 @@ def clock() -> ManualClock:
 def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     python_dir = os.path.dirname(sys.executable)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
-    stand_in = StandIn(tmp_path)
-    monkeypatch.setenv("STANDIN_LOG", str(stand_in.log))
-    monkeypatch.setenv("STANDIN_STATE", str(stand_in.state_file))
-    return stand_in
+    return StandIn(tmp_path)
 
 
 @pytest.fixture
@@ -117,15 +119,23 @@ def config(project: Path, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def rollback(project: Path, **overrides: Any) -> ComposeRollback:
+def with_standin(standin: StandIn | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides`, with the stand-in's variables added to its `env:`."""
+    if standin is None:
+        return overrides
+    return {**overrides, "env": {**standin.env, **overrides.get("env", {})}}
+
+
+def rollback(project: Path, standin: StandIn | None = None, **overrides: Any) -> ComposeRollback:
+    fields = with_standin(standin, overrides)
     model = ComposeRollbackConfig.model_validate(
-        {"type": "compose_rollback", **config(project, **overrides)}
+        {"type": "compose_rollback", **config(project, **fields)}
     )
     return ComposeRollback("rollback-web", model)
 
 
-def scale(project: Path, **overrides: Any) -> ComposeScale:
-    fields = {"max": 3, **overrides}
+def scale(project: Path, standin: StandIn | None = None, **overrides: Any) -> ComposeScale:
+    fields = with_standin(standin, {"max": 3, **overrides})
     model = ComposeScaleConfig.model_validate(
         {"type": "compose_scale", **config(project, **fields)}
     )
@@ -149,7 +159,7 @@ async def test_healthy_records_the_running_image(
 ) -> None:
     standin.set(ps_json_array=legacy_array)
 
-    await rollback(project).healthy(ctx)
+    await rollback(project, standin).healthy(ctx)
 
     assert values(ctx)["last_healthy"] == {"image": GOOD, "seen_at": ctx.clock.now()}
     assert standin.argvs() == [PS]
@@ -159,7 +169,7 @@ async def test_healthy_records_the_running_image(
 async def test_healthy_writes_only_when_the_image_changes(
     ctx: RemediationContext, standin: StandIn, project: Path, clock: ManualClock
 ) -> None:
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     await remediation.healthy(ctx)
     first = clock.now()
     await clock.advance(60)
@@ -183,7 +193,7 @@ async def test_healthy_notes_nothing_without_one_running_image(
 ) -> None:
     standin.run("web", *images, state=state)
 
-    await rollback(project).healthy(ctx)
+    await rollback(project, standin).healthy(ctx)
 
     assert "last_healthy" not in values(ctx)
 
@@ -193,7 +203,7 @@ async def test_healthy_survives_a_failing_docker(
 ) -> None:
     standin.set(compose_plugin=False)
 
-    await rollback(project).healthy(ctx)
+    await rollback(project, standin).healthy(ctx)
 
     assert "last_healthy" not in values(ctx)
 
@@ -210,7 +220,7 @@ def deploy(standin: StandIn, project: Path, image: str) -> None:
 async def test_rollback_pins_the_last_healthy_image_in_an_override(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     await remediation.healthy(ctx)
     seen_at = ctx.clock.now()
     deploy(standin, project, BAD)
@@ -240,7 +250,7 @@ async def test_rollback_pins_the_last_healthy_image_in_an_override(
 async def test_rollback_keeps_a_scaled_out_service_scaled(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     await remediation.healthy(ctx)
     standin.run("web", BAD, BAD, BAD)
 
@@ -255,7 +265,7 @@ async def test_rollback_preserves_a_digest(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
     write_compose(project, DIGEST)
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     await remediation.healthy(ctx)
     assert values(ctx)["last_healthy"]["image"] == DIGEST
     deploy(standin, project, BAD)
@@ -270,7 +280,7 @@ async def test_rollback_preserves_a_digest(
 async def test_rollback_with_nothing_recorded_does_nothing(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    result = await rollback(project).execute(ctx, make_incident())
+    result = await rollback(project, standin).execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "no healthy image recorded yet for web"
@@ -280,7 +290,7 @@ async def test_rollback_with_nothing_recorded_does_nothing(
 async def test_rollback_when_already_on_the_healthy_image(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     await remediation.healthy(ctx)
 
     result = await remediation.execute(ctx, make_incident())
@@ -294,7 +304,7 @@ async def test_rollback_when_already_on_the_healthy_image(
 async def test_rollback_override_file_is_configurable_and_rewritten(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project, override_file="pins/web.yml")
+    remediation = rollback(project, standin, override_file="pins/web.yml")
     (project / "pins").mkdir()
     (project / "pins" / "web.yml").write_text("services: {web: {image: stale:0}}\n")
     await remediation.healthy(ctx)
@@ -312,7 +322,7 @@ async def test_rollback_override_file_is_configurable_and_rewritten(
 async def test_rollback_cannot_write_the_override(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     await remediation.healthy(ctx)
     deploy(standin, project, BAD)
     (project / ".runbookd").write_text("a file where the directory should be")
@@ -336,7 +346,7 @@ async def test_scale_out_by_one(ctx: RemediationContext, standin: StandIn, proje
     standin.run("web", GOOD, GOOD)
     standin.run("db", "postgres:16")
 
-    result = await scale(project).execute(ctx, make_incident())
+    result = await scale(project, standin).execute(ctx, make_incident())
 
     assert result.ok, result.detail
     assert result.detail == "scaled web out from 2 to 3 replicas"
@@ -353,7 +363,7 @@ async def test_scale_step_stops_at_max(
 ) -> None:
     standin.run("web", GOOD, GOOD)
 
-    result = await scale(project, step=5, max=4).execute(ctx, make_incident())
+    result = await scale(project, standin, step=5, max=4).execute(ctx, make_incident())
 
     assert result.ok
     assert result.data["argv"] == up_scale(4)
@@ -364,7 +374,7 @@ async def test_scale_at_max_does_nothing(
 ) -> None:
     standin.run("web", GOOD, GOOD, GOOD)
 
-    result = await scale(project).execute(ctx, make_incident())
+    result = await scale(project, standin).execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "web is already at max 3 replicas"
@@ -375,7 +385,7 @@ async def test_scale_at_max_does_nothing(
 async def test_resolve_waits_then_scales_back(
     ctx: RemediationContext, standin: StandIn, project: Path, clock: ManualClock
 ) -> None:
-    remediation = scale(project, scale_in_after="10m")
+    remediation = scale(project, standin, scale_in_after="10m")
     standin.run("web", GOOD, GOOD)
     await remediation.execute(ctx, make_incident())
 
@@ -394,7 +404,7 @@ async def test_resolve_waits_then_scales_back(
 async def test_resolve_never_goes_below_min(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = scale(project, min=2, max=4, step=2)
+    remediation = scale(project, standin, min=2, max=4, step=2)
     standin.run("web", GOOD)
     await remediation.execute(ctx, make_incident())
     assert standin.images() == [GOOD] * 3
@@ -413,7 +423,7 @@ async def test_fired_again_keeps_the_original_count(
     # A clock that only moves when told: resolve() is still waiting when the rule fires again.
     clock = ManualClock()
     ctx = RemediationContext(session=session, clock=clock)
-    remediation = scale(project, max=4)
+    remediation = scale(project, standin, max=4)
     standin.run("web", GOOD, GOOD)
     await remediation.execute(ctx, make_incident())
     waiting = asyncio.create_task(remediation.resolve(ctx, make_incident()))
@@ -437,7 +447,7 @@ async def test_fired_again_keeps_the_original_count(
 async def test_scale_in_when_someone_already_did(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = scale(project)
+    remediation = scale(project, standin)
     standin.run("web", GOOD, GOOD)
     await remediation.execute(ctx, make_incident())
     standin.run("web", GOOD)
@@ -463,7 +473,7 @@ async def test_tool_error_reaches_the_result(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
     # A misconfigured service name: compose says so on stderr.
-    result = await scale(project, service="api").execute(ctx, make_incident())
+    result = await scale(project, standin, service="api").execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "docker compose ps exited with status 1: no such service: api"
@@ -474,7 +484,7 @@ async def test_tool_error_reaches_the_result(
 async def test_docker_without_the_compose_plugin(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project)
+    remediation = rollback(project, standin)
     values(ctx)["last_healthy"] = {"image": GOOD, "seen_at": 0.0}
     standin.set(compose_plugin=False)
 
@@ -490,7 +500,9 @@ async def test_docker_without_the_compose_plugin(
 async def test_missing_docker_executable(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    result = await scale(project, docker="docker-not-installed").execute(ctx, make_incident())
+    result = await scale(project, standin, docker="docker-not-installed").execute(
+        ctx, make_incident()
+    )
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "executable not found: docker-not-installed"
@@ -500,7 +512,7 @@ async def test_missing_docker_executable(
 async def test_a_hanging_docker_times_out_recoverably(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
-    remediation = rollback(project, timeout="500ms")
+    remediation = rollback(project, standin, timeout="500ms")
     await remediation.healthy(ctx)
     deploy(standin, project, BAD)
     standin.set(hang=["up"])
@@ -511,6 +523,23 @@ async def test_a_hanging_docker_times_out_recoverably(
     assert result.detail == "docker compose up timed out after 0.5s"
     assert result.data["timed_out"] is True
     assert result.data["replaced"] == [BAD]
+
+
+async def test_docker_gets_its_env_and_never_the_daemons_environment(
+    ctx: RemediationContext, standin: StandIn, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", "the daemon's own")
+    env = {"DOCKER_HOST": "unix:///run/user/1000/docker.sock"}
+
+    await rollback(project, standin, env=env).healthy(ctx)
+
+    assert values(ctx)["last_healthy"]["image"] == GOOD
+    seen = set(standin.calls()[0]["env"])
+    assert "SECRET_TOKEN" not in seen
+    assert {"DOCKER_HOST", "STANDIN_LOG", "PATH"} <= seen
+    # Nothing but the minimal inherited set and what `env:` names.
+    inherited = {name for name in seen if not name.startswith("LC_")} - set(standin.env) - set(env)
+    assert inherited <= INHERITED_ENV
 
 
 def test_parse_ps_reads_both_json_shapes() -> None:
@@ -540,6 +569,7 @@ def test_parse_ps_reads_both_json_shapes() -> None:
         ({"step": 0}, "greater than or equal to 1"),
         ({"scale_in_after": "15"}, "not a duration"),
         ({"shell": True}, "Extra inputs"),
+        ({"env": {"RUNBOOKD_RULE": "x"}}, "set by runbookd"),
     ],
 )
 def test_scale_config_validation(project: Path, overrides: dict[str, Any], message: str) -> None:

@@ -2,7 +2,9 @@
 that check their argv, log each call and keep units and processes in a state file.
 
 The stand-ins start with `#!/usr/bin/env python3`: the interpreter running the tests goes on
-PATH right after tests/bin, so they run under the same Python as the tests.
+PATH right after tests/bin, so they run under the same Python as the tests. PATH is
+inherited; where the stand-ins keep their log and state comes in through the config's `env:`,
+as PM2_HOME does in a real deployment.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from daemon.clock import ManualClock
+from daemon.processes import INHERITED_ENV
 from remediations.base import REMEDIATIONS, RemediationContext
 from remediations.service import (
     Pm2Restart,
@@ -37,11 +40,16 @@ class StandIn:
     def __init__(self, root: Path) -> None:
         self.log = root / "calls.jsonl"
         self.state_file = root / "state.json"
+        # What a remediation's `env:` gives the tool so that the stand-in finds these files.
+        self.env = {"STANDIN_LOG": str(self.log), "STANDIN_STATE": str(self.state_file)}
 
-    def argvs(self) -> list[list[str]]:
+    def calls(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [json.loads(line)["argv"] for line in self.log.read_text().splitlines()]
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def argvs(self) -> list[list[str]]:
+        return [call["argv"] for call in self.calls()]
 
     def state(self) -> dict[str, Any]:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
@@ -66,19 +74,23 @@ def clock() -> ManualClock:
 def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     python_dir = os.path.dirname(sys.executable)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
-    stand_in = StandIn(tmp_path)
-    monkeypatch.setenv("STANDIN_LOG", str(stand_in.log))
-    monkeypatch.setenv("STANDIN_STATE", str(stand_in.state_file))
-    return stand_in
+    return StandIn(tmp_path)
 
 
-def systemd(**config: Any) -> SystemdRestart:
-    data = {"type": "systemd_restart", "unit": "web.service", **config}
+def with_standin(standin: StandIn | None, config: dict[str, Any]) -> dict[str, Any]:
+    """`config`, with the stand-in's variables added to its `env:`."""
+    if standin is None:
+        return config
+    return {**config, "env": {**standin.env, **config.get("env", {})}}
+
+
+def systemd(standin: StandIn | None = None, **config: Any) -> SystemdRestart:
+    data = {"type": "systemd_restart", "unit": "web.service", **with_standin(standin, config)}
     return SystemdRestart("restart-web", SystemdRestartConfig.model_validate(data))
 
 
-def pm2(**config: Any) -> Pm2Restart:
-    data = {"type": "pm2_restart", "name": "api", **config}
+def pm2(standin: StandIn | None = None, **config: Any) -> Pm2Restart:
+    data = {"type": "pm2_restart", "name": "api", **with_standin(standin, config)}
     return Pm2Restart("restart-api", Pm2RestartConfig.model_validate(data))
 
 
@@ -92,7 +104,7 @@ def process(name: str = "api", pm_id: int = 0, **fields: Any) -> dict[str, Any]:
 async def test_systemd_restart_then_active(ctx: RemediationContext, standin: StandIn) -> None:
     standin.units(web={"states": ["active"]})
 
-    result = await systemd().execute(ctx, make_incident())
+    result = await systemd(standin).execute(ctx, make_incident())
 
     assert result.ok, result.detail
     assert result.detail == "restarted web.service; it is active"
@@ -112,7 +124,7 @@ async def test_systemd_waits_while_activating(
 ) -> None:
     standin.units(web={"on_restart": ["activating", "activating", "active"]})
 
-    result = await systemd(verify_interval="3s").execute(ctx, make_incident())
+    result = await systemd(standin, verify_interval="3s").execute(ctx, make_incident())
 
     assert result.ok, result.detail
     assert result.data["checks"] == 3
@@ -124,7 +136,7 @@ async def test_systemd_restart_ok_but_unit_failed(
 ) -> None:
     standin.units(web={"on_restart": ["failed"]})
 
-    result = await systemd().execute(ctx, make_incident())
+    result = await systemd(standin).execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "restarted web.service, but it is failed (checked 5 times)"
@@ -137,7 +149,7 @@ async def test_systemd_restart_ok_but_unit_failed(
 async def test_systemd_restart_job_fails(ctx: RemediationContext, standin: StandIn) -> None:
     standin.units(web={"restart_fails": True})
 
-    result = await systemd().execute(ctx, make_incident())
+    result = await systemd(standin).execute(ctx, make_incident())
 
     assert not result.ok
     assert result.detail == (
@@ -151,7 +163,7 @@ async def test_systemd_restart_job_fails(ctx: RemediationContext, standin: Stand
 async def test_systemd_unknown_unit(ctx: RemediationContext, standin: StandIn) -> None:
     standin.units(web={})
 
-    result = await systemd(unit="nope").execute(ctx, make_incident())
+    result = await systemd(standin, unit="nope").execute(ctx, make_incident())
 
     assert not result.ok
     assert result.detail == (
@@ -161,12 +173,13 @@ async def test_systemd_unknown_unit(ctx: RemediationContext, standin: StandIn) -
 
 
 async def test_systemd_user_manager(
-    ctx: RemediationContext, standin: StandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ctx: RemediationContext, standin: StandIn, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    # The user's bus is not the daemon's business: the config says where it is.
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
     standin.units("user", web={})
 
-    result = await systemd(user=True).execute(ctx, make_incident())
+    result = await systemd(standin, user=True, env=env).execute(ctx, make_incident())
 
     assert result.ok, result.detail
     assert standin.argvs() == [
@@ -184,7 +197,7 @@ async def test_systemd_user_manager_without_a_session_bus(
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     standin.units("user", web={})
 
-    result = await systemd(user=True).execute(ctx, make_incident())
+    result = await systemd(standin, user=True).execute(ctx, make_incident())
 
     assert not result.ok
     assert result.detail.startswith(
@@ -222,7 +235,9 @@ def test_valid_unit_names(unit: str) -> None:
 
 
 async def test_systemd_missing_executable(ctx: RemediationContext, standin: StandIn) -> None:
-    result = await systemd(systemctl="systemctl-not-installed").execute(ctx, make_incident())
+    result = await systemd(standin, systemctl="systemctl-not-installed").execute(
+        ctx, make_incident()
+    )
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "executable not found: systemctl-not-installed"
@@ -233,7 +248,7 @@ async def test_systemd_hanging_restart_is_recoverable(
 ) -> None:
     standin.write({"systemd": {"system": {"web.service": {}}, "hang": ["restart"]}})
 
-    result = await systemd(timeout="500ms").execute(ctx, make_incident())
+    result = await systemd(standin, timeout="500ms").execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, True)
     assert result.detail == "systemctl restart timed out after 0.5s"
@@ -245,7 +260,9 @@ async def test_systemd_hanging_check_counts_as_not_up(
 ) -> None:
     standin.write({"systemd": {"system": {"web.service": {}}, "hang": ["is-active"]}})
 
-    result = await systemd(timeout="300ms", verify_attempts=1).execute(ctx, make_incident())
+    result = await systemd(standin, timeout="300ms", verify_attempts=1).execute(
+        ctx, make_incident()
+    )
 
     assert not result.ok
     assert result.detail == (
@@ -260,7 +277,7 @@ async def test_systemd_hanging_check_counts_as_not_up(
 async def test_pm2_restart_then_online(ctx: RemediationContext, standin: StandIn) -> None:
     standin.processes(process(), process("worker", 1))
 
-    result = await pm2().execute(ctx, make_incident())
+    result = await pm2(standin).execute(ctx, make_incident())
 
     assert result.ok, result.detail
     assert result.detail == "restarted api; it is online"
@@ -274,7 +291,7 @@ async def test_pm2_restart_then_online(ctx: RemediationContext, standin: StandIn
 async def test_pm2_update_env_and_numeric_id(ctx: RemediationContext, standin: StandIn) -> None:
     standin.processes(process(), process("worker", 1, on_restart=["launching", "online"]))
 
-    result = await pm2(name=1, update_env=True).execute(ctx, make_incident())
+    result = await pm2(standin, name=1, update_env=True).execute(ctx, make_incident())
 
     assert result.ok, result.detail
     assert standin.argvs()[0] == ["pm2", "restart", "1", "--update-env"]
@@ -287,7 +304,7 @@ async def test_pm2_errored_after_restart(
 ) -> None:
     standin.processes(process(on_restart=["launching", "errored"]))
 
-    result = await pm2(verify_attempts=3).execute(ctx, make_incident())
+    result = await pm2(standin, verify_attempts=3).execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, False)
     assert result.detail == "restarted api, but it is errored (checked 3 times)"
@@ -299,7 +316,7 @@ async def test_pm2_cluster_needs_every_instance_online(
 ) -> None:
     standin.processes(process(), process(pm_id=1, on_restart=["errored"]))
 
-    result = await pm2(verify_attempts=1).execute(ctx, make_incident())
+    result = await pm2(standin, verify_attempts=1).execute(ctx, make_incident())
 
     assert not result.ok
     assert result.data["state"] == "errored, online"
@@ -308,7 +325,7 @@ async def test_pm2_cluster_needs_every_instance_online(
 async def test_pm2_unknown_process(ctx: RemediationContext, standin: StandIn) -> None:
     standin.processes(process("worker", 1))
 
-    result = await pm2().execute(ctx, make_incident())
+    result = await pm2(standin).execute(ctx, make_incident())
 
     assert not result.ok
     assert result.detail == (
@@ -317,7 +334,7 @@ async def test_pm2_unknown_process(ctx: RemediationContext, standin: StandIn) ->
 
 
 async def test_pm2_missing_executable(ctx: RemediationContext, standin: StandIn) -> None:
-    result = await pm2(pm2="pm2-not-installed").execute(ctx, make_incident())
+    result = await pm2(standin, pm2="pm2-not-installed").execute(ctx, make_incident())
 
     assert result.detail == "executable not found: pm2-not-installed"
 
@@ -327,10 +344,31 @@ async def test_pm2_hanging_restart_is_recoverable(
 ) -> None:
     standin.processes(process(), hang=["restart"])
 
-    result = await pm2(timeout="500ms").execute(ctx, make_incident())
+    result = await pm2(standin, timeout="500ms").execute(ctx, make_incident())
 
     assert (result.ok, result.recoverable) == (False, True)
     assert result.detail == "pm2 restart timed out after 0.5s"
+
+
+@pytest.mark.parametrize("tool", ["systemctl", "pm2"])
+async def test_tools_get_their_env_and_never_the_daemons_environment(
+    ctx: RemediationContext, standin: StandIn, monkeypatch: pytest.MonkeyPatch, tool: str
+) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", "the daemon's own")
+    env = {"PM2_HOME": "/home/deploy/.pm2"}
+    standin.write({"systemd": {"system": {"web.service": {}}}, "pm2": {"processes": [process()]}})
+    remediation = systemd(standin, env=env) if tool == "systemctl" else pm2(standin, env=env)
+
+    result = await remediation.execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    for call in standin.calls():  # the restart and the check
+        seen = set(call["env"])
+        assert "SECRET_TOKEN" not in seen
+        assert {"PM2_HOME", "STANDIN_STATE", "PATH"} <= seen
+        # Nothing but the minimal inherited set and what `env:` names.
+        named = set(standin.env) | set(env)
+        assert {name for name in seen if not name.startswith("LC_")} - named <= INHERITED_ENV
 
 
 def test_parse_jlist_skips_pm2_notices() -> None:

@@ -329,3 +329,14 @@ async def test_stale_data_counts_as_blind_too() -> None:
     await w.clock.advance(400)  # the check stopped reporting at all
     await w.engine.tick(w.clock.now())
     assert [i.rule for i in w.opened] == ["errors:blind"]
+
+
+async def test_closing_by_hand_during_verification_is_not_counted_as_helping() -> None:
+    actions = {"rollback": FakeAction("rollback")}
+    w = make_world({"errors": RULE | {"verify_within": "1m"}}, actions, breaker_after=1)
+    await fire(w)
+    assert await w.engine.resolve_by_operator(w.opened[0].id, "ana", "fixed the config by hand")
+    await w.clock.advance(0)
+    assert messages(w, "verify")[-1] == "not verified: closed by ana after 0s"
+    assert "verified" not in w.kinds()
+    assert (await w.pipeline.breaker.state("errors"))["failures"] == 0

@@ -281,3 +281,32 @@ async def test_a_slow_engine_never_gets_two_observations_of_one_check_at_once(
         assert metric(s, "runbookd_check_runs_skipped_total", check="p") >= 2
     finally:
         await s.stop()
+
+
+async def test_stop_lets_an_observation_being_handled_finish(clock: ManualClock) -> None:
+    stored: list[float] = []
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def storing_sink(obs: Observation) -> None:
+        entered.set()
+        await release.wait()  # a store write in progress
+        stored.append(obs.ts)
+
+    s = Scheduler(
+        ctx=CheckContext(None, clock),  # type: ignore[arg-type]
+        clock=clock,
+        sink=storing_sink,
+        metrics=Metrics(CollectorRegistry()),
+        max_in_flight=2,
+    )
+    s.start()
+    await s.set_checks({"p": (Probe(), cfg())})
+    await clock.advance(0.1)
+    assert entered.is_set()
+    stopping = asyncio.create_task(s.stop())
+    await clock.advance(0)
+    assert not stopping.done()
+    release.set()
+    await stopping
+    assert len(stored) == 1  # finished, not cancelled halfway
