@@ -50,7 +50,14 @@ class DaemonView(Protocol):
     pipeline: Pipeline
     scheduler: Scheduler
 
+    config_hash: str
+    reload_problems: list[str]
+
     def ready(self) -> tuple[bool, str]: ...
+
+    async def reload_announced(self) -> bool:
+        """Reload the config file (systemd is told, as for SIGHUP); False if refused."""
+        ...
 
     async def intake(self, alerts: list[Alert]) -> int:
         """Feed alerts to the engine; returns how many matched at least one rule."""

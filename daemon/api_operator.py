@@ -105,6 +105,7 @@ def operator_routes(daemon: DaemonView) -> list[web.RouteDef]:
         web.get("/api/v1/rules", api.list_rules),
         web.post("/api/v1/rules/{rule}/reset", api.reset_circuit),
         web.post("/api/v1/checks/{check}/run", api.run_check),
+        web.post("/api/v1/-/reload", api.reload),
     ]
 
 
@@ -289,3 +290,13 @@ class Operator:
         if not scheduler.run_now(check):
             return json_error(409, f"check {check!r} is running already")
         return web.json_response({"check": check, "started": True}, status=202)
+
+    # -- the config ----------------------------------------------------------------------------
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """As SIGHUP: validate, swap, keep state; an invalid config keeps the running one."""
+        daemon = self.daemon
+        if not await daemon.reload_announced():
+            problems = "; ".join(daemon.reload_problems)
+            return json_error(409, f"config not reloaded, the running one stays: {problems}")
+        return web.json_response({"reloaded": True, "config_hash": daemon.config_hash})

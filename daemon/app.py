@@ -17,7 +17,7 @@ from daemon import plugins
 from daemon.alerts import Alert
 from daemon.api import build_app
 from daemon.clock import Clock, SystemClock
-from daemon.config import ConfigError, RunbookConfig, load_config
+from daemon.config import ConfigError, RunbookConfig, config_hash, load_config
 from daemon.engine import Engine
 from daemon.metrics import Metrics
 from daemon.pipeline import Pipeline, Plan
@@ -84,6 +84,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.config_hash = ""
+        self.reload_problems: list[str] = []
         self._started = False
         self.notifier = Notifier()  # inert unless systemd set NOTIFY_SOCKET
 
@@ -162,7 +164,7 @@ class Daemon:
         await self._start_api()
         self.scheduler.start()
         self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
-        self.metrics.reload_success.set(1)
+        self._loaded(self.config)
         self._started = True
         log.info(
             "started",
@@ -209,16 +211,23 @@ class Daemon:
     # -- reload ------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Validate the config file again and swap it in; an invalid one keeps the old."""
+        """Validate the config file again and swap it in; an invalid one keeps the old.
+
+        Rules and checks whose config did not change keep their state; cooldowns, budgets
+        and open incidents live in the store and carry on. Why a reload was refused stays
+        in `reload_problems`.
+        """
         if self.config_path is None:
+            self.reload_problems = ["no config file to reload from"]
             return False
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
             checks, plan = build_checks(config), build_plan(config)
         except ConfigError as exc:
             self.metrics.reload_success.set(0)
-            for problem in exc.problems:
-                log.error("reload refused: keeping the running config", problem=str(problem))
+            self.reload_problems = [str(p) for p in exc.problems]
+            for problem in self.reload_problems:
+                log.error("reload refused: keeping the running config", problem=problem)
             return False
         if config.runbookd != self.config.runbookd:
             log.warning("settings under 'runbookd:' change only on restart")
@@ -226,9 +235,17 @@ class Daemon:
         self.engine.set_rules(dict(config.rules), staleness(config))
         await self.scheduler.set_checks(checks)
         self.config = config
-        self.metrics.reload_success.set(1)
+        self._loaded(config)
+        self.reload_problems = []
         log.info("reloaded", checks=len(config.checks), rules=len(config.rules))
         return True
+
+    def _loaded(self, config: RunbookConfig) -> None:
+        self.config_hash = config_hash(config)
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_time.set(self.clock.now())
+        # The first 48 bits, exact in a float: enough to tell two configs apart on a graph.
+        self.metrics.config_hash.set(int(self.config_hash[:12], 16))
 
     # -- running under a supervisor -----------------------------------------------------------
 
@@ -243,7 +260,7 @@ class Daemon:
         reloads: set[asyncio.Task[bool]] = set()
 
         def on_hup() -> None:
-            task = asyncio.create_task(self._reload_notifying())
+            task = asyncio.create_task(self.reload_announced())
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
@@ -261,7 +278,7 @@ class Daemon:
             finally:
                 await self.notifier.close()
 
-    async def _reload_notifying(self) -> bool:
+    async def reload_announced(self) -> bool:
         """A reload framed for systemd; READY=1 also after a refusal: the old config runs."""
         announced = self.notifier.announced  # before READY=1, systemd is still starting us
         if announced:

@@ -123,6 +123,16 @@ class Metrics:
             "1 if the last config (re)load succeeded.",
             registry=registry,
         )
+        self.reload_time = Gauge(
+            "runbookd_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded.",
+            registry=registry,
+        )
+        self.config_hash = Gauge(
+            "runbookd_config_hash",
+            "The first 48 bits of the running config's hash: it changes when the config does.",
+            registry=registry,
+        )
         self.api_requests = Counter(
             "runbookd_api_requests_total",
             "HTTP requests answered, by route template (never the raw path) and status class.",

@@ -131,6 +131,7 @@ ANSWERS: Final[dict[str, Schema]] = {
     "RuleList": listing("rules", "Rule"),
     "CircuitReset": strict({"rule": STRING, "was_open": BOOLEAN}),
     "CheckStarted": strict({"check": STRING, "started": {"const": True}}),
+    "Reloaded": strict({"reloaded": {"const": True}, "config_hash": STRING}),
     "AlertsReceived": strict({"received": COUNT, "matched": COUNT}),
 }
 
@@ -285,6 +286,16 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         202,
         "CheckStarted",
         conflict="the check is running already",
+    ),
+    Operation(
+        "post",
+        "/api/v1/-/reload",
+        "reload",
+        "Reload the config file, as SIGHUP does",
+        "write",
+        200,
+        "Reloaded",
+        conflict="the config file does not validate: the running config stays",
     ),
     Operation(
         "post",

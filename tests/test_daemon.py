@@ -251,3 +251,32 @@ async def test_operator_resets_a_rules_circuit(
         assert not await daemon.pipeline.breaker.is_open("down")
         async with session.post(f"{api}/nope/reset") as r:
             assert (r.status, (await r.json())["error"]) == (404, "no rule 'nope'")
+
+
+async def test_reload_through_the_api_keeps_open_incidents(
+    config_file: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
+) -> None:
+    state, _ = app_state
+    state["up"] = False
+    async with run_daemon(config_file) as daemon:
+        api = f"http://127.0.0.1:{daemon.port}/api/v1/-/reload"
+        await wait_for(lambda: bool(daemon.engine.incidents))
+        (incident,) = daemon.engine.incidents.values()
+        before = daemon.config_hash
+        hash_metric = daemon.registry.get_sample_value("runbookd_config_hash")
+        assert hash_metric == int(before[:12], 16)
+        config_file.write_text(config_file.read_text().replace("timeout: 1s", "timeout: 2s"))
+        async with session.post(api) as r:
+            assert r.status == 200
+            body = await r.json()
+        assert body["reloaded"] is True
+        assert body["config_hash"] == daemon.config_hash != before
+        assert daemon.engine.incidents["down"] is incident  # the rule kept its state
+        config_file.write_text("rules: {broken: {when: nope}}\n")
+        async with session.post(api) as r:
+            assert r.status == 409
+            reason = (await r.json())["error"]
+        assert reason.startswith("config not reloaded, the running one stays: ")
+        assert f"{config_file}:1 rules.broken.when: not a condition" in reason
+        assert daemon.registry.get_sample_value("runbookd_config_last_reload_successful") == 0
+        assert daemon.config.checks["health"].timeout == 2.0
