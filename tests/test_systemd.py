@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "runbookd.service"
 DROP_IN = ROOT / "systemd" / "runbookd.service.d" / "remediations.conf.example"
 WATCHDOG_USEC = 200_000  # pings every 0.1s
-WAIT = 10.0  # the bound on every wait for the daemon
+WAIT = 30.0  # the bound on every wait for the daemon (generous: CI machines are shared)
 LIFECYCLE = {"READY", "RELOADING", "STOPPING"}
 
 Message = dict[str, str]

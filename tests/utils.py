@@ -36,7 +36,7 @@ async def run_daemon(config_file: Path) -> AsyncIterator[Daemon]:
         await daemon.stop()
 
 
-async def wait_for(predicate: Callable[[], object], within: float = 10.0) -> None:
+async def wait_for(predicate: Callable[[], object], within: float = 20.0) -> None:
     """Poll a real-time condition (bounded): the daemon runs on the system clock here."""
     deadline = time.monotonic() + within
     while not predicate():
@@ -44,7 +44,7 @@ async def wait_for(predicate: Callable[[], object], within: float = 10.0) -> Non
         await asyncio.sleep(0.02)
 
 
-def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> str:
+def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30.0) -> str:
     """Read the process's output until a line contains `needle` (bounded in time)."""
     assert proc.stdout is not None
     deadline, seen = time.monotonic() + timeout, []
