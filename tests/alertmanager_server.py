@@ -27,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.utils import free_port
+from tests.utils import free_port, stop_process
 
 BINARY = (
     shutil.which("prometheus-alertmanager")  # Debian's name
@@ -96,18 +96,6 @@ async def _wait_ready(proc: asyncio.subprocess.Process, server: AlertmanagerServ
             await asyncio.sleep(0.1)  # polling a real process coming up, not letting time pass
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-                return
-        except TimeoutError:
-            proc.kill()
-    await proc.wait()
-
-
 @contextlib.asynccontextmanager
 async def alertmanager_server(
     webhook_url: str,
@@ -157,7 +145,7 @@ async def alertmanager_server(
                 raise RuntimeError(message) from None
             yield server
         finally:
-            await _stop(proc)
+            await stop_process(proc)
 
 
 async def metric_sum(

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.utils import free_port
+from tests.utils import free_port, stop_process
 
 BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 JOB = "app"
@@ -160,18 +160,6 @@ async def _wait_ready(
         await asyncio.sleep(0.1)  # polling a real process coming up, not letting time pass
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-                return
-        except TimeoutError:
-            proc.kill()
-    await proc.wait()
-
-
 @contextlib.asynccontextmanager
 async def prometheus_server(
     directory: Path,
@@ -213,7 +201,7 @@ async def prometheus_server(
                     raise RuntimeError(message) from None
             yield server
         finally:
-            await _stop(proc)
+            await stop_process(proc)
 
 
 async def alert_states(

@@ -19,7 +19,7 @@ from checks.postgres import PostgresCheck, PostgresCheckConfig, replication_lag
 from daemon.clock import ManualClock
 from daemon.models import Status
 from tests.pg import Database, dsn_for, fresh_database
-from tests.utils import free_port
+from tests.utils import free_port, silent_server
 
 PRISMA_TABLE = """CREATE TABLE _prisma_migrations (
     id                  VARCHAR(36) PRIMARY KEY NOT NULL,
@@ -376,23 +376,8 @@ async def test_password_never_in_reasons(ctx: CheckContext, checks: Make) -> Non
 
 @pytest.fixture
 async def silent_port() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never answers."""
-    release = asyncio.Event()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await release.wait()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        release.set()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with silent_server() as port:
+        yield port
 
 
 async def test_timeout_is_critical(ctx: CheckContext, checks: Make, silent_port: int) -> None:

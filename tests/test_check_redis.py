@@ -31,7 +31,7 @@ from checks.redis import (
 )
 from daemon.clock import ManualClock
 from daemon.models import Status
-from tests.utils import free_port
+from tests.utils import free_port, silent_server
 
 SHARED_URL = os.environ.get("RUNBOOKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -369,23 +369,8 @@ async def test_refused_port_is_critical(ctx: CheckContext, checks: Make) -> None
 
 @pytest.fixture
 async def silent_port() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never answers."""
-    release = asyncio.Event()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await release.wait()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        release.set()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with silent_server() as port:
+        yield port
 
 
 async def test_timeout_is_critical(ctx: CheckContext, checks: Make, silent_port: int) -> None:

@@ -59,3 +59,37 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30.0) 
         if needle in line:
             return "".join(seen)
     raise AssertionError(f"{needle!r} not seen; output:\n{''.join(seen)}")
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers; yields its port."""
+    release = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await release.wait()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        release.set()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: a test never leaves a server behind."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            async with asyncio.timeout(grace):
+                await proc.wait()
+                return
+        except TimeoutError:
+            proc.kill()
+    await proc.wait()
