@@ -11,20 +11,21 @@ that is the data, as with the http check.
 
 Thresholds belong to rules; the only ones here decide what is counted (`long_query`,
 `dead_tuple_min`, `dead_tuple_ratio`).
+
+asyncpg is imported on first use (by `start`), not with the module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import asyncpg
-import asyncpg.exceptions as pgerr
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
@@ -229,15 +230,22 @@ def _plural(count: float, noun: str) -> str:
 
 # --- failures -----------------------------------------------------------------------------
 
-# Expected failures of connecting or of the connection; anything else is a bug. asyncpg
-# raises InternalClientError when the server closes the connection during a query.
-_CONNECTION_ERRORS = (OSError, pgerr.PostgresError, pgerr.InterfaceError, pgerr.InternalClientError)
+
+@functools.cache
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Expected failures of connecting or of the connection; anything else is a bug. asyncpg
+    raises InternalClientError when the server closes the connection during a query."""
+    import asyncpg.exceptions as pgerr
+
+    return (OSError, pgerr.PostgresError, pgerr.InterfaceError, pgerr.InternalClientError)
 
 
 def describe_failure(exc: BaseException) -> str:
     """A short reason for a database that could not be reached or used. Server messages
     ('password authentication failed for user "x"', 'database "x" does not exist') are
     already short and never hold the password; the caller redacts anyway."""
+    import asyncpg.exceptions as pgerr
+
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ConnectionResetError):
@@ -318,6 +326,8 @@ class PostgresCheck:
 
     async def _open_pool(self) -> _Pool:
         if self._pool is None:
+            import asyncpg
+
             password = self.config.password
             # asyncpg has no type hints: the pool is used through the `_Pool` protocol.
             self._pool = await asyncpg.create_pool(  # type: ignore[no-untyped-call]
@@ -334,12 +344,16 @@ class PostgresCheck:
 
     async def _timed_connect(self, *args: Any, **kwargs: Any) -> Any:
         """The pool's way of connecting, timed: `connect_seconds` when a run needed it."""
+        import asyncpg
+
         start = time.perf_counter()
         conn = await asyncpg.connect(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._connect_seconds = time.perf_counter() - start
         return conn
 
     async def run(self, ctx: CheckContext) -> CheckResult:
+        import asyncpg.exceptions as pgerr
+
         values: dict[str, float] = {}
         notes: list[str] = []
         self._connect_seconds = None
@@ -356,7 +370,7 @@ class PostgresCheck:
         except pgerr.ClientConfigurationError as exc:
             # Our settings, not the server: could not measure.
             return CheckResult.unknown(self._redact(describe_failure(exc)))
-        except _CONNECTION_ERRORS as exc:
+        except _connection_errors() as exc:
             return self._down(describe_failure(exc))
         return self._verdict(values, notes)
 
@@ -368,7 +382,7 @@ class PostgresCheck:
             await self._use(pool, values, notes)
         except TimeoutError:
             raise
-        except _CONNECTION_ERRORS:
+        except _connection_errors():
             # A kept connection the server has closed since (a restart, an idle timeout)
             # says nothing about the server now: once more, on a new connection.
             if self._connect_seconds is not None or "up" in values:
@@ -399,6 +413,8 @@ class PostgresCheck:
             await self._migrations(conn, schemas, values, notes)
 
     async def _statistics(self, conn: _Connection, notes: list[str]) -> dict[str, Any]:
+        import asyncpg.exceptions as pgerr
+
         try:
             return await self._fetch(conn, self._probes)
         except pgerr.PostgresError:
@@ -445,6 +461,8 @@ class PostgresCheck:
     async def _migrations(
         self, conn: _Connection, schemas: list[str], values: dict[str, float], notes: list[str]
     ) -> None:
+        import asyncpg.exceptions as pgerr
+
         unfinished = rolled_back = 0.0
         for schema in schemas:
             table = f"{_quote_ident(schema)}._prisma_migrations"

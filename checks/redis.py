@@ -7,6 +7,10 @@ Each run: one INFO (the default sections hold everything needed, and unlike a li
 sections it works on every Redis version) and one PING for the latency. Counters are
 reported as totals and as the increase since the previous run (`*_delta`), which is what a
 rule wants; a restarted server (new run_id, or a counter going down) starts from zero.
+
+redis-py is imported on first use (by `start`), not with the module: the config model
+registers without it, and its URL is checked by daemon.redis_url, which reads redis-py's URL
+syntax with the standard library (the redis_flush remediation uses it too).
 """
 
 from __future__ import annotations
@@ -15,21 +19,18 @@ import asyncio
 import builtins
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, SecretStr, field_validator, model_validator
-from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import request_timeout
 from daemon.models import Status
+from daemon.redis_url import parse_redis_url, redis_errors
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 CLIENT_NAME = "runbookd"
 MAX_REASON = 200
@@ -69,7 +70,7 @@ class RedisCheckConfig(CheckConfig):
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         # The message must not echo the URL: it may hold a password.
         try:
-            parse_url(value.get_secret_value())
+            parse_redis_url(value.get_secret_value())
         except ValueError:
             raise ValueError("not a valid Redis URL (use e.g. redis://127.0.0.1:6379/0)") from None
         return value
@@ -89,7 +90,7 @@ def _url_passwords(url: SecretStr) -> set[str]:
     """The URL's password as written and as decoded (it may also be a `?password=` option)."""
     text = url.get_secret_value()
     try:
-        found = {urlsplit(text).password, parse_url(text).get("password")}
+        found = {urlsplit(text).password, parse_redis_url(text).get("password")}
     except ValueError:
         return set()
     return {p for p in found if isinstance(p, str) and p}
@@ -176,6 +177,9 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def describe_failure(exc: BaseException, timeout: float) -> str:
+    from redis.exceptions import AuthenticationError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     if isinstance(exc, TimeoutError | RedisTimeoutError):
         return f"timeout after {timeout:g}s"
     if isinstance(exc, AuthenticationError):
@@ -217,6 +221,11 @@ class RedisCheck:
 
     def _open(self) -> Redis:
         if self._client is None:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
             password = self.config.password
             self._client = Redis.from_url(
                 self.config.url.get_secret_value(),
@@ -239,13 +248,8 @@ class RedisCheck:
                 start = time.perf_counter()  # after INFO, so connecting is not in the latency
                 await client.ping()
                 latency = time.perf_counter() - start
-        except NoPermissionError as exc:  # an ACL without INFO or PING: we cannot measure
-            return CheckResult.unknown(self._redact(f"no permission: {exc}"))
-        except (RedisError, OSError, TimeoutError) as exc:
-            reason = self._redact(describe_failure(exc, self._timeout_s))
-            if isinstance(exc, AuthenticationError) and not self._secrets:
-                reason += " (no password configured)"
-            return CheckResult(Status.CRITICAL, {"up": 0.0}, reason)
+        except redis_errors() as exc:
+            return self._failed(exc)
         values = {"up": 1.0, "latency_seconds": latency, **info_values(info)}
         counters = {name: values[name] for name in COUNTERS if name in values}
         values |= self._deltas.update(str(info.get("run_id", "")), counters)
@@ -254,6 +258,16 @@ class RedisCheck:
             since = f" for {down:g}s" if down is not None and down >= 0 else ""
             return CheckResult(Status.WARN, values, f"replica: master link down{since}")
         return CheckResult(Status.OK, values)
+
+    def _failed(self, exc: BaseException) -> CheckResult:
+        from redis.exceptions import AuthenticationError, NoPermissionError
+
+        if isinstance(exc, NoPermissionError):  # an ACL without INFO or PING: cannot measure
+            return CheckResult.unknown(self._redact(f"no permission: {exc}"))
+        reason = self._redact(describe_failure(exc, self._timeout_s))
+        if isinstance(exc, AuthenticationError) and not self._secrets:
+            reason += " (no password configured)"
+        return CheckResult(Status.CRITICAL, {"up": 0.0}, reason)
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -5,6 +5,9 @@ LastModified) must be younger than the RPO and at least `min_size` bytes (else C
 much smaller than the one before it, and encrypted at rest (else WARN). Works with AWS and
 S3-compatible stores (MinIO, R2, moto) through `endpoint_url`.
 
+aioboto3 and botocore are imported on first use (by `start`), not with the module: the config
+model registers without them, and a daemon with no s3_backup check never loads them.
+
 `fresh` (1/0) carries the CRITICAL verdict for rules, like `up` for the http check: it is 0
 also when there is no backup at all, where age and size cannot be reported.
 """
@@ -12,19 +15,12 @@ also when there is no backup at all, where age and size cannot be reported.
 from __future__ import annotations
 
 import builtins
+import functools
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from aioboto3.session import Session
-from aiobotocore.config import AioConfig
-from botocore.exceptions import (  # type: ignore[import-untyped]
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
 from pydantic import Field, SecretStr, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
@@ -51,8 +47,14 @@ _REJECTED = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 )
 
-# Every expected failure of an S3 call; anything else is a bug and should surface.
-S3_ERRORS = (BotoCoreError, ClientError, TimeoutError, OSError)
+
+@functools.cache
+def s3_errors() -> tuple[type[BaseException], ...]:
+    """Every expected failure of an S3 call; anything else is a bug and should surface."""
+    # botocore ships no type hints (mypy says so once per file: at the first import).
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+    return (BotoCoreError, ClientError, TimeoutError, OSError)
 
 
 class S3BackupCheckConfig(CheckConfig):
@@ -146,6 +148,8 @@ def _bytes(size: float) -> str:
 
 def describe_s3_failure(exc: BaseException, timeout: float) -> str:
     """A short reason for a failed S3 call; never the error message, which may echo keys."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", "")) or "unknown"
         if code in _DENIED:
@@ -162,6 +166,8 @@ def describe_s3_failure(exc: BaseException, timeout: float) -> str:
 
 
 def _is_no_bucket(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _NO_BUCKET
 
 
@@ -178,23 +184,15 @@ class S3BackupCheck:
         self.config = config
         self._where = f"s3://{config.bucket}/{config.prefix}"
         self._timeout_s = request_timeout(config.timeout)
-        style = config.addressing_style or ("path" if config.endpoint_url else "auto")
-        # One retry (botocore's max_attempts counts retries) rides over a pooled connection
-        # the store closed while idle between runs; the next run is the retry for the rest.
-        self._client_config = AioConfig(  # type: ignore[no-untyped-call]  # aiobotocore is untyped
-            connect_timeout=self._timeout_s,
-            read_timeout=self._timeout_s,
-            retries={"max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": style},
-        )
         self._session: Any = None
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
-        # E.g. AWS_PROFILE naming a missing profile raises here: run() tries again, says why.
-        with suppress(BotoCoreError):
-            self._session = self._new_session()
 
     def _new_session(self) -> Any:
+        """E.g. AWS_PROFILE naming a missing profile raises here: start() lets it pass, and
+        each run() tries again and says why."""
+        from aioboto3.session import Session
+
         secret = self.config.secret_access_key
         return Session(  # type: ignore[no-untyped-call]  # aioboto3 is untyped
             aws_access_key_id=_reveal(self.config.access_key_id),
@@ -203,10 +201,23 @@ class S3BackupCheck:
             region_name=self.config.region,
         )
 
+    def _client_config(self) -> Any:
+        from aiobotocore.config import AioConfig
+
+        style = self.config.addressing_style or ("path" if self.config.endpoint_url else "auto")
+        # One retry (botocore's max_attempts counts retries) rides over a pooled connection
+        # the store closed while idle between runs; the next run is the retry for the rest.
+        return AioConfig(  # type: ignore[no-untyped-call]  # aiobotocore is untyped
+            connect_timeout=self._timeout_s,
+            read_timeout=self._timeout_s,
+            retries={"max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": style},
+        )
+
     async def start(self, ctx: CheckContext) -> None:
         # Best effort: creating a client resolves credentials but makes no S3 call. If it
         # fails, run() tries again and reports the failure.
-        with suppress(*S3_ERRORS):
+        with suppress(*s3_errors()):
             await self._open()
 
     async def stop(self) -> None:
@@ -222,7 +233,7 @@ class S3BackupCheck:
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(
                 self._session.client(
-                    "s3", endpoint_url=self.config.endpoint_url, config=self._client_config
+                    "s3", endpoint_url=self.config.endpoint_url, config=self._client_config()
                 )
             )
             self._stack, self._client = stack.pop_all(), client
@@ -239,7 +250,7 @@ class S3BackupCheck:
                     encryption = await self._encryption(client, newest)
         except TimeoutError:
             return CheckResult.unknown(f"timeout after {self._timeout_s:g}s")
-        except S3_ERRORS as exc:
+        except s3_errors() as exc:
             if _is_no_bucket(exc):
                 # CRITICAL, not UNKNOWN: S3 answered authoritatively that there is no such
                 # bucket, so there is no backup to restore, whether it was deleted or never
@@ -274,7 +285,7 @@ class S3BackupCheck:
         listing is reported with the freshness we did measure, not as UNKNOWN."""
         try:
             head = await client.head_object(Bucket=self.config.bucket, Key=newest.key)
-        except S3_ERRORS as exc:
+        except s3_errors() as exc:
             return None, describe_s3_failure(exc, self._timeout_s)
         return bool(head.get("ServerSideEncryption") or head.get("SSECustomerAlgorithm")), ""
 

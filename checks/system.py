@@ -3,7 +3,7 @@
 It measures and leaves judgement to the rules: the status is OK whenever psutil answered.
 psutil reads /proc and calls statfs, which can block (a hung NFS mount), so the measuring
 runs in a worker thread; a run that finds the previous one still stuck there says so
-instead of piling up threads.
+instead of piling up threads. psutil is imported there, on first use, not with the module.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import builtins
 import re
 import threading
 from pathlib import PurePosixPath
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-import psutil
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.models import Status
+
+if TYPE_CHECKING:
+    import psutil
 
 HOST_VALUES = frozenset(
     {
@@ -83,6 +85,8 @@ class CpuSampler:
 
     def percent(self) -> float | None:
         """Busy share since the previous call; None on the first call (nothing to compare)."""
+        import psutil
+
         times = psutil.cpu_times()
         # As psutil does: guest time is already counted in user time on Linux.
         total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
@@ -104,6 +108,8 @@ class ProcessMatcher:
     def sample(self, table: list[tuple[int, str]]) -> dict[str, float]:
         """count, rss_bytes and cpu_percent (one core = 100; omitted while every match is
         new, as its CPU use so far is not over the interval)."""
+        import psutil
+
         known, self._known = self._known, {}
         count, rss, cpu, measured = 0, 0, 0.0, False
         for pid in (pid for pid, text in table if self.pattern in text):
@@ -133,6 +139,8 @@ class ProcessMatcher:
 
 def _process_table() -> list[tuple[int, str]]:
     """(pid, "name command line") of every process we may see."""
+    import psutil
+
     table = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         name = proc.info["name"] or ""
@@ -174,6 +182,8 @@ class SystemCheck(Stateless):
             self._measuring.release()
 
     def _measure(self) -> CheckResult:
+        import psutil
+
         notes: list[str] = []
         try:
             values = self._host_values()
@@ -196,6 +206,8 @@ class SystemCheck(Stateless):
         return CheckResult(Status.OK, values, "; ".join(notes))
 
     def _host_values(self) -> dict[str, float]:
+        import psutil
+
         values: dict[str, float] = {"memory_percent": psutil.virtual_memory().percent}
         cpu = self._cpu.percent()
         if cpu is not None:

@@ -3,6 +3,8 @@
 Unreachable is UNKNOWN, not CRITICAL: without a handshake there is no certificate to judge,
 and availability is the http check's to report. A certificate that fails verification is
 read again over an unverifying connection, so its expiry is still reported.
+
+cryptography, which reads the certificate, is imported on first use, not with the module.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import contextlib
 import socket
 import ssl
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from pydantic import Field, StringConstraints
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from checks.http import request_timeout
 from daemon.models import Status
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 VALUE_NAMES = frozenset({"days_left", "valid", "expires_at"})
 DAY = 86400.0
@@ -179,6 +182,8 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 
 
 def _load(der: bytes | None) -> x509.Certificate | None:
+    from cryptography import x509
+
     if not der:
         return None
     try:
@@ -189,6 +194,9 @@ def _load(der: bytes | None) -> x509.Certificate | None:
 
 def _names(cert: x509.Certificate, shown: int = 3) -> str:
     """The names a certificate is for: its subjectAltName entries, else its common name."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = san.get_values_for_type(x509.DNSName) + [

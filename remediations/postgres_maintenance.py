@@ -10,20 +10,21 @@ inside a transaction block, so each statement runs on its own, outside any trans
 Table names are validated when the config loads (identifier or schema.identifier) and
 double-quoted when the statement is built; nothing else is ever put into SQL text. Quoted
 names are exact: `Orders` means the table "Orders", as pg_class spells it.
+
+asyncpg is imported on first use (by `execute`), not with the module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import asyncpg
-import asyncpg.exceptions as pgerr
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from daemon.models import Incident, RemediationResult
@@ -141,12 +142,19 @@ def _message(exc: BaseException) -> str:
     return _clip(str(exc) or type(exc).__name__)
 
 
-# Expected failures of connecting (ValueError: a DSN asyncpg cannot parse); others are bugs.
-_CONNECT_ERRORS = (OSError, TimeoutError, ValueError, pgerr.PostgresError, pgerr.InterfaceError)
+@functools.cache
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    """Expected failures of connecting (ValueError: a DSN asyncpg cannot parse); others are
+    bugs."""
+    import asyncpg.exceptions as pgerr
+
+    return (OSError, TimeoutError, ValueError, pgerr.PostgresError, pgerr.InterfaceError)
 
 
 def connect_failure(exc: BaseException, timeout: float) -> _Failure:
     """A database that could not be reached may come back; one that refuses us will not."""
+    import asyncpg.exceptions as pgerr
+
     if isinstance(exc, TimeoutError):
         return _Failure(f"cannot connect: timeout after {timeout:g}s", True)
     if isinstance(exc, ConnectionRefusedError):
@@ -162,6 +170,8 @@ def connect_failure(exc: BaseException, timeout: float) -> _Failure:
 
 
 def statement_failure(exc: BaseException, config: PostgresMaintenanceConfig) -> _Failure:
+    import asyncpg.exceptions as pgerr
+
     if isinstance(exc, pgerr.LockNotAvailableError):
         # The table is busy right now; later it may not be.
         return _Failure(f"lock not granted within {config.lock_timeout:g}s (lock_timeout)", True)
@@ -245,7 +255,7 @@ class PostgresMaintenanceRemediation(Hooks):
         }
         try:
             conn = await self._connect()
-        except _CONNECT_ERRORS as exc:
+        except _connect_errors() as exc:
             return self._failed(connect_failure(exc, config.timeout), data)
         try:
             failure = await self._run(conn, data["tables"])
@@ -261,6 +271,8 @@ class PostgresMaintenanceRemediation(Hooks):
         return RemediationResult(True, detail, data=data)
 
     async def _connect(self) -> _Connection:
+        import asyncpg
+
         # asyncpg has no type hints: the connection is used through `_Connection`.
         conn: _Connection = await asyncpg.connect(  # type: ignore[no-untyped-call]
             self.config.dsn.get_secret_value(),
@@ -271,6 +283,8 @@ class PostgresMaintenanceRemediation(Hooks):
 
     async def _run(self, conn: _Connection, steps: list[dict[str, Any]]) -> _Failure | None:
         """Set the session's limits, then one statement per table; stop at the first failure."""
+        import asyncpg.exceptions as pgerr
+
         config = self.config
         warnings: list[str] = []
         conn.add_log_listener(lambda _conn, msg: _keep_warning(msg, warnings))
@@ -294,6 +308,8 @@ class PostgresMaintenanceRemediation(Hooks):
     async def _maintain(
         self, conn: _Connection, table: str, steps: list[dict[str, Any]], warnings: list[str]
     ) -> _Failure | None:
+        import asyncpg.exceptions as pgerr
+
         statement = statement_for(self.config.operation, table)
         warnings.clear()
         started = time.perf_counter()
@@ -316,6 +332,8 @@ class PostgresMaintenanceRemediation(Hooks):
         return _skipped(table, warnings)
 
     async def _close(self, conn: _Connection) -> None:
+        import asyncpg.exceptions as pgerr
+
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await conn.close()

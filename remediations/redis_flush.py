@@ -9,6 +9,8 @@ to the database of the URL. Running either twice leaves the same state, so a run
 stopped (timeout, bound reached) is simply run again.
 
 One client per run, closed at the end: flushing is rare and must not keep connections.
+redis-py is imported on first use (by `execute`), not with the module; the URL is read with
+daemon.redis_url, which needs no redis-py.
 """
 
 from __future__ import annotations
@@ -16,25 +18,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    NoPermissionError,
-    RedisError,
-    ResponseError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from daemon.models import Incident, RemediationResult
+from daemon.redis_url import parse_redis_url, redis_errors
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 CLIENT_NAME = "runbookd"
 CLOSE_GRACE = 5.0
@@ -62,7 +56,7 @@ class RedisFlushConfig(RemediationConfig):
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         # The message must not echo the URL: it may hold a password.
         try:
-            parse_url(value.get_secret_value())
+            parse_redis_url(value.get_secret_value())
         except ValueError:
             raise ValueError("not a valid Redis URL (use e.g. redis://127.0.0.1:6379/0)") from None
         return value
@@ -109,6 +103,10 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 def describe_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
     """A short reason, and whether trying again later may help."""
+    from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     if isinstance(exc, TimeoutError | RedisTimeoutError):
         return f"timeout after {timeout:g}s", True
     if isinstance(exc, AuthenticationError):
@@ -134,7 +132,7 @@ def describe_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
 def url_secrets(url: str) -> list[str]:
     """The URL's password as written and as decoded (it may also be a `?password=`)."""
     try:
-        found = {urlsplit(url).password, parse_url(url).get("password")}
+        found = {urlsplit(url).password, parse_redis_url(url).get("password")}
     except ValueError:
         return []
     secrets = {s for p in found if isinstance(p, str) and p for s in (p, unquote(p))}
@@ -144,7 +142,7 @@ def url_secrets(url: str) -> list[str]:
 def describe_target(url: str) -> str:
     """host:port/db (or the socket path) for results: never the password."""
     try:
-        parts = parse_url(url)
+        parts = parse_redis_url(url)
     except ValueError:
         return "<invalid url>"
     db = parts.get("db", 0)
@@ -183,7 +181,7 @@ class RedisFlushRemediation(Hooks):
                     await self._flushdb(client, progress)
                 else:
                     await self._unlink_matching(client, progress)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except redis_errors() as exc:
             reason, recoverable = describe_failure(exc, config.timeout)
             detail = f"{self._what()} failed: {reason} ({progress.deleted} deleted before)"
             return RemediationResult(False, self._redact(detail), recoverable, self._data(progress))
@@ -192,6 +190,10 @@ class RedisFlushRemediation(Hooks):
         return RemediationResult(True, self._done(progress), data=self._data(progress))
 
     def _client(self) -> Redis:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         return Redis.from_url(
             self.config.url.get_secret_value(),
             socket_timeout=self.config.timeout,
@@ -229,7 +231,7 @@ class RedisFlushRemediation(Hooks):
         try:
             async with asyncio.timeout(CLOSE_GRACE):
                 await client.aclose()
-        except (RedisError, OSError, TimeoutError):
+        except redis_errors():
             pass  # the connection is dropped either way; nothing to tell
 
     def _what(self) -> str:

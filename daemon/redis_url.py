@@ -1,0 +1,94 @@
+"""Redis connection settings shared by the `redis` check and the `redis_flush` remediation.
+
+redis-py's URL syntax read with the standard library, so validating a config never imports
+redis-py (tests/test_cold_start.py holds the two to agreeing), and the expected failures of
+talking to Redis, imported on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+def _flag(value: str) -> bool | None:
+    if value == "":
+        return None
+    return value.upper() not in ("0", "F", "FALSE", "N", "NO")
+
+
+def _verify_flags(value: str) -> list[Any]:
+    """`VERIFY_X509_STRICT, VERIFY_X509_PARTIAL_CHAIN`, brackets allowed."""
+    flags = []
+    for name in (part.strip() for part in value.replace("[", "").replace("]", "").split(",")):
+        if not hasattr(ssl.VerifyFlags, name):
+            raise ValueError(f"Invalid ssl verify flag: {name}")
+        flags.append(getattr(ssl.VerifyFlags, name))
+    return flags
+
+
+# The query options redis-py converts (redis.asyncio.connection.URL_QUERY_ARGUMENT_PARSERS);
+# others are kept as text.
+URL_QUERY_PARSERS: dict[str, Callable[[str], object]] = {
+    "db": int,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "socket_read_size": int,
+    "socket_keepalive": _flag,
+    "retry_on_timeout": _flag,
+    "max_connections": int,
+    "health_check_interval": int,
+    "ssl_check_hostname": _flag,
+    "ssl_include_verify_flags": _verify_flags,
+    "ssl_exclude_verify_flags": _verify_flags,
+    "ssl_min_version": int,
+    "timeout": float,
+    "protocol": int,
+    "legacy_responses": _flag,
+}
+
+
+def parse_redis_url(url: str) -> dict[str, Any]:
+    """redis-py's `parse_url` (redis.asyncio.connection), read with the standard library so
+    config validation does not import redis-py: the same keys and values except
+    `connection_class`, and a ValueError for every URL it refuses. tests/test_cold_start.py
+    holds the two to agreeing."""
+    parsed = urlparse(url)
+    kwargs: dict[str, Any] = {}
+    for name, values in parse_qs(parsed.query).items():
+        parser = URL_QUERY_PARSERS.get(name)
+        try:
+            kwargs[name] = parser(values[0]) if parser else values[0]
+        except (TypeError, ValueError):
+            raise ValueError(f"Invalid value for '{name}' in connection URL.") from None
+    if parsed.username:
+        kwargs["username"] = unquote(parsed.username)
+    if parsed.password:
+        kwargs["password"] = unquote(parsed.password)
+    if parsed.scheme == "unix":
+        if parsed.path:
+            kwargs["path"] = unquote(parsed.path)
+    elif parsed.scheme in ("redis", "rediss"):
+        if parsed.hostname:
+            kwargs["host"] = unquote(parsed.hostname)
+        if parsed.port:
+            kwargs["port"] = int(parsed.port)
+        # The path is the database number, unless `?db=` gave it.
+        if parsed.path and "db" not in kwargs:
+            with suppress(ValueError):
+                kwargs["db"] = int(unquote(parsed.path).replace("/", ""))
+    else:
+        raise ValueError("Redis URL must specify one of the schemes redis://, rediss://, unix://")
+    return kwargs
+
+
+@functools.cache
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """Every expected failure of talking to Redis; anything else is a bug and should surface."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
