@@ -94,8 +94,8 @@ class Engine:
     async def restore(self) -> None:
         """Resume the open incidents of a previous run: their rules carry on firing."""
         for name, rule in self.alert_rules.items():
-            stored = await self.store.get_value(ALERTS, name)
-            rule.firing = {fp: _alert_from_json(a) for fp, a in (stored or {}).items()}
+            stored = await self.store.values(f"{ALERTS}:{name}")
+            rule.firing = {fp: _alert_from_json(a) for fp, a in stored.items()}
             if rule.firing:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
         for incident in await self.store.open_incidents():
@@ -217,12 +217,13 @@ class Engine:
             if match is None or not match.matches(alert):
                 continue
             matched.append(name)
+            space = f"{ALERTS}:{name}"
             if alert.firing and alert.fingerprint not in rule.firing:
                 rule.firing[alert.fingerprint] = alert
-                await self._save_alerts(rule)
+                await self.store.put_value(space, alert.fingerprint, _alert_to_json(alert))
                 await self._alert_fired(rule, alert)
             elif not alert.firing and rule.firing.pop(alert.fingerprint, None) is not None:
-                await self._save_alerts(rule)
+                await self.store.put_value(space, alert.fingerprint, None)
                 if not rule.firing:
                     self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
                     summary = f"resolved: alert {alert.name} ({alert.source})"
@@ -249,10 +250,6 @@ class Engine:
         message = f"firing: {summary} [alert {alert.name} from {alert.source}]"
         await self._open(rule.name, rule.config, "", summary, message, details, self.clock.now())
 
-    async def _save_alerts(self, rule: AlertRule) -> None:
-        value = {fp: _alert_to_json(a) for fp, a in rule.firing.items()}
-        await self.store.put_value(ALERTS, rule.name, value or None)
-
     # -- incidents --------------------------------------------------------------------------
 
     async def resolve_by_operator(self, incident_id: str, by: str, reason: str) -> bool:
@@ -263,8 +260,9 @@ class Engine:
         if (evaluator := self.evaluators.get(rule)) is not None:
             evaluator.reset()
         if (alert_rule := self.alert_rules.get(rule)) is not None:
+            for fingerprint in alert_rule.firing:
+                await self.store.put_value(f"{ALERTS}:{rule}", fingerprint, None)
             alert_rule.firing.clear()
-            await self._save_alerts(alert_rule)
         self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
         message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
         await self._resolve(rule, self.clock.now(), message, {"by": by, "reason": reason})
@@ -316,7 +314,9 @@ class AlertRule:
     firing: dict[str, Alert] = field(default_factory=dict)  # by fingerprint
 
 
-ALERTS = "alerts"  # store namespace: each alert rule's firing alerts, kept across restarts
+# Store namespace prefix: "alerts:<rule>" holds that rule's firing alerts by fingerprint, one
+# key each, so a new alert is one small write, whatever else is firing.
+ALERTS = "alerts"
 
 
 def _alert_to_json(alert: Alert) -> dict[str, Any]:

@@ -99,6 +99,9 @@ class Store(Protocol):
     async def put_value(self, namespace: str, key: str, value: Any) -> None:
         """Insert or replace; None deletes."""
 
+    async def values(self, namespace: str) -> dict[str, Any]:
+        """Every key of a namespace with its value."""
+
     # -- the paging outbox: notifications survive restarts, each delivered once ---------------
 
     async def outbox_add(self, incident_id: str, remediation: str, phase: str, ts: float) -> int:

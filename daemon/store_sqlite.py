@@ -463,6 +463,12 @@ class SqliteStore:
         )
         return json.loads(rows[0][0]) if rows else None
 
+    async def values(self, namespace: str) -> dict[str, Any]:
+        rows = await self._fetchall(
+            "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", (namespace,)
+        )
+        return {key: json.loads(value) for key, value in rows}
+
     async def put_value(self, namespace: str, key: str, value: Any) -> None:
         """Insert or replace; None deletes. A value JSON cannot hold is a TypeError."""
         # Serialised before the transaction: a bad value fails without touching the file.

@@ -134,6 +134,13 @@ class MemoryStore:
         text = self.data.values.get((namespace, key))
         return None if text is None else json.loads(text)
 
+    async def values(self, namespace: str) -> dict[str, Any]:
+        return {
+            key: json.loads(text)
+            for (space, key), text in sorted(self.data.values.items())
+            if space == namespace
+        }
+
     async def put_value(self, namespace: str, key: str, value: Any) -> None:
         if value is None:
             self.data.values.pop((namespace, key), None)

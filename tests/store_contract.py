@@ -464,6 +464,14 @@ class StoreContract:
         assert await store.get_value("b", "k") == 2
         assert await store.get_value("a", "other") == 3
 
+    async def test_values_lists_one_namespace(self, store: Store) -> None:
+        await store.put_value("alerts:web", "fp2", {"name": "B"})
+        await store.put_value("alerts:web", "fp1", {"name": "A"})
+        await store.put_value("alerts:db", "fp1", {"name": "C"})
+        await store.put_value("alerts:web", "fp2", None)
+        assert await store.values("alerts:web") == {"fp1": {"name": "A"}}
+        assert await store.values("nothing") == {}
+
     async def test_a_value_json_cannot_hold_is_refused(self, store: Store) -> None:
         await store.put_value("ns", "k", [1])
         with pytest.raises(TypeError):
