@@ -37,3 +37,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache state
+
+# Side-by-side benchmarks against real peers on 127.0.0.1 (bench/README.md): quick mode (under
+# three minutes) by default; `make bench FULL=1` (or BENCH_MODE=full) for the full sizes.
+.PHONY: bench
+bench: $(STAMP)
+	bench/setup.sh
+	$(BIN)/python -m bench $(if $(filter 1 yes true,$(FULL)),--full,)
