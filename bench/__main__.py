@@ -176,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     text = json.dumps(clean(document), indent=2, default=str)
-    (RESULTS / f"{mode}-{stamp}.json").write_text(text)
-    (RESULTS / f"latest-{mode}.json").write_text(text)
+    # A run of some scenarios only (--only) never replaces latest-<mode>.json.
+    name = f"{mode}-{stamp}.json" if args.only is None else f"{mode}-partial-{stamp}.json"
+    (RESULTS / name).write_text(text)
+    if args.only is None:
+        (RESULTS / f"latest-{mode}.json").write_text(text)
     print()
     print(table(run.rows))
     judged = [r for r in run.rows if r.passed is not None]
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{load_before['load1']:.2f} before, {load_after['load1']:.2f} after "
         f"({load_before['cpus']} CPUs)"
     )
-    print(f"results: {RESULTS / f'{mode}-{stamp}.json'}")
+    print(f"results: {RESULTS / name}")
     for name, trace in errors.items():
         print(f"\n{name} FAILED:\n{trace}", file=sys.stderr)
     return 1 if errors else 0

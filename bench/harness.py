@@ -33,6 +33,7 @@ class Params:
     cold_starts: int
     cold_start_checks: int
     spread_variant: bool  # scenario 1 also with jitter 1.0 (checks spread over the interval)
+    spread_counted: bool  # ... with the /metrics-bounded windows too (else the target's view only)
     intake_unmatched: bool  # scenario 2 also with rules no alert matches (the bare intake path)
 
     @classmethod
@@ -53,6 +54,7 @@ class Params:
                 cold_starts=5,
                 cold_start_checks=1000,
                 spread_variant=True,
+                spread_counted=True,
                 intake_unmatched=True,
             )
         return cls(
@@ -69,7 +71,8 @@ class Params:
             incidents=10_000,
             cold_starts=3,
             cold_start_checks=1000,
-            spread_variant=False,
+            spread_variant=True,
+            spread_counted=False,
             intake_unmatched=False,
         )
 
