@@ -33,6 +33,7 @@ from remediations.compose import (
     parse_ps,
 )
 from tests.fakes import make_incident
+from tests.fakes.standin import StandInFiles
 
 BIN = Path(__file__).parent / "bin"
 GOOD = "example/web:1.4.2"
@@ -42,30 +43,13 @@ BASE = ["docker", "compose", "-f", "docker-compose.yml", "-p", "shop"]
 OVERRIDE = ".runbookd/rollback.override.yml"
 
 
-class StandIn:
+class StandIn(StandInFiles):
     """The stand-in docker's log of calls and its state (which containers run what)."""
-
-    def __init__(self, root: Path) -> None:
-        self.log = root / "calls.jsonl"
-        self.state_file = root / "state.json"
-        # What a remediation's `env:` gives docker so that the stand-in finds these files.
-        self.env = {"STANDIN_LOG": str(self.log), "STANDIN_STATE": str(self.state_file)}
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def argvs(self) -> list[list[str]]:
-        return [call["argv"] for call in self.calls()]
-
-    def state(self) -> dict[str, Any]:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
 
     def set(self, **docker: Any) -> None:
         state = self.state()
         state.setdefault("docker", {}).update(docker)
-        self.state_file.write_text(json.dumps(state))
+        self.write(state)
 
     def run(self, service: str, *images: str, state: str = "running") -> None:
         """The service's containers run these images (one container each)."""

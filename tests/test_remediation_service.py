@@ -30,32 +30,13 @@ from remediations.service import (
     parse_jlist,
 )
 from tests.fakes import make_incident
+from tests.fakes.standin import StandInFiles
 
 BIN = Path(__file__).parent / "bin"
 
 
-class StandIn:
+class StandIn(StandInFiles):
     """The stand-ins' log of calls and their shared state file."""
-
-    def __init__(self, root: Path) -> None:
-        self.log = root / "calls.jsonl"
-        self.state_file = root / "state.json"
-        # What a remediation's `env:` gives the tool so that the stand-in finds these files.
-        self.env = {"STANDIN_LOG": str(self.log), "STANDIN_STATE": str(self.state_file)}
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def argvs(self) -> list[list[str]]:
-        return [call["argv"] for call in self.calls()]
-
-    def state(self) -> dict[str, Any]:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
-
-    def write(self, state: dict[str, Any]) -> None:
-        self.state_file.write_text(json.dumps(state))
 
     def units(self, scope: str = "system", **units: dict[str, Any]) -> None:
         self.write({"systemd": {scope: {f"{name}.service": u for name, u in units.items()}}})
