@@ -26,10 +26,19 @@ class Observation:
     ts: float
     duration: float = 0.0
     reason: str = ""
+    # When the run was due. Rules time `for` and `clear_for` on due times: they advance by
+    # exact intervals, so six failing runs 1 s apart span 5 s even when a run's latency
+    # varies; `ts` (when it finished) would make them span 4.99 s as often as 5.01 s.
+    due: float | None = None
 
     @property
     def known(self) -> bool:
         return self.status is not Status.UNKNOWN
+
+    @property
+    def sampled(self) -> float:
+        """The time rule timers use: the due time when known, else the finish time."""
+        return self.ts if self.due is None else self.due
 
 
 class RuleState(enum.IntEnum):

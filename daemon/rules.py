@@ -77,23 +77,24 @@ class RuleEvaluator:
         self._clear_since = self._reference = None
 
     def observe(self, obs: Observation) -> Transition | None:
-        if self.last_known_ts is not None and obs.ts < self.last_known_ts:
+        ts = obs.sampled
+        if self.last_known_ts is not None and ts < self.last_known_ts:
             return None  # out of order: an older run finishing late says nothing new
         value = obs.values.get(self.config.condition.value) if obs.known else None
         if value is None or math.isnan(value):
             reason = obs.reason if not obs.known else f"no value {self.config.condition.value!r}"
-            self.hold(obs.ts, reason or "unknown")
+            self.hold(ts, reason or "unknown")
             return None
-        baseline = self._baseline_at(obs.ts)
+        baseline = self._baseline_at(ts)
         if self.config.condition.holds(value, baseline) is None:
             if self.baseline is not None and self.state is not RuleState.FIRING:
-                self.baseline.add(obs.ts, value)  # still learning what normal looks like
-            self.hold(obs.ts, "no baseline yet")
+                self.baseline.add(ts, value)  # still learning what normal looks like
+            self.hold(ts, "no baseline yet")
             return None
-        self._resume(obs.ts)
+        self._resume(ts)
         self.last_value = value
-        self.last_known_ts = obs.ts
-        return self._step(obs.ts, value, baseline)
+        self.last_known_ts = ts
+        return self._step(ts, value, baseline)
 
     def _baseline_at(self, ts: float) -> float | None:
         if self.baseline is None:

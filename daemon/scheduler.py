@@ -227,7 +227,7 @@ class Scheduler:
         if job.retired:
             return
         obs = Observation(
-            job.name, result.status, result.values, ended, ended - started, result.reason
+            job.name, result.status, result.values, ended, ended - started, result.reason, due
         )
         job.runs += 1
         self._series(job).observe(obs)

@@ -48,6 +48,19 @@ def test_for_requires_the_condition_to_hold_that_long() -> None:
     assert feed(ev, ok(30, 0.2)) == [("PENDING", "FIRING")]
 
 
+def test_for_is_timed_on_due_times_not_on_when_runs_finished() -> None:
+    # Six runs due 1 s apart, the first slow (40 ms) and the rest fast: by finish times they
+    # span 4.97 s and `for: 5s` would wait for a seventh run; by due times they span 5 s.
+    ev = rule(**{"for": "5s"})
+    latency = [0.040, 0.010, 0.012, 0.011, 0.010, 0.010]
+    runs = [
+        Observation("app", Status.OK, {"error_ratio": 0.2}, T0 + k + lat, lat, due=T0 + k)
+        for k, lat in enumerate(latency)
+    ]
+    assert feed(ev, *runs[:5]) == [("INACTIVE", "PENDING")]
+    assert feed(ev, runs[5]) == [("PENDING", "FIRING")]
+
+
 def test_one_good_sample_resets_pending() -> None:
     ev = rule(**{"for": "30s"})
     feed(ev, ok(0, 0.2), ok(20, 0.2))

@@ -25,14 +25,17 @@ class Probe(Stateless):
     type: ClassVar[str] = "probe"
     Config = ProbeConfig
 
-    def __init__(self, *, hang: bool = False, boom: bool = False) -> None:
+    def __init__(self, *, hang: bool = False, boom: bool = False, takes: float = 0.0) -> None:
         self.started = 0
         self.hang = hang
         self.boom = boom
+        self.takes = takes
         self.release = asyncio.Event()
 
     async def run(self, ctx: CheckContext) -> CheckResult:
         self.started += 1
+        if self.takes:
+            await ctx.clock.sleep(self.takes)
         if self.boom:
             raise ValueError("bad parse")
         if self.hang:
@@ -84,6 +87,18 @@ async def test_phase_is_stable_and_within_the_jitter(clock: ManualClock) -> None
     assert all(0 <= o < 2.0 for o in offsets)
     assert len(offsets) > 40  # spread out, not bunched
     assert phase("check-1", config) == phase("check-1", config)
+
+
+async def test_observations_carry_their_due_time_beside_their_finish_time(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, seen = sched
+    t0 = clock.now()
+    await s.set_checks({"slow": (Probe(takes=0.3), cfg(interval="2s"))})
+    await clock.advance(4.5)
+    assert [o.due for o in seen] == [t0, t0 + 2, t0 + 4]
+    assert [round(o.ts - t0, 6) for o in seen] == [0.3, 2.3, 4.3]
+    assert seen[0].sampled == t0
 
 
 async def test_a_check_never_overlaps_itself(
