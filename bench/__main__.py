@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import detection, footprint, intake, polling
+from bench import detection, footprint, intake, loop, polling
 from bench.harness import Mode, Params, Row, Run, clean, log
 from bench.measure import host_load
 from bench.peers import start_nginx
@@ -67,7 +67,7 @@ def host_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "aiohttp": importlib.metadata.version("aiohttp"),
-        "event_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "event_loop": loop.name(),
         "nginx": _version(["nginx", "-v"]),
         "prometheus": _version(["prometheus", "--version"]),
         "alertmanager": _version(["prometheus-alertmanager", "--version"]),

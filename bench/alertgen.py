@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import loop
 from bench.measure import percentile
 from bench.worker import serve_commands
 
@@ -199,4 +200,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    loop.run(main())

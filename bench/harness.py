@@ -32,8 +32,8 @@ class Params:
     incidents: int  # scenario 4
     cold_starts: int
     cold_start_checks: int
-    spread_variant: bool  # scenario 1 also with jitter 1.0 (checks spread over the interval)
-    spread_counted: bool  # ... with the /metrics-bounded windows too (else the target's view only)
+    bunched_variant: bool  # scenario 1 also with jitter 0.1 (checks bunched in a tenth of it)
+    bunched_counted: bool  # ... with the /metrics-bounded windows too (else the target's view only)
     intake_unmatched: bool  # scenario 2 also with rules no alert matches (the bare intake path)
 
     @classmethod
@@ -53,8 +53,8 @@ class Params:
                 incidents=10_000,
                 cold_starts=5,
                 cold_start_checks=1000,
-                spread_variant=True,
-                spread_counted=True,
+                bunched_variant=True,
+                bunched_counted=True,
                 intake_unmatched=True,
             )
         return cls(
@@ -71,8 +71,8 @@ class Params:
             incidents=10_000,
             cold_starts=3,
             cold_start_checks=1000,
-            spread_variant=True,
-            spread_counted=False,
+            bunched_variant=True,
+            bunched_counted=False,
             intake_unmatched=False,
         )
 

@@ -84,7 +84,7 @@ def _wall(a: Snap, b: Snap) -> float:
 
 # -- runbookd ---------------------------------------------------------------------------------
 
-DEFAULT_JITTER = 0.1  # checks.base.CheckConfig.jitter
+DEFAULT_JITTER = 1.0  # checks.base.CheckConfig.jitter
 INTERVAL = 1.0
 BINS = 1000  # 1 ms bins over the interval
 MIN_GAP_MS = 100.0  # below this empty stretch, target-side lateness cannot be told
@@ -242,7 +242,7 @@ def measure_runbookd(
         "label": label,
         "target_side_lateness": quiet,
         "checks": p.checks,
-        "jitter": jitter if jitter is not None else "default (0.1)",
+        "jitter": jitter if jitter is not None else f"default ({DEFAULT_JITTER:g})",
         "spawn_to_ready_s": server.ready_s,
         "windows": windows,
         "median": _medians(windows),
@@ -428,9 +428,9 @@ def scenario(run: Run) -> dict[str, Any]:
     parts: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("runbookd", lambda: measure_runbookd(run, None, "default"))
     ]
-    if run.params.spread_variant:
-        counted = run.params.spread_counted
-        parts.append(("runbookd_spread", lambda: measure_runbookd(run, 1.0, "spread", counted)))
+    if run.params.bunched_variant:
+        counted = run.params.bunched_counted
+        parts.append(("runbookd_bunched", lambda: measure_runbookd(run, 0.1, "bunched", counted)))
     parts += [
         ("prometheus", lambda: measure_prometheus(run)),
         ("blackbox", lambda: measure_blackbox(run)),
@@ -515,10 +515,13 @@ def report(run: Run, out: dict[str, Any]) -> None:
         peer=prom["cpu_percent"],
         peer_name="prometheus",
     )
-    for key, name in (("runbookd", "default jitter"), ("runbookd_spread", "jitter 1.0")):
+    for key, name in (("runbookd", "default jitter"), ("runbookd_bunched", "jitter 0.1")):
         if key not in out:
             continue
         variant = out[key]
+        # The targets apply to the default schedule; the bunched one shows what spreading buys.
+        late_target = ("<=", 50.0, "<= 50 ms") if key == "runbookd" else None
+        skip_target = ("==", 0.0, "= 0") if key == "runbookd" else None
         med = variant["median"]
         if med and key != "runbookd":
             run.row(s, f"{name}: CPU per check", med["cpu_us_per_check"], "µs")
@@ -529,7 +532,7 @@ def report(run: Run, out: dict[str, Any]) -> None:
                 f"{name}: schedule lateness p99",
                 med["lateness_p99_ms"],
                 "ms",
-                target=("<=", 50.0, "<= 50 ms"),
+                target=late_target,
                 note=_bucket_note(variant),
             )
         quiet = variant["target_side_lateness"]
@@ -538,7 +541,7 @@ def report(run: Run, out: dict[str, Any]) -> None:
             f"{name}: lateness p99 seen by nginx, no /metrics fetch",
             quiet.get("p99_ms"),
             "ms",
-            target=("<=", 50.0, "<= 50 ms"),
+            target=late_target,
             note=_quiet_note(quiet),
         )
         if med:
@@ -547,7 +550,7 @@ def report(run: Run, out: dict[str, Any]) -> None:
                 f"{name}: skipped runs (all windows)",
                 variant["total_skipped"],
                 "",
-                target=("==", 0.0, "= 0"),
+                target=skip_target,
                 note=f"of {sum(w['runs'] for w in variant['windows']):.0f} runs",
             )
     run.row(

@@ -21,8 +21,10 @@ class CheckConfig(SecretsModel):
     interval: Duration = 30.0
     # The scheduler cancels a run after this long; the check should give up a little earlier.
     timeout: Duration = 10.0
-    # Runs are offset by a stable fraction of the interval, so checks don't all fire at once.
-    jitter: Ratio = 0.1
+    # Runs are offset by a stable fraction of `jitter x interval`, so checks don't all fire at
+    # once. The default spreads them over the whole interval, as Prometheus spreads its
+    # scrapes: a thousand 1 s checks bunched into a tenth of a second start up to 0.3 s late.
+    jitter: Ratio = 1.0
     # After this long without an observation the check's values count as UNKNOWN.
     # Default: three intervals.
     stale_after: Duration | None = None
