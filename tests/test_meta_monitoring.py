@@ -66,8 +66,8 @@ def exported_names() -> dict[str, str]:
     names: dict[str, str] = {}
     for family in Metrics(CollectorRegistry()).registry.collect():
         suffixes = {
-            "counter": ("_total", "_created"),
-            "histogram": ("_bucket", "_count", "_sum", "_created"),
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_count", "_sum"),
             "info": ("_info",),
         }.get(family.type, ("",))
         names.update({family.name + suffix: family.name for suffix in suffixes})
@@ -209,6 +209,11 @@ def test_every_metric_family_has_samples(exposition: str) -> None:
     assert set(exported_names().values()) - sampled_families(exposition) == set()
 
 
+def test_the_exposition_has_no_created_series(exposition: str) -> None:
+    """Nothing reads them, and they doubled every counter and histogram."""
+    assert "_created" not in exposition
+
+
 def test_the_exposition_passes_promtool_check_metrics(exposition: str) -> None:
     result = run_tool([tool("promtool"), "check", "metrics"], stdin=exposition)
     problems = (result.stdout + result.stderr).strip()
@@ -334,6 +339,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     for family in (
         "runbookd_check_status",
         "runbookd_check_duration_seconds",
+        "runbookd_check_last_duration_seconds",
         "runbookd_rule_state",
         "runbookd_incidents_open",
         "runbookd_remediations_total",

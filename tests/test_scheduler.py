@@ -188,6 +188,21 @@ async def test_lateness_and_status_metrics(
     assert metric(s, "runbookd_schedule_lateness_seconds_count") == 3
     assert metric(s, "runbookd_check_runs_total", check="p", status="ok") == 3
     assert metric(s, "runbookd_check_value", check="p", value="v") == 3
+    assert metric(s, "runbookd_check_duration_seconds_count", type="probe") == 3
+    assert metric(s, "runbookd_check_last_duration_seconds", check="p") == 0
+    assert metric(s, "runbookd_check_runs_skipped_total", check="p") == 0
+
+
+async def test_a_check_changed_by_reload_keeps_counting_where_it_was(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched
+    await s.set_checks({"p": (Probe(), cfg())})
+    await clock.advance(1.5)
+    await s.set_checks({"p": (Probe(takes=0.25), cfg(interval="2s"))})
+    await clock.advance(0.5)
+    assert metric(s, "runbookd_check_runs_total", check="p", status="ok") == 3
+    assert metric(s, "runbookd_check_last_duration_seconds", check="p") == 0.25
 
 
 class Flipping(Probe):
@@ -258,9 +273,9 @@ async def test_a_check_dropped_by_reload_leaves_no_series_behind(
     await clock.advance(1.5)
     assert metric(s, "runbookd_check_value", check="b", value="v") == 2
     await s.set_checks({"a": (Probe(), cfg())})
-    text = generate_latest(s.metrics.registry).decode()
-    assert 'check="b"' not in text
-    assert 'check="a"' in text
+    for text in (generate_latest(s.metrics.registry), await s.metrics.render()):
+        assert b'check="b"' not in text
+        assert b'check="a"' in text
 
 
 async def test_a_slow_engine_never_gets_two_observations_of_one_check_at_once(
@@ -325,3 +340,40 @@ async def test_stop_lets_an_observation_being_handled_finish(clock: ManualClock)
     release.set()
     await stopping
     assert len(stored) == 1  # finished, not cancelled halfway
+
+
+async def test_checks_due_within_one_tick_start_together_at_its_end(clock: ManualClock) -> None:
+    config = cfg(jitter=1.0)
+    t0 = clock.now()
+    # Three names whose phases fall into the same 10 ms tick of the second.
+    by_tick: dict[int, list[str]] = {}
+    for i in range(2000):
+        by_tick.setdefault(int(phase(f"c{i}", config) * 100), []).append(f"c{i}")
+    tick, names = next((t, n[:3]) for t, n in sorted(by_tick.items()) if len(n) >= 3 and t > 0)
+    starts: list[float] = []
+
+    class Stamp(Probe):
+        async def run(self, ctx: CheckContext) -> CheckResult:
+            starts.append(ctx.clock.now())
+            return await super().run(ctx)
+
+    async def sink(obs: Observation) -> None:
+        pass
+
+    s = Scheduler(
+        ctx=CheckContext(None, clock),  # type: ignore[arg-type]
+        clock=clock,
+        sink=sink,
+        metrics=Metrics(CollectorRegistry()),
+        tick=0.01,
+    )
+    s.start()
+    try:
+        await s.set_checks({name: (Stamp(), config) for name in names})
+        await clock.advance((tick + 1) / 100 - 0.0001)  # every phase has passed, not the tick
+        assert starts == []
+        await clock.advance(0.0002)
+        assert len(starts) == 3
+        assert all(abs(t - (t0 + (tick + 1) / 100)) < 0.0002 for t in starts)
+    finally:
+        await s.stop()
