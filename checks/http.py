@@ -207,6 +207,9 @@ class HttpCheck(Stateless):
 
     type: ClassVar[str] = "http"
     Config: ClassVar[builtins.type[CheckConfig]] = HttpCheckConfig
+    # aiohttp's total timeout (`request_timeout`, a little under the check's) ends every run,
+    # body included, so the scheduler needs no timer of its own.
+    bounded: ClassVar[bool] = True
 
     def __init__(self, name: str, config: HttpCheckConfig) -> None:
         self.name = name

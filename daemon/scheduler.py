@@ -58,8 +58,14 @@ def phase(name: str, config: CheckConfig) -> float:
 async def run_check(
     check: Check, config: CheckConfig, ctx: CheckContext, clock: Clock
 ) -> CheckResult:
-    """One run, bounded by the check's timeout; a timeout or a bug is UNKNOWN, never bad data."""
+    """One run, bounded by the check's timeout; a timeout or a bug is UNKNOWN, never bad data.
+
+    A check type that ends every run before its timeout by itself (`bounded = True`, e.g. the
+    `http` check's request timeout) gets no second timer: that timer was 8% of its CPU.
+    """
     try:
+        if getattr(check, "bounded", False):
+            return await check.run(ctx)
         async with clock.timeout(config.timeout):
             return await check.run(ctx)
     except TimeoutError:
@@ -223,16 +229,18 @@ class Scheduler:
     # -- the workers ---------------------------------------------------------------------------
 
     async def _worker(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         while not self._stopping:
             job, due = await self._queue.get()
             try:
-                await self._run_job(job, due)
+                await self._run_job(job, due, task)
             finally:
                 # Only now may the check run again: its observations reach the engine one
                 # at a time and in order, however slow the engine was with the last one.
                 job.running = False
 
-    async def _run_job(self, job: Job, due: float) -> None:
+    async def _run_job(self, job: Job, due: float, task: asyncio.Task[Any]) -> None:
         started = self.clock.now()
         self.metrics.lateness.observe(max(0.0, started - due))
         result = await run_check(job.check, job.config, self.ctx, self.clock)
@@ -246,8 +254,6 @@ class Scheduler:
         self._series(job).observe(obs)
         if obs.status is not job.last_status:
             self._log_change(job, obs)
-        task = asyncio.current_task()
-        assert task is not None
         self._sinking.add(task)
         try:
             await self.sink(obs)

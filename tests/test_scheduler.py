@@ -128,6 +128,35 @@ async def test_timeout_gives_unknown_with_a_reason(
     assert seen[0].duration == pytest.approx(2.0)
 
 
+async def test_a_check_that_bounds_itself_gets_no_second_timer(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    class SelfTimed(Probe):
+        bounded: ClassVar[bool] = True
+
+        async def run(self, ctx: CheckContext) -> CheckResult:
+            try:
+                async with ctx.clock.timeout(3.0):  # (longer than its config's, to tell)
+                    return await super().run(ctx)
+            except TimeoutError:
+                return CheckResult(Status.CRITICAL, {"up": 0.0}, "timeout after 3s")
+
+    s, seen = sched
+    await s.set_checks({"own": (SelfTimed(hang=True), cfg(timeout="2s", interval="10s"))})
+    await clock.advance(2.5)
+    assert seen == []  # the scheduler did not cut it at 2 s
+    await clock.advance(0.6)
+    assert [(o.status, o.reason) for o in seen] == [(Status.CRITICAL, "timeout after 3s")]
+
+
+def test_the_http_check_bounds_itself_below_its_timeout() -> None:
+    from checks.http import HttpCheck, request_timeout
+
+    assert HttpCheck.bounded is True
+    assert request_timeout(2.0) < 2.0
+    assert request_timeout(30.0) == 29.5
+
+
 async def test_a_raising_check_is_unknown_not_a_crash(
     clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
 ) -> None:
