@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import structlog
@@ -206,49 +207,97 @@ class Engine:
     # -- alerts pushed by other systems -------------------------------------------------------
 
     async def alert(self, alert: Alert) -> list[str]:
-        """Route one alert to the rules matching it; returns their names.
+        """Route one alert; see `alerts`."""
+        (matched,) = await self.alerts([alert])
+        return matched
+
+    async def alerts(self, alerts: Sequence[Alert]) -> list[list[str]]:
+        """Route the alerts of one request to the rules matching them; returns each alert's
+        rule names.
 
         Idempotent: a fingerprint already firing changes nothing (Alertmanager retries on
-        5xx and repeats on its repeat_interval), so it never opens a second incident.
+        5xx and repeats on its repeat_interval), so it never opens a second incident. What the
+        request changes is written in one store transaction, committed before this returns,
+        and the new alerts joining an incident make one timeline entry on it. A request that
+        changes nothing touches neither the store nor the log.
         """
-        matched = []
-        for name, rule in self.alert_rules.items():
-            match = rule.config.alert_match
-            if match is None or not match.matches(alert):
-                continue
-            matched.append(name)
-            space = f"{ALERTS}:{name}"
-            if alert.firing and alert.fingerprint not in rule.firing:
-                rule.firing[alert.fingerprint] = alert
-                await self.store.put_value(space, alert.fingerprint, _alert_to_json(alert))
-                await self._alert_fired(rule, alert)
-            elif not alert.firing and rule.firing.pop(alert.fingerprint, None) is not None:
-                await self.store.put_value(space, alert.fingerprint, None)
-                if not rule.firing:
+        rules = self.alert_rules
+        routed = [[name for name, rule in rules.items() if rule.matches(a)] for a in alerts]
+        if any(
+            rules[name].changed_by(a)
+            for a, names in zip(alerts, routed, strict=True)
+            for name in names
+        ):
+            async with self.recorder.batch():
+                await self._apply_alerts(alerts, routed)
+        return routed
+
+    async def _apply_alerts(self, alerts: Sequence[Alert], routed: list[list[str]]) -> None:
+        # In order, deciding at each step from the state now: other tasks may have moved it
+        # while this one waited for the store, and a request may resolve a rule's last alert
+        # and fire another after it (a new incident, as when they come one by one).
+        joined: dict[str, tuple[Incident, list[Alert]]] = {}  # by incident id, in order
+        stored: dict[str, dict[str, Any]] = {}  # the rules' firing alerts to write, or None
+        for alert, names in zip(alerts, routed, strict=True):
+            for name in names:
+                rule = self.alert_rules.get(name)
+                if rule is None:  # removed by a reload meanwhile
+                    continue
+                fp = alert.fingerprint
+                if alert.firing and fp not in rule.firing:
+                    rule.firing[fp] = alert
+                    stored.setdefault(name, {})[fp] = _alert_to_json(alert)
+                    if (incident := self.incidents.get(name)) is not None:
+                        joined.setdefault(incident.id, (incident, []))[1].append(alert)
+                    else:
+                        await self._alert_opens(rule, alert)
+                elif not alert.firing and rule.firing.pop(fp, None) is not None:
+                    stored.setdefault(name, {})[fp] = None
+                    if rule.firing:
+                        continue
+                    if (incident := self.incidents.get(name)) is not None and (
+                        pending := joined.pop(incident.id, None)
+                    ):
+                        await self._alerts_joined(*pending)  # before it is resolved
                     self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
                     summary = f"resolved: alert {alert.name} ({alert.source})"
                     await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
-        return matched
+        for incident, pending_alerts in joined.values():
+            await self._alerts_joined(incident, pending_alerts)
+        # Last, one statement per rule: the same transaction, so no order to keep.
+        for name, values in stored.items():
+            await self.store.put_values(f"{ALERTS}:{name}", values)
 
-    async def _alert_fired(self, rule: AlertRule, alert: Alert) -> None:
-        details = {
-            "alert": alert.name,
-            "fingerprint": alert.fingerprint,
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "generator_url": alert.generator_url,
-            "source": alert.source,
-        }
-        incident = self.incidents.get(rule.name)
-        if incident is not None:
-            await self.recorder.record(
-                incident, "alert", f"alert joined: {alert.summary()}", **details
-            )
-            return
+    async def _alert_opens(self, rule: AlertRule, alert: Alert) -> None:
         self.metrics.rule_state.labels(rule.name).set(int(RuleState.FIRING))
         summary = rule.config.summary or f"{rule.name}: {alert.summary()}"
         message = f"firing: {summary} [alert {alert.name} from {alert.source}]"
+        details = _alert_details(alert)
         await self._open(rule.name, rule.config, "", summary, message, details, self.clock.now())
+
+    async def _alerts_joined(self, incident: Incident, alerts: list[Alert]) -> None:
+        """One timeline entry for the alerts of a request joining an open incident. A single
+        alert's details are the entry's data, as in the opening entry; several are listed
+        under `alerts`, the first JOINED_DETAILS of them, with `count` and `more` (left out)."""
+        if len(alerts) == 1:
+            (alert,) = alerts
+            message = f"alert joined: {alert.summary()}"
+            await self.recorder.record(incident, "alert", message, **_alert_details(alert))
+            return
+        named = "; ".join(a.summary() for a in alerts[:JOINED_NAMED])
+        unnamed = len(alerts) - JOINED_NAMED
+        message = f"{len(alerts)} alerts joined: {named}" + (
+            f" and {unnamed} more" if unnamed > 0 else ""
+        )
+        shown = [_alert_details(a) for a in alerts[:JOINED_DETAILS]]
+        await self.recorder.record(
+            incident,
+            "alert",
+            message,
+            count=len(alerts),
+            alerts=shown,
+            more=len(alerts) - len(shown),
+        )
 
     # -- incidents --------------------------------------------------------------------------
 
@@ -259,13 +308,13 @@ class Engine:
             return False
         if (evaluator := self.evaluators.get(rule)) is not None:
             evaluator.reset()
-        if (alert_rule := self.alert_rules.get(rule)) is not None:
-            for fingerprint in alert_rule.firing:
-                await self.store.put_value(f"{ALERTS}:{rule}", fingerprint, None)
-            alert_rule.firing.clear()
-        self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
-        message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
-        await self._resolve(rule, self.clock.now(), message, {"by": by, "reason": reason})
+        async with self.recorder.batch():
+            if (alert_rule := self.alert_rules.get(rule)) is not None:
+                firing, alert_rule.firing = alert_rule.firing, {}
+                await self.store.put_values(f"{ALERTS}:{rule}", dict.fromkeys(firing))
+            self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
+            message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
+            await self._resolve(rule, self.clock.now(), message, {"by": by, "reason": reason})
         return True
 
     async def _open(
@@ -313,14 +362,44 @@ class AlertRule:
     config: RuleConfig
     firing: dict[str, Alert] = field(default_factory=dict)  # by fingerprint
 
+    def matches(self, alert: Alert) -> bool:
+        match = self.config.alert_match
+        return match is not None and match.matches(alert)
+
+    def changed_by(self, alert: Alert) -> bool:
+        """A new firing fingerprint, or the resolution of one that fires."""
+        return alert.firing != (alert.fingerprint in self.firing)
+
+
+# The alerts of one request joining an incident: how many are named in the timeline entry's
+# message, and how many have their details in its data (the rest are counted), so one huge
+# request cannot bloat the timeline. The store keeps every alert whatever the count.
+JOINED_NAMED = 3
+JOINED_DETAILS = 20
+
 
 # Store namespace prefix: "alerts:<rule>" holds that rule's firing alerts by fingerprint, one
 # key each, so a new alert is one small write, whatever else is firing.
 ALERTS = "alerts"
 
 
+def _alert_details(alert: Alert) -> dict[str, Any]:
+    return {
+        "alert": alert.name,
+        "fingerprint": alert.fingerprint,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url,
+        "source": alert.source,
+    }
+
+
+# Shallow, unlike asdict(): the store serialises the value at once, so nothing is shared.
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+
+
 def _alert_to_json(alert: Alert) -> dict[str, Any]:
-    return asdict(alert)
+    return {name: getattr(alert, name) for name in _ALERT_FIELDS}
 
 
 def _alert_from_json(data: dict[str, Any]) -> Alert:

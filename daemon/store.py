@@ -6,6 +6,8 @@ PostgreSQL implementation joins later for several replicas. Both pass the same t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -50,6 +52,13 @@ class Store(Protocol):
         """Create the schema if needed. Called once at startup."""
 
     async def close(self) -> None: ...
+
+    def batch(self) -> AbstractAsyncContextManager[None]:
+        """One transaction for everything the calling task writes inside the block: it is
+        committed when the block ends, or rolled back whole if the block raises (or is
+        cancelled). The task reads its own writes; other tasks' reads and writes wait until
+        the block ends, so never wait inside it on a task that uses the store. A batch inside a
+        batch joins it. Ids handed out inside a rolled-back batch may be handed out again."""
 
     async def create_incident(self, incident: Incident) -> None:
         """Insert a new incident with its timeline so far; a duplicate id is a ValueError."""
@@ -98,6 +107,10 @@ class Store(Protocol):
 
     async def put_value(self, namespace: str, key: str, value: Any) -> None:
         """Insert or replace; None deletes."""
+
+    async def put_values(self, namespace: str, values: Mapping[str, Any]) -> None:
+        """`put_value` for each key, in one transaction; nothing is written if one value is
+        not JSON (a TypeError)."""
 
     async def values(self, namespace: str) -> dict[str, Any]:
         """Every key of a namespace with its value."""

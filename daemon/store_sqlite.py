@@ -1,8 +1,9 @@
 """The embedded store: one SQLite file in the daemon's state directory, through aiosqlite.
 
-Every write is its own committed transaction, so a restarted daemon remembers its open
-incidents, their timelines, the action ledger (cooldowns, the global budget, and actions a
-crash interrupted), the small values remediations keep, and the paging outbox.
+Every write is its own committed transaction, or part of a `batch()` that commits as one, so a
+restarted daemon remembers its open incidents, their timelines, the action ledger (cooldowns,
+the global budget, and actions a crash interrupted), the small values remediations keep, and
+the paging outbox.
 
 WAL with `synchronous=NORMAL`: a crash of the daemon loses nothing committed; a power loss
 may lose the last few transactions but never corrupts the file. Readers never block the writer.
@@ -19,7 +20,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,20 @@ _INSERT_INCIDENT = """
     INSERT INTO incidents
         (id, rule, check_name, severity, summary, status, opened_at, resolved_at, "trigger")
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO NOTHING
 """
 _INSERT_ENTRY = "INSERT INTO timeline (incident_id, ts, kind, message, data) VALUES (?, ?, ?, ?, ?)"
+# Inserts nothing for an unknown incident, which the row count then tells.
+_APPEND_ENTRY = """
+    INSERT INTO timeline (incident_id, ts, kind, message, data)
+    SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM incidents WHERE id = ?)
+"""
+
+_PUT_VALUE = (
+    "INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?)"
+    " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value"
+)
+_DELETE_VALUE = "DELETE FROM kv WHERE namespace = ? AND key = ?"
 
 # The outcome of a begun, not yet ended action. Spelled as a literal in the SQL below too, so
 # the planner can use the partial index `actions_running`.
@@ -198,6 +211,9 @@ class SqliteStore:
         self._db: aiosqlite.Connection | None = None
         # One connection, shared by every task: the lock keeps transactions from interleaving.
         self._lock = asyncio.Lock()
+        # The task whose batch holds the lock: its calls run inside the open transaction.
+        self._batch_owner: asyncio.Task[Any] | None = None
+        self.commits = 0  # write transactions committed since open, for tests and diagnostics
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -263,8 +279,28 @@ class SqliteStore:
             raise RuntimeError("SqliteStore is not open")
         return self._db
 
+    def _in_batch(self) -> bool:
+        return self._batch_owner is not None and self._batch_owner is asyncio.current_task()
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        if self._in_batch():
+            yield  # joins the enclosing batch, which commits or rolls back for both
+            return
+        async with self._transaction():
+            # Only this task: one it spawns inherits nothing and waits for the lock.
+            self._batch_owner = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._batch_owner = None
+
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._in_batch():
+            # Part of this task's batch: committed (or rolled back) when the batch ends.
+            yield self._conn
+            return
         async with self._lock:
             db = self._conn
             try:
@@ -278,18 +314,29 @@ class SqliteStore:
                 await asyncio.shield(db.rollback())
                 raise
             await db.commit()
+            self.commits += 1
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection for reads: under the lock, or inside this task's batch (which then
+        reads its own uncommitted writes)."""
+        if self._in_batch():
+            yield self._conn
+            return
+        async with self._lock:
+            yield self._conn
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, tuple(params)))
+        async with self._reading() as db:
+            return list(await db.execute_fetchall(sql, tuple(params)))
 
     # -- incidents ---------------------------------------------------------------------------
 
     async def create_incident(self, incident: Incident) -> None:
         async with self._transaction() as db:
-            if await self._exists(db, incident.id):
-                raise ValueError(f"incident {incident.id!r} already exists")
-            await db.execute(
+            # One statement for the check and the insert: each await is a trip to the
+            # connection's thread, and a batch holds the lock through all of them.
+            cur = await db.execute(
                 _INSERT_INCIDENT,
                 (
                     incident.id,
@@ -303,20 +350,23 @@ class SqliteStore:
                     _dumps(incident.trigger),
                 ),
             )
-            await db.executemany(
-                _INSERT_ENTRY, [_entry_params(incident.id, e) for e in incident.timeline]
-            )
+            if cur.rowcount == 0:
+                raise ValueError(f"incident {incident.id!r} already exists")
+            if incident.timeline:
+                await db.executemany(
+                    _INSERT_ENTRY, [_entry_params(incident.id, e) for e in incident.timeline]
+                )
 
     async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
         async with self._transaction() as db:
-            await self._require(db, incident_id)
-            await db.execute(_INSERT_ENTRY, _entry_params(incident_id, entry))
+            cur = await db.execute(_APPEND_ENTRY, (*_entry_params(incident_id, entry), incident_id))
+            if cur.rowcount == 0:
+                raise KeyError(incident_id)
 
     async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
         async with self._transaction() as db:
-            await self._require(db, incident_id)
             # Only an open incident: resolving twice keeps the first resolution time.
-            await db.execute(
+            cur = await db.execute(
                 "UPDATE incidents SET status = ?, resolved_at = ? WHERE id = ? AND status = ?",
                 (
                     IncidentStatus.RESOLVED.value,
@@ -325,19 +375,16 @@ class SqliteStore:
                     IncidentStatus.OPEN.value,
                 ),
             )
+            if cur.rowcount == 0:
+                await self._require(db, incident_id)
 
     @staticmethod
-    async def _exists(db: aiosqlite.Connection, incident_id: str) -> bool:
-        async with db.execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,)) as cur:
-            return await cur.fetchone() is not None
-
-    async def _require(self, db: aiosqlite.Connection, incident_id: str) -> None:
-        if not await self._exists(db, incident_id):
+    async def _require(db: aiosqlite.Connection, incident_id: str) -> None:
+        if not await db.execute_fetchall("SELECT 1 FROM incidents WHERE id = ?", (incident_id,)):
             raise KeyError(incident_id)
 
     async def get_incident(self, incident_id: str) -> Incident | None:
-        async with self._lock:
-            db = self._conn
+        async with self._reading() as db:
             # Both reads under the lock: no write can land between incident and timeline.
             rows = await db.execute_fetchall(
                 """
@@ -377,8 +424,7 @@ class SqliteStore:
 
     async def open_incidents(self) -> list[Incident]:
         """Every open incident with its timeline, oldest first (by opened_at, then id)."""
-        async with self._lock:
-            db = self._conn
+        async with self._reading() as db:
             rows = await db.execute_fetchall(
                 """
                 SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
@@ -475,13 +521,19 @@ class SqliteStore:
         text = None if value is None else _dumps(value)
         async with self._transaction() as db:
             if text is None:
-                await db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+                await db.execute(_DELETE_VALUE, (namespace, key))
             else:
-                await db.execute(
-                    "INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?)"
-                    " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-                    (namespace, key, text),
-                )
+                await db.execute(_PUT_VALUE, (namespace, key, text))
+
+    async def put_values(self, namespace: str, values: Mapping[str, Any]) -> None:
+        puts = [(namespace, k, _dumps(v)) for k, v in values.items() if v is not None]
+        deletes = [(namespace, k) for k, v in values.items() if v is None]
+        async with self._transaction() as db:
+            # One statement each, whatever the number of keys.
+            if puts:
+                await db.executemany(_PUT_VALUE, puts)
+            if deletes:
+                await db.executemany(_DELETE_VALUE, deletes)
 
     # -- paging outbox -----------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -20,19 +22,49 @@ class Recorder:
         self.store = store
         self.clock = clock
         self.listeners: list[Listener] = []
+        # The task in a batch, and what it recorded: announced once the batch is committed.
+        self._batch_task: asyncio.Task[Any] | None = None
+        self._held: list[tuple[Incident, TimelineEntry]] = []
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Everything the calling task records inside, and whatever else it writes to the
+        store, is one store transaction (`Store.batch`); the entries are logged and passed to
+        the listeners only after it is committed, and not at all if it is rolled back."""
+        task = asyncio.current_task()
+        if task is not None and self._batch_task is task:
+            yield  # joins the enclosing batch
+            return
+        held: list[tuple[Incident, TimelineEntry]] = []
+        async with self.store.batch():
+            # Set once the store is ours: another task's batch has ended by then.
+            self._batch_task, self._held = task, held
+            try:
+                yield
+            finally:
+                self._batch_task, self._held = None, []
+        for incident, entry in held:
+            self._announce(incident, entry)
 
     async def open(self, incident: Incident, message: str, **data: Any) -> None:
         """Persist a new incident with its first timeline entry."""
         entry = TimelineEntry(self.clock.now(), "opened", message, data)
         incident.timeline.append(entry)
         await self.store.create_incident(incident)
-        self._announce(incident, entry)
+        self._told(incident, entry)
 
     async def record(self, incident: Incident, kind: str, message: str, **data: Any) -> None:
         entry = TimelineEntry(self.clock.now(), kind, message, data)
         incident.timeline.append(entry)
         await self.store.append_timeline(incident.id, entry)
-        self._announce(incident, entry)
+        self._told(incident, entry)
+
+    def _told(self, incident: Incident, entry: TimelineEntry) -> None:
+        """The entry is in the store: announce it now, or when this task's batch commits."""
+        if self._batch_task is not None and self._batch_task is asyncio.current_task():
+            self._held.append((incident, entry))
+        else:
+            self._announce(incident, entry)
 
     def _announce(self, incident: Incident, entry: TimelineEntry) -> None:
         log.info(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)

@@ -6,10 +6,13 @@ real stores do.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import itertools
 import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +39,56 @@ class MemoryData:
     action_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     outbox_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    def working_copy(self) -> MemoryData:
+        """What a batch writes to; the id counters stay shared, so ids are never reused."""
+        return MemoryData(
+            copy.deepcopy(self.incidents),
+            dict(self.actions),  # ActionRecord and the JSON texts are immutable
+            dict(self.values),
+            copy.deepcopy(self.outbox),
+            self.action_ids,
+            self.outbox_ids,
+        )
+
+    def commit(self, work: MemoryData) -> None:
+        self.incidents, self.actions = work.incidents, work.actions
+        self.values, self.outbox = work.values, work.outbox
+
+
+@dataclass
+class Batch:
+    owner: asyncio.Task[Any] | None
+    work: MemoryData
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
 
 class MemoryStore:
     def __init__(self, data: MemoryData | None = None) -> None:
         # Sharing `data` between two stores stands for a restart on the same database.
         self.data = data if data is not None else MemoryData()
+        self._batch: Batch | None = None
+
+    async def _data(self) -> MemoryData:
+        """What the calling task reads and writes: its batch's working copy, or the committed
+        data once no other task's batch is open (as SQLite's lock makes them wait)."""
+        while (batch := self._batch) is not None and batch.owner is not asyncio.current_task():
+            await batch.done.wait()
+        return batch.work if batch is not None else self.data
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        current = asyncio.current_task()
+        if self._batch is not None and self._batch.owner is current:
+            yield  # joins the enclosing batch
+            return
+        committed = await self._data()
+        batch = self._batch = Batch(current, committed.working_copy())
+        try:
+            yield
+            self.data.commit(batch.work)
+        finally:
+            self._batch = None
+            batch.done.set()
 
     async def open(self) -> None:
         pass
@@ -51,78 +99,85 @@ class MemoryStore:
     # -- incidents ---------------------------------------------------------------------------
 
     async def create_incident(self, incident: Incident) -> None:
-        if incident.id in self.data.incidents:
+        d = await self._data()
+        if incident.id in d.incidents:
             raise ValueError(f"incident {incident.id!r} already exists")
-        self.data.incidents[incident.id] = copy.deepcopy(incident)
+        d.incidents[incident.id] = copy.deepcopy(incident)
 
     async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
-        self.data.incidents[incident_id].timeline.append(copy.deepcopy(entry))
+        d = await self._data()
+        d.incidents[incident_id].timeline.append(copy.deepcopy(entry))
 
     async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
-        incident = self.data.incidents[incident_id]
+        d = await self._data()
+        incident = d.incidents[incident_id]
         if incident.status is IncidentStatus.RESOLVED:
             return
         incident.status = IncidentStatus.RESOLVED
         incident.resolved_at = resolved_at
 
     async def get_incident(self, incident_id: str) -> Incident | None:
-        incident = self.data.incidents.get(incident_id)
+        d = await self._data()
+        incident = d.incidents.get(incident_id)
         return copy.deepcopy(incident) if incident is not None else None
 
     async def list_incidents(
         self, *, status: IncidentStatus | None = None, rule: str | None = None, limit: int = 100
     ) -> list[Incident]:
+        d = await self._data()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         found = [
             i
-            for i in self.data.incidents.values()
+            for i in d.incidents.values()
             if (status is None or i.status is status) and (rule is None or i.rule == rule)
         ]
         found.sort(key=lambda i: (i.opened_at, i.id), reverse=True)
         return [dataclasses.replace(copy.deepcopy(i), timeline=[]) for i in found[:limit]]
 
     async def open_incidents(self) -> list[Incident]:
+        d = await self._data()
         return [
             copy.deepcopy(i)
-            for i in sorted(self.data.incidents.values(), key=lambda i: (i.opened_at, i.id))
+            for i in sorted(d.incidents.values(), key=lambda i: (i.opened_at, i.id))
             if i.status is IncidentStatus.OPEN
         ]
 
     # -- action ledger -----------------------------------------------------------------------
 
     async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
-        action_id = next(self.data.action_ids)
-        self.data.actions[action_id] = ActionRecord(
-            action_id, incident_id, rule, remediation, ts, RUNNING
-        )
+        d = await self._data()
+        action_id = next(d.action_ids)
+        d.actions[action_id] = ActionRecord(action_id, incident_id, rule, remediation, ts, RUNNING)
         return action_id
 
     async def end_action(self, action_id: int, outcome: str) -> None:
+        d = await self._data()
         if outcome == RUNNING:
             raise ValueError(f"action {action_id}: end it with its outcome, not {RUNNING!r}")
-        action = self.data.actions[action_id]
+        action = d.actions[action_id]
         if action.outcome == RUNNING:  # ending twice keeps the first outcome
-            self.data.actions[action_id] = dataclasses.replace(action, outcome=outcome)
+            d.actions[action_id] = dataclasses.replace(action, outcome=outcome)
 
     async def running_actions(self) -> list[ActionRecord]:
-        running = [a for a in self.data.actions.values() if a.outcome == RUNNING]
+        d = await self._data()
+        running = [a for a in d.actions.values() if a.outcome == RUNNING]
         return sorted(running, key=lambda a: (a.ts, a.id))
 
     async def last_action(self, rule: str, remediation: str) -> float | None:
+        d = await self._data()
         times = [
-            a.ts
-            for a in self.data.actions.values()
-            if a.rule == rule and a.remediation == remediation
+            a.ts for a in d.actions.values() if a.rule == rule and a.remediation == remediation
         ]
         return max(times, default=None)
 
     async def count_actions(
         self, since: float, *, exclude: frozenset[str] = frozenset(), only: str | None = None
     ) -> int:
+        d = await self._data()
         return sum(
             1
-            for a in self.data.actions.values()
+            for a in d.actions.values()
             if a.ts >= since
             and a.remediation not in exclude
             and (only is None or a.remediation == only)
@@ -131,70 +186,84 @@ class MemoryStore:
     # -- small JSON values -------------------------------------------------------------------
 
     async def get_value(self, namespace: str, key: str) -> Any:
-        text = self.data.values.get((namespace, key))
+        d = await self._data()
+        text = d.values.get((namespace, key))
         return None if text is None else json.loads(text)
 
     async def values(self, namespace: str) -> dict[str, Any]:
+        d = await self._data()
         return {
             key: json.loads(text)
-            for (space, key), text in sorted(self.data.values.items())
+            for (space, key), text in sorted(d.values.items())
             if space == namespace
         }
 
     async def put_value(self, namespace: str, key: str, value: Any) -> None:
+        d = await self._data()
         if value is None:
-            self.data.values.pop((namespace, key), None)
+            d.values.pop((namespace, key), None)
         else:
             # A JSON round trip copies, and fails on what SQLite could not store either.
-            self.data.values[(namespace, key)] = json.dumps(value)
+            d.values[(namespace, key)] = json.dumps(value)
+
+    async def put_values(self, namespace: str, values: Mapping[str, Any]) -> None:
+        d = await self._data()
+        # All serialised first: one bad value writes nothing.
+        texts = {k: None if v is None else json.dumps(v) for k, v in values.items()}
+        for key, text in texts.items():
+            if text is None:
+                d.values.pop((namespace, key), None)
+            else:
+                d.values[(namespace, key)] = text
 
     # -- paging outbox -----------------------------------------------------------------------
 
     async def outbox_add(self, incident_id: str, remediation: str, phase: str, ts: float) -> int:
-        item_id = next(self.data.outbox_ids)
+        d = await self._data()
+        item_id = next(d.outbox_ids)
         item = OutboxItem(item_id, incident_id, remediation, phase, ts, ts, 0, "")
-        self.data.outbox[item_id] = OutboxRow(item)
+        d.outbox[item_id] = OutboxRow(item)
         return item_id
 
     async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        d = await self._data()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        due = [
-            r.item for r in self.data.outbox.values() if r.outcome is None and r.item.next_at <= now
-        ]
+        due = [r.item for r in d.outbox.values() if r.outcome is None and r.item.next_at <= now]
         return sorted(due, key=lambda i: (i.next_at, i.id))[:limit]
 
     async def outbox_reschedule(
         self, item_id: int, next_at: float, attempts: int, error: str
     ) -> None:
-        row = self.data.outbox[item_id]
+        d = await self._data()
+        row = d.outbox[item_id]
         if row.outcome is None:  # a finished item is never due again
             row.item = dataclasses.replace(
                 row.item, next_at=next_at, attempts=attempts, last_error=error
             )
 
     async def outbox_finish(self, item_id: int, outcome: str) -> None:
-        row = self.data.outbox[item_id]
+        d = await self._data()
+        row = d.outbox[item_id]
         if row.outcome is None:  # finishing twice keeps the first outcome
             row.outcome = outcome
 
     # -- retention ---------------------------------------------------------------------------
 
     async def prune(self, before: float) -> Pruned:
+        d = await self._data()
         old = [
             k
-            for k, i in self.data.incidents.items()
+            for k, i in d.incidents.items()
             if i.resolved_at is not None and i.resolved_at < before
         ]
         for key in old:
-            del self.data.incidents[key]
-        actions = [k for k, a in self.data.actions.items() if a.ts < before]
+            del d.incidents[key]
+        actions = [k for k, a in d.actions.items() if a.ts < before]
         for action_id in actions:
-            del self.data.actions[action_id]
+            del d.actions[action_id]
         for item_id in [
-            k
-            for k, r in self.data.outbox.items()
-            if r.outcome is not None and r.item.created_at < before
+            k for k, r in d.outbox.items() if r.outcome is not None and r.item.created_at < before
         ]:
-            del self.data.outbox[item_id]
+            del d.outbox[item_id]
         return Pruned(len(old), len(actions))

@@ -478,6 +478,31 @@ class StoreContract:
             await store.put_value("ns", "k", {"a": {1, 2}})
         assert await store.get_value("ns", "k") == [1]
 
+    async def test_put_values_writes_and_deletes_several_keys(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        await store.put_value("alerts:web", "gone", {"n": 0})
+        await store.put_value("alerts:db", "other", 1)
+        await store.put_values(
+            "alerts:web", {f"fp{i}": {"n": i} for i in range(50)} | {"gone": None, "never": None}
+        )
+        await store.put_values("alerts:web", {"fp0": {"n": "again"}})
+        await store.put_values("alerts:web", {})
+        await store.close()
+        restarted = await reopen()
+        assert await restarted.values("alerts:web") == {
+            f"fp{i}": {"n": "again" if i == 0 else i} for i in range(50)
+        }
+        assert await restarted.values("alerts:db") == {"other": 1}
+
+    async def test_put_values_with_a_value_json_cannot_hold_writes_nothing(
+        self, store: Store
+    ) -> None:
+        await store.put_value("ns", "k", 1)
+        with pytest.raises(TypeError):
+            await store.put_values("ns", {"k": None, "a": 2, "bad": {1, 2}})
+        assert await store.values("ns") == {"k": 1}
+
     async def test_values_survive_restart(self, store: Store, reopen: Reopen) -> None:
         await store.put_value("breaker", "errors", {"open": True, "failures": [T0, T0 + 1]})
         await store.put_value("breaker", "gone", 1)
@@ -567,6 +592,141 @@ class StoreContract:
         c = await restarted.outbox_add("inc-2", "page", "execute", T0 + 2)
         assert c not in {a, b}
         assert [i.id for i in await restarted.outbox_due(T0 + 30)] == [c, a]
+
+    # -- batches: one transaction for several writes ------------------------------------------
+
+    async def test_a_batch_commits_every_write_and_reads_its_own(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        await store.put_value("alerts:web", "gone", {"n": 0})
+        async with store.batch():
+            await store.create_incident(make_incident(timeline=[TimelineEntry(T0, "opened", "o")]))
+            await store.append_timeline("inc-1", TimelineEntry(T0 + 1, "alert", "joined"))
+            for i in range(5):
+                await store.put_value("alerts:web", f"fp{i}", {"n": i})
+            await store.put_value("alerts:web", "gone", None)
+            action_id = await store.begin_action("inc-1", "web", "rollback", T0)
+            item_id = await store.outbox_add("inc-1", "page", "execute", T0)
+            # Inside the batch the task reads what it wrote, before anything is committed.
+            inside = await store.get_incident("inc-1")
+            assert inside is not None
+            assert [e.kind for e in inside.timeline] == ["opened", "alert"]
+            assert await store.get_value("alerts:web", "gone") is None
+            assert len(await store.values("alerts:web")) == 5
+        await store.close()
+
+        restarted = await reopen()
+        got = await restarted.get_incident("inc-1")
+        assert got is not None
+        assert [e.message for e in got.timeline] == ["o", "joined"]
+        assert await restarted.values("alerts:web") == {f"fp{i}": {"n": i} for i in range(5)}
+        assert [a.id for a in await restarted.running_actions()] == [action_id]
+        assert [i.id for i in await restarted.outbox_due(T0)] == [item_id]
+
+    async def test_a_batch_that_raises_writes_nothing(self, store: Store) -> None:
+        await store.create_incident(make_incident(timeline=[TimelineEntry(T0, "opened", "o")]))
+        await store.put_value("ns", "kept", 1)
+
+        async def failing() -> None:
+            async with store.batch():
+                await store.append_timeline("inc-1", TimelineEntry(T0 + 1, "alert", "lost"))
+                await store.create_incident(make_incident("inc-2"))
+                await store.resolve_incident("inc-1", T0 + 2)
+                await store.put_value("ns", "kept", None)
+                await store.put_value("ns", "new", 2)
+                await store.begin_action("inc-1", "r", "rollback", T0)
+                await store.outbox_add("inc-1", "page", "execute", T0)
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await failing()
+        got = await store.get_incident("inc-1")
+        assert got is not None
+        assert (got.status, [e.message for e in got.timeline]) == (IncidentStatus.OPEN, ["o"])
+        assert await store.get_incident("inc-2") is None
+        assert await store.values("ns") == {"kept": 1}
+        assert await store.running_actions() == []
+        assert await store.outbox_due(T0) == []
+        # And the store goes on as before.
+        await store.put_value("ns", "after", 3)
+        assert await store.get_value("ns", "after") == 3
+
+    async def test_a_batch_inside_a_batch_joins_it(self, store: Store) -> None:
+        async def failing() -> None:
+            async with store.batch():
+                async with store.batch():
+                    await store.put_value("ns", "inner", 1)
+                await store.put_value("ns", "outer", 2)
+                raise RuntimeError("the outer batch fails after the inner one ended")
+
+        with pytest.raises(RuntimeError, match="outer batch"):
+            await failing()
+        assert await store.values("ns") == {}
+        async with store.batch():
+            async with store.batch():
+                await store.put_value("ns", "inner", 1)
+            assert await store.get_value("ns", "inner") == 1
+            await store.put_value("ns", "outer", 2)
+        assert await store.values("ns") == {"inner": 1, "outer": 2}
+
+    async def test_other_tasks_wait_for_a_batch_and_never_see_it_half_done(
+        self, store: Store
+    ) -> None:
+        await store.put_value("ns", "k", 0)
+        others: list[asyncio.Future[Any]] = []
+
+        async def failing() -> None:
+            async with store.batch():
+                await store.put_value("ns", "k", 1)
+                others.append(asyncio.ensure_future(store.get_value("ns", "k")))
+                others.append(asyncio.ensure_future(store.put_value("ns", "other", "mine")))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                await store.put_value("ns", "k", 2)
+                assert not any(task.done() for task in others)
+                raise RuntimeError("roll back")
+
+        with pytest.raises(RuntimeError, match="roll back"):
+            await failing()
+        reader, writer = others
+        await writer
+        # The reader waited for the batch and got the committed value, not the batch's.
+        assert await reader == 0
+        # The other task's write came after the rolled-back batch and is kept.
+        assert await store.values("ns") == {"k": 0, "other": "mine"}
+
+    async def test_a_batch_is_invisible_elsewhere_until_it_ends(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        # A second connection to the same storage, as another process (or a restart) has.
+        elsewhere = await reopen()
+        async with store.batch():
+            await store.create_incident(make_incident())
+            await store.put_value("ns", "k", 1)
+            assert await elsewhere.get_incident("inc-1") is None
+            assert await elsewhere.get_value("ns", "k") is None
+        assert await elsewhere.get_incident("inc-1") is not None
+        assert await elsewhere.get_value("ns", "k") == 1
+
+    async def test_a_cancelled_batch_writes_nothing(self, store: Store) -> None:
+        written = asyncio.Event()
+
+        async def stuck() -> None:
+            async with store.batch():
+                await store.put_value("ns", "k", 1)
+                await store.create_incident(make_incident())
+                written.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(stuck())
+        await written.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.get_value("ns", "k") is None
+        assert await store.get_incident("inc-1") is None
+        await store.put_value("ns", "k", 2)
+        assert await store.get_value("ns", "k") == 2
 
     # -- retention ---------------------------------------------------------------------------
 

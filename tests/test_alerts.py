@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.alerts import Alert, AlertmanagerWebhook
 from daemon.config import ConfigError, load_config_text
+from daemon.engine import JOINED_DETAILS
+from daemon.models import IncidentStatus
+from daemon.store_sqlite import SqliteStore
 from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for
-from tests.world import FakeAction, FakePager, make_world
+from tests.world import Commits, FakeAction, FakePager, World, build_world, make_world
 
 RULE = {"when": {"alert": "HighErrorRate", "labels": {"service": "web"}}, "do": ["rollback"]}
 
@@ -106,6 +111,233 @@ async def test_an_alert_rule_pages_and_escalates_like_any_other() -> None:
     assert pager.calls == pager.resolved == [w.opened[0].id]
 
 
+# -- one request, one transaction: on the real SQLite store ----------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "runbookd.db"
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def request(*fingerprints: str, status: str = "firing") -> list[Alert]:
+    """One Alertmanager request: an alert per fingerprint, with its own instance label."""
+    return parse(webhook(*(alert(status, fp, instance=fp) for fp in fingerprints)))
+
+
+async def test_new_alerts_of_one_request_are_one_commit_one_incident_and_two_entries(
+    db: SqliteStore,
+) -> None:
+    w = build_world(db, {"errors": RULE})
+    fps = [f"fp{i}" for i in range(5)]
+    alerts = request(*fps) + parse(webhook(alert(fingerprint="api", service="api")))
+    with capture_logs() as logs:
+        async with Commits(db) as commits:
+            routed = await w.engine.alerts(alerts)
+    assert commits.count == 1
+    assert routed == [["errors"]] * 5 + [[]]
+    (incident,) = await db.list_incidents()
+    assert incident.trigger["fingerprint"] == "fp0"
+    opened, joined = await w.timeline()
+    assert (opened.kind, joined.kind) == ("opened", "alert")
+    assert joined.message == (
+        "4 alerts joined: 5xx above 5% on web; 5xx above 5% on web; 5xx above 5% on web and 1 more"
+    )
+    assert (joined.data["count"], joined.data["more"]) == (4, 0)
+    assert [a["fingerprint"] for a in joined.data["alerts"]] == fps[1:]
+    assert joined.data["alerts"][0]["labels"]["instance"] == "fp1"
+    # One log line per timeline entry, not per alert.
+    assert [e["step"] for e in logs if "step" in e] == ["opened", "alert"]
+    assert await db.values("alerts:errors") == {
+        fp: {
+            "name": "HighErrorRate",
+            "firing": True,
+            "fingerprint": fp,
+            "labels": {"alertname": "HighErrorRate", "service": "web", "instance": fp},
+            "annotations": {"summary": "5xx above 5% on web"},
+            "starts_at": a.starts_at,
+            "generator_url": "http://prometheus:9090/graph?g0.expr=...",
+            "source": "alertmanager",
+        }
+        for fp, a in zip(fps, alerts, strict=False)
+    }
+    await w.settle()
+    assert w.actions["rollback"].calls == [incident.id]  # remediated once for the request
+
+    # New alerts joining the open incident: one commit, one entry (one alert: its details).
+    async with Commits(db) as commits:
+        await w.engine.alerts(request("fp5"))
+    assert commits.count == 1
+    assert (await w.timeline())[-1].data["fingerprint"] == "fp5"
+
+
+async def test_repeats_change_nothing(db: SqliteStore) -> None:
+    w = build_world(db, {"errors": RULE})
+    await w.engine.alerts(request("a", "b", "c"))
+    await w.settle()
+    before = await w.timeline()
+    with capture_logs() as logs:
+        async with Commits(db) as commits:
+            # Alertmanager's repeat, in another order, and a resolution of what never fired.
+            routed = await w.engine.alerts(request("c", "a", "b") + request("x", status="resolved"))
+    assert commits.count == 0
+    assert logs == []
+    assert routed == [["errors"]] * 4  # still matched: the `matched` count does not change
+    assert await w.timeline() == before
+    assert len(await db.list_incidents()) == 1
+    assert set(await db.values("alerts:errors")) == {"a", "b", "c"}
+
+
+async def test_a_request_beyond_the_detail_bound_keeps_its_entry_bounded(
+    db: SqliteStore,
+) -> None:
+    w = build_world(db, {"errors": RULE})
+    fps = [f"fp{i:03d}" for i in range(250)]
+    async with Commits(db) as commits:
+        await w.engine.alerts(request(*fps))
+    assert commits.count == 1
+    opened, joined = await w.timeline()
+    assert opened.data["fingerprint"] == "fp000"
+    assert (joined.data["count"], joined.data["more"]) == (249, 249 - JOINED_DETAILS)
+    assert [a["fingerprint"] for a in joined.data["alerts"]] == fps[1 : 1 + JOINED_DETAILS]
+    assert joined.message.endswith(" and 246 more")
+    # The store still has every alert: that is what a restart resumes from.
+    assert sorted(await db.values("alerts:errors")) == fps
+
+
+async def test_a_restart_restores_every_fingerprint(db: SqliteStore, db_path: Path) -> None:
+    before = build_world(db, {"errors": RULE})
+    fps = [f"fp{i:02d}" for i in range(30)]
+    await before.engine.alerts(request(*fps))
+    await before.settle()
+    (incident,) = await db.list_incidents()
+    await db.close()
+
+    restarted = SqliteStore(db_path)
+    await restarted.open()
+    try:
+        after = build_world(restarted, {"errors": RULE}, {"rollback": FakeAction("rollback")})
+        await after.engine.restore()
+        assert sorted(after.engine.alert_rules["errors"].firing) == fps
+        assert after.engine.incidents["errors"].id == incident.id
+        async with Commits(restarted) as commits:
+            await after.engine.alerts(request(*reversed(fps)))  # a repeat after the restart
+        assert commits.count == 0
+        assert after.opened == []
+        # All of them resolve in one request: one commit, and the incident with them.
+        async with Commits(restarted) as commits:
+            await after.engine.alerts(request(*fps, status="resolved"))
+        assert commits.count == 1
+        await after.settle()
+        got = await restarted.get_incident(incident.id)
+        assert got is not None
+        assert got.status is IncidentStatus.RESOLVED
+        kinds = [e.kind for e in got.timeline]
+        assert kinds.count("alert") == 1  # the one joined entry of the first request
+        assert kinds.index("restored") < kinds.index("resolved")
+        assert await restarted.values("alerts:errors") == {}
+        assert after.actions["rollback"].calls == []
+        assert after.actions["rollback"].resolved == [incident.id]
+    finally:
+        await restarted.close()
+
+
+async def test_a_mixed_request_keeps_the_order_of_its_alerts(db: SqliteStore) -> None:
+    w: World[SqliteStore] = build_world(db, {"errors": RULE})
+    await w.engine.alerts(request("a", "b"))
+    await w.settle()
+    first = w.opened[-1]
+
+    async def send(*alerts: tuple[str, str]) -> int:
+        batch = [a for fp, status in alerts for a in request(fp, status=status)]
+        await w.settle()  # what the last request started is not this one's
+        async with Commits(db) as commits:
+            await w.engine.alerts(batch)
+        await w.settle()
+        return commits.count
+
+    # Two join and the first two resolve: the rule never stops firing, nothing resolves.
+    assert await send(("c", "firing"), ("a", "resolved"), ("d", "firing"), ("b", "resolved")) == 1
+    assert set(await db.values("alerts:errors")) == {"c", "d"}
+    entries = await w.timeline(first)
+    assert entries[-1].kind == "alert"
+    assert [a["fingerprint"] for a in entries[-1].data["alerts"]] == ["c", "d"]
+    assert [e.kind for e in entries].count("resolved") == 0
+
+    # One more joins, then every alert resolves: the join is written before the resolution.
+    assert await send(("e", "firing"), ("c", "resolved"), ("d", "resolved"), ("e", "resolved")) == 1
+    entries = await w.timeline(first)
+    resolved = [e.kind for e in entries].index("resolved")
+    assert entries[resolved - 1].kind == "alert"
+    assert entries[resolved - 1].data["fingerprint"] == "e"
+
+    # The last alert resolves and a new one fires after it: a new incident, as one by one.
+    await w.engine.alerts(request("f"))
+    assert await send(("f", "resolved"), ("g", "firing"), ("h", "firing")) == 1
+    second = w.opened[-1]
+    assert second.id != first.id
+    got = await db.get_incident(w.opened[-2].id)
+    assert got is not None
+    assert got.status is IncidentStatus.RESOLVED
+    entries = await w.timeline(second)
+    assert [e.kind for e in entries][:2] == ["opened", "alert"]
+    assert (entries[0].data["fingerprint"], entries[1].data["fingerprint"]) == ("g", "h")
+    assert set(await db.values("alerts:errors")) == {"g", "h"}
+    await w.settle()
+
+
+async def test_an_operator_resolving_many_alerts_is_one_commit(db: SqliteStore) -> None:
+    w = build_world(db, {"errors": RULE})
+    fps = [f"fp{i}" for i in range(25)]
+    await w.engine.alerts(request(*fps))
+    await w.settle()
+    incident = w.opened[-1]
+    async with Commits(db) as commits:
+        assert await w.engine.resolve_by_operator(incident.id, "alice", "known issue")
+    assert commits.count == 1
+    assert await db.values("alerts:errors") == {}
+    (resolved,) = [e for e in await w.timeline(incident) if e.kind == "resolved"]
+    assert resolved.message == "resolved by alice: known issue"
+    # The rule starts afresh: the same alerts open a new incident.
+    await w.engine.alerts(request(*fps))
+    assert w.opened[-1].id != incident.id
+    await w.settle()
+
+
+async def test_entries_are_announced_once_committed_and_never_if_rolled_back(
+    db: SqliteStore,
+) -> None:
+    w = build_world(db, {"errors": RULE})
+    await w.engine.alerts(request("a"))
+    await w.settle()
+    incident, recorder = w.opened[-1], w.engine.recorder
+    seen: list[str] = []
+    recorder.listeners.append(lambda i, entry: seen.append(entry.message))
+
+    async def failing() -> None:
+        async with recorder.batch():
+            await recorder.record(incident, "note", "lost")
+            raise RuntimeError("the request fails before its commit")
+
+    with capture_logs() as logs:
+        with pytest.raises(RuntimeError, match="before its commit"):
+            await failing()
+        async with recorder.batch():
+            await recorder.record(incident, "note", "kept")
+            assert seen == []  # written, not yet committed: not told
+        assert seen == ["kept"]
+    assert [e["event"] for e in logs] == ["kept"]
+    assert [e.message for e in await w.timeline(incident)][-1] == "kept"
+    assert "lost" not in [e.message for e in await w.timeline(incident)]
+
+
 def test_grafana_superset_is_accepted() -> None:
     body = webhook(
         alert()
@@ -192,3 +424,53 @@ async def test_the_webhook_endpoint_end_to_end(
             async with session.post(api, json=body) as r:
                 assert r.status == 400
                 assert (await r.json())["error"].startswith(reason)
+
+
+async def test_one_alertmanager_request_is_one_commit_and_answered_after_it(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    state, url = app_state
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(AM_CONFIG.format(state=tmp_path / "state", url=url))
+    async with run_daemon(path) as daemon:
+        store = daemon.store
+        assert isinstance(store, SqliteStore)
+        api = f"http://127.0.0.1:{daemon.port}/api/v1/alerts"
+        async with session.post(api, json=webhook(alert(fingerprint="first"))) as r:
+            assert r.status == 200
+        await wait_for(lambda: bool(state.get("hooks")) and not daemon.pipeline.busy)
+
+        fps = [f"fp{i}" for i in range(10)]
+        body = webhook(
+            *(alert(fingerprint=fp, instance=fp) for fp in fps),
+            alert(fingerprint="api-1", service="api"),
+            alert("resolved", fingerprint="api-2", service="api"),
+        )
+        for repeat in (False, True):  # the second time, Alertmanager repeats it
+            expected = 0 if repeat else 1
+            async with Commits(store) as commits, session.post(api, json=body) as r:
+                assert (r.status, await r.json()) == (200, {"received": 12, "matched": 10})
+                # Answered after the commit: a crash now loses nothing the answer confirmed.
+                assert store.commits == commits.before + expected
+            assert commits.count == expected
+
+        (incident,) = daemon.engine.incidents.values()
+        stored = await store.get_incident(incident.id)
+        assert stored is not None
+        (joined,) = [e for e in stored.timeline if e.kind == "alert"]
+        assert [a["fingerprint"] for a in joined.data["alerts"]] == fps
+        assert sorted(await store.values("alerts:errors")) == sorted([*fps, "first"])
+
+        def received(status: str, result: str) -> float | None:
+            labels = {"source": "alertmanager", "status": status, "result": result}
+            return daemon.registry.get_sample_value("runbookd_alerts_received_total", labels)
+
+        assert received("firing", "matched") == 21
+        assert received("firing", "unmatched") == 2
+        assert received("resolved", "unmatched") == 2
+        assert received("resolved", "matched") is None
+        hooks = state["hooks"]
+        assert isinstance(hooks, list)
+        assert len(hooks) == 1  # one incident, remediated once

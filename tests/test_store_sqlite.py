@@ -15,6 +15,7 @@ from daemon.models import TimelineEntry
 from daemon.store import ActionRecord
 from daemon.store_sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store_contract import RICH_TRIGGER, T0, Reopen, StoreContract, act, make_incident
+from tests.world import Commits
 
 
 @contextmanager
@@ -133,6 +134,23 @@ class TestSqliteStore(StoreContract):
         await store.end_action(action_id, "interrupted")
         with raw(path) as conn:
             assert conn.execute("SELECT outcome FROM actions").fetchall() == [("ok",)]
+
+    async def test_a_batch_is_one_commit(self, store: SqliteStore) -> None:
+        async with Commits(store) as commits:
+            await store.create_incident(make_incident())
+            await store.put_value("ns", "a", 1)
+        assert commits.count == 2  # outside a batch every write is its own transaction
+        async with Commits(store) as commits, store.batch():
+            await store.create_incident(make_incident("inc-2"))
+            for i in range(10):
+                await store.append_timeline("inc-1", TimelineEntry(T0 + i, "alert", str(i)))
+            await store.put_values("ns", {"a": None, **{f"k{i}": i for i in range(10)}})
+            await store.resolve_incident("inc-2", T0 + 1)
+            await store.begin_action("inc-1", "r", "rollback", T0)
+        assert commits.count == 1
+        async with Commits(store) as commits, store.batch():
+            assert await store.get_value("ns", "k1") == 1  # nothing written: still one COMMIT
+        assert commits.count == 1
 
     async def test_values_are_compact_json(self, store: SqliteStore, path: Path) -> None:
         await store.put_value("ns", "k", {"région": [1, 2.5, None]})

@@ -15,9 +15,12 @@ import aiohttp
 import pytest
 
 from daemon.alerts import alert_from_json
-from daemon.app import Daemon
+from daemon.app import TICK_SECONDS, Daemon
 from daemon.clock import ManualClock
 from daemon.config import ConfigError, load_config, load_config_text
+from daemon.store_sqlite import SqliteStore
+from tests.utils import wait_for
+from tests.world import Commits
 
 SECRET = "hmac-0123456789abcdef"
 HOOK_TOKEN = "hook-0123456789abcdef"
@@ -73,7 +76,7 @@ def signed(body: bytes, timestamp: float, secret: str = SECRET) -> dict[str, str
 
 
 @asynccontextmanager
-async def running(directory: Path, clock: ManualClock) -> AsyncIterator[str]:
+async def running(directory: Path, clock: ManualClock) -> AsyncIterator[Daemon]:
     secret_file = directory / "hmac-secret"
     secret_file.write_text(SECRET + "\n")
     path = directory / "runbookd.yaml"
@@ -82,7 +85,7 @@ async def running(directory: Path, clock: ManualClock) -> AsyncIterator[str]:
     daemon = Daemon(load_config(path), config_path=path, clock=clock)
     await daemon.start()
     try:
-        yield f"http://127.0.0.1:{daemon.port}"
+        yield daemon
     finally:
         await daemon.stop()
 
@@ -93,9 +96,14 @@ def hook_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def api(tmp_path: Path, clock: ManualClock) -> AsyncIterator[str]:
-    async with running(tmp_path, clock) as url:
-        yield url
+async def daemon(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Daemon]:
+    async with running(tmp_path, clock) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def api(daemon: Daemon) -> str:
+    return f"http://127.0.0.1:{daemon.port}"
 
 
 async def post(
@@ -224,6 +232,28 @@ async def test_a_bearer_webhook(api: str, session: aiohttp.ClientSession) -> Non
     assert (status, answer) == (200, {"received": 1, "matched": 1})
     (incident,) = await incidents(session, api)
     assert (incident["rule"], incident["trigger"]["source"]) == ("site_down", "webhook:uptime")
+
+
+async def test_a_webhook_alert_is_one_commit_and_its_repeat_none(
+    daemon: Daemon, api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    store = daemon.store
+    assert isinstance(store, SqliteStore)
+    # The start-up prune is a commit of its own: over once the ticker sleeps.
+    await wait_for(lambda: TICK_SECONDS in clock.slept)
+    url = f"{api}/api/v1/webhooks/uptime"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {HOOK_TOKEN}"}
+    for down, expected in [(True, 1), (True, 0), (False, 1), (False, 0)]:
+        body = json.dumps({"monitor": {"name": "homepage", "down": down}}).encode()
+        async with Commits(store) as commits:
+            status, answer, _ = await post(session, url, body, headers)
+        assert (status, answer) == (200, {"received": 1, "matched": 1})
+        assert commits.count == expected
+    (incident,) = await incidents(session, api)
+    assert incident["status"] == "resolved"
+    for state in ("firing", "resolved"):
+        labels = {"source": "webhook:uptime", "status": state, "result": "matched"}
+        assert daemon.registry.get_sample_value("runbookd_alerts_received_total", labels) == 2
 
 
 async def test_bad_bodies_are_400_naming_the_path(

@@ -1,21 +1,24 @@
 """A small world for pipeline tests: engine + pipeline + in-memory store under a ManualClock,
 with fake remediations that implement the Remediation protocol. Real remediations are tested
-against real (or faithful local) servers in their own modules."""
+against real (or faithful local) servers in their own modules. `build_world` puts the same
+world on any store, the real SQLite one included."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from daemon.clock import ManualClock
 from daemon.engine import Engine
 from daemon.metrics import Metrics
-from daemon.models import Incident, Observation, RemediationResult, Status
+from daemon.models import Incident, Observation, RemediationResult, Status, TimelineEntry
 from daemon.pipeline import Pipeline, Plan
 from daemon.rule_config import RuleConfig
+from daemon.store import Store
+from daemon.store_sqlite import SqliteStore
 from daemon.timeline import Recorder
 from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.memory_store import MemoryData, MemoryStore
@@ -81,12 +84,44 @@ class Boom(FakeAction):
         raise RuntimeError("bug in a remediation")
 
 
+S = TypeVar("S", bound=Store)
+
+
+class Commits:
+    """Counts the transactions a SqliteStore commits inside `async with`: the COMMIT statements
+    SQLite itself runs on the store's connection, checked against the store's own count."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.seen: list[str] = []
+        self.before = self.after = store.commits
+
+    def _trace(self, sql: str) -> None:  # called in the connection's thread
+        if sql == "COMMIT":
+            self.seen.append(sql)
+
+    async def __aenter__(self) -> Commits:
+        self.before = self.store.commits
+        await self.store._conn.set_trace_callback(self._trace)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Queued behind every statement issued so far: none of them is missed.
+        await self.store._conn.set_trace_callback(None)  # type: ignore[arg-type]  # None: off
+        self.after = self.store.commits
+
+    @property
+    def count(self) -> int:
+        assert self.after - self.before == len(self.seen)
+        return len(self.seen)
+
+
 @dataclass
-class World:
+class World(Generic[S]):
     clock: ManualClock
     engine: Engine
     pipeline: Pipeline
-    store: MemoryStore
+    store: S
     metrics: Metrics
     actions: dict[str, FakeAction]
     opened: list[Incident] = field(default_factory=list)
@@ -101,9 +136,20 @@ class World:
         await self.engine.observe(obs)
         await self.clock.advance(0)
 
+    async def settle(self) -> None:
+        """Let the plans started so far finish (on a real store they take real, short time)."""
+        assert await self.pipeline.drain(grace=10.0), "a plan did not finish"
+
     def kinds(self, incident: Incident | None = None) -> list[str]:
         incident = incident or self.opened[-1]
+        assert isinstance(self.store, MemoryStore), "on another store: await timeline()"
         return [e.kind for e in self.store.data.incidents[incident.id].timeline]
+
+    async def timeline(self, incident: Incident | None = None) -> list[TimelineEntry]:
+        """The incident's timeline as the store has it (the last one opened by default)."""
+        got = await self.store.get_incident((incident or self.opened[-1]).id)
+        assert got is not None
+        return got.timeline
 
     def count(self, remediation: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -122,9 +168,30 @@ def make_world(
     data: MemoryData | None = None,
     clock: ManualClock | None = None,
     **plan: Any,
-) -> World:
+) -> World[MemoryStore]:
+    return build_world(
+        MemoryStore(data),
+        rules,
+        actions,
+        cooldowns=cooldowns,
+        configs=configs,
+        clock=clock,
+        **plan,
+    )
+
+
+def build_world(
+    store: S,
+    rules: dict[str, dict[str, Any]],
+    actions: dict[str, FakeAction] | None = None,
+    *,
+    cooldowns: dict[str, str] | None = None,
+    configs: dict[str, dict[str, Any]] | None = None,
+    clock: ManualClock | None = None,
+    **plan: Any,
+) -> World[S]:
+    """The world on `store` (opened by the caller)."""
     clock = clock or ManualClock()
-    store = MemoryStore(data)
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(store, clock)
     actions = actions if actions is not None else {"rollback": FakeAction("rollback")}
