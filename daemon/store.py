@@ -55,10 +55,13 @@ class Store(Protocol):
 
     def batch(self) -> AbstractAsyncContextManager[None]:
         """One transaction for everything the calling task writes inside the block: it is
-        committed when the block ends, or rolled back whole if the block raises (or is
-        cancelled). The task reads its own writes; other tasks' reads and writes wait until
-        the block ends, so never wait inside it on a task that uses the store. A batch inside a
-        batch joins it. Ids handed out inside a rolled-back batch may be handed out again."""
+        committed when the block ends (the exit returns after the commit, which the store may
+        share with other tasks' writes), or rolled back whole if the block raises (or is
+        cancelled). A write that fails raises at the call or, where the store defers the
+        block's writes, when the block ends, which then writes nothing of it. The task reads
+        its own writes; other tasks' reads and writes wait until the block ends, so never wait
+        inside it on a task that uses the store. A batch inside a batch joins it. Ids handed
+        out inside a rolled-back batch may be handed out again."""
 
     async def create_incident(self, incident: Incident) -> None:
         """Insert a new incident with its timeline so far; a duplicate id is a ValueError."""

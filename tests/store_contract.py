@@ -728,6 +728,105 @@ class StoreContract:
         await store.put_value("ns", "k", 2)
         assert await store.get_value("ns", "k") == 2
 
+    # -- concurrent writers ------------------------------------------------------------------
+
+    async def test_concurrent_batches_all_commit(self, store: Store, reopen: Reopen) -> None:
+        async def writer(i: int) -> None:
+            async with store.batch():
+                await store.create_incident(make_incident(f"inc-{i}", opened_at=T0 + i))
+                await store.append_timeline(f"inc-{i}", TimelineEntry(T0 + i, "alert", str(i)))
+                await store.put_values("ns", {f"k{i}": i})
+
+        await asyncio.gather(*(writer(i) for i in range(20)))
+        await store.close()
+
+        restarted = await reopen()
+        got = await restarted.open_incidents()
+        assert [(i.id, [e.message for e in i.timeline]) for i in got] == [
+            (f"inc-{i}", [str(i)]) for i in range(20)
+        ]
+        assert await restarted.values("ns") == {f"k{i}": i for i in range(20)}
+
+    async def test_a_failing_writer_among_concurrent_ones_fails_alone(self, store: Store) -> None:
+        await store.create_incident(make_incident("taken"))
+
+        async def writer(i: int) -> None:
+            async with store.batch():
+                await store.put_value("ns", f"k{i}", i)
+                # The fifth batch creates an incident that exists: it is rolled back whole.
+                await store.create_incident(make_incident("taken" if i == 4 else f"inc-{i}"))
+                await store.append_timeline("taken", TimelineEntry(T0, "alert", str(i)))
+
+        results = await asyncio.gather(
+            *(writer(i) for i in range(10)),
+            store.append_timeline("nope", TimelineEntry(T0, "alert", "lost")),
+            store.put_value("ns", "alone", 1),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results] == [
+            *["NoneType"] * 4,
+            "ValueError",
+            *["NoneType"] * 5,
+            "KeyError",
+            "NoneType",
+        ]
+        assert await store.values("ns") == {f"k{i}": i for i in range(10) if i != 4} | {"alone": 1}
+        taken = await store.get_incident("taken")
+        assert taken is not None
+        assert [e.message for e in taken.timeline] == [str(i) for i in range(10) if i != 4]
+        assert {i.id for i in await store.open_incidents()} == {"taken"} | {
+            f"inc-{i}" for i in range(10) if i != 4
+        }
+
+    async def test_a_writer_cancelled_while_it_waits_writes_nothing(self, store: Store) -> None:
+        in_batch, release = asyncio.Event(), asyncio.Event()
+
+        async def holding() -> None:
+            async with store.batch():
+                await store.put_value("ns", "batch", 1)
+                in_batch.set()
+                await release.wait()
+
+        holder = asyncio.ensure_future(holding())
+        await in_batch.wait()
+        waiting = asyncio.ensure_future(store.put_value("ns", "cancelled", 1))
+        after = asyncio.ensure_future(store.put_value("ns", "after", 1))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()  # it waits for the batch
+        waiting.cancel()
+        release.set()
+        await holder
+        await after
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await store.values("ns") == {"batch": 1, "after": 1}
+
+    async def test_each_task_writes_in_the_order_it_issues(self, store: Store) -> None:
+        for t in range(5):
+            await store.create_incident(make_incident(f"inc-{t}"))
+
+        async def writer(t: int) -> None:
+            for j in range(0, 12, 3):
+                await store.append_timeline(f"inc-{t}", TimelineEntry(T0, "s", str(j)))
+                await store.put_value("last", str(t), j)
+                async with store.batch():
+                    for k in (j + 1, j + 2):
+                        await store.append_timeline(f"inc-{t}", TimelineEntry(T0, "s", str(k)))
+                        await store.put_value("last", str(t), k)
+                    await store.put_value("last", "gone", t)
+                    await store.put_value("last", "gone", None)
+
+        await asyncio.gather(*(writer(t) for t in range(5)))
+        for t in range(5):
+            got = await store.get_incident(f"inc-{t}")
+            assert got is not None
+            assert [e.message for e in got.timeline] == [str(j) for j in range(12)]
+        assert await store.values("last") == {str(t): 11 for t in range(5)}
+        # Writers to one key, all at once: the last one issued is the value that stays.
+        await asyncio.gather(*(store.put_value("ns", "k", i) for i in range(20)))
+        assert await store.get_value("ns", "k") == 19
+
     # -- retention ---------------------------------------------------------------------------
 
     async def test_prune(self, store: Store) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,34 @@ from daemon.store import ActionRecord
 from daemon.store_sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store_contract import RICH_TRIGGER, T0, Reopen, StoreContract, act, make_incident
 from tests.world import Commits
+
+
+@asynccontextmanager
+async def thread_held(store: SqliteStore) -> AsyncIterator[None]:
+    """Keeps the store's connection thread busy until the block ends: what is sent there
+    meanwhile waits, as behind a slow commit."""
+    release = threading.Event()
+    held = asyncio.ensure_future(store._on_thread(lambda conn: release.wait(10)))
+    await asyncio.sleep(0)  # sent to the thread before anything the block sends
+    try:
+        yield
+    finally:
+        release.set()
+        assert await held
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks take steps until `condition` holds (no time passes)."""
+    for _ in range(50):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the store never got there")
+
+
+def trip_running(store: SqliteStore) -> bool:
+    """What was queued has been taken for a trip to the thread, and nothing is queued since."""
+    return store._flusher is not None and not store._queue
 
 
 @contextmanager
@@ -149,8 +178,185 @@ class TestSqliteStore(StoreContract):
             await store.begin_action("inc-1", "r", "rollback", T0)
         assert commits.count == 1
         async with Commits(store) as commits, store.batch():
-            assert await store.get_value("ns", "k1") == 1  # nothing written: still one COMMIT
+            assert await store.get_value("ns", "k1") == 1
+        assert commits.count == 0  # nothing written, nothing to commit
+
+    # -- group commit ------------------------------------------------------------------------
+
+    async def test_concurrent_batches_share_one_commit(
+        self, store: SqliteStore, path: Path
+    ) -> None:
+        async def writer(i: int) -> None:
+            async with store.batch():
+                await store.create_incident(make_incident(f"inc-{i}"))
+                await store.append_timeline(f"inc-{i}", TimelineEntry(T0, "alert", str(i)))
+                await store.put_values("ns", {f"k{i}": i})
+
+        # All 20 are queued before the first trip starts: one transaction for the 60 writes.
+        async with Commits(store) as commits:
+            await asyncio.gather(*(writer(i) for i in range(20)))
         assert commits.count == 1
+        with raw(path) as conn:
+            assert conn.execute("SELECT count(*) FROM incidents").fetchone() == (20,)
+            assert conn.execute("SELECT count(*) FROM timeline").fetchone() == (20,)
+            assert conn.execute("SELECT count(*) FROM kv").fetchone() == (20,)
+
+    async def test_writers_arriving_during_a_commit_share_the_next(
+        self, store: SqliteStore, reopen: Reopen
+    ) -> None:
+        async def writer(i: int) -> None:
+            async with store.batch():
+                await store.create_incident(make_incident(f"inc-{i}", opened_at=T0 + i))
+                await store.append_timeline(f"inc-{i}", TimelineEntry(T0, "alert", str(i)))
+                await store.put_values("ns", {f"k{i}": i})
+
+        async with Commits(store) as commits:
+            async with thread_held(store):
+                first = asyncio.ensure_future(writer(0))
+                await until(lambda: trip_running(store))
+                rest = [asyncio.ensure_future(writer(i)) for i in range(1, 20)]
+                await until(lambda: len(store._queue) == 19)
+                assert not first.done()  # answered only after its commit
+            await asyncio.gather(first, *rest)
+        assert commits.count == 2  # the first writer's commit, then the 19 that queued behind it
+        await store.close()
+
+        restarted = await reopen()
+        got = await restarted.open_incidents()
+        assert [(i.id, [e.message for e in i.timeline]) for i in got] == [
+            (f"inc-{i}", [str(i)]) for i in range(20)
+        ]
+        assert await restarted.values("ns") == {f"k{i}": i for i in range(20)}
+
+    async def test_single_writes_share_commits_and_get_their_results(
+        self, store: SqliteStore
+    ) -> None:
+        await store.create_incident(make_incident())
+        async with Commits(store) as commits:
+            ids = await asyncio.gather(
+                *(store.begin_action("inc-1", "r", "restart", T0 + i) for i in range(10)),
+                *(store.outbox_add("inc-1", "page", "execute", T0 + i) for i in range(10)),
+            )
+        assert commits.count == 1
+        assert [a.id for a in await store.running_actions()] == ids[:10]
+        assert [i.id for i in await store.outbox_due(T0 + 10)] == ids[10:]
+
+    async def test_a_cancelled_writer_is_dropped_unless_its_commit_began(
+        self, store: SqliteStore, path: Path
+    ) -> None:
+        async with thread_held(store):
+            in_flight_write = asyncio.ensure_future(store.put_value("ns", "in flight", 1))
+            await until(lambda: trip_running(store))
+            queued = asyncio.ensure_future(store.put_value("ns", "queued", 1))
+            other = asyncio.ensure_future(store.put_value("ns", "other", 1))
+            await until(lambda: len(store._queue) == 2)
+            queued.cancel()
+            in_flight_write.cancel()
+        await other
+        for task in (queued, in_flight_write):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # The queued one never reached the thread. The other's trip had begun, as a cancelled
+        # COMMIT would have: it is written whole, though its caller was told nothing.
+        with raw(path) as conn:
+            assert conn.execute("SELECT key FROM kv ORDER BY key").fetchall() == [
+                ("in flight",),
+                ("other",),
+            ]
+
+    async def test_disk_full_fails_only_the_writer_that_needed_space(
+        self, store: SqliteStore, path: Path
+    ) -> None:
+        await store.put_value("ns", "before", 0)
+
+        def cap(conn: sqlite3.Connection) -> None:
+            (pages,) = conn.execute("PRAGMA page_count").fetchone()
+            conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+
+        await store._on_thread(cap)
+        async with Commits(store) as commits:
+            results = await asyncio.gather(
+                store.put_value("ns", "a", 1),
+                store.put_value("ns", "big", "x" * 100_000),
+                store.put_value("ns", "b", 2),
+                return_exceptions=True,
+            )
+        # SQLite rolled back the whole transaction on SQLITE_FULL: the others went again.
+        assert results[0] is None
+        assert isinstance(results[1], sqlite3.OperationalError)
+        assert "full" in str(results[1])
+        assert results[2] is None
+        assert commits.count == 1
+        with raw(path) as conn:
+            assert conn.execute("SELECT key FROM kv ORDER BY key").fetchall() == [
+                ("a",),
+                ("b",),
+                ("before",),
+            ]
+
+    async def test_a_batch_that_reads_runs_its_writes_first_and_commits_all_or_nothing(
+        self, store: SqliteStore
+    ) -> None:
+        await store.create_incident(make_incident("taken"))
+
+        async def caught() -> None:
+            async with store.batch():
+                await store.put_value("ns", "k", 1)
+                await store.create_incident(make_incident("taken"))  # fails, but not yet
+                with pytest.raises(ValueError, match="taken"):
+                    await store.get_value("ns", "k")  # its writes run first, to be seen
+                # Caught, and the block goes on: the batch is gone all the same.
+                await store.put_value("ns", "after", 1)
+
+        async with Commits(store) as commits:
+            with pytest.raises(sqlite3.OperationalError, match="rolled back"):
+                await caught()
+        assert commits.count == 0
+        assert await store.values("ns") == {}
+        async with Commits(store) as commits, store.batch():
+            await store.put_value("ns", "k", 1)
+            assert await store.get_value("ns", "k") == 1
+            await store.append_timeline("taken", TimelineEntry(T0, "alert", "seen"))
+        assert commits.count == 1  # the batch's own transaction, committed alone
+        assert await store.values("ns") == {"k": 1}
+
+    async def test_close_commits_what_is_queued(self, store: SqliteStore, reopen: Reopen) -> None:
+        async with thread_held(store):
+            writers = [asyncio.ensure_future(store.put_value("ns", "0", 0))]
+            await until(lambda: trip_running(store))
+            writers += [
+                asyncio.ensure_future(store.put_value("ns", str(i), i)) for i in range(1, 20)
+            ]
+            await until(lambda: len(store._queue) == 19)
+            closing = asyncio.ensure_future(store.close())
+            await asyncio.sleep(0)
+            assert not closing.done()
+        await closing
+        # Every writer was answered, after its commit.
+        assert [w.result() for w in writers] == [None] * 20
+        restarted = await reopen()
+        assert await restarted.values("ns") == {str(i): i for i in range(20)}
+
+    async def test_close_waits_for_an_open_batch(self, store: SqliteStore, reopen: Reopen) -> None:
+        in_batch, release = asyncio.Event(), asyncio.Event()
+
+        async def holding() -> None:
+            async with store.batch():
+                await store.put_value("ns", "batch", 1)
+                in_batch.set()
+                await release.wait()
+
+        holder = asyncio.ensure_future(holding())
+        await in_batch.wait()
+        closing = asyncio.ensure_future(store.close())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not closing.done()
+        release.set()
+        await closing
+        await holder
+        restarted = await reopen()
+        assert await restarted.values("ns") == {"batch": 1}
 
     async def test_values_are_compact_json(self, store: SqliteStore, path: Path) -> None:
         await store.put_value("ns", "k", {"région": [1, 2.5, None]})

@@ -6,6 +6,8 @@ world on any store, the real SQLite one included."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -100,15 +102,21 @@ class Commits:
         if sql == "COMMIT":
             self.seen.append(sql)
 
+    def _switch(self, trace: Callable[[str], None] | None) -> Callable[[sqlite3.Connection], int]:
+        def on_thread(conn: sqlite3.Connection) -> int:
+            # The store counts on this thread too: read here, the count matches the trace.
+            conn.set_trace_callback(trace)
+            return self.store.commits
+
+        return on_thread
+
     async def __aenter__(self) -> Commits:
-        self.before = self.store.commits
-        await self.store._conn.set_trace_callback(self._trace)
+        self.before = await self.store._on_thread(self._switch(self._trace))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Queued behind every statement issued so far: none of them is missed.
-        await self.store._conn.set_trace_callback(None)  # type: ignore[arg-type]  # None: off
-        self.after = self.store.commits
+        # Behind every trip sent to the thread so far: none of them is missed.
+        self.after = await self.store._on_thread(self._switch(None))
 
     @property
     def count(self) -> int:
