@@ -67,6 +67,9 @@ class Recorder:
             self._announce(incident, entry)
 
     def _announce(self, incident: Incident, entry: TimelineEntry) -> None:
-        log.info(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)
+        # Alerts joining an open incident change no state; in a storm they would be most of
+        # the log (and a tenth of the CPU): the timeline keeps them, the log at debug level.
+        emit = log.debug if entry.kind == "alert" else log.info
+        emit(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)
         for listener in self.listeners:
             listener(incident, entry)
