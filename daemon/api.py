@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from daemon.alerts import Alert
@@ -54,6 +54,10 @@ class DaemonView(Protocol):
     reload_problems: list[str]
 
     def ready(self) -> tuple[bool, str]: ...
+
+    def first_round(self) -> tuple[int, int]:
+        """(checks that have run at least once, checks configured)."""
+        ...
 
     async def reload_announced(self) -> bool:
         """Reload the config file (systemd is told, as for SIGHUP); False if refused."""
@@ -95,11 +99,15 @@ def _printable(text: str) -> str:
 async def read_json(request: web.Request, model: type[M]) -> M:
     """The request body as `model`, or a 4xx with a JSON reason naming the field."""
     require_json(request)
-    data = parse_json(await read_body(request))
+    body = await read_body(request)
     try:
-        return model.model_validate(data)
+        # Parsed and validated in one pass by pydantic-core: json.loads and validating the
+        # dicts it built took a tenth of the daemon's CPU under a stream of webhooks.
+        return model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise web.HTTPBadRequest(reason="body is not valid JSON") from None
         where = _printable(".".join(str(p) for p in first["loc"])) or "body"
         raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
 
@@ -172,11 +180,18 @@ class Health:
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, why = self.daemon.ready()
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "reason": why},
-            status=200 if ready else 503,
-        )
+        ran, checks = self.daemon.first_round()
+        body = {
+            "status": "ready" if ready else "not ready",
+            "reason": why,
+            # Readiness does not wait for the first round; its progress, for people and scripts.
+            "checks": checks,
+            "checks_run": ran,
+        }
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.daemon.registry)
+        # Not generate_latest(registry): the per-check families are rendered in slices,
+        # letting the scheduler run in between (daemon/metrics.py).
+        body = await self.daemon.metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
-from daemon import plugins
 from daemon.alerts import Alert
 from daemon.api import build_app
 from daemon.clock import Clock, SystemClock
@@ -37,12 +37,11 @@ PRUNE_EVERY = 86400.0
 
 
 def build_checks(config: RunbookConfig) -> dict[str, tuple[Check, CheckConfig]]:
-    plugins.load()
+    # A validated config's types are registered: validating it imported their modules.
     return {name: (CHECKS.get(cfg.type)(name, cfg), cfg) for name, cfg in config.checks.items()}
 
 
 def build_plan(config: RunbookConfig) -> Plan:
-    plugins.load()
     instances: dict[str, Remediation] = {
         name: REMEDIATIONS.get(cfg.type)(name, cfg) for name, cfg in config.remediations.items()
     }
@@ -86,17 +85,29 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.config_hash = ""
         self.reload_problems: list[str] = []
-        self._started = False
+        self._started = asyncio.Event()
         self.notifier = Notifier()  # inert unless systemd set NOTIFY_SOCKET
 
     # -- readiness, for /readyz and sd_notify ------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
-        if not self._started:
+        """Ready once started: config loaded, store open, incidents restored, API serving,
+        scheduler running. The first round is not waited for (with phases spread over the
+        interval it takes a whole one): until its check has run, a rule is blind and never
+        acts. The reason tells how far the first round is."""
+        if self._stopping.is_set():
+            return False, "stopping"
+        if not self._started.is_set():
             return False, "starting"
-        if not self.scheduler.first_round.is_set():
-            return False, "waiting for every check to run once"
-        return True, "ok"
+        ran, checks = self.first_round()
+        return True, (f"first round: {ran}/{checks} checks have run" if ran < checks else "ok")
+
+    def first_round(self) -> tuple[int, int]:
+        """(checks that have run at least once, checks configured)."""
+        if not self._started.is_set():
+            return 0, len(self.config.checks)
+        jobs = self.scheduler.jobs.values()
+        return sum(job.runs > 0 for job in jobs), len(jobs)
 
     def status_line(self) -> str:
         """One line for `systemctl status` (sd_notify STATUS=)."""
@@ -111,24 +122,30 @@ class Daemon:
             f"{_count(len(self.config.rules), 'rule')}; "
             f"{_count(incidents, 'incident')} open"
         )
-        return f"{line} (dry run)" if self.config.runbookd.dry_run else line
+        if self.config.runbookd.dry_run:
+            line += " (dry run)"
+        return line if why == "ok" else f"{line}; {why}"
 
     # -- what the API steers -------------------------------------------------------------------
 
     async def intake(self, alerts: list[Alert]) -> int:
-        matched = 0
-        for alert in alerts:
-            rules = await self.engine.alert(alert)
-            matched += bool(rules)
-            state = "firing" if alert.firing else "resolved"
-            self.metrics.alerts.labels(
-                alert.source, state, "matched" if rules else "unmatched"
-            ).inc()
-        return matched
+        """One request's alerts: committed to the store as one transaction before this
+        returns (the caller answers only then); the counter moves once per label set."""
+        routed = await self.engine.alerts(alerts)
+        counts: dict[tuple[str, str, str], int] = {}
+        for a, rules in zip(alerts, routed, strict=True):
+            state = "firing" if a.firing else "resolved"
+            key = (a.source, state, "matched" if rules else "unmatched")
+            counts[key] = counts.get(key, 0) + 1
+        for labels, count in counts.items():
+            self.metrics.alerts.labels(*labels).inc(count)
+        return sum(1 for rules in routed if rules)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Store, incidents, API, then checks: the API listens before any check starts (a
+        check's start may wait for its service up to its timeout)."""
         settings = self.config.runbookd
         await self.store.open()
         connector = aiohttp.TCPConnector(limit=settings.max_checks_in_flight + 16)
@@ -160,12 +177,12 @@ class Daemon:
             metrics=self.metrics,
             max_in_flight=settings.max_checks_in_flight,
         )
-        await self.scheduler.set_checks(build_checks(self.config))
+        self._loaded(self.config)
         await self._start_api()
+        await self.scheduler.set_checks(build_checks(self.config))
         self.scheduler.start()
         self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
-        self._loaded(self.config)
-        self._started = True
+        self._started.set()
         log.info(
             "started",
             listen=f"{settings.listen_address[0]}:{self.port}",
@@ -266,7 +283,9 @@ class Daemon:
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.start()
-        self.notifier.start(self.status_line, self.scheduler.first_round)
+        self.notifier.start(self.status_line, self._started)
+        gc.enable()  # `runbookd run` starts with the cyclic GC off (daemon/cli.py)
+        release_free_memory()
         try:
             await self._stopping.wait()
         finally:
@@ -292,3 +311,17 @@ class Daemon:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def release_free_memory() -> None:
+    """Collect the garbage startup left and hand the heap pages it freed (compiling, reading
+    and validating the config, building models) back to the OS: glibc keeps them, and an idle
+    daemon would carry them for good. Without glibc, it only collects."""
+    gc.collect()
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return
+    trim(0)

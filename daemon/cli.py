@@ -1,10 +1,15 @@
 """The `runbookd` command: run, check-config, once, demo; incidents and silence talk to a
-running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon)."""
+running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon).
+
+Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
+a daemon has none for the daemon itself.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -15,14 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon import __version__
-from daemon.app import Daemon
 from daemon.client import DEFAULT_URL, Answer, ApiError, Client, Unreachable, base_url
-from daemon.config import ConfigError, check_config_main, load_config
-from daemon.demo import DEFAULT_CONFIG as DEMO_CONFIG
-from daemon.demo import run_demo
-from daemon.logs import configure
-from daemon.once import run_once
-from daemon.units import parse_duration
+from daemon.logs import configure  # before any other module imports structlog: see there
 
 T = TypeVar("T")
 
@@ -109,6 +108,8 @@ def _label(text: str) -> tuple[str, str]:
 
 
 def _duration(text: str) -> str:
+    from daemon.units import parse_duration
+
     try:
         parse_duration(text)
     except ValueError as exc:
@@ -348,6 +349,13 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_run(config_file: str) -> int:
+    # Starting builds objects that live as long as the daemon (modules, models, a thousand
+    # checks): the cyclic GC would walk them over and over, 100 ms and more with 1,000
+    # checks. Daemon.serve turns it back on once started.
+    gc.disable()
+    from daemon.app import Daemon
+    from daemon.config import ConfigError, load_config
+
     path = Path(config_file)
     try:
         config = load_config(path)
@@ -360,6 +368,9 @@ def cmd_run(config_file: str) -> int:
 
 
 def cmd_once(config_file: str, names: Sequence[str]) -> int:
+    from daemon.config import ConfigError, load_config
+    from daemon.once import run_once
+
     try:
         config = load_config(config_file)
     except ConfigError as exc:
@@ -374,13 +385,17 @@ def cmd_once(config_file: str, names: Sequence[str]) -> int:
 
 
 def cmd_demo(config_file: str | None) -> int:
+    from daemon.demo import DEFAULT_CONFIG, run_demo
+
     configure("warning", stream=sys.stderr)
-    return _run(run_demo(Path(config_file) if config_file else DEMO_CONFIG))
+    return _run(run_demo(Path(config_file) if config_file else DEFAULT_CONFIG))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
+        from daemon.config import check_config_main
+
         return check_config_main(args.file)
     if args.command == "run":
         return cmd_run(args.config)

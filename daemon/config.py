@@ -2,13 +2,13 @@
 
 Pipeline: read -> compose the YAML node tree (each node keeps its line) -> build plain data,
 refusing duplicate keys and interpolating `${ENV}` -> validate with a pydantic model whose
-`checks` and `remediations` are discriminated unions of the registered types -> check the
-cross references (rule -> check, value, remediations). All problems are reported at once.
+`checks` and `remediations` are discriminated unions of the types the config names (of every
+registered type when it is invalid, so messages list them all) -> check the cross references
+(rule -> check, value, remediations). All problems are reported at once.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import ipaddress
@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ByteSize,
+    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
@@ -222,6 +223,10 @@ class WebhookConfig(StrictModel):
 class RunbookConfig(StrictModel):
     """The static type of a loaded config. `config_model()` gives the class that validates."""
 
+    # Never validates itself: its validator would only cost time and memory at import.
+    # The classes `_build_model` derives from it build theirs on first use.
+    model_config = ConfigDict(defer_build=True)
+
     runbookd: DaemonSettings = DaemonSettings()
     checks: dict[Name, CheckConfig] = Field(default_factory=dict)
     remediations: dict[Name, RemediationConfig] = Field(default_factory=dict)
@@ -263,9 +268,21 @@ def _build_model(
 
 
 def config_model() -> type[RunbookConfig]:
-    """The validating model for the types registered now (cached per set of types)."""
+    """The validating model for every type, built-in or plugin (cached per set of types)."""
     plugins.load()
+    return _registered_model()
+
+
+def _registered_model() -> type[RunbookConfig]:
     return _build_model(tuple(CHECKS.config_models()), tuple(REMEDIATIONS.config_models()))
+
+
+def _types(data: dict[str, Any], section: str) -> list[object]:
+    """The `type:` of each entry of a section, as written (None where there is none)."""
+    entries = data.get(section)
+    if not isinstance(entries, dict):
+        return []
+    return [entry.get("type") if isinstance(entry, dict) else None for entry in entries.values()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +332,13 @@ _ENV = re.compile(
 )
 
 
+# libyaml's parser where PyYAML was built with it: 8x faster on a config of a thousand checks.
+# Its nodes carry the same marks, and values are still built by the SafeConstructor below.
+_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -347,7 +371,14 @@ class _Reader:
     def read(self, text: str) -> dict[str, Any] | None:
         """The data, or None when there is nothing to validate (problems say why)."""
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            try:
+                root = yaml.compose(text, Loader=_LOADER)
+            except yaml.YAMLError:
+                if _LOADER is yaml.SafeLoader:
+                    raise
+                # libyaml words its errors its own way: the pure-Python parser (slower, and
+                # only on this path) says what and where as the messages always have.
+                root = yaml.compose(text, Loader=yaml.SafeLoader)
             if root is None:
                 return {}
             self.lines[()] = _line(root)
@@ -571,6 +602,8 @@ def _fields(model: type[BaseModel]) -> Iterator[tuple[str, Any]]:
 def _unknown_field(key: str | int, model: Any) -> str:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return "unknown field"
+    import difflib  # only to word an error
+
     known = sorted(name for name, _ in _fields(model))
     close = difflib.get_close_matches(str(key), known, n=1)
     if close:
@@ -676,6 +709,17 @@ def _exposure_problems(config: RunbookConfig, reader: _Reader) -> list[Problem]:
 # Entry points
 
 
+def _validate(data: dict[str, Any], reader: _Reader) -> tuple[RunbookConfig | None, list[Problem]]:
+    # Imports only the modules of the types the config names; a name that is not a built-in
+    # type loads every type, so an unknown one is reported with all the known ones.
+    plugins.load_types(_types(data, "checks"), _types(data, "remediations"))
+    model = _registered_model()
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, _validation_problems(exc, model, data, reader)
+
+
 def load_config_text(text: str, filename: str = "<config>") -> RunbookConfig:
     """Validate config text; raises ConfigError with every problem, sorted by line."""
     reader = _Reader(filename)
@@ -683,12 +727,9 @@ def load_config_text(text: str, filename: str = "<config>") -> RunbookConfig:
     problems = reader.problems
     config: RunbookConfig | None = None
     if data is not None:
-        model = config_model()
-        try:
-            config = model.model_validate(data)
-        except ValidationError as exc:
-            problems += _validation_problems(exc, model, data, reader)
-        else:
+        config, invalid = _validate(data, reader)
+        problems += invalid
+        if config is not None:
             problems += _reference_problems(config, reader) + _exposure_problems(config, reader)
     if problems or config is None:
         raise ConfigError(sorted(problems, key=lambda problem: problem.line))

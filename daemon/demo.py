@@ -105,7 +105,9 @@ async def _scenario(
     session: aiohttp.ClientSession,
 ) -> int:
     stage.say(f"application v1 serving {TRAFFIC_PER_SECOND} req/s; runbookd on port {daemon.port}")
-    await stage.until("runbookd ready: every check ran once", lambda: daemon.ready()[0])
+    await stage.until(
+        "runbookd ready: every check ran once", lambda: daemon.scheduler.first_round.is_set()
+    )
     await stage.until("healthy traffic measured", lambda: app.served >= 3 * TRAFFIC_PER_SECOND)
     stage.say("deploying v2-bad (every fifth request fails: 20% errors)")
     async with session.post(f"{app_url}/admin/deploy", json={"version": "v2-bad"}) as response:

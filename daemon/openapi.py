@@ -113,7 +113,15 @@ SILENCE: Final[Schema] = strict(
 ANSWERS: Final[dict[str, Schema]] = {
     "Error": strict({"error": STRING}),
     "Health": strict({"status": {"const": "ok"}}),
-    "Readiness": strict({"status": {"enum": ["ready", "not ready"]}, "reason": STRING}),
+    "Readiness": strict(
+        {
+            "status": {"enum": ["ready", "not ready"]},
+            "reason": STRING,
+            # The first round: checks that have run at least once, of all configured.
+            "checks": COUNT,
+            "checks_run": COUNT,
+        }
+    ),
     "Document": {"type": "object", "required": ["openapi", "paths"]},
     "IncidentSummary": strict(INCIDENT),
     "Incident": strict(INCIDENT | {"timeline": {"type": "array", "items": TIMELINE_ENTRY}}),

@@ -1,31 +1,45 @@
-"""The built-in check and remediation types, imported explicitly so they register."""
+"""The built-in check and remediation types, imported explicitly so they register.
+
+A config imports only the modules of the types it names: each built-in module pulls in its
+own models and helpers, and a daemon watching HTTP endpoints has no use for the others.
+"""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Iterable
+from importlib import import_module
 from importlib.metadata import entry_points
 
-BUILTIN_MODULES = (
-    "checks.http",
-    "checks.nagios",
-    "checks.postgres",
-    "checks.prometheus",
-    "checks.redis",
-    "checks.s3_backup",
-    "checks.scrape",
-    "checks.system",
-    "checks.tls",
-    "remediations.http",
-    "remediations.command",
-    "remediations.compose",
-    "remediations.pagerduty",
-    "remediations.postgres_maintenance",
-    "remediations.redis_flush",
-    "remediations.service",
-    "remediations.slack",
-    "remediations.vercel",
-    "remediations.vercel_env",
-)
+# `type:` key -> the module that registers it. tests/test_config.py holds these to what the
+# modules register.
+BUILTIN_CHECKS = {
+    "http": "checks.http",
+    "nagios": "checks.nagios",
+    "postgres": "checks.postgres",
+    "prometheus": "checks.prometheus",
+    "redis": "checks.redis",
+    "s3_backup": "checks.s3_backup",
+    "scrape": "checks.scrape",
+    "system": "checks.system",
+    "tls": "checks.tls",
+}
+BUILTIN_REMEDIATIONS = {
+    "http": "remediations.http",
+    "command": "remediations.command",
+    "compose_rollback": "remediations.compose",
+    "compose_scale": "remediations.compose",
+    "pagerduty": "remediations.pagerduty",
+    "pagerduty_change": "remediations.pagerduty",
+    "postgres_maintenance": "remediations.postgres_maintenance",
+    "redis_flush": "remediations.redis_flush",
+    "systemd_restart": "remediations.service",
+    "pm2_restart": "remediations.service",
+    "slack": "remediations.slack",
+    "vercel_rollback": "remediations.vercel",
+    "vercel_promote": "remediations.vercel",
+    "vercel_env": "remediations.vercel_env",
+}
+BUILTIN_MODULES = tuple(dict.fromkeys([*BUILTIN_CHECKS.values(), *BUILTIN_REMEDIATIONS.values()]))
 
 _loaded = False
 
@@ -36,7 +50,24 @@ def load() -> None:
     if _loaded:
         return
     for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+        import_module(module)
     for entry in entry_points(group="runbookd.plugins"):
         entry.load()
     _loaded = True
+
+
+def load_types(checks: Iterable[object], remediations: Iterable[object]) -> None:
+    """Import the modules of these built-in types; a name that is not one (a plugin's type,
+    a typo) loads everything, so it resolves or its error lists every known type."""
+    if _loaded:
+        return
+    modules: list[str] = []
+    for names, builtin in ((checks, BUILTIN_CHECKS), (remediations, BUILTIN_REMEDIATIONS)):
+        for name in names:
+            module = builtin.get(name) if isinstance(name, str) else None
+            if module is None:
+                load()
+                return
+            modules.append(module)
+    for module in dict.fromkeys(modules):
+        import_module(module)

@@ -1,13 +1,15 @@
 """Starting is cheap: the heavy client libraries are imported when a check or remediation
 first uses them (start, run, execute), never by importing, validating or building one.
 
-`runbookd run` imports every built-in type so its config model registers; the libraries
-behind them (aioboto3 and botocore, redis-py, cryptography, asyncpg, psutil) would add a few
-hundred milliseconds to every start, configured or not.
+`runbookd run` imports only the types its config names, and all of them when one is unknown
+(the error lists them): even then, the libraries behind them (aioboto3 and botocore,
+redis-py, cryptography, asyncpg, psutil) would add a few hundred milliseconds to every start,
+configured or not. Each command imports only what it runs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
+from daemon.plugins import BUILTIN_MODULES
 from daemon.redis_url import URL_QUERY_PARSERS, parse_redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +96,70 @@ def test_the_example_uses_the_heavy_check_types(stages: dict[str, list[str]]) ->
 @pytest.mark.parametrize("stage", ["import", "load_config", "build"])
 def test_no_heavy_library_before_first_use(stages: dict[str, list[str]], stage: str) -> None:
     assert stages[stage] == []
+
+
+# Run in a fresh interpreter, as `runbookd run` does: argv is a config file. Prints the modules
+# each stage left in sys.modules.
+RUN_PROBE = """
+import json, sys
+
+stages = {}
+import daemon.cli
+stages["cli"] = sorted(sys.modules)
+from daemon.config import load_config
+from daemon.app import build_checks, build_plan
+config = load_config(sys.argv[1])
+build_checks(config), build_plan(config)
+stages["run"] = sorted(sys.modules)
+print(json.dumps(stages))
+"""
+
+HTTP_ONLY = """
+checks:
+  api: {type: http, url: "http://127.0.0.1:9/health"}
+rules:
+  down: {when: api.up < 1, do: [hook]}
+remediations:
+  hook: {type: http, url: "http://127.0.0.1:9/hook"}
+"""
+
+
+def probe_run(config: Path) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_PROBE, str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, list[str]] = json.loads(done.stdout)
+    return result
+
+
+def test_a_config_imports_the_modules_of_its_types_only(tmp_path: Path) -> None:
+    config = tmp_path / "runbookd.yaml"
+    config.write_text(HTTP_ONLY)
+    stages = probe_run(config)
+    assert set(stages["run"]) & set(BUILTIN_MODULES) == {"checks.http", "remediations.http"}
+
+
+def test_the_command_line_imports_no_daemon_before_a_command_needs_it(tmp_path: Path) -> None:
+    """`runbookd incidents` talks to a daemon: no config models, no YAML, no store."""
+    config = tmp_path / "runbookd.yaml"
+    config.write_text("checks: {}\n")
+    loaded = set(probe_run(config)["cli"])
+    assert {"daemon.app", "daemon.config", "yaml", "pydantic", "daemon.demo"} & loaded == set()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rich") is None, reason="rich is not installed")
+def test_logging_does_not_import_rich(tmp_path: Path) -> None:
+    """structlog would import rich (not a dependency; tools beside runbookd install it) for
+    its tracebacks on a terminal: 3 MB and 50 ms at every start."""
+    config = tmp_path / "runbookd.yaml"
+    config.write_text(HTTP_ONLY)
+    assert [name for name in probe_run(config)["run"] if name.split(".")[0] == "rich"] == []
 
 
 # --- the Redis URL, read without redis-py ------------------------------------------------------

@@ -8,12 +8,14 @@ environment variables with `# env: NAME=value`; variables named RUNBOOKD_TEST_* 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 import checks.base
@@ -107,6 +109,8 @@ class Action:
 @pytest.fixture(autouse=True)
 def test_types(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plugins, "BUILTIN_MODULES", ())
+    monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {})
+    monkeypatch.setattr(plugins, "BUILTIN_REMEDIATIONS", {})
     monkeypatch.setattr(plugins, "_loaded", False)
     monkeypatch.setattr(config_module, "CHECKS", TEST_CHECKS)
     monkeypatch.setattr(config_module, "REMEDIATIONS", TEST_REMEDIATIONS)
@@ -168,10 +172,19 @@ def fixture_header(path: Path) -> tuple[list[str], dict[str, str]]:
     return expected, env
 
 
+# libyaml where PyYAML has it, and the pure-Python parser: the same messages either way.
+LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if yaml.__with_libyaml__ else [])
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
 @pytest.mark.parametrize("path", sorted(BAD_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_bad_config(
-    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    path: Path,
+    loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    monkeypatch.setattr(config_module, "_LOADER", loader)
     expected, env = fixture_header(path)
     assert expected, f"{path.name} has no '# expect:' lines"
     for name, value in env.items():
@@ -331,12 +344,25 @@ def test_no_remediations_defined() -> None:
     assert problems_of(text) == ["c.yaml:3 rules.r.do.0: no remediation named 'fix' (none defined)"]
 
 
+@pytest.fixture(params=LOADERS, ids=lambda loader: loader.__name__)
+def either_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "_LOADER", request.param)
+
+
+def test_libyaml_parses_where_pyyaml_has_it() -> None:
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML was built without libyaml")
+    assert config_module._LOADER is yaml.CSafeLoader
+
+
+@pytest.mark.usefixtures("either_parser")
 def test_yaml_syntax_error_in_text() -> None:
     assert problems_of("checks:\n  api: [1, 2\n") == [
         "c.yaml:3 yaml: expected ',' or ']', but got '<stream end>'"
     ]
 
 
+@pytest.mark.usefixtures("either_parser")
 def test_yaml_control_character() -> None:
     assert problems_of("checks: {}\nrules: \x01\n") == [
         "c.yaml:2 yaml: character #x0001: special characters are not allowed"
@@ -355,18 +381,21 @@ def test_bad_scalar_is_a_problem_not_a_traceback() -> None:
     ]
 
 
+@pytest.mark.usefixtures("either_parser")
 def test_recursive_alias() -> None:
     assert problems_of("checks: &a {api: *a}\n") == [
         "c.yaml:1 checks.api: an alias refers to itself"
     ]
 
 
+@pytest.mark.usefixtures("either_parser")
 def test_alias_bomb_is_refused_quickly() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     assert problems_of("\n".join(lines)) == ["c.yaml:1 yaml: too large or too deeply nested"]
 
 
+@pytest.mark.usefixtures("either_parser")
 def test_deep_nesting() -> None:
     assert problems_of("a: " + "[" * 5000 + "]" * 5000) == [
         "c.yaml:1 yaml: too large or too deeply nested"
@@ -482,11 +511,74 @@ def test_config_model_is_cached_per_set_of_types() -> None:
     assert issubclass(model, config_module.RunbookConfig)
 
 
-def test_loading_loads_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_config_imports_only_the_modules_of_its_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    imported: list[str] = []
+    monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {"test_probe": "probe_module"})
+    monkeypatch.setattr(plugins, "BUILTIN_REMEDIATIONS", {"test_action": "action_module"})
+    monkeypatch.setattr(plugins, "import_module", imported.append)
+    monkeypatch.setattr(plugins, "load", lambda: pytest.fail("loaded every type"))
+
+    text = "checks: {a: {type: test_probe}, b: {type: test_probe}}\n"
+    load_config_text(text + "remediations: {fix: {type: test_action}}\n", "c.yaml")
+    assert imported == ["probe_module", "action_module"]
+
+    imported.clear()
+    load_config_text("runbookd: {dry_run: true}\n", "c.yaml")
+    assert imported == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "checks: {api: {type: test_scrape, url: x}}\n",  # registered, but not built in: a plugin's
+        "checks: {api: {type: no_such_type}}\n",
+        "checks: {api: {interval: 1s}}\n",  # no type at all
+        "remediations: {fix: {type: [test_action]}}\n",
+    ],
+)
+def test_a_type_that_is_not_built_in_loads_every_plugin(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {"test_probe": "probe_module"})
     calls: list[None] = []
     monkeypatch.setattr(plugins, "load", lambda: calls.append(None))
-    load_config_text("", "c.yaml")
+    with contextlib.suppress(ConfigError):
+        load_config_text(text, "c.yaml")
     assert calls == [None]
+
+
+def test_the_builtin_type_map_names_the_module_of_each_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What daemon/plugins.py says without importing, against what the modules register."""
+    monkeypatch.undo()
+    for module in plugins.BUILTIN_MODULES:
+        pytest.importorskip(module)
+    for registry, builtin in [
+        (checks.base.CHECKS, plugins.BUILTIN_CHECKS),
+        (remediations.base.REMEDIATIONS, plugins.BUILTIN_REMEDIATIONS),
+    ]:
+        registered = {name: registry.get(name).__module__ for name in registry}
+        assert {k: v for k, v in registered.items() if v in plugins.BUILTIN_MODULES} == builtin
+
+
+def test_an_unknown_type_lists_every_type_however_few_the_config_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {"test_probe": "tests.test_config"})
+    only_probe: Registry[type[checks.base.Check]] = Registry("check")
+    only_probe.register(Probe)
+    monkeypatch.setattr(config_module, "CHECKS", only_probe)
+    # Every type: here a plugin brings test_scrape.
+    monkeypatch.setattr(plugins, "load", lambda: setattr(config_module, "CHECKS", TEST_CHECKS))
+
+    assert problems_of("checks:\n  api: {type: test_probe, target: [x]}\n") == [
+        "c.yaml:2 checks.api.target: input should be a valid string"
+    ]
+    assert config_module.CHECKS is only_probe
+    assert problems_of("checks:\n  api: {type: test_probe}\n  x: {type: nope}\n") == [
+        "c.yaml:3 checks.x.type: unknown check type 'nope' (known: test_probe, test_scrape)"
+    ]
 
 
 def test_builtin_types_build_a_model(monkeypatch: pytest.MonkeyPatch) -> None:

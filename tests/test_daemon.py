@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import gc
 import os
 import signal
 import subprocess
@@ -11,7 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from daemon.app import Daemon, release_free_memory
+from daemon.clock import ManualClock
+from daemon.config import load_config
 from daemon.demo import run_demo
+from daemon.scheduler import phase
 from tests.utils import read_until, run_daemon, wait_for
 
 CONFIG = """
@@ -50,9 +57,17 @@ async def test_api_health_readiness_metrics_and_errors(
         base = f"http://127.0.0.1:{daemon.port}"
         async with session.get(f"{base}/healthz") as r:
             assert (r.status, await r.json()) == (200, {"status": "ok"})
-        await wait_for(lambda: daemon.ready()[0])
-        async with session.get(f"{base}/readyz") as r:
+        async with session.get(f"{base}/readyz") as r:  # started is ready
             assert r.status == 200
+            assert (await r.json())["checks"] == 1
+        await wait_for(lambda: daemon.scheduler.first_round.is_set())
+        async with session.get(f"{base}/readyz") as r:
+            assert await r.json() == {
+                "status": "ready",
+                "reason": "ok",
+                "checks": 1,
+                "checks_run": 1,
+            }
         async with session.get(f"{base}/metrics") as r:
             text = await r.text()
         assert 'runbookd_build_info{version="0.1.0"} 1.0' in text
@@ -69,6 +84,102 @@ async def test_api_health_readiness_metrics_and_errors(
                 assert r.status == status
                 assert r.content_type == "application/json"
                 assert (await r.json())["error"] == reason
+
+
+TWO_CHECKS = """
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+checks:
+  first: {{type: http, url: "{url}/health", interval: 1m, jitter: 1}}
+  second: {{type: http, url: "{url}/health", interval: 1m, jitter: 1}}
+"""
+
+
+async def test_ready_once_started_and_the_first_round_counted(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    clock: ManualClock,
+    session: aiohttp.ClientSession,
+) -> None:
+    """Readiness waits for no check: with phases spread over the interval, the first round
+    takes a whole one. /readyz and the status line say how far it is."""
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(TWO_CHECKS.format(state=tmp_path / "state", url=app_state[1]))
+    daemon = Daemon(load_config(path), config_path=path, clock=clock)
+    assert daemon.ready() == (False, "starting")
+    assert daemon.first_round() == (0, 2)
+    await daemon.start()
+    try:
+        readyz = f"http://127.0.0.1:{daemon.port}/readyz"
+        first, second = (phase(name, daemon.config.checks[name]) for name in ("first", "second"))
+        assert 0 < first < second < 60  # neither has run: no time has passed
+
+        async with session.get(readyz) as r:
+            assert r.status == 200
+            assert await r.json() == {
+                "status": "ready",
+                "reason": "first round: 0/2 checks have run",
+                "checks": 2,
+                "checks_run": 0,
+            }
+        assert daemon.status_line() == (
+            "watching 2 checks, 0 rules; 0 incidents open; first round: 0/2 checks have run"
+        )
+
+        between = (first + second) / 2
+        await clock.advance(between)
+        await wait_for(lambda: daemon.first_round() == (1, 2))  # the HTTP call is real
+        assert daemon.ready() == (True, "first round: 1/2 checks have run")
+
+        await clock.advance(second - between + 1)
+        await wait_for(lambda: daemon.first_round() == (2, 2))
+        async with session.get(readyz) as r:
+            assert await r.json() == {
+                "status": "ready",
+                "reason": "ok",
+                "checks": 2,
+                "checks_run": 2,
+            }
+        assert daemon.status_line() == "watching 2 checks, 0 rules; 0 incidents open"
+
+        daemon.request_stop()  # draining: a load balancer should look elsewhere
+        async with session.get(readyz) as r:
+            assert r.status == 503
+            assert (await r.json())["reason"] == "stopping"
+    finally:
+        await daemon.stop()
+
+
+async def test_serving_turns_the_gc_back_on(config_file: Path) -> None:
+    """`runbookd run` starts with the cyclic GC off; once started, it must run again."""
+    gc.disable()
+    try:
+        daemon = Daemon(load_config(config_file), config_path=config_file)
+        serving = asyncio.create_task(daemon.serve())
+        await wait_for(lambda: daemon.ready()[0])
+        assert gc.isenabled()
+        daemon.request_stop()
+        await serving
+    finally:
+        gc.enable()
+
+
+def test_memory_freed_at_startup_goes_back_to_the_os(monkeypatch: pytest.MonkeyPatch) -> None:
+    trimmed: list[int] = []
+
+    class Glibc:
+        def malloc_trim(self, pad: int) -> int:
+            trimmed.append(pad)
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Glibc())
+    release_free_memory()
+    assert trimmed == [0]
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a libc without malloc_trim
+    release_free_memory()
+    assert trimmed == [0]
 
 
 async def test_outage_opens_acts_and_resolves_through_the_api(

@@ -201,7 +201,7 @@ class LiveDaemon:
 def seed(live: LiveDaemon) -> None:
     """Something in every list: an open incident waiting for approval, a silence."""
     deadline = time.monotonic() + 10
-    while live.get("/readyz").status_code != 200:  # a 503 before the first round of checks
+    while live.get("/readyz").status_code != 200:  # a 503 until it has started
         assert time.monotonic() < deadline, "daemon not ready"
         time.sleep(0.02)
     alert = {"status": "firing", "labels": {"alertname": "Fuzzed", "service": "web"}}

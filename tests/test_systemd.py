@@ -83,6 +83,16 @@ class NotifySocket:
             if key in message:
                 return message
 
+    async def expect_status(
+        self, status: str, within: float = WAIT, sender: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        """Until a message (READY=1 or a change on its own) carries STATUS=`status`."""
+        deadline = time.monotonic() + within
+        while True:
+            message = await self.expect("STATUS", deadline - time.monotonic(), sender)
+            if message["STATUS"] == status:
+                return
+
     def drain(self) -> None:
         """Keep what is queued now, without waiting."""
         with contextlib.suppress(BlockingIOError):
@@ -221,7 +231,11 @@ async def test_notify_ready_watchdog_reload_and_drain_on_stop(
     config = write_config(tmp_path, url)
     with daemon_process(config, address) as proc:
         ready = await listener.expect("READY", sender=proc)
-        assert ready["STATUS"] == "watching 1 check, 1 rule; 0 incidents open"
+        watching = "watching 1 check, 1 rule; 0 incidents open"
+        # READY=1 does not wait for the check's first run; it may have come already.
+        assert ready["STATUS"] in (watching, f"{watching}; first round: 0/1 checks have run")
+        if ready["STATUS"] != watching:
+            await listener.expect_status(watching, sender=proc)
         for _ in range(3):
             await listener.expect("WATCHDOG", sender=proc)
 
@@ -267,6 +281,36 @@ async def test_notify_ready_watchdog_reload_and_drain_on_stop(
         "READY",
         "STOPPING",
     ]
+
+
+LATER = """
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+checks:
+  soon: {{type: http, url: "{url}/health", interval: 100ms, jitter: 0}}
+  # Its first run comes 0.92 x 1h after the start: long after this test.
+  later: {{type: http, url: "{url}/health", interval: 1h, jitter: 1}}
+"""
+
+
+async def test_ready_before_the_first_round_and_the_status_counts_it(
+    tmp_path: Path, app: tuple[App, str], notify_socket: tuple[NotifySocket, str]
+) -> None:
+    listener, address = notify_socket
+    config = tmp_path / "runbookd.yaml"
+    config.write_text(LATER.format(state=tmp_path / "state", url=app[1]))
+    watching = "watching 2 checks, 0 rules; 0 incidents open"
+    with daemon_process(config, address) as proc:
+        ready = await listener.expect("READY", sender=proc)
+        one_ran = f"{watching}; first round: 1/2 checks have run"
+        assert ready["STATUS"] in (f"{watching}; first round: 0/2 checks have run", one_ran)
+        if ready["STATUS"] != one_ran:
+            await listener.expect_status(one_ran, sender=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert (await listener.expect("STOPPING", sender=proc))["STATUS"] == "stopping"
+        assert await exit_code(proc) == 0
+    assert listener.lifecycle() == ["READY", "STOPPING"]
 
 
 async def test_notify_to_an_abstract_socket_with_no_checks(
