@@ -28,7 +28,7 @@ from typing import Any
 from bench import detection, footprint, intake, loop, polling
 from bench.harness import Mode, Params, Row, Run, clean, log
 from bench.measure import host_load
-from bench.peers import start_nginx
+from bench.peers import compile_sources, start_nginx
 from bench.procs import Processes
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = host_load()
     log(f"{mode} mode; load average {load_before['load1']:.2f} on {load_before['cpus']} CPUs")
     try:
+        compile_sources()
         run.nginx = start_nginx(procs, tmp)
         for name in only:
             try:

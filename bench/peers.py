@@ -7,7 +7,9 @@ describes; runbookd runs as `.venv/bin/runbookd run --config <generated>`; the P
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,12 +274,32 @@ def write_runbookd_config(tmp: Path, name: str, config: dict[str, Any]) -> Path:
     return path
 
 
+def runbookd_env() -> dict[str, str]:
+    """The daemon as installed: bytecode cached (`compile_sources`), not compiled at each
+    start as under PYTHONDONTWRITEBYTECODE, which development shells often set."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_sources() -> None:
+    """Write the project's bytecode once, as `pip install` does for a wheel's modules."""
+    packages = [str(REPO / p) for p in ("daemon", "checks", "remediations")]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *packages],
+        env=runbookd_env(),
+        check=True,
+        timeout=120,
+    )
+
+
 def spawn_runbookd(procs: Processes, name: str, config_path: Path) -> Proc:
-    return procs.spawn(name, [str(RUNBOOKD), "run", "--config", str(config_path)], cwd=REPO)
+    argv = [str(RUNBOOKD), "run", "--config", str(config_path)]
+    return procs.spawn(name, argv, cwd=REPO, env=runbookd_env())
 
 
 def start_runbookd(procs: Processes, tmp: Path, name: str, config: dict[str, Any]) -> Server:
-    """Write the config, start the daemon, wait for /readyz (every check ran once)."""
+    """Write the config, start the daemon, wait for /readyz (started, checks scheduled)."""
     path = write_runbookd_config(tmp, name, config)
     port = int(config["runbookd"]["listen"].rsplit(":", 1)[1])
     proc = spawn_runbookd(procs, name, path)
