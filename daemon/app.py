@@ -286,6 +286,9 @@ class Daemon:
         self.notifier.start(self.status_line, self._started)
         gc.enable()  # `runbookd run` starts with the cyclic GC off (daemon/cli.py)
         release_free_memory()
+        # What startup built (modules, config, models) lives as long as the daemon: out of the
+        # collector's sight, a full collection scans only what the running daemon holds.
+        gc.freeze()
         try:
             await self._stopping.wait()
         finally:

@@ -71,7 +71,7 @@ class Engine:
                 alert_rules[name] = (
                     old_rule
                     if old_rule and old_rule.config == config
-                    else (AlertRule(name, config, dict(old_rule.firing) if old_rule else {}))
+                    else (AlertRule(name, config, set(old_rule.firing) if old_rule else set()))
                 )
                 continue
             old = self.evaluators.get(name)
@@ -96,7 +96,7 @@ class Engine:
         """Resume the open incidents of a previous run: their rules carry on firing."""
         for name, rule in self.alert_rules.items():
             stored = await self.store.values(f"{ALERTS}:{name}")
-            rule.firing = {fp: _alert_from_json(a) for fp, a in stored.items()}
+            rule.firing = set(stored)
             if rule.firing:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
         for incident in await self.store.open_incidents():
@@ -245,13 +245,14 @@ class Engine:
                     continue
                 fp = alert.fingerprint
                 if alert.firing and fp not in rule.firing:
-                    rule.firing[fp] = alert
+                    rule.firing.add(fp)
                     stored.setdefault(name, {})[fp] = _alert_to_json(alert)
                     if (incident := self.incidents.get(name)) is not None:
                         joined.setdefault(incident.id, (incident, []))[1].append(alert)
                     else:
                         await self._alert_opens(rule, alert)
-                elif not alert.firing and rule.firing.pop(fp, None) is not None:
+                elif not alert.firing and fp in rule.firing:
+                    rule.firing.discard(fp)
                     stored.setdefault(name, {})[fp] = None
                     if rule.firing:
                         continue
@@ -310,7 +311,7 @@ class Engine:
             evaluator.reset()
         async with self.recorder.batch():
             if (alert_rule := self.alert_rules.get(rule)) is not None:
-                firing, alert_rule.firing = alert_rule.firing, {}
+                firing, alert_rule.firing = alert_rule.firing, set()
                 await self.store.put_values(f"{ALERTS}:{rule}", dict.fromkeys(firing))
             self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
             message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
@@ -360,7 +361,9 @@ class AlertRule:
 
     name: str
     config: RuleConfig
-    firing: dict[str, Alert] = field(default_factory=dict)  # by fingerprint
+    # The fingerprints firing: strings only, which the cyclic garbage collector does not
+    # track, so an alert storm does not lengthen its pauses (the store has the alerts).
+    firing: set[str] = field(default_factory=set)
 
     def matches(self, alert: Alert) -> bool:
         match = self.config.alert_match
@@ -400,7 +403,3 @@ _ALERT_FIELDS = tuple(f.name for f in fields(Alert))
 
 def _alert_to_json(alert: Alert) -> dict[str, Any]:
     return {name: getattr(alert, name) for name in _ALERT_FIELDS}
-
-
-def _alert_from_json(data: dict[str, Any]) -> Alert:
-    return Alert(**data)

@@ -55,7 +55,10 @@ class Recorder:
 
     async def record(self, incident: Incident, kind: str, message: str, **data: Any) -> None:
         entry = TimelineEntry(self.clock.now(), kind, message, data)
-        incident.timeline.append(entry)
+        if kind != "alert":
+            # Alerts joining an open incident live in the store only: nothing here decides on
+            # them, and in a storm they would grow the incident in memory without bound.
+            incident.timeline.append(entry)
         await self.store.append_timeline(incident.id, entry)
         self._told(incident, entry)
 

@@ -179,6 +179,24 @@ async def test_new_alerts_of_one_request_are_one_commit_one_incident_and_two_ent
     assert (await w.timeline())[-1].data["fingerprint"] == "fp5"
 
 
+async def test_a_storm_of_joining_alerts_stays_in_the_store_not_in_memory(
+    db: SqliteStore,
+) -> None:
+    w = build_world(db, {"errors": RULE})
+    await w.engine.alerts(request("first"))
+    for i in range(50):
+        await w.engine.alerts(request(*(f"fp{i}-{k}" for k in range(10))))
+    await w.settle()
+    (incident,) = w.engine.incidents.values()
+    # In memory: what decisions read (opened, actions...), no joined alerts; fingerprints only.
+    assert "alert" not in {e.kind for e in incident.timeline}
+    assert all(type(fp) is str for fp in w.engine.alert_rules["errors"].firing)
+    assert len(w.engine.alert_rules["errors"].firing) == 501
+    # In the store: every request's entry and every alert.
+    assert [e.kind for e in await w.timeline()].count("alert") == 50
+    assert len(await db.values("alerts:errors")) == 501
+
+
 async def test_repeats_change_nothing(db: SqliteStore) -> None:
     w = build_world(db, {"errors": RULE})
     await w.engine.alerts(request("a", "b", "c"))

@@ -152,16 +152,19 @@ async def test_ready_once_started_and_the_first_round_counted(
 
 
 async def test_serving_turns_the_gc_back_on(config_file: Path) -> None:
-    """`runbookd run` starts with the cyclic GC off; once started, it must run again."""
+    """`runbookd run` starts with the cyclic GC off; once started, it must run again, with
+    what startup built frozen out of its full collections."""
     gc.disable()
     try:
         daemon = Daemon(load_config(config_file), config_path=config_file)
         serving = asyncio.create_task(daemon.serve())
         await wait_for(lambda: daemon.ready()[0])
         assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
         daemon.request_stop()
         await serving
     finally:
+        gc.unfreeze()
         gc.enable()
 
 
