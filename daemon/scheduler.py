@@ -99,6 +99,8 @@ class Scheduler:
         self._queue: asyncio.Queue[tuple[Job, float]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._workers = 0
         self._pending_first: set[str] = set()
         self._sinking: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -129,6 +131,7 @@ class Scheduler:
             self._pending_first.add(job.name)
             self._push(now + phase(job.name, job.config), job)
         self.jobs = jobs
+        self._grow_pool()
         self._check_first_round()
         self._wake.set()
         await asyncio.gather(*(self._stop_check(job) for job in retired))
@@ -148,10 +151,17 @@ class Scheduler:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._loop(), name="scheduler"))
-        self._tasks += [
-            asyncio.create_task(self._worker(), name=f"check-worker-{i}")
-            for i in range(self.max_in_flight)
-        ]
+        self._started = True
+        self._grow_pool()
+
+    def _grow_pool(self) -> None:
+        """One worker per check, up to `max_in_flight`: a small config keeps no idle tasks."""
+        if not self._started:
+            return
+        while self._workers < min(self.max_in_flight, len(self.jobs)):
+            name = f"check-worker-{self._workers}"
+            self._tasks.append(asyncio.create_task(self._worker(), name=name))
+            self._workers += 1
 
     async def stop(self) -> None:
         """Cancel runs in flight (checks only read), but let an observation the engine is
@@ -166,6 +176,7 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._started, self._workers = False, 0
         await asyncio.gather(*(self._stop_check(job) for job in self.jobs.values()))
 
     def run_now(self, name: str) -> bool:

@@ -101,6 +101,23 @@ async def test_observations_carry_their_due_time_beside_their_finish_time(
     assert seen[0].sampled == t0
 
 
+async def test_the_worker_pool_grows_with_the_checks_up_to_the_bound(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched  # max_in_flight=4
+
+    def workers() -> int:
+        return sum(t.get_name().startswith("check-worker-") for t in asyncio.all_tasks())
+
+    assert workers() == 0  # no checks, no idle tasks
+    await s.set_checks({"a": (Probe(), cfg()), "b": (Probe(), cfg())})
+    assert workers() == 2
+    await s.set_checks({f"c{i}": (Probe(), cfg()) for i in range(9)})
+    assert workers() == 4
+    await s.stop()
+    assert workers() == 0
+
+
 async def test_a_check_never_overlaps_itself(
     clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
 ) -> None:
