@@ -25,11 +25,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import detection, footprint, intake, loop, polling
+from bench import detection, footprint, intake, polling
 from bench.harness import Mode, Params, Row, Run, clean, log
 from bench.measure import host_load
 from bench.peers import compile_sources, start_nginx
 from bench.procs import Processes
+from daemon import eventloop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("polling", "intake", "detection", "footprint")
@@ -67,7 +68,7 @@ def host_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "aiohttp": importlib.metadata.version("aiohttp"),
-        "event_loop": loop.name(),
+        "event_loop": eventloop.name(),
         "nginx": _version(["nginx", "-v"]),
         "prometheus": _version(["prometheus", "--version"]),
         "alertmanager": _version(["prometheus-alertmanager", "--version"]),

@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from bench import loop
 from bench.measure import percentile
 from bench.worker import serve_commands
+from daemon import eventloop
 
 NAMES = 10  # BenchAlert0 .. BenchAlert9
 STARTS_AT = "2026-01-01T00:00:00Z"
@@ -200,4 +200,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    loop.run(main())
+    eventloop.run(main())

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from bench import loop
 from bench.worker import serve_commands
+from daemon import eventloop
 
 TICK = 0.01
 
@@ -94,4 +94,4 @@ if __name__ == "__main__":
     parser.add_argument("--period", type=float, default=1.0, help="paced: seconds per round")
     parser.add_argument("--concurrency", type=int, default=10, help="saturated: workers")
     parser.add_argument("--connections", type=int, default=272, help="connection pool size")
-    loop.run(main(parser.parse_args()))
+    eventloop.run(main(parser.parse_args()))

@@ -8,22 +8,20 @@ a daemon has none for the daemon itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from daemon import __version__
 from daemon.client import DEFAULT_URL, Answer, ApiError, Client, Unreachable, base_url
+from daemon.eventloop import run as run_on_loop
 from daemon.logs import configure  # before any other module imports structlog: see there
-
-T = TypeVar("T")
 
 DEFAULT_CONFIG = os.environ.get("RUNBOOKD_CONFIG", "/etc/runbookd/runbookd.yaml")
 
@@ -185,7 +183,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         print(f"runbookd: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(_call_api(args, token, body))
+        return run_on_loop(_call_api(args, token, body))
     except Unreachable as exc:
         print(f"runbookd: {exc}", file=sys.stderr)
         return 2
@@ -335,20 +333,7 @@ def silence_table(silences: list[Answer], now: float) -> str:
     return table(["ID", "STATE", "STARTS", "ENDS", "MATCHERS", "BY", "COMMENT"], rows)
 
 
-def _run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, on uvloop when it is installed (an optional speed-up)."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
-
-
-def cmd_run(config_file: str) -> int:
+def cmdrun_on_loop(config_file: str) -> int:
     # Starting builds objects that live as long as the daemon (modules, models, a thousand
     # checks): the cyclic GC would walk them over and over, 100 ms and more with 1,000
     # checks. Daemon.serve turns it back on once started.
@@ -363,7 +348,7 @@ def cmd_run(config_file: str) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure(config.runbookd.log_level)
-    _run(Daemon(config, config_path=path).serve())
+    run_on_loop(Daemon(config, config_path=path).serve())
     return 0
 
 
@@ -381,14 +366,14 @@ def cmd_once(config_file: str, names: Sequence[str]) -> int:
         print(f"no such check: {', '.join(unknown)} (defined: {defined})", file=sys.stderr)
         return 2
     configure("warning", stream=sys.stderr)
-    return _run(run_once(config, names))
+    return run_on_loop(run_once(config, names))
 
 
 def cmd_demo(config_file: str | None) -> int:
     from daemon.demo import DEFAULT_CONFIG, run_demo
 
     configure("warning", stream=sys.stderr)
-    return _run(run_demo(Path(config_file) if config_file else DEFAULT_CONFIG))
+    return run_on_loop(run_demo(Path(config_file) if config_file else DEFAULT_CONFIG))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -398,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return check_config_main(args.file)
     if args.command == "run":
-        return cmd_run(args.config)
+        return cmdrun_on_loop(args.config)
     if args.command == "once":
         return cmd_once(args.config, args.checks)
     if args.command in ("incidents", "silence"):
