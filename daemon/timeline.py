@@ -16,6 +16,11 @@ from daemon.store import Store
 Listener = Callable[[Incident, TimelineEntry], None]
 log = structlog.get_logger("runbookd.timeline")
 
+# Entries that change no state (alerts joining an open incident): in a storm they would grow
+# the incident in memory without bound and be most of the log, so they are kept in the store
+# only, and logged at debug level.
+STORE_ONLY = frozenset({"alert"})
+
 
 class Recorder:
     def __init__(self, store: Store, clock: Clock) -> None:
@@ -55,9 +60,7 @@ class Recorder:
 
     async def record(self, incident: Incident, kind: str, message: str, **data: Any) -> None:
         entry = TimelineEntry(self.clock.now(), kind, message, data)
-        if kind != "alert":
-            # Alerts joining an open incident live in the store only: nothing here decides on
-            # them, and in a storm they would grow the incident in memory without bound.
+        if kind not in STORE_ONLY:
             incident.timeline.append(entry)
         await self.store.append_timeline(incident.id, entry)
         self._told(incident, entry)
@@ -70,9 +73,7 @@ class Recorder:
             self._announce(incident, entry)
 
     def _announce(self, incident: Incident, entry: TimelineEntry) -> None:
-        # Alerts joining an open incident change no state; in a storm they would be most of
-        # the log (and a tenth of the CPU): the timeline keeps them, the log at debug level.
-        emit = log.debug if entry.kind == "alert" else log.info
+        emit = log.debug if entry.kind in STORE_ONLY else log.info
         emit(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)
         for listener in self.listeners:
             listener(incident, entry)

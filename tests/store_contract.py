@@ -60,6 +60,22 @@ RICH_TRIGGER: dict[str, Any] = {
 }
 
 
+async def hold_batch(store: Store) -> tuple[asyncio.Future[None], asyncio.Event]:
+    """A task inside `store.batch()`, having written ns/batch = 1, that keeps the batch open
+    until the event is set."""
+    in_batch, release = asyncio.Event(), asyncio.Event()
+
+    async def holding() -> None:
+        async with store.batch():
+            await store.put_value("ns", "batch", 1)
+            in_batch.set()
+            await release.wait()
+
+    holder = asyncio.ensure_future(holding())
+    await in_batch.wait()
+    return holder, release
+
+
 async def act(
     store: Store,
     rule: str,
@@ -779,16 +795,7 @@ class StoreContract:
         }
 
     async def test_a_writer_cancelled_while_it_waits_writes_nothing(self, store: Store) -> None:
-        in_batch, release = asyncio.Event(), asyncio.Event()
-
-        async def holding() -> None:
-            async with store.batch():
-                await store.put_value("ns", "batch", 1)
-                in_batch.set()
-                await release.wait()
-
-        holder = asyncio.ensure_future(holding())
-        await in_batch.wait()
+        holder, release = await hold_batch(store)
         waiting = asyncio.ensure_future(store.put_value("ns", "cancelled", 1))
         after = asyncio.ensure_future(store.put_value("ns", "after", 1))
         for _ in range(5):

@@ -415,15 +415,19 @@ remediations:
 """
 
 
+def am_config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(AM_CONFIG.format(state=tmp_path / "state", url=url))
+    return path
+
+
 async def test_the_webhook_endpoint_end_to_end(
     tmp_path: Path,
     app_state: tuple[dict[str, object], str],
     session: aiohttp.ClientSession,
 ) -> None:
     state, url = app_state
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(AM_CONFIG.format(state=tmp_path / "state", url=url))
-    async with run_daemon(path) as daemon:
+    async with run_daemon(am_config(tmp_path, url)) as daemon:
         api = f"http://127.0.0.1:{daemon.port}/api/v1/alerts"
         for _ in range(2):
             async with session.post(api, json=webhook(alert())) as r:
@@ -451,9 +455,7 @@ async def test_one_alertmanager_request_is_one_commit_and_answered_after_it(
     session: aiohttp.ClientSession,
 ) -> None:
     state, url = app_state
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(AM_CONFIG.format(state=tmp_path / "state", url=url))
-    async with run_daemon(path) as daemon:
+    async with run_daemon(am_config(tmp_path, url)) as daemon:
         store = daemon.store
         assert isinstance(store, SqliteStore)
         api = f"http://127.0.0.1:{daemon.port}/api/v1/alerts"

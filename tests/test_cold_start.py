@@ -73,10 +73,10 @@ print(json.dumps(stages))
 """
 
 
-@pytest.fixture(scope="module")
-def stages() -> dict[str, list[str]]:
+def run_probe(code: str, *args: str) -> dict[str, list[str]]:
+    """Run `code` in a fresh interpreter; the JSON it prints."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(EXAMPLE), *HEAVY],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -86,6 +86,11 @@ def stages() -> dict[str, list[str]]:
     assert done.returncode == 0, done.stderr
     result: dict[str, list[str]] = json.loads(done.stdout)
     return result
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, list[str]]:
+    return run_probe(PROBE, str(EXAMPLE), *HEAVY)
 
 
 def test_the_example_uses_the_heavy_check_types(stages: dict[str, list[str]]) -> None:
@@ -125,17 +130,7 @@ remediations:
 
 
 def probe_run(config: Path) -> dict[str, list[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_PROBE, str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, list[str]] = json.loads(done.stdout)
-    return result
+    return run_probe(RUN_PROBE, str(config))
 
 
 def test_a_config_imports_the_modules_of_its_types_only(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from checks.base import CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.clock import ManualClock
 from daemon.metrics import Metrics
 from daemon.models import Observation, Status
-from daemon.scheduler import Scheduler, phase
+from daemon.scheduler import Scheduler, Sink, phase
 
 
 class ProbeConfig(CheckConfig):
@@ -47,6 +47,18 @@ def cfg(**fields: object) -> ProbeConfig:
     return ProbeConfig.model_validate({"interval": "1s", "timeout": "5s", "jitter": 0} | fields)
 
 
+def started(clock: ManualClock, sink: Sink, max_in_flight: int = 4) -> Scheduler:
+    scheduler = Scheduler(
+        ctx=CheckContext(None, clock),  # type: ignore[arg-type]  # probes need no session
+        clock=clock,
+        sink=sink,
+        metrics=Metrics(CollectorRegistry()),
+        max_in_flight=max_in_flight,
+    )
+    scheduler.start()
+    return scheduler
+
+
 @pytest.fixture
 async def sched(clock: ManualClock) -> AsyncIterator[tuple[Scheduler, list[Observation]]]:
     seen: list[Observation] = []
@@ -54,11 +66,7 @@ async def sched(clock: ManualClock) -> AsyncIterator[tuple[Scheduler, list[Obser
     async def sink(obs: Observation) -> None:
         seen.append(obs)
 
-    ctx = CheckContext(None, clock)  # type: ignore[arg-type]  # probes need no session
-    scheduler = Scheduler(
-        ctx=ctx, clock=clock, sink=sink, metrics=Metrics(CollectorRegistry()), max_in_flight=4
-    )
-    scheduler.start()
+    scheduler = started(clock, sink)
     yield scheduler, seen
     await scheduler.stop()
 
@@ -340,14 +348,7 @@ async def test_a_slow_engine_never_gets_two_observations_of_one_check_at_once(
         seen.append(obs.ts)
         in_sink -= 1
 
-    s = Scheduler(
-        ctx=CheckContext(None, clock),  # type: ignore[arg-type]
-        clock=clock,
-        sink=slow_sink,
-        metrics=Metrics(CollectorRegistry()),
-        max_in_flight=4,
-    )
-    s.start()
+    s = started(clock, slow_sink)
     try:
         await s.set_checks({"p": (Probe(), cfg(interval="1s"))})
         await clock.advance(6.5)
@@ -369,14 +370,7 @@ async def test_stop_lets_an_observation_being_handled_finish(clock: ManualClock)
         await release.wait()  # a store write in progress
         stored.append(obs.ts)
 
-    s = Scheduler(
-        ctx=CheckContext(None, clock),  # type: ignore[arg-type]
-        clock=clock,
-        sink=storing_sink,
-        metrics=Metrics(CollectorRegistry()),
-        max_in_flight=2,
-    )
-    s.start()
+    s = started(clock, storing_sink, max_in_flight=2)
     await s.set_checks({"p": (Probe(), cfg())})
     await clock.advance(0.1)
     assert entered.is_set()
@@ -388,7 +382,10 @@ async def test_stop_lets_an_observation_being_handled_finish(clock: ManualClock)
     assert len(stored) == 1  # finished, not cancelled halfway
 
 
-async def test_checks_due_within_one_tick_start_together_at_its_end(clock: ManualClock) -> None:
+async def test_checks_due_within_one_tick_start_together_at_its_end(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched  # the default tick, 10 ms
     config = cfg(jitter=1.0)
     t0 = clock.now()
     # Three names whose phases fall into the same 10 ms tick of the second.
@@ -403,23 +400,9 @@ async def test_checks_due_within_one_tick_start_together_at_its_end(clock: Manua
             starts.append(ctx.clock.now())
             return await super().run(ctx)
 
-    async def sink(obs: Observation) -> None:
-        pass
-
-    s = Scheduler(
-        ctx=CheckContext(None, clock),  # type: ignore[arg-type]
-        clock=clock,
-        sink=sink,
-        metrics=Metrics(CollectorRegistry()),
-        tick=0.01,
-    )
-    s.start()
-    try:
-        await s.set_checks({name: (Stamp(), config) for name in names})
-        await clock.advance((tick + 1) / 100 - 0.0001)  # every phase has passed, not the tick
-        assert starts == []
-        await clock.advance(0.0002)
-        assert len(starts) == 3
-        assert all(abs(t - (t0 + (tick + 1) / 100)) < 0.0002 for t in starts)
-    finally:
-        await s.stop()
+    await s.set_checks({name: (Stamp(), config) for name in names})
+    await clock.advance((tick + 1) / 100 - 0.0001)  # every phase has passed, not the tick
+    assert starts == []
+    await clock.advance(0.0002)
+    assert len(starts) == 3
+    assert all(abs(t - (t0 + (tick + 1) / 100)) < 0.0002 for t in starts)

@@ -15,7 +15,15 @@ import pytest
 from daemon.models import TimelineEntry
 from daemon.store import ActionRecord
 from daemon.store_sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
-from tests.store_contract import RICH_TRIGGER, T0, Reopen, StoreContract, act, make_incident
+from tests.store_contract import (
+    RICH_TRIGGER,
+    T0,
+    Reopen,
+    StoreContract,
+    act,
+    hold_batch,
+    make_incident,
+)
 from tests.world import Commits
 
 
@@ -338,16 +346,7 @@ class TestSqliteStore(StoreContract):
         assert await restarted.values("ns") == {str(i): i for i in range(20)}
 
     async def test_close_waits_for_an_open_batch(self, store: SqliteStore, reopen: Reopen) -> None:
-        in_batch, release = asyncio.Event(), asyncio.Event()
-
-        async def holding() -> None:
-            async with store.batch():
-                await store.put_value("ns", "batch", 1)
-                in_batch.set()
-                await release.wait()
-
-        holder = asyncio.ensure_future(holding())
-        await in_batch.wait()
+        holder, release = await hold_batch(store)
         closing = asyncio.ensure_future(store.close())
         for _ in range(3):
             await asyncio.sleep(0)
