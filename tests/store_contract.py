@@ -76,6 +76,16 @@ async def hold_batch(store: Store) -> tuple[asyncio.Future[None], asyncio.Event]
     return holder, release
 
 
+async def assert_twenty_writers_durable(reopen: Reopen) -> None:
+    """After a restart: writer i's incident inc-i with its one entry "i", and ns/k<i> = i."""
+    restarted = await reopen()
+    got = await restarted.open_incidents()
+    assert [(i.id, [e.message for e in i.timeline]) for i in got] == [
+        (f"inc-{i}", [str(i)]) for i in range(20)
+    ]
+    assert await restarted.values("ns") == {f"k{i}": i for i in range(20)}
+
+
 async def act(
     store: Store,
     rule: str,
@@ -756,12 +766,7 @@ class StoreContract:
         await asyncio.gather(*(writer(i) for i in range(20)))
         await store.close()
 
-        restarted = await reopen()
-        got = await restarted.open_incidents()
-        assert [(i.id, [e.message for e in i.timeline]) for i in got] == [
-            (f"inc-{i}", [str(i)]) for i in range(20)
-        ]
-        assert await restarted.values("ns") == {f"k{i}": i for i in range(20)}
+        await assert_twenty_writers_durable(reopen)
 
     async def test_a_failing_writer_among_concurrent_ones_fails_alone(self, store: Store) -> None:
         await store.create_incident(make_incident("taken"))

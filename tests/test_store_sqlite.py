@@ -21,6 +21,7 @@ from tests.store_contract import (
     Reopen,
     StoreContract,
     act,
+    assert_twenty_writers_durable,
     hold_batch,
     make_incident,
 )
@@ -229,12 +230,7 @@ class TestSqliteStore(StoreContract):
         assert commits.count == 2  # the first writer's commit, then the 19 that queued behind it
         await store.close()
 
-        restarted = await reopen()
-        got = await restarted.open_incidents()
-        assert [(i.id, [e.message for e in i.timeline]) for i in got] == [
-            (f"inc-{i}", [str(i)]) for i in range(20)
-        ]
-        assert await restarted.values("ns") == {f"k{i}": i for i in range(20)}
+        await assert_twenty_writers_durable(reopen)
 
     async def test_single_writes_share_commits_and_get_their_results(
         self, store: SqliteStore
