@@ -164,8 +164,10 @@ class Pipeline:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start_outbox(self) -> None:
+    def start_outbox(self) -> asyncio.Task[None]:
+        """The retry loop, for as long as the daemon runs; the caller watches the task."""
         self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
+        return self._outbox_task
 
     async def recover(self, incidents: Iterable[Incident], rules: dict[str, RuleConfig]) -> None:
         """After a crash: actions left running are marked interrupted, never repeated; the
