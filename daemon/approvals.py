@@ -29,14 +29,18 @@ class Approvals:
         self.pending: dict[str, Pending] = {}
         self._futures: dict[str, asyncio.Future[Decision]] = {}
 
-    async def wait(self, incident_id: str, remediation: str, within: float) -> Decision | None:
-        """The operator's decision, or None when none came `within` seconds."""
-        now = self.clock.now()
+    async def wait(
+        self, incident_id: str, remediation: str, asked_at: float, deadline: float
+    ) -> Decision | None:
+        """The operator's decision, or None when none came by `deadline` (a request asked
+        before a restart keeps its time)."""
+        if deadline <= self.clock.now():
+            return None
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self.pending[incident_id] = Pending(incident_id, remediation, now, now + within)
+        self.pending[incident_id] = Pending(incident_id, remediation, asked_at, deadline)
         self._futures[incident_id] = future
         try:
-            async with self.clock.timeout(within):
+            async with self.clock.timeout(max(0.0, deadline - self.clock.now())):
                 return await future
         except TimeoutError:
             return None

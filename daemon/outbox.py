@@ -14,7 +14,8 @@ from daemon.store import OutboxItem, Store
 
 log = structlog.get_logger("runbookd.outbox")
 
-Deliver = Callable[[OutboxItem], Awaitable[RemediationResult | None]]
+# One attempt at an item; `retry` is true for every attempt but the one made as it is queued.
+Deliver = Callable[[OutboxItem, bool], Awaitable[RemediationResult | None]]
 
 POLL_SECONDS = 5.0
 MAX_ATTEMPTS = 12
@@ -39,23 +40,27 @@ class Outbox:
         self, incident_id: str, remediation: str, phase: str
     ) -> RemediationResult | None:
         """Queue a notification and make the first attempt now."""
+        return await self.attempt(await self.queue(incident_id, remediation, phase))
+
+    async def queue(self, incident_id: str, remediation: str, phase: str) -> OutboxItem:
+        """Queue a notification, due at once; from here on it is delivered, restart or not."""
         now = self.clock.now()
         item_id = await self.store.outbox_add(incident_id, remediation, phase, now)
-        item = OutboxItem(item_id, incident_id, remediation, phase, now, now, 0, "")
-        return await self._attempt(item)
+        return OutboxItem(item_id, incident_id, remediation, phase, now, now, 0, "")
 
     async def run(self) -> None:
         """Retry what is due, for as long as the daemon runs."""
         while True:
             for item in await self.store.outbox_due(self.clock.now()):
                 if item.id not in self._in_flight:
-                    await self._attempt(item)
+                    await self.attempt(item, retry=True)
             await self.clock.sleep(POLL_SECONDS)
 
-    async def _attempt(self, item: OutboxItem) -> RemediationResult | None:
+    async def attempt(self, item: OutboxItem, *, retry: bool = False) -> RemediationResult | None:
+        """One delivery attempt; what it leaves undone is due again after a backoff."""
         self._in_flight.add(item.id)
         try:
-            result = await self.deliver(item)
+            result = await self.deliver(item, retry)
             attempts = item.attempts + 1
             if result is None or result.ok:
                 await self.store.outbox_finish(item.id, "delivered")

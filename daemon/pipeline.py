@@ -17,8 +17,10 @@ help; once it opens, that rule's plans only page until an operator resets it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,7 @@ from daemon.clock import Clock
 from daemon.metrics import OUTCOMES, Metrics
 from daemon.models import Incident, RemediationResult
 from daemon.outbox import Outbox
+from daemon.progress import PLANS, Progress
 from daemon.rule_config import RuleConfig
 from daemon.safety import Budget, CircuitBreaker, TargetLocks, hold_back
 from daemon.silences import Silences
@@ -61,9 +64,18 @@ class Plan:
 class Run:
     incident: Incident
     rule: RuleConfig
+    progress: Progress
     cleared: asyncio.Event = field(default_factory=asyncio.Event)
-    acted: bool = False  # a non-notifier step executed: the plan changed something
-    held: list[str] = field(default_factory=list)  # why steps were held back
+
+
+class Stopped(Exception):
+    """The daemon is stopping: no new action starts; the plan resumes after the restart."""
+
+
+BLIND_SUFFIX = ":blind"
+
+# What a step came to: "done", "held" (held back), "failed" or "rejected" (the plan stops).
+StepOutcome = str
 
 
 class StoreState:
@@ -103,10 +115,15 @@ class Pipeline:
         self.outbox = Outbox(store, clock, self._deliver)
         self.silences = Silences(store)
         self.runs: dict[str, Run] = {}
+        self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolving: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._healthy_at: dict[str, float] = {}
         self._outbox_task: asyncio.Task[None] | None = None
+        # Remediation calls under way (execute or resolve): what a drain waits for.
+        self._acting = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._zero_series(plan)
 
     def set_plan(self, plan: Plan) -> None:
@@ -138,9 +155,9 @@ class Pipeline:
         # The rule fires again: a pending undo of the last episode (scale-in) is off.
         for task in self._resolving.pop(incident.rule, set()):
             task.cancel()
-        run = Run(incident, rule)
+        run = Run(incident, rule, Progress(list(rule.do), list(rule.escalate)))
         self.runs[incident.id] = run
-        self._spawn(self._execute_plan(run), f"plan {incident.id}")
+        self._spawn(self._begin_plan(run), f"plan {incident.id}")
 
     async def resolved(self, incident: Incident) -> None:
         run = self.runs.get(incident.id)
@@ -170,9 +187,15 @@ class Pipeline:
         return self._outbox_task
 
     async def recover(self, incidents: Iterable[Incident], rules: dict[str, RuleConfig]) -> None:
-        """After a crash: actions left running are marked interrupted, never repeated; the
-        rule's escalation tells people, and the rule is evaluated afresh from here on."""
+        """After a restart or a crash: resume every plan where its progress says.
+
+        An action left running is marked interrupted and never repeated (its effect is
+        unknown): the plan escalates. A page left running is delivered from the outbox,
+        whose dedup key makes that safe. A verification or an approval carries on with the
+        deadline it had. An open incident whose plan never began (a crash right after it
+        opened) starts its plan now."""
         by_id = {i.id: i for i in incidents}
+        interrupted: dict[str, str] = {}  # incident id -> the step that was running
         for action in await self.store.running_actions():
             await self.store.end_action(action.id, "interrupted")
             self._count(action.remediation, self._kind(action.remediation), "interrupted")
@@ -181,37 +204,116 @@ class Pipeline:
             )
             if incident is None:
                 continue
+            remediation = self.plan.remediations.get(action.remediation)
+            if remediation is not None and remediation.notifier:
+                message = (
+                    f"{action.remediation} was being delivered when runbookd stopped; it is "
+                    "delivered from the outbox (the same dedup key: one page, not two)"
+                )
+            else:
+                interrupted[incident.id] = action.remediation
+                message = (
+                    f"{action.remediation} was running when runbookd stopped; its effect is "
+                    "unknown and it is not repeated"
+                )
             await self.recorder.record(
                 incident,
                 "interrupted",
-                f"{action.remediation} was running when runbookd stopped; its effect is "
-                "unknown and it is not repeated",
+                message,
                 remediation=action.remediation,
                 began_at=action.ts,
             )
-            rule = rules.get(incident.rule)
-            if incident.is_open and rule is not None:
-                run = Run(incident, rule)
-                self._spawn(self._escalate(run, "a remediation was interrupted"), "recover")
+        saved = await self.store.values(PLANS)
+        for incident_id, value in saved.items():
+            incident = by_id.get(incident_id)
+            progress = Progress.from_json(value)
+            rule = _rule_for(incident, rules) if incident is not None else None
+            if incident is None or progress is None or rule is None:
+                # Resolved while the plan was under way, or its rule is gone: nothing to
+                # resume (the resolution itself went to the remediations that acted).
+                await self.store.put_value(PLANS, incident_id, None)
+                continue
+            if (step := interrupted.pop(incident_id, None)) is not None:
+                self._interrupted(progress, step)
+            self._resume(Run(incident, rule, progress))
+        for incident in by_id.values():
+            rule = _rule_for(incident, rules)
+            if rule is None or incident.id in saved:
+                continue
+            if incident.id in interrupted:  # a plan from before progress was kept
+                progress = Progress([], list(rule.escalate), stage="escalate")
+                progress.why = "a remediation was interrupted"
+                self._resume(Run(incident, rule, progress))
+            elif not any(e.kind not in BEFORE_PLAN for e in incident.timeline):
+                self.start(incident, rule)
+
+    @staticmethod
+    def _interrupted(progress: Progress, step: str) -> None:
+        """The step at `index` was running: it is over, and the plan escalates."""
+        if progress.stage == "do":
+            progress.enter("escalate")
+            progress.why = f"{step} was interrupted"
+        else:
+            progress.next_step()
+
+    def _resume(self, run: Run) -> None:
+        self.runs[run.incident.id] = run
+        for target in run.progress.targets:
+            self.locks.acquire(target, run.incident.id)
+        self._spawn(self._run_plan(run), f"plan {run.incident.id}")
 
     @property
     def busy(self) -> bool:
-        return bool(self._tasks)
+        """A remediation is being called."""
+        return self._acting > 0
+
+    async def idle(self, within: float) -> bool:
+        """Wait up to `within` (real seconds) for every plan to end; True if they did."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
+        return not pending
 
     async def drain(self, grace: float) -> bool:
-        """Wait up to `grace` for running plans, then cancel the rest. True if all finished."""
+        """Stop: no new action starts; the running ones get up to `grace` seconds to finish.
+        Plans that are only waiting (a verification, an approval, the next step) stop at
+        once: their progress is in the store and they resume after the restart. True if no
+        running action had to be cancelled."""
+        self.stopping = True
         if self._outbox_task is not None:
             self._outbox_task.cancel()
             await asyncio.gather(self._outbox_task, return_exceptions=True)
-        if not self._tasks:
-            return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        finished = True
+        if self._acting:
+            try:
+                async with asyncio.timeout(grace):
+                    await self._quiet.wait()
+            except TimeoutError:
+                finished = False
+                log.warning(
+                    "drain grace over: cancelling running remediations", running=self._acting
+                )
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-            log.warning("drain grace over: cancelled running plans", cancelled=len(pending))
-        return not pending
+        return finished
+
+    @contextmanager
+    def _acting_on(self) -> Iterator[None]:
+        """A remediation call, from its ledger entry to its recorded result: what a drain
+        waits for, so a result is never cut off from its action."""
+        if self.stopping:
+            raise Stopped
+        self._acting += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._acting -= 1
+            if not self._acting:
+                self._quiet.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -221,75 +323,128 @@ class Pipeline:
 
     # -- the plan ----------------------------------------------------------------------------
 
-    async def _execute_plan(self, run: Run) -> None:
-        incident, rule = run.incident, run.rule
-        try:
-            if (silence := self.silences.matching(incident, self.clock.now())) is not None:
-                await self.recorder.record(
-                    incident,
-                    "silenced",
-                    f"silenced by {silence.id} ({silence.created_by}: {silence.comment}) "
-                    f"until {_iso(silence.ends_at)}: nothing runs",
-                    silence=silence.id,
-                )
-                return
+    async def _begin_plan(self, run: Run) -> None:
+        incident, progress = run.incident, run.progress
+        if (silence := self.silences.matching(incident, self.clock.now())) is not None:
+            await self.recorder.record(
+                incident,
+                "silenced",
+                f"silenced by {silence.id} ({silence.created_by}: {silence.comment}) "
+                f"until {_iso(silence.ends_at)}: nothing runs",
+                silence=silence.id,
+            )
+            self._ended(run)
+            return
+        async with self.recorder.batch():
             if await self.breaker.is_open(incident.rule):
+                notifiers = self.plan.notifiers()
+                steps = dict.fromkeys([*progress.do, *progress.escalate])
+                progress.notify = [name for name in steps if name in notifiers]
+                progress.enter("notify")
                 await self.recorder.record(
                     incident,
                     "circuit_open",
                     "automation for this rule is stopped (circuit open after plans that did "
                     "not help); paging only, until an operator resets it",
                 )
-                await self._steps(run, [*rule.do, *rule.escalate], "do", notifiers_only=True)
-                return
-            outcome = await self._steps(run, rule.do, "do")
-            helped: bool | None = None
-            if outcome == "failed":
-                helped = False
-                await self._escalate(run, "a step did not succeed")
-            elif outcome == "held":
-                await self._escalate(run, f"automation held back ({', '.join(run.held)})")
-            elif outcome == "done" and rule.verify_within is not None and run.acted:
-                helped = await self._verify(run, rule.verify_within)
-            if helped is not None and run.acted:
-                await self._count_for_breaker(run, helped)
+            await self._save(run)
+        await self._run_plan(run)
+
+    async def _run_plan(self, run: Run) -> None:
+        """The plan from where its progress is, to the end."""
+        incident, rule, progress = run.incident, run.rule, run.progress
+        try:
+            if progress.stage in ("do", "notify"):
+                outcome = await self._steps(run, "do")
+                if outcome == "rejected" or progress.stage == "notify":
+                    progress.enter("done")
+                elif outcome == "failed":
+                    await self._to_escalate(run, "a step did not succeed", helped=False)
+                elif outcome == "held":
+                    await self._to_escalate(
+                        run, f"automation held back ({', '.join(progress.held)})"
+                    )
+                elif rule.verify_within is not None and progress.acted:
+                    await self._to_verify(run, rule.verify_within)
+                else:
+                    progress.enter("done")
+            if progress.stage == "verify":
+                await self._verify(run)
+            if progress.stage == "escalate":
+                await self._escalate(run)
+            await self._finish(run)
+        except Stopped:
+            return  # the progress stays in the store: the plan resumes after the restart
         except Exception as exc:  # a bug must not take the daemon down; say so on the timeline
             log.exception("plan crashed", incident=incident.id)
             await self.recorder.record(
                 incident, "error", f"plan stopped by internal error: {exc!r}"
             )
+            await self.store.put_value(PLANS, incident.id, None)
         finally:
-            self.locks.release(incident.id)
-            self.runs.pop(incident.id, None)
+            self._ended(run)
 
-    async def _verify(self, run: Run, within: float) -> bool | None:
-        incident = run.incident
-        started = self.clock.now()
-        await self.recorder.record(
-            incident, "verify", f"verifying: the rule must clear within {within:g}s"
-        )
+    def _ended(self, run: Run) -> None:
+        self.locks.release(run.incident.id)
+        if self.runs.get(run.incident.id) is run:
+            del self.runs[run.incident.id]
+
+    async def _save(self, run: Run) -> None:
+        await self.store.put_value(PLANS, run.incident.id, run.progress.to_json())
+
+    async def _finish(self, run: Run) -> None:
+        """The plan is over: the breaker counts it (when it acted and the outcome is known),
+        and its progress goes, in one transaction."""
+        progress = run.progress
+        async with self.recorder.batch():
+            if progress.helped is not None and progress.acted:
+                await self._count_for_breaker(run, progress.helped)
+            await self.store.put_value(PLANS, run.incident.id, None)
+
+    async def _to_verify(self, run: Run, within: float) -> None:
+        now = self.clock.now()
+        progress = run.progress
+        progress.enter("verify")
+        progress.verify_started, progress.verify_until = now, now + within
+        async with self.recorder.batch():
+            await self.recorder.record(
+                run.incident, "verify", f"verifying: the rule must clear within {within:g}s"
+            )
+            await self._save(run)
+
+    async def _verify(self, run: Run) -> None:
+        incident, progress = run.incident, run.progress
+        if not incident.is_open:
+            run.cleared.set()
+        within = progress.verify_until - progress.verify_started
         try:
-            async with self.clock.timeout(within):
+            left = progress.verify_until - self.clock.now()
+            if left <= 0 and not run.cleared.is_set():
+                raise TimeoutError  # the deadline passed while runbookd was down
+            async with self.clock.timeout(left):
                 await run.cleared.wait()
         except TimeoutError:
-            await self._escalate(run, f"still firing {within:g}s after remediation")
-            return False
-        waited = self.clock.now() - started
+            await self._to_escalate(
+                run, f"still firing {within:g}s after remediation", helped=False
+            )
+            return
+        waited = self.clock.now() - progress.verify_started
         closed_by = next(
             (e.data["by"] for e in incident.timeline if e.kind == "resolved" and "by" in e.data),
             None,
         )
-        if closed_by is not None:
-            # An operator closed it: whether the remediation helped is unknown, and the
-            # circuit breaker counts it neither way.
-            await self.recorder.record(
-                incident, "verify", f"not verified: closed by {closed_by} after {waited:.0f}s"
-            )
-            return None
-        await self.recorder.record(
-            incident, "verified", f"verified: the rule cleared {waited:.0f}s after remediating"
-        )
-        return True
+        progress.enter("done")
+        async with self.recorder.batch():
+            if closed_by is not None:
+                # An operator closed it: whether the remediation helped is unknown, and the
+                # circuit breaker counts it neither way.
+                message = f"not verified: closed by {closed_by} after {waited:.0f}s"
+                await self.recorder.record(incident, "verify", message)
+            else:
+                progress.helped = True
+                message = f"verified: the rule cleared {waited:.0f}s after remediating"
+                await self.recorder.record(incident, "verified", message)
+            await self._save(run)
 
     async def _count_for_breaker(self, run: Run, helped: bool) -> None:
         rule = run.incident.rule
@@ -303,44 +458,52 @@ class Pipeline:
             )
             self.metrics.circuit_open.labels(rule).set(1)
 
-    async def _escalate(self, run: Run, why: str) -> None:
-        acked = next((e for e in run.incident.timeline if e.kind == "acknowledged"), None)
-        if acked is not None:
-            await self.recorder.record(
-                run.incident, "escalate", f"{why}; not escalating: {acked.message}"
-            )
-            return
-        if not run.rule.escalate:
-            await self.recorder.record(run.incident, "escalate", f"{why}; no escalation configured")
-            return
-        await self.recorder.record(
-            run.incident, "escalate", f"{why}: escalating to {', '.join(run.rule.escalate)}"
-        )
-        await self._steps(run, run.rule.escalate, "escalate")
+    async def _to_escalate(self, run: Run, why: str, *, helped: bool | None = None) -> None:
+        progress = run.progress
+        progress.enter("escalate")
+        progress.why, progress.helped = why, helped
+        await self._save(run)
 
-    async def _steps(
-        self, run: Run, names: list[str], phase: str, *, notifiers_only: bool = False
-    ) -> str:
-        """Run steps in order: "done", "held" (one was held back), "failed" or "rejected"
-        (stopped there)."""
-        outcome = "done"
-        for name in dict.fromkeys(names) if notifiers_only else names:
-            remediation = self.plan.remediations.get(name)
-            if notifiers_only and (remediation is None or not remediation.notifier):
-                continue
-            step = await self._step(run, name, phase)
+    async def _escalate(self, run: Run) -> None:
+        """Announce the escalation once (with the move past it), then run its steps."""
+        incident, progress = run.incident, run.progress
+        if progress.index == 0 and progress.asked_at is None:
+            why = progress.why
+            acked = next((e for e in incident.timeline if e.kind == "acknowledged"), None)
+            if acked is not None:
+                message, progress.escalate = f"{why}; not escalating: {acked.message}", []
+            elif not progress.escalate:
+                message = f"{why}; no escalation configured"
+            else:
+                message = f"{why}: escalating to {', '.join(progress.escalate)}"
+            progress.why = ""
+            async with self.recorder.batch():
+                await self.recorder.record(incident, "escalate", message)
+                await self._save(run)
+        await self._steps(run, "escalate")
+        progress.enter("done")
+
+    async def _steps(self, run: Run, phase: str) -> StepOutcome:
+        """The stage's steps from `index` on, in order: "done", "held" (one was held back),
+        "failed" or "rejected" (stopped there)."""
+        progress = run.progress
+        steps = progress.steps()
+        outcome = "held" if progress.held and progress.stage == "do" else "done"
+        while progress.index < len(steps):
+            step = await self._step(run, steps[progress.index], phase)
             if step in ("failed", "rejected"):
                 return step
             if step == "held":
                 outcome = "held"
         return outcome
 
-    async def _step(self, run: Run, name: str, phase: str) -> str:
-        """One remediation through the envelope: "done", "held", "failed" or "rejected"."""
-        incident, rule, plan = run.incident, run.rule, self.plan
+    async def _step(self, run: Run, name: str, phase: str) -> StepOutcome:
+        """One remediation through the envelope. Every way out moves the progress past it,
+        in the transaction that records the outcome."""
+        incident, rule, plan, progress = run.incident, run.rule, self.plan, run.progress
         remediation, config = plan.remediations.get(name), plan.configs.get(name)
         if remediation is None or config is None:
-            await self.recorder.record(incident, "skipped", f"{name}: no longer configured")
+            await self._past(run, "skipped", f"{name}: no longer configured")
             return "failed"
         kind = remediation.type
         base = {"remediation": name, "type": kind, "phase": phase}
@@ -348,23 +511,26 @@ class Pipeline:
         if plan.dry_run or rule.dry_run:
             scope = "global" if plan.dry_run else "rule"
             self._count(name, kind, "dry_run")
-            await self.recorder.record(
-                incident, "dry_run", f"dry-run ({scope}): would run {name} ({kind})", **base
-            )
+            message = f"dry-run ({scope}): would run {name} ({kind})"
+            await self._past(run, "dry_run", message, **base)
             return "done"
 
-        hold = await hold_back(
-            self.store,
-            rule=incident.rule,
-            name=name,
-            remediation=remediation,
-            config=config,
-            budget=plan.budget,
-            notifiers=plan.notifiers(),
-            now=self.clock.now(),
-        )
-        if hold is not None:
-            return await self._held(run, name, kind, hold.reason, hold.why, base)
+        if remediation.notifier:
+            return await self._notify(run, name, base)
+
+        if progress.asked_at is None:
+            hold = await hold_back(
+                self.store,
+                rule=incident.rule,
+                name=name,
+                remediation=remediation,
+                config=config,
+                budget=plan.budget,
+                notifiers=plan.notifiers(),
+                now=self.clock.now(),
+            )
+            if hold is not None:
+                return await self._held(run, name, kind, hold.reason, hold.why, base)
 
         needs_approval = config.require_approval
         if needs_approval is None:
@@ -376,58 +542,103 @@ class Pipeline:
                 return await self._held(run, name, kind, "approval_timeout", why, base)
             if not decision.approved:
                 self._count(name, kind, "rejected")
+                progress.next_step()
+                await self._save(run)
                 return "rejected"
 
         target = config.target or name
         if (holder := self.locks.acquire(target, incident.id)) is not None:
             why = f"target {target!r} is busy: incident {holder} is acting on it"
             return await self._held(run, name, kind, "target_busy", why, base)
+        if target not in progress.targets:
+            progress.targets.append(target)
+        progress.acted = True
+        result = await self._run_action(incident, name, remediation, config, phase, run=run)
+        return "done" if result.ok else "failed"
 
-        if remediation.notifier:
-            result = await self.outbox.send(incident.id, name, "execute")
-            if result is not None and not result.ok and result.recoverable:
-                await self.recorder.record(
-                    incident, "queued", f"{name}: will be retried from the outbox", **base
-                )
-                return "done"
-        else:
-            run.acted = True
-            result = await self._run_action(incident, name, remediation, config, phase)
-        return "done" if result is None or result.ok else "failed"
+    async def _notify(self, run: Run, name: str, base: dict[str, str]) -> StepOutcome:
+        """A page goes out whatever else is going on: no target lock, budget, cooldown or
+        circuit breaker holds it (its dedup key is the incident). Queued in the outbox in the
+        transaction that moves the plan past it: sent once, after a restart too."""
+        incident, progress = run.incident, run.progress
+        config = self.plan.configs[name]
+        if (limit := config.max_runs) is not None:
+            runs = await self.store.count_actions(self.clock.now() - limit.window, only=name)
+            if runs >= limit.count:
+                why = f"run limit reached ({runs} runs in {limit.window:g}s, max {limit.count})"
+                return await self._held(run, name, base["type"], "run_limit", why, base)
+        progress.next_step()
+        async with self.recorder.batch():
+            item = await self.outbox.queue(incident.id, name, "execute")
+            await self._save(run)
+        if self.stopping:
+            return "done"  # delivered after the restart
+        result = await self.outbox.attempt(item)
+        if result is None or result.ok:
+            return "done"
+        if result.recoverable:
+            await self.recorder.record(
+                incident, "queued", f"{name}: will be retried from the outbox", **base
+            )
+            return "done"
+        return "failed"
+
+    async def _past(self, run: Run, kind: str, message: str, **data: Any) -> None:
+        """Record a step's outcome and move past it, in one transaction."""
+        run.progress.next_step()
+        async with self.recorder.batch():
+            await self.recorder.record(run.incident, kind, message, **data)
+            await self._save(run)
 
     async def _held(
         self, run: Run, name: str, kind: str, reason: str, why: str, base: dict[str, str]
-    ) -> str:
+    ) -> StepOutcome:
         self._count(name, kind, reason)
-        await self.recorder.record(run.incident, "skipped", f"{name}: {why}", **base, reason=reason)
         # A page sent moments ago still stands; a fix that was held back needs people.
-        if self.plan.remediations[name].notifier:
-            return "done"
-        run.held.append(f"{name}: {reason.replace('_', ' ')}")
-        return "held"
+        notifier = self.plan.remediations[name].notifier
+        if not notifier:
+            run.progress.held.append(f"{name}: {reason.replace('_', ' ')}")
+        await self._past(run, "skipped", f"{name}: {why}", **base, reason=reason)
+        return "done" if notifier else "held"
 
     async def _approval(
         self, run: Run, name: str, kind: str, config: RemediationConfig, base: dict[str, str]
     ) -> Decision | None:
-        incident = run.incident
-        await self.recorder.record(
-            incident,
-            "approval",
-            f"waiting for approval to run {name} ({kind}): POST /api/v1/incidents/"
-            f"{incident.id}/approve or /reject within {config.approval_timeout:g}s",
-            **base,
+        incident, progress = run.incident, run.progress
+        if progress.decision is not None:  # answered before a restart
+            return Decision(**progress.decision)
+        if progress.asked_at is None or progress.deadline is None:
+            now = self.clock.now()
+            progress.asked_at, progress.deadline = now, now + config.approval_timeout
+            async with self.recorder.batch():
+                await self.recorder.record(
+                    incident,
+                    "approval",
+                    f"waiting for approval to run {name} ({kind}): POST /api/v1/incidents/"
+                    f"{incident.id}/approve or /reject within {config.approval_timeout:g}s",
+                    **base,
+                )
+                await self._save(run)
+        decision = await self.approvals.wait(
+            incident.id, name, progress.asked_at, progress.deadline
         )
-        decision = await self.approvals.wait(incident.id, name, config.approval_timeout)
         if decision is not None:
             verdict = "approved" if decision.approved else "rejected"
-            await self.recorder.record(
-                incident,
-                verdict,
-                f"{name} {verdict} by {decision.by}: {decision.reason}",
-                **base,
-                by=decision.by,
-                reason=decision.reason,
-            )
+            progress.decision = {
+                "approved": decision.approved,
+                "by": decision.by,
+                "reason": decision.reason,
+            }
+            async with self.recorder.batch():
+                await self.recorder.record(
+                    incident,
+                    verdict,
+                    f"{name} {verdict} by {decision.by}: {decision.reason}",
+                    **base,
+                    by=decision.by,
+                    reason=decision.reason,
+                )
+                await self._save(run)
         return decision
 
     async def _run_action(
@@ -437,29 +648,54 @@ class Pipeline:
         remediation: Remediation,
         config: RemediationConfig,
         phase: str,
+        *,
+        run: Run | None = None,
+        retry: bool = False,
     ) -> RemediationResult:
-        """Execute with the ledger written before and after, so a crash mid-run is found."""
+        """Execute with the ledger written before and after, so a crash mid-run is found. The
+        end, its result and the plan's move past the step are one transaction."""
+        with self._acting_on():
+            return await self._act(incident, name, remediation, config, phase, run, retry)
+
+    async def _act(
+        self,
+        incident: Incident,
+        name: str,
+        remediation: Remediation,
+        config: RemediationConfig,
+        phase: str,
+        run: Run | None,
+        retry: bool,
+    ) -> RemediationResult:
         kind = remediation.type
         base = {"remediation": name, "type": kind, "phase": phase}
-        await self.recorder.record(incident, "action", f"running {name} ({kind})", **base)
+        message = f"running {name} ({kind})"
+        if retry:
+            message = f"delivering {name} ({kind}) from the outbox"
+        await self.recorder.record(incident, "action", message, **base)
         started = self.clock.now()
         action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
         returned, outcome = await self._execute(
             remediation.execute(self.ctx_for(name), incident), config, remediation
         )
         result = returned or RemediationResult(True, "done")
-        await self.store.end_action(action_id, outcome)
         self._count(name, kind, outcome)
         self.metrics.remediation_duration.labels(name, kind).observe(self.clock.now() - started)
         verdict = "succeeded" if result.ok else "failed"
-        await self.recorder.record(
-            incident,
-            "result",
-            f"{name} {verdict}: {result.detail}",
-            # What the remediation reports comes first, so it cannot mask the step's own facts.
-            **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
-            outcome=outcome,
-        )
+        if run is not None:
+            run.progress.next_step()
+        async with self.recorder.batch():
+            await self.store.end_action(action_id, outcome)
+            await self.recorder.record(
+                incident,
+                "result",
+                f"{name} {verdict}: {result.detail}",
+                # What the remediation reports comes first, so it cannot mask the step's facts.
+                **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
+                outcome=outcome,
+            )
+            if run is not None:
+                await self._save(run)
         return result
 
     async def _execute(
@@ -482,7 +718,7 @@ class Pipeline:
 
     # -- notifications through the outbox ----------------------------------------------------
 
-    async def _deliver(self, item: OutboxItem) -> RemediationResult | None:
+    async def _deliver(self, item: OutboxItem, retry: bool) -> RemediationResult | None:
         """One attempt at an outbox item (a page or its resolution)."""
         run = self.runs.get(item.incident_id)
         incident = run.incident if run else await self.store.get_incident(item.incident_id)
@@ -490,14 +726,21 @@ class Pipeline:
         config = self.plan.configs.get(item.remediation)
         if incident is None or remediation is None or config is None:
             return RemediationResult(False, f"{item.remediation}: no longer configured")
-        phase = "outbox retry" if item.attempts else "do"
         if item.phase == "execute":
-            return await self._run_action(incident, item.remediation, remediation, config, phase)
+            phase = "outbox retry" if retry else "do"
+            return await self._run_action(
+                incident, item.remediation, remediation, config, phase, retry=retry
+            )
         return await self._resolve_one(incident, item.remediation, remediation, config)
 
     async def _notify_resolved(self, incident: Incident) -> None:
         """Tell every remediation that acted on this incident (a page resolves, a scale-out
         scales back in). Read from the store: outbox retries may have acted since."""
+        # Stopped: the pages' resolutions are in the outbox; they go out after the restart.
+        with contextlib.suppress(Stopped):
+            await self._undo_all(incident)
+
+    async def _undo_all(self, incident: Incident) -> None:
         stored = await self.store.get_incident(incident.id) or incident
         acted = dict.fromkeys(
             name
@@ -513,11 +756,19 @@ class Pipeline:
             if remediation is None or config is None:
                 continue
             if remediation.notifier:
-                await self.outbox.send(incident.id, name, "resolve")
+                item = await self.outbox.queue(incident.id, name, "resolve")
+                if not self.stopping:
+                    await self.outbox.attempt(item)
             else:
                 await self._resolve_one(incident, name, remediation, config)
 
     async def _resolve_one(
+        self, incident: Incident, name: str, remediation: Remediation, config: RemediationConfig
+    ) -> RemediationResult | None:
+        with self._acting_on():
+            return await self._undo(incident, name, remediation, config)
+
+    async def _undo(
         self, incident: Incident, name: str, remediation: Remediation, config: RemediationConfig
     ) -> RemediationResult | None:
         result, _ = await self._execute(
@@ -546,6 +797,24 @@ class Pipeline:
 
     def _count(self, name: str, kind: str, outcome: str) -> None:
         self.metrics.remediations.labels(name, kind, outcome).inc()
+
+
+# Timeline entries an incident may have before its plan begins.
+BEFORE_PLAN = frozenset({"opened", "restored", "alert", "acknowledged"})
+
+
+def _rule_for(incident: Incident, rules: dict[str, RuleConfig]) -> RuleConfig | None:
+    """The rule whose plan an incident runs: a "monitoring blind" incident (`RULE:blind`) runs
+    its rule's `on_blind` steps, as the engine planned it."""
+    rule = rules.get(incident.rule)
+    if rule is not None or not incident.rule.endswith(BLIND_SUFFIX):
+        return rule
+    watched = rules.get(incident.rule.removesuffix(BLIND_SUFFIX))
+    if watched is None:
+        return None
+    return watched.model_copy(
+        update={"do": watched.on_blind, "escalate": [], "verify_within": None}
+    )
 
 
 def _iso(ts: float) -> str:

@@ -614,9 +614,9 @@ async def test_through_the_pipeline_rollback_then_change_then_resolve(
     w.pipeline.ctx = RemediationContext(session, w.clock)
     for _ in range(5):
         await w.see(0.2)
-    assert await w.pipeline.drain(5.0)
+    assert await w.pipeline.idle(5.0)
     await w.see(0.0)
-    assert await w.pipeline.drain(5.0)
+    assert await w.pipeline.idle(5.0)
 
     first, second = fake.change_events
     assert first["payload"]["summary"].startswith("runbookd ran rollback (fake) for errors: ")

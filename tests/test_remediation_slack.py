@@ -357,9 +357,9 @@ async def test_through_the_pipeline_open_then_resolved(
     w.pipeline.ctx = RemediationContext(session, w.clock)
     for _ in range(5):
         await w.see(0.2)
-    assert await w.pipeline.drain(5.0)
+    assert await w.pipeline.idle(5.0)
     await w.see(0.0)
-    assert await w.pipeline.drain(5.0)
+    assert await w.pipeline.idle(5.0)
 
     opened, resolved = (fields_of(message) for message in fake.messages)
     assert opened["Status"] == "critical, open"

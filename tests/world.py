@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from daemon.clock import ManualClock
+from daemon.clock import ManualClock, settle
 from daemon.engine import Engine
 from daemon.metrics import Metrics
 from daemon.models import Incident, Observation, RemediationResult, Status, TimelineEntry
@@ -146,7 +146,23 @@ class World(Generic[S]):
 
     async def settle(self) -> None:
         """Let the plans started so far finish (on a real store they take real, short time)."""
-        assert await self.pipeline.drain(grace=10.0), "a plan did not finish"
+        assert await self.pipeline.idle(10.0), "a plan did not finish"
+
+    async def settle_until(self, done: Callable[[], object], within: float = 5.0) -> None:
+        """Let the event loop and the store's thread run until `done()` holds (bounded, in
+        real time: no clock moves), then until the loop is quiet."""
+        for _ in range(int(within / 0.005)):
+            await settle()
+            if done():
+                await settle()
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("the world never reached the expected state")
+
+    def engine_rules(self) -> dict[str, RuleConfig]:
+        """Every rule's config, as the daemon hands them to `Pipeline.recover`."""
+        rules = {name: e.config for name, e in self.engine.evaluators.items()}
+        return rules | {name: r.config for name, r in self.engine.alert_rules.items()}
 
     def kinds(self, incident: Incident | None = None) -> list[str]:
         incident = incident or self.opened[-1]
