@@ -7,27 +7,48 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
+from pydantic import Field, ValidationInfo, field_validator
 
 from daemon.clock import Clock
 from daemon.models import Status
 from daemon.registry import Registry
-from daemon.units import Duration, Ratio, SecretsModel
+from daemon.units import Duration, PositiveDuration, Ratio, SecretsModel, format_duration
+
+# The shortest interval: due runs start on a 10 ms grid, and a check run more often would
+# mostly measure the daemon itself.
+MIN_INTERVAL = 0.1
 
 
 class CheckConfig(SecretsModel):
     """Fields every check has. Subclasses narrow `type` to a Literal (the YAML `type:` key)."""
 
     type: str
-    interval: Duration = 30.0
+    interval: Duration = Field(30.0, ge=MIN_INTERVAL)
     # The scheduler cancels a run after this long; the check should give up a little earlier.
-    timeout: Duration = 10.0
+    # It may exceed the interval: a run still going when the next is due makes that one
+    # skipped (and counted in runbookd_check_runs_skipped_total), never run twice at once.
+    timeout: PositiveDuration = 10.0
     # Runs are offset by a stable fraction of `jitter x interval`, so checks don't all fire at
     # once. The default spreads them over the whole interval, as Prometheus spreads its
     # scrapes: a thousand 1 s checks bunched into a tenth of a second start up to 0.3 s late.
     jitter: Ratio = 1.0
     # After this long without an observation the check's values count as UNKNOWN.
-    # Default: three intervals.
-    stale_after: Duration | None = None
+    # Default: three intervals. Longer than interval + timeout, or data fresh from the
+    # next run would already count as stale.
+    stale_after: PositiveDuration | None = None
+
+    @field_validator("stale_after")
+    @classmethod
+    def _longer_than_a_run(cls, value: float | None, info: ValidationInfo) -> float | None:
+        interval, timeout = info.data.get("interval"), info.data.get("timeout")
+        if value is None or interval is None or timeout is None:
+            return value  # interval or timeout is invalid: reported already
+        if value <= interval + timeout:
+            raise ValueError(
+                f"must be longer than interval + timeout ({format_duration(interval + timeout)}),"
+                f" not {format_duration(value)}: fresh data would count as stale"
+            )
+        return value
 
     def value_names(self) -> frozenset[str] | None:
         """The value names this check can report, so the config loader can refuse a rule on a

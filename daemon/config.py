@@ -43,7 +43,17 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from checks.base import CHECKS, CheckConfig
 from daemon import plugins
 from daemon.rule_config import RuleConfig
-from daemon.units import Duration, SecretsModel, StrictModel
+from daemon.units import (
+    DAY,
+    Duration,
+    PositiveDuration,
+    SecretsModel,
+    StrictModel,
+    UnboundedDuration,
+    format_duration,
+    is_duration_parser,
+    parse_duration,
+)
 from remediations.base import REMEDIATIONS, RemediationConfig
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -136,8 +146,14 @@ class ApiSettings(StrictModel):
 class BudgetConfig(StrictModel):
     """At most `max_actions` remediations (notifiers exempt) per sliding `window`."""
 
-    max_actions: int = Field(default=5, ge=0)
-    window: Duration = 3600.0
+    # At least one: a budget of none would hold back every action; use dry_run for that.
+    max_actions: int = Field(default=5, ge=1)
+    window: PositiveDuration = 3600.0
+
+
+# Resolved incidents may be kept longer than other durations allow: audits ask for years.
+MAX_RETENTION = 10 * 366 * DAY
+Retention = Annotated[UnboundedDuration, Field(gt=0, le=MAX_RETENTION)]
 
 
 class DaemonSettings(StrictModel):
@@ -149,12 +165,13 @@ class DaemonSettings(StrictModel):
     # After this many plans of one rule in a row that acted and did not help, that rule's
     # automation stops (it only pages) until an operator resets it.
     circuit_breaker_after: int = Field(default=3, ge=1)
-    max_checks_in_flight: int = Field(default=256, ge=1)
+    # Each run in flight may hold a socket or a process; beyond 10,000 it is a typo.
+    max_checks_in_flight: int = Field(default=256, ge=1, le=10_000)
     # On SIGTERM, running remediations get this long to finish before they are cancelled.
     drain_grace: Duration = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Resolved incidents and ledger entries older than this are deleted (daily).
-    history_retention: Duration = 30 * 86400.0
+    history_retention: Retention = 30 * DAY
     api: ApiSettings = ApiSettings()
 
     @field_validator("listen")
@@ -188,7 +205,7 @@ class WebhookAuth(SecretsModel):
     hmac_secret: SecretStr | None = None
     token: SecretStr | None = None
     # A signed request is accepted this long either side of our clock (replay protection).
-    tolerance: Duration = Field(default=300.0, gt=0, le=3600)
+    tolerance: PositiveDuration = Field(default=300.0, le=3600)
 
     _secret_length = field_validator("hmac_secret", "token")(_long_enough)
 
@@ -611,8 +628,53 @@ def _unknown_field(key: str | int, model: Any) -> str:
     return f"unknown field (known: {', '.join(known)})"
 
 
+def _is_duration(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+    """Whether the field at `loc` holds a duration (`daemon.units.Duration` and kin)."""
+    owner = _type_at(model, loc[:-1]) if loc else None
+    if not (isinstance(owner, type) and issubclass(owner, BaseModel)):
+        return False
+    for name, field in owner.model_fields.items():
+        if (field.alias or name) == loc[-1]:
+            return any(map(is_duration_parser, field.metadata)) or _parses_duration(
+                field.annotation
+            )
+    return False
+
+
+def _parses_duration(tp: Any) -> bool:
+    if get_origin(tp) is Annotated:
+        return any(map(is_duration_parser, tp.__metadata__)) or _parses_duration(get_args(tp)[0])
+    if get_origin(tp) in (Union, UnionType):
+        return any(map(_parses_duration, get_args(tp)))
+    return False
+
+
+_BOUNDS = {
+    "greater_than": ("gt", "more than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
+
+
+def _duration_bound(kind: str, value: Any, ctx: dict[str, Any]) -> str | None:
+    """`must be at least 100ms, not 0s`: a duration's bounds in time units, not seconds;
+    None if the error does not carry what that needs (pydantic's words then)."""
+    key, words = _BOUNDS[kind]
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+        bound = float(ctx[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"must be {words} {format_duration(bound)}, not {format_duration(seconds)}"
+
+
 def _message(error: ErrorDetails, model: type[BaseModel]) -> str:
     kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
+    if kind in _BOUNDS and _is_duration(model, loc):
+        worded = _duration_bound(kind, error["input"], ctx)
+        if worded is not None:
+            return worded
     if "[key]" in loc:
         return (
             f"not a valid name: {error['input']!r} (letters, digits, _ and -, "

@@ -6,12 +6,13 @@ Examples: `error_rate.error_ratio > 5%`, `health.up < 1`, `api.latency_seconds >
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.units import parse_duration
+from daemon.units import MAX_DURATION, format_duration, parse_duration
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -85,16 +86,32 @@ def parse_condition(text: str) -> Condition:
     rhs = match.group("rhs")
     check, value, op = match.group("check"), match.group("value"), match.group("op")
     if base := _BASELINE.match(rhs):
-        factor = float(base.group("factor")) if base.group("factor") else 1.0
-        window = parse_duration(base.group("window"))
-        if window <= 0:
-            raise ValueError("a baseline window must be longer than zero")
-        return Condition(check, value, op, 0.0, window, factor, rhs)
+        return Condition(check, value, op, 0.0, *_baseline(base), rhs)
     if lit := _LITERAL.match(rhs):
         number, unit = float(lit.group("number")), lit.group("unit")
         if unit == "%":
             number /= 100
         elif unit:
             number = parse_duration(lit.group(0))
+        if not math.isfinite(number):  # 1e400 is inf: no value is ever above it
+            raise ValueError(f"not a finite threshold: {rhs!r}")
         return Condition(check, value, op, number, rhs=rhs)
     raise ValueError(f"not a threshold: {rhs!r} (a number, 5%, 800ms, or 1.5 x baseline(1h))")
+
+
+def _baseline(match: re.Match[str]) -> tuple[float, float]:
+    """(window, factor) of `FACTOR x baseline(WINDOW)`, each within its range."""
+    written = match.group("factor")
+    factor = float(written) if written else 1.0
+    # 0 x baseline is a fixed threshold of 0; a negative factor turns the comparison around.
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"a baseline factor must be a finite number above 0, not {written!r}")
+    window = parse_duration(match.group("window"))
+    if window <= 0:
+        raise ValueError("a baseline window must be longer than zero")
+    if window > MAX_DURATION:
+        longest = format_duration(MAX_DURATION)
+        raise ValueError(
+            f"a baseline window must be at most {longest}, not {format_duration(window)}"
+        )
+    return window, factor

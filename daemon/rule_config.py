@@ -8,7 +8,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from daemon.alerts import Alert
 from daemon.expr import Condition, parse_condition
-from daemon.units import Duration, StrictModel
+from daemon.units import Duration, PositiveDuration, StrictModel
 
 
 class AlertMatch(StrictModel):
@@ -56,12 +56,14 @@ class RuleConfig(StrictModel):
     dry_run: bool = False
     do: list[str] = Field(default_factory=list)
     # After `do`, the rule must clear within this long, or `escalate` runs.
-    verify_within: Duration | None = None
+    verify_within: PositiveDuration | None = None
     escalate: list[str] = Field(default_factory=list)
     # When the rule has had no usable data this long, a separate "monitoring blind" incident
     # runs `on_blind` (pages only: blindness is never a reason to roll back).
     on_blind: list[str] = Field(default_factory=list)
-    blind_after: Duration = 600.0
+    # More than 0s: blindness starts at the last good sample, so 0s would page on every
+    # single UNKNOWN.
+    blind_after: PositiveDuration = 600.0
 
     model_config = StrictModel.model_config | {"populate_by_name": True}
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DAY = 86400.0
+# The longest duration a config may give, unless a field says otherwise: a year, leap or
+# not. Every schedule and window runbookd has fits (a weekly TLS check, a daily backup RPO,
+# a month of history); longer is a typo (`3000d` for `30d`), and it would push deadlines
+# and timestamps towards the limits of dates and timers.
+MAX_DURATION = 366 * DAY
 
 
 def parse_duration(value: object) -> float:
-    """Return seconds. Bare numbers are refused: "30" could mean seconds or minutes."""
+    """Return seconds, finite and not negative. Bare numbers are refused: "30" could mean
+    seconds or minutes."""
     if isinstance(value, str):
         text = value.strip()
         pos, total = 0, 0.0
@@ -23,8 +31,39 @@ def parse_duration(value: object) -> float:
             total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
             pos = match.end()
         if text and pos == len(text):
+            if not math.isfinite(total):  # enough digits overflow to inf
+                raise ValueError(f"not a finite duration: {_clip(text)!r}")
             return total
-    raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 30s, 5m, 1h)")
+    raise ValueError(f"not a duration: {_clip(value)!r} (use e.g. 500ms, 30s, 5m, 1h)")
+
+
+def _clip(value: object, limit: int = 20) -> object:
+    # A message repeats what was written, but not four hundred digits of it.
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "..."
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds the way a config writes them: 0.1 -> "100ms", 5400 -> "1h30m", 0 -> "0s"."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    parts: list[str] = []
+    rest = seconds
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        whole = int(rest // size)
+        if whole:
+            parts.append(f"{whole}{unit}")
+            rest -= whole * size
+    rest = round(rest, 3)
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
+def is_duration_parser(item: object) -> bool:
+    """True for the validator that makes a field a duration (the loader words its bounds)."""
+    return isinstance(item, BeforeValidator) and item.func is parse_duration
 
 
 def parse_ratio(value: object) -> float:
@@ -45,14 +84,24 @@ def parse_ratio(value: object) -> float:
     return number
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Durations in seconds, finite (`parse_duration`). `Duration`: 0 <= d <= MAX_DURATION (a
+# cooldown, a grace period); `PositiveDuration`: 0 < d <= MAX_DURATION (a timeout, an
+# interval, a window: zero would time out at once, spin, or count nothing). A field narrows
+# its range with Field(gt=, ge=, le=) on top, e.g. `Duration = Field(30.0, ge=0.1)`; the
+# loader words every bound in time units ("must be at least 100ms, not 0s").
+_DURATION = BeforeValidator(parse_duration)
+Duration = Annotated[float, _DURATION, Field(ge=0, le=MAX_DURATION)]
+PositiveDuration = Annotated[float, _DURATION, Field(gt=0, le=MAX_DURATION)]
+# Only to build a duration type with a wider maximum; give it both bounds.
+UnboundedDuration = Annotated[float, _DURATION]
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, values are frozen."""
+    """Base of every config model: unknown keys are errors, values are frozen, and no
+    number is infinite or NaN (YAML's `.inf` and `.nan`; a limit of .inf is no limit)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SecretsModel(StrictModel):

@@ -12,23 +12,23 @@ from pydantic import Field
 from daemon.clock import Clock
 from daemon.models import Incident, RemediationResult
 from daemon.registry import Registry
-from daemon.units import Duration, SecretsModel, StrictModel
+from daemon.units import Duration, PositiveDuration, SecretsModel, StrictModel
 
 
 class RunLimit(StrictModel):
     """At most `count` runs per sliding `window`, whichever rule asks (e.g. restarts)."""
 
     count: int = Field(ge=1)
-    window: Duration
+    window: PositiveDuration
 
 
 class RemediationConfig(SecretsModel):
     """Fields every remediation has. Subclasses narrow `type` to a Literal."""
 
     type: str
-    # No second run of this remediation for the same rule within this window.
+    # No second run of this remediation for the same rule within this window; 0s: none.
     cooldown: Duration = 300.0
-    timeout: Duration = 30.0
+    timeout: PositiveDuration = 30.0
     # What it acts on (a service, a project). Two plans never act on one target at once.
     # Default: the remediation's own name.
     target: str | None = None
@@ -39,7 +39,7 @@ class RemediationConfig(SecretsModel):
     # true asks for approval for any remediation.
     require_approval: bool | None = None
     # Unanswered this long, the approval counts as refused and the plan escalates.
-    approval_timeout: Duration = 900.0
+    approval_timeout: PositiveDuration = 900.0
 
     def deadline(self) -> float:
         """The longest one execution may take, retries included: the pipeline's outer bound."""

@@ -44,7 +44,8 @@ class CommandConfig(RemediationConfig):
     # hold secrets); RUNBOOKD_* names are reserved for the incident.
     env: dict[NonEmpty, str] = Field(default_factory=dict)
     ok_exit_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    # After `timeout`, the group gets SIGTERM, then SIGKILL once this grace has passed.
+    # After `timeout`, the group gets SIGTERM, then SIGKILL once this grace has passed
+    # (0s: at once).
     kill_grace: Duration = 2.0
     idempotent: bool = False
 

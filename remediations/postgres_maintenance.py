@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from daemon.models import Incident, RemediationResult
-from daemon.units import Duration
+from daemon.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
 APPLICATION_NAME = "runbookd"
@@ -88,10 +88,10 @@ class PostgresMaintenanceConfig(RemediationConfig):
     tables: list[TableName] = Field(min_length=1)
     # Bounds each maintenance statement on the server (VACUUM FULL holds its exclusive
     # lock for this long at most).
-    statement_timeout: Duration = Field(300.0, gt=0)
+    statement_timeout: PositiveDuration = 300.0
     # Bounds waiting for a table's lock: a waiting lock request queues every later query on
     # that table behind it, so give up soon and let the next run try again.
-    lock_timeout: Duration = Field(5.0, gt=0)
+    lock_timeout: PositiveDuration = 5.0
 
     @field_validator("dsn")
     @classmethod

@@ -22,7 +22,7 @@ from pydantic import Field
 from yarl import URL
 
 from daemon.models import RemediationResult
-from daemon.units import Duration, StrictModel
+from daemon.units import PositiveDuration, StrictModel
 from remediations.base import RemediationConfig, RemediationContext
 
 EXCERPT_BYTES = 1024
@@ -34,8 +34,8 @@ class RetryConfig(StrictModel):
     """How hard an HTTP remediation tries: `retry: {attempts: 4, base_delay: 1s}`."""
 
     attempts: int = Field(default=DEFAULT_ATTEMPTS, ge=1, le=10)
-    base_delay: Duration = 1.0
-    max_delay: Duration = 30.0
+    base_delay: PositiveDuration = 1.0
+    max_delay: PositiveDuration = 30.0
 
 
 class RetryingConfig(RemediationConfig):

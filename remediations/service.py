@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from daemon.models import Incident, RemediationResult
-from daemon.units import Duration
+from daemon.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.tools import Argument, ToolConfig, ToolRun, run_tool
 
@@ -54,7 +54,7 @@ class VerifiedRestartConfig(ToolConfig):
     """After the restart: up to `verify_attempts` looks, `verify_interval` apart."""
 
     verify_attempts: int = Field(default=5, ge=1)
-    verify_interval: Duration = 2.0
+    verify_interval: PositiveDuration = 2.0
 
     def deadline(self) -> float:
         # The restart and every look are each bounded by `timeout`.

@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
 from daemon.models import Incident, RemediationResult, TimelineEntry
-from daemon.units import Duration
+from daemon.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
@@ -61,7 +61,7 @@ class SlackConfig(RetryingConfig):
     # summary.
     impact: str | None = Field(default=None, min_length=1)
     # When the message promises the next update.
-    update_every: Duration = Field(default=1800.0, gt=0)
+    update_every: PositiveDuration = 1800.0
 
     @field_validator("webhook_url")
     @classmethod

@@ -22,7 +22,7 @@ from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
 from daemon.models import Incident, RemediationResult
-from daemon.units import Duration
+from daemon.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, redact, safe_url, send_json
 
@@ -49,8 +49,8 @@ class VercelConfig(RetryingConfig):
     slug: str | None = Field(default=None, min_length=1)
     api_url: str = API_URL
     # How long production may take to serve the new deployment, and how often to look.
-    verify_timeout: Duration = 300.0
-    poll_interval: Duration = Field(default=5.0, gt=0)
+    verify_timeout: PositiveDuration = 300.0
+    poll_interval: PositiveDuration = 5.0
     # API calls one run may make besides polling; with verify_timeout it bounds a run.
     api_calls: ClassVar[int] = 4
 

@@ -11,12 +11,13 @@ import builtins
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pytest
 import yaml
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 import checks.base
 import daemon.config as config_module
@@ -35,6 +36,8 @@ from daemon.config import (
 )
 from daemon.models import Incident, RemediationResult
 from daemon.registry import Registry
+from daemon.rule_config import RuleConfig
+from daemon.units import format_duration, parse_duration, parse_ratio
 from remediations.base import RemediationConfig, RemediationContext
 
 BAD_CONFIGS = Path(__file__).parent / "bad_configs"
@@ -637,3 +640,202 @@ remediations:
         str(err.value)
         == "c.yaml:7 rules.r.on_blind.0: 'act' is not a notifier: being blind only ever pages"
     )
+
+
+# --- ranges: every duration finite and bounded, every number finite --------------------------
+
+
+def test_check_config_refuses_a_zero_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `interval: 0s` passed check-config, then a ZeroDivisionError ended the
+    scheduler at run time and every check stopped."""
+    path = tmp_path / "runbookd.yaml"
+    path.write_text("checks:\n  api:\n    type: test_probe\n    interval: 0s\n", encoding="utf-8")
+
+    assert check_config_main(str(path)) == 2
+
+    assert capsys.readouterr().err == (
+        f"{path}:4 checks.api.interval: must be at least 100ms, not 0s\n"
+    )
+
+
+OVERFLOWING = "9" * 400 + "d"  # float() makes inf of it
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("timeout: 0ms", "checks.api.timeout: must be more than 0s, not 0s"),
+        ("interval: 50ms", "checks.api.interval: must be at least 100ms, not 50ms"),
+        (
+            f"interval: {OVERFLOWING}",
+            "checks.api.interval: not a finite duration: '99999999999999999999...'",
+        ),
+        ("timeout: 367d", "checks.api.timeout: must be at most 366d, not 367d"),
+        ("stale_after: 0s", "checks.api.stale_after: must be more than 0s, not 0s"),
+        ("jitter: 500%", "checks.api.jitter: not a ratio: '500%' (use e.g. 0.05 or 5%)"),
+        ("jitter: .nan", "checks.api.jitter: not a ratio: nan (use e.g. 0.05 or 5%)"),
+        ("jitter: .inf", "checks.api.jitter: not a ratio: inf (use e.g. 0.05 or 5%)"),
+    ],
+)
+def test_check_ranges(entry: str, expected: str) -> None:
+    text = f"checks:\n  api:\n    type: test_probe\n    {entry}\n"
+    assert problems_of(text) == [f"c.yaml:4 {expected}"]
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("api.up < 1e400", "not a finite threshold: '1e400'"),
+        ("api.up > -1e400", "not a finite threshold: '-1e400'"),
+        ("api.up < 1e400%", "not a finite threshold: '1e400%'"),
+        ("api.up < nan", "not a threshold: 'nan' (a number, 5%, 800ms, or 1.5 x baseline(1h))"),
+        ("api.up < inf", "not a threshold: 'inf' (a number, 5%, 800ms, or 1.5 x baseline(1h))"),
+        (
+            f"api.latency_seconds > {OVERFLOWING}",
+            "not a finite duration: '99999999999999999999...'",
+        ),
+        (
+            "api.latency_seconds > 1e400 x baseline(1h)",
+            "a baseline factor must be a finite number above 0, not '1e400'",
+        ),
+        (
+            "api.latency_seconds > -2 x baseline(1h)",
+            "a baseline factor must be a finite number above 0, not '-2'",
+        ),
+        ("api.latency_seconds > 2 x baseline(0s)", "a baseline window must be longer than zero"),
+        (
+            "api.latency_seconds > 2 x baseline(367d)",
+            "a baseline window must be at most 366d, not 367d",
+        ),
+    ],
+)
+def test_thresholds_are_finite(when: str, expected: str) -> None:
+    text = f"checks: {{api: {{type: test_probe}}}}\nrules:\n  r:\n    when: {when}\n"
+    assert problems_of(text) == [f"c.yaml:4 rules.r.when: {expected}"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            "budget: {max_actions: 0}",
+            "budget.max_actions: input should be greater than or equal to 1",
+        ),
+        ("budget: {window: 0s}", "budget.window: must be more than 0s, not 0s"),
+        ("history_retention: 3661d", "history_retention: must be at most 3660d, not 3661d"),
+        ("drain_grace: 367d", "drain_grace: must be at most 366d, not 367d"),
+        (
+            "api: {rate_limit: {per_second: .inf}}",
+            "api.rate_limit.per_second: input should be a finite number",
+        ),
+        (
+            "api: {rate_limit: {per_second: .nan}}",
+            "api.rate_limit.per_second: input should be a finite number",
+        ),
+    ],
+)
+def test_daemon_ranges(settings: str, expected: str) -> None:
+    assert problems_of(f"runbookd:\n  {settings}\n") == [f"c.yaml:2 runbookd.{expected}"]
+
+
+def test_the_edges_of_each_range_are_valid() -> None:
+    text = """\
+runbookd:
+  budget: {max_actions: 1, window: 1ms}
+  drain_grace: 0s
+  history_retention: 3660d
+checks:
+  api: {type: test_probe, interval: 100ms, timeout: 5s, stale_after: 5.2s}
+  weekly: {type: test_probe, interval: 366d, timeout: 366d}
+remediations:
+  fix: {type: test_action, cooldown: 0s, timeout: 1ms, max_runs: {count: 1, window: 366d}}
+rules:
+  r: {when: api.up < -1e300, for: 0s, clear_for: 0s, verify_within: 1ms, blind_after: 1ms}
+"""
+    config = load_config_text(text, "c.yaml")
+    assert config.checks["api"].interval == 0.1
+    assert config.checks["api"].staleness() == 5.2
+    assert config.runbookd.history_retention == 3660 * 86400
+    assert config.rules["r"].condition.threshold == -1e300
+
+
+# Durations of zero that mean something: no cooldown, fire at once, no grace.
+ZERO_ALLOWED = {"cooldown", "drain_grace", "for", "clear_for", "kill_grace", "scale_in_after"}
+# checks/http.py: 0s makes every answer slow (WARN); to become a PositiveDuration there.
+ZERO_NOT_YET_REFUSED = {"max_latency"}
+
+
+def _duration_fields(model: type[BaseModel]) -> Iterator[tuple[str, TypeAdapter[Any]]]:
+    for name, field in model.model_fields.items():
+        annotated = (
+            Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        )
+        if config_module._parses_duration(annotated):
+            yield field.alias or name, TypeAdapter(annotated)
+
+
+def _config_models() -> list[type[BaseModel]]:
+    for module in plugins.BUILTIN_MODULES:
+        pytest.importorskip(module)
+    from remediations.retry import RetryConfig
+
+    registered = [checks.base.CHECKS.get(n).Config for n in checks.base.CHECKS]
+    registered += [
+        remediations.base.REMEDIATIONS.get(n).Config for n in remediations.base.REMEDIATIONS
+    ]
+    return [
+        config_module.DaemonSettings,
+        config_module.BudgetConfig,
+        config_module.WebhookAuth,
+        RuleConfig,
+        remediations.base.RunLimit,
+        RetryConfig,
+        *registered,
+    ]
+
+
+def test_every_duration_field_is_finite_bounded_and_positive_where_zero_means_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.undo()
+    seen: set[str] = set()
+    for model in _config_models():
+        for name, adapter in _duration_fields(model):
+            seen.add(name)
+            for too_long in (OVERFLOWING, "3661d" if name == "history_retention" else "367d"):
+                with pytest.raises(ValidationError):
+                    adapter.validate_python(too_long)
+            if name in ZERO_ALLOWED:
+                adapter.validate_python("0s")
+            elif name not in ZERO_NOT_YET_REFUSED:
+                with pytest.raises(ValidationError):
+                    adapter.validate_python("0s")
+    assert {"interval", "timeout", "stale_after", "verify_within", "window"} <= seen
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.1, "100ms"),
+        (0.0005, "0.5ms"),
+        (1.5, "1.5s"),
+        (90, "1m30s"),
+        (5400, "1h30m"),
+        (366 * 86400, "366d"),
+        (86400 + 0.25, "1d0.25s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "value", ["500%", "101%", "-1%", "nan", "inf", "1e400%", 1.5, float("nan"), float("inf")]
+)
+def test_ratio_range(value: object) -> None:
+    with pytest.raises(ValueError, match="not a ratio"):
+        parse_ratio(value)
