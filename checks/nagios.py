@@ -14,6 +14,7 @@ check_disk (from the same project) did when it reported MB, and KiB etc. mean th
 from __future__ import annotations
 
 import builtins
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,9 @@ def parse_perfdata(text: str) -> tuple[list[PerfDatum], list[str]]:
             continue
         uom = value["uom"]
         number = float(value["number"]) * _UNIT_FACTORS.get(uom, 1.0)
+        if not math.isfinite(number):  # beyond a float: no value rather than infinity
+            bad.append(match[0])
+            continue
         limits = (fields[1:] + [""] * 4)[:4]
         items.append(PerfDatum(label, number, uom, *limits))
     return items, bad

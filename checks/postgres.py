@@ -164,12 +164,16 @@ _DEAD_TUPLES = _Probe(
     )::float8 AS tables_needing_vacuum""",
 )
 # All WAL received is replayed means no lag, even when the last replayed transaction is old
-# (an idle primary) -- unless the WAL receiver is known not to be streaming.
+# (an idle primary) -- unless the WAL receiver is known not to be streaming: not running at
+# all (its primary is gone), or in another state. Its status is hidden (NULL) from roles
+# without pg_read_all_stats; only then is it unknown.
 _REPLICATION = _Probe(
     "replication",
     """pg_is_in_recovery() AS in_recovery,
     coalesce(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false) AS replay_caught_up,
-    (SELECT status = 'streaming' FROM pg_stat_wal_receiver) AS wal_streaming,
+    CASE WHEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver)
+      THEN (SELECT status = 'streaming' FROM pg_stat_wal_receiver)
+      ELSE false END AS wal_streaming,
     extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_age_seconds""",
 )
 # Prisma puts its table in the schema of the app's URL (`?schema=`, default public).

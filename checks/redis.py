@@ -119,20 +119,34 @@ def info_values(info: Mapping[str, Any]) -> dict[str, float]:
     ):
         if (number := _number(info, key)) is not None:
             values[name] = number
+    # maxmemory 0 means no limit: maxmemory_bytes says so, but there is no ratio to a limit.
     if values.get("maxmemory_bytes") and "used_memory_bytes" in values:
         values["memory_ratio"] = values["used_memory_bytes"] / values["maxmemory_bytes"]
+    values |= _replication_values(info)
+    return values
+
+
+def _replication_values(info: Mapping[str, Any]) -> dict[str, float]:
+    """Role and link, only as far as INFO tells them: a server without a role (a Sentinel)
+    is neither a master nor a replica whose link is down."""
+    values: dict[str, float] = {}
     role = info.get("role")
-    values["is_master"] = 1.0 if role == "master" else 0.0
     if role == "master":
+        values["is_master"] = 1.0
         if (replicas := _number(info, "connected_slaves")) is not None:
             values["connected_replicas"] = replicas
-    else:
-        values["master_link_up"] = 1.0 if info.get("master_link_status") == "up" else 0.0
+        return values
+    if role not in ("slave", "replica"):
+        return values
+    values["is_master"] = 0.0
+    link = info.get("master_link_status")
+    if link is not None:
+        values["master_link_up"] = 1.0 if link == "up" else 0.0
         # Seconds since the master last spoke: an idle master only pings every
         # repl-ping-replica-period (10s by default), so rules want a limit above that.
         # -1 until the first exchange; meaningless while the link is down.
         last_io = _number(info, "master_last_io_seconds_ago")
-        if values["master_link_up"] and last_io is not None and last_io >= 0:
+        if link == "up" and last_io is not None and last_io >= 0:
             values["replication_lag_seconds"] = last_io
     return values
 
@@ -155,11 +169,14 @@ class CounterDeltas:
         previous, self._previous = self._previous, (run_id, dict(counters))
         if previous is None:
             return {}
-        # Another run_id is a restarted (or another) server, counting from zero.
-        before = previous[1] if previous[0] == run_id else {}
+        if previous[0] != run_id:  # a restarted (or another) server, counting from zero
+            return {f"{name}_delta": current for name, current in counters.items()}
+        # A counter the previous INFO lacked has no known increase: left out, not all of it.
+        before = previous[1]
         return {
-            f"{name}_delta": counter_increase(current, before.get(name, 0.0))
+            f"{name}_delta": counter_increase(current, before[name])
             for name, current in counters.items()
+            if name in before
         }
 
 

@@ -9,7 +9,9 @@ aioboto3 and botocore are imported on first use (by `start`), not with the modul
 model registers without them, and a daemon with no s3_backup check never loads them.
 
 `fresh` (1/0) carries the CRITICAL verdict for rules, like `up` for the http check: it is 0
-also when there is no backup at all, where age and size cannot be reported.
+also when there is no backup at all, where age and size cannot be reported. A size the store
+does not list is left out, never read as 0 bytes; `fresh` then too, unless the age alone
+makes it 0.
 """
 
 from __future__ import annotations
@@ -95,11 +97,15 @@ class S3BackupCheckConfig(CheckConfig):
         return VALUE_NAMES if self.require_encryption else VALUE_NAMES - {"encrypted"}
 
 
+class _UnreadableListing(Exception):
+    """The listing lacks what the verdict needs; the message is the reason."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Backup:
     key: str
     modified: float
-    size: int
+    size: int | None  # None: the store did not say (never read as 0 bytes)
 
     @property
     def order(self) -> tuple[float, str]:
@@ -120,8 +126,11 @@ class _Listing:
         key = str(obj["Key"])
         if key.endswith("/"):
             return  # a "directory" placeholder made by consoles and sync tools
-        modified: datetime = obj["LastModified"]
-        backup = _Backup(key, modified.timestamp(), int(obj.get("Size", 0)))
+        modified: datetime | None = obj.get("LastModified")
+        if modified is None:  # which backup is the newest cannot be told
+            raise _UnreadableListing(f"the store did not report when {key[:80]!r} was written")
+        size = obj.get("Size")
+        backup = _Backup(key, modified.timestamp(), None if size is None else int(size))
         self.count += 1
         if self.newest is None or backup.order > self.newest.order:
             self.previous, self.newest = self.newest, backup
@@ -250,6 +259,8 @@ class S3BackupCheck:
                     encryption = await self._encryption(client, newest)
         except TimeoutError:
             return CheckResult.unknown(f"timeout after {self._timeout_s:g}s")
+        except _UnreadableListing as exc:
+            return CheckResult.unknown(str(exc))
         except s3_errors() as exc:
             if _is_no_bucket(exc):
                 # CRITICAL, not UNKNOWN: S3 answered authoritatively that there is no such
@@ -292,7 +303,7 @@ class S3BackupCheck:
     def _critical(self, newest: _Backup, age: float) -> str | None:
         if age > self.config.rpo:
             return f"newest backup is {_span(age)} old (RPO {_span(self.config.rpo)})"
-        if newest.size < self.config.min_size:
+        if newest.size is not None and newest.size < self.config.min_size:
             if newest.size == 0:
                 return "newest backup is empty (0 bytes)"
             return f"newest backup is {newest.size} bytes (min_size {self.config.min_size})"
@@ -309,15 +320,18 @@ class S3BackupCheck:
         critical = self._critical(newest, age)
         if listing.truncated:
             return self._truncated(listing, age, critical)
-        values = {
-            "backup_age_seconds": age,
-            "backup_size_bytes": float(newest.size),
-            "backup_count": float(listing.count),
-            "fresh": 0.0 if critical else 1.0,
-        }
+        values = {"backup_age_seconds": age, "backup_count": float(listing.count)}
+        unsized = None
+        if newest.size is not None:
+            values["backup_size_bytes"] = float(newest.size)
+        else:
+            unsized = "the store did not report the newest backup's size"
+        # Not fresh is known from the age alone; fresh needs the size too.
+        if critical or newest.size is not None:
+            values["fresh"] = 0.0 if critical else 1.0
         if encryption[0] is not None:
             values["encrypted"] = 1.0 if encryption[0] else 0.0
-        warnings = [self._size_drop(listing, values), self._unencrypted(encryption)]
+        warnings = [unsized, self._size_drop(listing, values), self._unencrypted(encryption)]
         problems = [p for p in (critical, *warnings) if p]
         if critical:
             return CheckResult(Status.CRITICAL, values, "; ".join(problems))
@@ -327,10 +341,10 @@ class S3BackupCheck:
 
     def _size_drop(self, listing: _Listing, values: dict[str, float]) -> str | None:
         newest, previous = listing.newest, listing.previous
-        if newest is None or previous is None:
+        if newest is None or previous is None or previous.size is None:
             return None
         values["previous_size_bytes"] = float(previous.size)
-        if previous.size == 0:
+        if previous.size == 0 or newest.size is None:
             return None
         ratio = newest.size / previous.size
         values["size_ratio"] = ratio
@@ -356,7 +370,9 @@ class S3BackupCheck:
         if critical:
             return CheckResult.unknown(f"{stopped}; among the keys seen, {critical}")
         # The true newest may be among the keys not seen: this age is an upper bound.
-        values = {"backup_age_seconds": age, "backup_count": float(listing.count), "fresh": 1.0}
+        values = {"backup_age_seconds": age, "backup_count": float(listing.count)}
+        if listing.newest is not None and listing.newest.size is not None:
+            values["fresh"] = 1.0  # else its size is unknown: not vouched for
         reason = f"newest backup seen is {_span(age)} old; {stopped}"
         return CheckResult(Status.WARN, values, reason)
 

@@ -6,6 +6,11 @@ seen for the first time contributes 0, since we cannot know how much of its valu
 Increases of the scrapes within `window` are summed; quantiles come from the summed histogram
 bucket increases with Prometheus's `histogram_quantile` interpolation.
 
+Each request series must say its status: without `status_label`, the first label of
+STATUS_LABELS that a series carries is used for all of them, chosen anew at every scrape. A
+series without it, or with a value that is no HTTP status, makes the run UNKNOWN: its
+requests might be errors, so no ratio over the others can be trusted.
+
 A metrics source that cannot be read, or too little traffic, is UNKNOWN: never a failing app,
 never a healthy one.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +51,21 @@ ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 MetricName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
 
+# The labels client libraries and exporters put the HTTP status in, most common first.
+STATUS_LABELS = (
+    "status",  # Python prometheus_client apps, Micrometer (Spring), ingress-nginx
+    "code",  # Go promhttp, Prometheus itself, Traefik, HAProxy, kube-apiserver
+    "status_code",  # prom-client apps (express-prom-bundle), starlette-exporter
+    "http_status_code",  # OpenTelemetry http.status_code (older conventions), translated
+    "http_response_status_code",  # OpenTelemetry http.response.status_code, translated
+    "http.response.status_code",  # the same with UTF-8 names kept (Prometheus 3)
+    "http.status_code",
+    "response_code",  # Istio, Envoy
+    "http_status",
+    "statusCode",
+)
+_SHOWN_VALUES = 3  # unreadable status values named in a reason
+
 
 def _quantile(value: float) -> float:
     if not 0.0 < value < 1.0:
@@ -66,7 +87,10 @@ class ScrapeCheckConfig(CheckConfig):
     headers: Headers = Field(default_factory=dict)
     # A counter; the family name may be given with or without `_total`.
     requests_metric: MetricName = "http_requests_total"
-    status_label: LabelName = "status"
+    # The label holding the HTTP status ("503" or a class like "5xx"). Unset: the first of
+    # STATUS_LABELS that the series carry. Every counted series must carry it (an empty value
+    # is no value), else the run is UNKNOWN, never "no errors".
+    status_label: LabelName | None = None
     error_statuses: tuple[StatusSpec, ...] = Field(("5xx",), min_length=1)
     # A histogram; null skips latency.
     latency_metric: MetricName | None = "http_request_duration_seconds"
@@ -139,6 +163,9 @@ class _Totals:
     buckets: dict[SeriesKey, tuple[float, float]]  # upper bound, cumulative count
 
 
+_RequestSeries = list[tuple[dict[str, str], float]]  # labels, value
+
+
 @dataclass(frozen=True, slots=True)
 class _Increase:
     """What changed between two scrapes: the span (since, ts]."""
@@ -148,6 +175,14 @@ class _Increase:
     requests: float
     errors: float
     buckets: dict[float, float]
+
+
+_STATUS_VALUE = re.compile(r"[0-9]+|[0-9][xX][xX]")
+
+
+def _is_status(value: str) -> bool:
+    """A status label value error_statuses can judge: "503", or a class like "5xx"."""
+    return _STATUS_VALUE.fullmatch(value) is not None
 
 
 def _increase(current: float, previous: float | None) -> float:
@@ -177,7 +212,9 @@ class ScrapeCheck(Stateless):
         self._window = config.window_seconds
         self._min_requests = config.min_requests
         self._match = tuple(config.match_labels.items())
-        self._status_label = config.status_label
+        self._status_labels = (
+            STATUS_LABELS if config.status_label is None else (config.status_label,)
+        )
         self._errors = StatusMatcher(config.error_statuses)
         self._is_error: dict[str, bool] = {}  # per status label value; the set is small
         base = config.requests_metric.removesuffix("_total")
@@ -239,26 +276,77 @@ class ScrapeCheck(Stateless):
         # (Exposition lines are not indented; one that is would be skipped.)
         wanted = "\n".join(line for line in text.splitlines() if line.startswith(self._prefixes))
         totals = _Totals({}, {})
+        requests: _RequestSeries = []
         try:
             for family in text_string_to_metric_families(wanted):
                 for sample in family.samples:
-                    self._add(totals, sample.name, sample.labels, float(sample.value))
+                    self._add(totals, requests, sample.name, sample.labels, float(sample.value))
         except ValueError as exc:
             raise _MetricsError(f"metrics text is not parseable: {str(exc)[:80]}") from None
+        self._classify(requests, totals)
         return totals
 
-    def _add(self, totals: _Totals, name: str, labels: dict[str, str], value: float) -> None:
+    def _add(
+        self,
+        totals: _Totals,
+        requests: _RequestSeries,
+        name: str,
+        labels: dict[str, str],
+        value: float,
+    ) -> None:
         if not math.isfinite(value) or any(labels.get(k) != v for k, v in self._match):
             return
         if name in self._request_names:
-            status = labels.get(self._status_label, "")
-            is_error = self._is_error.get(status)
-            if is_error is None:
-                is_error = self._is_error[status] = self._errors.matches_label(status)
-            totals.requests[frozenset(labels.items())] = (value, is_error)
+            requests.append((labels, value))
         elif name == self._bucket_name and "le" in labels:
             bound = float(labels["le"])  # a bad `le` raises ValueError: not parseable
             totals.buckets[frozenset(labels.items())] = (bound, value)
+
+    def _classify(self, requests: _RequestSeries, totals: _Totals) -> None:
+        """Each request series as an error or not, by the status label of this scrape."""
+        if not requests:
+            return
+        label = self._status_label(requests)
+        unreadable: list[str] = []
+        for labels, value in requests:
+            status = labels[label]
+            is_error = self._is_error.get(status)
+            if is_error is None:
+                if not _is_status(status):
+                    unreadable.append(status)
+                    continue
+                is_error = self._is_error[status] = self._errors.matches_label(status)
+            totals.requests[frozenset(labels.items())] = (value, is_error)
+        if unreadable:
+            shown = ", ".join(repr(v[:40]) for v in unreadable[:_SHOWN_VALUES])
+            more = len(unreadable) - _SHOWN_VALUES
+            shown += f" (+{more} more)" if more > 0 else ""
+            raise _MetricsError(
+                f"{self.config.requests_metric} label {label} has values that are not HTTP"
+                f" statuses: {shown} (set status_label)"
+            )
+
+    def _status_label(self, requests: _RequestSeries) -> str:
+        """The first status label any series carries, if every series carries it."""
+        label = next(
+            (name for name in self._status_labels if any(ls.get(name) for ls, _ in requests)),
+            None,
+        )
+        lacking = [ls for ls, _ in requests if label is None or not ls.get(label)]
+        if not lacking:
+            assert label is not None
+            return label
+        found = ", ".join(sorted({name for ls in lacking for name in ls})) or "none"
+        metric = self.config.requests_metric
+        if label is None:
+            tried = ", ".join(self._status_labels)
+            raise _MetricsError(
+                f"{metric} has no status label (tried {tried}; found labels: {found})"
+            )
+        raise _MetricsError(
+            f"{len(lacking)} of {len(requests)} {metric} series have no {label} label"
+            f" (found labels: {found})"
+        )
 
     @staticmethod
     def _diff(previous: _Totals, current: _Totals, since: float, now: float) -> _Increase:
@@ -285,13 +373,10 @@ class ScrapeCheck(Stateless):
                 f"only {requests:g} requests in the window (min_requests {self._min_requests})"
             )
         errors = sum(inc.errors for inc in history)
+        values = {"up": 1.0, "requests": requests, "error_ratio": errors / requests}
         span = now - history[0].since
-        values = {
-            "up": 1.0,
-            "requests": requests,
-            "request_rate": requests / span if span > 0 else 0.0,
-            "error_ratio": errors / requests,
-        }
+        if span > 0:  # two scrapes at one instant give a count, but no rate
+            values["request_rate"] = requests / span
         if self._quantiles:
             values.update(self._latency(history))
         return CheckResult(Status.OK, values)

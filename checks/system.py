@@ -107,11 +107,13 @@ class ProcessMatcher:
 
     def sample(self, table: list[tuple[int, str]]) -> dict[str, float]:
         """count, rss_bytes and cpu_percent (one core = 100; omitted while every match is
-        new, as its CPU use so far is not over the interval)."""
+        new, as its CPU use so far is not over the interval). A match we may not read
+        (AccessDenied) is counted, and leaves both sums out: it never becomes readable, so
+        they would stay short of it, or read 0 when it is the only one."""
         import psutil
 
         known, self._known = self._known, {}
-        count, rss, cpu, measured = 0, 0, 0.0, False
+        count, rss, cpu, measured, denied = 0, 0, 0.0, False, False
         for pid in (pid for pid, text in table if self.pattern in text):
             proc = known.get(pid)
             try:
@@ -125,15 +127,17 @@ class ProcessMatcher:
             except psutil.NoSuchProcess:  # ended since the scan
                 continue
             except psutil.AccessDenied:  # it exists and matched: count it, measure none
-                count += 1
+                count, denied = count + 1, True
                 continue
             count += 1
             self._known[pid] = proc
             if not fresh:
                 cpu, measured = cpu + percent, True
-        values = {"count": float(count), "rss_bytes": float(rss)}
-        if measured or count == 0:
-            values["cpu_percent"] = cpu
+        values = {"count": float(count)}
+        if not denied:
+            values["rss_bytes"] = float(rss)
+            if measured or count == 0:
+                values["cpu_percent"] = cpu
         return values
 
 
@@ -200,6 +204,9 @@ class SystemCheck(Stateless):
                 usage = psutil.disk_usage(path)
             except OSError as exc:
                 notes.append(f"disk {path}: {_disk_problem(exc)}")
+                continue
+            if usage.total <= 0:  # /proc, a pseudo filesystem: psutil says 0% of nothing
+                notes.append(f"disk {path}: reports no size")
                 continue
             values[f"disk_used_percent_{key}"] = usage.percent
             values[f"disk_free_bytes_{key}"] = float(usage.free)

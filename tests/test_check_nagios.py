@@ -93,6 +93,13 @@ def test_malformed_items_are_skipped_and_named() -> None:
     assert bad == ["bad=abc", ";;;", "=5", "'unclosed=2", "''=3", "nan=nan", "empty="]
 
 
+def test_numbers_beyond_a_float_are_malformed() -> None:
+    # 1e999 parses as infinity (and 1e999 x 1024 too): no value, not an infinite one.
+    items, bad = parse_perfdata("huge=1e999 big=1e308TB ok=1e3")
+    assert [(item.label, item.value) for item in items] == [("ok", 1000.0)]
+    assert bad == ["huge=1e999", "big=1e308TB"]
+
+
 def test_undetermined_value_is_skipped_quietly() -> None:
     assert parse_perfdata("a=U;1;2 b=1") == ([PerfDatum("b", 1.0)], [])
 

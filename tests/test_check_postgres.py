@@ -15,7 +15,7 @@ import pydantic
 import pytest
 
 from checks.base import CHECKS, CheckContext
-from checks.postgres import PostgresCheck, PostgresCheckConfig, replication_lag
+from checks.postgres import _REPLICATION, PostgresCheck, PostgresCheckConfig, replication_lag
 from daemon.clock import ManualClock
 from daemon.models import Status
 from tests.pg import Database, dsn_for, fresh_database
@@ -307,6 +307,15 @@ async def test_primary_has_no_replication_lag(
     ignored = await (await checks(db.dsn, replica=False)).run(ctx)
     assert ignored.status is Status.OK
     assert "in_recovery" not in ignored.values
+
+
+async def test_no_wal_receiver_is_not_streaming(conn: Any) -> None:
+    # Without a WAL receiver process (a replica whose primary went away; here, the primary)
+    # nothing streams: the replay age is the lag, not a made-up 0 because all WAL received
+    # so far is replayed. Only a receiver hiding its status (no pg_read_all_stats) is NULL.
+    row = await conn.fetchrow(f"SELECT {_REPLICATION.columns}")
+    assert await conn.fetchval("SELECT count(*) FROM pg_stat_wal_receiver") == 0
+    assert row["wal_streaming"] is False
 
 
 @pytest.mark.parametrize(

@@ -49,14 +49,22 @@ def with_db(url: str, db: int) -> str:
 class RedisServer:
     """A throwaway redis-server on a free loopback port, persisting nothing."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, sentinel: bool = False) -> None:
         if not os.path.exists(REDIS_SERVER):
             pytest.skip(f"{REDIS_SERVER} not found")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir), *args]
+        self._ready_line = "Ready to accept connections"
+        if sentinel:  # a Sentinel needs a config file of its own, which it rewrites
+            config = workdir / "sentinel.conf"
+            config.write_text("")
+            argv[1:1] = [str(config), "--sentinel"]
+            self._ready_line = "Sentinel ID is"
+        else:
+            argv += ["--save", "", "--appendonly", "no"]
+        argv += ["--dir", str(workdir), *args]
         self._proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -73,7 +81,7 @@ class RedisServer:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             self.log.append(line)
-            if "Ready to accept connections" in line:
+            if self._ready_line in line:
                 self._ready.set()
         self._ready.set()  # exited: let the constructor see it at once
 
@@ -94,8 +102,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., 
     """Starts throwaway servers; all are stopped when the module's tests are done."""
     started: list[RedisServer] = []
 
-    def start(*args: str) -> RedisServer:
-        server = RedisServer(tmp_path_factory.mktemp("redis"), *args)
+    def start(*args: str, sentinel: bool = False) -> RedisServer:
+        server = RedisServer(tmp_path_factory.mktemp("redis"), *args, sentinel=sentinel)
         started.append(server)
         return server
 
@@ -323,6 +331,25 @@ async def test_replica_with_master_down_warns(
     assert "replication_lag_seconds" not in result.values
 
 
+async def test_no_role_in_info_is_no_replica(
+    ctx: CheckContext, checks: Make, servers: Callable[..., RedisServer]
+) -> None:
+    # A Sentinel answers INFO without a role (nor memory): no master, no replica with a
+    # link down, just what it does report.
+    sentinel = servers(sentinel=True)
+    result = await (await checks(sentinel.url)).run(ctx)
+    assert (result.status, result.reason) == (Status.OK, "")
+    assert "is_master" not in result.values
+    assert "master_link_up" not in result.values
+    assert "memory_ratio" not in result.values  # no used_memory, no maxmemory
+    assert result.values["up"] == 1.0
+
+
+def test_replica_link_status_not_reported() -> None:
+    values = info_values({"role": "slave", "master_last_io_seconds_ago": 2})
+    assert values == {"is_master": 0.0}  # link state unknown: neither up nor down
+
+
 def test_info_values_of_a_replica() -> None:
     info = {
         "role": "slave",
@@ -355,6 +382,16 @@ def test_counter_deltas_follow_the_server_instance() -> None:
     # Restarted: a new run_id, and the counter has already passed its old value.
     assert deltas.update("b", {"evicted_keys": 20.0}) == {"evicted_keys_delta": 20.0}
     assert deltas.update("b", {"evicted_keys": 20.0}) == {"evicted_keys_delta": 0.0}
+
+
+def test_counter_first_seen_has_no_delta() -> None:
+    # The same server, a counter its previous INFO lacked: no increase to tell, not all of it.
+    deltas = CounterDeltas()
+    deltas.update("a", {"evicted_keys": 10.0})
+    after = deltas.update("a", {"evicted_keys": 11.0, "rejected_connections": 500.0})
+    assert after == {"evicted_keys_delta": 1.0}
+    after = deltas.update("a", {"evicted_keys": 11.0, "rejected_connections": 502.0})
+    assert after == {"evicted_keys_delta": 0.0, "rejected_connections_delta": 2.0}
 
 
 # --- failures -----------------------------------------------------------------------------

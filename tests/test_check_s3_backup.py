@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import aiohttp
 import boto3
 import pydantic
 import pytest
+from aiohttp import web
 from botocore.config import Config
 
 from checks.base import CHECKS, CheckContext, CheckResult
@@ -28,7 +30,7 @@ from checks.s3_backup import VALUE_NAMES, S3BackupCheck, S3BackupCheckConfig
 from daemon.clock import ManualClock
 from daemon.models import Status
 from tests.moto_server import enforce_auth, moto_server
-from tests.utils import free_port
+from tests.utils import free_port, serve
 
 KEY_ID = "AKIDRUNBOOKDTEST0001"
 SECRET = "s3cr3t-never-in-a-reason"
@@ -469,6 +471,100 @@ async def test_unreadable_metadata_keeps_the_freshness(ctx: CheckContext, auth: 
     assert result.reason == "cannot tell whether the newest backup is encrypted: access denied"
     assert result.values["fresh"] == 1
     assert "encrypted" not in result.values
+
+
+# --- listings that leave fields out -----------------------------------------------------------
+
+
+def _contents(key: str, now: float, age: float | None, size: int | None) -> str:
+    """A ListObjectsV2 entry; its LastModified (whole seconds) is at least `age` before `now`."""
+    parts = [f"<Key>{key}</Key>", '<ETag>"0"</ETag>', "<StorageClass>STANDARD</StorageClass>"]
+    if age is not None:
+        stamp = datetime.fromtimestamp(now - age, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        parts.append(f"<LastModified>{stamp}</LastModified>")
+    if size is not None:
+        parts.append(f"<Size>{size}</Size>")
+    return f"<Contents>{''.join(parts)}</Contents>"
+
+
+@asynccontextmanager
+async def listing_server(*contents: str, more: bool = False) -> AsyncIterator[str]:
+    """An S3-compatible store answering ListObjectsV2 with exactly these entries (and, with
+    `more`, saying that more pages follow)."""
+    truncated = "<IsTruncated>true</IsTruncated><NextContinuationToken>next</NextContinuationToken>"
+
+    async def list_objects(request: web.Request) -> web.Response:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>{request.match_info['bucket']}</Name><Prefix></Prefix>"
+            f"<KeyCount>{len(contents)}</KeyCount><MaxKeys>1000</MaxKeys>"
+            + (truncated if more else "<IsTruncated>false</IsTruncated>")
+            + f"{''.join(contents)}</ListBucketResult>"
+        )
+        return web.Response(text=body, content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_get("/{bucket}", list_objects)
+    async with serve(app) as url:
+        yield url
+
+
+async def test_a_size_the_store_does_not_report_is_not_0_bytes(
+    ctx: CheckContext, clock: ManualClock
+) -> None:
+    now = clock.now()
+    entries = (_contents("b-01.tar", now, 25 * HOUR, 1000), _contents("b-02.tar", now, HOUR, None))
+    async with listing_server(*entries) as url:
+        result = await run(ctx, url, "backups", require_encryption=False)
+    # Not "empty (0 bytes)", CRITICAL: the size is unknown, so fresh cannot be vouched for.
+    assert result.status is Status.WARN
+    assert result.reason == "the store did not report the newest backup's size"
+    assert set(result.values) == {"backup_age_seconds", "backup_count", "previous_size_bytes"}
+    assert result.values["previous_size_bytes"] == 1000
+
+    # Too old is CRITICAL whatever the size.
+    entries = (_contents("b-01.tar", now, 30 * HOUR, None),)
+    async with listing_server(*entries) as url:
+        result = await run(ctx, url, "backups", require_encryption=False)
+    assert result.status is Status.CRITICAL
+    assert result.reason == (
+        "newest backup is 30h old (RPO 24h); the store did not report the newest backup's size"
+    )
+    assert result.values["fresh"] == 0
+    assert "backup_size_bytes" not in result.values
+
+    # A listing cut short: the age seen is an upper bound, the size still unknown.
+    async with listing_server(_contents("b-01.tar", now, HOUR, None), more=True) as url:
+        result = await run(ctx, url, "backups", require_encryption=False, max_keys=1)
+    assert result.status is Status.WARN
+    assert result.reason.startswith("newest backup seen is 1h old; listing stopped at 1 keys")
+    assert set(result.values) == {"backup_age_seconds", "backup_count"}
+
+
+async def test_a_previous_backup_without_size_gives_no_ratio(
+    ctx: CheckContext, clock: ManualClock
+) -> None:
+    now = clock.now()
+    entries = (_contents("b-01.tar", now, 25 * HOUR, None), _contents("b-02.tar", now, HOUR, 500))
+    async with listing_server(*entries) as url:
+        result = await run(ctx, url, "backups", require_encryption=False)
+    assert (result.status, result.reason) == (Status.OK, "")
+    assert result.values["backup_size_bytes"] == 500
+    assert "previous_size_bytes" not in result.values
+    assert "size_ratio" not in result.values
+
+
+async def test_a_key_without_last_modified_is_unknown(
+    ctx: CheckContext, clock: ManualClock
+) -> None:
+    now = clock.now()
+    entries = (_contents("b-01.tar", now, HOUR, 1000), _contents("b-02.tar", now, None, 1000))
+    async with listing_server(*entries) as url:
+        result = await run(ctx, url, "backups", require_encryption=False)
+    # Which backup is the newest cannot be told.
+    assert result.status is Status.UNKNOWN
+    assert result.reason == "the store did not report when 'b-02.tar' was written"
 
 
 # --- lifecycle -----------------------------------------------------------------------------

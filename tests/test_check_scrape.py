@@ -372,3 +372,185 @@ def test_config_validation(fields: dict[str, Any], message: str) -> None:
     data = {"type": "scrape", "url": "http://127.0.0.1:8080/metrics", **fields}
     with pytest.raises(pydantic.ValidationError, match=message):
         ScrapeCheckConfig.model_validate(data)
+
+
+# --- the status label ---------------------------------------------------------------------
+
+
+def go_lines(by_code: Mapping[str, float], method: str = "get") -> list[str]:
+    """Go's promhttp: the status in `code`, alongside `method`."""
+    return [
+        f'http_requests_total{{code="{code}",method="{method}"}} {value}'
+        for code, value in by_code.items()
+    ]
+
+
+async def test_go_style_code_label_counts_errors(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str
+) -> None:
+    # The app serves 26% errors; read with the wrong label they would all look like successes.
+    check = make(url, latency_metric=None)
+    await scrape(check, ctx, page, exposition(go_lines({"200": 1000, "500": 100})))
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, exposition(go_lines({"200": 1074, "500": 126})))
+    assert result.status is Status.OK
+    assert result.values["requests"] == 100.0
+    assert result.values["error_ratio"] == pytest.approx(0.26)
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "status",
+        "code",
+        "status_code",
+        "http_status_code",
+        "http_response_status_code",
+        "http.response.status_code",
+        "response_code",
+        "statusCode",
+    ],
+)
+async def test_common_status_labels_are_recognised(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str, label: str
+) -> None:
+    def text(ok: int, failed: int) -> str:
+        return exposition(
+            [
+                f'http_requests_total{{"{label}"="200",route="/"}} {ok}',
+                f'http_requests_total{{"{label}"="503",route="/"}} {failed}',
+            ]
+        )
+
+    check = make(url, latency_metric=None)
+    await scrape(check, ctx, page, text(0, 0))
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, text(90, 10))
+    assert result.values["error_ratio"] == pytest.approx(0.1)
+
+
+async def test_no_known_status_label_is_unknown_naming_the_labels(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str
+) -> None:
+    def text(ok: int, failed: int) -> str:
+        return exposition(
+            [
+                f'http_requests_total{{method="get",path="/",result="ok"}} {ok}',
+                f'http_requests_total{{method="get",path="/",result="fail"}} {failed}',
+            ]
+        )
+
+    check = make(url, latency_metric=None)
+    first = await scrape(check, ctx, page, text(100, 0))
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, text(150, 50))
+    for run in (first, result):
+        assert run.status is Status.UNKNOWN
+        assert run.values == {}
+        assert run.reason == (
+            "http_requests_total has no status label (tried status, code, status_code,"
+            " http_status_code, http_response_status_code, http.response.status_code,"
+            " http.status_code, response_code, http_status, statusCode;"
+            " found labels: method, path, result)"
+        )
+
+
+async def test_one_series_without_the_status_label_makes_it_unknown(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str
+) -> None:
+    # Its requests could be errors or not: the ratio over the rest would be a guess.
+    def text(ok: int, failed: int, other: int) -> str:
+        return exposition([*go_lines({"200": ok, "500": failed}), f"http_requests_total {other}"])
+
+    check = make(url, latency_metric=None)
+    await scrape(check, ctx, page, text(0, 0, 0))
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, text(90, 10, 50))
+    assert result.status is Status.UNKNOWN
+    assert (
+        result.reason == "1 of 3 http_requests_total series have no code label (found labels: none)"
+    )
+
+
+async def test_an_empty_status_label_is_a_missing_one(
+    ctx: CheckContext, page: MetricsPage, url: str
+) -> None:
+    # Prometheus reads an empty label value as no label at all.
+    text = exposition(['http_requests_total{status="",job="web"} 5'])
+    result = await scrape(make(url), ctx, page, text)
+    assert result.status is Status.UNKNOWN
+    assert result.reason.startswith("http_requests_total has no status label (tried status,")
+    assert result.reason.endswith("found labels: job, status)")
+
+
+async def test_explicit_status_label_is_the_only_one_tried(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str
+) -> None:
+    check = make(url, status_label="http_code", latency_metric=None)
+    # `code` is there too, but the config named another label.
+    result = await scrape(check, ctx, page, exposition(go_lines({"200": 100})))
+    assert result.status is Status.UNKNOWN
+    assert result.reason == (
+        "http_requests_total has no status label (tried http_code; found labels: code, method)"
+    )
+
+    def text(ok: int, failed: int) -> str:
+        return exposition(
+            [
+                f'http_requests_total{{http_code="200",code="x"}} {ok}',
+                f'http_requests_total{{http_code="502",code="y"}} {failed}',
+            ]
+        )
+
+    await scrape(check, ctx, page, text(0, 0))
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, text(80, 20))
+    assert result.values["error_ratio"] == pytest.approx(0.2)
+
+
+async def test_status_values_that_are_no_http_status_are_unknown(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str
+) -> None:
+    # status="error" cannot be told from status="ok" by error_statuses: no ratio from it.
+    text = exposition(requests_lines({"ok": 100, "error": 30, "200": 5}))
+    result = await scrape(make(url), ctx, page, text)
+    assert result.status is Status.UNKNOWN
+    assert result.reason == (
+        "http_requests_total label status has values that are not HTTP statuses:"
+        " 'ok', 'error' (set status_label)"
+    )
+    text = exposition(requests_lines(dict.fromkeys(("²⁰⁰", "5XX", "OK", "-1", "5x"), 1)))
+    result = await scrape(make(url), ctx, page, text)
+    assert result.reason == (
+        "http_requests_total label status has values that are not HTTP statuses:"
+        " '²⁰⁰', 'OK', '-1' (+1 more) (set status_label)"
+    )
+
+
+async def test_label_is_chosen_per_scrape(
+    ctx: CheckContext, clock: ManualClock, page: MetricsPage, url: str
+) -> None:
+    # A new release moved from a Python client (status) to promhttp (code).
+    check = make(url, window="90s", latency_metric=None)
+    await scrape(check, ctx, page, exposition(requests_lines({"200": 0, "500": 0})))
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, exposition(requests_lines({"200": 90, "500": 10})))
+    assert result.values["error_ratio"] == pytest.approx(0.1)
+    await clock.advance(30)
+    # The app restarted with new series: they count from their second scrape.
+    result = await scrape(check, ctx, page, exposition(go_lines({"200": 10, "500": 10})))
+    assert result.status is Status.OK
+    await clock.advance(30)
+    result = await scrape(check, ctx, page, exposition(go_lines({"200": 70, "500": 50})))
+    assert result.values["requests"] == 200.0  # the whole 90s window: 100 + 0 + 100
+    assert result.values["error_ratio"] == pytest.approx((10 + 40) / 200)
+
+
+async def test_no_request_rate_over_no_time(ctx: CheckContext, page: MetricsPage, url: str) -> None:
+    # Two scrapes at one instant: a count, but no rate (not a rate of 0).
+    check = make(url, latency_metric=None)
+    await scrape(check, ctx, page, exposition(requests_lines({"200": 0, "500": 0})))
+    result = await scrape(check, ctx, page, exposition(requests_lines({"200": 90, "500": 10})))
+    assert result.status is Status.OK
+    assert result.values["requests"] == 100.0
+    assert "request_rate" not in result.values
