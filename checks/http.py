@@ -19,7 +19,7 @@ from yarl import URL
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.models import Status
-from daemon.units import Duration
+from daemon.units import PositiveDuration
 
 MAX_BODY = 1 << 20  # body expectations read at most 1 MiB
 VALUE_NAMES = frozenset({"up", "latency_seconds", "status_code"})
@@ -160,7 +160,7 @@ class HttpCheckConfig(CheckConfig):
     expect_json: dict[JsonPath, JsonValue] | None = None
     expect_body: str | None = Field(None, min_length=1)
     # Slower than this (but otherwise fine) is WARN.
-    max_latency: Duration | None = None
+    max_latency: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _head_has_no_body(self) -> HttpCheckConfig:
