@@ -2,7 +2,8 @@
 
 An alert is a second kind of signal into the same engine as check observations. Its
 fingerprint identifies it across Alertmanager's retries and repeats, so the same alert never
-opens a second incident or triggers a second remediation.
+opens a second incident or triggers a second remediation; its `startsAt` identifies the episode,
+so a firing delivered after its own resolution (`Resolutions`) does not open a new one.
 """
 
 from __future__ import annotations
@@ -27,12 +28,93 @@ class Alert:
     labels: dict[str, str]
     annotations: dict[str, str] = field(default_factory=dict)
     starts_at: float | None = None
+    ends_at: float | None = None  # a resolved alert's: when it resolved, on the sender's clock
     generator_url: str = ""
     source: str = "alertmanager"
 
     def summary(self) -> str:
         text = self.annotations.get("summary") or self.annotations.get("description") or ""
         return text or f"{self.name} {' '.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}"
+
+
+# How long a resolution is remembered, on runbookd's clock: twelve times Alertmanager's default
+# resolve_timeout (5m), far beyond its notification retries (they stop at the group_interval) and
+# a signed webhook's tolerance. Short enough that an alert re-sent with its old startsAt after a
+# sender's restart is not held back for long: it opens an incident again an hour on.
+RESOLVED_RETENTION = 3600.0
+# At most this many per rule, the oldest dropped first: an alert storm costs bounded memory and
+# store rows (some 10,000 x 200 bytes) whatever the retention.
+MAX_RESOLVED = 10_000
+
+
+class Resolutions:
+    """The episodes of a rule's alerts that resolved lately, by fingerprint.
+
+    An episode is known by the sender's `startsAt`: a resolved alert carries its firing one's,
+    a new episode of the same fingerprint a later one. A firing alert whose `startsAt` is not
+    after the resolved episode's is a late delivery (the other Alertmanager of an HA pair, a
+    retry) and must not reopen it. Comparing the sender's timestamps with each other is immune
+    to skew between its clock and ours; an alert without one (a generic webhook) is never held
+    back. runbookd's clock only dates the records, to expire them.
+
+    Two str -> float dicts in the order recorded (the oldest first, for expiry): objects the
+    cyclic garbage collector does not track, as for the firing fingerprints.
+    """
+
+    __slots__ = ("_recorded", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: dict[str, float] = {}  # the resolved episode's startsAt
+        self._recorded: dict[str, float] = {}  # when runbookd recorded it
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def stale(self, alert: Alert) -> bool:
+        """A firing alert of an episode already resolved (or of an older one)."""
+        resolved = self._starts.get(alert.fingerprint)
+        return resolved is not None and alert.starts_at is not None and alert.starts_at <= resolved
+
+    def news(self, alert: Alert) -> bool:
+        """A resolution worth recording: it has a start, later than any recorded for it."""
+        resolved = self._starts.get(alert.fingerprint)
+        return alert.starts_at is not None and (resolved is None or alert.starts_at > resolved)
+
+    def record(self, alert: Alert, now: float) -> dict[str, Any]:
+        """Remember a resolution (`news`); returns the store writes: its record, and None for
+        the records it pushes out (expired, or the oldest beyond MAX_RESOLVED)."""
+        fp, starts_at = alert.fingerprint, alert.starts_at
+        assert starts_at is not None
+        self._starts.pop(fp, None)
+        self._recorded.pop(fp, None)  # re-inserted last: dict order is the recording order
+        self._starts[fp], self._recorded[fp] = starts_at, now
+        writes: dict[str, Any] = dict.fromkeys(self._expire(now))
+        writes[fp] = {"starts_at": starts_at, "ends_at": alert.ends_at, "recorded_at": now}
+        return writes
+
+    def restore(self, stored: dict[str, Any], now: float) -> list[str]:
+        """Load the store's records; returns the keys to delete (expired, or malformed)."""
+        dropped: list[str] = []
+        kept: list[tuple[float, str, float]] = []
+        for fp, doc in stored.items():
+            try:
+                kept.append((float(doc["recorded_at"]), fp, float(doc["starts_at"])))
+            except (TypeError, KeyError, ValueError):
+                dropped.append(fp)
+        for recorded, fp, starts_at in sorted(kept):
+            self._starts[fp], self._recorded[fp] = starts_at, recorded
+        return dropped + self._expire(now)
+
+    def _expire(self, now: float) -> list[str]:
+        cutoff, excess = now - RESOLVED_RETENTION, len(self._recorded) - MAX_RESOLVED
+        gone: list[str] = []
+        for fp, recorded in self._recorded.items():  # oldest first
+            if recorded >= cutoff and len(gone) >= excess:
+                break
+            gone.append(fp)
+        for fp in gone:
+            del self._starts[fp], self._recorded[fp]
+        return gone
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -92,6 +174,7 @@ class WebhookAlert(_Lenient):
             labels=dict(self.labels),
             annotations=dict(self.annotations),
             starts_at=_timestamp(self.startsAt),
+            ends_at=_timestamp(self.endsAt),
             generator_url=self.generatorURL,
             source=source,
         )

@@ -7,11 +7,23 @@ from aiohttp import web
 
 from daemon.alerts import AlertmanagerWebhook, alert_from_json
 from daemon.api import DaemonView, json_error, parse_json, read_body, read_json, require_json
-from daemon.auth import bearer, same_secret, signature_problem, unauthorized
-from daemon.config import WebhookAuth
+from daemon.auth import (
+    ReplayGuard,
+    bearer,
+    replay_capacity,
+    same_secret,
+    signature_problem,
+    signature_window,
+    unauthorized,
+)
+from daemon.config import WebhookAuth, WebhookConfig
+
+REPLAYED = "X-Runbookd-Signature: this signed request was accepted already (a replay?)"
 
 
 def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
+    replays = ReplayGuard()
+
     async def alertmanager(request: web.Request) -> web.Response:
         body = await read_json(request, AlertmanagerWebhook)
         alerts = body.to_alerts()
@@ -25,7 +37,37 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
         if config is None:
             return json_error(404, f"no webhook {name!r}")
         raw = await read_body(request)
-        check_sender(config.auth, request, raw, daemon.clock.now())
+        now = daemon.clock.now()
+        check_sender(config.auth, request, raw, now)
+        if config.auth.hmac_secret is None:
+            return await deliver(request, name, config, raw)
+        return await deliver_once(request, name, config, raw, now)
+
+    async def deliver_once(
+        request: web.Request, name: str, config: WebhookConfig, raw: bytes, now: float
+    ) -> web.Response:
+        """A signed request, accepted once: admitted before it is processed (two copies sent
+        at once are not both taken) and forgotten again if it is not accepted after all (the
+        sender may send it again)."""
+        signature, until = signature_window(request.headers, config.auth.tolerance)
+        key = f"{name}:{signature}"
+        cap = replay_capacity(daemon.config.runbookd.api.rate_limit, config.auth.tolerance)
+        if not replays.admit(key, until, now=now, cap=cap):
+            # 409, not 401: the sender proved itself, and this request is already accepted;
+            # a sender retrying after a lost answer must not think its secret is wrong.
+            return json_error(409, REPLAYED)
+        try:
+            response = await deliver(request, name, config, raw)
+        except BaseException:
+            replays.forget(key)
+            raise
+        if response.status != 200:
+            replays.forget(key)
+        return response
+
+    async def deliver(
+        request: web.Request, name: str, config: WebhookConfig, raw: bytes
+    ) -> web.Response:
         require_json(request)
         try:
             alert = alert_from_json(parse_json(raw), config.fields, f"webhook:{name}")

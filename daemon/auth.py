@@ -1,8 +1,9 @@
 """Who may call the API, how often, and with how large a body.
 
 Bearer tokens with scopes (read, intake, write), compared in constant time; a token bucket
-per caller; HMAC-SHA256 signatures for generic webhooks. Every /api/v1 route needs a token
-unless none is configured, which the config loader allows only on a loopback address.
+per caller; HMAC-SHA256 signatures for generic webhooks, each accepted once. Every /api/v1
+route needs a token unless none is configured, which the config loader allows only on a loopback
+address.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
-from daemon.config import ApiSettings, ApiToken, Scope
+from daemon.config import ApiSettings, ApiToken, RateLimitConfig, Scope
+
+log = structlog.get_logger("runbookd.api")
 
 CALLER = web.RequestKey("caller", str)
 """The name of the token a request came with; absent when the API is open (no tokens)."""
@@ -222,3 +226,68 @@ def signature_problem(
     if match is None or not hmac.compare_digest(match[1].lower(), expected):
         return f"{SIGNATURE_HEADER}: bad signature"
     return None
+
+
+def signature_window(headers: Mapping[str, str], tolerance: float) -> tuple[str, float]:
+    """A request `signature_problem` accepted: its signature, and until when its timestamp is
+    accepted (after that it is refused by its timestamp, and need not be remembered)."""
+    return headers[SIGNATURE_HEADER].lower(), int(headers[TIMESTAMP_HEADER]) + tolerance
+
+
+# Never more signatures remembered than this, whatever the rate limit says: some 250 bytes
+# each, so at most about 250 MB.
+MAX_REPLAY_MEMORY = 1_000_000
+
+
+def replay_capacity(rate: RateLimitConfig, tolerance: float) -> int:
+    """How many signed requests one caller can get past the rate limiter while a signature
+    must be remembered (up to twice the tolerance: a timestamp may be ahead of our clock)."""
+    return min(MAX_REPLAY_MEMORY, math.ceil(rate.burst + rate.per_second * 2 * tolerance))
+
+
+class ReplayGuard:
+    """The signed webhook requests accepted lately, so that the same one is accepted once.
+
+    A signature is remembered until its timestamp falls out of the tolerance (then the
+    timestamp refuses it). Only signatures that verified are remembered, so only a holder of the
+    secret can fill the memory. At `cap` the oldest is forgotten rather than the new request
+    refused (which would let a flood shut the sender out): `replay_capacity` makes that need
+    more requests than the rate limiter admits to one caller in the window. In memory: a
+    restart forgets what was accepted before it, for one tolerance window.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # key -> expiry, in the order accepted
+        self._full = False
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def admit(self, key: str, until: float, *, now: float, cap: int) -> bool:
+        """True, and `key` remembered until `until`, unless it is remembered already."""
+        self._expire(now)
+        if key in self._until:
+            return False
+        self._until[key] = until
+        if len(self._until) > cap:
+            if not self._full:  # logged once, until it has room again
+                log.warning("webhook replay memory full: forgetting the oldest signatures", cap=cap)
+            self._full = True
+            while len(self._until) > cap:
+                del self._until[next(iter(self._until))]
+        elif len(self._until) < cap * 0.9:
+            self._full = False
+        return True
+
+    def forget(self, key: str) -> None:
+        """The request was not accepted after all (an error): its sender may send it again."""
+        self._until.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        # Oldest first: one whose timestamp was far ahead may hold younger ones back a while,
+        # at most twice the tolerance (the cap bounds them meanwhile).
+        while self._until:
+            key, until = next(iter(self._until.items()))
+            if until >= now:
+                break
+            del self._until[key]

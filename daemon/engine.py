@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from daemon.alerts import Alert
+from daemon.alerts import Alert, Resolutions
 from daemon.clock import Clock
 from daemon.metrics import Metrics
 from daemon.models import Incident, IncidentStatus, Observation, RuleState
@@ -68,11 +68,13 @@ class Engine:
         for name, config in rules.items():
             if config.alert_match is not None:
                 old_rule = self.alert_rules.get(name)
-                alert_rules[name] = (
-                    old_rule
-                    if old_rule and old_rule.config == config
-                    else (AlertRule(name, config, set(old_rule.firing) if old_rule else set()))
-                )
+                if old_rule is None:
+                    alert_rules[name] = AlertRule(name, config)
+                elif old_rule.config == config:
+                    alert_rules[name] = old_rule
+                else:
+                    firing, resolved = set(old_rule.firing), old_rule.resolved
+                    alert_rules[name] = AlertRule(name, config, firing, resolved)
                 continue
             old = self.evaluators.get(name)
             if old is not None and old.config == config:
@@ -99,6 +101,10 @@ class Engine:
             rule.firing = set(stored)
             if rule.firing:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
+            rule.resolved = Resolutions()
+            records = await self.store.values(f"{RESOLVED}:{name}")
+            if dropped := rule.resolved.restore(records, self.clock.now()):
+                await self.store.put_values(f"{RESOLVED}:{name}", dict.fromkeys(dropped))
         for incident in await self.store.open_incidents():
             self.incidents[incident.rule] = incident
             if (evaluator := self.evaluators.get(incident.rule)) is not None:
@@ -216,10 +222,11 @@ class Engine:
         rule names.
 
         Idempotent: a fingerprint already firing changes nothing (Alertmanager retries on
-        5xx and repeats on its repeat_interval), so it never opens a second incident. What the
-        request changes is written in one store transaction, committed before this returns,
-        and the new alerts joining an incident make one timeline entry on it. A request that
-        changes nothing touches neither the store nor the log.
+        5xx and repeats on its repeat_interval), so it never opens a second incident; nor does
+        a late firing of an episode already resolved (`Resolutions`), which is counted and
+        logged. What the request changes is written in one store transaction, committed before
+        this returns, and the new alerts joining an incident make one timeline entry on it. A
+        request that changes nothing touches neither the store nor the incidents' log.
         """
         rules = self.alert_rules
         routed = [[name for name, rule in rules.items() if rule.matches(a)] for a in alerts]
@@ -229,29 +236,68 @@ class Engine:
             for name in names
         ):
             async with self.recorder.batch():
-                await self._apply_alerts(alerts, routed)
+                stale = await self._apply_alerts(alerts, routed)
+        else:  # nothing changes, but late firings are still counted
+            stale = [
+                (a, name)
+                for a, names in zip(alerts, routed, strict=True)
+                for name in names
+                if rules[name].late_firing(a)
+            ]
+        self._refused(stale)
         return routed
 
-    async def _apply_alerts(self, alerts: Sequence[Alert], routed: list[list[str]]) -> None:
+    def _refused(self, stale: list[tuple[Alert, str]]) -> None:
+        """Count the late firings refused, and log them once per rule and request, at info
+        level (for whoever wonders why no incident), naming the first. Never an error to the
+        sender: Alertmanager would retry it forever."""
+        by_rule: dict[str, list[Alert]] = {}
+        for alert, rule in stale:
+            self.metrics.alerts.labels(alert.source, "firing", "stale").inc()
+            by_rule.setdefault(rule, []).append(alert)
+        for rule, refused in by_rule.items():
+            first = refused[0]
+            log.info(
+                "late firing alert refused: its episode already resolved",
+                rule=rule,
+                count=len(refused),
+                alert=first.name,
+                fingerprint=first.fingerprint,
+                starts_at=first.starts_at,
+                source=first.source,
+            )
+
+    async def _apply_alerts(
+        self, alerts: Sequence[Alert], routed: list[list[str]]
+    ) -> list[tuple[Alert, str]]:
         # In order, deciding at each step from the state now: other tasks may have moved it
         # while this one waited for the store, and a request may resolve a rule's last alert
         # and fire another after it (a new incident, as when they come one by one).
         joined: dict[str, tuple[Incident, list[Alert]]] = {}  # by incident id, in order
         stored: dict[str, dict[str, Any]] = {}  # the rules' firing alerts to write, or None
+        resolutions: dict[str, dict[str, Any]] = {}  # the rules' resolution records, likewise
+        stale: list[tuple[Alert, str]] = []  # late firings refused, with their rule
         for alert, names in zip(alerts, routed, strict=True):
             for name in names:
                 rule = self.alert_rules.get(name)
                 if rule is None:  # removed by a reload meanwhile
                     continue
                 fp = alert.fingerprint
-                if alert.firing and fp not in rule.firing:
+                if rule.late_firing(alert):
+                    stale.append((alert, name))
+                elif alert.firing and fp not in rule.firing:
                     rule.firing.add(fp)
                     stored.setdefault(name, {})[fp] = _alert_to_json(alert)
                     if (incident := self.incidents.get(name)) is not None:
                         joined.setdefault(incident.id, (incident, []))[1].append(alert)
                     else:
                         await self._alert_opens(rule, alert)
-                elif not alert.firing and fp in rule.firing:
+                elif not alert.firing:
+                    if rule.resolved.news(alert):
+                        now = self.clock.now()
+                        resolutions.setdefault(name, {}).update(rule.resolved.record(alert, now))
+                    if fp not in rule.firing:
+                        continue
                     rule.firing.discard(fp)
                     stored.setdefault(name, {})[fp] = None
                     if rule.firing:
@@ -265,9 +311,12 @@ class Engine:
                     await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
         for incident, pending_alerts in joined.values():
             await self._alerts_joined(incident, pending_alerts)
-        # Last, one statement per rule: the same transaction, so no order to keep.
+        # Last, one statement per rule and namespace: the same transaction, so no order to keep.
         for name, values in stored.items():
             await self.store.put_values(f"{ALERTS}:{name}", values)
+        for name, values in resolutions.items():
+            await self.store.put_values(f"{RESOLVED}:{name}", values)
+        return stale
 
     async def _alert_opens(self, rule: AlertRule, alert: Alert) -> None:
         self.metrics.rule_state.labels(rule.name).set(int(RuleState.FIRING))
@@ -303,7 +352,11 @@ class Engine:
     # -- incidents --------------------------------------------------------------------------
 
     async def resolve_by_operator(self, incident_id: str, by: str, reason: str) -> bool:
-        """An operator closes an incident; its rule starts afresh (it may fire again)."""
+        """An operator closes an incident; its rule starts afresh (it may fire again).
+
+        No resolution is recorded for its alerts: they still fire at their sender, whose next
+        repeat opens a new incident (their episode's own resolution is recorded when it comes).
+        """
         rule = next((r for r, i in self.incidents.items() if i.id == incident_id), None)
         if rule is None:
             return False
@@ -364,14 +417,22 @@ class AlertRule:
     # The fingerprints firing: strings only, which the cyclic garbage collector does not
     # track, so an alert storm does not lengthen its pauses (the store has the alerts).
     firing: set[str] = field(default_factory=set)
+    resolved: Resolutions = field(default_factory=Resolutions)
 
     def matches(self, alert: Alert) -> bool:
         match = self.config.alert_match
         return match is not None and match.matches(alert)
 
     def changed_by(self, alert: Alert) -> bool:
-        """A new firing fingerprint, or the resolution of one that fires."""
-        return alert.firing != (alert.fingerprint in self.firing)
+        """A new firing fingerprint (not a late one), the resolution of one that fires, or a
+        resolution to record."""
+        if alert.fingerprint in self.firing:
+            return not alert.firing
+        return not self.late_firing(alert) if alert.firing else self.resolved.news(alert)
+
+    def late_firing(self, alert: Alert) -> bool:
+        """A firing alert, not firing here, of an episode already resolved: refused."""
+        return alert.firing and alert.fingerprint not in self.firing and self.resolved.stale(alert)
 
 
 # The alerts of one request joining an incident: how many are named in the timeline entry's
@@ -384,6 +445,8 @@ JOINED_DETAILS = 20
 # Store namespace prefix: "alerts:<rule>" holds that rule's firing alerts by fingerprint, one
 # key each, so a new alert is one small write, whatever else is firing.
 ALERTS = "alerts"
+# Likewise "resolved:<rule>": the episodes resolved lately, by fingerprint (`Resolutions`).
+RESOLVED = "resolved"
 
 
 def _alert_details(alert: Alert) -> dict[str, Any]:

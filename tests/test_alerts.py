@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.alerts import Alert, AlertmanagerWebhook
+from daemon.alerts import RESOLVED_RETENTION, Alert, AlertmanagerWebhook
 from daemon.config import ConfigError, load_config_text
 from daemon.engine import JOINED_DETAILS
 from daemon.models import IncidentStatus
@@ -164,6 +165,7 @@ async def test_new_alerts_of_one_request_are_one_commit_one_incident_and_two_ent
             "labels": {"alertname": "HighErrorRate", "service": "web", "instance": fp},
             "annotations": {"summary": "5xx above 5% on web"},
             "starts_at": a.starts_at,
+            "ends_at": None,
             "generator_url": "http://prometheus:9090/graph?g0.expr=...",
             "source": "alertmanager",
         }
@@ -199,12 +201,13 @@ async def test_a_storm_of_joining_alerts_stays_in_the_store_not_in_memory(
 
 async def test_repeats_change_nothing(db: SqliteStore) -> None:
     w = build_world(db, {"errors": RULE})
-    await w.engine.alerts(request("a", "b", "c"))
+    # A resolution of what never fired here is recorded (its firing may come late), once.
+    await w.engine.alerts(request("a", "b", "c") + request("x", status="resolved"))
     await w.settle()
     before = await w.timeline()
     with capture_logs() as logs:
         async with Commits(db) as commits:
-            # Alertmanager's repeat, in another order, and a resolution of what never fired.
+            # Alertmanager's repeat, in another order, and the resolution again.
             routed = await w.engine.alerts(request("c", "a", "b") + request("x", status="resolved"))
     assert commits.count == 0
     assert logs == []
@@ -495,3 +498,172 @@ async def test_one_alertmanager_request_is_one_commit_and_answered_after_it(
         hooks = state["hooks"]
         assert isinstance(hooks, list)
         assert len(hooks) == 1  # one incident, remediated once
+
+
+# -- late deliveries: a firing of an episode already resolved -------------------------------
+
+T0 = 1_800_000_000.0  # the episode's startsAt, on the sender's clock
+T1 = T0 + 600  # when it resolved (endsAt)
+T2 = T1 + 60  # a new episode of the same fingerprint
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def episode(status: str, starts: float, ends: float | None = None, fp: str = "fp1") -> Alert:
+    """Alertmanager's alert: a resolved one has the firing one's startsAt and an endsAt."""
+    body = alert(status, fp) | {"startsAt": iso(starts)}
+    if ends is not None:
+        body["endsAt"] = iso(ends)
+    (a,) = parse(webhook(body))
+    return a
+
+
+def stale_count(w: World[Any], source: str = "alertmanager") -> float:
+    labels = {"source": source, "status": "firing", "result": "stale"}
+    return w.metrics.registry.get_sample_value("runbookd_alerts_received_total", labels) or 0.0
+
+
+async def test_a_late_firing_of_a_resolved_episode_opens_nothing() -> None:
+    w = make_world({"errors": RULE})
+    await w.engine.alert(episode("firing", T0))
+    await w.clock.advance(0)
+    await w.engine.alert(episode("resolved", T0, T1))
+    await w.clock.advance(0)
+    # The other Alertmanager of the pair delivers its firing notification late.
+    with capture_logs() as logs:
+        assert await w.engine.alert(episode("firing", T0)) == ["errors"]
+        assert await w.engine.alerts([episode("firing", T0)] * 3) == [["errors"]] * 3
+    await w.clock.advance(0)
+    assert len(w.opened) == 1
+    assert len(w.actions["rollback"].calls) == 1
+    assert w.engine.incidents == {}
+    assert stale_count(w) == 4
+    # One line per request (and rule), not per alert.
+    assert [(e["event"], e["log_level"], e["count"]) for e in logs] == [
+        ("late firing alert refused: its episode already resolved", "info", n) for n in (1, 3)
+    ]
+    assert logs[0]["fingerprint"] == "fp1"
+    # A new episode of the same fingerprint starts after the resolution: a new incident.
+    await w.engine.alert(episode("firing", T2))
+    await w.clock.advance(0)
+    assert len(w.opened) == 2
+    assert len(w.actions["rollback"].calls) == 2
+
+
+async def test_a_resolution_delivered_before_its_firing_is_remembered(db: SqliteStore) -> None:
+    w = build_world(db, {"errors": RULE})
+    async with Commits(db) as commits:
+        await w.engine.alert(episode("resolved", T0, T1))
+    assert commits.count == 1
+    async with Commits(db) as commits:
+        await w.engine.alert(episode("firing", T0))  # the late firing: nothing to write
+        await w.engine.alert(episode("resolved", T0, T1))  # a repeat of the resolution
+    assert commits.count == 0
+    assert w.opened == []
+    assert stale_count(w) == 1
+
+
+async def test_a_late_firing_after_a_restart_opens_nothing(db: SqliteStore, db_path: Path) -> None:
+    before = build_world(db, {"errors": RULE})
+    await before.engine.alerts([episode("firing", T0, fp=fp) for fp in ("a", "b")])
+    await before.settle()
+    await before.engine.alerts([episode("resolved", T0, T1, fp=fp) for fp in ("a", "b")])
+    await before.settle()
+    assert len(before.actions["rollback"].calls) == 1
+    await db.close()
+
+    restarted = SqliteStore(db_path)
+    await restarted.open()
+    try:
+        after = build_world(restarted, {"errors": RULE}, clock=before.clock)
+        await after.engine.restore()
+        async with Commits(restarted) as commits:
+            await after.engine.alerts([episode("firing", T0, fp=fp) for fp in ("b", "a")])
+        assert commits.count == 0
+        assert after.opened == []
+        assert stale_count(after) == 2
+        await after.engine.alerts([episode("firing", T2, fp="a")])
+        await after.settle()
+        assert len(after.opened) == 1
+        assert len(after.actions["rollback"].calls) == 1
+    finally:
+        await restarted.close()
+
+
+async def test_alerts_without_a_start_are_never_held_back() -> None:
+    # A generic webhook gives no timestamps: a firing after a resolution is a new episode
+    # (a replayed signed request is refused at the door instead).
+    w = make_world({"errors": RULE})
+    for firing in (True, False, True):
+        await w.engine.alert(Alert("HighErrorRate", firing, "hook", {"service": "web"}))
+        await w.clock.advance(0)
+    assert len(w.opened) == 2
+    assert await w.store.values("resolved:errors") == {}
+
+
+async def test_an_operator_resolution_still_lets_the_firing_alert_reopen() -> None:
+    w = make_world({"errors": RULE})
+    for a in (episode("firing", T0), episode("resolved", T0, T1), episode("firing", T2)):
+        await w.engine.alert(a)
+        await w.clock.advance(0)
+    assert await w.engine.resolve_by_operator(w.opened[-1].id, "alice", "")
+    # Alertmanager repeats the alert still firing: the rule started afresh, a new incident.
+    await w.engine.alert(episode("firing", T2))
+    await w.clock.advance(0)
+    assert len(w.opened) == 3
+    # When that episode resolves, its late firing is refused like any other.
+    await w.engine.alert(episode("resolved", T2, T2 + 60))
+    await w.engine.alert(episode("firing", T2))
+    assert len(w.opened) == 3
+    assert stale_count(w) == 1
+
+
+async def test_resolution_records_expire(db: SqliteStore) -> None:
+    w = build_world(db, {"errors": RULE})
+    fps = [f"fp{i:03d}" for i in range(200)]
+    await w.engine.alerts([episode("firing", T0, fp=fp) for fp in fps])
+    await w.engine.alerts([episode("resolved", T0, T1, fp=fp) for fp in fps])
+    await w.settle()
+    assert len(await db.values("resolved:errors")) == 200
+    # An hour later, the next resolution recorded takes the expired ones with it.
+    await w.clock.advance(RESOLVED_RETENTION + 1)
+    await w.engine.alerts([episode("firing", T2, fp="new")])
+    await w.engine.alerts([episode("resolved", T2, T2 + 1, fp="new")])
+    await w.settle()
+    assert list(await db.values("resolved:errors")) == ["new"]
+    assert len(w.engine.alert_rules["errors"].resolved) == 1
+    # An expired record holds nothing back: the late firing is a new incident again.
+    await w.engine.alerts([episode("firing", T0, fp="fp000")])
+    await w.settle()
+    assert w.opened[-1].trigger["fingerprint"] == "fp000"
+
+
+async def test_resolution_records_are_capped_per_rule(
+    db: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("daemon.alerts.MAX_RESOLVED", 50)
+    w = build_world(db, {"errors": RULE})
+    for i in range(10):  # a storm: 10 requests of 20 alerts that fire and resolve
+        fps = [f"fp{i}-{k}" for k in range(20)]
+        await w.engine.alerts([episode("firing", T0, fp=fp) for fp in fps])
+        await w.engine.alerts([episode("resolved", T0, T1, fp=fp) for fp in fps])
+    await w.settle()
+    kept = await db.values("resolved:errors")
+    newest = [f"fp7-{k}" for k in range(10, 20)] + [f"fp{i}-{k}" for i in (8, 9) for k in range(20)]
+    assert sorted(kept) == sorted(newest)  # the oldest went first
+    assert len(w.engine.alert_rules["errors"].resolved) == 50
+    await db.close()
+
+    # A restart an hour later drops what expired meanwhile, from memory and the store.
+    restarted = SqliteStore(db_path)
+    await restarted.open()
+    try:
+        await w.clock.advance(RESOLVED_RETENTION + 1)
+        after = build_world(restarted, {"errors": RULE}, clock=w.clock)
+        await after.engine.restore()
+        assert len(after.engine.alert_rules["errors"].resolved) == 0
+        assert await restarted.values("resolved:errors") == {}
+    finally:
+        await restarted.close()

@@ -12,10 +12,18 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from daemon.api import build_app
-from daemon.auth import RateLimiter, TokenTable
-from daemon.config import ApiToken, ConfigError, check_config_main, is_loopback, load_config_text
+from daemon.auth import MAX_REPLAY_MEMORY, RateLimiter, ReplayGuard, TokenTable, replay_capacity
+from daemon.config import (
+    ApiToken,
+    ConfigError,
+    RateLimitConfig,
+    check_config_main,
+    is_loopback,
+    load_config_text,
+)
 from daemon.logs import configure
 from tests.utils import run_daemon, serve
 
@@ -253,6 +261,39 @@ def test_rate_limiter_refills_caps_at_burst_and_bounds_its_memory() -> None:
     for key in ("b", "c", "d", "e"):
         limiter.take(key)
     assert len(limiter._buckets) == 3
+
+
+def test_signatures_are_remembered_only_within_their_window() -> None:
+    guard = ReplayGuard()
+    assert guard.admit("a", 1300.0, now=1000.0, cap=10)
+    assert not guard.admit("a", 1300.0, now=1300.0, cap=10)  # the edge: still accepted by time
+    assert guard.admit("b", 1400.0, now=1300.0, cap=10)
+    # Past its timestamp's tolerance a signature is refused by the timestamp: forgotten here.
+    assert guard.admit("c", 1500.0, now=1301.0, cap=10)
+    assert len(guard) == 2
+    assert guard.admit("d", 2000.0, now=1401.0, cap=10)
+    assert len(guard) == 2  # c and d
+    guard.forget("d")  # not accepted after all
+    assert guard.admit("d", 2000.0, now=1401.0, cap=10)
+
+
+def test_a_full_replay_memory_forgets_the_oldest_and_refuses_nothing() -> None:
+    guard = ReplayGuard()
+    with capture_logs() as logs:
+        assert all(guard.admit(f"s{i}", 1300.0, now=1000.0, cap=100) for i in range(250))
+    assert len(guard) == 100
+    assert guard.admit("s0", 1300.0, now=1000.0, cap=100)  # forgotten: a replay gets through
+    assert not guard.admit("s249", 1300.0, now=1000.0, cap=100)
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("webhook replay memory full: forgetting the oldest signatures", "warning")
+    ]
+
+
+def test_replay_memory_outlasts_what_the_rate_limiter_admits() -> None:
+    # One caller at the full rate for twice the tolerance (a timestamp may run ahead of ours).
+    assert replay_capacity(RateLimitConfig(), 300.0) == 200 + 50 * 600
+    assert replay_capacity(RateLimitConfig(per_second=0.5, burst=10), 300.0) == 310
+    assert replay_capacity(RateLimitConfig(per_second=10_000), 3600.0) == MAX_REPLAY_MEMORY
 
 
 def test_token_lookup_checks_every_token() -> None:

@@ -142,7 +142,10 @@ async def test_a_signed_alert_opens_an_incident_and_a_signed_resolution_resolves
     assert incident["status"] == "resolved"
 
 
-async def test_a_replay_within_tolerance_is_accepted_but_deduplicated(
+REPLAYED = "X-Runbookd-Signature: this signed request was accepted already (a replay?)"
+
+
+async def test_a_replay_within_tolerance_is_refused(
     api: str, session: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     url = f"{api}/api/v1/webhooks/deploys"
@@ -151,8 +154,54 @@ async def test_a_replay_within_tolerance_is_accepted_but_deduplicated(
     assert (await post(session, url, body, headers))[0] == 200
     await clock.advance(4 * 60)
     status, answer, _ = await post(session, url, body, headers)
+    assert (status, answer) == (409, {"error": REPLAYED})
+    # The sender itself signs each delivery afresh: the same body, a new timestamp, accepted
+    # (and deduplicated by its fingerprint).
+    status, answer, _ = await post(session, url, body, signed(body, clock.now()))
     assert (status, answer) == (200, {"received": 1, "matched": 1})
     assert len(await incidents(session, api)) == 1
+
+
+async def test_a_replayed_firing_does_not_reopen_a_resolved_incident(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    firing = json.dumps(deploy()).encode()
+    captured = signed(firing, clock.now())
+    assert (await post(session, url, firing, captured))[0] == 200
+    await clock.advance(60)
+    resolved = json.dumps(deploy("ok")).encode()
+    assert (await post(session, url, resolved, signed(resolved, clock.now())))[0] == 200
+    await clock.advance(60)
+    status, answer, _ = await post(session, url, firing, captured)  # replayed by someone
+    assert (status, answer) == (409, {"error": REPLAYED})
+    (incident,) = await incidents(session, api)
+    assert incident["status"] == "resolved"
+
+
+async def test_a_signed_request_not_accepted_may_be_sent_again(
+    daemon: Daemon,
+    api: str,
+    session: aiohttp.ClientSession,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"{api}/api/v1/webhooks/deploys"
+    body = json.dumps(deploy(title="")).encode()  # refused: no alert name
+    headers = signed(body, clock.now())
+    for _ in range(2):
+        assert (await post(session, url, body, headers))[0] == 400
+
+    async def store_gone(alerts: object) -> int:
+        raise RuntimeError("the store went away")
+
+    body = json.dumps(deploy()).encode()
+    headers = signed(body, clock.now())
+    with monkeypatch.context() as patch:
+        patch.setattr(daemon, "intake", store_gone)
+        assert (await post(session, url, body, headers))[0] == 500
+    assert (await post(session, url, body, headers))[0] == 200  # the sender's retry
+    assert (await post(session, url, body, headers))[0] == 409
 
 
 async def test_the_signature_covers_the_raw_bytes(
@@ -345,7 +394,7 @@ webhooks:
         "c.yaml:10 webhooks.c.auth.hmac_secret: too short: use at least 16 characters",
         "c.yaml:14 webhooks.d.fields.status: not a dotted path into the body: 'state..x' "
         "(e.g. alert.title)",
-        "c.yaml:15 webhooks.d.auth.tolerance: input should be less than or equal to 3600",
+        "c.yaml:15 webhooks.d.auth.tolerance: must be at most 1h, not 2h",
         "c.yaml:16 webhooks.bad name: not a valid name: 'bad name' (letters, digits, _ and -, "
         "starting with a letter or _, at most 64 characters)",
         "c.yaml:18 webhooks.bad name.auth: give hmac_secret (or hmac_secret_file) or token, "
