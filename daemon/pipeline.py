@@ -66,6 +66,7 @@ class Run:
     rule: RuleConfig
     progress: Progress
     cleared: asyncio.Event = field(default_factory=asyncio.Event)
+    saved: bool = False  # the progress is in the store
 
 
 class Stopped(Exception):
@@ -235,7 +236,7 @@ class Pipeline:
                 continue
             if (step := interrupted.pop(incident_id, None)) is not None:
                 self._interrupted(progress, step)
-            self._resume(Run(incident, rule, progress))
+            self._resume(Run(incident, rule, progress, saved=True))
         for incident in by_id.values():
             rule = _rule_for(incident, rules)
             if rule is None or incident.id in saved:
@@ -335,19 +336,21 @@ class Pipeline:
             )
             self._ended(run)
             return
-        async with self.recorder.batch():
-            if await self.breaker.is_open(incident.rule):
-                notifiers = self.plan.notifiers()
-                steps = dict.fromkeys([*progress.do, *progress.escalate])
-                progress.notify = [name for name in steps if name in notifiers]
-                progress.enter("notify")
+        # Nothing is saved until the first step: a plan with no progress in the store and
+        # nothing on its timeline is one that never began, and starts afresh after a crash.
+        if await self.breaker.is_open(incident.rule):
+            notifiers = self.plan.notifiers()
+            steps = dict.fromkeys([*progress.do, *progress.escalate])
+            progress.notify = [name for name in steps if name in notifiers]
+            progress.enter("notify")
+            async with self.recorder.batch():
                 await self.recorder.record(
                     incident,
                     "circuit_open",
                     "automation for this rule is stopped (circuit open after plans that did "
                     "not help); paging only, until an operator resets it",
                 )
-            await self._save(run)
+                await self._save(run)
         await self._run_plan(run)
 
     async def _run_plan(self, run: Run) -> None:
@@ -391,11 +394,15 @@ class Pipeline:
 
     async def _save(self, run: Run) -> None:
         await self.store.put_value(PLANS, run.incident.id, run.progress.to_json())
+        run.saved = True
 
     async def _finish(self, run: Run) -> None:
         """The plan is over: the breaker counts it (when it acted and the outcome is known),
         and its progress goes, in one transaction."""
         progress = run.progress
+        counted = progress.helped is not None and progress.acted
+        if not (counted or run.saved):
+            return  # a plan with no steps: nothing to write
         async with self.recorder.batch():
             if progress.helped is not None and progress.acted:
                 await self._count_for_breaker(run, progress.helped)
