@@ -253,7 +253,7 @@ class Engine:
         sender: Alertmanager would retry it forever."""
         by_rule: dict[str, list[Alert]] = {}
         for alert, rule in stale:
-            self.metrics.alerts.labels(alert.source, "firing", "stale").inc()
+            self.metrics.alerts_refused.labels(rule).inc()
             by_rule.setdefault(rule, []).append(alert)
         for rule, refused in by_rule.items():
             first = refused[0]

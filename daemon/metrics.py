@@ -176,6 +176,12 @@ class Metrics:
             ["source", "status", "result"],
             registry=core,
         )
+        self.alerts_refused = Counter(
+            "runbookd_alerts_refused_total",
+            "Firing alerts refused as late deliveries of an episode already resolved.",
+            ["rule"],
+            registry=core,
+        )
         self.circuit_open = Gauge(
             "runbookd_circuit_open",
             "1 while a rule's automation is stopped by the circuit breaker.",

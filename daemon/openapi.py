@@ -326,6 +326,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "AlertsReceived",
         body="object",
         tag="intake",
+        conflict="this signed request was accepted already (a replay)",
     ),
 )
 

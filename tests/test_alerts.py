@@ -520,9 +520,9 @@ def episode(status: str, starts: float, ends: float | None = None, fp: str = "fp
     return a
 
 
-def stale_count(w: World[Any], source: str = "alertmanager") -> float:
-    labels = {"source": source, "status": "firing", "result": "stale"}
-    return w.metrics.registry.get_sample_value("runbookd_alerts_received_total", labels) or 0.0
+def stale_count(w: World[Any], rule: str = "errors") -> float:
+    labels = {"rule": rule}
+    return w.metrics.registry.get_sample_value("runbookd_alerts_refused_total", labels) or 0.0
 
 
 async def test_a_late_firing_of_a_resolved_episode_opens_nothing() -> None:
