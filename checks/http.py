@@ -36,7 +36,8 @@ def _http_url(value: str) -> str:
         url = URL(value)
     except ValueError:
         url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
+    # yarl refuses a port that is not a number or above 65535; port 0 reaches nothing.
+    if url is None or url.scheme not in ("http", "https") or not url.host or url.port == 0:
         raise ValueError(f"not an http(s) URL: {value!r} (use e.g. http://127.0.0.1:8080/healthz)")
     return value
 

@@ -31,6 +31,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import request_timeout
 from daemon.models import Status
+from daemon.postgres_dsn import check_postgres_dsn
 from daemon.units import Duration, Ratio
 
 APPLICATION_NAME = "runbookd"
@@ -83,9 +84,8 @@ class PostgresCheckConfig(CheckConfig):
     @field_validator("dsn")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        # The message must not echo the DSN: it may hold a password.
-        if urlsplit(value.get_secret_value()).scheme not in ("postgres", "postgresql"):
-            raise ValueError("not a PostgreSQL URL (use e.g. postgresql://monitor@db:5432/app)")
+        # Everything asyncpg would refuse on connecting, refused now; never echoing the DSN.
+        check_postgres_dsn(value.get_secret_value())
         return value
 
     def value_names(self) -> frozenset[str]:

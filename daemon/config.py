@@ -41,12 +41,15 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from checks.base import CHECKS, CheckConfig
-from daemon import plugins
+from daemon import plugins, yaml_loader
+from daemon.files import FileRefused, read_regular_file, too_large
+from daemon.redaction import redact_credentials
 from daemon.rule_config import RuleConfig
 from daemon.units import (
     DAY,
     Duration,
     PositiveDuration,
+    SecretFileError,
     SecretsModel,
     StrictModel,
     UnboundedDuration,
@@ -341,23 +344,15 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-# Aliases can expand exponentially ("billion laughs"); a real config is far below this.
-_MAX_NODES = 100_000
 _ENV = re.compile(
     r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
     r"|(?P<bad>\{))"
 )
+# Larger is not a config: refused before parsing (a 50 MB file would take a minute and GBs).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
-
-# libyaml's parser where PyYAML was built with it: 8x faster on a config of a thousand checks.
-# Its nodes carry the same marks, and values are still built by the SafeConstructor below.
-_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
-    yaml, "CSafeLoader", yaml.SafeLoader
-)
-
-
-class _TooLarge(Exception):
-    pass
+# libyaml's parser where PyYAML was built with it (daemon/yaml_loader.py).
+_LOADER: yaml_loader.Loader = yaml_loader.DEFAULT_LOADER
 
 
 def _line(node: Node) -> int:
@@ -374,9 +369,8 @@ class _Reader:
         # Paths whose value is already reported (unset variable, bad tag): pydantic would
         # only repeat it, less clearly.
         self.reported: set[YamlPath] = set()
-        self._constructor = yaml.constructor.SafeConstructor()
+        self._constructor = yaml_loader.CoreConstructor()
         self._active: set[int] = set()
-        self._nodes = 0
 
     def problem(self, line: int, path: YamlPath, message: str) -> None:
         self.problems.append(Problem(self.filename, line, _dotted(path), message))
@@ -388,14 +382,7 @@ class _Reader:
     def read(self, text: str) -> dict[str, Any] | None:
         """The data, or None when there is nothing to validate (problems say why)."""
         try:
-            try:
-                root = yaml.compose(text, Loader=_LOADER)
-            except yaml.YAMLError:
-                if _LOADER is yaml.SafeLoader:
-                    raise
-                # libyaml words its errors its own way: the pure-Python parser (slower, and
-                # only on this path) says what and where as the messages always have.
-                root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml_loader.compose(text, _LOADER)
             if root is None:
                 return {}
             self.lines[()] = _line(root)
@@ -406,14 +393,12 @@ class _Reader:
             return self._mapping(root, ())
         except yaml.YAMLError as exc:
             self.problems.append(_yaml_problem(self.filename, text, exc))
-        except (_TooLarge, RecursionError):
-            self.problem(1, ("yaml",), "too large or too deeply nested")
+        except RecursionError:  # composing bounds the depth: not expected
+            self.problem(1, ("yaml",), "too deeply nested")
         return None
 
     def _build(self, node: Node, path: YamlPath) -> Any:
-        self._nodes += 1
-        if self._nodes > _MAX_NODES:
-            raise _TooLarge
+        # Composing bounded the nodes, aliases and merges included, that this may visit.
         if id(node) in self._active:
             self.value_problem(node, path, "an alias refers to itself")
             return None
@@ -708,8 +693,12 @@ def _validation_problems(
             continue
         if error["type"] == "union_tag_invalid":
             path = (*path, "type")
+        message = _message(error, model)
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, SecretFileError):  # at the `*_file` line, not its entry's
+            path, message = (*path, cause.key), cause.detail
         line = _line_of(path, reader.lines)
-        problems.append(Problem(reader.filename, line, _dotted(path), _message(error, model)))
+        problems.append(Problem(reader.filename, line, _dotted(path), message))
     return problems
 
 
@@ -783,7 +772,12 @@ def _validate(data: dict[str, Any], reader: _Reader) -> tuple[RunbookConfig | No
 
 
 def load_config_text(text: str, filename: str = "<config>") -> RunbookConfig:
-    """Validate config text; raises ConfigError with every problem, sorted by line."""
+    """Validate config text; raises ConfigError with every problem, sorted by line.
+
+    No credential is repeated in a problem: see `_redacted`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        message = too_large(len(text), MAX_CONFIG_BYTES)
+        raise ConfigError([Problem(filename, 0, "file", message)])
     reader = _Reader(filename)
     data = reader.read(text)
     problems = reader.problems
@@ -794,18 +788,56 @@ def load_config_text(text: str, filename: str = "<config>") -> RunbookConfig:
         if config is not None:
             problems += _reference_problems(config, reader) + _exposure_problems(config, reader)
     if problems or config is None:
+        problems = _redacted(problems, data)
         raise ConfigError(sorted(problems, key=lambda problem: problem.line))
     return config
 
 
+def _redacted(problems: list[Problem], data: dict[str, Any] | None) -> list[Problem]:
+    """Problems without credentials: URL and DSN passwords, and every value given to a
+    secret field (a message about another field may quote it)."""
+    secrets: set[str] = set()
+    if data is not None:
+        _secret_values(_registered_model(), data, secrets)
+    return [
+        Problem(p.file, p.line, p.path, redact_credentials(p.message, secrets)) for p in problems
+    ]
+
+
+def _secret_values(tp: Any, value: Any, found: set[str]) -> None:
+    """Collect the text given to `SecretStr` fields of `tp` in `value` (plain config data)."""
+    tp = _unwrap(tp)
+    if tp is SecretStr:
+        if isinstance(value, str):
+            found.add(value)
+    elif isinstance(tp, type) and issubclass(tp, BaseModel):
+        if isinstance(value, dict):
+            fields = dict(_fields(tp))
+            for key, item in value.items():
+                if key in fields:
+                    _secret_values(fields[key], item, found)
+    elif get_origin(tp) is dict and isinstance(value, dict):
+        for item in value.values():
+            _secret_values(get_args(tp)[1], item, found)
+    elif get_origin(tp) is list and isinstance(value, list):
+        for item in value:
+            _secret_values(get_args(tp)[0], item, found)
+    elif get_origin(tp) in (Union, UnionType):
+        tag = value.get("type") if isinstance(value, dict) else None
+        members = [m for m in get_args(tp) if tag in _tags(m)] or get_args(tp)
+        for member in members:
+            _secret_values(member, value, found)
+
+
 def load_config(path: str | Path) -> RunbookConfig:
-    """Read and validate a config file. Blocking: from the event loop, use asyncio.to_thread."""
+    """Read and validate a config file. Blocking: from the event loop, use asyncio.to_thread.
+
+    Only a regular file of at most MAX_CONFIG_BYTES is read (not /dev/zero, nor a FIFO)."""
     filename = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        message = f"cannot read: {exc.strerror or exc}"
-        raise ConfigError([Problem(filename, 0, "file", message)]) from None
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
+    except FileRefused as exc:
+        raise ConfigError([Problem(filename, 0, "file", str(exc))]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -8,6 +8,7 @@ talking to Redis, imported on first use.
 from __future__ import annotations
 
 import functools
+import math
 import ssl
 from collections.abc import Callable
 from contextlib import suppress
@@ -55,8 +56,9 @@ URL_QUERY_PARSERS: dict[str, Callable[[str], object]] = {
 def parse_redis_url(url: str) -> dict[str, Any]:
     """redis-py's `parse_url` (redis.asyncio.connection), read with the standard library so
     config validation does not import redis-py: the same keys and values except
-    `connection_class`, and a ValueError for every URL it refuses. tests/test_cold_start.py
-    holds the two to agreeing."""
+    `connection_class`, and a ValueError for every URL it refuses (tests/test_cold_start.py
+    holds the two to agreeing) and for those it takes but cannot use (no host, port 0, a
+    negative database, a timeout that is not a positive number, protocol other than 2/3)."""
     parsed = urlparse(url)
     kwargs: dict[str, Any] = {}
     for name, values in parse_qs(parsed.query).items():
@@ -83,7 +85,30 @@ def parse_redis_url(url: str) -> dict[str, Any]:
                 kwargs["db"] = int(unquote(parsed.path).replace("/", ""))
     else:
         raise ValueError("Redis URL must specify one of the schemes redis://, rediss://, unix://")
+    _check_usable(parsed.scheme, parsed.port, kwargs)
     return kwargs
+
+
+_POSITIVE = ("socket_timeout", "socket_connect_timeout", "timeout", "max_connections")
+
+
+def _check_usable(scheme: str, port: int | None, kwargs: dict[str, Any]) -> None:
+    """Refuse, beyond redis-py, what it takes but cannot connect with or would misread:
+    found when the config is loaded, not on the first run."""
+    if scheme == "unix" and "path" not in kwargs:
+        raise ValueError("a unix:// Redis URL needs the socket's path")
+    if scheme != "unix" and "host" not in kwargs:
+        raise ValueError("a Redis URL needs a host")
+    if port == 0:  # redis-py would quietly use 6379
+        raise ValueError("the port must be within 1-65535")
+    if kwargs.get("db", 0) < 0:
+        raise ValueError("the database number must not be negative")
+    for name in _POSITIVE:
+        value = kwargs.get(name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"Invalid value for '{name}' in connection URL.")
+    if kwargs.get("protocol", 2) not in (2, 3):
+        raise ValueError("Invalid value for 'protocol' in connection URL.")
 
 
 @functools.cache

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+
+from daemon.files import FileRefused, read_regular_file
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -104,10 +105,24 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# A secret is a token, a password or a URL: a file larger than this is the wrong file.
+MAX_SECRET_FILE = 64 * 1024
+
+
+class SecretFileError(ValueError):
+    """A `<field>_file` that cannot be read; `key` names it, for the loader to point at."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
 class SecretsModel(StrictModel):
     """A model whose `SecretStr` fields may also be given as `<field>_file` (a path to read).
 
     The file form keeps secrets out of the config text, e.g. systemd's LoadCredential=.
+    Only a regular file of at most MAX_SECRET_FILE bytes is read (daemon/files.py).
     """
 
     @model_validator(mode="before")
@@ -122,9 +137,16 @@ class SecretsModel(StrictModel):
                 continue
             if name in data:
                 raise ValueError(f"give {name} or {file_key}, not both")
-            path = Path(str(data.pop(file_key)))
-            try:
-                data[name] = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"{file_key}: cannot read {path}: {exc.strerror}") from None
+            data[name] = _read_secret_file(file_key, str(data.pop(file_key)))
         return data
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        raw = read_regular_file(path, MAX_SECRET_FILE)
+    except FileRefused as exc:
+        raise SecretFileError(key, f"{path}: {exc}") from None
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SecretFileError(key, f"{path}: not UTF-8") from None

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from daemon.models import Incident, RemediationResult
+from daemon.postgres_dsn import check_postgres_dsn
 from daemon.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
@@ -96,9 +97,8 @@ class PostgresMaintenanceConfig(RemediationConfig):
     @field_validator("dsn")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        # The message must not echo the DSN: it may hold a password.
-        if urlsplit(value.get_secret_value()).scheme not in ("postgres", "postgresql"):
-            raise ValueError("not a PostgreSQL URL (use e.g. postgresql://maint@db:5432/app)")
+        # Everything asyncpg would refuse on connecting, refused now; never echoing the DSN.
+        check_postgres_dsn(value.get_secret_value())
         return value
 
     def deadline(self) -> float:

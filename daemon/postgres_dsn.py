@@ -1,0 +1,86 @@
+"""PostgreSQL URLs as asyncpg reads them, checked when the config is loaded.
+
+asyncpg reads a DSN only when it connects: a port of `abc` would pass `check-config` and
+then fail every run. This reads it the way asyncpg's `_parse_connect_dsn_and_args` does, with
+the standard library (validating a config never imports asyncpg), and refuses what asyncpg
+would refuse, and ports outside 1-65535. Messages never quote the URL: it may hold a password.
+tests/hostile/test_hostile_config.py holds the two to agreeing.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, unquote, urlparse
+
+EXAMPLE = "postgresql://user@db:5432/app"
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+SESSION_ATTRS = frozenset(
+    {"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}
+)
+TLS_VERSIONS = frozenset({"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"})
+_CHOICES = {
+    "sslmode": SSL_MODES,
+    "target_session_attrs": SESSION_ATTRS,
+    "sslnegotiation": frozenset({"postgres", "direct"}),
+    "gsslib": frozenset({"gssapi", "sspi"}),
+    "ssl_min_protocol_version": TLS_VERSIONS,
+    "ssl_max_protocol_version": TLS_VERSIONS,
+}
+_IPV6 = re.compile(r"\[([^\]]+)\](?::([0-9]+))?")
+
+
+def check_postgres_dsn(dsn: str) -> None:
+    """Raise ValueError, without quoting the DSN, if asyncpg could not connect with it."""
+    try:
+        parsed = urlparse(dsn)
+        query = parse_qs(parsed.query, strict_parsing=True) if parsed.query else {}
+    except ValueError:
+        raise ValueError(f"not a valid PostgreSQL URL (use e.g. {EXAMPLE})") from None
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a PostgreSQL URL (use e.g. {EXAMPLE})")
+    # asyncpg splits at the first @: a password's own @ must be written %40.
+    hostspec = parsed.netloc.partition("@")[2] if "@" in parsed.netloc else parsed.netloc
+    if "@" in hostspec:
+        raise ValueError("more than one @ before the host: write an @ in the password as %40")
+    if hostspec:
+        _hosts(hostspec, unquoted=True)
+    values = {key: items[-1] for key, items in query.items()}
+    ports = [_port(part) for part in values["port"].split(",")] if "port" in values else []
+    # Without a host in the URL, ?host= names them (none: the local server's socket).
+    if not hostspec and values.get("host"):
+        hosts = _hosts(values["host"], unquoted=False)
+        if 1 < len(ports) != hosts:
+            raise ValueError(f"{len(ports)} ports for {hosts} hosts")
+    for key, choices in _CHOICES.items():
+        if key in values and values[key] not in choices:
+            raise ValueError(f"{key} must be one of {', '.join(sorted(choices))}")
+
+
+def _hosts(hostlist: str, *, unquoted: bool) -> int:
+    """The number of hosts in `host1:port1,host2:port2`; ValueError for a bad one."""
+    specs = hostlist.split(",")
+    for spec in specs:
+        if not spec:
+            raise ValueError("an empty host in the list of hosts")
+        if spec[0] == "/":
+            continue  # a Unix socket directory
+        if spec[0] == "[":
+            match = _IPV6.match(spec)
+            if match is None:
+                raise ValueError("not a valid IPv6 address in brackets")
+            port = match[2]
+        else:
+            port = spec.partition(":")[2]
+        if port:
+            _port(unquote(port) if unquoted else port)
+    return len(specs)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"the port must be within 1-65535, not {port}")
+    return port
