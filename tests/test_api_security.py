@@ -428,7 +428,7 @@ runbookd:
     max_body: lots
     rate_limit: {{per_second: 0}}
     tokens:
-      - {{name: ops, token: short, scope: write}}
+      - {{name: ops, token: s3cr3t, scope: write}}
       - {{name: bot, token: {READ}, scope: admin}}
       - {{name: x, token_file: /nonexistent/runbookd-token, scope: read}}
 """

@@ -376,7 +376,7 @@ webhooks:
     auth: {{token: {HOOK_TOKEN}}}
   c:
     fields: {{name: title, status: state, severity: level}}
-    auth: {{hmac_secret: short}}
+    auth: {{hmac_secret: s3cr3t}}
   d:
     fields:
       name: title
