@@ -437,7 +437,7 @@ runbookd:
         "c.yaml:4 runbookd.api.rate_limit.per_second: input should be greater than 0",
         "c.yaml:6 runbookd.api.tokens.0.token: too short: use at least 16 characters",
         "c.yaml:7 runbookd.api.tokens.1.scope: input should be 'read', 'write' or 'intake'",
-        "c.yaml:8 runbookd.api.tokens.2: token_file: cannot read /nonexistent/runbookd-token: "
+        "c.yaml:8 runbookd.api.tokens.2.token_file: /nonexistent/runbookd-token: cannot read: "
         "No such file or directory",
     ]
     twice = f"""\
