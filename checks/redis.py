@@ -27,7 +27,7 @@ from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import request_timeout
 from daemon.models import Status
-from daemon.redis_url import parse_redis_url, redis_errors
+from daemon.redis_url import checked_redis_url, parse_redis_url, redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -65,15 +65,7 @@ class RedisCheckConfig(CheckConfig):
     # For a URL without a password; `password_file` reads it from a file.
     password: SecretStr | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, value: SecretStr) -> SecretStr:
-        # The message must not echo the URL: it may hold a password.
-        try:
-            parse_redis_url(value.get_secret_value())
-        except ValueError:
-            raise ValueError("not a valid Redis URL (use e.g. redis://127.0.0.1:6379/0)") from None
-        return value
+    _redis_url = field_validator("url")(checked_redis_url)
 
     @model_validator(mode="after")
     def _one_password(self) -> RedisCheckConfig:

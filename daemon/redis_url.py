@@ -15,6 +15,8 @@ from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from pydantic import SecretStr
+
 
 def _flag(value: str) -> bool | None:
     if value == "":
@@ -90,6 +92,18 @@ def parse_redis_url(url: str) -> dict[str, Any]:
 
 
 _POSITIVE = ("socket_timeout", "socket_connect_timeout", "timeout", "max_connections")
+
+
+def checked_redis_url(value: SecretStr) -> SecretStr:
+    """A config validator: the URL parses, or the reason why not (never the URL itself, which
+    may hold a password: parse_redis_url's messages do not quote it)."""
+    try:
+        parse_redis_url(value.get_secret_value())
+    except ValueError as exc:
+        raise ValueError(
+            f"not a valid Redis URL: {exc} (use e.g. redis://127.0.0.1:6379/0)"
+        ) from None
+    return value
 
 
 def _check_usable(scheme: str, port: int | None, kwargs: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from daemon.models import Incident, RemediationResult
-from daemon.redis_url import parse_redis_url, redis_errors
+from daemon.redis_url import checked_redis_url, parse_redis_url, redis_errors
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
 if TYPE_CHECKING:
@@ -51,15 +51,7 @@ class RedisFlushConfig(RemediationConfig):
     # responsive for everyone else while it runs.
     batch: int = Field(500, ge=1, le=10_000)
 
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, value: SecretStr) -> SecretStr:
-        # The message must not echo the URL: it may hold a password.
-        try:
-            parse_redis_url(value.get_secret_value())
-        except ValueError:
-            raise ValueError("not a valid Redis URL (use e.g. redis://127.0.0.1:6379/0)") from None
-        return value
+    _redis_url = field_validator("url")(checked_redis_url)
 
     @model_validator(mode="after")
     def _one_mode(self) -> RedisFlushConfig:

@@ -468,8 +468,9 @@ def test_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"url": "http://:pw@cache/0"}, "not a valid Redis URL"),
-        ({"url": "redis://:pw@cache:port/0"}, "not a valid Redis URL"),
+        ({"url": "http://:pw@cache/0"}, "not a valid Redis URL: Redis URL must specify one of"),
+        ({"url": "redis://:pw@cache:port/0"}, "not a valid Redis URL: Port could not be cast"),
+        ({"url": "redis://:pw@cache:0/0"}, "not a valid Redis URL: the port must be within"),
         ({"url": "redis://:pw@cache/0", "password": "x"}, "give the password in url or"),
         ({"url": "unix:///run/redis.sock?password=pw", "password": "x"}, "give the password"),
     ],
