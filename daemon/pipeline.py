@@ -195,6 +195,7 @@ class Pipeline:
         whose dedup key makes that safe. A verification or an approval carries on with the
         deadline it had. An open incident whose plan never began (a crash right after it
         opened) starts its plan now."""
+        await self.silences.load()  # the silences and maintenance windows of before
         by_id = {i.id: i for i in incidents}
         interrupted: dict[str, str] = {}  # incident id -> the step that was running
         for action in await self.store.running_actions():

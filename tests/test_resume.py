@@ -15,6 +15,7 @@ from daemon.approvals import Decision
 from daemon.clock import ManualClock, settle
 from daemon.models import TimelineEntry
 from daemon.progress import PLANS
+from daemon.silences import Silence
 from daemon.store_sqlite import SqliteStore
 from tests.world import RULE, FakeAction, FakePager, World, build_world
 
@@ -356,4 +357,25 @@ async def test_a_page_interrupted_by_a_crash_is_delivered_from_the_outbox(
     actions = [e.message for e in timeline if e.kind == "action"]
     assert actions[-1] == "delivering page (fake) from the outbox"
     assert "escalate" not in kinds(timeline)
+    await d.stop()
+
+
+# -- found by the model-based test ---------------------------------------------------------------
+
+
+async def test_a_silence_holds_after_a_restart(daemons: Callable[..., Daemonish]) -> None:
+    """Silences live in the store; a restarted daemon used to forget them, and the next
+    incident under a maintenance window acted."""
+    d = daemons({"errors": RULE | {"do": ["rollback"]}})
+    w = await d.start({"rollback": FakeAction("rollback")})
+    now = d.clock.now()
+    silence = Silence("sil-1", now, now + 3600, "ana", "deploy 42", now, rule="errors")
+    await w.pipeline.silences.add(silence)
+    await d.stop()
+    rollback = FakeAction("rollback")
+    w = await d.start({"rollback": rollback})
+    await fire(w)
+    incident = w.opened[0]
+    await w.settle_until(lambda: "silenced" in kinds(incident.timeline))
+    assert rollback.calls == []
     await d.stop()
