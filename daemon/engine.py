@@ -73,7 +73,7 @@ class Engine:
                 elif old_rule.config == config:
                     alert_rules[name] = old_rule
                 else:
-                    firing, resolved = set(old_rule.firing), old_rule.resolved
+                    firing, resolved = dict(old_rule.firing), old_rule.resolved
                     alert_rules[name] = AlertRule(name, config, firing, resolved)
                 continue
             old = self.evaluators.get(name)
@@ -98,7 +98,7 @@ class Engine:
         """Resume the open incidents of a previous run: their rules carry on firing."""
         for name, rule in self.alert_rules.items():
             stored = await self.store.values(f"{ALERTS}:{name}")
-            rule.firing = set(stored)
+            rule.firing = {fp: _starts_at(value) for fp, value in stored.items()}
             if rule.firing:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
             rule.resolved = Resolutions()
@@ -286,7 +286,7 @@ class Engine:
                 if rule.late_firing(alert):
                     stale.append((alert, name))
                 elif alert.firing and fp not in rule.firing:
-                    rule.firing.add(fp)
+                    rule.firing[fp] = alert.starts_at
                     stored.setdefault(name, {})[fp] = _alert_to_json(alert)
                     if (incident := self.incidents.get(name)) is not None:
                         joined.setdefault(incident.id, (incident, []))[1].append(alert)
@@ -296,9 +296,9 @@ class Engine:
                     if rule.resolved.news(alert):
                         now = self.clock.now()
                         resolutions.setdefault(name, {}).update(rule.resolved.record(alert, now))
-                    if fp not in rule.firing:
+                    if not rule.ends_episode(alert):
                         continue
-                    rule.firing.discard(fp)
+                    del rule.firing[fp]
                     stored.setdefault(name, {})[fp] = None
                     if rule.firing:
                         continue
@@ -364,7 +364,7 @@ class Engine:
             evaluator.reset()
         async with self.recorder.batch():
             if (alert_rule := self.alert_rules.get(rule)) is not None:
-                firing, alert_rule.firing = alert_rule.firing, set()
+                firing, alert_rule.firing = alert_rule.firing, {}
                 await self.store.put_values(f"{ALERTS}:{rule}", dict.fromkeys(firing))
             self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
             message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
@@ -414,9 +414,10 @@ class AlertRule:
 
     name: str
     config: RuleConfig
-    # The fingerprints firing: strings only, which the cyclic garbage collector does not
-    # track, so an alert storm does not lengthen its pauses (the store has the alerts).
-    firing: set[str] = field(default_factory=set)
+    # The fingerprints firing, with their episode's start (None: the sender gave none):
+    # strings and floats only, which the cyclic garbage collector does not track, so an alert
+    # storm does not lengthen its pauses (the store has the alerts).
+    firing: dict[str, float | None] = field(default_factory=dict)
     resolved: Resolutions = field(default_factory=Resolutions)
 
     def matches(self, alert: Alert) -> bool:
@@ -427,8 +428,16 @@ class AlertRule:
         """A new firing fingerprint (not a late one), the resolution of one that fires, or a
         resolution to record."""
         if alert.fingerprint in self.firing:
-            return not alert.firing
+            return self.ends_episode(alert)
         return not self.late_firing(alert) if alert.firing else self.resolved.news(alert)
+
+    def ends_episode(self, alert: Alert) -> bool:
+        """A resolution of the episode firing here. One whose start is older than that
+        episode's is a late delivery about an earlier episode: it must not end this one."""
+        if alert.firing or alert.fingerprint not in self.firing:
+            return False
+        started = self.firing[alert.fingerprint]
+        return started is None or alert.starts_at is None or alert.starts_at >= started
 
     def late_firing(self, alert: Alert) -> bool:
         """A firing alert, not firing here, of an episode already resolved: refused."""
@@ -462,6 +471,12 @@ def _alert_details(alert: Alert) -> dict[str, Any]:
 
 # Shallow, unlike asdict(): the store serialises the value at once, so nothing is shared.
 _ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+
+
+def _starts_at(stored: Any) -> float | None:
+    """The episode start of a stored firing alert (`_alert_to_json`)."""
+    value = stored.get("starts_at") if isinstance(stored, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _alert_to_json(alert: Alert) -> dict[str, Any]:

@@ -552,6 +552,36 @@ async def test_a_late_firing_of_a_resolved_episode_opens_nothing() -> None:
     assert len(w.actions["rollback"].calls) == 2
 
 
+async def test_a_late_resolution_of_an_earlier_episode_does_not_end_the_current_one(
+    db: SqliteStore, db_path: Path
+) -> None:
+    """Found by the model-based test: the pair's other Alertmanager delivers the first
+    episode's resolution after the second episode fired."""
+    w = build_world(db, {"errors": RULE})
+    await w.engine.alert(episode("firing", T0))
+    await w.engine.alert(episode("resolved", T0, T1))
+    await w.engine.alert(episode("firing", T2))
+    await w.settle()
+    assert len(w.opened) == 2
+    await w.engine.alert(episode("resolved", T0, T1))  # late, about the first episode
+    await w.settle()
+    assert w.engine.incidents["errors"].id == w.opened[1].id
+    # and after a restart the episode's start is known from the store
+    await db.close()
+    restarted = SqliteStore(db_path)
+    await restarted.open()
+    try:
+        after = build_world(restarted, {"errors": RULE})
+        await after.engine.restore()
+        await after.engine.alert(episode("resolved", T0, T1))
+        assert after.engine.incidents["errors"].id == w.opened[1].id
+        await after.engine.alert(episode("resolved", T2, T2 + 60))  # its own resolution
+        assert "errors" not in after.engine.incidents
+        await after.settle()
+    finally:
+        await restarted.close()
+
+
 async def test_a_resolution_delivered_before_its_firing_is_remembered(db: SqliteStore) -> None:
     w = build_world(db, {"errors": RULE})
     async with Commits(db) as commits:
