@@ -44,3 +44,14 @@ clean:
 bench: $(STAMP)
 	bench/setup.sh
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(FULL)),--full,)
+
+# The model-based test of the safety promise, long (tests/test_model_based.py): SOAK_EXAMPLES
+# examples from a random seed, printed first; a failure replays with `make soak SEED=<seed>`
+# or with the @reproduce_failure line it prints.
+SOAK_EXAMPLES ?= 5000
+SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+.PHONY: soak
+soak: $(STAMP)
+	@echo "soak: $(SOAK_EXAMPLES) examples, seed $(SEED); replay: make soak SEED=$(SEED)"
+	SOAK_EXAMPLES=$(SOAK_EXAMPLES) $(BIN)/pytest -q --timeout=0 --hypothesis-seed=$(SEED) \
+		tests/test_model_based.py
