@@ -67,6 +67,8 @@ class Engine:
         alert_rules: dict[str, AlertRule] = {}
         for name, config in rules.items():
             if config.alert_match is not None:
+                # At 0 from the start, so increase() sees the first late firing refused.
+                self.metrics.alerts_refused.labels(name)
                 old_rule = self.alert_rules.get(name)
                 if old_rule is None:
                     alert_rules[name] = AlertRule(name, config)
@@ -86,6 +88,8 @@ class Engine:
             self.metrics.rule_state.labels(name).set(int(evaluator.state))
         for name in (self.evaluators.keys() | self.alert_rules.keys()) - rules.keys():
             self.metrics.rule_state.remove(name)
+        for name in self.alert_rules.keys() - alert_rules.keys():
+            self.metrics.alerts_refused.remove(name)
         self.evaluators = kept
         self.alert_rules = alert_rules
         self.staleness = staleness
