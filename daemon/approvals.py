@@ -27,7 +27,7 @@ class Approvals:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.pending: dict[str, Pending] = {}
-        self._futures: dict[str, asyncio.Future[Decision]] = {}
+        self._futures: dict[str, asyncio.Future[Decision | None]] = {}
 
     async def wait(
         self, incident_id: str, remediation: str, asked_at: float, deadline: float
@@ -36,7 +36,7 @@ class Approvals:
         before a restart keeps its time)."""
         if deadline <= self.clock.now():
             return None
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
         self.pending[incident_id] = Pending(incident_id, remediation, asked_at, deadline)
         self._futures[incident_id] = future
         try:
@@ -47,6 +47,12 @@ class Approvals:
         finally:
             self.pending.pop(incident_id, None)
             self._futures.pop(incident_id, None)
+
+    def withdraw(self, incident_id: str) -> None:
+        """The incident resolved: its request ends unanswered; a late answer finds nothing."""
+        future = self._futures.get(incident_id)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def decide(self, incident_id: str, decision: Decision) -> bool:
         """Answer a waiting step; False when this incident has nothing waiting."""

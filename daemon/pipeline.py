@@ -164,6 +164,7 @@ class Pipeline:
         run = self.runs.get(incident.id)
         if run is not None:
             run.cleared.set()
+            self.approvals.withdraw(incident.id)
         task = self._spawn(self._notify_resolved(incident), f"resolve {incident.id}")
         self._resolving[incident.rule].add(task)
         task.add_done_callback(self._resolving[incident.rule].discard)
@@ -360,7 +361,7 @@ class Pipeline:
         try:
             if progress.stage in ("do", "notify"):
                 outcome = await self._steps(run, "do")
-                if outcome == "rejected" or progress.stage == "notify":
+                if outcome in ("rejected", "resolved") or progress.stage == "notify":
                     progress.enter("done")
                 elif outcome == "failed":
                     await self._to_escalate(run, "a step did not succeed", helped=False)
@@ -498,8 +499,10 @@ class Pipeline:
         steps = progress.steps()
         outcome = "held" if progress.held and progress.stage == "do" else "done"
         while progress.index < len(steps):
+            if run.cleared.is_set():
+                return await self._stop_resolved(run)
             step = await self._step(run, steps[progress.index], phase)
-            if step in ("failed", "rejected"):
+            if step in ("failed", "rejected", "resolved"):
                 return step
             if step == "held":
                 outcome = "held"
@@ -545,6 +548,8 @@ class Pipeline:
             needs_approval = remediation.destructive
         if needs_approval:
             decision = await self._approval(run, name, kind, config, base)
+            if run.cleared.is_set():
+                return await self._stop_resolved(run)
             if decision is None:
                 why = f"no approval within {config.approval_timeout:g}s; not run"
                 return await self._held(run, name, kind, "approval_timeout", why, base)
@@ -590,6 +595,19 @@ class Pipeline:
             )
             return "done"
         return "failed"
+
+    async def _stop_resolved(self, run: Run) -> StepOutcome:
+        """The incident resolved while the plan was under way: what is left of it does not
+        run. The data that called for it is gone, and a page sent now would never be
+        resolved at the pager (its resolution has gone out already)."""
+        progress = run.progress
+        left = progress.steps()[progress.index :]
+        progress.enter("done")
+        message = f"the incident resolved: {', '.join(left)} not run"
+        async with self.recorder.batch():
+            await self.recorder.record(run.incident, "skipped", message, reason="resolved")
+            await self._save(run)
+        return "resolved"
 
     async def _past(self, run: Run, kind: str, message: str, **data: Any) -> None:
         """Record a step's outcome and move past it, in one transaction."""
@@ -680,9 +698,12 @@ class Pipeline:
         message = f"running {name} ({kind})"
         if retry:
             message = f"delivering {name} ({kind}) from the outbox"
-        await self.recorder.record(incident, "action", message, **base)
         started = self.clock.now()
-        action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
+        # One transaction: the timeline never says "running" without the ledger's row, which
+        # is what a restart finds interrupted.
+        async with self.recorder.batch():
+            await self.recorder.record(incident, "action", message, **base)
+            action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
         returned, outcome = await self._execute(
             remediation.execute(self.ctx_for(name), incident), config, remediation
         )
