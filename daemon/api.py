@@ -55,6 +55,10 @@ class DaemonView(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
 
+    def health(self) -> tuple[bool, str]:
+        """(alive, why not): not alive once a core task died."""
+        ...
+
     def first_round(self) -> tuple[int, int]:
         """(checks that have run at least once, checks configured)."""
         ...
@@ -175,8 +179,12 @@ class Health:
         self.daemon = daemon
 
     async def healthz(self, request: web.Request) -> web.Response:
-        # Answering at all proves the event loop is turning.
-        return web.json_response({"status": "ok"})
+        # Answering at all proves the event loop is turning; a core task that died (the
+        # scheduler, say) means it turns for nothing.
+        alive, why = self.daemon.health()
+        if alive:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "failed", "reason": why}, status=503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, why = self.daemon.ready()

@@ -1,11 +1,19 @@
-"""The daemon's lifecycle: start in order, run, reload on SIGHUP, drain and stop on SIGTERM."""
+"""The daemon's lifecycle: start in order, run, reload on SIGHUP, drain and stop on SIGTERM.
+
+A start that fails closes what it had started, in reverse, and says why in one line; a core
+task that dies while running (daemon/supervisor.py) stops the daemon, which exits non-zero.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import sqlite3
+from collections.abc import Iterator
+from enum import IntEnum
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +35,7 @@ from daemon.sdnotify import Notifier
 from daemon.servers import start_site
 from daemon.store import Store
 from daemon.store_sqlite import SqliteStore
+from daemon.supervisor import Supervisor
 from daemon.timeline import Recorder
 from remediations.base import REMEDIATIONS, Remediation, RemediationContext
 
@@ -34,6 +43,46 @@ log = structlog.get_logger("runbookd")
 
 TICK_SECONDS = 1.0
 PRUNE_EVERY = 86400.0
+
+
+class ExitCode(IntEnum):
+    """`runbookd run`'s exit status (README "Exit codes", systemd/runbookd.service)."""
+
+    OK = 0  # stopped by SIGTERM or SIGINT
+    CONFIG_INVALID = 2  # restarting cannot help: systemd does not (RestartPreventExitStatus=)
+    START_FAILED = 3  # e.g. the port is taken, the state directory cannot be written
+    CORE_TASK_DIED = 4  # a core task ended while the daemon ran (daemon/supervisor.py)
+
+
+class StartFailed(Exception):
+    """The daemon could not start, and closed what it had started; the message is one line."""
+
+
+# Failures of the machine rather than of runbookd (a port taken, a directory not writable, a
+# database file that cannot be opened): told in one line. Anything else is a bug, and logged
+# with its traceback too.
+EXPECTED_START_FAILURES = (OSError, sqlite3.Error)
+
+
+@contextlib.contextmanager
+def starting(step: str) -> Iterator[None]:
+    """Turns a failure of one start step into StartFailed naming the step."""
+    try:
+        yield
+    except EXPECTED_START_FAILURES as exc:
+        raise StartFailed(f"{step}: {_reason(exc)}") from exc
+    except Exception as exc:
+        log.exception("start failed", step=step)
+        raise StartFailed(f"{step}: {type(exc).__name__}: {exc}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    # "[Errno 98] error while attempting to bind on address (...): address already in use" says
+    # the address twice and the errno once too often; the step already names the address.
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = os.strerror(exc.errno)
+        return f"{reason}: {exc.filename}" if exc.filename is not None else reason
+    return str(exc) or type(exc).__name__
 
 
 def build_checks(config: RunbookConfig) -> dict[str, tuple[Check, CheckConfig]]:
@@ -82,7 +131,11 @@ class Daemon:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # What start() opened, each with how to close it: stop() (or a failed start) closes
+        # them in reverse.
+        self._opened = contextlib.AsyncExitStack()
         self._stopping = asyncio.Event()
+        self.supervisor = Supervisor(on_failure=self._core_task_died)
         self.config_hash = ""
         self.reload_problems: list[str] = []
         self._started = asyncio.Event()
@@ -95,6 +148,8 @@ class Daemon:
         scheduler running. The first round is not waited for (with phases spread over the
         interval it takes a whole one): until its check has run, a rule is blind and never
         acts. The reason tells how far the first round is."""
+        if self.supervisor.failure is not None:
+            return False, f"failed: {self.supervisor.failure}"
         if self._stopping.is_set():
             return False, "stopping"
         if not self._started.is_set():
@@ -109,8 +164,16 @@ class Daemon:
         jobs = self.scheduler.jobs.values()
         return sum(job.runs > 0 for job in jobs), len(jobs)
 
+    def health(self) -> tuple[bool, str]:
+        """Alive, unless a core task died: then checks no longer run or pages no longer go
+        out, whatever else still answers, and the daemon is on its way out."""
+        failure = self.supervisor.failure
+        return (False, failure) if failure is not None else (True, "ok")
+
     def status_line(self) -> str:
         """One line for `systemctl status` (sd_notify STATUS=)."""
+        if self.supervisor.failure is not None:
+            return f"failed, stopping: {self.supervisor.failure}"
         if self._stopping.is_set():
             return "stopping: draining running remediations" if self.pipeline.busy else "stopping"
         ready, why = self.ready()
@@ -144,14 +207,61 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Store, incidents, API, then checks: the API listens before any check starts (a
-        check's start may wait for its service up to its timeout)."""
+        """Build, then open in order: store, incidents, API, plans and outbox, checks.
+
+        The API listens before a plan resumes or a check starts (a check's start may wait for
+        its service up to its timeout), so a taken port fails the start before anything acts.
+        If a step fails, what was opened closes again in reverse, and StartFailed says which
+        step and why.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
         settings = self.config.runbookd
-        await self.store.open()
+        with starting("cannot build the checks and remediations"):
+            checks, plan = build_checks(self.config), build_plan(self.config)
+        where = f" {self.store.path}" if isinstance(self.store, SqliteStore) else ""
+        with starting(f"cannot open the store{where}"):
+            await self.store.open()
+        self._opened.push_async_callback(self.store.close)
         connector = aiohttp.TCPConnector(limit=settings.max_checks_in_flight + 16)
         self._session = session = aiohttp.ClientSession(connector=connector)
+        self._opened.push_async_callback(session.close)
+        self._build(session, plan)
+        with starting("cannot restore incidents"):
+            await self.engine.restore()
+        host, port = settings.listen_address
+        with starting(f"cannot listen on {host}:{port}"):
+            await self._start_api()
+        # Drained before the API closes: approvals and /readyz are answered while plans finish.
+        self._opened.push_async_callback(self.pipeline.drain, settings.drain_grace)
+        with starting("cannot resume plans"):
+            await self.pipeline.recover(self.engine.incidents.values(), dict(self.config.rules))
+            self.supervisor.watch(self.pipeline.start_outbox())
+        self._loaded(self.config)
+        self._opened.push_async_callback(self._stop_checking)
+        with starting("cannot start the checks"):
+            await self.scheduler.set_checks(checks)
+            self.scheduler.start()
+            self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
+            self.supervisor.watch(self._ticker)
+        self._started.set()
+        log.info(
+            "started",
+            listen=f"{host}:{self.port}",
+            checks=len(self.config.checks),
+            rules=len(self.config.rules),
+            remediations=len(self.config.remediations),
+            dry_run=settings.dry_run,
+        )
+
+    def _build(self, session: aiohttp.ClientSession, plan: Plan) -> None:
         self.pipeline = Pipeline(
-            build_plan(self.config),
+            plan,
             ctx=RemediationContext(session, self.clock),
             store=self.store,
             recorder=self.recorder,
@@ -167,50 +277,38 @@ class Daemon:
             metrics=self.metrics,
             clock=self.clock,
         )
-        await self.engine.restore()
-        await self.pipeline.recover(self.engine.incidents.values(), dict(self.config.rules))
-        self.pipeline.start_outbox()
         self.scheduler = Scheduler(
             ctx=CheckContext(session, self.clock),
             clock=self.clock,
             sink=self.engine.observe,
             metrics=self.metrics,
-            max_in_flight=settings.max_checks_in_flight,
-        )
-        self._loaded(self.config)
-        await self._start_api()
-        await self.scheduler.set_checks(build_checks(self.config))
-        self.scheduler.start()
-        self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
-        self._started.set()
-        log.info(
-            "started",
-            listen=f"{settings.listen_address[0]}:{self.port}",
-            checks=len(self.config.checks),
-            rules=len(self.config.rules),
-            remediations=len(self.config.remediations),
-            dry_run=settings.dry_run,
+            max_in_flight=self.config.runbookd.max_checks_in_flight,
+            watch=self.supervisor.watch,
         )
 
     async def stop(self) -> None:
         """Stop taking work, let running remediations finish (bounded), close in reverse."""
         log.info("stopping", draining=self.pipeline.busy)
+        await self._close()
+        log.info("stopped")
+
+    async def _close(self) -> None:
+        """Close what start() opened, in reverse; each step runs even if one before failed."""
+        self.supervisor.shutting_down()
+        await self._opened.aclose()
+
+    async def _stop_checking(self) -> None:
+        # No new observation first; an observation being handled may finish (Scheduler.stop).
         await self.scheduler.stop()
         if self._ticker is not None:
             self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-        await self.pipeline.drain(self.config.runbookd.drain_grace)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-        await self.store.close()
-        log.info("stopped")
+            # If it died, the supervisor has told why: that is no reason to stop stopping.
+            await asyncio.gather(self._ticker, return_exceptions=True)
 
     async def _start_api(self) -> None:
         host, port = self.config.runbookd.listen_address
         self._runner, self.port = await start_site(build_app(self), host, port)
+        self._opened.push_async_callback(self._runner.cleanup)
 
     async def _tick(self) -> None:
         """Once a second: staleness. Once a day (and at start): history retention."""
@@ -269,8 +367,15 @@ class Daemon:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    def _core_task_died(self, reason: str) -> None:
+        # The supervisor logged it. A daemon that no longer does its job is not alive: no more
+        # pings, and out, for systemd or the container runtime to start a fresh one.
+        self.notifier.stop_watchdog()
+        self.request_stop()
+
+    async def serve(self) -> ExitCode:
+        """Run until SIGTERM/SIGINT (exit code OK) or until a core task dies (CORE_TASK_DIED);
+        SIGHUP reloads. Raises StartFailed, having closed what it opened, if it cannot start."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -282,8 +387,13 @@ class Daemon:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
-        await self.start()
-        self.notifier.start(self.status_line, self._started)
+        try:
+            await self.start()
+        except BaseException:
+            _remove_signal_handlers(loop)  # left behind, they would swallow SIGTERM for good
+            raise
+        if self.supervisor.failure is None:  # a core task may have died while starting
+            self.notifier.start(self.status_line, self._started, watch=self.supervisor.watch)
         gc.enable()  # `runbookd run` starts with the cyclic GC off (daemon/cli.py)
         release_free_memory()
         # What startup built (modules, config, models) lives as long as the daemon: out of the
@@ -292,13 +402,14 @@ class Daemon:
         try:
             await self._stopping.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            _remove_signal_handlers(loop)
+            self.supervisor.shutting_down()  # the notifier's tasks end on purpose from here
             self.notifier.stopping(self.status_line())
             try:
                 await self.stop()
             finally:
                 await self.notifier.close()
+        return ExitCode.OK if self.supervisor.failure is None else ExitCode.CORE_TASK_DIED
 
     async def reload_announced(self) -> bool:
         """A reload framed for systemd; READY=1 also after a refusal: the old config runs."""
@@ -310,6 +421,11 @@ class Daemon:
         finally:
             if announced:
                 self.notifier.ready(self.status_line())
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
 
 
 def _count(n: int, noun: str) -> str:

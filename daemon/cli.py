@@ -334,11 +334,12 @@ def silence_table(silences: list[Answer], now: float) -> str:
 
 
 def cmdrun_on_loop(config_file: str) -> int:
+    """The daemon; its exit codes are daemon.app.ExitCode's."""
     # Starting builds objects that live as long as the daemon (modules, models, a thousand
     # checks): the cyclic GC would walk them over and over, 100 ms and more with 1,000
     # checks. Daemon.serve turns it back on once started.
     gc.disable()
-    from daemon.app import Daemon
+    from daemon.app import Daemon, ExitCode, StartFailed
     from daemon.config import ConfigError, load_config
 
     path = Path(config_file)
@@ -346,10 +347,13 @@ def cmdrun_on_loop(config_file: str) -> int:
         config = load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG_INVALID
     configure(config.runbookd.log_level)
-    run_on_loop(Daemon(config, config_path=path).serve())
-    return 0
+    try:
+        return run_on_loop(Daemon(config, config_path=path).serve())
+    except StartFailed as exc:
+        print(f"runbookd: could not start: {exc}", file=sys.stderr)
+        return ExitCode.START_FAILED
 
 
 def cmd_once(config_file: str, names: Sequence[str]) -> int:

@@ -14,7 +14,7 @@ import heapq
 import itertools
 import math
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,13 +85,17 @@ class Scheduler:
         metrics: Metrics,
         max_in_flight: int = 256,
         tick: float = TICK,
+        watch: Callable[[asyncio.Task[Any]], object] | None = None,
     ) -> None:
+        """`watch` is given every task the scheduler starts (its loop and workers, also those
+        a reload adds), for the daemon's supervisor."""
         self.ctx = ctx
         self.clock = clock
         self.sink = sink
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.tick = tick
+        self._watch = watch
         self.jobs: dict[str, Job] = {}
         self.first_round = asyncio.Event()
         self._heap: list[tuple[float, int, Job]] = []
@@ -150,17 +154,22 @@ class Scheduler:
             log.warning("check stop failed", check=job.name, exc_info=True)
 
     def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._loop(), name="scheduler"))
+        self._spawn(self._loop(), "scheduler")
         self._started = True
         self._grow_pool()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        if self._watch is not None:
+            self._watch(task)
 
     def _grow_pool(self) -> None:
         """One worker per check, up to `max_in_flight`: a small config keeps no idle tasks."""
         if not self._started:
             return
         while self._workers < min(self.max_in_flight, len(self.jobs)):
-            name = f"check-worker-{self._workers}"
-            self._tasks.append(asyncio.create_task(self._worker(), name=name))
+            self._spawn(self._worker(), f"check-worker-{self._workers}")
             self._workers += 1
 
     async def stop(self) -> None:

@@ -6,7 +6,8 @@ every call does nothing. Sends never block and never raise into the daemon: syst
 slow or gone must not stop monitoring, so a failed send is logged (once) and dropped.
 
 The watchdog pings from a task on the event loop itself: if the loop hangs, the pings
-stop and systemd restarts us (WatchdogSec=).
+stop and systemd restarts us (WatchdogSec=). The daemon also stops them itself when one of
+its core tasks died (daemon/supervisor.py): a daemon that no longer works is not alive.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -121,15 +123,29 @@ class Notifier:
 
     # -- background --------------------------------------------------------------------------
 
-    def start(self, status: Callable[[], str], ready: asyncio.Event) -> None:
+    def start(
+        self,
+        status: Callable[[], str],
+        ready: asyncio.Event,
+        watch: Callable[[asyncio.Task[Any]], object] | None = None,
+    ) -> None:
         """From the running loop: READY=1 once `ready` is set, then keep STATUS= current;
-        ping the watchdog if systemd asked for it."""
+        ping the watchdog if systemd asked for it. `watch` is given each task started."""
         if not self.enabled or self._announcer is not None:
             return
         self._announcer = asyncio.create_task(self._announce(ready, status), name="sd-ready")
         if self.watchdog_interval is not None:
             interval = self.watchdog_interval
             self._pinger = asyncio.create_task(self._watchdog(interval), name="sd-watchdog")
+        if watch is not None:
+            for task in (self._announcer, self._pinger):
+                if task is not None:
+                    watch(task)
+
+    def stop_watchdog(self) -> None:
+        """No more WATCHDOG=1: systemd restarts us if we do not exit in time by ourselves."""
+        if self._pinger is not None:
+            self._pinger.cancel()
 
     async def close(self) -> None:
         """Stop the pings (the last thing on shutdown: a drain is still alive) and close."""

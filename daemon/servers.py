@@ -14,7 +14,11 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # e.g. the port is taken: the app's cleanup hooks run all the same
+        await runner.cleanup()
+        raise
     server = site._server
     sockets: list[socket.socket] = list(getattr(server, "sockets", None) or [])
     if not sockets:

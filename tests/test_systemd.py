@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,10 +21,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from daemon.app import ExitCode
 from daemon.config import load_config_text
 from daemon.sdnotify import Notifier, monotonic_usec, watchdog_interval
 from remediations.pagerduty import PagerDutyConfig
@@ -281,6 +284,63 @@ async def test_notify_ready_watchdog_reload_and_drain_on_stop(
         "READY",
         "STOPPING",
     ]
+
+
+# The engine's ticker dies (any core task would do) once the test creates the file `die`
+# next to the config.
+TICKER_DIES_PRELUDE = """
+import asyncio, pathlib, daemon.app
+async def _tick(self):
+    die = self.config_path.with_name("die")
+    while not die.exists():
+        await asyncio.sleep(0.02)
+    raise RuntimeError("injected: the ticker broke")
+daemon.app.Daemon._tick = _tick
+"""
+
+
+async def test_a_dead_core_task_stops_the_pings_and_exits_4_after_the_drain(
+    tmp_path: Path,
+    app: tuple[App, str],
+    notify_socket: tuple[NotifySocket, str],
+    session: aiohttp.ClientSession,
+) -> None:
+    watched, url = app
+    listener, address = notify_socket
+    config = write_config(tmp_path, url)
+    log = config.with_suffix(".log")
+    with daemon_process(config, address, prelude=TICKER_DIES_PRELUDE) as proc:
+        await listener.expect("READY", sender=proc)
+        await listener.expect("WATCHDOG", sender=proc)
+        watched.up = False  # a remediation starts, and is held: the drain will wait for it
+        async with asyncio.timeout(WAIT):
+            await watched.arrived.wait()
+
+        (tmp_path / "die").touch()
+        stopping = await listener.expect("STOPPING", sender=proc)
+        failure = "core task engine-tick raised RuntimeError: injected: the ticker broke"
+        assert stopping["STATUS"] == f"failed, stopping: {failure}"
+        seen = len(listener.messages)
+        # Draining, the API still answers: unhealthy, and why.
+        (port,) = re.findall(r'"listen": "127\.0\.0\.1:(\d+)"', log.read_text())
+        async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+            assert r.status == 503
+            assert await r.json() == {"status": "failed", "reason": failure}
+        # Five ping intervals: before the death a ping came every 0.1 s; none may come now.
+        await asyncio.sleep(5 * WATCHDOG_USEC / 2 / 1e6)
+        listener.drain()
+        assert proc.poll() is None, "exited without waiting for the running remediation"
+        assert listener.pings_since(seen) == 0, "the watchdog is still fed"
+        watched.release.set()
+        assert await exit_code(proc) == 4
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    (died,) = [line for line in lines if line["event"] == "core task died"]
+    assert died["task"] == "engine-tick"
+    assert "Traceback" in died["exception"]
+    assert died["exception"].endswith("RuntimeError: injected: the ticker broke")
+    assert len(watched.finished) == 1, "the running remediation was let finish"
+    assert listener.lifecycle() == ["READY", "STOPPING"]
 
 
 LATER = """
@@ -578,6 +638,17 @@ def test_unit_security_is_rated_ok_or_better(unit_dir: Path) -> None:
     assert match is not None, result.stdout + result.stderr
     assert result.returncode == 0, match.group(0)
     assert match.group(2) in ("OK", "SAFE", "PERFECT")
+
+
+def test_the_unit_restarts_unless_the_config_is_invalid() -> None:
+    """Exit codes 3 (could not start) and 4 (a core task died) restart; 2 (invalid) cannot."""
+    settings = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if line.startswith("Rest")
+    )
+    assert settings["Restart"] == "on-failure"
+    assert settings["RestartPreventExitStatus"].split() == [str(ExitCode.CONFIG_INVALID)]
+    restarted = {ExitCode.START_FAILED, ExitCode.CORE_TASK_DIED}
+    assert all(code not in (0, ExitCode.CONFIG_INVALID) for code in restarted)
 
 
 def test_remediations_drop_in_example_verifies(unit_dir: Path) -> None:

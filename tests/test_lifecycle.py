@@ -1,0 +1,325 @@
+"""When starting or running fails: a start that cannot finish closes what it opened and exits
+at once with one line; a core task that dies makes the daemon unhealthy, and it exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from checks.base import CHECKS
+from daemon.app import Daemon, ExitCode, StartFailed
+from daemon.config import RunbookConfig, load_config
+from daemon.outbox import Outbox
+from daemon.scheduler import Scheduler
+from daemon.sdnotify import Notifier
+from daemon.supervisor import Supervisor
+from tests.utils import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 30.0
+
+CONFIG = """
+runbookd:
+  listen: 127.0.0.1:{port}
+  state_dir: {state}
+checks:
+  health: {{type: http, url: "{url}/health", interval: 100ms, timeout: 1s}}
+"""
+
+
+def write_config(tmp_path: Path, url: str, *, port: int = 0, state: Path | None = None) -> Path:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(CONFIG.format(port=port, state=state or tmp_path / "state", url=url))
+    return path
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def serving() -> Iterator[None]:
+    """Daemon.serve turns the GC on and freezes what exists: undone after the test."""
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+# --- a start that fails -----------------------------------------------------------------------
+
+
+def run_cli(config: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`runbookd run` as a process; returns it finished, and how long it took."""
+    argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)]
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
+    return done, time.monotonic() - started
+
+
+def test_a_taken_port_exits_at_once_with_one_line(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], taken_port: int
+) -> None:
+    done, took = run_cli(write_config(tmp_path, app_state[1], port=taken_port))
+    assert done.returncode == ExitCode.START_FAILED == 3, done.stderr
+    assert done.stderr == (
+        f"runbookd: could not start: cannot listen on 127.0.0.1:{taken_port}: "
+        "Address already in use\n"
+    )
+    assert "Traceback" not in done.stdout
+    # Python's own start and the imports included; the daemon's part is a small fraction.
+    assert took < 10, f"took {took:.2f}s to exit"
+    print(f"a failed start exited after {took:.2f}s")
+
+
+@pytest.mark.parametrize(
+    ("make_state", "reason"),
+    [
+        # A file where the state directory should be: it cannot be created.
+        (lambda tmp: (tmp / "state").write_text("x") and tmp / "state", "File exists: {state}"),
+        # A directory where the database file should be: SQLite, on its own thread, refuses.
+        (
+            lambda tmp: (tmp / "state" / "runbookd.db").mkdir(parents=True) or tmp / "state",
+            "unable to open database file",
+        ),
+        # Under /proc nothing can be created, not even by root.
+        (lambda tmp: Path("/proc/runbookd-test"), "No such file or directory: {state}"),
+    ],
+    ids=["state-dir-is-a-file", "database-is-a-directory", "state-dir-cannot-be-created"],
+)
+def test_a_store_that_cannot_open_exits_at_once_with_one_line(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    make_state: Callable[[Path], Path],
+    reason: str,
+) -> None:
+    state = make_state(tmp_path)
+    done, took = run_cli(write_config(tmp_path, app_state[1], state=state))
+    assert done.returncode == ExitCode.START_FAILED, done.stderr
+    expected = f"cannot open the store {state / 'runbookd.db'}: {reason.format(state=state)}"
+    assert done.stderr == f"runbookd: could not start: {expected}\n"
+    assert took < 10, f"took {took:.2f}s to exit"
+
+
+def threads() -> set[threading.Thread]:
+    """Threads, but the event loop's executor (asyncio_N): asyncio.run shuts that down."""
+    return {t for t in threading.enumerate() if not t.name.startswith("asyncio_")}
+
+
+def other_tasks() -> set[asyncio.Task[Any]]:
+    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+
+async def test_a_failed_start_closes_what_it_opened_and_leaves_no_signal_handler(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], taken_port: int
+) -> None:
+    path = write_config(tmp_path, app_state[1], port=taken_port)
+    daemon = Daemon(load_config(path), config_path=path)
+    threads_before, tasks_before = threads(), other_tasks()
+    with pytest.raises(StartFailed) as failed:
+        await daemon.serve()
+    assert str(failed.value) == f"cannot listen on 127.0.0.1:{taken_port}: Address already in use"
+    assert isinstance(failed.value.__cause__, OSError)
+    # The store was open (incidents are restored before the API listens): closed again, its
+    # thread gone. Nothing that ran keeps running.
+    assert daemon.store._db is None  # type: ignore[attr-defined]
+    assert threads() == threads_before
+    assert daemon._session is not None
+    assert daemon._session.closed
+    assert other_tasks() == tasks_before
+    assert daemon.supervisor.watched == 0
+    # SIGTERM is the default again, not a handler of a loop that no longer listens.
+    loop = asyncio.get_running_loop()
+    assert not any(loop.remove_signal_handler(s) for s in (signal.SIGTERM, signal.SIGHUP))
+
+
+async def test_a_check_that_cannot_be_built_is_a_bug_with_a_traceback(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: object, name: str, config: object) -> None:
+        raise RuntimeError("the plugin broke")
+
+    monkeypatch.setattr(CHECKS.get("http"), "__init__", broken)
+    path = write_config(tmp_path, app_state[1])
+    daemon = Daemon(load_config(path), config_path=path)
+    with capture_logs() as logs, pytest.raises(StartFailed) as failed:
+        await daemon.start()
+    assert str(failed.value) == (
+        "cannot build the checks and remediations: RuntimeError: the plugin broke"
+    )
+    (logged,) = logs
+    assert logged["event"] == "start failed"
+    assert logged["exc_info"] is True  # log.exception: the traceback is rendered
+    assert not (tmp_path / "state").exists(), "built first: nothing was opened"
+
+
+# --- a core task that dies --------------------------------------------------------------------
+
+
+def interval_zero(config: RunbookConfig) -> RunbookConfig:
+    """The fault behind interval 0 (the config refuses it): the scheduler's loop divides by
+    the interval and dies of ZeroDivisionError."""
+    health = config.checks["health"]
+    config.checks["health"] = health.model_copy(update={"interval": 0.0})
+    return config
+
+
+@pytest.fixture
+def broken_daemon(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> Daemon:
+    path = write_config(tmp_path, app_state[1])
+    return Daemon(interval_zero(load_config(path)), config_path=path)
+
+
+async def test_a_dead_scheduler_is_loud_and_the_daemon_exits_non_zero(
+    broken_daemon: Daemon, serving: None
+) -> None:
+    with capture_logs() as logs:
+        code = await asyncio.wait_for(broken_daemon.serve(), WAIT)
+    assert code == ExitCode.CORE_TASK_DIED == 4
+    failure = "core task scheduler raised ZeroDivisionError: float division by zero"
+    assert broken_daemon.supervisor.failure == failure
+    died = [entry for entry in logs if entry["event"] == "core task died"]
+    assert len(died) == 1, logs
+    assert died[0]["task"] == "scheduler"
+    assert isinstance(died[0]["exc_info"], ZeroDivisionError)  # rendered as its traceback
+    assert died[0]["log_level"] == "error"
+    events = [entry["event"] for entry in logs]
+    assert events.index("core task died") < events.index("stopping") < events.index("stopped")
+
+
+async def test_between_the_death_and_the_exit_health_and_readiness_say_why(
+    broken_daemon: Daemon, session: aiohttp.ClientSession
+) -> None:
+    await broken_daemon.start()
+    try:
+        base = f"http://127.0.0.1:{broken_daemon.port}"
+        await wait_for(lambda: broken_daemon.supervisor.failure is not None)
+        failure = "core task scheduler raised ZeroDivisionError: float division by zero"
+        async with session.get(f"{base}/healthz") as r:
+            assert (r.status, await r.json()) == (503, {"status": "failed", "reason": failure})
+        async with session.get(f"{base}/readyz") as r:
+            assert r.status == 503
+            assert (await r.json())["reason"] == f"failed: {failure}"
+        assert broken_daemon.status_line() == f"failed, stopping: {failure}"
+        assert broken_daemon._stopping.is_set(), "serve() would be stopping the daemon now"
+    finally:
+        await broken_daemon.stop()
+
+
+async def dies(*args: object) -> None:
+    raise RuntimeError("injected")
+
+
+async def returns(*args: object) -> None:
+    return None
+
+
+Core = Callable[..., Coroutine[Any, Any, None]]
+CORE_TASKS: list[tuple[str, type, str, Core, str]] = [
+    ("scheduler", Scheduler, "_loop", dies, "raised RuntimeError: injected"),
+    ("check-worker-0", Scheduler, "_worker", returns, "returned"),
+    ("engine-tick", Daemon, "_tick", dies, "raised RuntimeError: injected"),
+    ("outbox", Outbox, "run", returns, "returned"),
+    ("sd-watchdog", Notifier, "_watchdog", dies, "raised RuntimeError: injected"),
+    ("sd-ready", Notifier, "_announce", returns, "returned"),
+]
+
+
+@pytest.mark.parametrize(
+    ("task", "owner", "method", "fault", "how"), CORE_TASKS, ids=[c[0] for c in CORE_TASKS]
+)
+async def test_any_core_task_that_ends_stops_the_daemon(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    monkeypatch: pytest.MonkeyPatch,
+    serving: None,
+    task: str,
+    owner: type,
+    method: str,
+    fault: Core,
+    how: str,
+) -> None:
+    """One mechanism for all of them: raising or returning, each is the daemon's failure."""
+    monkeypatch.setattr(owner, method, fault)
+    path = write_config(tmp_path, app_state[1])
+    daemon = Daemon(load_config(path), config_path=path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify.sock"))
+        environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+        daemon.notifier = Notifier(environ)
+        code = await asyncio.wait_for(daemon.serve(), WAIT)
+    assert code == ExitCode.CORE_TASK_DIED
+    assert daemon.supervisor.failure == f"core task {task} {how}"
+
+
+async def test_a_stop_cancels_core_tasks_without_a_failure(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], serving: None
+) -> None:
+    path = write_config(tmp_path, app_state[1])
+    daemon = Daemon(load_config(path), config_path=path)
+    with capture_logs() as logs:
+        serving_task = asyncio.create_task(daemon.serve())
+        await wait_for(lambda: daemon.ready()[0])
+        assert daemon.supervisor.watched == 4  # loop, one worker, ticker, outbox (no systemd)
+        daemon.request_stop()  # as SIGTERM does
+        assert await asyncio.wait_for(serving_task, WAIT) == ExitCode.OK
+    assert daemon.supervisor.failure is None
+    assert daemon.supervisor.watched == 0
+    assert not [e for e in logs if str(e["event"]).startswith("core task")]
+
+
+async def ended(task: asyncio.Task[Any]) -> None:
+    """Until the task is done and its done-callbacks have run."""
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)
+
+
+async def test_the_first_end_is_the_failure_and_later_ones_are_logged() -> None:
+    failures: list[str] = []
+    supervisor = Supervisor(on_failure=failures.append)
+    first = asyncio.create_task(returns(), name="first")
+    supervisor.watch(first)
+    await ended(first)
+    assert failures == ["core task first returned"]
+    with capture_logs() as logs:
+        second = asyncio.create_task(dies(), name="second")
+        supervisor.watch(second)
+        await ended(second)
+    assert failures == ["core task first returned"], "one failure, one stop"
+    assert [(e["event"], e["task"]) for e in logs] == [("core task died", "second")]
+
+
+async def test_a_cancellation_is_a_failure_unless_shutting_down() -> None:
+    supervisor = Supervisor()
+    for name in ("early", "late"):
+        task = asyncio.create_task(asyncio.Event().wait(), name=name)
+        supervisor.watch(task)
+        task.cancel()
+        await ended(task)
+        supervisor.shutting_down()
+    assert supervisor.failure == "core task early was cancelled"
+    quiet = Supervisor()
+    quiet.shutting_down()
+    task = asyncio.create_task(asyncio.Event().wait(), name="at-shutdown")
+    quiet.watch(task)
+    task.cancel()
+    await ended(task)
+    assert quiet.failure is None
