@@ -113,6 +113,7 @@ SILENCE: Final[Schema] = strict(
 ANSWERS: Final[dict[str, Schema]] = {
     "Error": strict({"error": STRING}),
     "Health": strict({"status": {"const": "ok"}}),
+    "Failed": strict({"status": {"const": "failed"}, "reason": STRING}),
     "Readiness": strict(
         {
             "status": {"enum": ["ready", "not ready"]},
@@ -402,6 +403,8 @@ def _responses(op: Operation) -> Schema:
         out = {str(op.ok): {"description": "The Prometheus text format", "content": text}}
     if op.operation_id == "readyz":
         out["503"] = _json(ref("Readiness"), "Not ready yet: the reason says why")
+    if op.operation_id == "healthz":
+        out["503"] = _json(ref("Failed"), "A core task died: the daemon is exiting (status 4)")
     for code in sorted(_error_codes(op)):
         why = f"Conflict: {op.conflict}" if code == 409 else ERRORS[code]
         out[str(code)] = _json(ref("Error"), why)

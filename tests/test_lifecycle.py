@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
 from structlog.testing import capture_logs
 
 from checks.base import CHECKS
+from daemon import openapi
 from daemon.app import Daemon, ExitCode, StartFailed
 from daemon.config import RunbookConfig, load_config
 from daemon.outbox import Outbox
@@ -214,7 +216,13 @@ async def test_between_the_death_and_the_exit_health_and_readiness_say_why(
         await wait_for(lambda: broken_daemon.supervisor.failure is not None)
         failure = "core task scheduler raised ZeroDivisionError: float division by zero"
         async with session.get(f"{base}/healthz") as r:
-            assert (r.status, await r.json()) == (503, {"status": "failed", "reason": failure})
+            body = await r.json()
+            assert (r.status, body) == (503, {"status": "failed", "reason": failure})
+        # The answer is the one the OpenAPI document describes.
+        spec = openapi.document()
+        answer = spec["paths"]["/healthz"]["get"]["responses"]["503"]["content"]
+        schema = answer["application/json"]["schema"] | {"components": spec["components"]}
+        jsonschema.validate(body, schema)
         async with session.get(f"{base}/readyz") as r:
             assert r.status == 503
             assert (await r.json())["reason"] == f"failed: {failure}"
