@@ -49,7 +49,10 @@ bench: $(STAMP)
 # examples from a random seed, printed first; a failure replays with `make soak SEED=<seed>`
 # or with the @reproduce_failure line it prints.
 SOAK_EXAMPLES ?= 5000
-SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+# Drawn once (:=), so the seed printed is the seed used.
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 .PHONY: soak
 soak: $(STAMP)
 	@echo "soak: $(SOAK_EXAMPLES) examples, seed $(SEED); replay: make soak SEED=$(SEED)"

@@ -56,10 +56,28 @@ class Outbox:
                     await self.attempt(item, retry=True)
             await self.clock.sleep(POLL_SECONDS)
 
+    async def _unsent_page(self, item: OutboxItem) -> OutboxItem | None:
+        """The unfinished page (execute) that a resolution item must wait for, if any."""
+        return next(
+            (
+                i
+                for i in await self.store.outbox_pending(item.incident_id)
+                if i.phase == "execute" and i.remediation == item.remediation
+            ),
+            None,
+        )
+
     async def attempt(self, item: OutboxItem, *, retry: bool = False) -> RemediationResult | None:
         """One delivery attempt; what it leaves undone is due again after a backoff."""
         self._in_flight.add(item.id)
         try:
+            if item.phase == "resolve" and (page := await self._unsent_page(item)) is not None:
+                # The page itself has not gone out yet: resolve after it, not before (a
+                # resolution first would leave the pager with the page open for good).
+                next_at = max(page.next_at, self.clock.now()) + 1.0
+                why = "waiting for the page to go out first"
+                await self.store.outbox_reschedule(item.id, next_at, item.attempts, why)
+                return RemediationResult(False, why, recoverable=True)
             result = await self.deliver(item, retry)
             attempts = item.attempts + 1
             if result is None or result.ok:

@@ -771,13 +771,25 @@ class Pipeline:
 
     async def _undo_all(self, incident: Incident) -> None:
         stored = await self.store.get_incident(incident.id) or incident
+        # A page still waiting in the outbox is told too: it goes out, then its resolution
+        # (the outbox keeps that order), or the pager would keep an incident open for good.
+        pending = [
+            i.remediation
+            for i in await self.store.outbox_pending(incident.id)
+            if i.phase == "execute"
+        ]
         acted = dict.fromkeys(
-            name
-            for e in stored.timeline
-            if e.kind == "result"
-            and e.data.get("ok")
-            and e.data.get("phase") != "resolve"
-            and isinstance(name := e.data.get("remediation"), str)
+            [
+                *(
+                    name
+                    for e in stored.timeline
+                    if e.kind == "result"
+                    and e.data.get("ok")
+                    and e.data.get("phase") != "resolve"
+                    and isinstance(name := e.data.get("remediation"), str)
+                ),
+                *pending,
+            ]
         )
         for name in acted:
             remediation = self.plan.remediations.get(name)

@@ -126,6 +126,9 @@ class Store(Protocol):
     async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         """Unfinished items with next_at <= now, oldest first."""
 
+    async def outbox_pending(self, incident_id: str) -> list[OutboxItem]:
+        """The incident's unfinished items, whenever due, by id."""
+
     async def outbox_reschedule(
         self, item_id: int, next_at: float, attempts: int, error: str
     ) -> None: ...

@@ -835,6 +835,18 @@ class SqliteStore:
         )
         return [_outbox_item(row) for row in rows]
 
+    async def outbox_pending(self, incident_id: str) -> list[OutboxItem]:
+        rows = await self._fetchall(
+            """
+            SELECT id, incident_id, remediation, phase, created_at, next_at, attempts, last_error
+            FROM outbox
+            WHERE finished_at IS NULL AND incident_id = ?
+            ORDER BY id
+            """,
+            (incident_id,),
+        )
+        return [_outbox_item(row) for row in rows]
+
     async def outbox_reschedule(
         self, item_id: int, next_at: float, attempts: int, error: str
     ) -> None:

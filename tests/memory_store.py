@@ -232,6 +232,13 @@ class MemoryStore:
         due = [r.item for r in d.outbox.values() if r.outcome is None and r.item.next_at <= now]
         return sorted(due, key=lambda i: (i.next_at, i.id))[:limit]
 
+    async def outbox_pending(self, incident_id: str) -> list[OutboxItem]:
+        d = await self._data()
+        rows = (r for r in d.outbox.values() if r.outcome is None)
+        return sorted(
+            (r.item for r in rows if r.item.incident_id == incident_id), key=lambda i: i.id
+        )
+
     async def outbox_reschedule(
         self, item_id: int, next_at: float, attempts: int, error: str
     ) -> None:

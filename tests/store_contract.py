@@ -583,6 +583,24 @@ class StoreContract:
         restarted = await reopen()
         assert [i.id for i in await restarted.outbox_due(T0 + 10**6)] == [pending]
 
+    async def test_outbox_pending_lists_an_incidents_unfinished_items(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        page = await store.outbox_add("inc-1", "page", "execute", T0)
+        later = await store.outbox_add("inc-1", "slack", "execute", T0 + 60)
+        await store.outbox_add("inc-2", "page", "execute", T0)
+        done = await store.outbox_add("inc-1", "page", "resolve", T0)
+        await store.outbox_finish(done, "delivered")
+        await store.outbox_reschedule(page, T0 + 3600, 3, "503")
+        assert [(i.id, i.next_at) for i in await store.outbox_pending("inc-1")] == [
+            (page, T0 + 3600),
+            (later, T0 + 60),
+        ]
+        assert await store.outbox_pending("inc-9") == []
+        await store.close()
+        restarted = await reopen()
+        assert [i.id for i in await restarted.outbox_pending("inc-1")] == [page, later]
+
     async def test_outbox_unknown_item_raises(self, store: Store) -> None:
         with pytest.raises(KeyError):
             await store.outbox_reschedule(12345, T0, 1, "x")

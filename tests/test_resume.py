@@ -379,3 +379,27 @@ async def test_a_silence_holds_after_a_restart(daemons: Callable[..., Daemonish]
     await w.settle_until(lambda: "silenced" in kinds(incident.timeline))
     assert rollback.calls == []
     await d.stop()
+
+
+async def test_a_page_still_queued_when_the_incident_resolves_is_resolved_after_it(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    """Found by the soak: the pager was down when the page was due; the incident resolved
+    before the retry. The page goes out, then its resolution, in that order; the pager does
+    not keep an incident open for good."""
+    d = daemons({"errors": RULE | {"do": ["page"]}})
+    pager = FakePager("page", outcomes=["retry"])
+    w = await d.start({"page": pager})
+    await fire(w)
+    incident = w.opened[0].id
+    await w.settle_until(lambda: "queued" in kinds(w.opened[0].timeline))
+    assert await w.engine.resolve_by_operator(incident, "bo", "fixed by hand")
+    await w.settle_until(lambda: incident not in w.pipeline.runs)
+    await w.pipeline.idle(5.0)
+    assert pager.resolved == []  # not before the page itself
+    await d.clock.advance(40)  # the page's retry (30 s backoff, 5 s polling)
+    await w.settle_until(lambda: len(pager.calls) == 2)
+    await d.clock.advance(10)  # the resolution, right after it
+    await w.settle_until(lambda: pager.resolved == [incident])
+    assert await w.store.outbox_pending(incident) == []
+    await d.stop()
