@@ -117,6 +117,19 @@ class Resolutions:
         return gone
 
 
+class AlertCapReached(Exception):
+    """Some new firing alerts of a request were refused: their rule, or runbookd as a whole,
+    had as many firing as its cap (`runbookd.alerts`). Everything else in the request was
+    applied and committed (resolutions, alerts already firing, new ones within the caps), so
+    the sender may resend the whole request: what was applied changes nothing the second time.
+    """
+
+    def __init__(self, routed: list[list[str]], refused: int) -> None:
+        super().__init__(f"{refused} new firing alerts refused: at the cap of firing alerts")
+        self.routed = routed  # each alert's rules, as `Engine.alerts` returns them
+        self.refused = refused
+
+
 def fingerprint(labels: dict[str, str]) -> str:
     """Stable identity from the label set, for senders that do not give one."""
     canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))

@@ -3,13 +3,22 @@ generic JSON webhooks mapped to alerts by the paths configured under `webhooks:`
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
-from daemon.alerts import AlertmanagerWebhook, alert_from_json
+from daemon.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alert_from_json
 from daemon.api import DaemonView, json_error, parse_json, read_body, read_json, require_json
 from daemon.auth import (
+    BEARER_REFUSED,
+    NO_CREDENTIALS,
+    NOBODYS_SECRET,
+    REALM,
+    SIGNATURE_CHALLENGE,
+    WEBHOOK_CHALLENGES,
     ReplayGuard,
     bearer,
+    presents_signature,
+    public_problem,
     replay_capacity,
     same_secret,
     signature_problem,
@@ -18,7 +27,14 @@ from daemon.auth import (
 )
 from daemon.config import WebhookAuth, WebhookConfig
 
+log = structlog.get_logger("runbookd.api")
+
 REPLAYED = "X-Runbookd-Signature: this signed request was accepted already (a replay?)"
+# When a sender may try again alerts refused at a cap: about when some of those firing may
+# have resolved. Alertmanager retries with its own backoff, and resends at its group_interval.
+CAP_RETRY_AFTER = 60
+# The tolerance of a signed request to a webhook that has no secret (or does not exist).
+DEFAULT_TOLERANCE = WebhookAuth.model_fields["tolerance"].default
 
 
 def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
@@ -26,19 +42,23 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
 
     async def alertmanager(request: web.Request) -> web.Response:
         body = await read_json(request, AlertmanagerWebhook)
-        alerts = body.to_alerts()
-        matched = await daemon.intake(alerts)
+        return await take(body.to_alerts())
+
+    async def take(alerts: list[Alert]) -> web.Response:
+        try:
+            matched = await daemon.intake(alerts)
+        except AlertCapReached as exc:
+            return over_cap(alerts, exc)
         return web.json_response({"received": len(alerts), "matched": matched})
 
     async def webhook(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         # Read at each request: a reload (SIGHUP) changes the webhooks without a restart.
         config = daemon.config.webhooks.get(name)
-        if config is None:
-            return json_error(404, f"no webhook {name!r}")
-        raw = await read_body(request)
         now = daemon.clock.now()
-        check_sender(config.auth, request, raw, now)
+        raw = await authenticated_body(name, config, request, now)
+        if config is None:  # not reached: nobody holds the secret it was checked against
+            raise unauthorized(NO_CREDENTIALS, WEBHOOK_CHALLENGES)
         if config.auth.hmac_secret is None:
             return await deliver(request, name, config, raw)
         return await deliver_once(request, name, config, raw, now)
@@ -73,8 +93,7 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
             alert = alert_from_json(parse_json(raw), config.fields, f"webhook:{name}")
         except ValueError as exc:
             return json_error(400, str(exc))
-        matched = await daemon.intake([alert])
-        return web.json_response({"received": 1, "matched": matched})
+        return await take([alert])
 
     return [
         web.post("/api/v1/alerts", alertmanager),
@@ -82,14 +101,58 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
     ]
 
 
-def check_sender(auth: WebhookAuth, request: web.Request, raw: bytes, now: float) -> None:
-    """401 unless the request carries the webhook's signature (over the raw bytes) or token."""
-    if auth.hmac_secret is not None:
-        secret = auth.hmac_secret.get_secret_value()
-        problem = signature_problem(secret, request.headers, raw, now=now, tolerance=auth.tolerance)
-        if problem is not None:
-            raise unauthorized(problem, 'Signature realm="runbookd"')
-    elif auth.token is not None:
-        presented = bearer(request.headers) or ""
-        if not same_secret(presented, auth.token.get_secret_value()):
-            raise unauthorized("missing or invalid bearer token")
+def over_cap(alerts: list[Alert], exc: AlertCapReached) -> web.Response:
+    """429: Alertmanager retries it (not another 4xx), resending the whole group, and what was
+    applied of it changes nothing the second time."""
+    body = {
+        "error": (
+            f"{exc.refused} new firing alerts refused: their rule or runbookd has as many "
+            "alerts firing as its cap (runbookd.alerts); the rest of the request was applied; "
+            "send it again later"
+        ),
+        "received": len(alerts),
+        "matched": sum(1 for rules in exc.routed if rules),
+        "refused": exc.refused,
+    }
+    return web.json_response(body, status=429, headers={"Retry-After": str(CAP_RETRY_AFTER)})
+
+
+async def authenticated_body(
+    name: str, config: WebhookConfig | None, request: web.Request, now: float
+) -> bytes:
+    """The body of a request whose sender proved itself with the webhook's secret, else 401.
+
+    What happens depends on what the request presents, never on whether the webhook exists or
+    which scheme it has (its name cannot be found out by trying): no credentials, 401 at once;
+    a bearer token, compared before any of the body is read; a signature, checked over the
+    body read first (bounded by max_body). Where the webhook has no secret of that kind (or
+    does not exist), the same work is done against a secret nobody holds."""
+    auth = config.auth if config is not None else None
+    if presents_signature(request.headers):
+        raw = await read_body(request)
+        _check_signature(name, auth, request, raw, now)
+        return raw
+    presented = bearer(request.headers)
+    if presented is None:
+        raise unauthorized(NO_CREDENTIALS, WEBHOOK_CHALLENGES)
+    token = auth.token if auth is not None else None
+    if not same_secret(presented, token.get_secret_value() if token else NOBODYS_SECRET):
+        if config is not None:
+            log.info("webhook request refused", webhook=name, reason="not its bearer token")
+        raise unauthorized(BEARER_REFUSED, REALM)
+    return await read_body(request)
+
+
+def _check_signature(
+    name: str, auth: WebhookAuth | None, request: web.Request, raw: bytes, now: float
+) -> None:
+    secret = auth.hmac_secret if auth is not None else None
+    tolerance = auth.tolerance if auth is not None and secret is not None else DEFAULT_TOLERANCE
+    key = secret.get_secret_value() if secret is not None else NOBODYS_SECRET
+    problem = signature_problem(key, request.headers, raw, now=now, tolerance=tolerance)
+    if problem is None:
+        return
+    if auth is not None:  # the operator's sender, misconfigured: the log says exactly why
+        reason = problem if secret is not None else "it takes a bearer token, not a signature"
+        log.info("webhook request refused", webhook=name, reason=reason)
+    raise unauthorized(public_problem(problem), SIGNATURE_CHALLENGE)

@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
-from daemon.alerts import Alert
+from daemon.alerts import Alert, AlertCapReached
 from daemon.api import build_app
 from daemon.clock import Clock, SystemClock
 from daemon.config import ConfigError, RunbookConfig, config_hash, load_config
@@ -193,8 +193,17 @@ class Daemon:
 
     async def intake(self, alerts: list[Alert]) -> int:
         """One request's alerts: committed to the store as one transaction before this
-        returns (the caller answers only then); the counter moves once per label set."""
-        routed = await self.engine.alerts(alerts)
+        returns (the caller answers only then); the counter moves once per label set.
+        Raises AlertCapReached, with the rest committed and counted, if some new firing
+        alerts were refused at a cap."""
+        try:
+            routed = await self.engine.alerts(alerts)
+        except AlertCapReached as exc:
+            self._count_received(alerts, exc.routed)
+            raise
+        return self._count_received(alerts, routed)
+
+    def _count_received(self, alerts: list[Alert], routed: list[list[str]]) -> int:
         counts: dict[tuple[str, str, str], int] = {}
         for a, rules in zip(alerts, routed, strict=True):
             state = "firing" if a.firing else "resolved"
@@ -240,7 +249,9 @@ class Daemon:
         # Drained before the API closes: approvals and /readyz are answered while plans finish.
         self._opened.push_async_callback(self.pipeline.drain, settings.drain_grace)
         with starting("cannot resume plans"):
-            await self.pipeline.recover(self.engine.incidents.values(), dict(self.config.rules))
+            # With the plans of the incidents the engine raised itself (alert caps).
+            plans = dict(self.config.rules) | self.engine.incident_plans()
+            await self.pipeline.recover(self.engine.incidents.values(), plans)
             self.supervisor.watch(self.pipeline.start_outbox())
         self._loaded(self.config)
         self._opened.push_async_callback(self._stop_checking)
@@ -276,6 +287,8 @@ class Daemon:
             actions=self.pipeline,
             metrics=self.metrics,
             clock=self.clock,
+            limits=self.config.runbookd.alerts,
+            notifiers=lambda: self.pipeline.plan.notifiers(),
         )
         self.scheduler = Scheduler(
             ctx=CheckContext(session, self.clock),

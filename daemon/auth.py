@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import math
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,6 +204,34 @@ class Guard:
 _UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 
+SIGNATURE_CHALLENGE = 'Signature realm="runbookd"'
+# A webhook request that presents no credentials at all may be for either scheme.
+WEBHOOK_CHALLENGES = f"{SIGNATURE_CHALLENGE}, {REALM}"
+NO_CREDENTIALS = (
+    f"missing credentials: a bearer token, or {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers"
+)
+BEARER_REFUSED = "missing or invalid bearer token"
+MISSING_SIGNATURE = f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
+BAD_TIMESTAMP = f"{TIMESTAMP_HEADER}: not unix seconds"
+# A signature that does not verify and a timestamp out of the tolerance get the same answer:
+# both depend on the webhook's config, and the answer must not tell whether it exists. The
+# log says which, for a webhook that exists.
+BAD_SIGNATURE = f"{SIGNATURE_HEADER}: bad signature, or {TIMESTAMP_HEADER} too far from our clock"
+
+# Checked where a request names no webhook that has a secret of its kind (or none at all): the
+# same work and the same refusal as a wrong secret. Nobody holds it; it changes at each start.
+NOBODYS_SECRET = secrets.token_urlsafe(32)
+
+
+def public_problem(problem: str) -> str:
+    """What a refused sender is told of `signature_problem`'s reason: only what its request
+    alone shows, never what depends on the webhook's config."""
+    return problem if problem in (MISSING_SIGNATURE, BAD_TIMESTAMP) else BAD_SIGNATURE
+
+
+def presents_signature(headers: Mapping[str, str]) -> bool:
+    return TIMESTAMP_HEADER in headers or SIGNATURE_HEADER in headers
+
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The signature header value a sender computes: HMAC-SHA256 of `timestamp.body`."""
@@ -213,17 +242,20 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def signature_problem(
     secret: str, headers: Mapping[str, str], body: bytes, *, now: float, tolerance: float
 ) -> str | None:
-    """Why a signed request is refused, or None. Over the raw bytes, never re-serialised JSON."""
+    """Why a signed request is refused, or None. Over the raw bytes, never re-serialised JSON.
+    The signature is computed whatever else is wrong with a well-formed request: refusing
+    takes the same time for a bad timestamp as for a bad signature."""
     timestamp, given = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
     if timestamp is None or given is None:
-        return f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
+        return MISSING_SIGNATURE
     if not _UNIX_SECONDS.match(timestamp):
-        return f"{TIMESTAMP_HEADER}: not unix seconds"
-    if abs(now - int(timestamp)) > tolerance:
-        return f"{TIMESTAMP_HEADER}: more than {tolerance:g}s from our clock (a replay?)"
+        return BAD_TIMESTAMP
     match = _SIGNATURE.match(given)
     expected = sign(secret, timestamp, body).removeprefix("sha256=")
-    if match is None or not hmac.compare_digest(match[1].lower(), expected):
+    verified = match is not None and hmac.compare_digest(match[1].lower(), expected)
+    if abs(now - int(timestamp)) > tolerance:
+        return f"{TIMESTAMP_HEADER}: more than {tolerance:g}s from our clock (a replay?)"
+    if not verified:
         return f"{SIGNATURE_HEADER}: bad signature"
     return None
 

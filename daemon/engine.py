@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import structlog
 
-from daemon.alerts import Alert, Resolutions
+from daemon.alerts import Alert, AlertCapReached, Resolutions
 from daemon.clock import Clock
+from daemon.config import AlertLimits
 from daemon.metrics import Metrics
 from daemon.models import Incident, IncidentStatus, Observation, RuleState
 from daemon.rule_config import RuleConfig
@@ -48,6 +49,8 @@ class Engine:
         actions: Actions,
         metrics: Metrics,
         clock: Clock,
+        limits: AlertLimits | None = None,
+        notifiers: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -55,6 +58,10 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.staleness = staleness
+        self.limits = limits or AlertLimits()
+        # The remediations that only notify (read at each use: a reload changes them); an
+        # `RULE:alert_cap` incident runs those of its rule and nothing else.
+        self.notifiers = notifiers
         self.evaluators: dict[str, RuleEvaluator] = {}
         self.alert_rules: dict[str, AlertRule] = {}
         self.incidents: dict[str, Incident] = {}  # open incident per rule
@@ -67,8 +74,9 @@ class Engine:
         alert_rules: dict[str, AlertRule] = {}
         for name, config in rules.items():
             if config.alert_match is not None:
-                # At 0 from the start, so increase() sees the first late firing refused.
+                # At 0 from the start, so increase() sees the first alert refused.
                 self.metrics.alerts_refused.labels(name)
+                self.metrics.alerts_over_cap.labels(name)
                 old_rule = self.alert_rules.get(name)
                 if old_rule is None:
                     alert_rules[name] = AlertRule(name, config)
@@ -77,6 +85,7 @@ class Engine:
                 else:
                     firing, resolved = dict(old_rule.firing), old_rule.resolved
                     alert_rules[name] = AlertRule(name, config, firing, resolved)
+                self.metrics.alerts_firing.labels(name).set(len(alert_rules[name].firing))
                 continue
             old = self.evaluators.get(name)
             if old is not None and old.config == config:
@@ -90,6 +99,8 @@ class Engine:
             self.metrics.rule_state.remove(name)
         for name in self.alert_rules.keys() - alert_rules.keys():
             self.metrics.alerts_refused.remove(name)
+            self.metrics.alerts_over_cap.remove(name)
+            self.metrics.alerts_firing.remove(name)
         self.evaluators = kept
         self.alert_rules = alert_rules
         self.staleness = staleness
@@ -102,7 +113,9 @@ class Engine:
         """Resume the open incidents of a previous run: their rules carry on firing."""
         for name, rule in self.alert_rules.items():
             stored = await self.store.values(f"{ALERTS}:{name}")
+            # All of them, even beyond a cap lowered since: each still resolves its incident.
             rule.firing = {fp: _starts_at(value) for fp, value in stored.items()}
+            self.metrics.alerts_firing.labels(name).set(len(rule.firing))
             if rule.firing:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
             rule.resolved = Resolutions()
@@ -134,7 +147,9 @@ class Engine:
 
     async def tick(self, now: float) -> None:
         """Hold rules whose check stopped delivering (stale data); raise "monitoring blind"
-        incidents for rules blind longer than their `blind_after`."""
+        incidents for rules blind longer than their `blind_after`; resolve alert cap incidents
+        whose rule has room again (an operator may have resolved its alerts, or a reload
+        removed it)."""
         for check, evaluators in self._by_check.items():
             stale_after = self.staleness.get(check)
             for evaluator in evaluators:
@@ -142,6 +157,7 @@ class Engine:
                 if stale and evaluator.stale(now, stale_after or 0.0):
                     self._blind_changed(evaluator)
                 await self._blind_incident(evaluator, now)
+        await self._review_caps(now)
 
     async def _blind_incident(self, evaluator: RuleEvaluator, now: float) -> None:
         config, key = evaluator.config, f"{evaluator.name}:blind"
@@ -231,16 +247,21 @@ class Engine:
         logged. What the request changes is written in one store transaction, committed before
         this returns, and the new alerts joining an incident make one timeline entry on it. A
         request that changes nothing touches neither the store nor the incidents' log.
+
+        Bounded (`limits`): a new firing alert beyond its rule's cap or the total is refused,
+        counted, and opens the rule's `RULE:alert_cap` incident; the rest of the request is
+        applied, then AlertCapReached is raised. Resolutions are never refused.
         """
         rules = self.alert_rules
         routed = [[name for name, rule in rules.items() if rule.matches(a)] for a in alerts]
+        over_cap = 0
         if any(
             rules[name].changed_by(a)
             for a, names in zip(alerts, routed, strict=True)
             for name in names
         ):
             async with self.recorder.batch():
-                stale = await self._apply_alerts(alerts, routed)
+                stale, over_cap = await self._apply_alerts(alerts, routed)
         else:  # nothing changes, but late firings are still counted
             stale = [
                 (a, name)
@@ -249,6 +270,8 @@ class Engine:
                 if rules[name].late_firing(a)
             ]
         self._refused(stale)
+        if over_cap:
+            raise AlertCapReached(routed, over_cap)
         return routed
 
     def _refused(self, stale: list[tuple[Alert, str]]) -> None:
@@ -273,7 +296,7 @@ class Engine:
 
     async def _apply_alerts(
         self, alerts: Sequence[Alert], routed: list[list[str]]
-    ) -> list[tuple[Alert, str]]:
+    ) -> tuple[list[tuple[Alert, str]], int]:
         # In order, deciding at each step from the state now: other tasks may have moved it
         # while this one waited for the store, and a request may resolve a rule's last alert
         # and fire another after it (a new incident, as when they come one by one).
@@ -281,6 +304,10 @@ class Engine:
         stored: dict[str, dict[str, Any]] = {}  # the rules' firing alerts to write, or None
         resolutions: dict[str, dict[str, Any]] = {}  # the rules' resolution records, likewise
         stale: list[tuple[Alert, str]] = []  # late firings refused, with their rule
+        over_cap: dict[str, int] = {}  # new firing alerts refused at a cap, by rule
+        # Only this batch changes firing alerts meanwhile (a reload may drop a rule: then this
+        # overcounts, which errs on the safe side).
+        total = self.firing_total()
         for alert, names in zip(alerts, routed, strict=True):
             for name in names:
                 rule = self.alert_rules.get(name)
@@ -290,6 +317,10 @@ class Engine:
                 if rule.late_firing(alert):
                     stale.append((alert, name))
                 elif alert.firing and fp not in rule.firing:
+                    if not self._has_room(rule, total):
+                        over_cap[name] = over_cap.get(name, 0) + 1
+                        continue
+                    total += 1
                     rule.firing[fp] = alert.starts_at
                     stored.setdefault(name, {})[fp] = _alert_to_json(alert)
                     if (incident := self.incidents.get(name)) is not None:
@@ -303,6 +334,7 @@ class Engine:
                     if not rule.ends_episode(alert):
                         continue
                     del rule.firing[fp]
+                    total -= 1
                     stored.setdefault(name, {})[fp] = None
                     if rule.firing:
                         continue
@@ -315,12 +347,93 @@ class Engine:
                     await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
         for incident, pending_alerts in joined.values():
             await self._alerts_joined(incident, pending_alerts)
+        for name, count in over_cap.items():
+            self.metrics.alerts_over_cap.labels(name).inc(count)
+            await self._cap_reached(name)
+        await self._review_caps(self.clock.now())
         # Last, one statement per rule and namespace: the same transaction, so no order to keep.
         for name, values in stored.items():
             await self.store.put_values(f"{ALERTS}:{name}", values)
+            if (rule := self.alert_rules.get(name)) is not None:
+                self.metrics.alerts_firing.labels(name).set(len(rule.firing))
         for name, values in resolutions.items():
             await self.store.put_values(f"{RESOLVED}:{name}", values)
-        return stale
+        return stale, sum(over_cap.values())
+
+    # -- the caps on firing alerts ----------------------------------------------------------
+
+    def firing_total(self) -> int:
+        """The firing alerts held, counted once for each rule they match."""
+        return sum(len(rule.firing) for rule in self.alert_rules.values())
+
+    def _has_room(self, rule: AlertRule, total: int) -> bool:
+        limits = self.limits
+        return len(rule.firing) < limits.max_firing_per_rule and total < limits.max_firing
+
+    def _under_low_water(self, name: str, total: int) -> bool:
+        """Back under both caps with a margin (hysteresis): a rule hovering at its cap does not
+        open and resolve its `RULE:alert_cap` incident with every alert."""
+        rule, limits = self.alert_rules.get(name), self.limits
+        return rule is None or (
+            len(rule.firing) <= CAP_LOW_WATER * limits.max_firing_per_rule
+            and total <= CAP_LOW_WATER * limits.max_firing
+        )
+
+    async def _cap_reached(self, name: str) -> None:
+        """Open the rule's `RULE:alert_cap` incident, once: new alerts of that rule are being
+        refused, so runbookd no longer sees all that fires (like a "monitoring blind" one)."""
+        key, rule, limits = f"{name}{CAP_SUFFIX}", self.alert_rules.get(name), self.limits
+        if key in self.incidents or rule is None:  # open already, or removed by a reload
+            return
+        firing, total = len(rule.firing), self.firing_total()
+        summary = (
+            f"alert cap reached: rule {name} has {firing} alerts firing (cap "
+            f"{limits.max_firing_per_rule}), runbookd {total} (cap {limits.max_firing}); new "
+            "firing alerts are refused (429) until enough resolve"
+        )
+        trigger = {
+            "firing": firing,
+            "max_firing_per_rule": limits.max_firing_per_rule,
+            "firing_total": total,
+            "max_firing": limits.max_firing,
+        }
+        log.warning("alert cap reached: refusing new firing alerts", rule=name, **trigger)
+        plan = self._cap_plan(rule.config)
+        await self._open(key, plan, "", summary, summary, trigger, self.clock.now())
+
+    def _cap_plan(self, config: RuleConfig) -> RuleConfig:
+        """An `RULE:alert_cap` incident only notifies: the notifiers among its rule's steps."""
+        notifiers = self.notifiers()
+        pages = [
+            step for step in dict.fromkeys([*config.do, *config.escalate]) if step in notifiers
+        ]
+        return config.model_copy(update={"do": pages, "escalate": [], "verify_within": None})
+
+    async def _review_caps(self, now: float) -> None:
+        """Resolve the `RULE:alert_cap` incidents whose rule is under the low-water mark again
+        (or is gone)."""
+        capped = [key for key in self.incidents if key.endswith(CAP_SUFFIX)]
+        if not capped:
+            return
+        total = self.firing_total()
+        for key in capped:
+            name = key.removesuffix(CAP_SUFFIX)
+            if self._under_low_water(name, total):
+                rule = self.alert_rules.get(name)
+                firing = len(rule.firing) if rule is not None else 0
+                message = f"resolved: {firing} alerts firing, new ones are accepted again"
+                log.info("alert cap: accepting new firing alerts again", rule=name)
+                await self._resolve(key, now, message, {"firing": firing, "firing_total": total})
+
+    def incident_plans(self) -> dict[str, RuleConfig]:
+        """The plans of the open incidents the engine raised itself (`RULE:alert_cap`), by
+        their incident's rule: what `Pipeline.recover` resumes after a restart."""
+        return {
+            key: self._cap_plan(rule.config)
+            for key in self.incidents
+            if key.endswith(CAP_SUFFIX)
+            and (rule := self.alert_rules.get(key.removesuffix(CAP_SUFFIX))) is not None
+        }
 
     async def _alert_opens(self, rule: AlertRule, alert: Alert) -> None:
         self.metrics.rule_state.labels(rule.name).set(int(RuleState.FIRING))
@@ -370,6 +483,7 @@ class Engine:
             if (alert_rule := self.alert_rules.get(rule)) is not None:
                 firing, alert_rule.firing = alert_rule.firing, {}
                 await self.store.put_values(f"{ALERTS}:{rule}", dict.fromkeys(firing))
+                self.metrics.alerts_firing.labels(rule).set(0)
             self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
             message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
             await self._resolve(rule, self.clock.now(), message, {"by": by, "reason": reason})
@@ -453,6 +567,12 @@ class AlertRule:
 # request cannot bloat the timeline. The store keeps every alert whatever the count.
 JOINED_NAMED = 3
 JOINED_DETAILS = 20
+
+
+# The incident a rule's alert cap raises is `<rule>:alert_cap`; it resolves once its rule and
+# the total are at most this fraction of their caps.
+CAP_SUFFIX = ":alert_cap"
+CAP_LOW_WATER = 0.9
 
 
 # Store namespace prefix: "alerts:<rule>" holds that rule's firing alerts by fingerprint, one

@@ -182,6 +182,19 @@ class Metrics:
             ["rule"],
             registry=core,
         )
+        self.alerts_over_cap = Counter(
+            "runbookd_alerts_over_cap_total",
+            "New firing alerts refused (429) because their rule, or runbookd as a whole, had "
+            "as many alerts firing as its cap (runbookd.alerts).",
+            ["rule"],
+            registry=core,
+        )
+        self.alerts_firing = Gauge(
+            "runbookd_alerts_firing",
+            "Pushed alerts firing, by the rule they match (runbookd.alerts caps them).",
+            ["rule"],
+            registry=core,
+        )
         self.circuit_open = Gauge(
             "runbookd_circuit_open",
             "1 while a rule's automation is stopped by the circuit breaker.",

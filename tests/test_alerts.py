@@ -11,14 +11,14 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.alerts import RESOLVED_RETENTION, Alert, AlertmanagerWebhook
-from daemon.config import ConfigError, load_config_text
+from daemon.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
+from daemon.config import AlertLimits, ConfigError, load_config_text
 from daemon.engine import JOINED_DETAILS
 from daemon.models import IncidentStatus
 from daemon.store_sqlite import SqliteStore
 from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for
-from tests.world import Commits, FakeAction, FakePager, World, build_world, make_world
+from tests.world import Commits, FakeAction, FakePager, S, World, build_world, make_world
 
 RULE = {"when": {"alert": "HighErrorRate", "labels": {"service": "web"}}, "do": ["rollback"]}
 
@@ -697,3 +697,180 @@ async def test_resolution_records_are_capped_per_rule(
         assert await restarted.values("resolved:errors") == {}
     finally:
         await restarted.close()
+
+
+# -- caps on firing alerts: a flood of distinct alerts costs bounded memory and store ----------
+
+
+def capped_world(store: S, rules: dict[str, dict[str, Any]], per_rule: int, total: int) -> World[S]:
+    """A world whose rules page with `page` (a notifier) and act with `rollback`."""
+    actions = {"page": FakePager("page"), "rollback": FakeAction("rollback")}
+    w = build_world(store, rules, actions)
+    w.engine.limits = AlertLimits(max_firing_per_rule=per_rule, max_firing=total)
+    w.engine.notifiers = w.pipeline.plan.notifiers
+    return w
+
+
+PAGED = RULE | {"do": ["rollback", "page"], "escalate": ["rollback"]}
+
+
+def over_cap(w: World[Any], rule: str) -> float | None:
+    return w.metrics.registry.get_sample_value("runbookd_alerts_over_cap_total", {"rule": rule})
+
+
+async def send(w: World[Any], alerts: list[Alert]) -> int:
+    """How many alerts the engine refused at a cap (0: none)."""
+    routed = [[n for n, r in w.engine.alert_rules.items() if r.matches(a)] for a in alerts]
+    try:
+        assert await w.engine.alerts(alerts) == routed
+    except AlertCapReached as exc:
+        refused = exc
+    else:
+        return 0
+    assert refused.routed == routed
+    return refused.refused
+
+
+async def test_new_alerts_beyond_a_rule_cap_are_refused_and_one_incident_only_pages(
+    db: SqliteStore,
+) -> None:
+    w = capped_world(db, {"errors": PAGED}, per_rule=20, total=1000)
+    assert over_cap(w, "errors") == 0  # exists from the start
+    assert await send(w, request(*(f"a{i}" for i in range(15)))) == 0
+    refused = 0
+    for r in range(4):  # the storm: 4 requests of 15 new alerts
+        refused += await send(w, request(*(f"s{r}-{i}" for i in range(15))))
+    assert refused == 4 * 15 - 5
+    assert over_cap(w, "errors") == refused
+    # Bounded: in memory and in the store (rows), whatever the storm.
+    assert len(w.engine.alert_rules["errors"].firing) == 20
+    assert len(await db.values("alerts:errors")) == 20
+    gauge = {"rule": "errors"}
+    assert w.metrics.registry.get_sample_value("runbookd_alerts_firing", gauge) == 20
+    # One incident for the rule, one for its cap, however many requests were refused.
+    await w.settle()
+    assert sorted(i.rule for i in await db.list_incidents()) == ["errors", "errors:alert_cap"]
+    cap = w.engine.incidents["errors:alert_cap"]
+    assert cap.summary == (
+        "alert cap reached: rule errors has 20 alerts firing (cap 20), runbookd 20 (cap 1000); "
+        "new firing alerts are refused (429) until enough resolve"
+    )
+    # It only pages: the rule's notifiers, never its rollback.
+    pager, rollback = w.actions["page"], w.actions["rollback"]
+    assert sorted(pager.calls) == sorted([w.engine.incidents["errors"].id, cap.id])
+    assert rollback.calls == [w.engine.incidents["errors"].id]
+    # Alerts already firing are no news (Alertmanager resends the whole group): not refused.
+    assert await send(w, request(*(f"a{i}" for i in range(15)))) == 0
+
+
+async def test_resolutions_are_never_refused_and_the_cap_incident_resolves_with_hysteresis(
+    db: SqliteStore,
+) -> None:
+    w = capped_world(db, {"errors": PAGED}, per_rule=20, total=1000)
+    fps = [f"a{i}" for i in range(20)]
+    await send(w, request(*fps))
+    await w.settle()
+    # A request mixing resolutions and new alerts at the cap: the resolutions and the alerts
+    # that then fit are applied (one commit), the others refused.
+    mixed = request("a0", status="resolved") + request("n1", "n2")
+    async with Commits(db) as commits:
+        assert await send(w, mixed) == 1
+    assert commits.count == 1
+    firing = w.engine.alert_rules["errors"].firing
+    assert set(firing) == {f"a{i}" for i in range(1, 20)} | {"n1"}
+    cap = w.engine.incidents["errors:alert_cap"]
+    await w.settle()  # its page
+    # Its resend: what was applied changes nothing, the refused one is refused again.
+    async with Commits(db) as commits:
+        assert await send(w, mixed) == 1
+    assert commits.count == 0
+    assert over_cap(w, "errors") == 2
+    # One below the cap is not enough (19 > 90% of 20): still open, and not opened twice.
+    await send(w, request("a1", status="resolved"))
+    assert w.engine.incidents["errors:alert_cap"] is cap
+    assert await send(w, request("n3", "n4")) == 1
+    await w.settle()
+    assert [i.rule for i in w.opened].count("errors:alert_cap") == 1
+    # At 90% of the cap it resolves; its page is resolved too.
+    await send(w, request("a2", "a3", status="resolved"))
+    assert "errors:alert_cap" not in w.engine.incidents
+    await w.settle()
+    got = await db.get_incident(cap.id)
+    assert got is not None
+    assert got.status is IncidentStatus.RESOLVED
+    (resolved,) = [e for e in got.timeline if e.kind == "resolved"]
+    assert resolved.message == "resolved: 18 alerts firing, new ones are accepted again"
+    assert w.actions["page"].resolved == [cap.id]
+
+
+async def test_the_total_cap_bounds_every_rule_together(db: SqliteStore) -> None:
+    rules = {
+        "errors": PAGED,
+        "api": RULE | {"when": {"alert": "HighErrorRate", "labels": {"service": "api"}}},
+    }
+    w = capped_world(db, rules, per_rule=100, total=30)
+    assert await send(w, request(*(f"w{i}" for i in range(30)))) == 0
+    api = parse(webhook(*(alert("firing", f"api{i}", service="api") for i in range(5))))
+    assert await send(w, api) == 5
+    assert w.engine.firing_total() == 30
+    assert (over_cap(w, "api"), over_cap(w, "errors")) == (5, 0)
+    assert set(w.engine.incidents) == {"errors", "api:alert_cap"}
+    # Its plan has no notifier (the rule has none): it is an incident to see, it runs nothing.
+    await w.settle()
+    assert w.actions["rollback"].calls == [w.engine.incidents["errors"].id]
+    # An operator resolves the errors rule's incident, and with it its alerts: room again
+    # (the ticker notices).
+    assert await w.engine.resolve_by_operator(w.engine.incidents["errors"].id, "ana", "noise")
+    await w.engine.tick(w.clock.now())
+    assert "api:alert_cap" not in w.engine.incidents
+    assert await send(w, api) == 0
+    await w.settle()
+
+
+async def test_after_a_restart_the_alerts_stay_bounded_and_the_cap_incident_resumes(
+    db: SqliteStore, db_path: Path
+) -> None:
+    before = capped_world(db, {"errors": PAGED}, per_rule=20, total=1000)
+    for r in range(3):
+        await send(before, request(*(f"s{r}-{i}" for i in range(15))))
+    await before.settle()
+    cap_id = before.engine.incidents["errors:alert_cap"].id
+    await db.close()
+
+    restarted = SqliteStore(db_path)
+    await restarted.open()
+    try:
+        after = capped_world(restarted, {"errors": PAGED}, per_rule=20, total=1000)
+        await after.engine.restore()
+        # As the daemon resumes plans: with the plans of the incidents the engine raised.
+        plans = after.engine_rules() | after.engine.incident_plans()
+        await after.pipeline.recover(after.engine.incidents.values(), plans)
+        assert len(after.engine.alert_rules["errors"].firing) == 20
+        assert len(await restarted.values("alerts:errors")) == 20
+        assert after.engine.incidents["errors:alert_cap"].id == cap_id
+        # Its plan (pages only), for the pipeline to resume.
+        plan = after.engine.incident_plans()["errors:alert_cap"]
+        assert (plan.do, plan.escalate) == (["page"], [])
+        assert await send(after, request("new")) == 1
+        assert [i.rule for i in after.opened] == []  # not opened again
+        await send(after, request(*(f"s0-{i}" for i in range(5)), status="resolved"))
+        assert "errors:alert_cap" not in after.engine.incidents
+        await after.settle()
+        assert after.actions["page"].calls == []  # paged before the restart, not again
+    finally:
+        await restarted.close()
+
+
+def test_the_caps_are_settings_with_bounds() -> None:
+    defaults = load_config_text("runbookd: {}\n").runbookd.alerts
+    assert (defaults.max_firing_per_rule, defaults.max_firing) == (5_000, 25_000)
+    config = load_config_text("runbookd:\n  alerts: {max_firing_per_rule: 10, max_firing: 20}\n")
+    assert config.runbookd.alerts == AlertLimits(max_firing_per_rule=10, max_firing=20)
+    for text, problem in [
+        ("runbookd:\n  alerts: {max_firing: 0}\n", "<config>:2 runbookd.alerts.max_firing"),
+        ("runbookd:\n  alerts:\n    max_firing_per_rule: 1e9\n", "<config>:3 runbookd.alerts"),
+        ("runbookd:\n  alerts: {max_alerts: 10}\n", "<config>:2 runbookd.alerts.max_alerts"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_config_text(text)
+        assert str(caught.value.problems[0]).startswith(problem), caught.value.problems

@@ -13,9 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.alerts import alert_from_json
 from daemon.app import TICK_SECONDS, Daemon
+from daemon.auth import NO_CREDENTIALS
 from daemon.clock import ManualClock
 from daemon.config import ConfigError, load_config, load_config_text
 from daemon.store_sqlite import SqliteStore
@@ -143,6 +145,10 @@ async def test_a_signed_alert_opens_an_incident_and_a_signed_resolution_resolves
 
 
 REPLAYED = "X-Runbookd-Signature: this signed request was accepted already (a replay?)"
+# Whether the signature or the timestamp was wrong depends on the webhook's config: one answer.
+BAD_SIGNATURE = (
+    "X-Runbookd-Signature: bad signature, or X-Runbookd-Timestamp too far from our clock"
+)
 
 
 async def test_a_replay_within_tolerance_is_refused(
@@ -219,7 +225,7 @@ async def test_the_signature_covers_the_raw_bytes(
         (body, headers | {"X-Runbookd-Signature": "sha256=ü" + "0" * 63}),
     ]:
         status, answer, r = await post(session, url, sent, sent_headers)
-        assert (status, answer) == (401, {"error": "X-Runbookd-Signature: bad signature"})
+        assert (status, answer) == (401, {"error": BAD_SIGNATURE})
         assert r.headers["WWW-Authenticate"] == 'Signature realm="runbookd"'
     assert await incidents(session, api) == []
 
@@ -242,11 +248,12 @@ async def test_a_timestamp_outside_the_tolerance_is_a_replay(
 ) -> None:
     body = json.dumps(deploy()).encode()
     headers = signed(body, clock.now() + skew)
-    status, answer, _ = await post(session, f"{api}/api/v1/webhooks/deploys", body, headers)
-    assert (status, answer) == (
-        401,
-        {"error": "X-Runbookd-Timestamp: more than 300s from our clock (a replay?)"},
-    )
+    with capture_logs() as logs:
+        status, answer, _ = await post(session, f"{api}/api/v1/webhooks/deploys", body, headers)
+    assert (status, answer) == (401, {"error": BAD_SIGNATURE})
+    # The operator's log says which, for a webhook that exists.
+    (refused,) = [e for e in logs if e["event"] == "webhook request refused"]
+    assert refused["reason"] == "X-Runbookd-Timestamp: more than 300s from our clock (a replay?)"
 
 
 async def test_a_request_captured_and_sent_later_is_refused(
@@ -268,8 +275,10 @@ async def test_a_bearer_webhook(api: str, session: aiohttp.ClientSession) -> Non
     url = f"{api}/api/v1/webhooks/uptime"
     body = json.dumps({"monitor": {"name": "homepage", "down": True}}).encode()
     json_type = {"Content-Type": "application/json"}
+    status, answer, r = await post(session, url, body, json_type)
+    assert (status, answer) == (401, {"error": NO_CREDENTIALS})
+    assert r.headers["WWW-Authenticate"] == 'Signature realm="runbookd", Bearer realm="runbookd"'
     for headers in [
-        json_type,
         json_type | {"Authorization": f"Bearer {HOOK_TOKEN}x"},
         json_type | {"Authorization": f"Bearer {API_TOKEN}"},  # an API token is not this one
     ]:
@@ -330,11 +339,28 @@ async def test_bad_bodies_are_400_naming_the_path(
     assert await incidents(session, api) == []
 
 
-async def test_an_unknown_webhook_is_404(api: str, session: aiohttp.ClientSession) -> None:
-    status, answer, _ = await post(
-        session, f"{api}/api/v1/webhooks/nope", b"{}", {"Content-Type": "application/json"}
-    )
-    assert (status, answer) == (404, {"error": "no webhook 'nope'"})
+async def test_an_unknown_webhook_answers_as_a_known_one_does(
+    api: str, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """Its name cannot be found out by trying: an unauthenticated request to a webhook that
+    does not exist gets the very answer one to each existing webhook (of either scheme) gets."""
+    body = json.dumps(deploy()).encode()
+    json_type = {"Content-Type": "application/json"}
+    for headers in [
+        json_type,
+        json_type | {"Authorization": f"Bearer {HOOK_TOKEN}x"},
+        signed(body, clock.now()) | {"X-Runbookd-Signature": "sha256=" + "0" * 64},
+        signed(body, clock.now() - 3600),
+        signed(body, clock.now()) | {"X-Runbookd-Timestamp": "soon"},
+        {"X-Runbookd-Timestamp": str(int(clock.now()))},
+    ]:
+        answers = set()
+        for name in ("deploys", "uptime", "nope", "x" * 64):
+            status, answer, r = await post(session, f"{api}/api/v1/webhooks/{name}", body, headers)
+            answers.add((status, json.dumps(answer), r.headers["WWW-Authenticate"]))
+        assert len(answers) == 1, answers
+        ((status, _, _),) = answers
+        assert status == 401
 
 
 # -- mapping and config --------------------------------------------------------------------------
