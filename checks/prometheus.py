@@ -16,6 +16,7 @@ import builtins
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Annotated, ClassVar, Literal
 
 import aiohttp
@@ -33,6 +34,7 @@ from checks.http import (
 )
 from checks.scrape import LabelName
 from daemon.models import Status
+from daemon.redaction import excerpt
 from daemon.units import SecretsModel
 
 MAX_BODY = 10 << 20
@@ -97,22 +99,23 @@ class _Unknown(Exception):
     """The values could not be read; the message is the reason."""
 
 
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
+def _shorten(text: str, secrets: Sequence[str]) -> str:
+    # A proxy in front of Prometheus may echo the request's credentials.
+    return excerpt(" ".join(text.split()), MAX_ERROR, secrets, "...")
 
 
-def _error_envelope(doc: object) -> tuple[str, str] | None:
+def _error_envelope(doc: object, secrets: Sequence[str]) -> tuple[str, str] | None:
     """(errorType, error) of a Prometheus error answer, or None for anything else."""
     if isinstance(doc, dict) and doc.get("status") == "error":
-        return str(doc.get("errorType", "")), _shorten(str(doc.get("error", "")))
+        kind = _shorten(str(doc.get("errorType", "")), secrets)
+        return kind, _shorten(str(doc.get("error", "")), secrets)
     return None
 
 
-def _http_error(code: int, doc: object) -> str:
+def _http_error(code: int, doc: object, secrets: Sequence[str]) -> str:
     if code in (401, 403):
         return f"auth failed: status {code}"
-    envelope = _error_envelope(doc)
+    envelope = _error_envelope(doc, secrets)
     if envelope is None:
         return f"Prometheus answered status {code}"
     # 400 and 422 are the query's fault; 5xx (timeout, unavailable) the server's.
@@ -166,6 +169,11 @@ class PrometheusCheck(Stateless):
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         elif config.token is not None:
             self._headers["Authorization"] = f"Bearer {config.token.get_secret_value()}"
+        self._secrets = [
+            *([config.basic_auth.password.get_secret_value()] if config.basic_auth else []),
+            *([config.token.get_secret_value()] if config.token else []),
+            *([self._headers["Authorization"]] if "Authorization" in self._headers else []),
+        ]
         self._label = config.label
         self._value = config.value
         self._max_series = config.max_series
@@ -196,8 +204,8 @@ class PrometheusCheck(Stateless):
             if code == 200:
                 raise _Unknown("answer is not JSON") from None
         if code != 200:
-            raise _Unknown(_http_error(code, doc))
-        if (envelope := _error_envelope(doc)) is not None:
+            raise _Unknown(_http_error(code, doc, self._secrets))
+        if (envelope := _error_envelope(doc, self._secrets)) is not None:
             raise _Unknown(f"query error ({envelope[0]}): {envelope[1]}")
         data = doc.get("data") if isinstance(doc, dict) and doc.get("status") == "success" else None
         if not isinstance(data, dict):

@@ -27,6 +27,7 @@ from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import request_timeout
 from daemon.models import Status
+from daemon.redaction import excerpt
 from daemon.redis_url import checked_redis_url, parse_redis_url, redis_errors
 
 if TYPE_CHECKING:
@@ -279,6 +280,4 @@ class RedisCheck:
         return CheckResult(Status.CRITICAL, {"up": 0.0}, reason)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+        return excerpt(text, MAX_REASON, self._secrets, "...")

@@ -7,11 +7,11 @@ is JSON; every bad request gets a 4xx with a reason naming the field.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from daemon.api import DaemonView, json_error, read_json
 from daemon.approvals import Decision
@@ -21,6 +21,13 @@ from daemon.units import StrictModel, parse_duration
 
 MAX_LIMIT = 1000
 MAX_SILENCE = 90 * 86400.0
+# A silence starts at most this far ahead: a maintenance window is planned weeks ahead, not
+# years (a start in 2300 would be a silence nobody sees end, and never pruned).
+MAX_AHEAD = 90 * 86400.0
+# Every time a request gives lies in [EARLIEST, LATEST): NaN, infinities and dates no one
+# means (1e19, year 1) are refused, so every time stored is one a person and a tool can print.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 
 class Who(StrictModel):
@@ -31,18 +38,28 @@ class Who(StrictModel):
 
 
 def _time(value: object) -> float:
-    """Epoch seconds, or an ISO 8601 time with a zone."""
+    """Epoch seconds, or an ISO 8601 time with a zone; between EARLIEST and LATEST."""
+    seconds: float | int | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
+        seconds = value  # compared before float(): a 400-digit int would overflow
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             pass
         else:
-            if parsed.tzinfo is not None:
-                return parsed.timestamp()
-    raise ValueError("a time is epoch seconds or ISO 8601 with a zone, e.g. 2026-11-28T03:00:00Z")
+            seconds = parsed.timestamp() if parsed.tzinfo is not None else None
+    if seconds is None:
+        raise ValueError(
+            "a time is epoch seconds or ISO 8601 with a zone, e.g. 2026-11-28T03:00:00Z"
+        )
+    if not EARLIEST <= seconds < LATEST:  # NaN too: it compares false
+        raise ValueError("a time must lie between 2000-01-01 and 2100-01-01 (UTC)")
+    return float(seconds)
+
+
+# A time in a request body: a number or an ISO text in, epoch seconds out.
+Time = Annotated[float, BeforeValidator(_time, json_schema_input_type=float | str)]
 
 
 class SilenceBody(StrictModel):
@@ -51,15 +68,11 @@ class SilenceBody(StrictModel):
     rule: str | None = None
     check: str | None = None
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
-    starts_at: float | str | None = None
+    # At most MAX_AHEAD from now (the handler checks: the model has no clock).
+    starts_at: Time | None = None
     # Either an end time or a duration from the start ("2h"): a silence always ends.
-    ends_at: float | str | None = None
+    ends_at: Time | None = None
     duration: str | None = None
-
-    @field_validator("starts_at", "ends_at")
-    @classmethod
-    def _times(cls, value: float | str | None) -> float | None:
-        return None if value is None else _time(value)
 
     @field_validator("duration")
     @classmethod
@@ -77,12 +90,8 @@ class SilenceBody(StrictModel):
         return self
 
     def window(self, now: float) -> tuple[float, float]:
-        start = float(self.starts_at) if self.starts_at is not None else now
-        end = (
-            float(self.ends_at)
-            if self.ends_at is not None
-            else start + parse_duration(self.duration)
-        )
+        start = self.starts_at if self.starts_at is not None else now
+        end = self.ends_at if self.ends_at is not None else start + parse_duration(self.duration)
         return start, end
 
 
@@ -213,6 +222,9 @@ class Operator:
         body = await read_json(request, SilenceBody)
         now = self.daemon.clock.now()
         start, end = body.window(now)
+        if start > now + MAX_AHEAD:
+            ahead = MAX_AHEAD / 86400
+            return json_error(400, f"starts_at: a silence starts at most {ahead:g} days ahead")
         if end <= max(start, now):
             return json_error(400, "ends_at: must be in the future and after starts_at")
         if end - start > MAX_SILENCE:

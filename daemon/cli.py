@@ -11,6 +11,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -185,10 +186,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     try:
         return run_on_loop(_call_api(args, token, body))
     except Unreachable as exc:
-        print(f"runbookd: {exc}", file=sys.stderr)
+        print(f"runbookd: {shown(str(exc))}", file=sys.stderr)
         return 2
     except ApiError as exc:
-        print(f"runbookd: {exc}", file=sys.stderr)
+        print(f"runbookd: {shown(str(exc))}", file=sys.stderr)
         return 1
 
 
@@ -200,8 +201,8 @@ async def _call_api(args: argparse.Namespace, token: str | None, body: Answer | 
         return 0
     try:
         print(_render(args, answer, time.time()))
-    except (KeyError, TypeError, ValueError):
-        raise ApiError(200, f"unexpected answer: {json.dumps(answer)[:200]}") from None
+    except Unexpected as exc:
+        raise ApiError(200, f"unexpected answer: {exc}") from None
     return 0
 
 
@@ -234,26 +235,86 @@ DONE = {"ack": "acknowledged", "resolve": "resolved", "approve": "approved", "re
 def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
     match args.command, args.action:
         case "incidents", "list":
-            return incident_table(answer["incidents"])
+            return incident_table(entries(answer, "incidents"))
         case "incidents", "show":
             return incident_detail(answer)
         case "incidents", verb:
-            return f"{DONE[verb]} {args.id} (by {args.by})"
+            return f"{DONE[verb]} {shown(args.id)} (by {shown(args.by)})"
         case "silence", "list":
-            return silence_table(answer["silences"], now)
+            return silence_table(entries(answer, "silences"), now)
         case "silence", "add":
             return silence_created(answer, now)
         case _:
-            return f"expired {answer['id']}"
+            return f"expired {text(answer, 'id')}"
 
 
 # -- output for people ---------------------------------------------------------------------------
+#
+# Whatever the daemon (or whatever answers at its address) says is printed through `text`,
+# `when` and `shown`: a field that is missing prints "?", one of the wrong type or out of
+# range too, and no text can move the cursor, retitle the terminal or start a row of its own.
 
 
-def when(ts: float | None) -> str:
+class Unexpected(Exception):
+    """The answer lacks what a command prints; the message says what."""
+
+
+MISSING = object()
+# C0 and C1 controls, DEL, and the line separators and direction overrides of Unicode, which
+# would break or reorder a line: shown as \xNN or \uNNNN, the rest of Unicode as it is.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(value: object) -> str:
+    """`value` as one line of printable text: strings as they are, controls escaped."""
+    try:
+        line = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # too deep, or an int too long to write
+        return "?"
+    return _CONTROLS.sub(_escaped, line)
+
+
+def field(doc: object, key: str) -> object:
+    """`doc[key]`, or MISSING when `doc` is not an object or lacks it."""
+    return doc.get(key, MISSING) if isinstance(doc, dict) else MISSING
+
+
+def text(doc: object, key: str) -> str:
+    """A field to print: "?" if missing, "-" if null."""
+    value = field(doc, key)
+    return "?" if value is MISSING else "-" if value is None else shown(value)
+
+
+def entries(doc: object, key: str) -> list[object]:
+    found = field(doc, key)
+    if not isinstance(found, list):
+        raise Unexpected(f"no list {key!r} in it")
+    return found
+
+
+def instant(ts: object) -> datetime | None:
+    """Epoch seconds as a UTC time; None for what is not one a calendar holds."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):  # NaN, or beyond the years datetime knows
+        return None
+
+
+def when(ts: object) -> str:
+    """An epoch time as ISO 8601 UTC; "-" for null, "?" for what is not a printable time."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    moment = instant(ts)
+    if moment is None:
+        return "?"
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -265,68 +326,77 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def incident_table(incidents: list[Answer]) -> str:
+def incident_table(incidents: list[object]) -> str:
     if not incidents:
         return "no incidents"
+    columns = ("id", "status", "rule", "severity")
     rows = [
-        [i["id"], i["status"], i["rule"], i["severity"], when(i["opened_at"]), i["summary"]]
+        [*(text(i, c) for c in columns), when(field(i, "opened_at")), text(i, "summary")]
         for i in incidents
     ]
     return table(["ID", "STATUS", "RULE", "SEVERITY", "OPENED", "SUMMARY"], rows)
 
 
 def incident_detail(incident: Answer) -> str:
-    trigger = " ".join(
-        f"{k}={json.dumps(v) if isinstance(v, dict | list) else v}"
-        for k, v in incident["trigger"].items()
-        if v is not None
-    )
+    found = field(incident, "trigger")
+    given = found.items() if isinstance(found, dict) else []
+    trigger = " ".join(f"{shown(k)}={shown(v)}" for k, v in given if v is not None)
+    timeline = field(incident, "timeline")
+    steps = timeline if isinstance(timeline, list) else []
     lines = [
-        f"{incident['id']}  {incident['status']}  {incident['severity']}",
-        f"rule:     {incident['rule']} (check {incident['check']})",
-        f"summary:  {incident['summary']}",
-        f"opened:   {when(incident['opened_at'])}",
-        f"resolved: {when(incident['resolved_at'])}",
+        f"{text(incident, 'id')}  {text(incident, 'status')}  {text(incident, 'severity')}",
+        f"rule:     {text(incident, 'rule')} (check {text(incident, 'check')})",
+        f"summary:  {text(incident, 'summary')}",
+        f"opened:   {when(field(incident, 'opened_at'))}",
+        f"resolved: {when(field(incident, 'resolved_at'))}",
         f"trigger:  {trigger or '-'}",
         "",
         table(
             ["TIME", "STEP", "WHAT"],
-            [[when(e["ts"]), e["kind"], e["message"]] for e in incident["timeline"]],
+            [[when(field(e, "ts")), text(e, "kind"), text(e, "message")] for e in steps],
         ),
     ]
     return "\n".join(lines)
 
 
-def silence_state(silence: Answer, now: float) -> str:
-    if silence["active"]:
+def silence_state(silence: object, now: float) -> str:
+    active, ends = field(silence, "active"), instant(field(silence, "ends_at"))
+    if active is True:
         return "active"
-    return "ended" if silence["ends_at"] <= now else "scheduled"
+    if active is not False or ends is None:
+        return "?"
+    return "ended" if ends.timestamp() <= now else "scheduled"
 
 
 def silence_created(silence: Answer, now: float) -> str:
-    state, ends = silence_state(silence, now), when(silence["ends_at"])
+    state, ends = silence_state(silence, now), when(field(silence, "ends_at"))
+    created = f"created {text(silence, 'id')}"
     if state == "scheduled":
-        return f"created {silence['id']}: scheduled from {when(silence['starts_at'])} until {ends}"
-    return f"created {silence['id']}: {state} until {ends}"
+        return f"{created}: scheduled from {when(field(silence, 'starts_at'))} until {ends}"
+    return f"{created}: {state} until {ends}"
 
 
-def matchers(silence: Answer) -> str:
-    given = {"rule": silence["rule"], "check": silence["check"]} | silence["labels"]
-    return " ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+def matchers(silence: object) -> str:
+    labels = field(silence, "labels")
+    given = {"rule": field(silence, "rule"), "check": field(silence, "check")}
+    given |= labels if isinstance(labels, dict) else {}
+    return " ".join(
+        f"{shown(k)}={shown(v)}" for k, v in given.items() if v is not None and v is not MISSING
+    )
 
 
-def silence_table(silences: list[Answer], now: float) -> str:
+def silence_table(silences: list[object], now: float) -> str:
     if not silences:
         return "no silences"
     rows = [
         [
-            s["id"],
+            text(s, "id"),
             silence_state(s, now),
-            when(s["starts_at"]),
-            when(s["ends_at"]),
+            when(field(s, "starts_at")),
+            when(field(s, "ends_at")),
             matchers(s),
-            s["created_by"],
-            s["comment"],
+            text(s, "created_by"),
+            text(s, "comment"),
         ]
         for s in silences
     ]

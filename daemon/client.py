@@ -18,6 +18,9 @@ from yarl import URL
 
 DEFAULT_URL = "http://127.0.0.1:9464"
 TIMEOUT = 10.0
+# The largest answer read: a thousand incidents take a few MB. Whatever answers at the URL
+# (a proxy, not runbookd at all) cannot make the command read without end.
+MAX_ANSWER = 64 * 1024 * 1024
 
 Answer = dict[str, Any]
 
@@ -130,7 +133,7 @@ class Client:
         params = {k: str(v) for k, v in (query or {}).items() if v is not None}
         try:
             async with self._session.request(method, url, params=params, json=body) as response:
-                return answer(response.status, await response.read(), response.reason)
+                return answer(response.status, await _read(response), response.reason)
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(f"cannot connect to {self.base}: {_why(exc)}") from None
         except TimeoutError:
@@ -139,11 +142,20 @@ class Client:
             raise Unreachable(f"cannot talk to {self.base}: {exc}") from None
 
 
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    body = await response.content.read(MAX_ANSWER + 1)
+    while len(body) <= MAX_ANSWER and (more := await response.content.read(MAX_ANSWER + 1)):
+        body += more
+    if len(body) > MAX_ANSWER:
+        raise ApiError(response.status, f"answer larger than {MAX_ANSWER >> 20} MiB")
+    return body
+
+
 def answer(status: int, raw: bytes, phrase: str | None = None) -> Answer:
     """The JSON object of a 2xx answer, or ApiError with the reason the daemon gave."""
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError too), or too deep
         doc = None
     if status >= 400:
         reason = doc.get("error") if isinstance(doc, dict) else None

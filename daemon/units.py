@@ -6,7 +6,16 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    SecretStr,
+    model_validator,
+)
+from pydantic_core import CoreSchema, core_schema
 
 from daemon.files import FileRefused, read_regular_file
 
@@ -98,11 +107,63 @@ UnboundedDuration = Annotated[float, _DURATION]
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
 
 
+def _refuse_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {str(value).lower()}")
+    return value
+
+
+# Keys of a core schema that hold no validator to visit.
+_NOT_SCHEMAS = frozenset({"metadata", "serialization", "ref", "ctx", "function", "default"})
+
+
+def _takes_number(schema: Any) -> bool:
+    """True for an int or float schema, also optional or in a union without a bool."""
+    kind = schema.get("type")
+    if kind in ("int", "float"):
+        return True
+    if kind == "nullable":
+        return _takes_number(schema["schema"])
+    if kind == "union":
+        choices = [c[0] if isinstance(c, tuple) else c for c in schema["choices"]]
+        if any(c.get("type") == "bool" for c in choices):
+            return False
+        return any(_takes_number(c) for c in choices)
+    return False
+
+
+def _refusing_bools(schema: Any) -> Any:
+    """`schema` with each place that takes a number behind `_refuse_bool`: lax int and float
+    take true as 1, and a lax union picks them for it. Where a field is a union, the whole
+    union is guarded, so an error names the field rather than one of its choices."""
+    if isinstance(schema, list | tuple):
+        return type(schema)(_refusing_bools(item) for item in schema)
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") == "function-before" and schema["function"]["function"] is _refuse_bool:
+        return schema  # a nested model, guarded when it was built
+    if _takes_number(schema):
+        return core_schema.no_info_before_validator_function(_refuse_bool, schema)
+    return {
+        key: value if key in _NOT_SCHEMAS else _refusing_bools(value)
+        for key, value in schema.items()
+    }
+
+
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, values are frozen, and no
-    number is infinite or NaN (YAML's `.inf` and `.nan`; a limit of .inf is no limit)."""
+    number is infinite or NaN (YAML's `.inf` and `.nan`; a limit of .inf is no limit), nor
+    true or false (pydantic's lax mode reads `min_samples: true` as 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        # Once per class, when pydantic builds it: no cost until a number is validated.
+        guarded: CoreSchema = _refusing_bools(handler(source))
+        return guarded
 
 
 # A secret is a token, a password or a URL: a file larger than this is the wrong file.

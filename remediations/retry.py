@@ -7,6 +7,8 @@ redirects is misconfigured, and following it could carry credentials to another 
 
 By default only an excerpt of the response is kept, for the timeline; a caller that needs
 the whole body (an API client reading JSON) passes `max_body` and reads `HttpOutcome.json()`.
+Secrets are masked in what is kept before it is cut (daemon.redaction.excerpt): a provider
+that echoes a key across the cut leaves no part of it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pydantic import Field
 from yarl import URL
 
 from daemon.models import RemediationResult
+from daemon.redaction import excerpt, redact_credentials
 from daemon.units import PositiveDuration, StrictModel
 from remediations.base import RemediationConfig, RemediationContext
 
-EXCERPT_BYTES = 1024
+# Characters of a response kept for the timeline.
+EXCERPT_CHARS = 1024
 DEFAULT_ATTEMPTS = 4
-_REDACTED = "***"
+_TRUNCATED = "…(truncated)"
 
 
 class RetryConfig(StrictModel):
@@ -52,7 +56,7 @@ class RetryingConfig(RemediationConfig):
 class HttpOutcome:
     """The end of a (possibly retried) request: what the last attempt got back.
 
-    `body` is at most the first EXCERPT_BYTES of the response, for the timeline; `text` is
+    `body` is at most the first EXCERPT_CHARS of the response, for the timeline; `text` is
     the whole of it, kept only when send_json was given `max_body`.
     """
 
@@ -105,7 +109,9 @@ class HttpOutcome:
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     status: int | None
+    # What was read of the body (up to a bound; `more`: there was more), not yet redacted.
     body: str = ""
+    more: bool = False
     text: str = ""
     error: str = ""
     retry: bool = False
@@ -132,10 +138,8 @@ def check_http_url(url: str) -> str:
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
+    """`text` with `secrets` and URL or DSN passwords masked; to cut it too, use `excerpt`."""
+    return redact_credentials(text, [s for s in secrets if s])
 
 
 async def send_json(
@@ -179,7 +183,7 @@ async def send_json(
             return HttpOutcome(
                 ok=ok,
                 status=result.status,
-                body=redact(result.body, redact_values),
+                body=_excerpt(result, redact_values),
                 attempts=attempt,
                 recoverable=not ok and result.retry,
                 error=redact(result.error, redact_values),
@@ -209,12 +213,15 @@ async def _attempt(
             timeout=aiohttp.ClientTimeout(total=attempt_timeout),
             allow_redirects=False,
         ) as resp:
-            raw = await _read(resp, max(EXCERPT_BYTES, max_body or 0))
+            limit = max(EXCERPT_CHARS, max_body or 0)
+            raw = await _read(resp, limit)
+            body, more = raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
             if max_body is not None and len(raw) > max_body:
-                return _Attempt(resp.status, body=_excerpt(raw), error="response too large")
+                return _Attempt(resp.status, body=body, more=more, error="response too large")
             return _Attempt(
                 status=resp.status,
-                body=_excerpt(raw),
+                body=body,
+                more=more,
                 text="" if max_body is None else raw.decode("utf-8", errors="replace"),
                 retry=resp.status == 429 or resp.status >= 500,
                 retry_after=_retry_after(resp.headers.get("Retry-After")),
@@ -245,9 +252,10 @@ async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(data)
 
 
-def _excerpt(raw: bytes) -> str:
-    text = raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")
-    return text + "…(truncated)" if len(raw) > EXCERPT_BYTES else text
+def _excerpt(result: _Attempt, secrets: Sequence[str]) -> str:
+    """The start of the body for the timeline: EXCERPT_CHARS of it, then the marker."""
+    limit = EXCERPT_CHARS + len(_TRUNCATED)
+    return excerpt(result.body, limit, secrets, _TRUNCATED, whole=not result.more)
 
 
 def _expected(status: int | None, expect: Collection[int]) -> bool:

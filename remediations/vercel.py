@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
 from daemon.models import Incident, RemediationResult
+from daemon.redaction import excerpt
 from daemon.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, redact, safe_url, send_json
@@ -194,7 +195,7 @@ class VercelClient:
         return reply.body
 
     def failure(self, step: str, reply: Reply) -> RemediationResult:
-        reason = redact(describe(reply), self._secrets)
+        reason = describe(reply, self._secrets)
         if reply.recoverable and reply.attempts > 1:
             reason = f"gave up after {reply.attempts} attempts, last: {reason}"
         data: dict[str, Any] = {
@@ -281,15 +282,14 @@ def api_error(body: object) -> tuple[str, str]:
     return (code if isinstance(code, str) else ""), (message if isinstance(message, str) else "")
 
 
-def describe(reply: Reply) -> str:
-    """Why a call failed, short: what it means for us, then Vercel's own code and message."""
+def describe(reply: Reply, secrets: Sequence[str]) -> str:
+    """Why a call failed, short: what it means for us, then Vercel's own code and message,
+    with `secrets` masked."""
     if reply.status is None or reply.error:
-        return reply.error
+        return redact(reply.error, secrets)
     code, message = api_error(reply.body)
     said = ": ".join(part for part in (code, message) if part)
-    status = f"HTTP {reply.status}" + (f" {said}" if said else "")
-    if len(status) > REASON_LIMIT:
-        status = status[: REASON_LIMIT - 1] + "…"
+    status = excerpt(f"HTTP {reply.status}" + (f" {said}" if said else ""), REASON_LIMIT, secrets)
     if reply.status in (401, 403):
         return f"token rejected ({status})"
     if reply.status == 404:

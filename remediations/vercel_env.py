@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from daemon.models import Incident, RemediationResult
+from daemon.redaction import excerpt
 from remediations.base import REMEDIATIONS, RemediationConfig, RemediationContext
-from remediations.retry import redact
 from remediations.vercel import (
     REASON_LIMIT,
     Deployment,
@@ -250,5 +250,5 @@ def _refused(client: VercelClient, failed: object) -> RemediationResult:
     """A 2xx that still lists the variable under "failed" (e.g. it exists, no upsert)."""
     code, message = api_error(failed)
     said = ": ".join(part for part in (code, message) if part) or "no reason given"
-    said = redact(said[:REASON_LIMIT], [client.config.token.get_secret_value()])
+    said = excerpt(said, REASON_LIMIT, [client.config.token.get_secret_value()])
     return RemediationResult(False, f"set variable: refused ({said})", recoverable=False)

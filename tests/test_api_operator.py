@@ -3,6 +3,7 @@ maintenance windows, rule states, running a check now."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import ValidationError
 
+from daemon.api_operator import SilenceBody
 from daemon.app import Daemon
 from daemon.models import Incident
 from tests.utils import run_daemon, wait_for
@@ -204,6 +207,9 @@ async def test_create_list_and_expire_silences(api: Api) -> None:
     )
 
 
+OUT_OF_RANGE = "Value error, a time must lie between 2000-01-01 and 2100-01-01 (UTC)"
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -219,6 +225,23 @@ async def test_create_list_and_expire_silences(api: Api) -> None:
         ),
         ({"rule": "down", "duration": "91d"}, "ends_at: a silence lasts at most 90 days"),
         ({"rule": "down", "duration": "soon"}, "duration: Value error, not a duration: 'soon' "),
+        # Once a silence never active nor pruned, that `silence list` could not print.
+        ({"rule": "down", "duration": "1h", "starts_at": 1e19}, f"starts_at: {OUT_OF_RANGE}"),
+        ({"rule": "down", "duration": "1h", "starts_at": -5}, f"starts_at: {OUT_OF_RANGE}"),
+        ({"rule": "down", "ends_at": 1e19}, f"ends_at: {OUT_OF_RANGE}"),
+        ({"rule": "down", "ends_at": "9999-12-31T23:59:59Z"}, f"ends_at: {OUT_OF_RANGE}"),
+        (
+            {"rule": "down", "duration": "1h", "starts_at": "0001-01-01T00:00:00Z"},
+            f"starts_at: {OUT_OF_RANGE}",
+        ),
+        (
+            {"rule": "down", "duration": "1h", "starts_at": True},
+            "starts_at: Value error, a time is",
+        ),
+        (
+            {"rule": "down", "duration": "1h", "starts_at": in_hours(24 * 91)},
+            "starts_at: a silence starts at most 90 days ahead",
+        ),
     ],
 )
 async def test_a_bad_silence_is_refused_with_a_reason(
@@ -228,6 +251,15 @@ async def test_a_bad_silence_is_refused_with_a_reason(
     assert status == 400
     assert answer["error"].startswith(reason)
     assert (await api.get("/silences"))["silences"] == []
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 10**400, 1e19, 946684799])
+def test_a_time_out_of_range_is_refused_before_it_is_a_float(value: float) -> None:
+    body = {"created_by": "a", "comment": "c", "rule": "down", "duration": "1h"}
+    with pytest.raises(ValidationError) as info:
+        SilenceBody.model_validate(body | {"starts_at": value})
+    [error] = info.value.errors()
+    assert (error["loc"], error["msg"]) == (("starts_at",), OUT_OF_RANGE)
 
 
 async def test_a_silenced_incident_opens_but_nothing_runs(

@@ -37,7 +37,7 @@ from daemon.config import (
 from daemon.models import Incident, RemediationResult
 from daemon.registry import Registry
 from daemon.rule_config import RuleConfig
-from daemon.units import format_duration, parse_duration, parse_ratio
+from daemon.units import StrictModel, format_duration, parse_duration, parse_ratio
 from remediations.base import RemediationConfig, RemediationContext
 
 BAD_CONFIGS = Path(__file__).parent / "bad_configs"
@@ -894,3 +894,51 @@ def test_shipped_configs_read_as_yaml_1_1_read_them() -> None:
         text = path.read_text(encoding="utf-8")
         literal = text.replace("$", "$$")  # ${ENV} as written, as safe_load leaves it
         assert config_module._Reader(str(path)).read(literal) == yaml.safe_load(text), path
+
+
+# --- booleans are not numbers ----------------------------------------------------------------
+
+
+class _Counts(StrictModel):
+    class Limit(StrictModel):
+        count: int = 1
+
+    n: int = 0
+    x: float = 0.0
+    maybe: int | None = None
+    either: float | str = 0.0
+    many: tuple[int, ...] = ()
+    limit: Limit = Limit()
+    flag: bool = False
+    flag_or_count: bool | int = 0
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        ({"n": True}, ("n",)),
+        ({"x": False}, ("x",)),
+        ({"maybe": True}, ("maybe",)),
+        ({"either": True}, ("either",)),
+        ({"many": [1, True]}, ("many", 1)),
+        ({"limit": {"count": True}}, ("limit", "count")),
+    ],
+)
+def test_a_boolean_is_not_a_number(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    with pytest.raises(ValidationError) as info:
+        _Counts.model_validate(data)
+    [error] = info.value.errors()
+    assert error["loc"] == loc
+    assert error["msg"].endswith(f"expected a number, not {str(error['input']).lower()}")
+
+
+def test_booleans_stay_where_a_boolean_is_wanted() -> None:
+    counts = _Counts.model_validate({"flag": True, "flag_or_count": True, "n": 3, "x": 2})
+    assert (counts.flag, counts.flag_or_count, counts.n, counts.x) == (True, True, 3, 2.0)
+
+
+def test_min_samples_true_is_refused_at_its_line() -> None:
+    text = "checks:\n  api: {type: test_probe}\nrules:\n  r:\n    when: api.up < 1\n"
+    assert problems_of(text + "    min_samples: true\n") == [
+        "c.yaml:6 rules.r.min_samples: expected a number, not true"
+    ]

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from daemon.clock import ManualClock
 from remediations.base import RemediationContext
 from remediations.http import HttpRemediation, HttpRemediationConfig
-from remediations.retry import EXCERPT_BYTES
+from remediations.retry import EXCERPT_CHARS
 from tests.fakes import Received, make_incident, receive
 from tests.utils import free_port, serve
 
@@ -211,7 +211,7 @@ async def test_response_excerpt_is_bounded(
 
     result = await make(base_url).execute(ctx, make_incident())
 
-    assert result.data["response"] == "x" * EXCERPT_BYTES + "…(truncated)"
+    assert result.data["response"] == "x" * EXCERPT_CHARS + "…(truncated)"
 
 
 # --- success and failure classification ------------------------------------------------------

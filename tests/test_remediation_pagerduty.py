@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from remediations.pagerduty import (
     PagerDutyConfig,
     PagerDutyRemediation,
 )
+from remediations.retry import EXCERPT_CHARS
 from tests.fakes import make_incident
 from tests.fakes.pagerduty import FakePagerDuty, validate_change_event, validate_event
 from tests.utils import free_port, serve
@@ -196,6 +198,25 @@ async def test_invalid_event_400_is_not_retried(
     assert result.data["status"] == 400
     assert "Length of 'routing_key' is incorrect" in result.data["response"]
     assert "u+shortRestApiKey" not in repr(result)
+
+
+async def test_a_key_echoed_across_the_excerpt_cut_leaves_no_part_of_it(
+    ctx: RemediationContext, fake: FakePagerDuty, events_url: str
+) -> None:
+    # The timeline keeps EXCERPT_CHARS of an answer; once cut before it was masked, the
+    # start of a key echoed across the cut stayed (10 characters of it, once).
+    remediation = make(events_url)
+    starts = range(EXCERPT_CHARS - len(ROUTING_KEY) - 4, EXCERPT_CHARS + 4)
+    for start in starts:
+        fake.echo_routing_key_at = start
+        result = await remediation.execute(ctx, make_incident())
+
+        assert result.data["status"] == 400
+        recorded = json.dumps(result.data) + result.detail
+        leaked = [n for n in range(4, len(ROUTING_KEY) + 1) if ROUTING_KEY[:n] in recorded]
+        assert leaked == [], (start, result.data["response"][-60:])
+        assert '{"status": "invalid event", "message": "xxx' in result.data["response"]
+    assert len(fake.received) == len(starts)
 
 
 async def test_429_is_retried_honouring_retry_after(

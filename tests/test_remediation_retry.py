@@ -16,7 +16,7 @@ from yarl import URL
 
 from daemon.clock import ManualClock
 from remediations.base import RemediationContext
-from remediations.retry import EXCERPT_BYTES, send_json
+from remediations.retry import EXCERPT_CHARS, send_json
 from tests.utils import serve
 
 SECRET = "sk-0d9c8b7a6f5e4d3c2b1a"
@@ -61,14 +61,14 @@ async def url(server: Server) -> AsyncIterator[str]:
 async def test_max_body_keeps_the_whole_body_and_the_excerpt(
     ctx: RemediationContext, url: str
 ) -> None:
-    assert len(LARGE) > 5 * EXCERPT_BYTES
+    assert len(LARGE) > 5 * EXCERPT_CHARS
 
     outcome = await send_json(ctx, "GET", url, None, max_body=len(LARGE))
 
     assert outcome.ok
     assert outcome.text == LARGE
     assert outcome.json() == json.loads(LARGE)
-    assert outcome.body == LARGE[:EXCERPT_BYTES] + "…(truncated)"
+    assert outcome.body == LARGE[:EXCERPT_CHARS] + "…(truncated)"
     assert outcome.as_data()["response"] == outcome.body
 
 
@@ -78,7 +78,7 @@ async def test_without_max_body_only_the_excerpt_is_kept(ctx: RemediationContext
     assert outcome.ok
     assert outcome.text == ""
     assert outcome.json() is None
-    assert outcome.body == LARGE[:EXCERPT_BYTES] + "…(truncated)"
+    assert outcome.body == LARGE[:EXCERPT_CHARS] + "…(truncated)"
 
 
 @pytest.mark.parametrize("status", [200, 503])
@@ -94,7 +94,7 @@ async def test_a_body_past_max_body_fails_and_is_not_retried(
     assert outcome.error == "response too large"
     assert outcome.describe() == "response too large"
     assert outcome.json() is None
-    assert outcome.body == LARGE[:EXCERPT_BYTES] + "…(truncated)"
+    assert outcome.body == LARGE[:EXCERPT_CHARS] + "…(truncated)"
     assert clock.slept == []
 
 
@@ -104,7 +104,7 @@ async def test_json_is_none_for_an_empty_or_unparsable_body(
 ) -> None:
     server.reply(200, text)
 
-    outcome = await send_json(ctx, "GET", url, None, max_body=EXCERPT_BYTES)
+    outcome = await send_json(ctx, "GET", url, None, max_body=EXCERPT_CHARS)
 
     assert outcome.ok
     assert outcome.json() is None

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from daemon.clock import ManualClock
 from daemon.models import RemediationResult
 from remediations.base import REMEDIATIONS, RemediationContext
-from remediations.retry import EXCERPT_BYTES
+from remediations.retry import EXCERPT_CHARS
 from remediations.vercel import (
     ROLLED_BACK_FROM,
     PromoteConfig,
@@ -321,7 +321,7 @@ async def test_whole_responses_are_read_not_send_json_excerpt(
     project = fake.add_project("prj_store", "storefront", TEAM)
     history = [fake.add_deployment(project) for _ in range(12)]
     listed = json.dumps({"deployments": [d.list_json() for d in history]})
-    assert len(listed) > 5 * EXCERPT_BYTES
+    assert len(listed) > 5 * EXCERPT_CHARS
 
     result = await rollback(api_url).execute(ctx, make_incident())
 

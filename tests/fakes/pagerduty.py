@@ -148,6 +148,13 @@ def validate_change_event(event: object) -> list[str]:
     return errors
 
 
+def _echo(routing_key: str, at: int) -> web.Response:
+    """400 with `routing_key` starting at character `at` of the body, text after it."""
+    head = '{"status": "invalid event", "message": "'
+    text = head + "x" * max(0, at - len(head)) + routing_key + ' is not a known key"}'
+    return web.Response(status=400, text=text, content_type="application/json")
+
+
 def _invalid(errors: list[str]) -> web.Response:
     body = {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
     return web.json_response(body, status=400)
@@ -163,6 +170,9 @@ class FakePagerDuty:
         self.events: list[dict[str, Any]] = []
         self.change_events: list[dict[str, Any]] = []
         self.failures = FailureQueue()
+        # Set: every event is refused with a 400 whose body repeats its routing key from
+        # this character on (a provider echoing what it was sent, as some do).
+        self.echo_routing_key_at: int | None = None
         self.app = web.Application()
         self.app.router.add_post("/v2/enqueue", self._enqueue)
         self.app.router.add_post("/v2/change/enqueue", self._change_enqueue)
@@ -176,6 +186,8 @@ class FakePagerDuty:
         failure = self.failures.pop()
         if failure is not None:
             return self._failure(failure)
+        if self.echo_routing_key_at is not None:
+            return _echo(str(received.body.get("routing_key")), self.echo_routing_key_at)
         errors = validate_event(received.body)
         if errors:
             return _invalid(errors)
