@@ -4,26 +4,37 @@ daemon/api_intake.py (alerts pushed by other systems).
 
 Every request passes, outermost first: a count by route template and status class, the
 rewriting of every error (and any unexpected exception) as JSON, and daemon/auth.py's guard
-(rate limit, body size, bearer token and scope)."""
+(rate limit, body size, bearer token and scope). Before that, daemon/servers.py bounds the
+connections and answers requests too malformed to reach the app.
+
+JSON is strict both ways: a body with NaN, Infinity or a number beyond a double's range is
+refused, and an answer that would hold one is an internal error rather than invalid JSON."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import math
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from daemon.alerts import Alert
 from daemon.auth import Guard, route_of, too_large
 from daemon.clock import Clock
-from daemon.config import RunbookConfig
+from daemon.config import ApiSettings, RunbookConfig
 from daemon.metrics import Metrics
+from daemon.servers import HTTP_LIMITS, HttpLimits
 from daemon.store import Store
 
 if TYPE_CHECKING:
@@ -36,6 +47,8 @@ log = structlog.get_logger("runbookd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Headers an error answer keeps when it is rewritten as JSON.
 ERROR_HEADERS = ("WWW-Authenticate", "Retry-After", "Allow")
+# NaN and the infinities are not JSON (RFC 8259): never written, whatever a store holds.
+strict_dumps = functools.partial(json.dumps, allow_nan=False)
 
 
 class DaemonView(Protocol):
@@ -75,12 +88,30 @@ class DaemonView(Protocol):
 M = TypeVar("M", bound=BaseModel)
 
 
+class HTTPClientClosedRequest(web.HTTPClientError):
+    """The client went away before its request was whole (nginx's 499): its fault, not ours,
+    counted as a 4xx. Nobody reads the answer."""
+
+    status_code = 499
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The raw body, at most the app's max_body (aiohttp counts as it reads chunked bodies)."""
+    """The raw body, at most the app's max_body (aiohttp counts as it reads chunked bodies),
+    arrived within the body timeout."""
+    limits = request.app.get(HTTP_LIMITS) or HttpLimits()
     try:
-        return await request.read()
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(request.client_max_size) from None
+    except TimeoutError:
+        reason = f"body not received within {limits.body_timeout:g}s"
+        raise web.HTTPRequestTimeout(reason=reason) from None
+    except ConnectionError:  # the client closed or reset the connection mid-body
+        reason = "the client closed the connection before the body was complete"
+        raise HTTPClientClosedRequest(reason=reason) from None
+    except RequestPayloadError:  # broken chunked framing or Content-Encoding
+        raise web.HTTPBadRequest(reason="body framing or encoding is malformed") from None
 
 
 def require_json(request: web.Request) -> None:
@@ -88,11 +119,67 @@ def require_json(request: web.Request) -> None:
         raise web.HTTPUnsupportedMediaType(reason="expected Content-Type: application/json")
 
 
+NOT_FINITE = "body: NaN, Infinity and numbers beyond ±1.79e308 are not JSON numbers we accept"
+# Every digit as 0, E as e: a number beyond a double (10^309) has an exponent of 3 digits
+# ("0e000", "0e+000") or, with at most 99, an integer part of 200 digits or more. Cheap to
+# test (a few ms for a MiB, a tenth of validating it); only a body that may hold one is parsed
+# again with the exact checks.
+_NUMBER_SHAPE = bytes.maketrans(b"123456789E", b"000000000e")
+_MAX_INT_DIGITS = len(str(int(sys.float_info.max)))
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf
+        raise _NotFinite(text)
+    return value
+
+
+def _finite_int(text: str) -> int:
+    # Checked on the text first: int() of a long digit string is slow, and refused at 4300.
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS or abs(value := int(text)) > sys.float_info.max:
+        raise _NotFinite(text)
+    return value
+
+
+def _strict_loads(body: bytes | str) -> Any:
+    return json.loads(
+        body,
+        parse_constant=_refuse_constant,
+        parse_float=_finite_float,
+        parse_int=_finite_int,
+    )
+
+
 def parse_json(body: bytes) -> Any:
+    """A JSON body, every number in it finite, or 400."""
     try:
-        return json.loads(body)
+        return _strict_loads(body)
+    except _NotFinite:
+        raise web.HTTPBadRequest(reason=NOT_FINITE) from None
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise web.HTTPBadRequest(reason="body is not valid JSON") from None
+
+
+def _may_not_be_finite(body: bytes) -> bool:
+    if b"NaN" in body or b"Infinity" in body:
+        return True
+    shape = body.translate(_NUMBER_SHAPE)
+    return b"0e000" in shape or b"0e+000" in shape or b"0" * 200 in shape
+
+
+def refuse_non_finite(body: bytes) -> None:
+    """400 if `body` holds NaN, an infinity or a number beyond a double; fast for the others."""
+    if _may_not_be_finite(body):
+        parse_json(body)
 
 
 def _printable(text: str) -> str:
@@ -104,6 +191,7 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     """The request body as `model`, or a 4xx with a JSON reason naming the field."""
     require_json(request)
     body = await read_body(request)
+    refuse_non_finite(body)
     try:
         # Parsed and validated in one pass by pydantic-core: json.loads and validating the
         # dicts it built took a tenth of the daemon's CPU under a stream of webhooks.
@@ -116,8 +204,15 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
 
 
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """`web.json_response` that refuses to write NaN or an infinity (ValueError: a 500)."""
+    return web.json_response(data, status=status, headers=headers, dumps=strict_dumps)
+
+
 def json_error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers)
+    return json_response({"error": reason}, status=status, headers=headers)
 
 
 @web.middleware
@@ -154,10 +249,21 @@ def count_requests(metrics: Metrics) -> Middleware:
     return middleware
 
 
+def http_limits(settings: ApiSettings) -> HttpLimits:
+    """The connection limits under runbookd.api (a limit not set there keeps its default)."""
+    defaults = HttpLimits()
+    given = {f.name: getattr(settings, f.name, getattr(defaults, f.name)) for f in fields(defaults)}
+    return HttpLimits(**given)
+
+
 def build_app(
-    daemon: DaemonView, *, monotonic: Callable[[], float] = time.monotonic
+    daemon: DaemonView,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    limits: HttpLimits | None = None,
 ) -> web.Application:
-    """The HTTP app; `monotonic` is the rate limiter's time source (tests move it)."""
+    """The HTTP app; `monotonic` is the rate limiter's time source (tests move it), `limits`
+    replace runbookd.api's connection limits (tests shorten them)."""
     from daemon.api_intake import intake_routes
     from daemon.api_operator import operator_routes
 
@@ -165,6 +271,7 @@ def build_app(
     guard = Guard.from_settings(settings, monotonic)
     middlewares = [count_requests(daemon.metrics), errors_as_json, guard.middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
+    app[HTTP_LIMITS] = limits or http_limits(settings)
     health = Health(daemon)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -183,8 +290,8 @@ class Health:
         # scheduler, say) means it turns for nothing.
         alive, why = self.daemon.health()
         if alive:
-            return web.json_response({"status": "ok"})
-        return web.json_response({"status": "failed", "reason": why}, status=503)
+            return json_response({"status": "ok"})
+        return json_response({"status": "failed", "reason": why}, status=503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, why = self.daemon.ready()
@@ -196,7 +303,7 @@ class Health:
             "checks": checks,
             "checks_run": ran,
         }
-        return web.json_response(body, status=200 if ready else 503)
+        return json_response(body, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         # Not generate_latest(registry): the per-check families are rendered in slices,

@@ -334,10 +334,13 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
 # -- the document ------------------------------------------------------------------------------
 
 ERRORS: Final[dict[int, str]] = {
-    400: "Bad request: the reason names the field",
+    400: "Bad request: a malformed request, or a body or query the reason names the field of "
+    "(NaN, Infinity and numbers beyond a double are refused)",
     401: "No token, or an unknown one",
     403: "The token's scope does not allow this route",
     404: "Not found",
+    408: "The request line and headers (runbookd.api.header_timeout) or the body "
+    "(runbookd.api.body_timeout) did not arrive in time",
     409: "Conflict",
     413: "Body larger than runbookd.api.max_body",
     415: "Content-Type is not application/json",
@@ -379,15 +382,16 @@ def _json(schema: Schema, description: str) -> Schema:
 
 
 def _error_codes(op: Operation) -> set[int]:
-    codes = {429}  # the rate limit stands in front of every route
+    # Before any route: the rate limit, a malformed request, a request too slow to arrive.
+    codes = {400, 408, 429}
     if op.auth in ("read", "write", "intake", "metrics"):
         codes |= {401, 403}
     elif op.auth == "webhook":
         codes.add(401)
+    if op.method == "post":  # runbookd.api.max_body, whether the route reads a body or not
+        codes.add(413)
     if op.body is not None:
-        codes |= {400, 413, 415}
-    if op.query:
-        codes.add(400)
+        codes.add(415)
     if op.path_params:
         codes.add(404)
     if op.conflict:
@@ -491,7 +495,7 @@ def document() -> Schema:
 
 @functools.cache
 def _serialized() -> bytes:
-    return json.dumps(document()).encode()
+    return json.dumps(document(), allow_nan=False).encode()
 
 
 async def serve(request: web.Request) -> web.Response:

@@ -119,11 +119,31 @@ def test_request_bodies_are_the_handlers_models() -> None:
     assert schemas["WebhookAlert"]["properties"]["labels"]["required"] == ["alertname"]
 
 
+def test_every_post_documents_413_and_every_route_the_answers_before_routing() -> None:
+    """The guard refuses a body over max_body on every POST, whether its handler reads one or
+    not; a malformed request (400) or one too slow to arrive (408) is refused on any route."""
+    for path, operations in openapi.document()["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert {"400", "408", "429"} <= codes, (method, path)
+            assert ("413" in codes) == (method == "post"), (method, path)
+
+
+def test_the_document_is_strict_json() -> None:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the document")
+
+    json.loads(openapi._serialized(), parse_constant=refuse)
+
+
 def documented_scopes() -> dict[tuple[str, str], str | None]:
-    """(method, path) -> the bearer role the document asks for (None: no API token)."""
+    """(method, path) -> the bearer role the document asks for (None: no API token). Not the
+    webhooks: they take their own token or signature, never an API token (test_webhooks.py)."""
     found: dict[tuple[str, str], str | None] = {}
     for path, operations in openapi.document()["paths"].items():
         for method, operation in operations.items():
+            if {"webhookToken": []} in operation["security"]:
+                continue
             roles = [r["bearer"] for r in operation["security"] if "bearer" in r]
             optional = {} in operation["security"]
             found[method, path] = roles[0][0] if roles and not optional else None
