@@ -520,10 +520,13 @@ class Engine:
             return
         incident.status = IncidentStatus.RESOLVED
         incident.resolved_at = ts
-        await self.store.resolve_incident(incident.id, ts)
-        await self.recorder.record(incident, "resolved", message, **data)
+        # One transaction: the resolution and the notices it owes (the pages' resolutions,
+        # queued in the outbox) survive a crash together, or not at all.
+        async with self.recorder.batch():
+            await self.store.resolve_incident(incident.id, ts)
+            await self.recorder.record(incident, "resolved", message, **data)
+            await self.actions.resolved(incident)
         self.metrics.incidents_open.set(len(self.incidents))
-        await self.actions.resolved(incident)
 
 
 @dataclass(slots=True)

@@ -165,7 +165,10 @@ class Pipeline:
         if run is not None:
             run.cleared.set()
             self.approvals.withdraw(incident.id)
-        task = self._spawn(self._notify_resolved(incident), f"resolve {incident.id}")
+        notices, undos = await self._owed(incident)
+        task = self._spawn(
+            self._notify_resolved(incident, notices, undos), f"resolve {incident.id}"
+        )
         self._resolving[incident.rule].add(task)
         task.add_done_callback(self._resolving[incident.rule].discard)
 
@@ -762,17 +765,13 @@ class Pipeline:
             )
         return await self._resolve_one(incident, item.remediation, remediation, config)
 
-    async def _notify_resolved(self, incident: Incident) -> None:
-        """Tell every remediation that acted on this incident (a page resolves, a scale-out
-        scales back in). Read from the store: outbox retries may have acted since."""
-        # Stopped: the pages' resolutions are in the outbox; they go out after the restart.
-        with contextlib.suppress(Stopped):
-            await self._undo_all(incident)
-
-    async def _undo_all(self, incident: Incident) -> None:
+    async def _owed(self, incident: Incident) -> tuple[list[OutboxItem], list[str]]:
+        """What a resolution owes every remediation that acted on the incident: the pages'
+        resolutions, queued in the outbox now (in the caller's transaction, with the
+        resolution itself), and the other remediations' undo (a scale-out scales back in).
+        A page still waiting in the outbox is owed one too: it goes out, then its resolution
+        (the outbox keeps that order), or the pager would keep an incident open for good."""
         stored = await self.store.get_incident(incident.id) or incident
-        # A page still waiting in the outbox is told too: it goes out, then its resolution
-        # (the outbox keeps that order), or the pager would keep an incident open for good.
         pending = [
             i.remediation
             for i in await self.store.outbox_pending(incident.id)
@@ -791,17 +790,33 @@ class Pipeline:
                 *pending,
             ]
         )
+        notices: list[OutboxItem] = []
+        undos: list[str] = []
         for name in acted:
             remediation = self.plan.remediations.get(name)
-            config = self.plan.configs.get(name)
-            if remediation is None or config is None:
+            if remediation is None or name not in self.plan.configs:
                 continue
             if remediation.notifier:
-                item = await self.outbox.queue(incident.id, name, "resolve")
+                notices.append(await self.outbox.queue(incident.id, name, "resolve"))
+            else:
+                undos.append(name)
+        return notices, undos
+
+    async def _notify_resolved(
+        self, incident: Incident, notices: list[OutboxItem], undos: list[str]
+    ) -> None:
+        """Deliver what the resolution owes; a notice not delivered now is retried from the
+        outbox (after a restart too)."""
+        # Stopped: the pages' resolutions are in the outbox; they go out after the restart.
+        with contextlib.suppress(Stopped):
+            for item in notices:
                 if not self.stopping:
                     await self.outbox.attempt(item)
-            else:
-                await self._resolve_one(incident, name, remediation, config)
+            for name in undos:
+                remediation = self.plan.remediations.get(name)
+                config = self.plan.configs.get(name)
+                if remediation is not None and config is not None:
+                    await self._resolve_one(incident, name, remediation, config)
 
     async def _resolve_one(
         self, incident: Incident, name: str, remediation: Remediation, config: RemediationConfig

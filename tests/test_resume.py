@@ -345,8 +345,7 @@ async def test_a_page_interrupted_by_a_crash_is_delivered_from_the_outbox(
     await d.crash()
     pager = FakePager("page")
     w = await d.start({"page": pager})
-    await d.clock.advance(5)  # the outbox's next round
-    await w.settle_until(lambda: pager.calls == [incident])
+    await w.advance_until(lambda: pager.calls == [incident], step=5, limit=10)  # its next round
     timeline = await d.timeline(incident)
     interrupted = [e.message for e in timeline if e.kind == "interrupted"]
     assert interrupted == [
@@ -397,9 +396,39 @@ async def test_a_page_still_queued_when_the_incident_resolves_is_resolved_after_
     await w.settle_until(lambda: incident not in w.pipeline.runs)
     await w.pipeline.idle(5.0)
     assert pager.resolved == []  # not before the page itself
-    await d.clock.advance(40)  # the page's retry (30 s backoff, 5 s polling)
-    await w.settle_until(lambda: len(pager.calls) == 2)
-    await d.clock.advance(10)  # the resolution, right after it
-    await w.settle_until(lambda: pager.resolved == [incident])
+    # the page's retry (30 s backoff, 5 s polling), then the resolution right after it
+    await w.advance_until(lambda: len(pager.calls) == 2, step=5, limit=40)
+    assert pager.resolved == []
+    await w.advance_until(lambda: pager.resolved == [incident], step=5, limit=15)
     assert await w.store.outbox_pending(incident) == []
+    await d.stop()
+
+
+async def test_a_crash_as_an_incident_resolves_never_leaves_its_page_open(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    """Found by the soak: the resolution was committed, then the process died before the
+    page's resolution was queued: the pager kept the incident open for good. Now they are one
+    transaction: after the restart the incident is still open, resolves, and so does its
+    page."""
+    d = daemons({"errors": RULE | {"do": ["page"]}})
+    w = await d.start({"page": FakePager("page")})
+    await fire(w)
+    incident = w.opened[0].id
+    await w.settle_until(lambda: w.actions["page"].calls == [incident])
+
+    async def dies(*args: Any) -> Any:
+        raise RuntimeError("kill -9")  # nothing after this point runs
+
+    w.pipeline.outbox.queue = dies  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="kill -9"):
+        await w.see(0.0)
+    await d.crash()
+    pager = FakePager("page")
+    w = await d.start({"page": pager})
+    got = await w.store.get_incident(incident)
+    assert got is not None
+    assert got.is_open
+    await w.see(0.0)
+    await w.settle_until(lambda: pager.resolved == [incident])
     await d.stop()

@@ -148,7 +148,7 @@ class World(Generic[S]):
         """Let the plans started so far finish (on a real store they take real, short time)."""
         assert await self.pipeline.idle(10.0), "a plan did not finish"
 
-    async def settle_until(self, done: Callable[[], object], within: float = 5.0) -> None:
+    async def settle_until(self, done: Callable[[], object], within: float = 20.0) -> None:
         """Let the event loop and the store's thread run until `done()` holds (bounded, in
         real time: no clock moves), then until the loop is quiet."""
         for _ in range(int(within / 0.005)):
@@ -158,6 +158,20 @@ class World(Generic[S]):
                 return
             await asyncio.sleep(0.005)
         raise AssertionError("the world never reached the expected state")
+
+    async def advance_until(self, done: Callable[[], object], *, step: float, limit: float) -> None:
+        """Move the clock `step` seconds at a time (at most `limit`), letting the store's
+        thread catch up after each move, until `done()` holds: on a real store a loop that
+        waits for I/O misses a timer that one long `advance` jumps over."""
+        moved = 0.0
+        while not done():
+            assert moved < limit, f"not reached within {limit:g}s of clock time"
+            await self.clock.advance(step)
+            moved += step
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                await settle()
+        await settle()
 
     def engine_rules(self) -> dict[str, RuleConfig]:
         """Every rule's config, as the daemon hands them to `Pipeline.recover`."""
