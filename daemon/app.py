@@ -242,13 +242,14 @@ class Daemon:
         self._opened.push_async_callback(session.close)
         self._build(session, plan)
         with starting("cannot restore incidents"):
-            await self.engine.restore()
+            await self.engine.restore(announce=False)
         host, port = settings.listen_address
         with starting(f"cannot listen on {host}:{port}"):
             await self._start_api()
         # Drained before the API closes: approvals and /readyz are answered while plans finish.
         self._opened.push_async_callback(self.pipeline.drain, settings.drain_grace)
         with starting("cannot resume plans"):
+            await self.engine.announce_restored()
             # With the plans of the incidents the engine raised itself (alert caps).
             plans = dict(self.config.rules) | self.engine.incident_plans()
             await self.pipeline.recover(self.engine.incidents.values(), plans)

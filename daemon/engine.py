@@ -109,8 +109,10 @@ class Engine:
             by_check[evaluator.check].append(evaluator)
         self._by_check = dict(by_check)
 
-    async def restore(self) -> None:
-        """Resume the open incidents of a previous run: their rules carry on firing."""
+    async def restore(self, *, announce: bool = True) -> None:
+        """Resume the open incidents of a previous run: their rules carry on firing. With
+        `announce`, each incident's timeline says so at once; the daemon says it only once
+        it has really started (`announce_restored`), so a start that fails writes nothing."""
         for name, rule in self.alert_rules.items():
             stored = await self.store.values(f"{ALERTS}:{name}")
             # All of them, even beyond a cap lowered since: each still resolves its incident.
@@ -127,10 +129,15 @@ class Engine:
             if (evaluator := self.evaluators.get(incident.rule)) is not None:
                 evaluator.restore_firing(incident.trigger.get("baseline"))
                 self.metrics.rule_state.labels(incident.rule).set(int(RuleState.FIRING))
+        self.metrics.incidents_open.set(len(self.incidents))
+        if announce:
+            await self.announce_restored()
+
+    async def announce_restored(self) -> None:
+        for incident in list(self.incidents.values()):
             await self.recorder.record(
                 incident, "restored", "daemon restarted; incident still open, rule firing"
             )
-        self.metrics.incidents_open.set(len(self.incidents))
 
     async def observe(self, obs: Observation) -> None:
         for evaluator in self._by_check.get(obs.check, ()):

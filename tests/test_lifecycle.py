@@ -25,9 +25,11 @@ from checks.base import CHECKS
 from daemon import openapi
 from daemon.app import Daemon, ExitCode, StartFailed
 from daemon.config import RunbookConfig, load_config
+from daemon.models import Incident, TimelineEntry
 from daemon.outbox import Outbox
 from daemon.scheduler import Scheduler
 from daemon.sdnotify import Notifier
+from daemon.store_sqlite import SqliteStore
 from daemon.supervisor import Supervisor
 from tests.utils import wait_for
 
@@ -151,6 +153,32 @@ async def test_a_failed_start_closes_what_it_opened_and_leaves_no_signal_handler
     # SIGTERM is the default again, not a handler of a loop that no longer listens.
     loop = asyncio.get_running_loop()
     assert not any(loop.remove_signal_handler(s) for s in (signal.SIGTERM, signal.SIGHUP))
+
+
+async def test_a_failed_start_writes_nothing_on_open_incidents(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], taken_port: int
+) -> None:
+    """Found by a user trial: every failed start (systemd retries every 5 s) added "daemon
+    restarted; incident still open" to each open incident, though nothing had restarted."""
+    state = tmp_path / "state"
+    store = SqliteStore(state / "runbookd.db")
+    await store.open()
+    incident = Incident("inc-1", "errors", "health", "critical", "down", 1.0)
+    incident.timeline.append(TimelineEntry(1.0, "opened", "firing: down"))
+    await store.create_incident(incident)
+    await store.close()
+    path = write_config(tmp_path, app_state[1], port=taken_port, state=state)
+    for _ in range(3):
+        with pytest.raises(StartFailed):
+            await Daemon(load_config(path), config_path=path).serve()
+    store = SqliteStore(state / "runbookd.db")
+    await store.open()
+    try:
+        got = await store.get_incident("inc-1")
+        assert got is not None
+        assert [e.kind for e in got.timeline] == ["opened"]
+    finally:
+        await store.close()
 
 
 async def test_a_check_that_cannot_be_built_is_a_bug_with_a_traceback(
