@@ -19,7 +19,6 @@ import math
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import structlog
@@ -250,10 +249,13 @@ def count_requests(metrics: Metrics) -> Middleware:
 
 
 def http_limits(settings: ApiSettings) -> HttpLimits:
-    """The connection limits under runbookd.api (a limit not set there keeps its default)."""
-    defaults = HttpLimits()
-    given = {f.name: getattr(settings, f.name, getattr(defaults, f.name)) for f in fields(defaults)}
-    return HttpLimits(**given)
+    """The connection limits under runbookd.api."""
+    return HttpLimits(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+    )
 
 
 def build_app(

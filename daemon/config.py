@@ -134,6 +134,14 @@ class ApiSettings(StrictModel):
     protect_metrics: bool = False
     max_body: ByteSize = Field(default=ByteSize(1024 * 1024), ge=1024, le=64 * 1024 * 1024)
     rate_limit: RateLimitConfig = RateLimitConfig()
+    # Connection limits (daemon/servers.py): a request's line and headers must arrive within
+    # header_timeout of its first byte, its body within body_timeout (else 408); a connection
+    # that sends nothing for idle_timeout is closed; beyond max_connections (and half the open
+    # file limit) the oldest idle connection is closed to make room.
+    header_timeout: PositiveDuration = Field(default=10.0, le=300)
+    body_timeout: PositiveDuration = Field(default=30.0, le=600)
+    idle_timeout: PositiveDuration = Field(default=120.0, le=3600)
+    max_connections: int = Field(default=512, ge=16, le=100_000)
 
     @model_validator(mode="after")
     def _distinct(self) -> ApiSettings:

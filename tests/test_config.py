@@ -942,3 +942,18 @@ def test_min_samples_true_is_refused_at_its_line() -> None:
     assert problems_of(text + "    min_samples: true\n") == [
         "c.yaml:6 rules.r.min_samples: expected a number, not true"
     ]
+
+
+def test_the_api_connection_limits_are_settings() -> None:
+    from daemon.api import http_limits
+    from daemon.servers import HttpLimits
+
+    text = "runbookd:\n  api: {header_timeout: 2s, idle_timeout: 5m, max_connections: 64}\n"
+    limits = http_limits(load_config_text(text, "c.yaml").runbookd.api)
+    assert limits == HttpLimits(header_timeout=2.0, idle_timeout=300.0, max_connections=64)
+    with pytest.raises(ConfigError) as info:
+        load_config_text("runbookd:\n  api: {max_connections: 4, body_timeout: 0s}\n", "c.yaml")
+    assert [str(p) for p in info.value.problems] == [
+        "c.yaml:2 runbookd.api.body_timeout: must be more than 0s, not 0s",
+        "c.yaml:2 runbookd.api.max_connections: input should be greater than or equal to 16",
+    ]
