@@ -7,7 +7,15 @@ import structlog
 from aiohttp import web
 
 from daemon.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alert_from_json
-from daemon.api import DaemonView, json_error, parse_json, read_body, read_json, require_json
+from daemon.api import (
+    DaemonView,
+    json_error,
+    json_response,
+    parse_json,
+    read_body,
+    read_json,
+    require_json,
+)
 from daemon.auth import (
     BEARER_REFUSED,
     NO_CREDENTIALS,
@@ -49,7 +57,7 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
             matched = await daemon.intake(alerts)
         except AlertCapReached as exc:
             return over_cap(alerts, exc)
-        return web.json_response({"received": len(alerts), "matched": matched})
+        return json_response({"received": len(alerts), "matched": matched})
 
     async def webhook(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -114,7 +122,7 @@ def over_cap(alerts: list[Alert], exc: AlertCapReached) -> web.Response:
         "matched": sum(1 for rules in exc.routed if rules),
         "refused": exc.refused,
     }
-    return web.json_response(body, status=429, headers={"Retry-After": str(CAP_RETRY_AFTER)})
+    return json_response(body, status=429, headers={"Retry-After": str(CAP_RETRY_AFTER)})
 
 
 async def authenticated_body(

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from daemon.api import DaemonView, json_error, read_json
+from daemon.api import DaemonView, json_error, json_response, read_json
 from daemon.approvals import Decision
 from daemon.models import Incident, IncidentStatus, RuleState
 from daemon.silences import Silence, new_silence_id
@@ -143,14 +143,14 @@ class Operator:
             status=status, rule=query.get("rule"), limit=limit
         )
         items: list[dict[str, Any]] = [i.to_json(with_timeline=False) for i in incidents]
-        return web.json_response({"incidents": items})
+        return json_response({"incidents": items})
 
     async def get_incident(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
         incident = await self.daemon.store.get_incident(incident_id)
         if incident is None:
             return json_error(404, f"no incident {incident_id!r}")
-        return web.json_response(incident.to_json())
+        return json_response(incident.to_json())
 
     def _open(self, incident_id: str) -> Incident | None:
         return next((i for i in self.daemon.engine.incidents.values() if i.id == incident_id), None)
@@ -168,14 +168,14 @@ class Operator:
         await self.daemon.pipeline.recorder.record(
             incident, "acknowledged", message, by=who.by, reason=who.reason
         )
-        return web.json_response({"incident": incident_id, "acknowledged_by": who.by})
+        return json_response({"incident": incident_id, "acknowledged_by": who.by})
 
     async def resolve(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
         who = await read_json(request, Who)
         if not await self.daemon.engine.resolve_by_operator(incident_id, who.by, who.reason):
             return json_error(404, f"no open incident {incident_id!r}")
-        return web.json_response({"incident": incident_id, "resolved_by": who.by})
+        return json_response({"incident": incident_id, "resolved_by": who.by})
 
     # -- approvals ---------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class Operator:
         decision = Decision(approved, who.by, who.reason)
         if not self.daemon.pipeline.approvals.decide(incident_id, decision):
             return json_error(404, f"incident {incident_id!r} has no step waiting for approval")
-        return web.json_response({"incident": incident_id, "approved": approved, "by": who.by})
+        return json_response({"incident": incident_id, "approved": approved, "by": who.by})
 
     async def list_approvals(self, request: web.Request) -> web.Response:
         pending = [
@@ -203,7 +203,7 @@ class Operator:
             }
             for p in self.daemon.pipeline.approvals.pending.values()
         ]
-        return web.json_response({"approvals": pending})
+        return json_response({"approvals": pending})
 
     # -- silences ----------------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class Operator:
             return json_error(400, "expired: must be true or false")
         now = self.daemon.clock.now()
         silences = self.daemon.pipeline.silences.list(now, include_expired=expired)
-        return web.json_response({"silences": [s.to_json(now) for s in silences]})
+        return json_response({"silences": [s.to_json(now) for s in silences]})
 
     async def create_silence(self, request: web.Request) -> web.Response:
         body = await read_json(request, SilenceBody)
@@ -241,7 +241,7 @@ class Operator:
             labels=body.labels,
         )
         await self.daemon.pipeline.silences.add(silence)
-        return web.json_response(silence.to_json(now), status=201)
+        return json_response(silence.to_json(now), status=201)
 
     async def expire_silence(self, request: web.Request) -> web.Response:
         silence_id = request.match_info["id"]
@@ -249,7 +249,7 @@ class Operator:
         silence = await self.daemon.pipeline.silences.expire(silence_id, now)
         if silence is None:
             return json_error(404, f"no silence {silence_id!r}")
-        return web.json_response(silence.to_json(now))
+        return json_response(silence.to_json(now))
 
     # -- rules and checks --------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ class Operator:
             incident = engine.incidents.get(entry["name"])
             entry["incident"] = incident.id if incident else None
             entry["circuit_open"] = await self.daemon.pipeline.breaker.is_open(entry["name"])
-        return web.json_response({"rules": rules})
+        return json_response({"rules": rules})
 
     async def reset_circuit(self, request: web.Request) -> web.Response:
         rule = request.match_info["rule"]
@@ -292,7 +292,7 @@ class Operator:
         if rule not in engine.evaluators and rule not in engine.alert_rules:
             return json_error(404, f"no rule {rule!r}")
         was_open = await self.daemon.pipeline.reset_circuit(rule)
-        return web.json_response({"rule": rule, "was_open": was_open})
+        return json_response({"rule": rule, "was_open": was_open})
 
     async def run_check(self, request: web.Request) -> web.Response:
         check = request.match_info["check"]
@@ -301,7 +301,7 @@ class Operator:
             return json_error(404, f"no check {check!r}")
         if not scheduler.run_now(check):
             return json_error(409, f"check {check!r} is running already")
-        return web.json_response({"check": check, "started": True}, status=202)
+        return json_response({"check": check, "started": True}, status=202)
 
     # -- the config ----------------------------------------------------------------------------
 
@@ -311,4 +311,4 @@ class Operator:
         if not await daemon.reload_announced():
             problems = "; ".join(daemon.reload_problems)
             return json_error(409, f"config not reloaded, the running one stays: {problems}")
-        return web.json_response({"reloaded": True, "config_hash": daemon.config_hash})
+        return json_response({"reloaded": True, "config_hash": daemon.config_hash})

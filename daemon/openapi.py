@@ -142,6 +142,9 @@ ANSWERS: Final[dict[str, Schema]] = {
     "CheckStarted": strict({"check": STRING, "started": {"const": True}}),
     "Reloaded": strict({"reloaded": {"const": True}, "config_hash": STRING}),
     "AlertsReceived": strict({"received": COUNT, "matched": COUNT}),
+    "AlertsRefused": strict(
+        {"error": STRING, "received": COUNT, "matched": COUNT, "refused": COUNT}
+    ),
 }
 
 # -- the routes --------------------------------------------------------------------------------
@@ -392,7 +395,7 @@ def _error_codes(op: Operation) -> set[int]:
         codes.add(413)
     if op.body is not None:
         codes.add(415)
-    if op.path_params:
+    if op.path_params and op.auth != "webhook":  # an unknown webhook answers as a known one
         codes.add(404)
     if op.conflict:
         codes.add(409)
@@ -412,6 +415,17 @@ def _responses(op: Operation) -> Schema:
     for code in sorted(_error_codes(op)):
         why = f"Conflict: {op.conflict}" if code == 409 else ERRORS[code]
         out[str(code)] = _json(ref("Error"), why)
+    if op.tag == "intake":
+        out["429"] = _json(
+            {"oneOf": [ref("Error"), ref("AlertsRefused")]},
+            "Rate limit exceeded, or new firing alerts refused at the caps of runbookd.alerts "
+            "(the rest of the request was applied; send it again): see Retry-After",
+        )
+    if op.auth == "webhook":
+        out["401"] = _json(
+            ref("Error"),
+            "No credentials, or not this webhook's; a webhook that does not exist answers the same",
+        )
     return out
 
 
