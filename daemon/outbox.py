@@ -67,6 +67,13 @@ class Outbox:
             None,
         )
 
+    async def _resolutions_after(self, page: OutboxItem) -> None:
+        """The page is out: a resolution that waited for it goes now, not at the next round."""
+        for item in await self.store.outbox_pending(page.incident_id):
+            waiting = item.phase == "resolve" and item.remediation == page.remediation
+            if waiting and item.id not in self._in_flight:
+                await self.attempt(item, retry=True)
+
     async def attempt(self, item: OutboxItem, *, retry: bool = False) -> RemediationResult | None:
         """One delivery attempt; what it leaves undone is due again after a backoff."""
         self._in_flight.add(item.id)
@@ -82,6 +89,8 @@ class Outbox:
             attempts = item.attempts + 1
             if result is None or result.ok:
                 await self.store.outbox_finish(item.id, "delivered")
+                if item.phase == "execute":
+                    await self._resolutions_after(item)
             elif result.recoverable and attempts < MAX_ATTEMPTS:
                 next_at = self.clock.now() + backoff(attempts)
                 await self.store.outbox_reschedule(item.id, next_at, attempts, result.detail)

@@ -165,10 +165,8 @@ class Pipeline:
         if run is not None:
             run.cleared.set()
             self.approvals.withdraw(incident.id)
-        notices, undos = await self._owed(incident)
-        task = self._spawn(
-            self._notify_resolved(incident, notices, undos), f"resolve {incident.id}"
-        )
+        owed = await self._owed(incident)
+        task = self._spawn(self._notify_resolved(incident, owed), f"resolve {incident.id}")
         self._resolving[incident.rule].add(task)
         task.add_done_callback(self._resolving[incident.rule].discard)
 
@@ -325,6 +323,7 @@ class Pipeline:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_loud)
         return task
 
     # -- the plan ----------------------------------------------------------------------------
@@ -765,12 +764,13 @@ class Pipeline:
             )
         return await self._resolve_one(incident, item.remediation, remediation, config)
 
-    async def _owed(self, incident: Incident) -> tuple[list[OutboxItem], list[str]]:
+    async def _owed(self, incident: Incident) -> list[tuple[str, OutboxItem | None]]:
         """What a resolution owes every remediation that acted on the incident: the pages'
         resolutions, queued in the outbox now (in the caller's transaction, with the
         resolution itself), and the other remediations' undo (a scale-out scales back in).
         A page still waiting in the outbox is owed one too: it goes out, then its resolution
-        (the outbox keeps that order), or the pager would keep an incident open for good."""
+        (the outbox keeps that order), or the pager would keep an incident open for good. In
+        the order they acted: a change event may report the undo of the step before it."""
         stored = await self.store.get_incident(incident.id) or incident
         pending = [
             i.remediation
@@ -790,32 +790,31 @@ class Pipeline:
                 *pending,
             ]
         )
-        notices: list[OutboxItem] = []
-        undos: list[str] = []
+        owed: list[tuple[str, OutboxItem | None]] = []
         for name in acted:
             remediation = self.plan.remediations.get(name)
             if remediation is None or name not in self.plan.configs:
                 continue
+            notice = None
             if remediation.notifier:
-                notices.append(await self.outbox.queue(incident.id, name, "resolve"))
-            else:
-                undos.append(name)
-        return notices, undos
+                notice = await self.outbox.queue(incident.id, name, "resolve")
+            owed.append((name, notice))
+        return owed
 
     async def _notify_resolved(
-        self, incident: Incident, notices: list[OutboxItem], undos: list[str]
+        self, incident: Incident, owed: list[tuple[str, OutboxItem | None]]
     ) -> None:
         """Deliver what the resolution owes; a notice not delivered now is retried from the
         outbox (after a restart too)."""
         # Stopped: the pages' resolutions are in the outbox; they go out after the restart.
         with contextlib.suppress(Stopped):
-            for item in notices:
-                if not self.stopping:
-                    await self.outbox.attempt(item)
-            for name in undos:
+            for name, notice in owed:
                 remediation = self.plan.remediations.get(name)
                 config = self.plan.configs.get(name)
-                if remediation is not None and config is not None:
+                if notice is not None:
+                    if not self.stopping:
+                        await self.outbox.attempt(notice)
+                elif remediation is not None and config is not None:
                     await self._resolve_one(incident, name, remediation, config)
 
     async def _resolve_one(
@@ -853,6 +852,13 @@ class Pipeline:
 
     def _count(self, name: str, kind: str, outcome: str) -> None:
         self.metrics.remediations.labels(name, kind, outcome).inc()
+
+
+def _loud(task: asyncio.Task[None]) -> None:
+    """A plan or a resolution that died of an error its own handling could not record (the
+    store gone, say) is logged with its traceback, never lost silently."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("pipeline task died", task=task.get_name(), exc_info=exc)
 
 
 # Timeline entries an incident may have before its plan begins.

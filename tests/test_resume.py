@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.approvals import Decision
 from daemon.clock import ManualClock, settle
@@ -398,8 +399,7 @@ async def test_a_page_still_queued_when_the_incident_resolves_is_resolved_after_
     assert pager.resolved == []  # not before the page itself
     # the page's retry (30 s backoff, 5 s polling), then the resolution right after it
     await w.advance_until(lambda: len(pager.calls) == 2, step=5, limit=40)
-    assert pager.resolved == []
-    await w.advance_until(lambda: pager.resolved == [incident], step=5, limit=15)
+    await w.settle_until(lambda: pager.resolved == [incident])  # as soon as the page is out
     assert await w.store.outbox_pending(incident) == []
     await d.stop()
 
@@ -432,3 +432,20 @@ async def test_a_crash_as_an_incident_resolves_never_leaves_its_page_open(
     await w.see(0.0)
     await w.settle_until(lambda: pager.resolved == [incident])
     await d.stop()
+
+
+async def test_a_plan_that_dies_where_it_cannot_record_is_logged(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    d = daemons({"errors": RULE | {"do": ["rollback"]}})
+    rollback = FakeAction("rollback", hang=True)
+    w = await d.start({"rollback": rollback})
+    await fire(w)
+    await w.settle_until(lambda: bool(rollback.calls))
+    await w.store.close()  # the store goes away under a running plan
+    with capture_logs() as logs:
+        rollback.release.set()
+        await w.pipeline.idle(5.0)
+    (died,) = [e for e in logs if e["event"] == "pipeline task died"]
+    assert died["log_level"] == "error"
+    assert "SqliteStore is not open" in repr(died["exc_info"])
