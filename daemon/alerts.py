@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from daemon.units import parse_time
 
 MAX_LABELS = 64
 MAX_TEXT = 4096
@@ -137,13 +138,11 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 
 def _timestamp(value: str | None) -> float | None:
+    """Epoch seconds of a time the model checked (`_a_time`); None when not set."""
     # Alertmanager writes the zero time "0001-01-01T00:00:00Z" for "not set".
     if not value or value.startswith("0001-"):
         return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return parse_time(value)
 
 
 class _Lenient(BaseModel):
@@ -170,6 +169,14 @@ class WebhookAlert(_Lenient):
         if not labels.get("alertname"):
             raise ValueError("an alert needs an alertname label")
         return labels
+
+    @field_validator("startsAt", "endsAt")
+    @classmethod
+    def _a_time(cls, value: str | None) -> str | None:
+        # ISO 8601 with a zone, between 2000 and 2100 (daemon.units.parse_time): a time no
+        # sender means (year 9999, no zone) would decide which episode an alert belongs to.
+        _timestamp(value)
+        return value
 
     @field_validator("labels", "annotations")
     @classmethod

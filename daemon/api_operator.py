@@ -7,7 +7,6 @@ is JSON; every bad request gets a 4xx with a reason naming the field.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -17,17 +16,13 @@ from daemon.api import DaemonView, json_error, json_response, read_json
 from daemon.approvals import Decision
 from daemon.models import Incident, IncidentStatus, RuleState
 from daemon.silences import Silence, new_silence_id
-from daemon.units import StrictModel, parse_duration
+from daemon.units import StrictModel, parse_duration, parse_time
 
 MAX_LIMIT = 1000
 MAX_SILENCE = 90 * 86400.0
 # A silence starts at most this far ahead: a maintenance window is planned weeks ahead, not
 # years (a start in 2300 would be a silence nobody sees end, and never pruned).
 MAX_AHEAD = 90 * 86400.0
-# Every time a request gives lies in [EARLIEST, LATEST): NaN, infinities and dates no one
-# means (1e19, year 1) are refused, so every time stored is one a person and a tool can print.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
-LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 
 class Who(StrictModel):
@@ -37,29 +32,8 @@ class Who(StrictModel):
     reason: str = Field(default="", max_length=2000)
 
 
-def _time(value: object) -> float:
-    """Epoch seconds, or an ISO 8601 time with a zone; between EARLIEST and LATEST."""
-    seconds: float | int | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value  # compared before float(): a 400-digit int would overflow
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            seconds = parsed.timestamp() if parsed.tzinfo is not None else None
-    if seconds is None:
-        raise ValueError(
-            "a time is epoch seconds or ISO 8601 with a zone, e.g. 2026-11-28T03:00:00Z"
-        )
-    if not EARLIEST <= seconds < LATEST:  # NaN too: it compares false
-        raise ValueError("a time must lie between 2000-01-01 and 2100-01-01 (UTC)")
-    return float(seconds)
-
-
 # A time in a request body: a number or an ISO text in, epoch seconds out.
-Time = Annotated[float, BeforeValidator(_time, json_schema_input_type=float | str)]
+Time = Annotated[float, BeforeValidator(parse_time, json_schema_input_type=float | str)]
 
 
 class SilenceBody(StrictModel):

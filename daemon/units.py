@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -211,3 +212,30 @@ def _read_secret_file(key: str, path: str) -> str:
         return raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise SecretFileError(key, f"{path}: not UTF-8") from None
+
+
+# Every time a request gives lies in [EARLIEST, LATEST): NaN, infinities and dates no one
+# means (1e19, year 1) are refused, so every time stored is one a person and a tool can print.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
+
+
+def parse_time(value: object) -> float:
+    """Epoch seconds, or an ISO 8601 time with a zone; between EARLIEST and LATEST."""
+    seconds: float | int | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value  # compared before float(): a 400-digit int would overflow
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            seconds = parsed.timestamp() if parsed.tzinfo is not None else None
+    if seconds is None:
+        raise ValueError(
+            "a time is epoch seconds or ISO 8601 with a zone, e.g. 2026-11-28T03:00:00Z"
+        )
+    if not EARLIEST <= seconds < LATEST:  # NaN too: it compares false
+        raise ValueError("a time must lie between 2000-01-01 and 2100-01-01 (UTC)")
+    return float(seconds)

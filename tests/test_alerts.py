@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from daemon.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
@@ -874,3 +875,28 @@ def test_the_caps_are_settings_with_bounds() -> None:
         with pytest.raises(ConfigError) as caught:
             load_config_text(text)
         assert str(caught.value.problems[0]).startswith(problem), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("9999-12-31T00:00:00Z", "a time must lie between 2000-01-01 and 2100-01-01"),
+        ("1970-01-01T00:00:00Z", "a time must lie between 2000-01-01 and 2100-01-01"),
+        ("2026-11-01T00:00:00", "a time is epoch seconds or ISO 8601 with a zone"),
+        ("yesterday", "a time is epoch seconds or ISO 8601 with a zone"),
+    ],
+)
+def test_an_alert_time_no_sender_means_is_refused(value: str, reason: str) -> None:
+    for field in ("startsAt", "endsAt"):
+        body = webhook(alert("firing") | {field: value})
+        with pytest.raises(ValidationError) as info:
+            AlertmanagerWebhook.model_validate(body)
+        (error,) = info.value.errors()
+        assert error["loc"] == ("alerts", 0, field)
+        assert reason in error["msg"]
+
+
+def test_alertmanagers_zero_time_is_not_set() -> None:
+    body = webhook(alert("resolved") | {"endsAt": "0001-01-01T00:00:00Z"})
+    (parsed,) = AlertmanagerWebhook.model_validate(body).to_alerts()
+    assert parsed.ends_at is None
