@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -388,6 +389,7 @@ class SqliteStore:
                 await db.execute("PRAGMA optimize")
             finally:
                 await db.close()
+                await _thread_ended(db)
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         # IMMEDIATE: two processes opening a fresh file must not both create the tables.
@@ -904,3 +906,11 @@ class SqliteStore:
             return Pruned(incidents=incidents, actions=actions)
 
         return await self._write_returning(op)
+
+
+async def _thread_ended(db: aiosqlite.Connection) -> None:
+    """aiosqlite's close returns just before its thread ends; once closed, the store has no
+    thread left (a process that stops must not wait on one, nor a test see one)."""
+    thread = getattr(db, "_thread", None)  # aiosqlite < 0.23 (pinned in pyproject)
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        await asyncio.to_thread(thread.join, 5.0)
