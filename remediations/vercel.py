@@ -1,14 +1,20 @@
 """`vercel_rollback` and `vercel_promote`: move a Vercel project's production traffic.
 
-Documented endpoints (https://vercel.com/docs/rest-api): GET /v6/deployments (newest first),
-GET /v9/projects/{idOrName} (`targets.production.id` is the deployment production serves),
-POST /v1/projects/{projectId}/rollback/{deploymentId} with `description` as a query
-parameter, POST /v10/projects/{projectId}/promote/{deploymentId}. Every call may carry the
-`teamId` and `slug` query parameters, and errors come as {"error": {"code", "message"}}.
+Documented endpoints (https://vercel.com/docs/rest-api): GET /v6/deployments (newest first;
+`rollbackCandidate=true` keeps the deployments that have served production),
+GET /v9/projects/{idOrName} (`targets.production` is the deployment production serves,
+`lastAliasRequest` the state of the last alias switch), POST
+/v1/projects/{projectId}/rollback/{deploymentId} with `description` as a query parameter,
+POST /v10/projects/{projectId}/promote/{deploymentId} (202: queued behind an active rolling
+release). Every call may carry the `teamId` and `slug` query parameters, and errors come as
+{"error": {"code", "message"}}.
 
+What production serves is only ever read from the project: the newest READY production
+deployment may be a bad build already rolled back from, or a staged build that never served.
 Both switch production asynchronously, so each polls the project until production serves
-the deployment, within `verify_timeout`. Neither rebuilds anything: a rollback or promote
-only moves the production domains between deployments that already exist.
+the deployment (or the alias job says it failed), within `verify_timeout`. Neither rebuilds
+anything: a rollback or promote only moves the production domains between deployments
+that already exist.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ API_URL = "https://api.vercel.com"
 MAX_BODY_BYTES = 4 * 1024 * 1024
 REASON_LIMIT = 200
 ROLLED_BACK_FROM = "rolled_back_from"
+# Promote's answer when it is queued behind an active rolling release.
+QUEUED = 202
 ApiPath = Sequence[str]
 
 
@@ -103,6 +111,8 @@ class Deployment:
     state: str
     target: str | None
     created: float
+    substate: str | None = None
+    rollback_candidate: bool = False
 
     @classmethod
     def parse(cls, raw: object) -> Deployment | None:
@@ -119,6 +129,8 @@ class Deployment:
             state=_text(raw.get("readyState") or raw.get("state")) or "",
             target=_text(raw.get("target")),
             created=float(created) if isinstance(created, int | float) else 0.0,
+            substate=_text(raw.get("readySubstate")),
+            rollback_candidate=raw.get("isRollbackCandidate") is True,
         )
 
     def as_data(self) -> dict[str, Any]:
@@ -128,7 +140,17 @@ class Deployment:
 @dataclass(frozen=True, slots=True)
 class Project:
     name: str
-    production_id: str | None
+    production: Deployment | None
+    # The last alias switch (rollback or promote): its target and job status.
+    alias_target: str | None = None
+    alias_status: str | None = None
+
+    @property
+    def production_id(self) -> str | None:
+        return self.production.id if self.production else None
+
+    def switch_failed(self, deployment_id: str) -> bool:
+        return self.alias_target == deployment_id and self.alias_status in ("failed", "skipped")
 
 
 def _text(value: object) -> str | None:
@@ -212,14 +234,19 @@ class VercelClient:
         detail = f"{step}: {reason}"
         return RemediationResult(False, detail, recoverable=reply.recoverable, data=data)
 
-    async def production_deployments(self, limit: int) -> list[Deployment]:
-        """READY production deployments of the project, newest first."""
+    async def production_deployments(
+        self, limit: int, *, candidates: bool = False
+    ) -> list[Deployment]:
+        """READY production deployments of the project, newest first; with `candidates`,
+        only those Vercel marks as rollback candidates (they have served production)."""
         query = {
             "projectId": self.config.project_id,
             "target": "production",
             "state": "READY",
             "limit": str(limit),
         }
+        if candidates:
+            query["rollbackCandidate"] = "true"
         body = await self.call("list deployments", "GET", ("v6", "deployments"), query=query)
         raw = body.get("deployments") if isinstance(body, dict) else None
         if not isinstance(raw, list):
@@ -227,6 +254,8 @@ class VercelClient:
         parsed = (Deployment.parse(item) for item in raw)
         # Filtered again here: a deployment that is not READY must never become a target.
         ready = [d for d in parsed if d and d.state == "READY" and d.target == "production"]
+        if candidates:
+            ready = [d for d in ready if d.rollback_candidate]
         return sorted(ready, key=lambda d: d.created, reverse=True)
 
     async def project(self) -> Project:
@@ -235,21 +264,34 @@ class VercelClient:
             raise VercelFailure(unexpected("read project", "no project name"))
         targets = body.get("targets")
         production = targets.get("production") if isinstance(targets, dict) else None
-        current = production.get("id") if isinstance(production, dict) else None
-        return Project(name=body["name"], production_id=_text(current))
+        alias = body.get("lastAliasRequest")
+        alias = alias if isinstance(alias, dict) else {}
+        return Project(
+            name=body["name"],
+            production=Deployment.parse(production),
+            alias_target=_text(alias.get("toDeploymentId")),
+            alias_status=_text(alias.get("jobStatus")),
+        )
 
     async def serves(self, deployment_id: str) -> bool:
-        return (await self.project()).production_id == deployment_id
+        """Whether production serves `deployment_id`; a failed alias switch to it ends the
+        wait at once (VercelFailure) instead of after verify_timeout."""
+        project = await self.project()
+        if project.switch_failed(deployment_id):
+            detail = f"Vercel's alias switch to {deployment_id} ended {project.alias_status}"
+            raise VercelFailure(RemediationResult(False, detail, recoverable=False))
+        return project.production_id == deployment_id
 
     async def switch(
         self, step: str, path: ApiPath, deployment_id: str, query: Mapping[str, str] | None = None
-    ) -> None:
-        """POST a rollback or promote of production to `deployment_id`."""
+    ) -> int | None:
+        """POST a rollback or promote of production to `deployment_id`; the status."""
         reply = await self.request("POST", path, query=query)
         # Vercel refuses to move production to where it already is; for a rerun that is
         # success, not a conflict.
         if not reply.ok and not (reply.status == 409 and await self.serves(deployment_id)):
             raise VercelFailure(self.failure(step, reply))
+        return reply.status
 
     async def poll(self, done: Callable[[], Awaitable[bool]]) -> tuple[bool, int]:
         """Ask `done` every poll_interval until it says yes or verify_timeout passes."""
@@ -371,24 +413,64 @@ class VercelRollback(VercelRemediation):
         return await self._run(ctx, self.config, lambda client: self._rollback(client, incident))
 
     async def _rollback(self, client: VercelClient, incident: Incident) -> RemediationResult:
-        ready = await client.production_deployments(self.config.search_limit)
-        if len(ready) < 2:
-            detail = "no previous READY production deployment to roll back to"
-            data = {"project": self.config.project_id, "ready_deployments": len(ready)}
-            return RemediationResult(False, detail, recoverable=False, data=data)
-        # The newest READY one is taken as production; the next older one is the way back.
-        current, previous = ready[0], ready[1]
+        current = (await client.project()).production
+        if current is None:
+            detail = "the project has no production deployment to roll back from"
+            scope = {"project": self.config.project_id}
+            return RemediationResult(False, detail, recoverable=False, data=scope)
+        plan = await self._plan(client, incident, current)
+        if isinstance(plan, RemediationResult):
+            return plan
+        source, target = plan
         description = rollback_description(incident)
-        path = ("v1", *client.project_path, "rollback", previous.id)
-        await client.switch("rollback", path, previous.id, {"description": description})
-        await client.ctx.state.put(ROLLED_BACK_FROM, {**current.as_data(), "incident": incident.id})
-        polls = await client.poll(lambda: client.serves(previous.id))
+        path = ("v1", *client.project_path, "rollback", target.id)
+        await client.switch("rollback", path, target.id, {"description": description})
+        record = {**source.as_data(), "incident": incident.id, "to": target.id}
+        await client.ctx.state.put(ROLLED_BACK_FROM, record)
+        polls = await client.poll(lambda: client.serves(target.id))
         data = {
-            "from_deployment": current.as_data(),
-            "to_deployment": previous.as_data(),
+            "from_deployment": source.as_data(),
+            "to_deployment": target.as_data(),
             "description": description,
         }
-        return switched(client, "rollback", previous, polls, data)
+        return switched(client, "rollback", target, polls, data)
+
+    async def _plan(
+        self, client: VercelClient, incident: Incident, current: Deployment
+    ) -> tuple[Deployment, Deployment] | RemediationResult:
+        """(from, to): the way back from what production serves, to the newest rollback
+        candidate older than it. A rerun for the same incident keeps its first target, so a
+        rollback that completed after a timeout is never taken one step further."""
+        candidates = await client.production_deployments(self.config.search_limit, candidates=True)
+        prior = await client.ctx.state.get(ROLLED_BACK_FROM)
+        if isinstance(prior, dict) and prior.get("incident") == incident.id:
+            by_id = {d.id: d for d in candidates}
+            target = by_id.get(str(prior.get("to")))
+            if target is not None:
+                source = Deployment(str(prior.get("id")), _text(prior.get("url")), "", None, 0.0)
+                return source, target
+        # Only older ones: a newer candidate is a build production was already moved away from.
+        older = [d for d in candidates if d.id != current.id and d.created < current.created]
+        if not older:
+            detail = f"no rollback candidate older than {current.id}, which production serves"
+            data = {
+                "project": self.config.project_id,
+                "from_deployment": current.as_data(),
+                "rollback_candidates": len(candidates),
+            }
+            return RemediationResult(False, detail, recoverable=False, data=data)
+        return current, older[0]
+
+
+def queued(client: VercelClient, target: Deployment) -> RemediationResult:
+    """Promote answered 202: queued behind an active rolling release, so production does not
+    move until a person completes or aborts that release; asking again changes nothing."""
+    detail = (
+        f"promote: queued behind an active rolling release (HTTP 202); production does not "
+        f"serve {target.id} until that release is completed or aborted in Vercel"
+    )
+    data = {"project": client.config.project_id, "to_deployment": target.as_data(), "queued": True}
+    return RemediationResult(False, detail, recoverable=False, data=data)
 
 
 def rollback_description(incident: Incident) -> str:
@@ -415,7 +497,8 @@ class VercelPromote(VercelRemediation):
         if isinstance(target, RemediationResult):
             return target
         path = ("v10", *client.project_path, "promote", target.id)
-        await client.switch("promote", path, target.id)
+        if await client.switch("promote", path, target.id) == QUEUED:
+            return queued(client, target)
         polls = await client.poll(lambda: client.serves(target.id))
         return switched(client, "promote", target, polls, {"to_deployment": target.as_data()})
 
@@ -423,17 +506,19 @@ class VercelPromote(VercelRemediation):
         if self.config.deployment_id is not None:
             return Deployment(self.config.deployment_id, None, "", "production", 0.0)
         ready = await client.production_deployments(self.config.search_limit)
-        current = (await client.project()).production_id
-        ids = [d.id for d in ready]
-        data: dict[str, Any] = {"project": self.config.project_id, "production": current}
-        if current not in ids:
+        current = (await client.project()).production
+        data: dict[str, Any] = {"project": self.config.project_id, "production": None}
+        if current is None or current.id not in [d.id for d in ready]:
+            served = current.id if current else "nothing"
+            data["production"] = current.id if current else None
             detail = (
-                f"production serves {current or 'nothing'}, not one of the {len(ids)} newest READY "
+                f"production serves {served}, not one of the {len(ready)} newest READY "
                 "production deployments; set deployment_id"
             )
             return RemediationResult(False, detail, recoverable=False, data=data)
-        newer = ready[: ids.index(current)]
+        data["production"] = current.id
+        newer = [d for d in ready if d.created > current.created]
         if not newer:
-            detail = f"production already serves the newest READY deployment {current}"
+            detail = f"production already serves the newest READY deployment {current.id}"
             return RemediationResult(True, detail, data={**data, "polls": 0})
         return newer[0]

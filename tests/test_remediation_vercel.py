@@ -112,6 +112,7 @@ async def test_rollback_moves_production_to_the_previous_ready_production_deploy
         "id": current.id,
         "url": current.url,
         "incident": "inc-20270115-0001",
+        "to": previous.id,
     }
     assert_no_secret(result)
 
@@ -130,6 +131,7 @@ async def test_rollback_sends_the_documented_requests(
         "target": "production",
         "state": "READY",
         "limit": "20",
+        "rollbackCandidate": "true",
         "teamId": TEAM,
     }
     [post] = fake.requests("POST", rollback_path(deployments["previous"]))
@@ -137,7 +139,8 @@ async def test_rollback_sends_the_documented_requests(
     assert post.query == {"description": DESCRIPTION, "teamId": TEAM}
     assert post.body is None
     assert all(call.headers["Authorization"] == f"Bearer {TOKEN}" for call in fake.calls)
-    assert [call.query for call in fake.requests("GET", PROJECT)] == [{"teamId": TEAM}] * 2
+    # What production serves, then two polls.
+    assert [call.query for call in fake.requests("GET", PROJECT)] == [{"teamId": TEAM}] * 3
 
 
 async def test_a_slug_scopes_every_call_instead_of_a_team_id(
@@ -185,22 +188,37 @@ async def test_no_previous_ready_production_deployment_is_not_recoverable(
 
     assert not result.ok
     assert not result.recoverable
-    assert result.detail == "no previous READY production deployment to roll back to"
-    assert result.data["ready_deployments"] == 1
-    assert [call.method for call in fake.calls] == ["GET"]
+    assert result.detail.startswith("no rollback candidate older than dpl_0003")
+    assert result.data["rollback_candidates"] == 1
+    assert [call.method for call in fake.calls] == ["GET", "GET"]
 
 
 async def test_a_rerun_after_production_already_moved_succeeds(
     ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
 ) -> None:
-    fake.projects["prj_store"].production_id = deployments["previous"].id
+    project = fake.projects["prj_store"]
+    # A candidate older than both: where a second step back would go.
+    older = fake.add_deployment(project)
+    older.created = 0
+    project.production_id = deployments["current"].id
+    fake.switch_after = 10_000
+    first = await rollback(api_url).execute(ctx, make_incident())
+    assert not first.ok
+    assert first.recoverable
+    # The switch completes after runbookd gave up waiting.
+    fake.switch_after = 2
+    project.switching = None
+    project.production_id = deployments["previous"].id
 
     result = await rollback(api_url).execute(ctx, make_incident())
 
-    # Vercel answers 409 to a rollback to what production serves; that is the goal reached.
-    assert len(fake.requests("POST", rollback_path(deployments["previous"]))) == 1
+    # The rerun keeps its target rather than rolling back one step further; Vercel answers
+    # 409 to a rollback to what production serves, and that is the goal reached.
+    assert fake.requests("POST", rollback_path(older)) == []
+    assert len(fake.requests("POST", rollback_path(deployments["previous"]))) == 2
     assert result.ok, result.detail
     assert result.data["polls"] == 1
+    assert production(fake) == deployments["previous"].id
 
 
 async def test_a_conflict_is_reported_with_vercels_reason(
@@ -229,7 +247,9 @@ async def test_a_rejected_token_is_not_retried(
 
     assert not result.ok
     assert not result.recoverable
-    assert result.detail.startswith("list deployments: token rejected (HTTP 401 unauthorized:")
+    assert result.detail.startswith(
+        "read project: token rejected (HTTP 403 forbidden: Not authorized"
+    )
     assert result.data["attempts"] == 1
     assert len(fake.calls) == 1
     assert_no_secret(result)
@@ -242,7 +262,7 @@ async def test_a_team_the_token_may_not_act_for_is_a_rejected_token(
 
     assert not result.ok
     assert not result.recoverable
-    assert result.detail.startswith("list deployments: token rejected (HTTP 403 forbidden:")
+    assert result.detail.startswith("read project: token rejected (HTTP 403 forbidden:")
 
 
 @pytest.mark.parametrize(
@@ -261,7 +281,7 @@ async def test_an_unknown_project_is_not_found(
     assert not result.ok
     assert not result.recoverable
     assert result.detail == (
-        "list deployments: project or deployment not found (HTTP 404 not_found: Project not found)"
+        "read project: project or deployment not found (HTTP 404 not_found: Project not found)"
     )
     assert result.data["project"] == overrides.get("project_id", "prj_store")
 
@@ -467,3 +487,115 @@ def test_the_deadline_covers_the_calls_and_the_wait() -> None:
 
     # Per call: 4 attempts x 30 s + 3 waits of at most 30 s.
     assert parsed.deadline() == 5 * 210.0 + 600.0
+
+
+# -- what production really serves (issue 20) -------------------------------------------------
+
+
+def storefront_rolled_back(fake: FakeVercel) -> dict[str, Deployment]:
+    """oldest -> good -> bad, all having served; an earlier rollback moved production from
+    bad back to good, so the newest READY production deployment is not what serves."""
+    project = fake.add_project("prj_store", "storefront", TEAM)
+    found = {
+        "oldest": fake.add_deployment(project),
+        "good": fake.add_deployment(project),
+        "bad": fake.add_deployment(project),
+    }
+    project.production_id, project.auto_assign = found["good"].id, False
+    return found
+
+
+async def test_after_an_earlier_rollback_it_rolls_back_from_what_production_serves(
+    ctx: RemediationContext, fake: FakeVercel, api_url: str
+) -> None:
+    found = storefront_rolled_back(fake)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    # Not "from bad to good" (a 409 taken for success while nothing moved): from good to the
+    # candidate before it.
+    assert fake.requests("POST", rollback_path(found["good"])) == []
+    assert result.ok, result.detail
+    assert production(fake) == found["oldest"].id
+    assert result.data["from_deployment"]["id"] == found["good"].id
+    assert result.data["to_deployment"]["id"] == found["oldest"].id
+
+
+async def test_a_newer_staged_build_is_neither_current_nor_a_target(
+    ctx: RemediationContext, fake: FakeVercel, api_url: str
+) -> None:
+    project = fake.add_project("prj_store", "storefront", TEAM)
+    previous, current = fake.add_deployment(project), fake.add_deployment(project)
+    staged = fake.add_deployment(project, staged=True)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert production(fake) == previous.id
+    assert result.data["from_deployment"]["id"] == current.id
+    assert fake.requests("POST", rollback_path(staged)) == []
+    assert fake.requests("POST", rollback_path(current)) == []
+
+
+async def test_only_deployments_that_served_production_are_rollback_targets(
+    ctx: RemediationContext, fake: FakeVercel, api_url: str
+) -> None:
+    project = fake.add_project("prj_store", "storefront", TEAM)
+    never_served = fake.add_deployment(project, staged=True)
+    current = fake.add_deployment(project)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail == (
+        f"no rollback candidate older than {current.id}, which production serves"
+    )
+    assert fake.requests("POST", rollback_path(never_served)) == []
+
+
+async def test_a_failed_alias_switch_ends_the_wait_at_once(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    fake.switch_after = 10_000
+    original = fake._switch
+
+    def failing(project: Any, deployment: Deployment, kind: str) -> None:
+        original(project, deployment, kind)
+        project.last_alias_request["jobStatus"] = "failed"
+
+    fake._switch = failing  # type: ignore[method-assign]
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail == (f"Vercel's alias switch to {deployments['previous'].id} ended failed")
+    assert clock.slept == []
+
+
+async def test_a_promote_queued_behind_a_rolling_release_is_reported_at_once(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    fake.projects["prj_store"].rolling_release = True
+    target = deployments["previous"]
+
+    result = await promote(api_url, deployment_id=target.id).execute(ctx, make_incident())
+
+    # 202: queued; production does not move until the rolling release ends, so neither
+    # 300 s of polling nor a retry would change anything.
+    assert not result.ok
+    assert not result.recoverable
+    assert result.data["queued"] is True
+    assert "queued behind an active rolling release (HTTP 202)" in result.detail
+    assert clock.slept == []
+    assert production(fake) == deployments["current"].id
+    assert fake.requests("GET", PROJECT) == []

@@ -262,7 +262,7 @@ async def test_a_rejected_token_changes_nothing(
 
     assert not result.ok
     assert not result.recoverable
-    assert result.detail.startswith("set variable: token rejected (HTTP 401")
+    assert result.detail.startswith("set variable: token rejected (HTTP 403")
     assert len(fake.calls) == 1
     assert variables(fake) == {}
     assert_no_secret(result)
@@ -355,7 +355,7 @@ async def test_the_fake_refuses_a_missing_token_and_invalid_bodies(
     team = {"teamId": TEAM}
 
     async with session.get(f"{api_url}/v9/projects/prj_store", params=team) as resp:
-        assert resp.status == 401
+        assert resp.status == 403
         assert (await resp.json())["error"]["missingToken"] is True
     async with session.post(f"{api_url}{CREATE}", json={}, params=team, headers=auth) as resp:
         assert resp.status == 400

@@ -1,23 +1,57 @@
 """The Vercel REST API subset the vercel_* remediations use, as documented at
 https://vercel.com/docs/rest-api (paths, versions, query parameters, bodies, statuses).
 
-- GET /v6/deployments?projectId&target&state&limit&since&until: newest first, with
-  {"pagination": {"count", "next", "prev"}}; `state` may list several, comma-separated.
+- GET /v6/deployments?projectId&target&state&limit&since&until&rollbackCandidate: newest
+  first, with {"pagination": {"count", "next", "prev"}}; `state` may list several.
 - GET /v9/projects/{idOrName}: `targets.production` is the deployment production serves.
 - POST /v1/projects/{projectId}/rollback/{deploymentId}?description: 201, no body.
-- POST /v10/projects/{projectId}/promote/{deploymentId}: 202 while switching, else 201.
+- POST /v10/projects/{projectId}/promote/{deploymentId}: 201, or 202 while queued.
 - POST /v13/deployments {"name", "deploymentId", "target"}?forceNew: a rebuild, which
   settles (READY, or `build_outcome`) after `ready_after` reads of GET /v13/deployments/{id}.
 - PATCH /v12/deployments/{id}/cancel: a build that has not settled.
-- POST /v10/projects/{idOrName}/env?upsert=true, GET /v10/projects/{idOrName}/env,
+- POST /v10/projects/{idOrName}/env?upsert=true, GET /v10/projects/{idOrName}/env (paged),
   DELETE /v9/projects/{idOrName}/env/{id}.
 
-Every route takes `teamId` or `slug`: a team the token does not belong to is 403, a project
-outside the scope asked for is 404. A missing or wrong bearer token is 401. A rollback or
-promote switches production only after `switch_after` reads of the project, as Vercel's
-asynchronous switch does. Errors are {"error": {"code", "message"}}; Vercel documents the
-statuses but not the codes, so the codes here are this fake's own. Responses carry the bulk
-real ones do (git metadata, creators), which puts a list well past one KiB.
+Provider behaviours the fake reproduces, each with where it is documented:
+
+- Rollback candidates: `isRollbackCandidate` marks READY production deployments that have
+  served production (a staged build never has); rollback refuses anything else (400); GET
+  /v6/deployments filters on `rollbackCandidate=true`.
+  Source: https://vercel.com/docs/instant-rollback (eligible deployments),
+  https://vercel.com/docs/rest-api/deployments/list-deployments
+- After a rollback production domains are no longer auto-assigned: new production builds
+  settle READY with `readySubstate: STAGED` and never serve until promoted; a promote turns
+  auto-assignment on again.
+  Source: https://vercel.com/docs/instant-rollback,
+  https://vercel.com/docs/deployments/promoting-a-deployment
+- `readySubstate` is STAGED, ROLLING or PROMOTED; `readyState` may be BLOCKED, a final
+  state in which the build never runs.
+  Source: https://vercel.com/docs/rest-api/deployments/get-a-deployment-by-id-or-url
+- Rollback and promote switch aliases asynchronously; the project's `lastAliasRequest`
+  ({`jobStatus`: pending, in-progress, succeeded, failed, skipped; `toDeploymentId`,
+  `type`, `requestedAt`}) tracks the job, as `vercel rollback status` reads it.
+  Source: https://vercel.com/docs/cli/rollback; vercel/vercel
+  packages/cli/src/commands/rollback/status.ts
+- Promote answers 202 when it is queued behind an active rolling release: production does
+  not move until that release completes or is aborted.
+  Source: https://vercel.com/docs/rest-api/projects/point-production-traffic-to-a-given-deployment
+  (201 and 202), https://vercel.com/docs/rolling-releases
+- A missing or invalid token is 403 `forbidden` with `missingToken` / `invalidToken`; a
+  team the token does not belong to is 403 too.
+  Source: https://vercel.com/docs/rest-api/reference/welcome#errors; the CLI's handling of
+  these 403s in vercel/vercel#13443 and #10874
+- A `sensitive` variable cannot target `development`: 400.
+  Source: https://vercel.com/docs/environment-variables/sensitive-environment-variables
+- 429 carries `limit` {`remaining`, `reset` (epoch seconds), `total`} in its error body and
+  X-RateLimit-Limit / -Remaining / -Reset headers.
+  Source: https://vercel.com/docs/limits#rate-limits
+- Lists are paged: `pagination.next` goes back as `until` for the next page.
+  Source: https://vercel.com/docs/rest-api/reference/welcome#pagination
+
+Every route takes `teamId` or `slug`: a project outside the scope asked for is 404. Errors
+are {"error": {"code", "message"}}; Vercel documents the statuses but few codes, so other
+codes here are this fake's own. Responses carry the bulk real ones do (git metadata,
+creators), which puts a list well past one KiB.
 """
 
 from __future__ import annotations
@@ -33,7 +67,7 @@ from aiohttp import web
 from tests.fakes import Failure, retry_after_headers
 
 TOKEN = "vcp_T0kenForTheFakeVercelApi0123456789abcdef"
-STATES = ("BUILDING", "ERROR", "INITIALIZING", "QUEUED", "READY", "CANCELED")
+STATES = ("BUILDING", "ERROR", "INITIALIZING", "QUEUED", "READY", "CANCELED", "BLOCKED")
 ENV_TYPES = ("system", "secret", "encrypted", "plain", "sensitive")
 ENV_TARGETS = ("production", "preview", "development")
 START_MS = 1_790_000_000_000
@@ -98,6 +132,10 @@ class Deployment:
     env: dict[str, str] = field(default_factory=dict)
     reads_left: int = 0
     outcome: str = "READY"
+    # STAGED (built, never served), PROMOTED (serves or has served), ROLLING.
+    substate: str | None = None
+    # Has served production: what makes it a rollback candidate.
+    served: bool = False
 
     @property
     def url(self) -> str:
@@ -114,12 +152,12 @@ class Deployment:
             "source": "git",
             "state": self.state,
             "readyState": self.state,
-            "readySubstate": "PROMOTED" if self.state == "READY" else None,
+            "readySubstate": self.substate if self.state == "READY" else None,
             "type": "LAMBDAS",
             "target": self.target,
             "creator": {"uid": "usr_fake", "email": "ops@example.com", "username": "ops"},
             "inspectorUrl": f"https://vercel.com/acme/{self.name}/{self.id[4:]}",
-            "isRollbackCandidate": self.state == "READY" and self.target == "production",
+            "isRollbackCandidate": self.served,
             "meta": _git_meta(self.id),
         }
 
@@ -138,6 +176,11 @@ class Project:
     envs: list[Env] = field(default_factory=list)
     # A rollback or promote under way: (deployment, project reads until it serves).
     switching: tuple[str, int] | None = None
+    # Off after a rollback: new production builds are staged, not served.
+    auto_assign: bool = True
+    # An active rolling release: a promote is queued (202) and production does not move.
+    rolling_release: bool = False
+    last_alias_request: dict[str, Any] | None = None
 
 
 def _git_meta(seed: str) -> dict[str, str]:
@@ -170,6 +213,7 @@ class FakeVercel:
         self.switch_after = switch_after
         self.ready_after = ready_after
         self.build_outcome = "READY"
+        self.env_page_size = 100
         self.projects: dict[str, Project] = {}
         self.deployments: dict[str, Deployment] = {}
         self.calls: list[Call] = []
@@ -187,14 +231,26 @@ class FakeVercel:
         return project
 
     def add_deployment(
-        self, project: Project, state: str = "READY", target: str | None = "production"
+        self,
+        project: Project,
+        state: str = "READY",
+        target: str | None = "production",
+        *,
+        staged: bool = False,
     ) -> Deployment:
         """A deployment created after every one before it; READY production ones become
-        production, as a git push to the production branch does."""
+        production, as a git push to the production branch does, unless `staged`."""
         deployment = self._new_deployment(project, state, target)
         if state == "READY" and target == "production":
-            project.production_id = deployment.id
+            if staged:
+                deployment.substate = "STAGED"
+            else:
+                self._serve(project, deployment)
         return deployment
+
+    def _serve(self, project: Project, deployment: Deployment) -> None:
+        project.production_id = deployment.id
+        deployment.served, deployment.substate = True, "PROMOTED"
 
     def fail_next(
         self,
@@ -259,7 +315,7 @@ class FakeVercel:
         given = request.headers.get("Authorization")
         if given != f"Bearer {self.token}":
             flag = "missingToken" if given is None else "invalidToken"
-            raise ApiError(401, "unauthorized", "The request is not authorized.", **{flag: True})
+            raise ApiError(403, "forbidden", "Not authorized", **{flag: True})
 
     def _scope(self, request: web.Request) -> str | None:
         """The team the request acts for (teamId, else slug), None for a personal account."""
@@ -323,13 +379,10 @@ class FakeVercel:
         if "until" in query:
             until = _integer(query["until"], "until", 0)
             found = [d for d in found if d.created < until]
+        if query.get("rollbackCandidate") == "true":
+            found = [d for d in found if d.served]
         found.sort(key=lambda d: d.created, reverse=True)
-        page = found[:limit]
-        pagination = {
-            "count": len(page),
-            "next": page[-1].created if len(found) > limit else None,
-            "prev": page[0].created if page else None,
-        }
+        page, pagination = _page(found, limit, lambda d: d.created)
         deployments = [d.list_json() for d in page]
         return web.json_response({"pagination": pagination, "deployments": deployments})
 
@@ -344,7 +397,11 @@ class FakeVercel:
     def _settle(self, deployment: Deployment) -> None:
         deployment.state = deployment.outcome
         if deployment.state == "READY" and deployment.target == "production":
-            self.projects[deployment.project_id].production_id = deployment.id
+            project = self.projects[deployment.project_id]
+            if project.auto_assign:
+                self._serve(project, deployment)
+            else:
+                deployment.substate = "STAGED"
 
     async def _create_deployment(self, request: web.Request) -> web.Response:
         body = await _json_object(request)
@@ -384,8 +441,13 @@ class FakeVercel:
             deployment_id, reads = project.switching
             project.switching = (deployment_id, reads - 1) if reads > 1 else None
             if reads <= 1:
-                project.production_id = deployment_id
+                self._switched(project, self.deployments[deployment_id])
         return web.json_response(self._project_json(project))
+
+    def _switched(self, project: Project, deployment: Deployment) -> None:
+        self._serve(project, deployment)
+        if project.last_alias_request is not None:
+            project.last_alias_request["jobStatus"] = "succeeded"
 
     def _project_json(self, project: Project) -> dict[str, Any]:
         mine = [d for d in self.deployments.values() if d.project_id == project.id]
@@ -402,19 +464,25 @@ class FakeVercel:
             "link": {"type": "github", "org": "acme", "repo": "storefront"},
             "latestDeployments": [d.json() for d in latest],
             "targets": {"production": production.json()} if production else {},
+            "lastAliasRequest": project.last_alias_request,
         }
 
     async def _rollback(self, request: web.Request) -> web.Response:
         project, deployment = self._switch_target(request)
-        if deployment.target != "production":
-            raise _invalid("only a previous production deployment can be rolled back to")
-        self._switch(project, deployment)
+        if not deployment.served:
+            raise _invalid("the deployment is not a rollback candidate")
+        project.auto_assign = False
+        self._switch(project, deployment, "rollback")
         return web.Response(status=201)
 
     async def _promote(self, request: web.Request) -> web.Response:
         project, deployment = self._switch_target(request)
-        self._switch(project, deployment)
-        return web.Response(status=202 if project.switching else 201)
+        if project.rolling_release:
+            # Queued behind the active rolling release: nothing moves now.
+            return web.Response(status=202)
+        project.auto_assign = True
+        self._switch(project, deployment, "promote")
+        return web.Response(status=201)
 
     def _switch_target(self, request: web.Request) -> tuple[Project, Deployment]:
         project = self._project(request, request.match_info["projectId"])
@@ -429,9 +497,16 @@ class FakeVercel:
             raise ApiError(409, "conflict", message)
         return project, deployment
 
-    def _switch(self, project: Project, deployment: Deployment) -> None:
+    def _switch(self, project: Project, deployment: Deployment, kind: str) -> None:
+        project.last_alias_request = {
+            "fromDeploymentId": project.production_id,
+            "toDeploymentId": deployment.id,
+            "jobStatus": "in-progress",
+            "requestedAt": self._clock_ms,
+            "type": kind,
+        }
         if self.switch_after == 0:
-            project.production_id = deployment.id
+            self._switched(project, deployment)
         else:
             project.switching = (deployment.id, self.switch_after)
 
@@ -477,7 +552,13 @@ class FakeVercel:
 
     async def _list_env(self, request: web.Request) -> web.Response:
         project = self._project(request, request.match_info["idOrName"])
-        return web.json_response({"envs": [env.json() for env in project.envs]})
+        found = sorted(project.envs, key=lambda e: e.created, reverse=True)
+        if "until" in request.query:
+            until = _integer(request.query["until"], "until", 0)
+            found = [e for e in found if e.created < until]
+        page, pagination = _page(found, self.env_page_size, lambda e: e.created)
+        envs = [env.json() for env in page]
+        return web.json_response({"envs": envs, "pagination": pagination})
 
     async def _delete_env(self, request: web.Request) -> web.Response:
         project = self._project(request, request.match_info["idOrName"])
@@ -488,9 +569,32 @@ class FakeVercel:
         raise ApiError(404, "not_found", "Environment Variable not found")
 
 
+def _page(
+    found: list[Any], limit: int, stamp: Callable[[Any], int]
+) -> tuple[list[Any], dict[str, Any]]:
+    """A page of `found` (newest first) and its pagination: `next` goes back as `until`."""
+    page = found[:limit]
+    pagination = {
+        "count": len(page),
+        "next": stamp(page[-1]) if len(found) > limit else None,
+        "prev": stamp(page[0]) if page else None,
+    }
+    return page, pagination
+
+
 def _failure(failure: Failure) -> web.Response:
     if failure.status == 429:
-        error = ApiError(429, "rate_limited", "Rate limit exceeded", limit={"remaining": 0})
+        wait = failure.retry_after or 60.0
+        reset = int(START_MS / 1000 + wait)
+        limit = {"remaining": 0, "reset": reset, "total": 100}
+        error = ApiError(429, "rate_limited", "Rate limit exceeded", limit=limit)
+        headers = {
+            **retry_after_headers(failure),
+            "X-RateLimit-Limit": "100",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(reset),
+        }
+        return error.response(headers)
     elif failure.status >= 500:
         error = ApiError(failure.status, "internal_server_error", "An unexpected error occurred")
     else:
@@ -548,6 +652,8 @@ def _check_env(entry: object) -> None:
     target = entry.get("target")
     if not isinstance(target, list) or not target or not set(target) <= set(ENV_TARGETS):
         raise _invalid("`target` should be a list of production, preview, development")
+    if entry["type"] == "sensitive" and "development" in target:
+        raise _invalid("a sensitive variable cannot target development")
 
 
 def _overlapping(project: Project, key: str, target: list[str]) -> Env | None:
