@@ -176,8 +176,10 @@ class VercelClient:
         *,
         query: Mapping[str, str] | None = None,
         body: Any = None,
+        attempts: int | None = None,
     ) -> Reply:
-        """One call, retried by send_json's policy (429 after Retry-After, 5xx, network)."""
+        """One call, retried by send_json's policy (429 after Retry-After, 5xx, network), at
+        most `attempts` times (default: the config's)."""
         retry = self.config.retry
         outcome = await send_json(
             self.ctx,
@@ -186,7 +188,7 @@ class VercelClient:
             body,
             headers={"Authorization": f"Bearer {self._secrets[0]}"},
             attempt_timeout=self.config.timeout,
-            attempts=retry.attempts,
+            attempts=attempts or retry.attempts,
             base_delay=retry.base_delay,
             max_delay=retry.max_delay,
             redact_values=self._secrets,

@@ -1,7 +1,11 @@
 """`vercel_env`: maintenance mode on Vercel by an environment variable, undone on resolve.
 
 A variable only reaches the application in a new build, so setting it is followed by a
-redeploy of the deployment production serves, watched until READY. Documented endpoints:
+redeploy of the deployment production serves, watched until READY and then until production
+serves it: after a rollback Vercel no longer assigns production domains to new builds, which
+settle READY with `readySubstate: STAGED` and never serve. BLOCKED is final, like ERROR.
+The redeploy is never retried blindly: a retry after a timeout could start a second build.
+Variable lists are paged (`pagination.next` goes back as `until`). Documented endpoints:
 POST /v10/projects/{idOrName}/env?upsert=true with {"key", "value", "type", "target"}
 (answers {"created": ..., "failed": [...]}), GET /v10/projects/{idOrName}/env ({"envs"}),
 DELETE /v9/projects/{idOrName}/env/{id}, POST /v13/deployments with {"name",
@@ -13,7 +17,7 @@ from __future__ import annotations
 import builtins
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from daemon.models import Incident, RemediationResult
 from daemon.redaction import excerpt
@@ -34,7 +38,9 @@ REDEPLOY_PENDING = "redeploy_pending"
 EnvTarget = Literal["production", "preview", "development"]
 # "system" and "secret" are Vercel's own or deprecated; the rest a user may create.
 EnvType = Literal["plain", "encrypted", "sensitive"]
-FAILED_STATES = frozenset({"ERROR", "CANCELED"})
+FAILED_STATES = frozenset({"ERROR", "CANCELED", "BLOCKED"})
+# Pages of variables read at most when looking for ours.
+MAX_ENV_PAGES = 50
 SETTLED = FAILED_STATES | {"READY"}
 
 
@@ -50,6 +56,13 @@ class EnvConfig(VercelConfig):
     env_type: EnvType = "encrypted"
     # resolve: list, delete, list again, project, redeploy.
     api_calls: ClassVar[int] = 6
+
+    @model_validator(mode="after")
+    def _sensitive_not_development(self) -> EnvConfig:
+        # Vercel refuses it: sensitive variables exist for production and preview only.
+        if self.env_type == "sensitive" and "development" in self.env_target:
+            raise ValueError("a sensitive variable cannot target development (Vercel refuses it)")
+        return self
 
     def as_data(self) -> dict[str, Any]:
         """What the timeline says about the variable; never its value."""
@@ -156,11 +169,22 @@ class VercelEnv(VercelRemediation):
         raise VercelFailure(client.failure("remove variable", reply))
 
     async def _find(self, client: VercelClient) -> str | None:
+        """Our variable's id, following the list's pages."""
         path = ("v10", *client.project_path, "env")
-        body = await client.call("list variables", "GET", path)
-        envs = body.get("envs") if isinstance(body, dict) else None
-        if not isinstance(envs, list):
-            raise VercelFailure(unexpected("list variables", "no envs list"))
+        query: dict[str, str] = {}
+        for _ in range(MAX_ENV_PAGES):
+            body = await client.call("list variables", "GET", path, query=query)
+            envs = body.get("envs") if isinstance(body, dict) else None
+            if not isinstance(envs, list):
+                raise VercelFailure(unexpected("list variables", "no envs list"))
+            found = self._ours(envs)
+            following = _next_page(body)
+            if found is not None or following is None:
+                return found
+            query = {"until": following}
+        raise VercelFailure(unexpected("list variables", f"more than {MAX_ENV_PAGES} pages"))
+
+    def _ours(self, envs: list[Any]) -> str | None:
         wanted = set(self.config.env_target)
         for env in envs:
             if not isinstance(env, dict) or env.get("key") != self.config.key:
@@ -180,10 +204,7 @@ class VercelEnv(VercelRemediation):
             detail = f"{action}, but the project has no production deployment to redeploy"
             return RemediationResult(False, detail, recoverable=False, data=data)
         body = {"name": project.name, "deploymentId": project.production_id, "target": "production"}
-        # forceNew: a build of the same source must not be skipped as a duplicate.
-        created = await client.call(
-            "redeploy", "POST", ("v13", "deployments"), query={"forceNew": "1"}, body=body
-        )
+        created = await self._create(client, body)
         deployment = Deployment.parse(created)
         if deployment is None:
             raise VercelFailure(unexpected("redeploy", "no deployment id"))
@@ -195,23 +216,42 @@ class VercelEnv(VercelRemediation):
             failure.result.data["redeploy"] = data["redeploy"]
             raise
 
+    async def _create(self, client: VercelClient, body: dict[str, Any]) -> Any:
+        """POST the build once: a request that timed out or got a 5xx may still have started
+        one, and a blind retry would start a second."""
+        # forceNew: a build of the same source must not be skipped as a duplicate.
+        path, query = ("v13", "deployments"), {"forceNew": "1"}
+        reply = await client.request("POST", path, query=query, body=body, attempts=1)
+        if reply.ok:
+            return reply.body
+        result = client.failure("redeploy", reply)
+        if reply.status is None or reply.status >= 500:
+            result = RemediationResult(
+                False,
+                f"{result.detail}; not retried: Vercel may have started the build",
+                recoverable=False,
+                data=result.data,
+            )
+        raise VercelFailure(result)
+
     async def _await_ready(
         self, client: VercelClient, action: str, deployment: Deployment, data: dict[str, Any]
     ) -> RemediationResult:
-        state = deployment.state
+        state, substate = deployment.state, deployment.substate
 
         async def ready() -> bool:
-            nonlocal state
+            nonlocal state, substate
             body = await client.call(
                 "read deployment", "GET", ("v13", "deployments", deployment.id)
             )
-            state = _ready_state(body)
+            parsed = Deployment.parse(body)
+            state, substate = (parsed.state, parsed.substate) if parsed else ("", None)
             return state in SETTLED
 
         _, polls = await client.poll(ready)
-        data = {**data, "polls": polls, "ready_state": state}
+        data = {**data, "polls": polls, "ready_state": state, "ready_substate": substate}
         if state == "READY":
-            return RemediationResult(True, f"{action}; redeployed as {deployment.id}", data=data)
+            return await self._served(client, action, deployment, substate, data)
         if state in FAILED_STATES:
             # A failed build fails again from the same source: a person has to look.
             detail = f"{action}, but the redeploy {deployment.id} ended {state}"
@@ -220,17 +260,45 @@ class VercelEnv(VercelRemediation):
         detail = f"{action}, but the redeploy {deployment.id} is {state} after {timeout:g}s"
         return RemediationResult(False, detail, recoverable=True, data=data)
 
+    async def _served(
+        self,
+        client: VercelClient,
+        action: str,
+        deployment: Deployment,
+        substate: str | None,
+        data: dict[str, Any],
+    ) -> RemediationResult:
+        """READY is not live: the change is in effect only once production serves the build."""
+        if substate == "STAGED":
+            # Production domains are not auto-assigned (after a rollback): it never serves.
+            detail = (
+                f"{action}, but the redeploy {deployment.id} is staged, not served: production "
+                "domains are not assigned automatically (after a rollback, for instance)"
+            )
+            return RemediationResult(False, detail, recoverable=False, data=data)
+        served, polls = await client.poll(lambda: client.serves(deployment.id))
+        data = {**data, "serve_polls": polls}
+        if served:
+            return RemediationResult(
+                True, f"{action}; production serves {deployment.id}", data=data
+            )
+        timeout = self.config.verify_timeout
+        detail = f"{action}, but production does not serve {deployment.id} after {timeout:g}s"
+        return RemediationResult(False, detail, recoverable=True, data=data)
+
+
+def _next_page(body: object) -> str | None:
+    """`pagination.next` of a list, the `until` of the following page; None on the last."""
+    pagination = body.get("pagination") if isinstance(body, dict) else None
+    following = pagination.get("next") if isinstance(pagination, dict) else None
+    return str(following) if isinstance(following, int | str) and following != "" else None
+
 
 def _targets(value: object) -> set[str]:
     """A variable's `target`: Vercel answers a list, or a single string."""
     if isinstance(value, str):
         return {value}
     return {t for t in value if isinstance(t, str)} if isinstance(value, list) else set()
-
-
-def _ready_state(body: object) -> str:
-    parsed = Deployment.parse(body)
-    return parsed.state if parsed else ""
 
 
 def _created_id(client: VercelClient, body: object) -> str | None:

@@ -276,13 +276,34 @@ async def test_5xx_and_429_on_the_way_are_retried(
     api_url: str,
 ) -> None:
     fake.fail_next(502, count=2, method="GET")
-    fake.fail_next(429, retry_after=3, method="POST", path=CREATE)
 
     result = await make(api_url).execute(ctx, make_incident())
 
     assert result.ok, result.detail
-    assert len(fake.requests("POST", CREATE)) == 2
-    assert 3.0 in clock.slept
+    assert len(fake.requests("POST", CREATE)) == 1
+    assert len(clock.slept) >= 2
+
+
+@pytest.mark.parametrize("status", [429, 502])
+async def test_the_redeploy_is_never_retried_blindly(
+    ctx: RemediationContext,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+    status: int,
+) -> None:
+    fake.fail_next(status, method="POST", path=CREATE)
+
+    result = await make(api_url).execute(ctx, make_incident())
+
+    # A 5xx may come after Vercel started the build: a second POST could start another.
+    assert not result.ok
+    assert len(fake.requests("POST", CREATE)) == 1
+    assert result.recoverable is (status == 429)
+    if status == 502:
+        assert result.detail.endswith("not retried: Vercel may have started the build")
+    assert result.data["undo"] == {"variable_removed": True}
+    assert variables(fake) == {}
 
 
 def test_config_defaults_and_registration() -> None:
@@ -301,7 +322,14 @@ def test_config_defaults_and_registration() -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"key": "1BAD"}, {"env_target": []}, {"env_target": ["staging"]}, {"env_type": "system"}],
+    [
+        {"key": "1BAD"},
+        {"env_target": []},
+        {"env_target": ["staging"]},
+        {"env_type": "system"},
+        # Vercel refuses sensitive variables for development.
+        {"env_type": "sensitive", "env_target": ["production", "development"]},
+    ],
 )
 def test_bad_config_is_refused(overrides: dict[str, Any]) -> None:
     data = {"type": "vercel_env", "token": TOKEN, "project_id": "x", **overrides}
@@ -387,3 +415,95 @@ async def test_a_variable_vercel_lists_as_failed_is_a_refusal(
     assert not result.ok
     assert not result.recoverable
     assert result.detail == "set variable: refused (ENV_ALREADY_EXISTS: exists (***))"
+
+
+# -- what production really serves (issue 20) -------------------------------------------------
+
+
+async def test_a_blocked_build_is_final_not_waited_for(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    fake.build_outcome = "BLOCKED"
+
+    result = await make(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert result.detail.endswith("ended BLOCKED")
+    assert sum(clock.slept) < 30
+    assert variables(fake) == {}
+
+
+async def test_a_build_staged_after_a_rollback_is_not_maintenance_mode_on(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    # After a rollback Vercel no longer assigns production domains to new builds.
+    fake.projects["prj_store"].auto_assign = False
+
+    result = await make(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert not result.recoverable
+    assert "is staged, not served" in result.detail
+    assert result.data["ready_substate"] == "STAGED"
+    assert production(fake) == deployments["current"].id
+    assert sum(clock.slept) < 30
+    # Not live, so the variable is taken back: the next deploy must not turn it on unseen.
+    assert variables(fake) == {}
+
+
+async def test_success_means_production_serves_the_new_build(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    result = await make(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert production(fake) == newest(fake).id
+    assert result.detail.endswith(f"production serves {newest(fake).id}")
+
+
+async def test_resolve_after_a_restart_follows_the_variable_list_pages(
+    ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    fake.env_page_size = 2
+    remediation = make(api_url)
+    assert (await remediation.execute(ctx, make_incident())).ok
+    project = fake.projects["prj_store"]
+    for index in range(5):  # newer variables push ours to the last page
+        fake._put_env(
+            project,
+            None,
+            {"key": f"OTHER_{index}", "value": "x", "type": "plain", "target": ["production"]},
+        )
+    await ctx.state.put("env_id", None)  # a restart forgot the id
+
+    result = await remediation.resolve(ctx, make_incident())
+
+    assert result is not None
+    assert result.ok, result.detail
+    assert "MAINTENANCE_MODE" not in variables(fake)
+    listings = fake.requests("GET", "/v10/projects/prj_store/env")
+    assert len(listings) == 3
+    assert "until" in listings[-1].query
+
+
+async def test_the_fake_refuses_a_sensitive_development_variable(
+    fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
+) -> None:
+    body = {"key": "K", "value": "v", "type": "sensitive", "target": ["development"]}
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(
+            f"{api_url}/v10/projects/prj_store/env",
+            params={"teamId": TEAM},
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert resp.status == 400
