@@ -57,6 +57,10 @@ class EnvConfig(VercelConfig):
     # resolve: list, delete, list again, project, redeploy.
     api_calls: ClassVar[int] = 6
 
+    def deadline(self) -> float:
+        # Two waits: for the build to settle, then for production to serve it.
+        return super().deadline() + self.verify_timeout
+
     @model_validator(mode="after")
     def _sensitive_not_development(self) -> EnvConfig:
         # Vercel refuses it: sensitive variables exist for production and preview only.
