@@ -1,4 +1,17 @@
-"""Alerts pushed by other systems: the Alertmanager webhook (version 4) and Grafana's superset.
+"""Alerts pushed by other systems: the Alertmanager webhook (version 4) and Grafana's (version 1).
+
+Grafana's webhook contact point sends Alertmanager's body with `"version": "1"` and fields of
+its own (`orgId`, `state`, `title`, `message`, each alert's `values`, `valueString`,
+`silenceURL`, `dashboardURL`, `panelURL`): they are accepted and ignored. An alert without an
+`alertname` label (Grafana's no-data and error alerts carry "DatasourceNoData" or
+"DatasourceError"; a custom label set may have none) is named by its group's `alertname`
+(groupLabels, then commonLabels), else it has no name and only counts as received: no rule
+matches it. Its identity is the sender's fingerprint, else one derived from its labels.
+
+What Alertmanager accepts is accepted (`clip`): a label or annotation value longer than
+MAX_TEXT is cut, beyond MAX_LABELS labels or annotations the rest are dropped, and the alert
+says so (`Alert.clipped`, on the incident's timeline). Refusing one alert would make
+Alertmanager drop its whole group without a retry.
 
 An alert is a second kind of signal into the same engine as check observations. Its
 fingerprint identifies it across Alertmanager's retries and repeats, so the same alert never
@@ -32,6 +45,11 @@ class Alert:
     ends_at: float | None = None  # a resolved alert's: when it resolved, on the sender's clock
     generator_url: str = ""
     source: str = "alertmanager"
+    clipped: str = ""  # what was cut or dropped of an alert beyond the bounds (`clip`)
+    # The sender's notification group (a digest of Alertmanager's groupKey; "" for none) and
+    # how many of its alerts the sender left out of this notification (`truncatedAlerts`).
+    group: str = ""
+    truncated: int = 0
 
     def summary(self) -> str:
         text = self.annotations.get("summary") or self.annotations.get("description") or ""
@@ -156,19 +174,12 @@ Labels = dict[str, str]
 
 class WebhookAlert(_Lenient):
     status: Literal["firing", "resolved"]
-    labels: Labels = Field(max_length=MAX_LABELS)
-    annotations: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
+    labels: Labels
+    annotations: Labels | None = None  # Grafana may send null
     startsAt: str | None = None  # camelCase: the sender's own field names
     endsAt: str | None = None
     generatorURL: str = ""
     fingerprint: str = ""
-
-    @field_validator("labels")
-    @classmethod
-    def _has_alertname(cls, labels: Labels) -> Labels:
-        if not labels.get("alertname"):
-            raise ValueError("an alert needs an alertname label")
-        return labels
 
     @field_validator("startsAt", "endsAt")
     @classmethod
@@ -178,76 +189,150 @@ class WebhookAlert(_Lenient):
         _timestamp(value)
         return value
 
-    @field_validator("labels", "annotations")
-    @classmethod
-    def _bounded(cls, values: Labels) -> Labels:
-        for key, value in values.items():
-            if len(key) > 256 or len(value) > MAX_TEXT:
-                raise ValueError(f"label or annotation {key[:40]!r} is too long")
-        return values
-
-    def to_alert(self, source: str) -> Alert:
+    def to_alert(
+        self, source: str, *, default_name: str = "", group: str = "", truncated: int = 0
+    ) -> Alert:
+        # The identity comes from the labels as sent, before any is cut or dropped.
+        identity = self.fingerprint[:MAX_KEY] or fingerprint(self.labels)
+        labels, label_notes = clip(self.labels, "labels")
+        annotations, notes = clip(self.annotations or {}, "annotations")
+        name = labels.get("alertname") or default_name
         return Alert(
-            name=self.labels["alertname"],
+            name=name,
             firing=self.status == "firing",
-            fingerprint=self.fingerprint or fingerprint(self.labels),
-            labels=dict(self.labels),
-            annotations=dict(self.annotations),
+            fingerprint=identity,
+            labels=labels,
+            annotations=annotations,
             starts_at=_timestamp(self.startsAt),
             ends_at=_timestamp(self.endsAt),
-            generator_url=self.generatorURL,
+            generator_url=self.generatorURL[:MAX_TEXT],
             source=source,
+            clipped="; ".join(label_notes + notes),
+            group=group,
+            truncated=truncated,
         )
 
 
-class AlertmanagerWebhook(_Lenient):
-    """The body Alertmanager (and Grafana) POSTs to a webhook receiver."""
+MAX_KEY = 256
 
-    version: Literal["4"]
+
+def clip(values: Labels, what: str) -> tuple[Labels, list[str]]:
+    """`values` within the bounds (MAX_LABELS entries, keys of MAX_KEY and values of MAX_TEXT
+    characters), and what was cut, for the timeline. Beyond MAX_LABELS, `alertname` is kept
+    and the others in the order of their keys, so the same labels keep the same ones."""
+    notes: list[str] = []
+    keys = list(values)
+    if len(keys) > MAX_LABELS:
+        keys = sorted(keys, key=lambda k: (k != "alertname", k))
+        notes.append(
+            f"{len(keys) - MAX_LABELS} of {len(keys)} {what} dropped (at most {MAX_LABELS})"
+        )
+        keys = keys[:MAX_LABELS]
+    kept: Labels = {}
+    cut = 0
+    for key in keys:
+        value = values[key]
+        if len(key) > MAX_KEY or len(value) > MAX_TEXT:
+            cut += 1
+        kept[key[:MAX_KEY]] = value[:MAX_TEXT]
+    if cut:
+        notes.append(f"{cut} {what} cut to {MAX_KEY} characters a name, {MAX_TEXT} a value")
+    return kept, notes
+
+
+class AlertmanagerWebhook(_Lenient):
+    """The body Alertmanager (version 4) and Grafana (version 1) POST to a webhook receiver."""
+
+    version: Literal["4", "1"]
     status: Literal["firing", "resolved"]
     receiver: str = ""
     groupKey: str = ""
-    truncatedAlerts: int = 0
-    groupLabels: Labels = Field(default_factory=dict)
-    commonLabels: Labels = Field(default_factory=dict)
-    commonAnnotations: Labels = Field(default_factory=dict)
-    externalURL: str = ""
+    truncatedAlerts: int = Field(default=0, ge=0, le=2**31)
+    groupLabels: Labels | None = None
+    commonLabels: Labels | None = None
     alerts: list[WebhookAlert] = Field(max_length=10_000)
 
     def to_alerts(self) -> list[Alert]:
-        return [a.to_alert("alertmanager") for a in self.alerts]
+        source = "grafana" if self.version == "1" else "alertmanager"
+        # The group's own alertname names an alert that has none.
+        default = (self.groupLabels or {}).get("alertname") or (self.commonLabels or {}).get(
+            "alertname", ""
+        )
+        group = fingerprint({"groupKey": self.groupKey}) if self.groupKey else ""
+        return [
+            a.to_alert(
+                source, default_name=default[:MAX_TEXT], group=group, truncated=self.truncatedAlerts
+            )
+            for a in self.alerts
+        ]
+
+
+MAX_ITEMS = 10_000
+
+
+def alerts_from_json(doc: Any, paths: dict[str, str], source: str, each: str = "") -> list[Alert]:
+    """Map a generic JSON webhook body to alerts with configured dotted paths.
+
+    With `each`, the list at that path holds the alerts and `paths` are relative to each item;
+    without, the body is one alert. See `alert_from_json`. Raises ValueError naming what is
+    missing or cannot be mapped: a body is refused whole rather than answered for alerts it
+    did not read.
+    """
+    if not each:
+        return [alert_from_json(doc, paths, source)]
+    items = _get(doc, each, each)
+    if not isinstance(items, list):
+        raise ValueError(f"{each}: expected a list of alerts")
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"{each}: more than {MAX_ITEMS} alerts")
+    alerts: list[Alert] = []
+    for index, item in enumerate(items):
+        try:
+            alerts.append(alert_from_json(item, paths, source))
+        except ValueError as exc:
+            raise ValueError(f"{each}.{index}.{exc}") from None
+    return alerts
+
+
+def _get(doc: Any, path: str, whole: str) -> Any:
+    value = doc
+    for part in path.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            if len(value) > 1:
+                # Reading one item of several would ignore the others, which may fire.
+                raise ValueError(
+                    f"{whole}: reads one item of a list of {len(value)}; map each one "
+                    "with the webhook's `each` setting"
+                )
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise ValueError(f"{whole}: not found in the body")
+    return value
 
 
 def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
-    """Map a generic JSON webhook body to an alert with configured dotted paths.
+    """Map a generic JSON value to an alert with configured dotted paths.
 
     `paths` has `name`, `status` (firing when the value is one of "firing", "alerting",
     "triggered", "open", "critical", true), optional `fingerprint`, `summary` and
-    `labels.<name>` entries. A path steps into objects by key and into lists by index
-    (`alerts.0.title`). Raises ValueError naming the path that is missing or not a
-    plain value.
+    `labels.<name>` entries. A path steps into objects by key and into a list of one item by
+    index (`alerts.0.title`); a list of several is refused (`each` maps them all). Raises
+    ValueError naming the path that is missing or not a plain value. A text longer than
+    MAX_TEXT is cut, as for Alertmanager's alerts (`Alert.clipped` says so).
     """
-
-    def get(path: str) -> Any:
-        value = doc
-        for part in path.split("."):
-            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            elif isinstance(value, dict) and part in value:
-                value = value[part]
-            else:
-                raise ValueError(f"{path}: not found in the body")
-        return value
+    cut: list[str] = []
 
     def text(path: str) -> str:
-        value = get(path)
+        value = _get(doc, path, path)
         # A mapping or list would become Python's repr: refuse it rather than guess.
         if isinstance(value, dict | list):
             raise ValueError(f"{path}: expected a string or number, not an object or list")
         result = str(value).lower() if isinstance(value, bool) else str(value)
         if len(result) > MAX_TEXT:
-            raise ValueError(f"{path}: longer than {MAX_TEXT} characters")
-        return result
+            cut.append(path)
+        return result[:MAX_TEXT]
 
     name = text(paths["name"])
     if not name:
@@ -259,7 +344,8 @@ def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
             labels[key.removeprefix("labels.")] = text(path)
     annotations = {"summary": text(paths["summary"])} if "summary" in paths else {}
     identity = text(paths["fingerprint"]) if "fingerprint" in paths else fingerprint(labels)
-    return Alert(name, firing, identity, labels, annotations, source=source)
+    clipped = f"cut to {MAX_TEXT} characters: {', '.join(cut)}" if cut else ""
+    return Alert(name, firing, identity, labels, annotations, source=source, clipped=clipped)
 
 
 FIRING_WORDS = frozenset({"firing", "alerting", "triggered", "open", "critical", "true"})

@@ -1,19 +1,23 @@
-"""Alerts pushed by other systems: the Alertmanager webhook (and Grafana's superset), and
-generic JSON webhooks mapped to alerts by the paths configured under `webhooks:`."""
+"""Alerts pushed by other systems: the Alertmanager webhook (and Grafana's, signed or not),
+and generic JSON webhooks mapped to alerts by the paths configured under `webhooks:`."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
-from daemon.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alert_from_json
+from daemon.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alerts_from_json
 from daemon.api import (
     DaemonView,
+    _printable,
     json_error,
     json_response,
     parse_json,
     read_body,
-    read_json,
+    refuse_non_finite,
     require_json,
 )
 from daemon.auth import (
@@ -25,6 +29,7 @@ from daemon.auth import (
     WEBHOOK_CHALLENGES,
     ReplayGuard,
     bearer,
+    grafana_problem,
     presents_signature,
     public_problem,
     replay_capacity,
@@ -33,11 +38,13 @@ from daemon.auth import (
     signature_window,
     unauthorized,
 )
-from daemon.config import WebhookAuth, WebhookConfig
+from daemon.config import GrafanaSigning, WebhookAuth, WebhookConfig
 
 log = structlog.get_logger("runbookd.api")
 
 REPLAYED = "X-Runbookd-Signature: this signed request was accepted already (a replay?)"
+GRAFANA_REPLAYED = "this signed Grafana request was accepted already (a replay?)"
+GRAFANA_CHALLENGE = 'Signature realm="runbookd-grafana"'
 # When a sender may try again alerts refused at a cap: about when some of those firing may
 # have resolved. Alertmanager retries with its own backoff, and resends at its group_interval.
 CAP_RETRY_AFTER = 60
@@ -49,8 +56,59 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
     replays = ReplayGuard()
 
     async def alertmanager(request: web.Request) -> web.Response:
-        body = await read_json(request, AlertmanagerWebhook)
+        require_json(request)
+        raw = await read_body(request)
+        refuse_non_finite(raw)
+        signing = daemon.config.runbookd.api.grafana
+        signed = signing is not None and signing.header in request.headers
+        if signed:  # checked before the body is looked at
+            assert signing is not None
+            return await grafana_once(request, signing, raw)
+        body = validate(raw)
+        if signing is not None and body.version == "1":
+            reason = f"missing {signing.header} header: Grafana's notifications must be signed"
+            raise unauthorized(reason, GRAFANA_CHALLENGE)
         return await take(body.to_alerts())
+
+    async def grafana_once(
+        request: web.Request, signing: GrafanaSigning, raw: bytes
+    ) -> web.Response:
+        now = daemon.clock.now()
+        problem = grafana_problem(signing, request.headers, raw, now=now)
+        if problem is not None:
+            log.info("grafana request refused", reason=problem)
+            raise unauthorized(problem, GRAFANA_CHALLENGE)
+        key = f"grafana:{request.headers[signing.header].lower()}"
+        until = int(request.headers[signing.timestamp_header]) + signing.tolerance
+        cap = replay_capacity(daemon.config.runbookd.api.rate_limit, signing.tolerance)
+        return await accepted_once(key, until, now, cap, GRAFANA_REPLAYED, lambda: take_raw(raw))
+
+    async def take_raw(raw: bytes) -> web.Response:
+        return await take(validate(raw).to_alerts())
+
+    async def accepted_once(
+        key: str,
+        until: float,
+        now: float,
+        cap: int,
+        replayed: str,
+        deliver: Callable[[], Awaitable[web.Response]],
+    ) -> web.Response:
+        """A signed request, accepted once: admitted before it is processed (two copies sent
+        at once are not both taken) and forgotten again if it is not accepted after all (the
+        sender may send it again)."""
+        if not replays.admit(key, until, now=now, cap=cap):
+            # 409, not 401: the sender proved itself, and this request is already accepted;
+            # a sender retrying after a lost answer must not think its secret is wrong.
+            return json_error(409, replayed)
+        try:
+            response = await deliver()
+        except BaseException:
+            replays.forget(key)
+            raise
+        if response.status != 200:
+            replays.forget(key)
+        return response
 
     async def take(alerts: list[Alert]) -> web.Response:
         try:
@@ -74,39 +132,44 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
     async def deliver_once(
         request: web.Request, name: str, config: WebhookConfig, raw: bytes, now: float
     ) -> web.Response:
-        """A signed request, accepted once: admitted before it is processed (two copies sent
-        at once are not both taken) and forgotten again if it is not accepted after all (the
-        sender may send it again)."""
         signature, until = signature_window(request.headers, config.auth.tolerance)
-        key = f"{name}:{signature}"
         cap = replay_capacity(daemon.config.runbookd.api.rate_limit, config.auth.tolerance)
-        if not replays.admit(key, until, now=now, cap=cap):
-            # 409, not 401: the sender proved itself, and this request is already accepted;
-            # a sender retrying after a lost answer must not think its secret is wrong.
-            return json_error(409, REPLAYED)
-        try:
-            response = await deliver(request, name, config, raw)
-        except BaseException:
-            replays.forget(key)
-            raise
-        if response.status != 200:
-            replays.forget(key)
-        return response
+        return await accepted_once(
+            f"{name}:{signature}",
+            until,
+            now,
+            cap,
+            REPLAYED,
+            lambda: deliver(request, name, config, raw),
+        )
 
     async def deliver(
         request: web.Request, name: str, config: WebhookConfig, raw: bytes
     ) -> web.Response:
         require_json(request)
         try:
-            alert = alert_from_json(parse_json(raw), config.fields, f"webhook:{name}")
+            doc = parse_json(raw)
+            alerts = alerts_from_json(doc, config.fields, f"webhook:{name}", config.each or "")
         except ValueError as exc:
             return json_error(400, str(exc))
-        return await take([alert])
+        return await take(alerts)
 
     return [
         web.post("/api/v1/alerts", alertmanager),
         web.post("/api/v1/webhooks/{name}", webhook),
     ]
+
+
+def validate(raw: bytes) -> AlertmanagerWebhook:
+    """The body as Alertmanager's (or Grafana's) webhook, or 400 naming the field."""
+    try:
+        return AlertmanagerWebhook.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise web.HTTPBadRequest(reason="body is not valid JSON") from None
+        where = _printable(".".join(str(p) for p in first["loc"])) or "body"
+        raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
 
 
 def over_cap(alerts: list[Alert], exc: AlertCapReached) -> web.Response:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from daemon.config import ApiSettings, ApiToken, RateLimitConfig, Scope
+from daemon.config import ApiSettings, ApiToken, GrafanaSigning, RateLimitConfig, Scope
 
 log = structlog.get_logger("runbookd.api")
 
@@ -323,3 +323,37 @@ class ReplayGuard:
             if until >= now:
                 break
             del self._until[key]
+
+
+# -- Grafana's signature (its webhook contact point's "HMAC Signature" settings) -----------------
+
+_HEX_SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def grafana_sign(secret: str, timestamp: str, body: bytes) -> str:
+    """What Grafana sends: hex HMAC-SHA256 of `timestamp:body`, no prefix."""
+    return hmac.new(secret.encode(), timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+
+
+def grafana_problem(
+    signing: GrafanaSigning, headers: Mapping[str, str], body: bytes, *, now: float
+) -> str | None:
+    """Why a request is not signed by Grafana with `signing`'s secret, or None. These headers
+    are the operator's choice, known to any sender: the reasons tell nothing secret."""
+    timestamp, given = headers.get(signing.timestamp_header), headers.get(signing.header)
+    if timestamp is None or given is None:
+        return (
+            f"missing {signing.timestamp_header} or {signing.header} header (Grafana's signature)"
+        )
+    if not _UNIX_SECONDS.match(timestamp):
+        return f"{signing.timestamp_header}: not unix seconds"
+    expected = grafana_sign(signing.hmac_secret.get_secret_value(), timestamp, body)
+    verified = _HEX_SIGNATURE.match(given) is not None and hmac.compare_digest(
+        given.lower(), expected
+    )
+    if not verified or abs(now - int(timestamp)) > signing.tolerance:
+        return (
+            f"{signing.header}: bad signature, or {signing.timestamp_header} more than "
+            f"{signing.tolerance:g}s from our clock"
+        )
+    return None

@@ -128,6 +128,23 @@ class RateLimitConfig(StrictModel):
     burst: int = Field(default=200, ge=1)
 
 
+class GrafanaSigning(SecretsModel):
+    """Grafana's webhook contact point signs its requests to `POST /api/v1/alerts`: the
+    hex HMAC-SHA256, with this secret, of `TIMESTAMP:BODY` in `header`, the unix seconds in
+    `timestamp_header` (Grafana's "HMAC Signature" settings: secret, header, timestamp header).
+    Its notifications (version "1") must then be signed; each is accepted once."""
+
+    hmac_secret: SecretStr
+    header: str = Field(default="X-Grafana-Alerting-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    # Required: without a timestamp a signed request could be replayed at any time.
+    timestamp_header: str = Field(
+        default="X-Grafana-Alerting-Signature-Timestamp", pattern=r"^[A-Za-z0-9-]{1,64}$"
+    )
+    tolerance: PositiveDuration = Field(default=300.0, le=3600)
+
+    _secret_length = field_validator("hmac_secret")(_long_enough)
+
+
 class ApiSettings(StrictModel):
     # No tokens: the API is open, which the loader allows only on a loopback `listen`.
     tokens: list[ApiToken] = Field(default_factory=list, max_length=100)
@@ -142,6 +159,7 @@ class ApiSettings(StrictModel):
     body_timeout: PositiveDuration = Field(default=30.0, le=600)
     idle_timeout: PositiveDuration = Field(default=120.0, le=3600)
     max_connections: int = Field(default=512, ge=16, le=100_000)
+    grafana: GrafanaSigning | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> ApiSettings:
@@ -248,6 +266,8 @@ class WebhookConfig(StrictModel):
 
     fields: dict[str, DottedPath] = Field(max_length=64)
     auth: WebhookAuth
+    # The path of a list of alerts in the body; `fields` are then relative to each item.
+    each: DottedPath | None = None
 
     @field_validator("fields")
     @classmethod

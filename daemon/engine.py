@@ -84,7 +84,8 @@ class Engine:
                     alert_rules[name] = old_rule
                 else:
                     firing, resolved = dict(old_rule.firing), old_rule.resolved
-                    alert_rules[name] = AlertRule(name, config, firing, resolved)
+                    truncated = old_rule.truncated
+                    alert_rules[name] = AlertRule(name, config, firing, resolved, truncated)
                 self.metrics.alerts_firing.labels(name).set(len(alert_rules[name].firing))
                 continue
             old = self.evaluators.get(name)
@@ -321,6 +322,8 @@ class Engine:
                 if rule is None:  # removed by a reload meanwhile
                     continue
                 fp = alert.fingerprint
+                if rule.note_truncation(alert) and not rule.firing:
+                    await self._resolve_alert_rule(name, alert)
                 if rule.late_firing(alert):
                     stale.append((alert, name))
                 elif alert.firing and fp not in rule.firing:
@@ -349,9 +352,7 @@ class Engine:
                         pending := joined.pop(incident.id, None)
                     ):
                         await self._alerts_joined(*pending)  # before it is resolved
-                    self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
-                    summary = f"resolved: alert {alert.name} ({alert.source})"
-                    await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
+                    await self._resolve_alert_rule(name, alert)
         for incident, pending_alerts in joined.values():
             await self._alerts_joined(incident, pending_alerts)
         for name, count in over_cap.items():
@@ -366,6 +367,27 @@ class Engine:
         for name, values in resolutions.items():
             await self.store.put_values(f"{RESOLVED}:{name}", values)
         return stale, sum(over_cap.values())
+
+    async def _resolve_alert_rule(self, name: str, alert: Alert) -> None:
+        """The rule's last firing alert resolved: its incident resolves, unless the sender
+        left alerts of the rule's groups out of its notifications (`truncatedAlerts`): they
+        may still fire. Then the timeline says so, and a notification of that group with
+        none left out resolves it."""
+        rule, incident = self.alert_rules[name], self.incidents.get(name)
+        if rule.truncated:
+            if incident is not None:
+                left_out = sum(rule.truncated.values())
+                message = (
+                    f"not resolved: the sender left {left_out} alerts out of its notifications "
+                    f"(truncatedAlerts, in {len(rule.truncated)} groups); they may still fire. "
+                    "Resolves once a notification of each such group leaves none out"
+                )
+                data = {"truncated_alerts": left_out, "groups": len(rule.truncated)}
+                await self.recorder.record(incident, "alert", message, **data)
+            return
+        self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
+        summary = f"resolved: alert {alert.name} ({alert.source})"
+        await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
 
     # -- the caps on firing alerts ----------------------------------------------------------
 
@@ -489,6 +511,7 @@ class Engine:
         async with self.recorder.batch():
             if (alert_rule := self.alert_rules.get(rule)) is not None:
                 firing, alert_rule.firing = alert_rule.firing, {}
+                alert_rule.truncated.clear()  # the operator says it is over
                 await self.store.put_values(f"{ALERTS}:{rule}", dict.fromkeys(firing))
                 self.metrics.alerts_firing.labels(rule).set(0)
             self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
@@ -547,6 +570,10 @@ class AlertRule:
     # storm does not lengthen its pauses (the store has the alerts).
     firing: dict[str, float | None] = field(default_factory=dict)
     resolved: Resolutions = field(default_factory=Resolutions)
+    # The sender's groups whose last notification left alerts out (`truncatedAlerts`), with
+    # how many: while any is here the rule may have alerts firing it cannot see, so its
+    # incident does not resolve.
+    truncated: dict[str, int] = field(default_factory=dict)
 
     def matches(self, alert: Alert) -> bool:
         match = self.config.alert_match
@@ -555,9 +582,23 @@ class AlertRule:
     def changed_by(self, alert: Alert) -> bool:
         """A new firing fingerprint (not a late one), the resolution of one that fires, or a
         resolution to record."""
+        if alert.group and self.truncated.get(alert.group, 0) != alert.truncated:
+            return True
         if alert.fingerprint in self.firing:
             return self.ends_episode(alert)
         return not self.late_firing(alert) if alert.firing else self.resolved.news(alert)
+
+    def note_truncation(self, alert: Alert) -> bool:
+        """Keep what `alert`'s notification says of its group's left-out alerts; True when
+        this clears the last group that held the rule's incident open."""
+        if not alert.group or self.truncated.get(alert.group, 0) == alert.truncated:
+            return False
+        if alert.truncated:
+            if alert.group in self.truncated or len(self.truncated) < MAX_TRUNCATED_GROUPS:
+                self.truncated[alert.group] = alert.truncated
+            return False
+        del self.truncated[alert.group]
+        return not self.truncated
 
     def ends_episode(self, alert: Alert) -> bool:
         """A resolution of the episode firing here. One whose start is older than that
@@ -570,6 +611,11 @@ class AlertRule:
     def late_firing(self, alert: Alert) -> bool:
         """A firing alert, not firing here, of an episode already resolved: refused."""
         return alert.firing and alert.fingerprint not in self.firing and self.resolved.stale(alert)
+
+
+# The truncated groups remembered per rule; a sender with more is assumed to keep truncating
+# the ones already here (they hold the incident open), so the memory stays bounded.
+MAX_TRUNCATED_GROUPS = 1_000
 
 
 # The alerts of one request joining an incident: how many are named in the timeline entry's
@@ -593,7 +639,7 @@ RESOLVED = "resolved"
 
 
 def _alert_details(alert: Alert) -> dict[str, Any]:
-    return {
+    details = {
         "alert": alert.name,
         "fingerprint": alert.fingerprint,
         "labels": alert.labels,
@@ -601,10 +647,14 @@ def _alert_details(alert: Alert) -> dict[str, Any]:
         "generator_url": alert.generator_url,
         "source": alert.source,
     }
+    if alert.clipped:  # what was cut to accept it, rather than refuse its whole group
+        details["clipped"] = alert.clipped
+    return details
 
 
 # Shallow, unlike asdict(): the store serialises the value at once, so nothing is shared.
-_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+# Not the notification's group: it belongs to the request, not to the alert.
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert) if f.name not in ("group", "truncated"))
 
 
 def _starts_at(stored: Any) -> float | None:
@@ -614,4 +664,7 @@ def _starts_at(stored: Any) -> float | None:
 
 
 def _alert_to_json(alert: Alert) -> dict[str, Any]:
-    return {name: getattr(alert, name) for name in _ALERT_FIELDS}
+    doc = {name: getattr(alert, name) for name in _ALERT_FIELDS}
+    if not alert.clipped:
+        del doc["clipped"]
+    return doc
