@@ -47,6 +47,13 @@ webhooks:
   uptime:
     fields: {{name: monitor.name, status: monitor.down}}
     auth: {{token: "${{RUNBOOKD_TEST_HOOK_TOKEN}}"}}
+  batch:
+    each: alerts
+    fields: {{name: labels.alertname, status: status, labels.instance: labels.instance}}
+    auth: {{token: "${{RUNBOOKD_TEST_HOOK_TOKEN}}"}}
+  first:
+    fields: {{name: alerts.0.labels.alertname, status: alerts.0.status}}
+    auth: {{token: "${{RUNBOOKD_TEST_HOOK_TOKEN}}"}}
 rules:
   deploy_failed:
     when: {{alert: DeployFailed, labels: {{service: web}}}}
@@ -290,6 +297,43 @@ async def test_a_bearer_webhook(api: str, session: aiohttp.ClientSession) -> Non
     assert (status, answer) == (200, {"received": 1, "matched": 1})
     (incident,) = await incidents(session, api)
     assert (incident["rule"], incident["trigger"]["source"]) == ("site_down", "webhook:uptime")
+
+
+def mixed(*statuses: str) -> bytes:
+    """A notification of several alerts (Alertmanager's shape), sent to a generic webhook."""
+    alerts = [
+        {"status": status, "labels": {"alertname": "homepage", "instance": str(i)}}
+        for i, status in enumerate(statuses)
+    ]
+    return json.dumps({"alerts": alerts}).encode()
+
+
+async def test_a_webhook_maps_each_alert_of_a_list(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {HOOK_TOKEN}"}
+    url = f"{api}/api/v1/webhooks/batch"
+    body = mixed("resolved", "resolved", "firing")  # the firing one third
+    status, answer, _ = await post(session, url, body, headers)
+    assert (status, answer) == (200, {"received": 3, "matched": 3})
+    (incident,) = await incidents(session, api)
+    assert incident["trigger"]["labels"]["instance"] == "2"
+    bad = json.dumps({"alerts": [{"status": "firing", "labels": {}}]}).encode()
+    status, answer, _ = await post(session, url, bad, headers)
+    assert (status, answer) == (400, {"error": "alerts.0.labels.alertname: not found in the body"})
+
+
+async def test_a_webhook_refuses_a_list_it_would_read_one_item_of(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {HOOK_TOKEN}"}
+    url = f"{api}/api/v1/webhooks/first"
+    status, answer, _ = await post(session, url, mixed("resolved", "resolved", "firing"), headers)
+    assert status == 400
+    assert answer["error"].startswith("alerts.0.labels.alertname: reads one item of a list of 3")
+    assert await incidents(session, api) == []
+    status, answer, _ = await post(session, url, mixed("firing"), headers)  # one item: read
+    assert (status, answer) == (200, {"received": 1, "matched": 1})
 
 
 async def test_a_webhook_alert_is_one_commit_and_its_repeat_none(
