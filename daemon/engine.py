@@ -121,6 +121,8 @@ class Engine:
             self.metrics.alerts_firing.labels(name).set(len(rule.firing))
             if rule.firing:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
+            truncated = await self.store.values(f"{TRUNCATED}:{name}")
+            rule.truncated = {g: n for g, n in truncated.items() if isinstance(n, int)}
             rule.resolved = Resolutions()
             records = await self.store.values(f"{RESOLVED}:{name}")
             if dropped := rule.resolved.restore(records, self.clock.now()):
@@ -311,6 +313,7 @@ class Engine:
         joined: dict[str, tuple[Incident, list[Alert]]] = {}  # by incident id, in order
         stored: dict[str, dict[str, Any]] = {}  # the rules' firing alerts to write, or None
         resolutions: dict[str, dict[str, Any]] = {}  # the rules' resolution records, likewise
+        truncations: dict[str, dict[str, Any]] = {}  # the rules' truncated groups, likewise
         stale: list[tuple[Alert, str]] = []  # late firings refused, with their rule
         over_cap: dict[str, int] = {}  # new firing alerts refused at a cap, by rule
         # Only this batch changes firing alerts meanwhile (a reload may drop a rule: then this
@@ -322,8 +325,11 @@ class Engine:
                 if rule is None:  # removed by a reload meanwhile
                     continue
                 fp = alert.fingerprint
+                left_out = rule.truncated.get(alert.group) if alert.group else None
                 if rule.note_truncation(alert) and not rule.firing:
                     await self._resolve_alert_rule(name, alert)
+                if alert.group and rule.truncated.get(alert.group) != left_out:
+                    truncations.setdefault(name, {})[alert.group] = rule.truncated.get(alert.group)
                 if rule.late_firing(alert):
                     stale.append((alert, name))
                 elif alert.firing and fp not in rule.firing:
@@ -366,6 +372,8 @@ class Engine:
                 self.metrics.alerts_firing.labels(name).set(len(rule.firing))
         for name, values in resolutions.items():
             await self.store.put_values(f"{RESOLVED}:{name}", values)
+        for name, values in truncations.items():
+            await self.store.put_values(f"{TRUNCATED}:{name}", values)
         return stale, sum(over_cap.values())
 
     async def _resolve_alert_rule(self, name: str, alert: Alert) -> None:
@@ -511,7 +519,8 @@ class Engine:
         async with self.recorder.batch():
             if (alert_rule := self.alert_rules.get(rule)) is not None:
                 firing, alert_rule.firing = alert_rule.firing, {}
-                alert_rule.truncated.clear()  # the operator says it is over
+                groups, alert_rule.truncated = alert_rule.truncated, {}  # the operator says so
+                await self.store.put_values(f"{TRUNCATED}:{rule}", dict.fromkeys(groups))
                 await self.store.put_values(f"{ALERTS}:{rule}", dict.fromkeys(firing))
                 self.metrics.alerts_firing.labels(rule).set(0)
             self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
@@ -636,6 +645,9 @@ CAP_LOW_WATER = 0.9
 ALERTS = "alerts"
 # Likewise "resolved:<rule>": the episodes resolved lately, by fingerprint (`Resolutions`).
 RESOLVED = "resolved"
+# And "truncated:<rule>": the sender's groups whose last notification left alerts out, with
+# how many, so a restart does not resolve an incident some of whose alerts may still fire.
+TRUNCATED = "truncated"
 
 
 def _alert_details(alert: Alert) -> dict[str, Any]:

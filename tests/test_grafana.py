@@ -13,6 +13,7 @@ import pytest
 
 from daemon.alerts import MAX_LABELS, MAX_TEXT, Alert, AlertmanagerWebhook
 from daemon.auth import grafana_sign
+from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for
 from tests.world import make_world
 
@@ -108,6 +109,25 @@ async def test_a_group_no_longer_truncated_resolves_a_held_incident_by_itself() 
     doc["alerts"] = doc["alerts"][:1]  # a repeat of a resolution: only the count changed
     await w.engine.alerts(parse(doc))
     assert w.store.data.incidents[incident.id].status.value == "resolved"
+
+
+async def test_a_truncated_group_holds_its_incident_across_a_restart() -> None:
+    data = MemoryData()
+    rules = {"a1": {"when": {"alert": "alert1"}, "do": ["rollback"]}}
+    before = make_world(rules, data=data)
+    doc = body("alerting-test-truncated.json")
+    await before.engine.alerts(parse(doc))
+    await before.clock.advance(0)
+    after = make_world(rules, data=data, clock=before.clock)
+    await after.engine.restore()
+    for a in doc["alerts"]:
+        a["status"] = "resolved"
+    await after.engine.alerts(parse(doc))  # the shown ones resolve; one was left out
+    incident = data.incidents[before.opened[0].id]
+    assert incident.status.value == "open"
+    doc["truncatedAlerts"] = 0
+    await after.engine.alerts(parse(doc))
+    assert data.incidents[incident.id].status.value == "resolved"
 
 
 # -- what Alertmanager accepts is accepted ------------------------------------------------------
