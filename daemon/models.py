@@ -105,9 +105,11 @@ class Incident:
 
 @dataclass(frozen=True, slots=True)
 class RemediationResult:
-    """What a remediation did. `recoverable` says whether trying again later may help."""
+    """What a remediation did. `recoverable` says whether trying again later may help;
+    `retry_after`, in seconds, how long a retry must wait at least (a provider's rate limit)."""
 
     ok: bool
     detail: str
     recoverable: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None

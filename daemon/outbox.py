@@ -92,7 +92,9 @@ class Outbox:
                 if item.phase == "execute":
                     await self._resolutions_after(item)
             elif result.recoverable and attempts < MAX_ATTEMPTS:
-                next_at = self.clock.now() + backoff(attempts)
+                # A provider's Retry-After is honoured in full, even beyond our own backoff.
+                wait = max(backoff(attempts), result.retry_after or 0.0)
+                next_at = self.clock.now() + wait
                 await self.store.outbox_reschedule(item.id, next_at, attempts, result.detail)
             else:
                 await self.store.outbox_finish(item.id, "failed")

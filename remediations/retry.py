@@ -1,8 +1,13 @@
 """One retry policy for every HTTP call a remediation makes (webhooks, paging, chat).
 
-Retried: connection errors, timeouts, 429 (honouring Retry-After) and 5xx, with exponential
-backoff on the injected clock. Never retried: other 4xx and anything else unexpected, since
-sending the same request again cannot fix it. Redirects are not followed: a webhook that
+Retried: connection errors, timeouts, 429 and 5xx, with exponential backoff on the injected
+clock. Retry-After is honoured in full: a wait longer than the call's `max_delay` ends the
+call, recoverable, with `retry_after` for the caller (the outbox) to wait out; the provider
+is never asked again sooner than it said. A request that is not idempotent (`idempotent=
+False`) is repeated only when the provider surely did not act on it: a 429 or a connection
+never made; a 5xx or a timeout may come after it acted, so neither is retried, here or later.
+Never retried: other 4xx and anything else unexpected, since sending the same request again
+cannot fix it. Redirects are not followed: a webhook that
 redirects is misconfigured, and following it could carry credentials to another host.
 
 By default only an excerpt of the response is kept, for the timeline; a caller that needs
@@ -68,6 +73,8 @@ class HttpOutcome:
     error: str = ""
     delays: tuple[float, ...] = ()
     text: str = field(default="", repr=False)
+    # The last attempt's Retry-After, in seconds: no retry may come sooner.
+    retry_after: float | None = None
 
     def json(self) -> Any:
         """The whole body parsed as JSON; None if empty, not JSON, or not kept (max_body)."""
@@ -80,6 +87,8 @@ class HttpOutcome:
 
     def describe(self) -> str:
         last = self.error or f"HTTP {self.status}"
+        if self.retry_after is not None and not self.ok:
+            last += f" (retry after {self.retry_after:g}s)"
         if self.ok or not self.recoverable:
             return last
         return f"gave up after {self.attempts} attempts, last: {last}"
@@ -94,6 +103,8 @@ class HttpOutcome:
             data["backoff_seconds"] = list(self.delays)
         if self.error:
             data["error"] = self.error
+        if self.retry_after is not None and not self.ok:
+            data["retry_after_seconds"] = self.retry_after
         return data
 
     def result(self, action: str, request: Mapping[str, Any]) -> RemediationResult:
@@ -103,6 +114,7 @@ class HttpOutcome:
             detail=f"{action}: {self.describe()}",
             recoverable=self.recoverable,
             data={"request": dict(request), **self.as_data()},
+            retry_after=self.retry_after if self.recoverable else None,
         )
 
 
@@ -116,6 +128,8 @@ class _Attempt:
     error: str = ""
     retry: bool = False
     retry_after: float | None = None
+    # The provider surely did not act on the request (a 429, a connection never made).
+    unsent: bool = False
 
 
 def safe_url(url: str) -> str:
@@ -156,6 +170,7 @@ async def send_json(
     expect: Collection[int] = (),
     redact_values: Sequence[str] = (),
     max_body: int | None = None,
+    idempotent: bool = True,
 ) -> HttpOutcome:
     """Send `body` as JSON (None: no body). Success is a status in `expect`, default any 2xx.
 
@@ -163,6 +178,9 @@ async def send_json(
 
     With `max_body`, a body of up to that many bytes is kept whole in `text` (see
     HttpOutcome.json); a longer one fails with "response too large" and is not retried.
+
+    Not `idempotent`: only a failure the provider surely did not act on is retried or left
+    recoverable (a 429, a connection never made).
 
     Never raises for network or HTTP failures; `redact_values` are masked in what it returns.
     """
@@ -179,16 +197,20 @@ async def send_json(
             ctx.session, method, url, data, request_headers, attempt_timeout, max_body
         )
         ok = not result.error and _expected(result.status, expect)
-        if ok or not result.retry or attempt >= attempts:
+        retry = not ok and result.retry and (idempotent or result.unsent)
+        # A Retry-After beyond what this call may wait is left to the caller, in full.
+        too_long = result.retry_after is not None and result.retry_after > max_delay
+        if not retry or too_long or attempt >= attempts:
             return HttpOutcome(
                 ok=ok,
                 status=result.status,
                 body=_excerpt(result, redact_values),
                 attempts=attempt,
-                recoverable=not ok and result.retry,
+                recoverable=retry,
                 error=redact(result.error, redact_values),
                 delays=tuple(delays),
                 text=redact(result.text, redact_values),
+                retry_after=result.retry_after,
             )
         delay = _backoff(attempt, base_delay, max_delay, result.retry_after)
         delays.append(delay)
@@ -225,6 +247,7 @@ async def _attempt(
                 text="" if max_body is None else raw.decode("utf-8", errors="replace"),
                 retry=resp.status == 429 or resp.status >= 500,
                 retry_after=_retry_after(resp.headers.get("Retry-After")),
+                unsent=resp.status == 429,
             )
     except TimeoutError:
         return _Attempt(None, error=f"timed out after {attempt_timeout:g}s", retry=True)
@@ -234,6 +257,9 @@ async def _attempt(
     except aiohttp.ClientSSLError as exc:
         # A certificate problem does not go away by asking again.
         return _Attempt(None, error=f"TLS error: {type(exc).__name__}")
+    except aiohttp.ClientConnectorError as exc:
+        # No connection, so nothing was sent: safe to send again, idempotent or not.
+        return _Attempt(None, error=f"{type(exc).__name__}: {exc}", retry=True, unsent=True)
     except aiohttp.ClientResponseError as exc:
         # A malformed response; str(exc) would repeat the full URL.
         return _Attempt(None, error=f"{type(exc).__name__}: {exc.message}", retry=True)
@@ -277,5 +303,6 @@ def _retry_after(value: str | None) -> float | None:
 
 def _backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     if retry_after is not None:
-        return min(cap, retry_after)
+        # send_json never gets here with a Retry-After above the cap: it is waited in full.
+        return retry_after
     return float(min(cap, base * 2 ** (attempt - 1)))

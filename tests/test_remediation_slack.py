@@ -417,6 +417,23 @@ async def test_429_is_retried_after_retry_after(
     assert clock.slept == [3.0]
 
 
+async def test_a_retry_after_beyond_the_budget_is_left_to_the_outbox(
+    ctx: RemediationContext, clock: ManualClock, fake: FakeSlack, webhook_url: str
+) -> None:
+    fake.fail_next(429, retry_after=120)
+
+    result = await make(webhook_url).execute(ctx, make_incident())
+
+    # Slack may disable an app that keeps posting while limited: not a single early retry.
+    assert len(fake.received) == 1
+    assert clock.slept == []
+    assert (result.ok, result.recoverable, result.retry_after) == (False, True, 120.0)
+    assert result.data["status"] == 429
+    assert result.data["retry_after_seconds"] == 120.0
+    assert '"error": "ratelimited"' in result.data["response"]
+    assert_no_secret(result)
+
+
 async def test_500_is_retried_with_backoff(
     ctx: RemediationContext, clock: ManualClock, fake: FakeSlack, webhook_url: str
 ) -> None:

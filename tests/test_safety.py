@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from daemon.approvals import Decision
 from daemon.clock import ManualClock
+from daemon.models import Incident, RemediationResult
 from daemon.store import Store
+from remediations.base import RemediationContext
 from tests.memory_store import MemoryData
 from tests.world import RULE, FakeAction, FakePager, World, make_world
 
@@ -190,6 +192,29 @@ async def test_a_failed_page_is_retried_from_the_outbox() -> None:
     ] == [False, False, True]
     await w.clock.advance(600)
     assert len(actions["page"].calls) == 3  # delivered once, never again
+    await w.pipeline.drain(0)
+
+
+class RateLimitedPager(FakePager):
+    """Its first call meets a provider's 429 asking for ten minutes' quiet."""
+
+    async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        if not self.calls:
+            self.calls.append(incident.id)
+            return RemediationResult(False, "HTTP 429", recoverable=True, retry_after=600.0)
+        return await super().execute(ctx, incident)
+
+
+async def test_the_outbox_waits_out_a_providers_retry_after() -> None:
+    pager = RateLimitedPager("page")
+    w = make_world({"errors": RULE | {"do": ["page"]}}, {"page": pager})
+    w.pipeline.start_outbox()
+    await fire(w)
+    assert len(pager.calls) == 1
+    await w.clock.advance(595)  # our own backoff (30 s) would have asked again long ago
+    assert len(pager.calls) == 1
+    await w.clock.advance(10)
+    assert len(pager.calls) == 2
     await w.pipeline.drain(0)
 
 

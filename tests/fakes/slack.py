@@ -2,8 +2,14 @@
 
 Success is 200 with the text body "ok". Errors are plain-text strings with these codes:
 400 invalid_payload / no_text / invalid_blocks, 403 action_prohibited, 404 no_service /
-channel_not_found, 410 channel_is_archived, 429 (with Retry-After), 500 rollup_error.
-Blocks are checked against the Block Kit limits a client is most likely to break.
+channel_not_found, 410 channel_is_archived, 500 rollup_error. Blocks are checked against
+the Block Kit limits a client is most likely to break.
+
+A rate limit is the one JSON answer: 429 with `{"ok": false, "error": "ratelimited"}` and a
+Retry-After header in seconds, which must be waited out in full (an app that keeps sending
+while limited may be disabled).
+Source: https://docs.slack.dev/apis/web-api/rate-limits ("HTTP based APIs, including
+incoming webhooks")
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ ERROR_STATUS = {
     "no_service": 404,
     "channel_not_found": 404,
     "channel_is_archived": 410,
-    "rate_limited": 429,
     "rollup_error": 500,
 }
 BLOCK_TYPES = {"header", "section", "context", "divider", "actions", "image", "rich_text"}
@@ -112,8 +117,11 @@ class FakeSlack:
         return web.Response(text="ok")
 
     def _failure(self, failure: Failure) -> web.Response:
-        text = "rate_limited" if failure.status == 429 else "rollup_error"
-        return web.Response(text=text, status=failure.status, headers=retry_after_headers(failure))
+        headers = retry_after_headers(failure)
+        if failure.status == 429:
+            body = {"ok": False, "error": "ratelimited"}
+            return web.json_response(body, status=429, headers=headers)
+        return web.Response(text="rollup_error", status=failure.status, headers=headers)
 
 
 def _error(error: str) -> web.Response:
