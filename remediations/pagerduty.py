@@ -234,7 +234,8 @@ def _since_last_report(timeline: list[TimelineEntry], own: str) -> list[Timeline
 class PagerDutyChangeRemediation(Hooks):
     type: ClassVar[str] = "pagerduty_change"
     Config: ClassVar[builtins.type[RemediationConfig]] = PagerDutyChangeConfig
-    # Change events have no dedup_key: a repeat records the change twice.
+    # Change events have no dedup_key: a repeat records the change twice, so one is sent
+    # again (in the call or from the outbox) only when PagerDuty surely did not take it.
     idempotent: bool = False
     destructive: bool = False
     # It tells (PagerDuty's change timeline) rather than changes anything, and pages nobody.
@@ -338,6 +339,9 @@ class PagerDutyChangeRemediation(Hooks):
             base_delay=config.retry.base_delay,
             max_delay=config.retry.max_delay,
             redact_values=[config.routing_key.get_secret_value()],
+            # A 5xx or timeout may come after PagerDuty recorded the change, and a change
+            # event has no dedup_key: only a 429 or a connection never made is sent again.
+            idempotent=False,
         )
         details = event["payload"]["custom_details"]
         request = {

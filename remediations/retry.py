@@ -75,6 +75,8 @@ class HttpOutcome:
     text: str = field(default="", repr=False)
     # The last attempt's Retry-After, in seconds: no retry may come sooner.
     retry_after: float | None = None
+    # Not idempotent, and the provider may have acted before failing: not repeated.
+    unsure: bool = False
 
     def json(self) -> Any:
         """The whole body parsed as JSON; None if empty, not JSON, or not kept (max_body)."""
@@ -89,6 +91,8 @@ class HttpOutcome:
         last = self.error or f"HTTP {self.status}"
         if self.retry_after is not None and not self.ok:
             last += f" (retry after {self.retry_after:g}s)"
+        if self.unsure:
+            return f"{last}; not retried: the provider may have acted on it"
         if self.ok or not self.recoverable:
             return last
         return f"gave up after {self.attempts} attempts, last: {last}"
@@ -211,6 +215,7 @@ async def send_json(
                 delays=tuple(delays),
                 text=redact(result.text, redact_values),
                 retry_after=result.retry_after,
+                unsure=not ok and result.retry and not retry,
             )
         delay = _backoff(attempt, base_delay, max_delay, result.retry_after)
         delays.append(delay)

@@ -604,19 +604,49 @@ async def test_change_event_400_is_not_retried(
     assert "u+shortRestApiKey" not in repr(result)
 
 
-async def test_change_event_500_and_429_are_retried(
+async def test_change_event_429_is_retried(
     ctx: RemediationContext, clock: ManualClock, fake: FakePagerDuty, change_url: str
 ) -> None:
-    fake.fail_next(500)
     fake.fail_next(429, retry_after=7)
     incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
 
     result = await make_change(change_url).execute(ctx, incident)
 
     assert result.ok
-    assert clock.slept == [1.0, 7.0]
+    assert clock.slept == [7.0]
     assert len(fake.change_events) == 1
     assert_no_secret(result)
+
+
+async def test_change_event_5xx_is_not_retried_anywhere(
+    ctx: RemediationContext, clock: ManualClock, fake: FakePagerDuty, change_url: str
+) -> None:
+    fake.fail_next(502)
+    incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
+
+    result = await make_change(change_url).execute(ctx, incident)
+
+    # A 5xx may follow PagerDuty recording the change: a repeat (here or from the outbox,
+    # which retries only what is recoverable) would record it twice.
+    assert (result.ok, result.recoverable) == (False, False)
+    assert len(fake.received) == 1
+    assert clock.slept == []
+    assert result.detail.endswith("HTTP 502; not retried: the provider may have acted on it")
+    assert_no_secret(result)
+
+
+async def test_change_event_connection_refused_is_retried(
+    ctx: RemediationContext, clock: ManualClock
+) -> None:
+    # Nothing listens: the request never left, so it is safe to send again.
+    incident = incident_with(step(OPENED + 10, "rollback-web", "compose_rollback"))
+    url = f"http://127.0.0.1:{free_port()}/v2/change/enqueue"
+
+    result = await make_change(url, retry={"attempts": 2}).execute(ctx, incident)
+
+    assert (result.ok, result.recoverable) == (False, True)
+    assert result.data["attempts"] == 2
+    assert clock.slept == [1.0]
 
 
 async def test_through_the_pipeline_rollback_then_change_then_resolve(
