@@ -177,9 +177,11 @@ class VercelClient:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         attempts: int | None = None,
+        idempotent: bool = True,
     ) -> Reply:
         """One call, retried by send_json's policy (429 after Retry-After, 5xx, network), at
-        most `attempts` times (default: the config's)."""
+        most `attempts` times (default: the config's); not `idempotent`, only a 429 or a
+        connection never made is retried."""
         retry = self.config.retry
         outcome = await send_json(
             self.ctx,
@@ -193,6 +195,7 @@ class VercelClient:
             max_delay=retry.max_delay,
             redact_values=self._secrets,
             max_body=MAX_BODY_BYTES,
+            idempotent=idempotent,
         )
         return Reply(
             status=outcome.status,

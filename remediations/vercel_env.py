@@ -221,15 +221,15 @@ class VercelEnv(VercelRemediation):
             raise
 
     async def _create(self, client: VercelClient, body: dict[str, Any]) -> Any:
-        """POST the build once: a request that timed out or got a 5xx may still have started
-        one, and a blind retry would start a second."""
+        """POST the build; sent again only after a 429 (after its Retry-After) or a connection
+        never made: a request that timed out or got a 5xx may still have started a build."""
         # forceNew: a build of the same source must not be skipped as a duplicate.
         path, query = ("v13", "deployments"), {"forceNew": "1"}
-        reply = await client.request("POST", path, query=query, body=body, attempts=1)
+        reply = await client.request("POST", path, query=query, body=body, idempotent=False)
         if reply.ok:
             return reply.body
         result = client.failure("redeploy", reply)
-        if reply.status is None or reply.status >= 500:
+        if not reply.recoverable and (reply.status is None or reply.status >= 500):
             result = RemediationResult(
                 False,
                 f"{result.detail}; not retried: Vercel may have started the build",

@@ -274,18 +274,30 @@ async def test_5xx_is_retried_with_exponential_backoff(
     assert result.data["backoff_seconds"] == [1.0, 2.0, 4.0]
 
 
-async def test_429_honours_retry_after_capped_by_max_delay(
+async def test_429_honours_retry_after_in_full(
     ctx: RemediationContext, clock: ManualClock, endpoint: Endpoint, base_url: str
 ) -> None:
     endpoint.reply(429, headers={"Retry-After": "7"})
-    endpoint.reply(429, headers={"Retry-After": "600"})
     endpoint.reply(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
 
     result = await make(base_url, retry={"max_delay": "1m"}).execute(ctx, make_incident())
 
     assert result.ok
-    # Seconds are honoured, capped at max_delay; an HTTP-date falls back to our backoff.
-    assert clock.slept == [7.0, 60.0, 4.0]
+    # Seconds are waited in full; an HTTP-date falls back to our backoff.
+    assert clock.slept == [7.0, 2.0]
+
+
+async def test_a_retry_after_beyond_max_delay_is_left_to_the_caller(
+    ctx: RemediationContext, clock: ManualClock, endpoint: Endpoint, base_url: str
+) -> None:
+    endpoint.reply(429, headers={"Retry-After": "600"})
+
+    result = await make(base_url, retry={"max_delay": "1m"}).execute(ctx, make_incident())
+
+    # Never asked again sooner than the provider said: the outbox waits the 600 s.
+    assert len(endpoint.requests) == 1
+    assert clock.slept == []
+    assert (result.ok, result.recoverable, result.retry_after) == (False, True, 600.0)
 
 
 async def test_exhausted_attempts_are_recoverable(

@@ -284,26 +284,40 @@ async def test_5xx_and_429_on_the_way_are_retried(
     assert len(clock.slept) >= 2
 
 
-@pytest.mark.parametrize("status", [429, 502])
-async def test_the_redeploy_is_never_retried_blindly(
+async def test_a_redeploy_that_may_have_started_a_build_is_not_sent_again(
     ctx: RemediationContext,
     fake: FakeVercel,
     deployments: dict[str, Deployment],
     api_url: str,
-    status: int,
 ) -> None:
-    fake.fail_next(status, method="POST", path=CREATE)
+    fake.fail_next(502, method="POST", path=CREATE)
 
     result = await make(api_url).execute(ctx, make_incident())
 
     # A 5xx may come after Vercel started the build: a second POST could start another.
     assert not result.ok
+    assert not result.recoverable
     assert len(fake.requests("POST", CREATE)) == 1
-    assert result.recoverable is (status == 429)
-    if status == 502:
-        assert result.detail.endswith("not retried: Vercel may have started the build")
+    assert result.detail.endswith("not retried: Vercel may have started the build")
     assert result.data["undo"] == {"variable_removed": True}
     assert variables(fake) == {}
+
+
+async def test_a_rate_limited_redeploy_is_sent_again_after_retry_after(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    """A 429 started nothing: the POST goes again once the wait Vercel asks for is over."""
+    fake.fail_next(429, method="POST", path=CREATE)
+
+    result = await make(api_url).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert len(fake.requests("POST", CREATE)) == 2
+    assert clock.slept[0] >= 1.0
 
 
 def test_config_defaults_and_registration() -> None:
