@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.services import missing
 from tests.utils import free_port, stop_process
 
 BINARY = (
@@ -39,7 +39,7 @@ RECEIVER = "webhook"
 
 def require_alertmanager() -> None:
     if not Path(BINARY).is_file():
-        pytest.skip(f"Alertmanager is not installed ({BINARY}); `make test` installs it")
+        missing(f"Alertmanager is not installed ({BINARY}); `make test` installs it")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-import pytest
-
+from tests.services import missing
 from tests.utils import free_port
 
 START_TIMEOUT = 30.0  # seconds for the server to answer; a cold import of moto takes ~1s
@@ -32,7 +31,7 @@ def moto_server() -> Iterator[str]:
     process is terminated (then killed) on exit, so none is left behind.
     """
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
-        pytest.skip("moto's server is not installed (pip install 'moto[server]')")
+        missing("moto's server is not installed (pip install 'moto[server]')")
     port = free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     # The log goes to a file, not a pipe: nobody reads a pipe, and a full one blocks moto.
@@ -66,10 +65,10 @@ def _wait_until_answering(proc: subprocess.Popen[bytes], port: int, log: IO[byte
         except subprocess.TimeoutExpired:
             if time.monotonic() < deadline:
                 continue
-            pytest.skip(f"moto's server did not answer within {START_TIMEOUT:g}s")
+            missing(f"moto's server did not answer within {START_TIMEOUT:g}s")
         log.seek(0)
         tail = log.read().decode(errors="replace")[-500:]
-        pytest.skip(f"moto's server exited with status {proc.returncode}: {tail}")
+        missing(f"moto's server exited with status {proc.returncode}: {tail}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

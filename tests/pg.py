@@ -17,7 +17,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 # asyncpg ships no type hints (hence the ignores on its calls).
 import asyncpg
 import asyncpg.exceptions as pgerr
-import pytest
+
+from tests.services import missing
 
 ADMIN_DSN = os.environ.get("RUNBOOKD_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
 CONNECT_TIMEOUT = 5.0
@@ -60,9 +61,7 @@ async def fresh_database() -> AsyncIterator[Database]:
     try:
         admin = await asyncpg.connect(ADMIN_DSN, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError, pgerr.PostgresError, pgerr.InterfaceError) as exc:
-        pytest.skip(
-            f"PostgreSQL not reachable at {_where(ADMIN_DSN)} (RUNBOOKD_TEST_PG_DSN): {exc}"
-        )
+        missing(f"PostgreSQL not reachable at {_where(ADMIN_DSN)} (RUNBOOKD_TEST_PG_DSN): {exc}")
     name = f"runbookd_test_{secrets.token_hex(6)}"
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

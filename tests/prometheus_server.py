@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
+from tests.services import missing
 from tests.utils import free_port, stop_process
 
 BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -48,7 +48,7 @@ def basic_authorization(username: str, password: str) -> str:
 
 def require_prometheus() -> None:
     if not Path(BINARY).is_file():
-        pytest.skip(f"Prometheus is not installed ({BINARY}); `make test` installs it")
+        missing(f"Prometheus is not installed ({BINARY}); `make test` installs it")
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from checks.redis import (
 )
 from daemon.clock import ManualClock
 from daemon.models import Status
+from tests.services import missing
 from tests.utils import free_port, silent_server
 
 SHARED_URL = os.environ.get("RUNBOOKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -51,7 +52,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path, *args: str, sentinel: bool = False) -> None:
         if not os.path.exists(REDIS_SERVER):
-            pytest.skip(f"{REDIS_SERVER} not found")
+            missing(f"{REDIS_SERVER} not found")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,7 @@ async def test_ok_with_real_values(ctx: CheckContext, checks: Make) -> None:
     check = await checks(with_db(SHARED_URL, 15))
     first = await check.run(ctx)
     if first.reason == "connection refused":
-        pytest.skip(f"Redis not reachable at RUNBOOKD_TEST_REDIS_URL ({first.reason})")
+        missing(f"Redis not reachable at RUNBOOKD_TEST_REDIS_URL ({first.reason})")
     assert (first.status, first.reason) == (Status.OK, "")
     values = first.values
     assert values["up"] == 1.0

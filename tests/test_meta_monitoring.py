@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.metrics import Metrics
+from tests.services import missing
 from tests.utils import run_daemon, serve, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ GRAFANA_VARIABLES = {
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian: apt-get install prometheus)")
+        missing(f"{name} is not installed (Debian: apt-get install prometheus)")
     return path
 
 

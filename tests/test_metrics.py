@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import metrics as metrics_module
 from daemon.metrics import Metrics
 from daemon.models import Observation, Status
+from tests.services import missing
 
 # Label values a config or a check may well contain: quotes, backslashes, newlines, UTF-8.
 AWKWARD = ('say "hi"', "C:\\temp\\", "two\nlines", "café ☕", "trailing\\")
@@ -83,7 +84,7 @@ def test_the_text_is_what_prometheus_client_writes_for_the_same_collector(
 def test_the_text_passes_promtool_check_metrics(metrics: Metrics) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+        missing("promtool is not installed (Debian: apt-get install prometheus)")
     result = subprocess.run(
         [promtool, "check", "metrics"],
         input=metrics.exposition().decode(),

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from remediations.base import REMEDIATIONS, RemediationContext
 from remediations.redis_flush import RedisFlushConfig, RedisFlushRemediation
 from tests.fakes import make_incident
+from tests.services import missing
 from tests.utils import free_port
 
 SHARED_URL = os.environ.get("RUNBOOKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -57,7 +58,7 @@ async def redis_db() -> AsyncIterator[Redis]:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
-        pytest.skip(f"Redis not reachable at RUNBOOKD_TEST_REDIS_URL: {exc}")
+        missing(f"Redis not reachable at RUNBOOKD_TEST_REDIS_URL: {exc}")
     await client.flushdb()
     try:
         yield client
@@ -192,7 +193,7 @@ class PrivateRedis:
 
     def __init__(self, workdir: Path, *args: str) -> None:
         if not os.path.exists(REDIS_SERVER):
-            pytest.skip(f"{REDIS_SERVER} not found")
+            missing(f"{REDIS_SERVER} not found")
         self.port = free_port()
         argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir), *args]

@@ -30,6 +30,7 @@ from daemon.app import ExitCode
 from daemon.config import load_config_text
 from daemon.sdnotify import Notifier, monotonic_usec, watchdog_interval
 from remediations.pagerduty import PagerDutyConfig
+from tests.services import missing
 from tests.utils import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -593,7 +594,7 @@ def test_a_credential_is_read_through_credentials_directory(
 def systemd_analyze() -> str:
     found = shutil.which("systemd-analyze")
     if found is None:
-        pytest.skip("systemd-analyze not installed (Debian: apt-get install systemd)")
+        missing("systemd-analyze not installed (Debian: apt-get install systemd)")
     return found
 
 
