@@ -7,15 +7,14 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
 
 from daemon.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alerts_from_json
 from daemon.api import (
     DaemonView,
-    _printable,
     json_error,
     json_response,
     parse_json,
+    parse_model,
     read_body,
     refuse_non_finite,
     require_json,
@@ -162,14 +161,7 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
 
 def validate(raw: bytes) -> AlertmanagerWebhook:
     """The body as Alertmanager's (or Grafana's) webhook, or 400 naming the field."""
-    try:
-        return AlertmanagerWebhook.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            raise web.HTTPBadRequest(reason="body is not valid JSON") from None
-        where = _printable(".".join(str(p) for p in first["loc"])) or "body"
-        raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
+    return parse_model(raw, AlertmanagerWebhook)
 
 
 def over_cap(alerts: list[Alert], exc: AlertCapReached) -> web.Response:
