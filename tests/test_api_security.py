@@ -4,14 +4,12 @@ and metrics, body limits, rate limits, internal errors, and secrets that never l
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from daemon.api import build_app
@@ -24,8 +22,7 @@ from daemon.config import (
     is_loopback,
     load_config_text,
 )
-from daemon.logs import configure
-from tests.utils import run_daemon, serve
+from tests.utils import rendered_logs, run_daemon, serve
 
 WRITE = "w-0123456789abcdef-write"
 READ = "r-0123456789abcdef-read"
@@ -99,18 +96,6 @@ async def call(
     async with session.request(method, url, headers=headers, **kw) as r:
         body = await r.json() if r.content_type == "application/json" else await r.text()
         return r.status, body, r
-
-
-@contextmanager
-def rendered_logs() -> Iterator[io.StringIO]:
-    """The daemon's real log output (JSON lines, tracebacks rendered) in a buffer."""
-    saved = structlog.get_config()
-    out = io.StringIO()
-    configure("debug", stream=out)
-    try:
-        yield out
-    finally:
-        structlog.configure(**saved)
 
 
 # -- authentication and scopes -------------------------------------------------------------------

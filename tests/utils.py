@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import select
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+import structlog
 
 from daemon.app import Daemon
 from daemon.config import load_config
+from daemon.logs import configure
 from daemon.servers import serve
 
 __all__ = ["free_port", "read_until", "run_daemon", "serve", "wait_for"]
@@ -93,3 +97,15 @@ async def stop_process(proc: asyncio.subprocess.Process, grace: float = 10.0) ->
         except TimeoutError:
             proc.kill()
     await proc.wait()
+
+
+@contextmanager
+def rendered_logs() -> Iterator[io.StringIO]:
+    """The daemon's real log output (JSON lines, tracebacks rendered) in a buffer."""
+    saved = structlog.get_config()
+    out = io.StringIO()
+    configure("debug", stream=out)
+    try:
+        yield out
+    finally:
+        structlog.configure(**saved)

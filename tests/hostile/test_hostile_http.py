@@ -19,21 +19,19 @@ import math
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-import structlog
 
 from daemon import api, openapi
 from daemon.api import NOT_FINITE, build_app, json_response
 from daemon.app import Daemon
-from daemon.logs import configure
 from daemon.servers import HttpLimits, connection_cap, start_site
-from tests.utils import run_daemon
+from tests.utils import rendered_logs, run_daemon
 
 WRITE = "w-hostile-0123456789abcdef"
 WEBHOOK_TOKEN = "wh-hostile-0123456789abcdef"
@@ -68,18 +66,6 @@ def write_config(directory: Path) -> Path:
     path = directory / "runbookd.yaml"
     path.write_text(CONFIG.format(state=directory / "state", write=WRITE, webhook=WEBHOOK_TOKEN))
     return path
-
-
-@contextmanager
-def rendered_logs() -> Iterator[io.StringIO]:
-    """The daemon's real log output (JSON lines, tracebacks rendered) in a buffer."""
-    saved = structlog.get_config()
-    out = io.StringIO()
-    configure("debug", stream=out)
-    try:
-        yield out
-    finally:
-        structlog.configure(**saved)
 
 
 @asynccontextmanager
