@@ -1,14 +1,16 @@
 """One retry policy for every HTTP call a remediation makes (webhooks, paging, chat).
 
 Retried: connection errors, timeouts, 429 and 5xx, with exponential backoff on the injected
-clock. Retry-After is honoured in full: a wait longer than the call's `max_delay` ends the
-call, recoverable, with `retry_after` for the caller (the outbox) to wait out; the provider
-is never asked again sooner than it said. A request that is not idempotent (`idempotent=
-False`) is repeated only when the provider surely did not act on it: a 429 or a connection
-never made; a 5xx or a timeout may come after it acted, so neither is retried, here or later.
-Never retried: other 4xx and anything else unexpected, since sending the same request again
-cannot fix it. Redirects are not followed: a webhook that
-redirects is misconfigured, and following it could carry credentials to another host.
+clock. Retry-After is honoured in full (seconds or an HTTP date; on a 429 without it, an
+`X-RateLimit-Reset` in epoch seconds, which is how Vercel and GitHub say it): a wait longer
+than the call's `max_delay` ends the call, recoverable, with `retry_after` for the caller
+(the outbox) to wait out; the provider is never asked again sooner than it said. A request
+that is not idempotent (`idempotent=False`) is repeated only when the provider surely did
+not act on it: a 429 or a connection never made; a 5xx or a timeout may come after it
+acted, so neither is retried, here or later. Never retried: other 4xx and anything else
+unexpected, since sending the same request again cannot fix it. Redirects are not followed:
+a webhook that redirects is misconfigured, and following it could carry credentials to
+another host.
 
 By default only an excerpt of the response is kept, for the timeline; a caller that needs
 the whole body (an API client reading JSON) passes `max_body` and reads `HttpOutcome.json()`.
@@ -18,6 +20,7 @@ that echoes a key across the cut leaves no part of it.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import math
 from collections.abc import Collection, Mapping, Sequence
@@ -197,9 +200,7 @@ async def send_json(
     attempt = 0
     while True:
         attempt += 1
-        result = await _attempt(
-            ctx.session, method, url, data, request_headers, attempt_timeout, max_body
-        )
+        result = await _attempt(ctx, method, url, data, request_headers, attempt_timeout, max_body)
         ok = not result.error and _expected(result.status, expect)
         retry = not ok and result.retry and (idempotent or result.unsent)
         # A Retry-After beyond what this call may wait is left to the caller, in full.
@@ -223,7 +224,7 @@ async def send_json(
 
 
 async def _attempt(
-    session: aiohttp.ClientSession,
+    ctx: RemediationContext,
     method: str,
     url: str | URL,
     data: bytes | None,
@@ -232,7 +233,7 @@ async def _attempt(
     max_body: int | None,
 ) -> _Attempt:
     try:
-        async with session.request(
+        async with ctx.session.request(
             method,
             url,
             data=data,
@@ -251,7 +252,7 @@ async def _attempt(
                 more=more,
                 text="" if max_body is None else raw.decode("utf-8", errors="replace"),
                 retry=resp.status == 429 or resp.status >= 500,
-                retry_after=_retry_after(resp.headers.get("Retry-After")),
+                retry_after=_wait_asked(resp, ctx.clock.now()),
                 unsent=resp.status == 429,
             )
     except TimeoutError:
@@ -295,15 +296,40 @@ def _expected(status: int | None, expect: Collection[int]) -> bool:
     return status in expect if expect else 200 <= status < 300
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; the HTTP-date form falls back to our own backoff."""
+def _wait_asked(resp: aiohttp.ClientResponse, now: float) -> float | None:
+    """How long the provider asked us to wait, in seconds, if it said so in a way we read."""
+    wait = _retry_after(resp.headers.get("Retry-After"), now)
+    if wait is None and resp.status == 429:
+        wait = _reset_at(resp.headers.get("X-RateLimit-Reset"), now)
+    return wait
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After: delay-seconds or an HTTP date (RFC 9110 section 10.2.3); a date already
+    past (a skewed clock on either side) falls back to our own backoff, not to no wait."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            return None
+        if seconds <= 0:
+            return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _reset_at(value: str | None, now: float) -> float | None:
+    """X-RateLimit-Reset as epoch seconds; one already past falls back to our own backoff."""
+    if value is None:
+        return None
+    try:
+        wait = float(value) - now
+    except ValueError:
+        return None
+    return wait if math.isfinite(wait) and wait > 0 else None
 
 
 def _backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:

@@ -90,6 +90,7 @@ class Reply:
     recoverable: bool = False
     attempts: int = 1
     delays: tuple[float, ...] = ()
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -204,6 +205,7 @@ class VercelClient:
             recoverable=outcome.recoverable,
             attempts=outcome.attempts,
             delays=outcome.delays,
+            retry_after=outcome.retry_after if outcome.recoverable else None,
         )
 
     async def call(
@@ -233,11 +235,20 @@ class VercelClient:
         }
         if reply.delays:
             data["backoff_seconds"] = list(reply.delays)
+        if reply.retry_after is not None:
+            data["retry_after_seconds"] = reply.retry_after
+            reason += f" (retry after {reply.retry_after:g}s)"
         code, _ = api_error(reply.body)
         if code:
             data["error_code"] = redact(code, self._secrets)
         detail = f"{step}: {reason}"
-        return RemediationResult(False, detail, recoverable=reply.recoverable, data=data)
+        return RemediationResult(
+            False,
+            detail,
+            recoverable=reply.recoverable,
+            data=data,
+            retry_after=reply.retry_after,
+        )
 
     async def production_deployments(
         self, limit: int, *, candidates: bool = False

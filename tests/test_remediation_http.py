@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -277,14 +278,18 @@ async def test_5xx_is_retried_with_exponential_backoff(
 async def test_429_honours_retry_after_in_full(
     ctx: RemediationContext, clock: ManualClock, endpoint: Endpoint, base_url: str
 ) -> None:
+    # 49 s from now, so 40 s from when it is read, after the first two waits (7 s + 2 s).
+    later = email.utils.formatdate(clock.now() + 49, usegmt=True)
     endpoint.reply(429, headers={"Retry-After": "7"})
     endpoint.reply(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    endpoint.reply(429, headers={"Retry-After": later})
 
     result = await make(base_url, retry={"max_delay": "1m"}).execute(ctx, make_incident())
 
     assert result.ok
-    # Seconds are waited in full; an HTTP-date falls back to our backoff.
-    assert clock.slept == [7.0, 2.0]
+    # Seconds are waited in full; a past date falls back to our backoff; a date is waited for.
+    assert clock.slept[:2] == [7.0, 2.0]
+    assert 39.0 <= clock.slept[2] <= 40.0
 
 
 async def test_a_retry_after_beyond_max_delay_is_left_to_the_caller(

@@ -148,6 +148,22 @@ async def test_retry_after_is_honoured_when_reading_whole_bodies(
     assert outcome.json() == json.loads(LARGE)
 
 
+async def test_a_429s_reset_time_is_its_wait_and_only_a_429s(
+    ctx: RemediationContext, clock: ManualClock, server: Server, url: str
+) -> None:
+    """X-RateLimit-Reset (epoch seconds) is read when a 429 says nothing else; one already
+    past, or on a 5xx (where it only reports the quota), leaves our own backoff."""
+    now = clock.now()
+    server.reply(429, headers={"X-RateLimit-Reset": f"{now + 12:.0f}"})
+    server.reply(429, headers={"X-RateLimit-Reset": f"{now - 600:.0f}"})
+    server.reply(503, headers={"X-RateLimit-Reset": f"{now + 3600:.0f}"})
+
+    outcome = await send_json(ctx, "GET", url, None, max_body=len(LARGE))
+
+    assert outcome.ok
+    assert clock.slept == [12.0, 2.0, 4.0]
+
+
 async def test_the_attempt_timeout_bounds_each_attempt_when_reading_whole_bodies(
     ctx: RemediationContext, clock: ManualClock
 ) -> None:

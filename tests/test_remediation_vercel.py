@@ -39,8 +39,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def fake() -> FakeVercel:
-    return FakeVercel(teams={TEAM: "acme", "team_other": "other"})
+def fake(clock: ManualClock) -> FakeVercel:
+    return FakeVercel(teams={TEAM: "acme", "team_other": "other"}, now=clock.now)
 
 
 @pytest.fixture
@@ -300,6 +300,26 @@ async def test_429_is_retried_after_the_time_vercel_asks_for(
     assert result.ok, result.detail
     assert len(fake.requests("GET", LIST)) == 2
     assert clock.slept[0] == 7.0
+
+
+async def test_a_429_telling_only_its_reset_time_is_waited_out_in_full(
+    ctx: RemediationContext,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    """Vercel's 429 says when the window resets (X-RateLimit-Reset, epoch seconds); a wait
+    beyond the call's max_delay is handed to the caller instead of asking again sooner."""
+    fake.fail_next(429, reset_in=120, path=LIST)
+
+    result = await rollback(api_url).execute(ctx, make_incident())
+
+    assert not result.ok
+    assert result.recoverable
+    assert result.retry_after == 120.0
+    assert len(fake.requests("GET", LIST)) == 1
+    assert clock.slept == []
 
 
 async def test_5xx_is_retried_with_backoff(

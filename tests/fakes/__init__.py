@@ -30,6 +30,8 @@ class Received:
 class Failure:
     status: int
     retry_after: float | None = None
+    # A rate limit's wait told only by its reset time (X-RateLimit-Reset), not Retry-After.
+    reset_in: float | None = None
 
 
 class FailureQueue:

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,8 +208,10 @@ class FakeVercel:
         teams: dict[str, str] | None = None,
         switch_after: int = 2,
         ready_after: int = 2,
+        now: Callable[[], float] = lambda: START_MS / 1000,
     ) -> None:
         self.token = token
+        self.now = now  # wall clock in epoch seconds, for rate-limit resets
         self.teams = dict(teams or {})  # team id -> slug the token may act for
         self.switch_after = switch_after
         self.ready_after = ready_after
@@ -258,13 +261,16 @@ class FakeVercel:
         count: int = 1,
         *,
         retry_after: float | None = None,
+        reset_in: float | None = None,
         method: str | None = None,
         path: str | None = None,
     ) -> None:
         """Answer the next `count` requests (of that method and path, if given) with
-        `status` instead."""
+        `status` instead. A 429's wait is `retry_after` (also sent as Retry-After) or
+        `reset_in` (only in X-RateLimit-Reset and the body's `limit.reset`, as Vercel does)."""
         for _ in range(count):
-            self._failures.append((method, path, Failure(status, retry_after)))
+            failure = Failure(status, retry_after, reset_in)
+            self._failures.append((method, path, failure))
 
     def requests(self, method: str, path: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and c.path == path]
@@ -297,7 +303,7 @@ class FakeVercel:
         self.calls.append(Call(request.method, request.path, query, dict(request.headers), body))
         failure = self._pop_failure(request)
         if failure is not None:
-            return _failure(failure)
+            return _failure(failure, self.now())
         try:
             self._authorize(request)
             return await handler(request)
@@ -582,10 +588,10 @@ def _page(
     return page, pagination
 
 
-def _failure(failure: Failure) -> web.Response:
+def _failure(failure: Failure, now: float) -> web.Response:
     if failure.status == 429:
-        wait = failure.retry_after or 60.0
-        reset = int(START_MS / 1000 + wait)
+        wait = failure.retry_after or failure.reset_in or 60.0
+        reset = math.ceil(now + wait)
         limit = {"remaining": 0, "reset": reset, "total": 100}
         error = ApiError(429, "rate_limited", "Rate limit exceeded", limit=limit)
         headers = {
