@@ -57,9 +57,13 @@ def alertmanager_config(
     group_wait: str,
     group_interval: str,
     repeat_interval: str,
+    max_alerts: int = 0,
 ) -> dict[str, Any]:
-    """Every alert, grouped by name, to one webhook receiver; resolutions are sent too."""
+    """Every alert, grouped by name, to one webhook receiver; resolutions are sent too.
+    `max_alerts` > 0 caps the alerts of one notification (the rest are `truncatedAlerts`)."""
     webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": True}
+    if max_alerts:
+        webhook["max_alerts"] = max_alerts
     if bearer_token is not None:
         webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials": bearer_token}}
     return {
@@ -104,6 +108,7 @@ async def alertmanager_server(
     group_wait: str = "1s",
     group_interval: str = "1s",
     repeat_interval: str = "1m",
+    max_alerts: int = 0,
     ready_timeout: float = 20.0,
 ) -> AsyncIterator[AlertmanagerServer]:
     """Run Alertmanager sending every alert to `webhook_url` (with `bearer_token`, if given);
@@ -115,6 +120,7 @@ async def alertmanager_server(
         group_wait=group_wait,
         group_interval=group_interval,
         repeat_interval=repeat_interval,
+        max_alerts=max_alerts,
     )
     with tempfile.TemporaryDirectory(prefix="runbookd-alertmanager-") as tmp:
         directory = Path(tmp)
@@ -174,3 +180,11 @@ async def webhook_notifications(
         session, server.url, "alertmanager_notifications_failed_total", webhook
     )
     return sent, failed
+
+
+async def post_alerts(
+    session: aiohttp.ClientSession, server: AlertmanagerServer, alerts: list[dict[str, Any]]
+) -> None:
+    """Send alerts as Prometheus does, to Alertmanager's v2 API."""
+    async with session.post(f"{server.url}/api/v2/alerts", json=alerts) as resp:
+        resp.raise_for_status()
