@@ -30,7 +30,7 @@ from bench.harness import Mode, Params, Row, Run, clean, log
 from bench.measure import host_load
 from bench.peers import compile_sources, start_nginx
 from bench.procs import Processes
-from daemon import eventloop
+from daemon.runtime import eventloop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("polling", "intake", "detection", "footprint")

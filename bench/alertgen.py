@@ -20,7 +20,7 @@ import aiohttp
 
 from bench.measure import percentile
 from bench.worker import serve_commands
-from daemon import eventloop
+from daemon.runtime import eventloop
 
 NAMES = 10  # BenchAlert0 .. BenchAlert9
 STARTS_AT = "2026-01-01T00:00:00Z"

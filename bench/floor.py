@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from bench.worker import serve_commands
-from daemon import eventloop
+from daemon.runtime import eventloop
 
 TICK = 0.01
 

@@ -93,7 +93,7 @@ MIN_GAP_MS = 100.0  # below this empty stretch, target-side lateness cannot be t
 
 
 def check_phase(name: str, jitter: float) -> float:
-    """When in each interval a check is due, as daemon/scheduler.py's `phase` computes it."""
+    """When in each interval a check is due, as the scheduler's `phase` computes it."""
     return (zlib.crc32(name.encode()) / 2**32) * jitter * INTERVAL
 
 

@@ -18,8 +18,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from daemon.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store_sqlite import _INSERT_ENTRY, _INSERT_INCIDENT, SqliteStore, _dumps, _entry_params
+from daemon.core.models import Incident, IncidentStatus, TimelineEntry
+from daemon.store.sqlite import _INSERT_ENTRY, _INSERT_INCIDENT, SqliteStore, _dumps, _entry_params
 
 RULES = 20
 THROUGH_API = 200

@@ -9,10 +9,10 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 from pydantic import Field, ValidationInfo, field_validator
 
-from daemon.clock import Clock
-from daemon.models import Status
-from daemon.registry import Registry
-from daemon.units import Duration, PositiveDuration, Ratio, SecretsModel, format_duration
+from daemon.core.clock import Clock
+from daemon.core.models import Status
+from daemon.core.registry import Registry
+from daemon.core.units import Duration, PositiveDuration, Ratio, SecretsModel, format_duration
 
 # The shortest interval: due runs start on a 10 ms grid, and a check run more often would
 # mostly measure the daemon itself.

@@ -18,8 +18,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, JsonValue, model_va
 from yarl import URL
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
-from daemon.models import Status
-from daemon.units import PositiveDuration
+from daemon.core.models import Status
+from daemon.core.units import PositiveDuration
 
 MAX_BODY = 1 << 20  # body expectations read at most 1 MiB
 VALUE_NAMES = frozenset({"up", "latency_seconds", "status_code"})

@@ -24,8 +24,14 @@ from pydantic import Field, field_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from checks.http import request_timeout
-from daemon.models import Status
-from daemon.processes import ProcessResult, check_argv, check_env, describe_exit, run_process
+from daemon.clients.processes import (
+    ProcessResult,
+    check_argv,
+    check_env,
+    describe_exit,
+    run_process,
+)
+from daemon.core.models import Status
 
 EXIT_CODE_VALUE = "plugin_exit_code"
 _STATUSES = {int(status): status for status in Status}  # the plugin API's exit codes

@@ -30,9 +30,9 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import request_timeout
-from daemon.models import Status
-from daemon.postgres_dsn import check_postgres_dsn
-from daemon.units import Duration, Ratio
+from daemon.clients.postgres import check_postgres_dsn
+from daemon.core.models import Status
+from daemon.core.units import Duration, Ratio
 
 APPLICATION_NAME = "runbookd"
 CLOSE_TIMEOUT = 5.0

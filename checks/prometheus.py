@@ -33,9 +33,9 @@ from checks.http import (
     request_timeout,
 )
 from checks.scrape import LabelName
-from daemon.models import Status
-from daemon.redaction import excerpt
-from daemon.units import SecretsModel
+from daemon.core.models import Status
+from daemon.core.redaction import excerpt
+from daemon.core.units import SecretsModel
 
 MAX_BODY = 10 << 20
 MAX_ERROR = 160  # characters of Prometheus's error message kept in a reason

@@ -26,9 +26,9 @@ from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import request_timeout
-from daemon.models import Status
-from daemon.redaction import excerpt
-from daemon.redis_url import checked_redis_url, parse_redis_url, redis_errors
+from daemon.clients.redis import checked_redis_url, parse_redis_url, redis_errors
+from daemon.core.models import Status
+from daemon.core.redaction import excerpt
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

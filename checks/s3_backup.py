@@ -27,8 +27,8 @@ from pydantic import Field, SecretStr, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from checks.http import HttpUrl, describe_failure, request_timeout
-from daemon.models import Status
-from daemon.units import Duration, Ratio
+from daemon.core.models import Status
+from daemon.core.units import Duration, Ratio
 
 VALUE_NAMES = frozenset(
     {

@@ -41,8 +41,8 @@ from checks.http import (
     read_bounded,
     request_timeout,
 )
-from daemon.models import Status
-from daemon.units import Duration
+from daemon.core.models import Status
+from daemon.core.units import Duration
 
 MAX_BODY = 10 << 20
 # Ask for the classic text format even from servers that could send OpenMetrics or protobuf.

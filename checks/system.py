@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
-from daemon.models import Status
+from daemon.core.models import Status
 
 if TYPE_CHECKING:
     import psutil

@@ -21,7 +21,7 @@ from pydantic import Field, StringConstraints
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
 from checks.http import request_timeout
-from daemon.models import Status
+from daemon.core.models import Status
 
 if TYPE_CHECKING:
     from cryptography import x509

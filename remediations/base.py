@@ -9,10 +9,10 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 from pydantic import Field
 
-from daemon.clock import Clock
-from daemon.models import Incident, RemediationResult
-from daemon.registry import Registry
-from daemon.units import Duration, PositiveDuration, SecretsModel, StrictModel
+from daemon.core.clock import Clock
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.registry import Registry
+from daemon.core.units import Duration, PositiveDuration, SecretsModel, StrictModel
 
 
 class RunLimit(StrictModel):

@@ -14,8 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from daemon.models import Incident, RemediationResult
-from daemon.processes import (
+from daemon.clients.processes import (
     OUTPUT_LIMIT,
     RESERVED_ENV_PREFIX,
     ProcessResult,
@@ -24,7 +23,8 @@ from daemon.processes import (
     describe_exit,
     run_process,
 )
-from daemon.units import Duration
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.units import Duration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
 __all__ = ["ENV_PREFIX", "EX_TEMPFAIL", "OUTPUT_LIMIT", "CommandConfig", "CommandRemediation"]

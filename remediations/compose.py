@@ -20,8 +20,8 @@ import structlog
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from daemon.models import Incident, RemediationResult
-from daemon.units import Duration
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.units import Duration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.tools import Argument, ToolConfig, ToolRun, run_tool
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, JsonValue, SecretStr, field_validator, model_validator
 
-from daemon.models import Incident, RemediationResult
+from daemon.core.models import Incident, RemediationResult
 from remediations.base import (
     REMEDIATIONS,
     Hooks,

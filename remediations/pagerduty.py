@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.models import Incident, RemediationResult, TimelineEntry
-from daemon.units import StrictModel
+from daemon.core.models import Incident, RemediationResult, TimelineEntry
+from daemon.core.units import StrictModel
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 

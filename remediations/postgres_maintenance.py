@@ -27,9 +27,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
-from daemon.models import Incident, RemediationResult
-from daemon.postgres_dsn import check_postgres_dsn
-from daemon.units import PositiveDuration
+from daemon.clients.postgres import check_postgres_dsn
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
 APPLICATION_NAME = "runbookd"

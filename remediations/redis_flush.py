@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from daemon.models import Incident, RemediationResult
-from daemon.redis_url import checked_redis_url, parse_redis_url, redis_errors
+from daemon.clients.redis import checked_redis_url, parse_redis_url, redis_errors
+from daemon.core.models import Incident, RemediationResult
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
 if TYPE_CHECKING:

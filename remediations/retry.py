@@ -31,9 +31,9 @@ import aiohttp
 from pydantic import Field
 from yarl import URL
 
-from daemon.models import RemediationResult
-from daemon.redaction import excerpt, redact_credentials
-from daemon.units import PositiveDuration, StrictModel
+from daemon.core.models import RemediationResult
+from daemon.core.redaction import excerpt, redact_credentials
+from daemon.core.units import PositiveDuration, StrictModel
 from remediations.base import RemediationConfig, RemediationContext
 
 # Characters of a response kept for the timeline.

@@ -16,8 +16,8 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from daemon.models import Incident, RemediationResult
-from daemon.units import PositiveDuration
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.tools import Argument, ToolConfig, ToolRun, run_tool
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
-from daemon.models import Incident, RemediationResult, TimelineEntry
-from daemon.units import PositiveDuration
+from daemon.core.models import Incident, RemediationResult, TimelineEntry
+from daemon.core.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator
 
-from daemon.models import RemediationResult
-from daemon.processes import ProcessResult, check_env, describe_exit, run_process
+from daemon.clients.processes import ProcessResult, check_env, describe_exit, run_process
+from daemon.core.models import RemediationResult
 from remediations.base import RemediationConfig
 
 __all__ = ["Argument", "ToolConfig", "ToolRun", "run_tool", "stderr_reason"]

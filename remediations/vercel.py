@@ -27,9 +27,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
-from daemon.models import Incident, RemediationResult
-from daemon.redaction import excerpt
-from daemon.units import PositiveDuration
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.redaction import excerpt
+from daemon.core.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, redact, safe_url, send_json
 

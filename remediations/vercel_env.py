@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.models import Incident, RemediationResult
-from daemon.redaction import excerpt
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.redaction import excerpt
 from remediations.base import REMEDIATIONS, RemediationConfig, RemediationContext
 from remediations.vercel import (
     REASON_LIMIT,

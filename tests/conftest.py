@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
 from tests.utils import serve
 

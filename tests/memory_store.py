@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store import ActionRecord, OutboxItem, Pruned
+from daemon.core.models import Incident, IncidentStatus, TimelineEntry
+from daemon.store.protocol import ActionRecord, OutboxItem, Pruned
 
 RUNNING = "running"
 

@@ -27,15 +27,15 @@ from typing import Any, ClassVar, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from daemon.clock import ManualClock
-from daemon.engine import Engine
-from daemon.metrics import Metrics
-from daemon.models import Incident, Observation, RemediationResult, Status
-from daemon.pipeline import Pipeline, Plan
-from daemon.rule_config import RuleConfig
-from daemon.safety import Budget
-from daemon.store_sqlite import SqliteStore
-from daemon.timeline import Recorder
+from daemon.core.clock import ManualClock
+from daemon.core.models import Incident, Observation, RemediationResult, Status
+from daemon.engine.engine import Engine
+from daemon.engine.timeline import Recorder
+from daemon.pipeline.runner import Pipeline, Plan
+from daemon.pipeline.safety import Budget
+from daemon.rules.config import RuleConfig
+from daemon.runtime.metrics import Metrics
+from daemon.store.sqlite import SqliteStore
 from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.world import FakeConfig
 

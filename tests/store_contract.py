@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from daemon.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store import ActionRecord, OutboxItem, Store
+from daemon.core.models import Incident, IncidentStatus, TimelineEntry
+from daemon.store.protocol import ActionRecord, OutboxItem, Store
 
 T0 = 1_800_000_000.0
 

@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.alerts import AlertmanagerWebhook
-from daemon.app import Daemon
-from daemon.clock import ManualClock
-from daemon.config import load_config
+from daemon.config.schema import load_config
+from daemon.core.clock import ManualClock
+from daemon.engine.alerts import AlertmanagerWebhook
+from daemon.runtime.daemon import Daemon
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_TOKEN = "api-0123456789abcdef"

@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from daemon.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
-from daemon.config import AlertLimits, ConfigError, load_config_text
-from daemon.engine import JOINED_DETAILS
-from daemon.models import IncidentStatus
-from daemon.store_sqlite import SqliteStore
+from daemon.config.schema import AlertLimits, ConfigError, load_config_text
+from daemon.core.models import IncidentStatus
+from daemon.engine.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
+from daemon.engine.engine import JOINED_DETAILS
+from daemon.store.sqlite import SqliteStore
 from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for
 from tests.world import Commits, FakeAction, FakePager, S, World, build_world, make_world
@@ -674,7 +674,7 @@ async def test_resolution_records_expire(db: SqliteStore) -> None:
 async def test_resolution_records_are_capped_per_rule(
     db: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("daemon.alerts.MAX_RESOLVED", 50)
+    monkeypatch.setattr("daemon.engine.alerts.MAX_RESOLVED", 50)
     w = build_world(db, {"errors": RULE})
     for i in range(10):  # a storm: 10 requests of 20 alerts that fire and resolve
         fps = [f"fp{i}-{k}" for k in range(20)]

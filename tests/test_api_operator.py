@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon.api_operator import SilenceBody
-from daemon.app import Daemon
-from daemon.models import Incident
+from daemon.api.operator import SilenceBody
+from daemon.core.models import Incident
+from daemon.runtime.daemon import Daemon
 from tests.utils import run_daemon, wait_for
 
 PLUGINS = Path(__file__).parent / "plugins"

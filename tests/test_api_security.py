@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.api import build_app
-from daemon.auth import MAX_REPLAY_MEMORY, RateLimiter, ReplayGuard, TokenTable, replay_capacity
-from daemon.config import (
+from daemon.api.app import build_app
+from daemon.api.auth import MAX_REPLAY_MEMORY, RateLimiter, ReplayGuard, TokenTable, replay_capacity
+from daemon.config.schema import (
     ApiToken,
     ConfigError,
     RateLimitConfig,

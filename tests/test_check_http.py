@@ -11,8 +11,8 @@ from aiohttp import web
 
 from checks.base import CHECKS, CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.utils import free_port, serve
 
 HEALTH = {"status": "ok", "checks": {"db": "up", "cache": "down"}, "replicas": [{"ok": True}]}

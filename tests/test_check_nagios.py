@@ -20,8 +20,8 @@ from checks.nagios import (
     parse_perfdata,
     value_name,
 )
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.services import in_ci
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -255,7 +255,7 @@ def test_config_validation(fields: dict[str, Any], message: str) -> None:
 
 
 def test_runs_without_a_shell() -> None:
-    for module in ("checks.nagios", "daemon.processes"):
+    for module in ("checks.nagios", "daemon.clients.processes"):
         source = Path(sys.modules[module].__file__ or "").read_text()
         assert "create_subprocess_shell" not in source
         assert "shell=True" not in source

@@ -16,8 +16,8 @@ import pytest
 
 from checks.base import CHECKS, CheckContext
 from checks.postgres import _REPLICATION, PostgresCheck, PostgresCheckConfig, replication_lag
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.pg import Database, dsn_for, fresh_database
 from tests.utils import free_port, silent_server
 

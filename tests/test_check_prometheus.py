@@ -17,9 +17,9 @@ from aiohttp import web
 
 from checks.base import CHECKS, CheckContext, CheckResult
 from checks.prometheus import PrometheusCheck, PrometheusCheckConfig, value_name
-from daemon.clock import ManualClock
-from daemon.config import ConfigError, load_config_text
-from daemon.models import Status
+from daemon.config.schema import ConfigError, load_config_text
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.prometheus_server import (
     PASSWORD,
     USERNAME,

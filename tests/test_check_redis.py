@@ -29,8 +29,8 @@ from checks.redis import (
     counter_increase,
     info_values,
 )
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.services import missing
 from tests.utils import free_port, silent_server
 

@@ -27,8 +27,8 @@ from botocore.config import Config
 
 from checks.base import CHECKS, CheckContext, CheckResult
 from checks.s3_backup import VALUE_NAMES, S3BackupCheck, S3BackupCheckConfig
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.moto_server import enforce_auth, moto_server
 from tests.utils import free_port, serve
 

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from checks.base import CHECKS, CheckContext, CheckResult
 from checks.scrape import ScrapeCheck, ScrapeCheckConfig, histogram_quantile
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.utils import free_port, serve
 
 BOUNDS = ("0.1", "0.25", "0.5", "1", "+Inf")

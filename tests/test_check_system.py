@@ -19,8 +19,8 @@ import pytest
 
 from checks.base import CHECKS, CheckContext
 from checks.system import SystemCheck, SystemCheckConfig, disk_key
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from cryptography import x509
 
 from checks.base import CHECKS, CheckContext, CheckResult
 from checks.tls import TlsCheck, TlsCheckConfig
-from daemon.clock import ManualClock
-from daemon.models import Status
+from daemon.core.clock import ManualClock
+from daemon.core.models import Status
 from tests.utils import free_port
 
 DAY = 86400.0

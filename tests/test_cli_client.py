@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from daemon.app import Daemon
-from daemon.cli import main
-from daemon.models import Incident
+from daemon.cli.main import main
+from daemon.core.models import Incident
+from daemon.runtime.daemon import Daemon
 from tests.utils import free_port, run_daemon, wait_for
 
 TOKEN = "cli-test-token-0123456789"

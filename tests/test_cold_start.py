@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
-from daemon.plugins import BUILTIN_MODULES
-from daemon.redis_url import URL_QUERY_PARSERS, parse_redis_url
+from daemon.clients.redis import URL_QUERY_PARSERS, parse_redis_url
+from daemon.core.plugins import BUILTIN_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "runbookd.example.yaml"
@@ -47,12 +47,12 @@ stages = {}
 def loaded(stage):
     stages[stage] = sorted(heavy & {name.split(".")[0] for name in sys.modules})
 
-import daemon.cli, daemon.plugins
-daemon.plugins.load()
+import daemon.cli.main, daemon.core.plugins
+daemon.core.plugins.load()
 loaded("import")
 
-from daemon.app import build_checks
-from daemon.config import load_config
+from daemon.runtime.daemon import build_checks
+from daemon.config.schema import load_config
 config = load_config(sys.argv[1])
 loaded("load_config")
 
@@ -109,10 +109,10 @@ RUN_PROBE = """
 import json, sys
 
 stages = {}
-import daemon.cli
+import daemon.cli.main
 stages["cli"] = sorted(sys.modules)
-from daemon.config import load_config
-from daemon.app import build_checks, build_plan
+from daemon.config.schema import load_config
+from daemon.runtime.daemon import build_checks, build_plan
 config = load_config(sys.argv[1])
 build_checks(config), build_plan(config)
 stages["run"] = sorted(sys.modules)
@@ -145,7 +145,13 @@ def test_the_command_line_imports_no_daemon_before_a_command_needs_it(tmp_path: 
     config = tmp_path / "runbookd.yaml"
     config.write_text("checks: {}\n")
     loaded = set(probe_run(config)["cli"])
-    assert {"daemon.app", "daemon.config", "yaml", "pydantic", "daemon.demo"} & loaded == set()
+    assert {
+        "daemon.runtime.daemon",
+        "daemon.config.schema",
+        "yaml",
+        "pydantic",
+        "daemon.cli.demo.run",
+    } & loaded == set()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rich") is None, reason="rich is not installed")

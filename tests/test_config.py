@@ -20,11 +20,10 @@ import yaml
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 import checks.base
-import daemon.config as config_module
+import daemon.config.schema as config_module
 import remediations.base
 from checks.base import CheckConfig, CheckContext, CheckResult
-from daemon import plugins, yaml_loader
-from daemon.config import (
+from daemon.config.schema import (
     ConfigError,
     Problem,
     check_config_main,
@@ -33,11 +32,13 @@ from daemon.config import (
     load_config,
     load_config_text,
     parse_listen,
+    yaml_loader,
 )
-from daemon.models import Incident, RemediationResult
-from daemon.registry import Registry
-from daemon.rule_config import RuleConfig
-from daemon.units import StrictModel, format_duration, parse_duration, parse_ratio
+from daemon.core import plugins
+from daemon.core.models import Incident, RemediationResult
+from daemon.core.registry import Registry
+from daemon.core.units import StrictModel, format_duration, parse_duration, parse_ratio
+from daemon.rules.config import RuleConfig
 from remediations.base import RemediationConfig, RemediationContext
 
 BAD_CONFIGS = Path(__file__).parent / "bad_configs"
@@ -625,7 +626,7 @@ def test_no_registered_types(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_on_blind_only_pages(tmp_path: Path) -> None:
     """Blindness may page, never roll back: on_blind must name notifiers."""
-    from daemon.config import ConfigError, load_config_text
+    from daemon.config.schema import ConfigError, load_config_text
 
     text = """
 checks:
@@ -945,8 +946,8 @@ def test_min_samples_true_is_refused_at_its_line() -> None:
 
 
 def test_the_api_connection_limits_are_settings() -> None:
-    from daemon.api import http_limits
-    from daemon.servers import HttpLimits
+    from daemon.api.app import http_limits
+    from daemon.api.servers import HttpLimits
 
     text = "runbookd:\n  api: {header_timeout: 2s, idle_timeout: 5m, max_connections: 64}\n"
     limits = http_limits(load_config_text(text, "c.yaml").runbookd.api)

@@ -14,11 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.app import Daemon, release_free_memory
-from daemon.clock import ManualClock
-from daemon.config import load_config
-from daemon.demo import run_demo
-from daemon.scheduler import phase
+from daemon.cli.demo.run import run_demo
+from daemon.config.schema import load_config
+from daemon.core.clock import ManualClock
+from daemon.runtime.daemon import Daemon, release_free_memory
+from daemon.runtime.scheduler import phase
 from tests.utils import read_until, run_daemon, wait_for
 
 CONFIG = """

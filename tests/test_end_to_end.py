@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.demo_app import DemoApp, Pager
+from daemon.cli.demo.app import DemoApp, Pager
 from tests.utils import read_until, run_daemon, serve, wait_for
 
 NOT_FIXED = """

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.clock import ManualClock
-from daemon.safety import Budget
+from daemon.core.clock import ManualClock
+from daemon.pipeline.safety import Budget
 from tests.memory_store import MemoryData
 from tests.world import RULE, Boom, FakeAction, FakePager, make_world
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import check_config_main, load_config
-from daemon.expr import Condition
+from daemon.config.schema import check_config_main, load_config
+from daemon.rules.expr import Condition
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "runbookd.example.yaml"
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.alerts import MAX_LABELS, MAX_TEXT, Alert, AlertmanagerWebhook
+from daemon.engine.alerts import MAX_LABELS, MAX_TEXT, Alert, AlertmanagerWebhook
 from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for
 from tests.world import make_world

@@ -22,15 +22,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from checks.base import CHECKS
-from daemon import openapi
-from daemon.app import Daemon, ExitCode, StartFailed
-from daemon.config import RunbookConfig, load_config
-from daemon.models import Incident, TimelineEntry
-from daemon.outbox import Outbox
-from daemon.scheduler import Scheduler
-from daemon.sdnotify import Notifier
-from daemon.store_sqlite import SqliteStore
-from daemon.supervisor import Supervisor
+from daemon.api import openapi
+from daemon.config.schema import RunbookConfig, load_config
+from daemon.core.models import Incident, TimelineEntry
+from daemon.pipeline.outbox import Outbox
+from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
+from daemon.runtime.scheduler import Scheduler
+from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.supervisor import Supervisor
+from daemon.store.sqlite import SqliteStore
 from tests.utils import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.metrics import Metrics
+from daemon.runtime.metrics import Metrics
 from tests.services import missing
 from tests.utils import run_daemon, serve, wait_for
 

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon import metrics as metrics_module
-from daemon.metrics import Metrics
-from daemon.models import Observation, Status
+from daemon.core.models import Observation, Status
+from daemon.runtime import metrics as metrics_module
+from daemon.runtime.metrics import Metrics
 from tests.services import missing
 
 # Label values a config or a check may well contain: quotes, backslashes, newlines, UTF-8.

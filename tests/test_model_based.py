@@ -41,12 +41,12 @@ from hypothesis.stateful import (
 )
 from structlog.testing import capture_logs
 
-from daemon.alerts import WebhookAlert
-from daemon.approvals import Decision
-from daemon.clock import ManualClock
-from daemon.models import Incident, TimelineEntry
-from daemon.outbox import MAX_ATTEMPTS
-from daemon.silences import Silence, new_silence_id
+from daemon.core.clock import ManualClock
+from daemon.core.models import Incident, TimelineEntry
+from daemon.engine.alerts import WebhookAlert
+from daemon.pipeline.approvals import Decision
+from daemon.pipeline.outbox import MAX_ATTEMPTS
+from daemon.pipeline.silences import Silence, new_silence_id
 from tests.model_world import (
     ALERT_NAME,
     BAD,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from daemon.alerts import Alert
-from daemon.approvals import Decision
-from daemon.clock import ManualClock
-from daemon.models import Incident
+from daemon.core.clock import ManualClock
+from daemon.core.models import Incident
+from daemon.engine.alerts import Alert
+from daemon.pipeline.approvals import Decision
 from tests.model_world import (
     ALERT_NAME,
     BAD,

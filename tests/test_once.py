@@ -8,8 +8,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from daemon.config import load_config_text
-from daemon.once import run_once
+from daemon.cli.once import run_once
+from daemon.config.schema import load_config_text
 from tests.utils import free_port, serve
 
 

@@ -19,12 +19,12 @@ import requests
 import schemathesis
 from hypothesis import settings
 
-from daemon import openapi
-from daemon.alerts import AlertmanagerWebhook
-from daemon.api import build_app
-from daemon.api_operator import SilenceBody, Who
-from daemon.app import Daemon
-from daemon.auth import GRANTS
+from daemon.api import openapi
+from daemon.api.app import build_app
+from daemon.api.auth import GRANTS
+from daemon.api.operator import SilenceBody, Who
+from daemon.engine.alerts import AlertmanagerWebhook
+from daemon.runtime.daemon import Daemon
 from tests.utils import run_daemon
 
 PLUGINS = Path(__file__).parent / "plugins"

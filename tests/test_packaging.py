@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import _parser as cli_parser
+from daemon.cli.main import _parser as cli_parser
 from tests.utils import free_port, run_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def test_entrypoint_is_tini_and_the_command_is_a_valid_runbookd_invocation(
     args = cli_parser().parse_args(command)
     assert (args.command, args.config) == ("run", CONFIG)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["runbookd"] == "daemon.cli:main"
+    assert scripts["runbookd"] == "daemon.cli.main:main"
 
 
 def test_signals_ports_volumes_and_environment(dockerfile: list[Stage]) -> None:
@@ -285,12 +285,12 @@ def test_dockerignore_keeps_state_secrets_and_local_environments_out() -> None:
         "config/state/runbookd.db",
         "runbookd.db-wal",
         ".env",
-        "daemon/__pycache__/app.cpython-311.pyc",
+        "daemon/runtime/__pycache__/daemon.cpython-311.pyc",
         "tests/test_daemon.py",
         "runbookd.egg-info/PKG-INFO",
     ):
         assert excluded(path, patterns), path
-    for path in ("pyproject.toml", "README.md", "daemon/app.py", "checks/py.typed"):
+    for path in ("pyproject.toml", "README.md", "daemon/runtime/daemon.py", "checks/py.typed"):
         assert not excluded(path, patterns), path
 
 
@@ -344,7 +344,7 @@ def test_the_wheel_builds_from_the_copied_files_alone(wheel: zipfile.ZipFile) ->
         assert f"{package}/py.typed" in names
     assert not [name for name in names if "__pycache__" in name or name.startswith("tests/")]
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-    assert "runbookd = daemon.cli:main" in wheel.read(entry_points).decode()
+    assert "runbookd = daemon.cli.main:main" in wheel.read(entry_points).decode()
 
 
 def test_the_wheel_ships_the_demo_config(wheel: zipfile.ZipFile) -> None:

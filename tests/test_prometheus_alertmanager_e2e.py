@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import yaml
 
-from daemon.app import Daemon
-from daemon.config import DaemonSettings
-from daemon.demo_app import DemoApp
+from daemon.cli.demo.app import DemoApp
+from daemon.config.schema import DaemonSettings
+from daemon.runtime.daemon import Daemon
 from tests.alertmanager_server import (
     alertmanager_server,
     require_alertmanager,

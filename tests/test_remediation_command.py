@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
 from remediations.command import OUTPUT_LIMIT, CommandConfig, CommandRemediation
 from tests.fakes import make_incident

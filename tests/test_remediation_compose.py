@@ -22,8 +22,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock, settle
-from daemon.processes import INHERITED_ENV
+from daemon.clients.processes import INHERITED_ENV
+from daemon.core.clock import ManualClock, settle
 from remediations.base import REMEDIATIONS, MemoryState, RemediationContext
 from remediations.compose import (
     ComposeRollback,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
 from remediations.http import HttpRemediation, HttpRemediationConfig
 from remediations.retry import EXCERPT_CHARS

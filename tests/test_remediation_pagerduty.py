@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon import plugins
-from daemon.clock import ManualClock
-from daemon.models import Incident, IncidentStatus, TimelineEntry
+from daemon.core import plugins
+from daemon.core.clock import ManualClock
+from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from remediations.base import REMEDIATIONS, RemediationContext
 from remediations.pagerduty import (
     PagerDutyChangeConfig,

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
 from remediations.retry import EXCERPT_CHARS, send_json
 from tests.utils import serve

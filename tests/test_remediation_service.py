@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
-from daemon.processes import INHERITED_ENV
+from daemon.clients.processes import INHERITED_ENV
+from daemon.core.clock import ManualClock
 from remediations.base import REMEDIATIONS, RemediationContext
 from remediations.service import (
     Pm2Restart,

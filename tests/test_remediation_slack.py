@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
-from daemon.models import IncidentStatus, TimelineEntry
+from daemon.core.clock import ManualClock
+from daemon.core.models import IncidentStatus, TimelineEntry
 from remediations.base import RemediationContext
 from remediations.slack import SlackConfig, SlackRemediation, duration
 from tests.fakes import make_incident

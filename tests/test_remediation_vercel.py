@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
-from daemon.models import RemediationResult
+from daemon.core.clock import ManualClock
+from daemon.core.models import RemediationResult
 from remediations.base import REMEDIATIONS, RemediationContext
 from remediations.retry import EXCERPT_CHARS
 from remediations.vercel import (

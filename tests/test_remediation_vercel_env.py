@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
-from daemon.models import RemediationResult
+from daemon.core.clock import ManualClock
+from daemon.core.models import RemediationResult
 from remediations.base import REMEDIATIONS, RemediationContext
 from remediations.vercel import VercelClient, VercelFailure
 from remediations.vercel_env import ENV_ID, EnvConfig, VercelEnv, _created_id

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.approvals import Decision
-from daemon.clock import ManualClock, settle
-from daemon.models import TimelineEntry
-from daemon.progress import PLANS
-from daemon.silences import Silence
-from daemon.store_sqlite import SqliteStore
+from daemon.core.clock import ManualClock, settle
+from daemon.core.models import TimelineEntry
+from daemon.pipeline.approvals import Decision
+from daemon.pipeline.progress import PLANS
+from daemon.pipeline.silences import Silence
+from daemon.store.sqlite import SqliteStore
 from tests.world import RULE, FakeAction, FakePager, World, build_world
 
 Rules = dict[str, dict[str, Any]]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from daemon.models import Observation, RuleState, Status
-from daemon.rule_config import RuleConfig
-from daemon.rules import RuleEvaluator
+from daemon.core.models import Observation, RuleState, Status
+from daemon.rules.config import RuleConfig
+from daemon.rules.machine import RuleEvaluator
 
 T0 = 1_800_000_000.0
 

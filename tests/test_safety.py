@@ -3,10 +3,10 @@ locks, the circuit breaker, run limits, the paging outbox, crash recovery, undo 
 
 from __future__ import annotations
 
-from daemon.approvals import Decision
-from daemon.clock import ManualClock
-from daemon.models import Incident, RemediationResult
-from daemon.store import Store
+from daemon.core.clock import ManualClock
+from daemon.core.models import Incident, RemediationResult
+from daemon.pipeline.approvals import Decision
+from daemon.store.protocol import Store
 from remediations.base import RemediationContext
 from tests.memory_store import MemoryData
 from tests.world import RULE, FakeAction, FakePager, World, make_world

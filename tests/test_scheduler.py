@@ -11,10 +11,10 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from checks.base import CheckConfig, CheckContext, CheckResult, Stateless
-from daemon.clock import ManualClock
-from daemon.metrics import Metrics
-from daemon.models import Observation, Status
-from daemon.scheduler import Scheduler, Sink, phase
+from daemon.core.clock import ManualClock
+from daemon.core.models import Observation, Status
+from daemon.runtime.metrics import Metrics
+from daemon.runtime.scheduler import Scheduler, Sink, phase
 
 
 class ProbeConfig(CheckConfig):

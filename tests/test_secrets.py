@@ -34,7 +34,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from daemon.config import DaemonSettings
+from daemon.config.schema import DaemonSettings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.utils import free_port, run_daemon, serve, wait_for
@@ -555,8 +555,8 @@ async def run_the_incident(
         "/api/v1/incidents/nope",
     ):
         await api.call("GET", path)
-    if find_spec("daemon.openapi") is not None:
-        from daemon import openapi
+    if find_spec("daemon.api.openapi") is not None:
+        from daemon.api import openapi
 
         await api.call("GET", openapi.PATH)
     if API_TOKENS:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.models import TimelineEntry
-from daemon.store import ActionRecord
-from daemon.store_sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from daemon.core.models import TimelineEntry
+from daemon.store.protocol import ActionRecord
+from daemon.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store_contract import (
     RICH_TRIGGER,
     T0,

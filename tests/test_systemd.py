@@ -26,9 +26,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from daemon.app import ExitCode
-from daemon.config import load_config_text
-from daemon.sdnotify import Notifier, monotonic_usec, watchdog_interval
+from daemon.config.schema import load_config_text
+from daemon.runtime.daemon import ExitCode
+from daemon.runtime.sdnotify import Notifier, monotonic_usec, watchdog_interval
 from remediations.pagerduty import PagerDutyConfig
 from tests.services import missing
 from tests.utils import serve
@@ -198,7 +198,7 @@ def daemon_process(
     """`runbookd run` as systemd would start it; the log goes to a file next to the config.
 
     `prelude` is Python run in the daemon's process first (e.g. to restrict it)."""
-    code = f"{prelude}\nfrom daemon.cli import main\nraise SystemExit(main())"
+    code = f"{prelude}\nfrom daemon.cli.main import main\nraise SystemExit(main())"
     argv = [sys.executable, "-c", code, "run", "--config", str(config)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
     env |= {"NOTIFY_SOCKET": notify_socket, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
@@ -290,13 +290,13 @@ async def test_notify_ready_watchdog_reload_and_drain_on_stop(
 # The engine's ticker dies (any core task would do) once the test creates the file `die`
 # next to the config.
 TICKER_DIES_PRELUDE = """
-import asyncio, pathlib, daemon.app
+import asyncio, pathlib, daemon.runtime.daemon
 async def _tick(self):
     die = self.config_path.with_name("die")
     while not die.exists():
         await asyncio.sleep(0.02)
     raise RuntimeError("injected: the ticker broke")
-daemon.app.Daemon._tick = _tick
+daemon.runtime.daemon.Daemon._tick = _tick
 """
 
 

@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.alerts import alert_from_json
-from daemon.app import TICK_SECONDS, Daemon
-from daemon.auth import NO_CREDENTIALS
-from daemon.clock import ManualClock
-from daemon.config import ConfigError, load_config, load_config_text
-from daemon.store_sqlite import SqliteStore
+from daemon.api.auth import NO_CREDENTIALS
+from daemon.config.schema import ConfigError, load_config, load_config_text
+from daemon.core.clock import ManualClock
+from daemon.engine.alerts import alert_from_json
+from daemon.runtime.daemon import TICK_SECONDS, Daemon
+from daemon.store.sqlite import SqliteStore
 from tests.utils import wait_for
 from tests.world import Commits
 

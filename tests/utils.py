@@ -14,10 +14,10 @@ from pathlib import Path
 
 import structlog
 
-from daemon.app import Daemon
-from daemon.config import load_config
-from daemon.logs import configure
-from daemon.servers import serve
+from daemon.api.servers import serve
+from daemon.config.schema import load_config
+from daemon.runtime.daemon import Daemon
+from daemon.runtime.logs import configure
 
 __all__ = ["free_port", "read_until", "run_daemon", "serve", "wait_for"]
 

@@ -13,15 +13,15 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from daemon.clock import ManualClock, settle
-from daemon.engine import Engine
-from daemon.metrics import Metrics
-from daemon.models import Incident, Observation, RemediationResult, Status, TimelineEntry
-from daemon.pipeline import Pipeline, Plan
-from daemon.rule_config import RuleConfig
-from daemon.store import Store
-from daemon.store_sqlite import SqliteStore
-from daemon.timeline import Recorder
+from daemon.core.clock import ManualClock, settle
+from daemon.core.models import Incident, Observation, RemediationResult, Status, TimelineEntry
+from daemon.engine.engine import Engine
+from daemon.engine.timeline import Recorder
+from daemon.pipeline.runner import Pipeline, Plan
+from daemon.rules.config import RuleConfig
+from daemon.runtime.metrics import Metrics
+from daemon.store.protocol import Store
+from daemon.store.sqlite import SqliteStore
 from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.memory_store import MemoryData, MemoryStore
 

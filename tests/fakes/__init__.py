@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.models import Incident
+from daemon.core.models import Incident
 
 
 @dataclass(frozen=True, slots=True)

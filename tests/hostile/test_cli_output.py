@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import daemon.client
-from daemon.cli import main
+import daemon.cli.client
+from daemon.cli.main import main
 from tests.utils import serve
 
 # What a terminal acts on; the output's own newlines end its lines and are checked apart.
@@ -234,7 +234,7 @@ async def test_an_answer_larger_than_the_bound_is_not_read_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server, url = fake
-    monkeypatch.setattr(daemon.client, "MAX_ANSWER", 1 << 20)
+    monkeypatch.setattr(daemon.cli.client, "MAX_ANSWER", 1 << 20)
     server.answer({"incidents": [], "padding": "x" * (3 << 20)})
 
     assert await runbookd(url, "incidents") == 1

@@ -1,4 +1,4 @@
-"""`daemon.redaction.excerpt`, the one way a provider's answer or an error text is cut for
+"""`daemon.core.redaction.excerpt`, the one way a provider's answer or an error text is cut for
 the timeline or a reason: masked first, then cut, and nothing of a credential survives the
 cut, wherever the cut falls."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.redaction import excerpt
+from daemon.core.redaction import excerpt
 
 KEY = "R0ut1ngKey0123456789abcdefABCDEF"
 

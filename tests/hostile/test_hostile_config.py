@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from daemon.config import MAX_CONFIG_BYTES
-from daemon.postgres_dsn import check_postgres_dsn
-from daemon.units import MAX_SECRET_FILE
+from daemon.clients.postgres import check_postgres_dsn
+from daemon.config.schema import MAX_CONFIG_BYTES
+from daemon.core.units import MAX_SECRET_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = Path(__file__).parent / "configs"

@@ -27,10 +27,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon import api, openapi
-from daemon.api import NOT_FINITE, build_app, json_response
-from daemon.app import Daemon
-from daemon.servers import HttpLimits, connection_cap, start_site
+from daemon.api import app as api
+from daemon.api import openapi
+from daemon.api.app import NOT_FINITE, build_app, json_response
+from daemon.api.servers import HttpLimits, connection_cap, start_site
+from daemon.runtime.daemon import Daemon
 from tests.utils import rendered_logs, run_daemon
 
 WRITE = "w-hostile-0123456789abcdef"

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.app import Daemon
-from daemon.auth import BEARER_REFUSED, NO_CREDENTIALS
+from daemon.api.auth import BEARER_REFUSED, NO_CREDENTIALS
+from daemon.runtime.daemon import Daemon
 from tests.utils import run_daemon
 
 INTAKE = "i-0123456789abcdef-intake"

@@ -1,0 +1,523 @@
+"""The OpenAPI 3.1 document of the HTTP interface, served at GET /api/v1/openapi.json.
+
+Every route is one row of `OPERATIONS`; the document is generated from that table and from
+the pydantic models the handlers validate request bodies with, so a field added to a model
+shows up here by itself. tests/test_openapi.py compares the table with the app's router (a
+route missing from either side fails) and fuzzes a running daemon against the document.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from daemon import __version__
+from daemon.api.operator import MAX_LIMIT, SilenceBody, Who
+from daemon.core.models import IncidentStatus, RuleState
+from daemon.engine.alerts import AlertmanagerWebhook
+
+Schema = dict[str, Any]
+# Who may call a route: a token scope; "webhook": the webhook's own token or signature;
+# "metrics": open unless runbookd.api.protect_metrics asks for a read token; "open".
+Auth = Literal["read", "write", "intake", "webhook", "metrics", "open"]
+
+PATH = "/api/v1/openapi.json"
+REF = "#/components/schemas/{model}"
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": REF.format(model=name)}
+
+
+# -- the answers -------------------------------------------------------------------------------
+
+STRING: Final[Schema] = {"type": "string"}
+NUMBER: Final[Schema] = {"type": "number"}
+BOOLEAN: Final[Schema] = {"type": "boolean"}
+COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
+NULLABLE_STRING: Final[Schema] = {"type": ["string", "null"]}
+
+
+def strict(properties: Schema) -> Schema:
+    """An object with exactly these properties, all present: a new field fails the tests
+    until it is documented."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def listing(key: str, item: str) -> Schema:
+    return strict({key: {"type": "array", "items": ref(item)}})
+
+
+INCIDENT: Final[Schema] = {
+    "id": STRING,
+    "rule": STRING,
+    "check": STRING,
+    "severity": STRING,
+    "summary": STRING,
+    "status": {"enum": [s.value for s in IncidentStatus]},
+    "opened_at": NUMBER,
+    "resolved_at": {"type": ["number", "null"]},
+    # The observation values and thresholds (or the alert) that opened it.
+    "trigger": {"type": "object"},
+}
+TIMELINE_ENTRY: Final[Schema] = strict(
+    {"ts": NUMBER, "kind": STRING, "message": STRING, "data": {"type": "object"}}
+)
+RULE: Final[Schema] = {
+    "name": STRING,
+    "state": {"enum": [s.name.lower() for s in RuleState]},
+    "incident": NULLABLE_STRING,
+    "circuit_open": BOOLEAN,
+}
+CHECK_RULE: Final[Schema] = strict(
+    RULE
+    | {
+        "kind": {"const": "check"},
+        "when": STRING,
+        "blind": BOOLEAN,
+        "blind_reason": NULLABLE_STRING,
+        "last_value": {"type": ["number", "null"]},
+    }
+)
+ALERT_RULE: Final[Schema] = strict(
+    RULE
+    | {"kind": {"const": "alert"}, "when": {"type": ["object", "null"]}, "firing_alerts": COUNT}
+)
+SILENCE: Final[Schema] = strict(
+    {
+        "id": STRING,
+        "starts_at": NUMBER,
+        "ends_at": NUMBER,
+        "created_by": STRING,
+        "comment": STRING,
+        "created_at": NUMBER,
+        "rule": NULLABLE_STRING,
+        "check": NULLABLE_STRING,
+        "labels": {"type": "object", "additionalProperties": STRING},
+        "active": BOOLEAN,
+    }
+)
+
+ANSWERS: Final[dict[str, Schema]] = {
+    "Error": strict({"error": STRING}),
+    "Health": strict({"status": {"const": "ok"}}),
+    "Failed": strict({"status": {"const": "failed"}, "reason": STRING}),
+    "Readiness": strict(
+        {
+            "status": {"enum": ["ready", "not ready"]},
+            "reason": STRING,
+            # The first round: checks that have run at least once, of all configured.
+            "checks": COUNT,
+            "checks_run": COUNT,
+        }
+    ),
+    "Document": {"type": "object", "required": ["openapi", "paths"]},
+    "IncidentSummary": strict(INCIDENT),
+    "Incident": strict(INCIDENT | {"timeline": {"type": "array", "items": TIMELINE_ENTRY}}),
+    "IncidentList": listing("incidents", "IncidentSummary"),
+    "Acknowledged": strict({"incident": STRING, "acknowledged_by": STRING}),
+    "ResolvedByOperator": strict({"incident": STRING, "resolved_by": STRING}),
+    "Decision": strict({"incident": STRING, "approved": BOOLEAN, "by": STRING}),
+    "Approval": strict(
+        {"incident": STRING, "remediation": STRING, "asked_at": NUMBER, "deadline": NUMBER}
+    ),
+    "ApprovalList": listing("approvals", "Approval"),
+    "Silence": SILENCE,
+    "SilenceList": listing("silences", "Silence"),
+    "Rule": {"oneOf": [CHECK_RULE, ALERT_RULE]},
+    "RuleList": listing("rules", "Rule"),
+    "CircuitReset": strict({"rule": STRING, "was_open": BOOLEAN}),
+    "CheckStarted": strict({"check": STRING, "started": {"const": True}}),
+    "Reloaded": strict({"reloaded": {"const": True}, "config_hash": STRING}),
+    "AlertsReceived": strict({"received": COUNT, "matched": COUNT}),
+    "AlertsRefused": strict(
+        {"error": STRING, "received": COUNT, "matched": COUNT, "refused": COUNT}
+    ),
+}
+
+# -- the routes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    schema: Schema
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route: who may call it, what it takes, what it answers."""
+
+    method: Literal["get", "post", "delete"]
+    path: str
+    operation_id: str
+    summary: str
+    auth: Auth
+    ok: int
+    answer: str  # a name in components.schemas; "" for the Prometheus text
+    # The model the handler validates the body with; "object": any JSON object.
+    body: type[BaseModel] | Literal["object"] | None = None
+    query: tuple[Param, ...] = ()
+    conflict: str = ""  # why the route may answer 409
+    tag: str = "operator"
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+
+STATUS = Param("status", {"enum": [s.value for s in IncidentStatus]}, "only incidents in it")
+RULE_NAME = Param("rule", STRING, "only incidents of this rule")
+LIMIT = Param(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+    "at most this many, newest first",
+)
+EXPIRED = Param("expired", BOOLEAN | {"default": False}, "also silences that ended")
+
+OPERATIONS: Final[tuple[Operation, ...]] = (
+    Operation("get", "/healthz", "healthz", "Liveness", "open", 200, "Health", tag="health"),
+    Operation("get", "/readyz", "readyz", "Readiness", "open", 200, "Readiness", tag="health"),
+    Operation("get", "/metrics", "metrics", "Prometheus metrics", "metrics", 200, "", tag="health"),
+    Operation("get", PATH, "openapi", "This document", "read", 200, "Document", tag="meta"),
+    Operation(
+        "get",
+        "/api/v1/incidents",
+        "listIncidents",
+        "Incidents, newest first, without their timelines",
+        "read",
+        200,
+        "IncidentList",
+        query=(STATUS, RULE_NAME, LIMIT),
+    ),
+    Operation(
+        "get", "/api/v1/incidents/{id}", "getIncident", "One incident", "read", 200, "Incident"
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/acknowledge",
+        "acknowledgeIncident",
+        "Someone is on it: no more escalation for this open incident",
+        "write",
+        200,
+        "Acknowledged",
+        body=Who,
+        conflict="already acknowledged",
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/resolve",
+        "resolveIncident",
+        "Close an open incident; its rule starts afresh and may fire again",
+        "write",
+        200,
+        "ResolvedByOperator",
+        body=Who,
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/approve",
+        "approveStep",
+        "Approve the incident's step that waits for approval",
+        "write",
+        200,
+        "Decision",
+        body=Who,
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/reject",
+        "rejectStep",
+        "Reject the incident's step that waits for approval: its plan ends",
+        "write",
+        200,
+        "Decision",
+        body=Who,
+    ),
+    Operation(
+        "get", "/api/v1/approvals", "listApprovals", "Steps waiting", "read", 200, "ApprovalList"
+    ),
+    Operation(
+        "get",
+        "/api/v1/silences",
+        "listSilences",
+        "Silences that have not ended (and, asked, those that did in the last 30 days)",
+        "read",
+        200,
+        "SilenceList",
+        query=(EXPIRED,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/silences",
+        "createSilence",
+        "Silence matching incidents from now, or later (a maintenance window); at most 90 days",
+        "write",
+        201,
+        "Silence",
+        body=SilenceBody,
+    ),
+    Operation(
+        "delete",
+        "/api/v1/silences/{id}",
+        "expireSilence",
+        "End a silence now",
+        "write",
+        200,
+        "Silence",
+    ),
+    Operation("get", "/api/v1/rules", "listRules", "Every rule's state", "read", 200, "RuleList"),
+    Operation(
+        "post",
+        "/api/v1/rules/{rule}/reset",
+        "resetCircuit",
+        "Resume a rule's automation after its circuit breaker opened",
+        "write",
+        200,
+        "CircuitReset",
+    ),
+    Operation(
+        "post",
+        "/api/v1/checks/{check}/run",
+        "runCheck",
+        "Run a check now",
+        "write",
+        202,
+        "CheckStarted",
+        conflict="the check is running already",
+    ),
+    Operation(
+        "post",
+        "/api/v1/-/reload",
+        "reload",
+        "Reload the config file, as SIGHUP does",
+        "write",
+        200,
+        "Reloaded",
+        conflict="the config file does not validate: the running config stays",
+    ),
+    Operation(
+        "post",
+        "/api/v1/alerts",
+        "alertmanagerWebhook",
+        "Alerts from Alertmanager (webhook version 4) or Grafana (version 1)",
+        "intake",
+        200,
+        "AlertsReceived",
+        body=AlertmanagerWebhook,
+        tag="intake",
+    ),
+    Operation(
+        "post",
+        "/api/v1/webhooks/{name}",
+        "genericWebhook",
+        "One alert from any system, mapped by the paths configured under webhooks.NAME",
+        "webhook",
+        200,
+        "AlertsReceived",
+        body="object",
+        tag="intake",
+        conflict="this signed request was accepted already (a replay)",
+    ),
+)
+
+# -- the document ------------------------------------------------------------------------------
+
+ERRORS: Final[dict[int, str]] = {
+    400: "Bad request: a malformed request, or a body or query the reason names the field of "
+    "(NaN, Infinity and numbers beyond a double are refused)",
+    401: "No token, or an unknown one",
+    403: "The token's scope does not allow this route",
+    404: "Not found",
+    408: "The request line and headers (runbookd.api.header_timeout) or the body "
+    "(runbookd.api.body_timeout) did not arrive in time",
+    409: "Conflict",
+    413: "Body larger than runbookd.api.max_body",
+    415: "Content-Type is not application/json",
+    429: "Rate limit exceeded: see Retry-After",
+}
+SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
+    "read": [{"bearer": ["read"]}],
+    "write": [{"bearer": ["write"]}],
+    "intake": [{"bearer": ["intake"]}],
+    "webhook": [{"webhookSignature": []}, {"webhookToken": []}],
+    # {}: no requirement, unless runbookd.api.protect_metrics is on.
+    "metrics": [{}, {"bearer": ["read"]}],
+    "open": [],
+}
+SECURITY_SCHEMES: Final[Schema] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from runbookd.api.tokens. Its scope decides the routes: read "
+        "(GET), intake (POST /api/v1/alerts), write (everything).",
+    },
+    "webhookToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The webhook's own token (webhooks.NAME.auth.token).",
+    },
+    "webhookSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Runbookd-Signature",
+        "description": "sha256=HEX: HMAC-SHA256 with webhooks.NAME.auth.hmac_secret over "
+        "`TIMESTAMP.BODY`, TIMESTAMP being the X-Runbookd-Timestamp header (unix seconds).",
+    },
+}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error_codes(op: Operation) -> set[int]:
+    # Before any route: the rate limit, a malformed request, a request too slow to arrive.
+    codes = {400, 408, 429}
+    if op.auth in ("read", "write", "intake", "metrics"):
+        codes |= {401, 403}
+    elif op.auth == "webhook":
+        codes.add(401)
+    if op.method == "post":  # runbookd.api.max_body, whether the route reads a body or not
+        codes.add(413)
+    if op.body is not None:
+        codes.add(415)
+    if op.path_params and op.auth != "webhook":  # an unknown webhook answers as a known one
+        codes.add(404)
+    if op.conflict:
+        codes.add(409)
+    return codes
+
+
+def _responses(op: Operation) -> Schema:
+    if op.answer:
+        out: Schema = {str(op.ok): _json(ref(op.answer), "OK")}
+    else:
+        text = {"text/plain": {"schema": STRING}}
+        out = {str(op.ok): {"description": "The Prometheus text format", "content": text}}
+    if op.operation_id == "readyz":
+        out["503"] = _json(ref("Readiness"), "Not ready yet: the reason says why")
+    if op.operation_id == "healthz":
+        out["503"] = _json(ref("Failed"), "A core task died: the daemon is exiting (status 4)")
+    for code in sorted(_error_codes(op)):
+        why = f"Conflict: {op.conflict}" if code == 409 else ERRORS[code]
+        out[str(code)] = _json(ref("Error"), why)
+    if op.tag == "intake":
+        out["429"] = _json(
+            {"oneOf": [ref("Error"), ref("AlertsRefused")]},
+            "Rate limit exceeded, or new firing alerts refused at the caps of runbookd.alerts "
+            "(the rest of the request was applied; send it again): see Retry-After",
+        )
+    if op.auth == "webhook":
+        out["401"] = _json(
+            ref("Error"),
+            "No credentials, or not this webhook's; a webhook that does not exist answers the same",
+        )
+    return out
+
+
+def _parameters(op: Operation) -> list[Schema]:
+    path_schema = {"type": "string", "minLength": 1}
+    params = [
+        {"name": n, "in": "path", "required": True, "schema": path_schema} for n in op.path_params
+    ]
+    params += [
+        {"name": p.name, "in": "query", "schema": p.schema, "description": p.description}
+        for p in op.query
+    ]
+    return params
+
+
+def _operation(op: Operation) -> Schema:
+    out: Schema = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        # A role list on an http scheme is allowed by OpenAPI 3.1: the token's scope.
+        "security": SECURITY[op.auth],
+        "responses": _responses(op),
+    }
+    if params := _parameters(op):
+        out["parameters"] = params
+    if op.body is not None:
+        schema = {"type": "object"} if op.body == "object" else ref(op.body.__name__)
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return out
+
+
+# What a model's validators check and pydantic cannot export, added to its schema by hand.
+# Schemathesis sends requests on both sides of each: a refinement the handler does not
+# enforce, or a check missing here, fails tests/test_openapi.py.
+# An alert's times: unset (empty, null, Alertmanager's zero time) or ISO 8601 with a zone in
+# 2000..2100 (daemon.units.parse_time). Labels and annotations have no bound: what is beyond
+# one is cut, not refused (daemon.alerts.clip).
+_ALERT_TIME: Final[Schema] = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": (
+                r"^(|0001-01-01T00:00:00Z|20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]0[0-9]:00))$"
+            ),
+        },
+        {"type": "null"},
+    ]
+}
+REFINEMENTS: Final[dict[tuple[str, str], Schema]] = {
+    ("WebhookAlert", "startsAt"): _ALERT_TIME,
+    ("WebhookAlert", "endsAt"): _ALERT_TIME,
+}
+
+
+def _model_schemas() -> dict[str, Schema]:
+    """The request models' JSON schemas, with their nested models hoisted to components."""
+    found: dict[str, Schema] = {}
+    for op in OPERATIONS:
+        if isinstance(op.body, type):
+            schema = op.body.model_json_schema(ref_template=REF)
+            found |= schema.pop("$defs", {})
+            found[op.body.__name__] = schema
+    for (model, prop), extra in REFINEMENTS.items():
+        found[model]["properties"][prop] |= extra
+    return found
+
+
+def document() -> Schema:
+    """The whole document, a fresh copy: it shares no dict with this module's constants."""
+    paths: dict[str, Schema] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    doc = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "runbookd",
+            "version": __version__,
+            "description": "Incidents, approvals, silences, rule states and alert intake of "
+            'a runbookd daemon. Every error answer is {"error": "<reason>"}.',
+        },
+        "paths": paths,
+        "components": {"schemas": ANSWERS | _model_schemas(), "securitySchemes": SECURITY_SCHEMES},
+    }
+    return copy.deepcopy(doc)
+
+
+@functools.cache
+def _serialized() -> bytes:
+    return json.dumps(document(), allow_nan=False).encode()
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.Response(body=_serialized(), content_type="application/json")

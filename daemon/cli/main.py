@@ -1,0 +1,469 @@
+"""The `runbookd` command: run, check-config, once, demo; incidents and silence talk to a
+running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon).
+
+Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
+a daemon has none for the daemon itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.cli.client import DEFAULT_URL, Answer, ApiError, Client, Unreachable, base_url
+from daemon.runtime.eventloop import run as run_on_loop
+from daemon.runtime.logs import configure  # before any other module imports structlog: see there
+
+DEFAULT_CONFIG = os.environ.get("RUNBOOKD_CONFIG", "/etc/runbookd/runbookd.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runbookd", description="Executes an operations runbook: watch, decide, act, verify."
+    )
+    parser.add_argument("--version", action="version", version=f"runbookd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 if invalid")
+    check.add_argument("file")
+    once = sub.add_parser("once", help="run the checks once and print a table; exit 1 unless OK")
+    once.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
+    once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
+    demo = sub.add_parser("demo", help="a bad deploy, detected and rolled back, end to end")
+    demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
+    _incidents_parser(sub)
+    _silence_parser(sub)
+    return parser
+
+
+# -- talking to a running daemon -----------------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--url, --token, --json. Given to a command and to each of its actions, so they may come
+    before or after the action; an action's SUPPRESS defaults never undo the command's."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    url = os.environ.get("RUNBOOKD_URL", DEFAULT_URL)
+    parser.add_argument("--url", default=default(url), help=f"the daemon (default: {url})")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token", default=default(None), help="API token (default: $RUNBOOKD_TOKEN)"
+    )
+    tokens.add_argument("--token-file", default=default(None), help="read the API token here")
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print the raw JSON answer"
+    )
+
+
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=summary)
+    _connection_options(parser, defaults=False)
+    return parser
+
+
+def _who(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID")
+    parser.add_argument("--by", required=True, help="who acts (kept on the timeline)")
+    parser.add_argument("--reason", default="", help="why")
+
+
+def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("incidents", help="list, show, acknowledge, resolve incidents")
+    _connection_options(parser, defaults=True)
+    parser.set_defaults(status=None, rule=None, limit=None)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = _action(actions, "list", "incidents, newest first (the default)")
+    listing.add_argument("--status", choices=["open", "resolved"])
+    listing.add_argument("--rule", help="only this rule's incidents")
+    listing.add_argument("--limit", type=int, help="at most this many (default 100)")
+    _action(actions, "show", "one incident with its timeline").add_argument("id", metavar="ID")
+    _who(_action(actions, "ack", "someone is on it: no more escalation"))
+    _who(_action(actions, "resolve", "close it; its rule starts afresh"))
+    _who(_action(actions, "approve", "approve the step waiting for approval"))
+    _who(_action(actions, "reject", "reject the step waiting for approval"))
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"not key=value: {text!r}")
+    return key, value
+
+
+def _duration(text: str) -> str:
+    from daemon.core.units import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("silence", help="list, add, expire silences and maintenance windows")
+    _connection_options(parser, defaults=True)
+    parser.set_defaults(expired=False)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = _action(actions, "list", "silences that have not ended (the default)")
+    listing.add_argument("--expired", action="store_true", help="also those that ended")
+    add = _action(actions, "add", "silence a rule, a check or labels for a while")
+    add.add_argument("--rule", help="match incidents of this rule")
+    add.add_argument("--check", help="match incidents of this check")
+    add.add_argument(
+        "--label", type=_label, action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    ends = add.add_mutually_exclusive_group(required=True)
+    ends.add_argument("--duration", type=_duration, help="e.g. 2h, from the start")
+    ends.add_argument("--ends-at", help="ISO 8601 with a zone (2026-11-28T03:00:00Z)")
+    add.add_argument("--starts-at", help="later start: a maintenance window (default: now)")
+    add.add_argument("--by", required=True, help="who silences")
+    add.add_argument("--comment", required=True, help="why")
+    _action(actions, "expire", "end a silence now").add_argument("id", metavar="ID")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.token_file}: {exc.strerror}") from None
+        if not token:
+            raise ValueError(f"{args.token_file} is empty")
+        return token
+    return args.token or os.environ.get("RUNBOOKD_TOKEN") or None
+
+
+def _time(text: str | None) -> float | str | None:
+    """Epoch seconds go as a number, anything else as the ISO text the API checks."""
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return text
+
+
+def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
+    if not (args.rule or args.check or args.label):
+        raise ValueError("silence add: give --rule, --check or --label (what to silence)")
+    body: dict[str, Any] = {
+        "created_by": args.by,
+        "comment": args.comment,
+        "rule": args.rule,
+        "check": args.check,
+        "labels": dict(args.label),
+        "duration": args.duration,
+        "ends_at": _time(args.ends_at),
+        "starts_at": _time(args.starts_at),
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    args.action = args.action or "list"
+    try:
+        token = _token(args)
+        base_url(args.url)
+        body = _silence_body(args) if (args.command, args.action) == ("silence", "add") else None
+    except ValueError as exc:
+        print(f"runbookd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_on_loop(_call_api(args, token, body))
+    except Unreachable as exc:
+        print(f"runbookd: {shown(str(exc))}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"runbookd: {shown(str(exc))}", file=sys.stderr)
+        return 1
+
+
+async def _call_api(args: argparse.Namespace, token: str | None, body: Answer | None) -> int:
+    async with Client(args.url, token=token) as api:
+        answer = await _perform(api, args, body)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    try:
+        print(_render(args, answer, time.time()))
+    except Unexpected as exc:
+        raise ApiError(200, f"unexpected answer: {exc}") from None
+    return 0
+
+
+async def _perform(api: Client, args: argparse.Namespace, body: Answer | None) -> Answer:
+    match args.command, args.action:
+        case "incidents", "list":
+            return await api.incidents(status=args.status, rule=args.rule, limit=args.limit)
+        case "incidents", "show":
+            return await api.incident(args.id)
+        case "incidents", verb:
+            act = {
+                "ack": api.acknowledge,
+                "resolve": api.resolve,
+                "approve": api.approve,
+                "reject": api.reject,
+            }[verb]
+            return await act(args.id, args.by, args.reason)
+        case "silence", "list":
+            return await api.silences(expired=args.expired)
+        case "silence", "add":
+            assert body is not None
+            return await api.create_silence(body)
+        case _:
+            return await api.expire_silence(args.id)
+
+
+DONE = {"ack": "acknowledged", "resolve": "resolved", "approve": "approved", "reject": "rejected"}
+
+
+def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
+    match args.command, args.action:
+        case "incidents", "list":
+            return incident_table(entries(answer, "incidents"))
+        case "incidents", "show":
+            return incident_detail(answer)
+        case "incidents", verb:
+            return f"{DONE[verb]} {shown(args.id)} (by {shown(args.by)})"
+        case "silence", "list":
+            return silence_table(entries(answer, "silences"), now)
+        case "silence", "add":
+            return silence_created(answer, now)
+        case _:
+            return f"expired {text(answer, 'id')}"
+
+
+# -- output for people ---------------------------------------------------------------------------
+#
+# Whatever the daemon (or whatever answers at its address) says is printed through `text`,
+# `when` and `shown`: a field that is missing prints "?", one of the wrong type or out of
+# range too, and no text can move the cursor, retitle the terminal or start a row of its own.
+
+
+class Unexpected(Exception):
+    """The answer lacks what a command prints; the message says what."""
+
+
+MISSING = object()
+# C0 and C1 controls, DEL, and the line separators and direction overrides of Unicode, which
+# would break or reorder a line: shown as \xNN or \uNNNN, the rest of Unicode as it is.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(value: object) -> str:
+    """`value` as one line of printable text: strings as they are, controls escaped."""
+    try:
+        line = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # too deep, or an int too long to write
+        return "?"
+    return _CONTROLS.sub(_escaped, line)
+
+
+def field(doc: object, key: str) -> object:
+    """`doc[key]`, or MISSING when `doc` is not an object or lacks it."""
+    return doc.get(key, MISSING) if isinstance(doc, dict) else MISSING
+
+
+def text(doc: object, key: str) -> str:
+    """A field to print: "?" if missing, "-" if null."""
+    value = field(doc, key)
+    return "?" if value is MISSING else "-" if value is None else shown(value)
+
+
+def entries(doc: object, key: str) -> list[object]:
+    found = field(doc, key)
+    if not isinstance(found, list):
+        raise Unexpected(f"no list {key!r} in it")
+    return found
+
+
+def instant(ts: object) -> datetime | None:
+    """Epoch seconds as a UTC time; None for what is not one a calendar holds."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):  # NaN, or beyond the years datetime knows
+        return None
+
+
+def when(ts: object) -> str:
+    """An epoch time as ISO 8601 UTC; "-" for null, "?" for what is not a printable time."""
+    if ts is None:
+        return "-"
+    moment = instant(ts)
+    if moment is None:
+        return "?"
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last one runs free."""
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [headers, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def incident_table(incidents: list[object]) -> str:
+    if not incidents:
+        return "no incidents"
+    columns = ("id", "status", "rule", "severity")
+    rows = [
+        [*(text(i, c) for c in columns), when(field(i, "opened_at")), text(i, "summary")]
+        for i in incidents
+    ]
+    return table(["ID", "STATUS", "RULE", "SEVERITY", "OPENED", "SUMMARY"], rows)
+
+
+def incident_detail(incident: Answer) -> str:
+    found = field(incident, "trigger")
+    given = found.items() if isinstance(found, dict) else []
+    trigger = " ".join(f"{shown(k)}={shown(v)}" for k, v in given if v is not None)
+    timeline = field(incident, "timeline")
+    steps = timeline if isinstance(timeline, list) else []
+    lines = [
+        f"{text(incident, 'id')}  {text(incident, 'status')}  {text(incident, 'severity')}",
+        f"rule:     {text(incident, 'rule')} (check {text(incident, 'check')})",
+        f"summary:  {text(incident, 'summary')}",
+        f"opened:   {when(field(incident, 'opened_at'))}",
+        f"resolved: {when(field(incident, 'resolved_at'))}",
+        f"trigger:  {trigger or '-'}",
+        "",
+        table(
+            ["TIME", "STEP", "WHAT"],
+            [[when(field(e, "ts")), text(e, "kind"), text(e, "message")] for e in steps],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def silence_state(silence: object, now: float) -> str:
+    active, ends = field(silence, "active"), instant(field(silence, "ends_at"))
+    if active is True:
+        return "active"
+    if active is not False or ends is None:
+        return "?"
+    return "ended" if ends.timestamp() <= now else "scheduled"
+
+
+def silence_created(silence: Answer, now: float) -> str:
+    state, ends = silence_state(silence, now), when(field(silence, "ends_at"))
+    created = f"created {text(silence, 'id')}"
+    if state == "scheduled":
+        return f"{created}: scheduled from {when(field(silence, 'starts_at'))} until {ends}"
+    return f"{created}: {state} until {ends}"
+
+
+def matchers(silence: object) -> str:
+    labels = field(silence, "labels")
+    given = {"rule": field(silence, "rule"), "check": field(silence, "check")}
+    given |= labels if isinstance(labels, dict) else {}
+    return " ".join(
+        f"{shown(k)}={shown(v)}" for k, v in given.items() if v is not None and v is not MISSING
+    )
+
+
+def silence_table(silences: list[object], now: float) -> str:
+    if not silences:
+        return "no silences"
+    rows = [
+        [
+            text(s, "id"),
+            silence_state(s, now),
+            when(field(s, "starts_at")),
+            when(field(s, "ends_at")),
+            matchers(s),
+            text(s, "created_by"),
+            text(s, "comment"),
+        ]
+        for s in silences
+    ]
+    return table(["ID", "STATE", "STARTS", "ENDS", "MATCHERS", "BY", "COMMENT"], rows)
+
+
+def cmdrun_on_loop(config_file: str) -> int:
+    """The daemon; its exit codes are daemon.app.ExitCode's."""
+    # Starting builds objects that live as long as the daemon (modules, models, a thousand
+    # checks): the cyclic GC would walk them over and over, 100 ms and more with 1,000
+    # checks. Daemon.serve turns it back on once started.
+    gc.disable()
+    from daemon.config.schema import ConfigError, load_config
+    from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
+
+    path = Path(config_file)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    configure(config.runbookd.log_level)
+    try:
+        return run_on_loop(Daemon(config, config_path=path).serve())
+    except StartFailed as exc:
+        print(f"runbookd: could not start: {exc}", file=sys.stderr)
+        return ExitCode.START_FAILED
+
+
+def cmd_once(config_file: str, names: Sequence[str]) -> int:
+    from daemon.cli.once import run_once
+    from daemon.config.schema import ConfigError, load_config
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if unknown := [n for n in names if n not in config.checks]:
+        defined = ", ".join(config.checks) or "none"
+        print(f"no such check: {', '.join(unknown)} (defined: {defined})", file=sys.stderr)
+        return 2
+    configure("warning", stream=sys.stderr)
+    return run_on_loop(run_once(config, names))
+
+
+def cmd_demo(config_file: str | None) -> int:
+    from daemon.cli.demo.run import DEFAULT_CONFIG, run_demo
+
+    configure("warning", stream=sys.stderr)
+    return run_on_loop(run_demo(Path(config_file) if config_file else DEFAULT_CONFIG))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        from daemon.config.schema import check_config_main
+
+        return check_config_main(args.file)
+    if args.command == "run":
+        return cmdrun_on_loop(args.config)
+    if args.command == "once":
+        return cmd_once(args.config, args.checks)
+    if args.command in ("incidents", "silence"):
+        return cmd_api(args)
+    return cmd_demo(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Writes an incident's timeline: memory, store, log and live listeners, in one call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+
+from daemon.core.clock import Clock
+from daemon.core.models import Incident, TimelineEntry
+from daemon.store.protocol import Store
+
+Listener = Callable[[Incident, TimelineEntry], None]
+log = structlog.get_logger("runbookd.timeline")
+
+# Entries that change no state (alerts joining an open incident): in a storm they would grow
+# the incident in memory without bound and be most of the log, so they are kept in the store
+# only, and logged at debug level.
+STORE_ONLY = frozenset({"alert"})
+
+
+class Recorder:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.listeners: list[Listener] = []
+        # The task in a batch, and what it recorded: announced once the batch is committed.
+        self._batch_task: asyncio.Task[Any] | None = None
+        self._held: list[tuple[Incident, TimelineEntry]] = []
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Everything the calling task records inside, and whatever else it writes to the
+        store, is one store transaction (`Store.batch`); the entries are logged and passed to
+        the listeners only after it is committed, and not at all if it is rolled back."""
+        task = asyncio.current_task()
+        if task is not None and self._batch_task is task:
+            yield  # joins the enclosing batch
+            return
+        held: list[tuple[Incident, TimelineEntry]] = []
+        async with self.store.batch():
+            # Set once the store is ours: another task's batch has ended by then.
+            self._batch_task, self._held = task, held
+            try:
+                yield
+            finally:
+                self._batch_task, self._held = None, []
+        for incident, entry in held:
+            self._announce(incident, entry)
+
+    async def open(self, incident: Incident, message: str, **data: Any) -> None:
+        """Persist a new incident with its first timeline entry."""
+        entry = TimelineEntry(self.clock.now(), "opened", message, data)
+        incident.timeline.append(entry)
+        await self.store.create_incident(incident)
+        self._told(incident, entry)
+
+    async def record(self, incident: Incident, kind: str, message: str, **data: Any) -> None:
+        entry = TimelineEntry(self.clock.now(), kind, message, data)
+        if kind not in STORE_ONLY:
+            incident.timeline.append(entry)
+        await self.store.append_timeline(incident.id, entry)
+        self._told(incident, entry)
+
+    def _told(self, incident: Incident, entry: TimelineEntry) -> None:
+        """The entry is in the store: announce it now, or when this task's batch commits."""
+        if self._batch_task is not None and self._batch_task is asyncio.current_task():
+            self._held.append((incident, entry))
+        else:
+            self._announce(incident, entry)
+
+    def _announce(self, incident: Incident, entry: TimelineEntry) -> None:
+        emit = log.debug if entry.kind in STORE_ONLY else log.info
+        emit(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)
+        for listener in self.listeners:
+            listener(incident, entry)

@@ -1,0 +1,110 @@
+"""Notifications go out through the store: queued first, then delivered, retried with
+backoff (after a restart too) and finished once. A page is never lost, and its stable
+dedup_key (the incident id) means a retry never pages twice."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from daemon.core.clock import Clock
+from daemon.core.models import RemediationResult
+from daemon.store.protocol import OutboxItem, Store
+
+log = structlog.get_logger("runbookd.outbox")
+
+# One attempt at an item; `retry` is true for every attempt but the one made as it is queued.
+Deliver = Callable[[OutboxItem, bool], Awaitable[RemediationResult | None]]
+
+POLL_SECONDS = 5.0
+MAX_ATTEMPTS = 12
+BASE_DELAY = 30.0
+MAX_DELAY = 3600.0
+
+
+def backoff(attempts: int) -> float:
+    """30 s, 1 min, 2 min ... capped at an hour: twelve attempts span about seven hours."""
+    return float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempts - 1)))
+
+
+class Outbox:
+    def __init__(self, store: Store, clock: Clock, deliver: Deliver) -> None:
+        self.store = store
+        self.clock = clock
+        self.deliver = deliver
+        # Items being delivered right now, so the retry loop never sends one twice at once.
+        self._in_flight: set[int] = set()
+
+    async def send(
+        self, incident_id: str, remediation: str, phase: str
+    ) -> RemediationResult | None:
+        """Queue a notification and make the first attempt now."""
+        return await self.attempt(await self.queue(incident_id, remediation, phase))
+
+    async def queue(self, incident_id: str, remediation: str, phase: str) -> OutboxItem:
+        """Queue a notification, due at once; from here on it is delivered, restart or not."""
+        now = self.clock.now()
+        item_id = await self.store.outbox_add(incident_id, remediation, phase, now)
+        return OutboxItem(item_id, incident_id, remediation, phase, now, now, 0, "")
+
+    async def run(self) -> None:
+        """Retry what is due, for as long as the daemon runs."""
+        while True:
+            for item in await self.store.outbox_due(self.clock.now()):
+                if item.id not in self._in_flight:
+                    await self.attempt(item, retry=True)
+            await self.clock.sleep(POLL_SECONDS)
+
+    async def _unsent_page(self, item: OutboxItem) -> OutboxItem | None:
+        """The unfinished page (execute) that a resolution item must wait for, if any."""
+        return next(
+            (
+                i
+                for i in await self.store.outbox_pending(item.incident_id)
+                if i.phase == "execute" and i.remediation == item.remediation
+            ),
+            None,
+        )
+
+    async def _resolutions_after(self, page: OutboxItem) -> None:
+        """The page is out: a resolution that waited for it goes now, not at the next round."""
+        for item in await self.store.outbox_pending(page.incident_id):
+            waiting = item.phase == "resolve" and item.remediation == page.remediation
+            if waiting and item.id not in self._in_flight:
+                await self.attempt(item, retry=True)
+
+    async def attempt(self, item: OutboxItem, *, retry: bool = False) -> RemediationResult | None:
+        """One delivery attempt; what it leaves undone is due again after a backoff."""
+        self._in_flight.add(item.id)
+        try:
+            if item.phase == "resolve" and (page := await self._unsent_page(item)) is not None:
+                # The page itself has not gone out yet: resolve after it, not before (a
+                # resolution first would leave the pager with the page open for good).
+                next_at = max(page.next_at, self.clock.now()) + 1.0
+                why = "waiting for the page to go out first"
+                await self.store.outbox_reschedule(item.id, next_at, item.attempts, why)
+                return RemediationResult(False, why, recoverable=True)
+            result = await self.deliver(item, retry)
+            attempts = item.attempts + 1
+            if result is None or result.ok:
+                await self.store.outbox_finish(item.id, "delivered")
+                if item.phase == "execute":
+                    await self._resolutions_after(item)
+            elif result.recoverable and attempts < MAX_ATTEMPTS:
+                # A provider's Retry-After is honoured in full, even beyond our own backoff.
+                wait = max(backoff(attempts), result.retry_after or 0.0)
+                next_at = self.clock.now() + wait
+                await self.store.outbox_reschedule(item.id, next_at, attempts, result.detail)
+            else:
+                await self.store.outbox_finish(item.id, "failed")
+                log.error(
+                    "notification given up",
+                    incident=item.incident_id,
+                    remediation=item.remediation,
+                    attempts=attempts,
+                    detail=result.detail,
+                )
+            return result
+        finally:
+            self._in_flight.discard(item.id)

@@ -1,0 +1,460 @@
+"""The daemon's lifecycle: start in order, run, reload on SIGHUP, drain and stop on SIGTERM.
+
+A start that fails closes what it had started, in reverse, and says why in one line; a core
+task that dies while running (daemon/supervisor.py) stops the daemon, which exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from enum import IntEnum
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from checks.base import CHECKS, Check, CheckConfig, CheckContext
+from daemon.api.app import build_app
+from daemon.api.servers import start_site
+from daemon.config.schema import ConfigError, RunbookConfig, config_hash, load_config
+from daemon.core.clock import Clock, SystemClock
+from daemon.engine.alerts import Alert, AlertCapReached
+from daemon.engine.engine import Engine
+from daemon.engine.timeline import Recorder
+from daemon.pipeline.runner import Pipeline, Plan
+from daemon.pipeline.safety import Budget
+from daemon.runtime.metrics import Metrics
+from daemon.runtime.scheduler import Scheduler
+from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.supervisor import Supervisor
+from daemon.store.protocol import Store
+from daemon.store.sqlite import SqliteStore
+from remediations.base import REMEDIATIONS, Remediation, RemediationContext
+
+log = structlog.get_logger("runbookd")
+
+TICK_SECONDS = 1.0
+PRUNE_EVERY = 86400.0
+
+
+class ExitCode(IntEnum):
+    """`runbookd run`'s exit status (README "Exit codes", systemd/runbookd.service)."""
+
+    OK = 0  # stopped by SIGTERM or SIGINT
+    CONFIG_INVALID = 2  # restarting cannot help: systemd does not (RestartPreventExitStatus=)
+    START_FAILED = 3  # e.g. the port is taken, the state directory cannot be written
+    CORE_TASK_DIED = 4  # a core task ended while the daemon ran (daemon/supervisor.py)
+
+
+class StartFailed(Exception):
+    """The daemon could not start, and closed what it had started; the message is one line."""
+
+
+# Failures of the machine rather than of runbookd (a port taken, a directory not writable, a
+# database file that cannot be opened): told in one line. Anything else is a bug, and logged
+# with its traceback too.
+EXPECTED_START_FAILURES = (OSError, sqlite3.Error)
+
+
+@contextlib.contextmanager
+def starting(step: str) -> Iterator[None]:
+    """Turns a failure of one start step into StartFailed naming the step."""
+    try:
+        yield
+    except EXPECTED_START_FAILURES as exc:
+        raise StartFailed(f"{step}: {_reason(exc)}") from exc
+    except Exception as exc:
+        log.exception("start failed", step=step)
+        raise StartFailed(f"{step}: {type(exc).__name__}: {exc}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    # "[Errno 98] error while attempting to bind on address (...): address already in use" says
+    # the address twice and the errno once too often; the step already names the address.
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = os.strerror(exc.errno)
+        return f"{reason}: {exc.filename}" if exc.filename is not None else reason
+    return str(exc) or type(exc).__name__
+
+
+def build_checks(config: RunbookConfig) -> dict[str, tuple[Check, CheckConfig]]:
+    # A validated config's types are registered: validating it imported their modules.
+    return {name: (CHECKS.get(cfg.type)(name, cfg), cfg) for name, cfg in config.checks.items()}
+
+
+def build_plan(config: RunbookConfig) -> Plan:
+    instances: dict[str, Remediation] = {
+        name: REMEDIATIONS.get(cfg.type)(name, cfg) for name, cfg in config.remediations.items()
+    }
+    settings = config.runbookd
+    return Plan(
+        instances,
+        dict(config.remediations),
+        dry_run=settings.dry_run,
+        budget=Budget(settings.budget.max_actions, settings.budget.window),
+        breaker_after=settings.circuit_breaker_after,
+    )
+
+
+def staleness(config: RunbookConfig) -> dict[str, float]:
+    return {name: cfg.staleness() for name, cfg in config.checks.items()}
+
+
+class Daemon:
+    """Owns every long-lived object; startup in order, shutdown in reverse."""
+
+    def __init__(
+        self,
+        config: RunbookConfig,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        state_dir = Path(config.runbookd.state_dir)
+        self.store: Store = store or SqliteStore(state_dir / "runbookd.db")
+        self.recorder = Recorder(self.store, self.clock)
+        self.port: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        # What start() opened, each with how to close it: stop() (or a failed start) closes
+        # them in reverse.
+        self._opened = contextlib.AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self.supervisor = Supervisor(on_failure=self._core_task_died)
+        self.config_hash = ""
+        self.reload_problems: list[str] = []
+        self._started = asyncio.Event()
+        self.notifier = Notifier()  # inert unless systemd set NOTIFY_SOCKET
+
+    # -- readiness, for /readyz and sd_notify ------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once started: config loaded, store open, incidents restored, API serving,
+        scheduler running. The first round is not waited for (with phases spread over the
+        interval it takes a whole one): until its check has run, a rule is blind and never
+        acts. The reason tells how far the first round is."""
+        if self.supervisor.failure is not None:
+            return False, f"failed: {self.supervisor.failure}"
+        if self._stopping.is_set():
+            return False, "stopping"
+        if not self._started.is_set():
+            return False, "starting"
+        ran, checks = self.first_round()
+        return True, (f"first round: {ran}/{checks} checks have run" if ran < checks else "ok")
+
+    def first_round(self) -> tuple[int, int]:
+        """(checks that have run at least once, checks configured)."""
+        if not self._started.is_set():
+            return 0, len(self.config.checks)
+        jobs = self.scheduler.jobs.values()
+        return sum(job.runs > 0 for job in jobs), len(jobs)
+
+    def health(self) -> tuple[bool, str]:
+        """Alive, unless a core task died: then checks no longer run or pages no longer go
+        out, whatever else still answers, and the daemon is on its way out."""
+        failure = self.supervisor.failure
+        return (False, failure) if failure is not None else (True, "ok")
+
+    def status_line(self) -> str:
+        """One line for `systemctl status` (sd_notify STATUS=)."""
+        if self.supervisor.failure is not None:
+            return f"failed, stopping: {self.supervisor.failure}"
+        if self._stopping.is_set():
+            return "stopping: draining running remediations" if self.pipeline.busy else "stopping"
+        ready, why = self.ready()
+        if not ready:
+            return f"starting: {why}"
+        incidents = len(self.engine.incidents)
+        line = (
+            f"watching {_count(len(self.config.checks), 'check')}, "
+            f"{_count(len(self.config.rules), 'rule')}; "
+            f"{_count(incidents, 'incident')} open"
+        )
+        if self.config.runbookd.dry_run:
+            line += " (dry run)"
+        return line if why == "ok" else f"{line}; {why}"
+
+    # -- what the API steers -------------------------------------------------------------------
+
+    async def intake(self, alerts: list[Alert]) -> int:
+        """One request's alerts: committed to the store as one transaction before this
+        returns (the caller answers only then); the counter moves once per label set.
+        Raises AlertCapReached, with the rest committed and counted, if some new firing
+        alerts were refused at a cap."""
+        try:
+            routed = await self.engine.alerts(alerts)
+        except AlertCapReached as exc:
+            self._count_received(alerts, exc.routed)
+            raise
+        return self._count_received(alerts, routed)
+
+    def _count_received(self, alerts: list[Alert], routed: list[list[str]]) -> int:
+        counts: dict[tuple[str, str, str], int] = {}
+        for a, rules in zip(alerts, routed, strict=True):
+            state = "firing" if a.firing else "resolved"
+            key = (a.source, state, "matched" if rules else "unmatched")
+            counts[key] = counts.get(key, 0) + 1
+        for labels, count in counts.items():
+            self.metrics.alerts.labels(*labels).inc(count)
+        return sum(1 for rules in routed if rules)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build, then open in order: store, incidents, API, plans and outbox, checks.
+
+        The API listens before a plan resumes or a check starts (a check's start may wait for
+        its service up to its timeout), so a taken port fails the start before anything acts.
+        If a step fails, what was opened closes again in reverse, and StartFailed says which
+        step and why.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.config.runbookd
+        with starting("cannot build the checks and remediations"):
+            checks, plan = build_checks(self.config), build_plan(self.config)
+        where = f" {self.store.path}" if isinstance(self.store, SqliteStore) else ""
+        with starting(f"cannot open the store{where}"):
+            await self.store.open()
+        self._opened.push_async_callback(self.store.close)
+        connector = aiohttp.TCPConnector(limit=settings.max_checks_in_flight + 16)
+        self._session = session = aiohttp.ClientSession(connector=connector)
+        self._opened.push_async_callback(session.close)
+        self._build(session, plan)
+        with starting("cannot restore incidents"):
+            await self.engine.restore(announce=False)
+        host, port = settings.listen_address
+        with starting(f"cannot listen on {host}:{port}"):
+            await self._start_api()
+        # Drained before the API closes: approvals and /readyz are answered while plans finish.
+        self._opened.push_async_callback(self.pipeline.drain, settings.drain_grace)
+        with starting("cannot resume plans"):
+            await self.engine.announce_restored()
+            # With the plans of the incidents the engine raised itself (alert caps).
+            plans = dict(self.config.rules) | self.engine.incident_plans()
+            await self.pipeline.recover(self.engine.incidents.values(), plans)
+            self.supervisor.watch(self.pipeline.start_outbox())
+        self._loaded(self.config)
+        self._opened.push_async_callback(self._stop_checking)
+        with starting("cannot start the checks"):
+            await self.scheduler.set_checks(checks)
+            self.scheduler.start()
+            self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
+            self.supervisor.watch(self._ticker)
+        self._started.set()
+        log.info(
+            "started",
+            listen=f"{host}:{self.port}",
+            checks=len(self.config.checks),
+            rules=len(self.config.rules),
+            remediations=len(self.config.remediations),
+            dry_run=settings.dry_run,
+        )
+
+    def _build(self, session: aiohttp.ClientSession, plan: Plan) -> None:
+        self.pipeline = Pipeline(
+            plan,
+            ctx=RemediationContext(session, self.clock),
+            store=self.store,
+            recorder=self.recorder,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        self.engine = Engine(
+            dict(self.config.rules),
+            staleness=staleness(self.config),
+            store=self.store,
+            recorder=self.recorder,
+            actions=self.pipeline,
+            metrics=self.metrics,
+            clock=self.clock,
+            limits=self.config.runbookd.alerts,
+            notifiers=lambda: self.pipeline.plan.notifiers(),
+        )
+        self.scheduler = Scheduler(
+            ctx=CheckContext(session, self.clock),
+            clock=self.clock,
+            sink=self.engine.observe,
+            metrics=self.metrics,
+            max_in_flight=self.config.runbookd.max_checks_in_flight,
+            watch=self.supervisor.watch,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking work, let running remediations finish (bounded), close in reverse."""
+        log.info("stopping", draining=self.pipeline.busy)
+        await self._close()
+        log.info("stopped")
+
+    async def _close(self) -> None:
+        """Close what start() opened, in reverse; each step runs even if one before failed."""
+        self.supervisor.shutting_down()
+        await self._opened.aclose()
+
+    async def _stop_checking(self) -> None:
+        # No new observation first; an observation being handled may finish (Scheduler.stop).
+        await self.scheduler.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            # If it died, the supervisor has told why: that is no reason to stop stopping.
+            await asyncio.gather(self._ticker, return_exceptions=True)
+
+    async def _start_api(self) -> None:
+        host, port = self.config.runbookd.listen_address
+        self._runner, self.port = await start_site(build_app(self), host, port)
+        self._opened.push_async_callback(self._runner.cleanup)
+
+    async def _tick(self) -> None:
+        """Once a second: staleness. Once a day (and at start): history retention."""
+        next_prune = self.clock.now()
+        while True:
+            now = self.clock.now()
+            await self.engine.tick(now)
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY
+                pruned = await self.store.prune(now - self.config.runbookd.history_retention)
+                if any(pruned):
+                    log.info("history pruned", incidents=pruned.incidents, actions=pruned.actions)
+            await self.clock.sleep(TICK_SECONDS)
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Validate the config file again and swap it in; an invalid one keeps the old.
+
+        Rules and checks whose config did not change keep their state; cooldowns, budgets
+        and open incidents live in the store and carry on. Why a reload was refused stays
+        in `reload_problems`.
+        """
+        if self.config_path is None:
+            self.reload_problems = ["no config file to reload from"]
+            return False
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+            checks, plan = build_checks(config), build_plan(config)
+        except ConfigError as exc:
+            self.metrics.reload_success.set(0)
+            self.reload_problems = [str(p) for p in exc.problems]
+            for problem in self.reload_problems:
+                log.error("reload refused: keeping the running config", problem=problem)
+            return False
+        if config.runbookd != self.config.runbookd:
+            log.warning("settings under 'runbookd:' change only on restart")
+        self.pipeline.set_plan(plan)
+        self.engine.set_rules(dict(config.rules), staleness(config))
+        await self.scheduler.set_checks(checks)
+        self.config = config
+        self._loaded(config)
+        self.reload_problems = []
+        log.info("reloaded", checks=len(config.checks), rules=len(config.rules))
+        return True
+
+    def _loaded(self, config: RunbookConfig) -> None:
+        self.config_hash = config_hash(config)
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_time.set(self.clock.now())
+        # The first 48 bits, exact in a float: enough to tell two configs apart on a graph.
+        self.metrics.config_hash.set(int(self.config_hash[:12], 16))
+
+    # -- running under a supervisor -----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def _core_task_died(self, reason: str) -> None:
+        # The supervisor logged it. A daemon that no longer does its job is not alive: no more
+        # pings, and out, for systemd or the container runtime to start a fresh one.
+        self.notifier.stop_watchdog()
+        self.request_stop()
+
+    async def serve(self) -> ExitCode:
+        """Run until SIGTERM/SIGINT (exit code OK) or until a core task dies (CORE_TASK_DIED);
+        SIGHUP reloads. Raises StartFailed, having closed what it opened, if it cannot start."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(self.reload_announced())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            await self.start()
+        except BaseException:
+            _remove_signal_handlers(loop)  # left behind, they would swallow SIGTERM for good
+            raise
+        if self.supervisor.failure is None:  # a core task may have died while starting
+            self.notifier.start(self.status_line, self._started, watch=self.supervisor.watch)
+        gc.enable()  # `runbookd run` starts with the cyclic GC off (daemon/cli.py)
+        release_free_memory()
+        # What startup built (modules, config, models) lives as long as the daemon: out of the
+        # collector's sight, a full collection scans only what the running daemon holds.
+        gc.freeze()
+        try:
+            await self._stopping.wait()
+        finally:
+            _remove_signal_handlers(loop)
+            self.supervisor.shutting_down()  # the notifier's tasks end on purpose from here
+            self.notifier.stopping(self.status_line())
+            try:
+                await self.stop()
+            finally:
+                await self.notifier.close()
+        return ExitCode.OK if self.supervisor.failure is None else ExitCode.CORE_TASK_DIED
+
+    async def reload_announced(self) -> bool:
+        """A reload framed for systemd; READY=1 also after a refusal: the old config runs."""
+        announced = self.notifier.announced  # before READY=1, systemd is still starting us
+        if announced:
+            self.notifier.reloading()
+        try:
+            return await self.reload()
+        finally:
+            if announced:
+                self.notifier.ready(self.status_line())
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def release_free_memory() -> None:
+    """Collect the garbage startup left and hand the heap pages it freed (compiling, reading
+    and validating the config, building models) back to the OS: glibc keeps them, and an idle
+    daemon would carry them for good. Without glibc, it only collects."""
+    gc.collect()
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return
+    trim(0)

@@ -1,0 +1,141 @@
+"""Where incidents, timelines and the action ledger live, behind one protocol.
+
+The embedded default is SQLite in the state directory (daemon/store_sqlite.py); a
+PostgreSQL implementation joins later for several replicas. Both pass the same tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from daemon.core.models import Incident, IncidentStatus, TimelineEntry
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One execution in the ledger. `outcome` is "running" from begin until end."""
+
+    id: int
+    incident_id: str
+    rule: str
+    remediation: str
+    ts: float
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A notification still to deliver: `phase` is "execute" (the page) or "resolve"."""
+
+    id: int
+    incident_id: str
+    remediation: str
+    phase: str
+    created_at: float
+    next_at: float
+    attempts: int
+    last_error: str
+
+
+class Pruned(NamedTuple):
+    """How many rows `Store.prune` deleted."""
+
+    incidents: int
+    actions: int
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create the schema if needed. Called once at startup."""
+
+    async def close(self) -> None: ...
+
+    def batch(self) -> AbstractAsyncContextManager[None]:
+        """One transaction for everything the calling task writes inside the block: it is
+        committed when the block ends (the exit returns after the commit, which the store may
+        share with other tasks' writes), or rolled back whole if the block raises (or is
+        cancelled). A write that fails raises at the call or, where the store defers the
+        block's writes, when the block ends, which then writes nothing of it. The task reads
+        its own writes; other tasks' reads and writes wait until the block ends, so never wait
+        inside it on a task that uses the store. A batch inside a batch joins it. Ids handed
+        out inside a rolled-back batch may be handed out again."""
+
+    async def create_incident(self, incident: Incident) -> None:
+        """Insert a new incident with its timeline so far; a duplicate id is a ValueError."""
+
+    async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
+        """Unknown incident: KeyError."""
+
+    async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
+        """Unknown incident: KeyError. Resolving twice keeps the first time."""
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        """The incident with its whole timeline, oldest entry first."""
+
+    async def list_incidents(
+        self, *, status: IncidentStatus | None = None, rule: str | None = None, limit: int = 100
+    ) -> list[Incident]:
+        """Newest first (ties by id, descending), without timelines; limit < 0: ValueError."""
+
+    async def open_incidents(self) -> list[Incident]:
+        """Every open incident with its timeline, oldest first (what a restart resumes)."""
+
+    # -- the action ledger: cooldowns, the budget, run limits, crash recovery -----------------
+
+    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
+        """Write "running" BEFORE executing, so a crash mid-run is found at restart."""
+
+    async def end_action(self, action_id: int, outcome: str) -> None:
+        """Unknown id: KeyError."""
+
+    async def running_actions(self) -> list[ActionRecord]:
+        """Actions begun and never ended, oldest first: what a crash interrupted."""
+
+    async def last_action(self, rule: str, remediation: str) -> float | None:
+        """When this remediation last began for this rule (any outcome), or None."""
+
+    async def count_actions(
+        self, since: float, *, exclude: frozenset[str] = frozenset(), only: str | None = None
+    ) -> int:
+        """Actions begun at or after `since` (any outcome), leaving out the `exclude`d
+        remediations; with `only`, just that remediation's (whatever the rule)."""
+
+    # -- small JSON values kept for remediations and the circuit breaker ----------------------
+
+    async def get_value(self, namespace: str, key: str) -> Any:
+        """The stored JSON value, or None."""
+
+    async def put_value(self, namespace: str, key: str, value: Any) -> None:
+        """Insert or replace; None deletes."""
+
+    async def put_values(self, namespace: str, values: Mapping[str, Any]) -> None:
+        """`put_value` for each key, in one transaction; nothing is written if one value is
+        not JSON (a TypeError)."""
+
+    async def values(self, namespace: str) -> dict[str, Any]:
+        """Every key of a namespace with its value."""
+
+    # -- the paging outbox: notifications survive restarts, each delivered once ---------------
+
+    async def outbox_add(self, incident_id: str, remediation: str, phase: str, ts: float) -> int:
+        """A new item, due at once."""
+
+    async def outbox_due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Unfinished items with next_at <= now, oldest first."""
+
+    async def outbox_pending(self, incident_id: str) -> list[OutboxItem]:
+        """The incident's unfinished items, whenever due, by id."""
+
+    async def outbox_reschedule(
+        self, item_id: int, next_at: float, attempts: int, error: str
+    ) -> None: ...
+
+    async def outbox_finish(self, item_id: int, outcome: str) -> None:
+        """Delivered or given up: the item is never due again."""
+
+    async def prune(self, before: float) -> Pruned:
+        """Delete incidents resolved before `before` (with their timelines), ledger entries
+        and finished outbox items older than it. Open incidents are never pruned."""
