@@ -429,6 +429,24 @@ def test_paths_step_into_lists_and_statuses_read_as_words() -> None:
         alert_from_json({"alerts": []}, paths, "webhook:x")
 
 
+@pytest.mark.parametrize(
+    ("status", "firing"),
+    [("alerting", True), ("DOWN", True), (True, True), ("ok", False), ("Resolved", False)],
+)
+def test_status_words_read_as_firing_or_resolved(status: object, firing: bool) -> None:
+    doc = {"name": "DiskFull", "status": status}
+    assert alert_from_json(doc, {"name": "name", "status": "status"}, "webhook:x").firing is firing
+
+
+@pytest.mark.parametrize("status", ["banana", "resolvd", 1, 0, ""])
+def test_a_status_neither_firing_nor_resolved_is_refused(status: object) -> None:
+    """A typo or a number whose meaning differs by sender (0 is down for one, up for
+    another) must not resolve an incident: the request is refused, naming the path."""
+    doc = {"name": "DiskFull", "status": status}
+    with pytest.raises(ValueError, match=r"^status: .* is neither firing \(.*\) nor resolved"):
+        alert_from_json(doc, {"name": "name", "status": "status"}, "webhook:x")
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config_text(text, "c.yaml")

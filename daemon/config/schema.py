@@ -199,6 +199,12 @@ class AlertLimits(StrictModel):
     # Far above one rule's alerts in a real fleet, yet five noisy rules leave room for others.
     max_firing_per_rule: int = Field(default=5_000, ge=1, le=1_000_000)
     max_firing: int = Field(default=25_000, ge=1, le=1_000_000)
+    # A group whose notifications left alerts out (`truncatedAlerts`) holds its incident open
+    # until a notification of it leaves none out, or none comes for this long: a sender
+    # repeats a group while any of its alerts fires (Alertmanager's and Grafana's
+    # repeat_interval, 4h by default), and sends nothing more once all resolved. Set it above
+    # the sender's repeat_interval.
+    truncated_hold: PositiveDuration = Field(default=5 * 3600.0, ge=60, le=7 * 86400)
 
 
 class DaemonSettings(StrictModel):

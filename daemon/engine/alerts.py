@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from daemon.core.redaction import excerpt
 from daemon.core.units import parse_time
 
 MAX_LABELS = 64
@@ -315,8 +316,9 @@ def _get(doc: Any, path: str, whole: str) -> Any:
 def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
     """Map a generic JSON value to an alert with configured dotted paths.
 
-    `paths` has `name`, `status` (firing when the value is one of "firing", "alerting",
-    "triggered", "open", "critical", true), optional `fingerprint`, `summary` and
+    `paths` has `name`, `status` (firing when the value is one of FIRING_WORDS, resolved
+    when one of RESOLVED_WORDS, any case; anything else is refused: a typo must not resolve
+    an incident), optional `fingerprint`, `summary` and
     `labels.<name>` entries. A path steps into objects by key and into a list of one item by
     index (`alerts.0.title`); a list of several is refused (`each` maps them all). Raises
     ValueError naming the path that is missing or not a plain value. A text longer than
@@ -337,7 +339,7 @@ def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
     name = text(paths["name"])
     if not name:
         raise ValueError(f"{paths['name']}: the alert name is empty")
-    firing = text(paths["status"]).lower() in FIRING_WORDS
+    firing = _firing(text(paths["status"]), paths["status"])
     labels = {"alertname": name}
     for key, path in paths.items():
         if key.startswith("labels."):
@@ -348,4 +350,19 @@ def alert_from_json(doc: Any, paths: dict[str, str], source: str) -> Alert:
     return Alert(name, firing, identity, labels, annotations, source=source, clipped=clipped)
 
 
-FIRING_WORDS = frozenset({"firing", "alerting", "triggered", "open", "critical", "true"})
+FIRING_WORDS = frozenset({"firing", "alerting", "triggered", "open", "critical", "down", "true"})
+RESOLVED_WORDS = frozenset(
+    {"resolved", "ok", "normal", "closed", "recovered", "cleared", "up", "inactive", "false"}
+)
+
+
+def _firing(status: str, path: str) -> bool:
+    word = status.lower()
+    if word in FIRING_WORDS:
+        return True
+    if word in RESOLVED_WORDS:
+        return False
+    raise ValueError(
+        f"{path}: {excerpt(status, 40)!r} is neither firing ({', '.join(sorted(FIRING_WORDS))}) "
+        f"nor resolved ({', '.join(sorted(RESOLVED_WORDS))})"
+    )

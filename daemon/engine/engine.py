@@ -13,6 +13,7 @@ import structlog
 from daemon.config.schema import AlertLimits
 from daemon.core.clock import Clock
 from daemon.core.models import Incident, IncidentStatus, Observation, RuleState
+from daemon.core.units import format_duration
 from daemon.engine.alerts import Alert, AlertCapReached, Resolutions
 from daemon.engine.timeline import Recorder
 from daemon.rules.config import RuleConfig
@@ -123,6 +124,8 @@ class Engine:
                 self.metrics.rule_state.labels(name).set(int(RuleState.FIRING))
             truncated = await self.store.values(f"{TRUNCATED}:{name}")
             rule.truncated = {g: n for g, n in truncated.items() if isinstance(n, int)}
+            # Heard now: the hold counts from this start (longer, never shorter).
+            rule.heard = dict.fromkeys(rule.truncated, self.clock.now())
             rule.resolved = Resolutions()
             records = await self.store.values(f"{RESOLVED}:{name}")
             if dropped := rule.resolved.restore(records, self.clock.now()):
@@ -159,7 +162,7 @@ class Engine:
         """Hold rules whose check stopped delivering (stale data); raise "monitoring blind"
         incidents for rules blind longer than their `blind_after`; resolve alert cap incidents
         whose rule has room again (an operator may have resolved its alerts, or a reload
-        removed it)."""
+        removed it); forget truncated groups silent for `truncated_hold`."""
         for check, evaluators in self._by_check.items():
             stale_after = self.staleness.get(check)
             for evaluator in evaluators:
@@ -168,6 +171,7 @@ class Engine:
                     self._blind_changed(evaluator)
                 await self._blind_incident(evaluator, now)
         await self._review_caps(now)
+        await self._expire_truncations(now)
 
     async def _blind_incident(self, evaluator: RuleEvaluator, now: float) -> None:
         config, key = evaluator.config, f"{evaluator.name}:blind"
@@ -265,6 +269,10 @@ class Engine:
         rules = self.alert_rules
         routed = [[name for name, rule in rules.items() if rule.matches(a)] for a in alerts]
         over_cap = 0
+        now = self.clock.now()
+        for a, names in zip(alerts, routed, strict=True):
+            for name in names:
+                rules[name].hear(a, now)
         if any(
             rules[name].changed_by(a)
             for a, names in zip(alerts, routed, strict=True)
@@ -326,7 +334,7 @@ class Engine:
                     continue
                 fp = alert.fingerprint
                 left_out = rule.truncated.get(alert.group) if alert.group else None
-                if rule.note_truncation(alert) and not rule.firing:
+                if rule.note_truncation(alert, self.clock.now()) and not rule.firing:
                     await self._resolve_alert_rule(name, alert)
                 if alert.group and rule.truncated.get(alert.group) != left_out:
                     truncations.setdefault(name, {})[alert.group] = rule.truncated.get(alert.group)
@@ -385,10 +393,12 @@ class Engine:
         if rule.truncated:
             if incident is not None:
                 left_out = sum(rule.truncated.values())
+                hold = format_duration(self.limits.truncated_hold)
                 message = (
                     f"not resolved: the sender left {left_out} alerts out of its notifications "
                     f"(truncatedAlerts, in {len(rule.truncated)} groups); they may still fire. "
-                    "Resolves once a notification of each such group leaves none out"
+                    "Resolves once a notification of each such group leaves none out, or none "
+                    f"comes for {hold} (truncated_hold)"
                 )
                 data = {"truncated_alerts": left_out, "groups": len(rule.truncated)}
                 await self.recorder.record(incident, "alert", message, **data)
@@ -396,6 +406,26 @@ class Engine:
         self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
         summary = f"resolved: alert {alert.name} ({alert.source})"
         await self._resolve(name, self.clock.now(), summary, {"alert": alert.name})
+
+    async def _expire_truncations(self, now: float) -> None:
+        """Forget the truncated groups not heard of for `truncated_hold`: a sender repeats a
+        group while any alert of it fires, so its silence means the left-out alerts are over
+        (Alertmanager sends a resolved group's last notification truncated, then nothing)."""
+        hold = self.limits.truncated_hold
+        for name, rule in list(self.alert_rules.items()):
+            expired = rule.expire(now, hold)
+            if not expired:
+                continue
+            async with self.recorder.batch():
+                await self.store.put_values(f"{TRUNCATED}:{name}", dict.fromkeys(expired))
+                if rule.truncated or rule.firing or name not in self.incidents:
+                    continue
+                self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
+                summary = (
+                    f"resolved: no notification of its truncated groups for "
+                    f"{format_duration(hold)} (truncated_hold), and none of its alerts fires"
+                )
+                await self._resolve(name, now, summary, {"truncated_groups": len(expired)})
 
     # -- the caps on firing alerts ----------------------------------------------------------
 
@@ -583,6 +613,8 @@ class AlertRule:
     # how many: while any is here the rule may have alerts firing it cannot see, so its
     # incident does not resolve.
     truncated: dict[str, int] = field(default_factory=dict)
+    # When each of those groups was last heard of (memory only: a restart counts from then).
+    heard: dict[str, float] = field(default_factory=dict)
 
     def matches(self, alert: Alert) -> bool:
         match = self.config.alert_match
@@ -597,7 +629,7 @@ class AlertRule:
             return self.ends_episode(alert)
         return not self.late_firing(alert) if alert.firing else self.resolved.news(alert)
 
-    def note_truncation(self, alert: Alert) -> bool:
+    def note_truncation(self, alert: Alert, now: float) -> bool:
         """Keep what `alert`'s notification says of its group's left-out alerts; True when
         this clears the last group that held the rule's incident open."""
         if not alert.group or self.truncated.get(alert.group, 0) == alert.truncated:
@@ -605,9 +637,24 @@ class AlertRule:
         if alert.truncated:
             if alert.group in self.truncated or len(self.truncated) < MAX_TRUNCATED_GROUPS:
                 self.truncated[alert.group] = alert.truncated
+                self.heard.setdefault(alert.group, now)
             return False
         del self.truncated[alert.group]
+        self.heard.pop(alert.group, None)
         return not self.truncated
+
+    def hear(self, alert: Alert, now: float) -> None:
+        """A notification of one of the truncated groups came: its hold starts again."""
+        if alert.group in self.truncated:
+            self.heard[alert.group] = now
+
+    def expire(self, now: float, hold: float) -> list[str]:
+        """Forget the truncated groups last heard of `hold` ago or more; returns them."""
+        expired = [g for g in self.truncated if now - self.heard.get(g, now) >= hold]
+        for group in expired:
+            del self.truncated[group]
+            self.heard.pop(group, None)
+        return expired
 
     def ends_episode(self, alert: Alert) -> bool:
         """A resolution of the episode firing here. One whose start is older than that
