@@ -351,9 +351,11 @@ def grafana_problem(
     verified = _HEX_SIGNATURE.match(given) is not None and hmac.compare_digest(
         given.lower(), expected
     )
-    if not verified or abs(now - int(timestamp)) > signing.tolerance:
+    if not verified:
         return (
-            f"{signing.header}: bad signature, or {signing.timestamp_header} more than "
-            f"{signing.tolerance:g}s from our clock"
+            f"{signing.header}: bad signature (expected the hex HMAC-SHA256 of "
+            f"{signing.timestamp_header}:BODY with runbookd.api.grafana's secret)"
         )
+    if abs(now - int(timestamp)) > signing.tolerance:
+        return f"{signing.timestamp_header}: more than {signing.tolerance:g}s from our clock"
     return None
