@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon.api.operator import SilenceBody
+from daemon.api.schemas import SilenceBody
 from daemon.core.models import Incident
 from daemon.runtime.daemon import Daemon
 from tests.utils import run_daemon, wait_for

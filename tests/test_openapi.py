@@ -22,7 +22,7 @@ from hypothesis import settings
 from daemon.api import openapi
 from daemon.api.app import build_app
 from daemon.api.auth import GRANTS
-from daemon.api.operator import SilenceBody, Who
+from daemon.api.schemas import SilenceBody, Who
 from daemon.engine.alerts import AlertmanagerWebhook
 from daemon.runtime.daemon import Daemon
 from tests.utils import run_daemon

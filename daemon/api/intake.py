@@ -8,16 +8,6 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from daemon.api.app import (
-    DaemonView,
-    json_error,
-    json_response,
-    parse_json,
-    parse_model,
-    read_body,
-    refuse_non_finite,
-    require_json,
-)
 from daemon.api.auth import (
     BEARER_REFUSED,
     NO_CREDENTIALS,
@@ -36,6 +26,16 @@ from daemon.api.auth import (
     signature_window,
     unauthorized,
 )
+from daemon.api.bodies import (
+    json_error,
+    json_response,
+    parse_json,
+    parse_model,
+    read_body,
+    refuse_non_finite,
+    require_json,
+)
+from daemon.api.port import DaemonView
 from daemon.config.schema import GrafanaSigning, WebhookAuth, WebhookConfig
 from daemon.engine.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alerts_from_json
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from daemon import __version__
-from daemon.api.operator import MAX_LIMIT, SilenceBody, Who
+from daemon.api.schemas import MAX_LIMIT, SilenceBody, Who
 from daemon.core.models import IncidentStatus, RuleState
 from daemon.engine.alerts import AlertmanagerWebhook
 

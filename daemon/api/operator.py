@@ -7,71 +7,20 @@ is JSON; every bad request gets a 4xx with a reason naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import web
-from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from daemon.api.app import DaemonView, json_error, json_response, read_json
-from daemon.core.models import Incident, IncidentStatus, RuleState
-from daemon.core.units import StrictModel, parse_duration, parse_time
+from daemon.api import openapi
+from daemon.api.bodies import json_error, json_response, read_json
+from daemon.api.port import CheckRun, DaemonView
+from daemon.api.schemas import MAX_AHEAD, MAX_LIMIT, MAX_SILENCE, SilenceBody, Who
+from daemon.core.models import IncidentStatus
 from daemon.pipeline.approvals import Decision
 from daemon.pipeline.silences import Silence, new_silence_id
 
-MAX_LIMIT = 1000
-MAX_SILENCE = 90 * 86400.0
-# A silence starts at most this far ahead: a maintenance window is planned weeks ahead, not
-# years (a start in 2300 would be a silence nobody sees end, and never pruned).
-MAX_AHEAD = 90 * 86400.0
-
-
-class Who(StrictModel):
-    """Who acts, and why: both land on the incident's timeline."""
-
-    by: str = Field(min_length=1, max_length=200)
-    reason: str = Field(default="", max_length=2000)
-
-
-# A time in a request body: a number or an ISO text in, epoch seconds out.
-Time = Annotated[float, BeforeValidator(parse_time, json_schema_input_type=float | str)]
-
-
-class SilenceBody(StrictModel):
-    created_by: str = Field(min_length=1, max_length=200)
-    comment: str = Field(min_length=1, max_length=2000)
-    rule: str | None = None
-    check: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
-    # At most MAX_AHEAD from now (the handler checks: the model has no clock).
-    starts_at: Time | None = None
-    # Either an end time or a duration from the start ("2h"): a silence always ends.
-    ends_at: Time | None = None
-    duration: str | None = None
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
-
-    @model_validator(mode="after")
-    def _bounded(self) -> SilenceBody:
-        if self.rule is None and self.check is None and not self.labels:
-            raise ValueError("a silence needs a matcher: rule, check or labels")
-        if (self.ends_at is None) == (self.duration is None):
-            raise ValueError("give ends_at or duration (a silence always ends)")
-        return self
-
-    def window(self, now: float) -> tuple[float, float]:
-        start = self.starts_at if self.starts_at is not None else now
-        end = self.ends_at if self.ends_at is not None else start + parse_duration(self.duration)
-        return start, end
-
 
 def operator_routes(daemon: DaemonView) -> list[web.RouteDef]:
-    from daemon.api import openapi  # it reads this module's models
-
     api = Operator(daemon)
     return [
         web.get(openapi.PATH, openapi.serve),
@@ -126,28 +75,21 @@ class Operator:
             return json_error(404, f"no incident {incident_id!r}")
         return json_response(incident.to_json())
 
-    def _open(self, incident_id: str) -> Incident | None:
-        return next((i for i in self.daemon.engine.incidents.values() if i.id == incident_id), None)
-
     async def acknowledge(self, request: web.Request) -> web.Response:
         """Someone is on it: no more escalation for this incident."""
         incident_id = request.match_info["id"]
         who = await read_json(request, Who)
-        incident = self._open(incident_id)
+        incident = self.daemon.operations.open_incident(incident_id)
         if incident is None:
             return json_error(404, f"no open incident {incident_id!r}")
-        if any(e.kind == "acknowledged" for e in incident.timeline):
+        if not await self.daemon.operations.acknowledge(incident, who.by, who.reason):
             return json_error(409, f"incident {incident_id!r} is already acknowledged")
-        message = f"acknowledged by {who.by}" + (f": {who.reason}" if who.reason else "")
-        await self.daemon.pipeline.recorder.record(
-            incident, "acknowledged", message, by=who.by, reason=who.reason
-        )
         return json_response({"incident": incident_id, "acknowledged_by": who.by})
 
     async def resolve(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
         who = await read_json(request, Who)
-        if not await self.daemon.engine.resolve_by_operator(incident_id, who.by, who.reason):
+        if not await self.daemon.operations.resolve(incident_id, who.by, who.reason):
             return json_error(404, f"no open incident {incident_id!r}")
         return json_response({"incident": incident_id, "resolved_by": who.by})
 
@@ -163,7 +105,7 @@ class Operator:
         incident_id = request.match_info["id"]
         who = await read_json(request, Who)
         decision = Decision(approved, who.by, who.reason)
-        if not self.daemon.pipeline.approvals.decide(incident_id, decision):
+        if not self.daemon.operations.decide(incident_id, decision):
             return json_error(404, f"incident {incident_id!r} has no step waiting for approval")
         return json_response({"incident": incident_id, "approved": approved, "by": who.by})
 
@@ -175,7 +117,7 @@ class Operator:
                 "asked_at": p.asked_at,
                 "deadline": p.deadline,
             }
-            for p in self.daemon.pipeline.approvals.pending.values()
+            for p in self.daemon.operations.pending_approvals()
         ]
         return json_response({"approvals": pending})
 
@@ -189,7 +131,7 @@ class Operator:
         if expired is None:
             return json_error(400, "expired: must be true or false")
         now = self.daemon.clock.now()
-        silences = self.daemon.pipeline.silences.list(now, include_expired=expired)
+        silences = self.daemon.operations.silences(now, include_expired=expired)
         return json_response({"silences": [s.to_json(now) for s in silences]})
 
     async def create_silence(self, request: web.Request) -> web.Response:
@@ -214,13 +156,13 @@ class Operator:
             check=body.check,
             labels=body.labels,
         )
-        await self.daemon.pipeline.silences.add(silence)
+        await self.daemon.operations.add_silence(silence)
         return json_response(silence.to_json(now), status=201)
 
     async def expire_silence(self, request: web.Request) -> web.Response:
         silence_id = request.match_info["id"]
         now = self.daemon.clock.now()
-        silence = await self.daemon.pipeline.silences.expire(silence_id, now)
+        silence = await self.daemon.operations.expire_silence(silence_id, now)
         if silence is None:
             return json_error(404, f"no silence {silence_id!r}")
         return json_response(silence.to_json(now))
@@ -228,52 +170,21 @@ class Operator:
     # -- rules and checks --------------------------------------------------------------------
 
     async def list_rules(self, request: web.Request) -> web.Response:
-        engine = self.daemon.engine
-        rules: list[dict[str, Any]] = []
-        for name, evaluator in sorted(engine.evaluators.items()):
-            rules.append(
-                {
-                    "name": name,
-                    "kind": "check",
-                    "when": str(evaluator.config.condition),
-                    "state": evaluator.state.name.lower(),
-                    "blind": evaluator.blind,
-                    "blind_reason": evaluator.blind_reason,
-                    "last_value": evaluator.last_value,
-                }
-            )
-        for name, rule in sorted(engine.alert_rules.items()):
-            state = RuleState.FIRING if rule.firing else RuleState.INACTIVE
-            match = rule.config.alert_match
-            rules.append(
-                {
-                    "name": name,
-                    "kind": "alert",
-                    "when": match.model_dump() if match is not None else None,
-                    "state": state.name.lower(),
-                    "firing_alerts": len(rule.firing),
-                }
-            )
-        for entry in rules:
-            incident = engine.incidents.get(entry["name"])
-            entry["incident"] = incident.id if incident else None
-            entry["circuit_open"] = await self.daemon.pipeline.breaker.is_open(entry["name"])
-        return json_response({"rules": rules})
+        return json_response({"rules": await self.daemon.operations.rules()})
 
     async def reset_circuit(self, request: web.Request) -> web.Response:
         rule = request.match_info["rule"]
-        engine = self.daemon.engine
-        if rule not in engine.evaluators and rule not in engine.alert_rules:
+        if not self.daemon.operations.has_rule(rule):
             return json_error(404, f"no rule {rule!r}")
-        was_open = await self.daemon.pipeline.reset_circuit(rule)
+        was_open = await self.daemon.operations.reset_circuit(rule)
         return json_response({"rule": rule, "was_open": was_open})
 
     async def run_check(self, request: web.Request) -> web.Response:
         check = request.match_info["check"]
-        scheduler = self.daemon.scheduler
-        if check not in scheduler.jobs:
+        run = self.daemon.operations.run_check(check)
+        if run is CheckRun.UNKNOWN:
             return json_error(404, f"no check {check!r}")
-        if not scheduler.run_now(check):
+        if run is CheckRun.RUNNING:
             return json_error(409, f"check {check!r} is running already")
         return json_response({"check": check, "started": True}, status=202)
 

@@ -32,6 +32,7 @@ from daemon.engine.timeline import Recorder
 from daemon.pipeline.runner import Pipeline, Plan
 from daemon.pipeline.safety import Budget
 from daemon.runtime.metrics import Metrics
+from daemon.runtime.operations import Operations
 from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.supervisor import Supervisor
@@ -140,6 +141,7 @@ class Daemon:
         self.reload_problems: list[str] = []
         self._started = asyncio.Event()
         self.notifier = Notifier()  # inert unless systemd set NOTIFY_SOCKET
+        self.operations = Operations(self)  # what the API may do (daemon/api/port.py)
 
     # -- readiness, for /readyz and sd_notify ------------------------------------------------
 

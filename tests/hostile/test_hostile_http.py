@@ -28,8 +28,9 @@ import aiohttp
 import pytest
 
 from daemon.api import app as api
-from daemon.api import openapi
-from daemon.api.app import NOT_FINITE, build_app, json_response
+from daemon.api import bodies, openapi
+from daemon.api.app import build_app
+from daemon.api.bodies import NOT_FINITE, json_response
 from daemon.api.servers import HttpLimits, connection_cap, start_site
 from daemon.runtime.daemon import Daemon
 from tests.utils import rendered_logs, run_daemon
@@ -561,7 +562,7 @@ async def test_the_words_nan_and_infinity_in_strings_and_large_finite_numbers_pa
         headers = {"Authorization": f"Bearer {WRITE}", "Content-Type": "application/json"}
         async with session.post(url, data=body, headers=headers) as r:
             assert r.status == 201, await r.text()
-    assert api.parse_json(b"[1.7e308, -1e-400, 1e99, 1%s]" % (b"0" * 300)) == [
+    assert bodies.parse_json(b"[1.7e308, -1e-400, 1e99, 1%s]" % (b"0" * 300)) == [
         1.7e308,
         -0.0,
         1e99,

@@ -1,0 +1,97 @@
+"""The port between the HTTP interface and the running daemon: what the API reads and
+steers, and nothing more. The daemon (daemon/runtime) implements it; handlers never reach
+past it into the engine or the pipeline."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from daemon.config.schema import RunbookConfig
+from daemon.core.clock import Clock
+from daemon.core.models import Incident
+from daemon.engine.alerts import Alert
+from daemon.pipeline.approvals import Decision, Pending
+from daemon.pipeline.silences import Silence
+from daemon.runtime.metrics import Metrics
+from daemon.store.protocol import Store
+
+
+class DaemonView(Protocol):
+    """What the API reads from, and steers in, the running daemon."""
+
+    config: RunbookConfig
+    store: Store
+    registry: CollectorRegistry
+    metrics: Metrics
+    clock: Clock
+
+    @property
+    def operations(self) -> Operations: ...
+
+    config_hash: str
+    reload_problems: list[str]
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def health(self) -> tuple[bool, str]:
+        """(alive, why not): not alive once a core task died."""
+        ...
+
+    def first_round(self) -> tuple[int, int]:
+        """(checks that have run at least once, checks configured)."""
+        ...
+
+    async def reload_announced(self) -> bool:
+        """Reload the config file (systemd is told, as for SIGHUP); False if refused."""
+        ...
+
+    async def intake(self, alerts: list[Alert]) -> int:
+        """Feed alerts to the engine; returns how many matched at least one rule."""
+        ...
+
+
+class CheckRun(enum.Enum):
+    STARTED = "started"
+    RUNNING = "running already"
+    UNKNOWN = "no such check"
+
+
+class Operations(Protocol):
+    """What an operator may do to the running daemon, each a single call."""
+
+    def open_incident(self, incident_id: str) -> Incident | None: ...
+
+    async def acknowledge(self, incident: Incident, by: str, reason: str) -> bool:
+        """Stop escalating `incident`; False if it was acknowledged already."""
+        ...
+
+    async def resolve(self, incident_id: str, by: str, reason: str) -> bool:
+        """Close an open incident; False if there is none with that id."""
+        ...
+
+    def decide(self, incident_id: str, decision: Decision) -> bool:
+        """Answer the step waiting for approval; False if none waits."""
+        ...
+
+    def pending_approvals(self) -> list[Pending]: ...
+
+    def silences(self, now: float, *, include_expired: bool) -> list[Silence]: ...
+
+    async def add_silence(self, silence: Silence) -> None: ...
+
+    async def expire_silence(self, silence_id: str, now: float) -> Silence | None: ...
+
+    async def rules(self) -> list[dict[str, Any]]:
+        """Every rule's state, as the API shows it."""
+        ...
+
+    def has_rule(self, rule: str) -> bool: ...
+
+    async def reset_circuit(self, rule: str) -> bool:
+        """Close the rule's circuit; whether it was open."""
+        ...
+
+    def run_check(self, check: str) -> CheckRun: ...

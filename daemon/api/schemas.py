@@ -1,0 +1,60 @@
+"""The operator API's request bodies and bounds, read by its handlers and by the OpenAPI
+document."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from daemon.core.units import StrictModel, parse_duration, parse_time
+
+MAX_LIMIT = 1000
+MAX_SILENCE = 90 * 86400.0
+# A silence starts at most this far ahead: a maintenance window is planned weeks ahead, not
+# years (a start in 2300 would be a silence nobody sees end, and never pruned).
+MAX_AHEAD = 90 * 86400.0
+
+
+class Who(StrictModel):
+    """Who acts, and why: both land on the incident's timeline."""
+
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+
+# A time in a request body: a number or an ISO text in, epoch seconds out.
+Time = Annotated[float, BeforeValidator(parse_time, json_schema_input_type=float | str)]
+
+
+class SilenceBody(StrictModel):
+    created_by: str = Field(min_length=1, max_length=200)
+    comment: str = Field(min_length=1, max_length=2000)
+    rule: str | None = None
+    check: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    # At most MAX_AHEAD from now (the handler checks: the model has no clock).
+    starts_at: Time | None = None
+    # Either an end time or a duration from the start ("2h"): a silence always ends.
+    ends_at: Time | None = None
+    duration: str | None = None
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SilenceBody:
+        if self.rule is None and self.check is None and not self.labels:
+            raise ValueError("a silence needs a matcher: rule, check or labels")
+        if (self.ends_at is None) == (self.duration is None):
+            raise ValueError("give ends_at or duration (a silence always ends)")
+        return self
+
+    def window(self, now: float) -> tuple[float, float]:
+        start = self.starts_at if self.starts_at is not None else now
+        end = self.ends_at if self.ends_at is not None else start + parse_duration(self.duration)
+        return start, end

@@ -1,0 +1,95 @@
+"""The operator's door into the running daemon: daemon/api/port.py's `Operations`, over the
+engine, the pipeline and the scheduler of the moment (a reload may replace them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from daemon.api.port import CheckRun
+from daemon.core.models import Incident, RuleState
+from daemon.pipeline.approvals import Decision, Pending
+from daemon.pipeline.silences import Silence
+
+if TYPE_CHECKING:
+    from daemon.runtime.daemon import Daemon
+
+
+class Operations:
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def open_incident(self, incident_id: str) -> Incident | None:
+        incidents = self._daemon.engine.incidents.values()
+        return next((i for i in incidents if i.id == incident_id), None)
+
+    async def acknowledge(self, incident: Incident, by: str, reason: str) -> bool:
+        if any(e.kind == "acknowledged" for e in incident.timeline):
+            return False
+        message = f"acknowledged by {by}" + (f": {reason}" if reason else "")
+        recorder = self._daemon.pipeline.recorder
+        await recorder.record(incident, "acknowledged", message, by=by, reason=reason)
+        return True
+
+    async def resolve(self, incident_id: str, by: str, reason: str) -> bool:
+        return await self._daemon.engine.resolve_by_operator(incident_id, by, reason)
+
+    def decide(self, incident_id: str, decision: Decision) -> bool:
+        return self._daemon.pipeline.approvals.decide(incident_id, decision)
+
+    def pending_approvals(self) -> list[Pending]:
+        return list(self._daemon.pipeline.approvals.pending.values())
+
+    def silences(self, now: float, *, include_expired: bool) -> list[Silence]:
+        return self._daemon.pipeline.silences.list(now, include_expired=include_expired)
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._daemon.pipeline.silences.add(silence)
+
+    async def expire_silence(self, silence_id: str, now: float) -> Silence | None:
+        return await self._daemon.pipeline.silences.expire(silence_id, now)
+
+    async def rules(self) -> list[dict[str, Any]]:
+        engine, pipeline = self._daemon.engine, self._daemon.pipeline
+        rules: list[dict[str, Any]] = []
+        for name, evaluator in sorted(engine.evaluators.items()):
+            rules.append(
+                {
+                    "name": name,
+                    "kind": "check",
+                    "when": str(evaluator.config.condition),
+                    "state": evaluator.state.name.lower(),
+                    "blind": evaluator.blind,
+                    "blind_reason": evaluator.blind_reason,
+                    "last_value": evaluator.last_value,
+                }
+            )
+        for name, rule in sorted(engine.alert_rules.items()):
+            state = RuleState.FIRING if rule.firing else RuleState.INACTIVE
+            match = rule.config.alert_match
+            rules.append(
+                {
+                    "name": name,
+                    "kind": "alert",
+                    "when": match.model_dump() if match is not None else None,
+                    "state": state.name.lower(),
+                    "firing_alerts": len(rule.firing),
+                }
+            )
+        for entry in rules:
+            incident = engine.incidents.get(entry["name"])
+            entry["incident"] = incident.id if incident else None
+            entry["circuit_open"] = await pipeline.breaker.is_open(entry["name"])
+        return rules
+
+    def has_rule(self, rule: str) -> bool:
+        engine = self._daemon.engine
+        return rule in engine.evaluators or rule in engine.alert_rules
+
+    async def reset_circuit(self, rule: str) -> bool:
+        return await self._daemon.pipeline.reset_circuit(rule)
+
+    def run_check(self, check: str) -> CheckRun:
+        scheduler = self._daemon.scheduler
+        if check not in scheduler.jobs:
+            return CheckRun.UNKNOWN
+        return CheckRun.STARTED if scheduler.run_now(check) else CheckRun.RUNNING
