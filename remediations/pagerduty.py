@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.core.models import Incident, RemediationResult, TimelineEntry
+from daemon.core.models import Incident, RemediationResult, Step, TimelineEntry
 from daemon.core.units import StrictModel
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
@@ -221,7 +221,7 @@ def _since_last_report(timeline: list[TimelineEntry], own: str) -> list[Timeline
     for index in range(len(timeline) - 1, -1, -1):
         data = timeline[index].data
         if (
-            timeline[index].kind == "result"
+            timeline[index].kind == Step.RESULT
             and data.get("remediation") == own
             and data.get("ok")
             and data.get("phase") != "resolve"
@@ -270,7 +270,7 @@ class PagerDutyChangeRemediation(Hooks):
         return [
             entry
             for entry in entries
-            if entry.kind == "result"
+            if entry.kind == Step.RESULT
             and (entry.data.get("phase") == "resolve") == on_resolve
             and self._reports(entry.data.get("remediation"), types)
         ]

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from yarl import URL
 
-from daemon.core.models import Incident, RemediationResult, TimelineEntry
+from daemon.core.models import Incident, RemediationResult, Step, TimelineEntry
 from daemon.core.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
@@ -35,13 +35,13 @@ NO_ACTION = "no automated action yet"
 
 # A step's last timeline entry -> what runbookd is doing with it, in the order shown.
 STEP_STATES = {
-    "action": "remediating",
-    "approved": "remediating",
-    "result": "remediating",
-    "approval": "waiting for approval",
-    "skipped": "held back",
-    "dry_run": "dry-run only",
-    "rejected": "rejected by an operator",
+    Step.ACTION: "remediating",
+    Step.APPROVED: "remediating",
+    Step.RESULT: "remediating",
+    Step.APPROVAL: "waiting for approval",
+    Step.SKIPPED: "held back",
+    Step.DRY_RUN: "dry-run only",
+    Step.REJECTED: "rejected by an operator",
 }
 STATE_ORDER = (
     "remediating",
@@ -132,7 +132,7 @@ def step_states(timeline: list[TimelineEntry], own: str) -> dict[str, str]:
         if not isinstance(name, str) or name == own or entry.data.get("phase") == "resolve":
             continue
         state = STEP_STATES.get(entry.kind)
-        if entry.kind == "result" and not entry.data.get("ok"):
+        if entry.kind == Step.RESULT and not entry.data.get("ok"):
             state = "failed"
         if state is not None:
             states[name] = state
@@ -153,7 +153,7 @@ def current_status(incident: Incident, own: str) -> str:
     """What runbookd is doing, e.g. "remediating: rollback, page_oncall; waiting for
     approval: flush-cache"."""
     groups = _grouped(step_states(incident.timeline, own))
-    if any(entry.kind == "circuit_open" for entry in incident.timeline):
+    if any(entry.kind == Step.CIRCUIT_OPEN for entry in incident.timeline):
         groups.insert(0, "automation stopped (circuit open), paging only")
     return "; ".join(groups) or NO_ACTION
 
@@ -247,7 +247,7 @@ def resolved_message(
 def posted_before(incident: Incident, own: str) -> bool:
     """This remediation already posted about the incident (it runs again in `escalate:`)."""
     return any(
-        entry.kind == "result"
+        entry.kind == Step.RESULT
         and entry.data.get("remediation") == own
         and entry.data.get("ok")
         and entry.data.get("phase") != "resolve"

@@ -53,12 +53,38 @@ class IncidentStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class Step(enum.StrEnum):
+    """The kinds of timeline entries. Stored and shown as their text; decisions that read
+    the timeline compare with these members, never with a string typed by hand."""
+
+    OPENED = "opened"
+    RESTORED = "restored"  # a restart found the incident open
+    ALERT = "alert"  # pushed alerts joined, or a note about them
+    ACKNOWLEDGED = "acknowledged"
+    SILENCED = "silenced"
+    CIRCUIT_OPEN = "circuit_open"
+    DRY_RUN = "dry_run"
+    APPROVAL = "approval"  # a step waits for an operator
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"  # a step held back by the safety envelope
+    ACTION = "action"
+    RESULT = "result"
+    QUEUED = "queued"  # handed to the paging outbox
+    INTERRUPTED = "interrupted"  # a step cut short by a crash or a stop
+    ERROR = "error"
+    VERIFY = "verify"
+    VERIFIED = "verified"
+    ESCALATE = "escalate"
+    RESOLVED = "resolved"
+
+
 @dataclass(slots=True)
 class TimelineEntry:
     """One step on an incident's timeline: what happened, when, and with which values."""
 
     ts: float
-    kind: str
+    kind: Step
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ import structlog
 
 from daemon.config.schema import AlertLimits
 from daemon.core.clock import Clock
-from daemon.core.models import Incident, IncidentStatus, Observation, RuleState
+from daemon.core.models import Incident, IncidentStatus, Observation, RuleState, Step
 from daemon.core.units import format_duration
 from daemon.engine.alerts import Alert, AlertCapReached, Resolutions
 from daemon.engine.timeline import Recorder
@@ -142,7 +142,7 @@ class Engine:
     async def announce_restored(self) -> None:
         for incident in list(self.incidents.values()):
             await self.recorder.record(
-                incident, "restored", "daemon restarted; incident still open, rule firing"
+                incident, Step.RESTORED, "daemon restarted; incident still open, rule firing"
             )
 
     async def observe(self, obs: Observation) -> None:
@@ -401,7 +401,7 @@ class Engine:
                     f"comes for {hold} (truncated_hold)"
                 )
                 data = {"truncated_alerts": left_out, "groups": len(rule.truncated)}
-                await self.recorder.record(incident, "alert", message, **data)
+                await self.recorder.record(incident, Step.ALERT, message, **data)
             return
         self.metrics.rule_state.labels(name).set(int(RuleState.INACTIVE))
         summary = f"resolved: alert {alert.name} ({alert.source})"
@@ -516,7 +516,7 @@ class Engine:
         if len(alerts) == 1:
             (alert,) = alerts
             message = f"alert joined: {alert.summary()}"
-            await self.recorder.record(incident, "alert", message, **_alert_details(alert))
+            await self.recorder.record(incident, Step.ALERT, message, **_alert_details(alert))
             return
         named = "; ".join(a.summary() for a in alerts[:JOINED_NAMED])
         unnamed = len(alerts) - JOINED_NAMED
@@ -526,7 +526,7 @@ class Engine:
         shown = [_alert_details(a) for a in alerts[:JOINED_DETAILS]]
         await self.recorder.record(
             incident,
-            "alert",
+            Step.ALERT,
             message,
             count=len(alerts),
             alerts=shown,
@@ -593,7 +593,7 @@ class Engine:
         # queued in the outbox) survive a crash together, or not at all.
         async with self.recorder.batch():
             await self.store.resolve_incident(incident.id, ts)
-            await self.recorder.record(incident, "resolved", message, **data)
+            await self.recorder.record(incident, Step.RESOLVED, message, **data)
             await self.actions.resolved(incident)
         self.metrics.incidents_open.set(len(self.incidents))
 

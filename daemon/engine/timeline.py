@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from daemon.core.clock import Clock
-from daemon.core.models import Incident, TimelineEntry
+from daemon.core.models import Incident, Step, TimelineEntry
 from daemon.store.protocol import Store
 
 Listener = Callable[[Incident, TimelineEntry], None]
@@ -19,7 +19,7 @@ log = structlog.get_logger("runbookd.timeline")
 # Entries that change no state (alerts joining an open incident): in a storm they would grow
 # the incident in memory without bound and be most of the log, so they are kept in the store
 # only, and logged at debug level.
-STORE_ONLY = frozenset({"alert"})
+STORE_ONLY = frozenset({Step.ALERT})
 
 
 class Recorder:
@@ -53,12 +53,12 @@ class Recorder:
 
     async def open(self, incident: Incident, message: str, **data: Any) -> None:
         """Persist a new incident with its first timeline entry."""
-        entry = TimelineEntry(self.clock.now(), "opened", message, data)
+        entry = TimelineEntry(self.clock.now(), Step.OPENED, message, data)
         incident.timeline.append(entry)
         await self.store.create_incident(incident)
         self._told(incident, entry)
 
-    async def record(self, incident: Incident, kind: str, message: str, **data: Any) -> None:
+    async def record(self, incident: Incident, kind: Step, message: str, **data: Any) -> None:
         entry = TimelineEntry(self.clock.now(), kind, message, data)
         if kind not in STORE_ONLY:
             incident.timeline.append(entry)

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from daemon.core.clock import Clock
-from daemon.core.models import Incident, RemediationResult
+from daemon.core.models import Incident, RemediationResult, Step
 from daemon.engine.timeline import Recorder
 from daemon.pipeline.approvals import Approvals, Decision
 from daemon.pipeline.outbox import Outbox
@@ -222,7 +222,7 @@ class Pipeline:
                 )
             await self.recorder.record(
                 incident,
-                "interrupted",
+                Step.INTERRUPTED,
                 message,
                 remediation=action.remediation,
                 began_at=action.ts,
@@ -333,7 +333,7 @@ class Pipeline:
         if (silence := self.silences.matching(incident, self.clock.now())) is not None:
             await self.recorder.record(
                 incident,
-                "silenced",
+                Step.SILENCED,
                 f"silenced by {silence.id} ({silence.created_by}: {silence.comment}) "
                 f"until {_iso(silence.ends_at)}: nothing runs",
                 silence=silence.id,
@@ -350,7 +350,7 @@ class Pipeline:
             async with self.recorder.batch():
                 await self.recorder.record(
                     incident,
-                    "circuit_open",
+                    Step.CIRCUIT_OPEN,
                     "automation for this rule is stopped (circuit open after plans that did "
                     "not help); paging only, until an operator resets it",
                 )
@@ -385,7 +385,7 @@ class Pipeline:
         except Exception as exc:  # a bug must not take the daemon down; say so on the timeline
             log.exception("plan crashed", incident=incident.id)
             await self.recorder.record(
-                incident, "error", f"plan stopped by internal error: {exc!r}"
+                incident, Step.ERROR, f"plan stopped by internal error: {exc!r}"
             )
             await self.store.put_value(PLANS, incident.id, None)
         finally:
@@ -419,7 +419,7 @@ class Pipeline:
         progress.verify_started, progress.verify_until = now, now + within
         async with self.recorder.batch():
             await self.recorder.record(
-                run.incident, "verify", f"verifying: the rule must clear within {within:g}s"
+                run.incident, Step.VERIFY, f"verifying: the rule must clear within {within:g}s"
             )
             await self._save(run)
 
@@ -441,7 +441,7 @@ class Pipeline:
             return
         waited = self.clock.now() - progress.verify_started
         closed_by = next(
-            (e.data["by"] for e in incident.timeline if e.kind == "resolved" and "by" in e.data),
+            (e.data["by"] for e in incident.timeline if e.kind == Step.RESOLVED and "by" in e.data),
             None,
         )
         progress.enter("done")
@@ -450,11 +450,11 @@ class Pipeline:
                 # An operator closed it: whether the remediation helped is unknown, and the
                 # circuit breaker counts it neither way.
                 message = f"not verified: closed by {closed_by} after {waited:.0f}s"
-                await self.recorder.record(incident, "verify", message)
+                await self.recorder.record(incident, Step.VERIFY, message)
             else:
                 progress.helped = True
                 message = f"verified: the rule cleared {waited:.0f}s after remediating"
-                await self.recorder.record(incident, "verified", message)
+                await self.recorder.record(incident, Step.VERIFIED, message)
             await self._save(run)
 
     async def _count_for_breaker(self, run: Run, helped: bool) -> None:
@@ -462,7 +462,7 @@ class Pipeline:
         if await self.breaker.record(rule, helped=helped, now=self.clock.now()):
             await self.recorder.record(
                 run.incident,
-                "circuit_open",
+                Step.CIRCUIT_OPEN,
                 f"circuit opened: {self.breaker.after} plans in a row did not help; "
                 f"automation for {rule} stops until an operator resets it "
                 f"(POST /api/v1/rules/{rule}/reset)",
@@ -480,7 +480,7 @@ class Pipeline:
         incident, progress = run.incident, run.progress
         if progress.index == 0 and progress.asked_at is None:
             why = progress.why
-            acked = next((e for e in incident.timeline if e.kind == "acknowledged"), None)
+            acked = next((e for e in incident.timeline if e.kind == Step.ACKNOWLEDGED), None)
             if acked is not None:
                 message, progress.escalate = f"{why}; not escalating: {acked.message}", []
             elif not progress.escalate:
@@ -489,7 +489,7 @@ class Pipeline:
                 message = f"{why}: escalating to {', '.join(progress.escalate)}"
             progress.why = ""
             async with self.recorder.batch():
-                await self.recorder.record(incident, "escalate", message)
+                await self.recorder.record(incident, Step.ESCALATE, message)
                 await self._save(run)
         await self._steps(run, "escalate")
         progress.enter("done")
@@ -516,7 +516,7 @@ class Pipeline:
         incident, rule, plan, progress = run.incident, run.rule, self.plan, run.progress
         remediation, config = plan.remediations.get(name), plan.configs.get(name)
         if remediation is None or config is None:
-            await self._past(run, "skipped", f"{name}: no longer configured")
+            await self._past(run, Step.SKIPPED, f"{name}: no longer configured")
             return "failed"
         kind = remediation.type
         base = {"remediation": name, "type": kind, "phase": phase}
@@ -525,7 +525,7 @@ class Pipeline:
             scope = "global" if plan.dry_run else "rule"
             self._count(name, kind, "dry_run")
             message = f"dry-run ({scope}): would run {name} ({kind})"
-            await self._past(run, "dry_run", message, **base)
+            await self._past(run, Step.DRY_RUN, message, **base)
             return "done"
 
         if remediation.notifier:
@@ -593,7 +593,7 @@ class Pipeline:
             return "done"
         if result.recoverable:
             await self.recorder.record(
-                incident, "queued", f"{name}: will be retried from the outbox", **base
+                incident, Step.QUEUED, f"{name}: will be retried from the outbox", **base
             )
             return "done"
         return "failed"
@@ -607,11 +607,11 @@ class Pipeline:
         progress.enter("done")
         message = f"the incident resolved: {', '.join(left)} not run"
         async with self.recorder.batch():
-            await self.recorder.record(run.incident, "skipped", message, reason="resolved")
+            await self.recorder.record(run.incident, Step.SKIPPED, message, reason="resolved")
             await self._save(run)
         return "resolved"
 
-    async def _past(self, run: Run, kind: str, message: str, **data: Any) -> None:
+    async def _past(self, run: Run, kind: Step, message: str, **data: Any) -> None:
         """Record a step's outcome and move past it, in one transaction."""
         run.progress.next_step()
         async with self.recorder.batch():
@@ -626,7 +626,7 @@ class Pipeline:
         notifier = self.plan.remediations[name].notifier
         if not notifier:
             run.progress.held.append(f"{name}: {reason.replace('_', ' ')}")
-        await self._past(run, "skipped", f"{name}: {why}", **base, reason=reason)
+        await self._past(run, Step.SKIPPED, f"{name}: {why}", **base, reason=reason)
         return "done" if notifier else "held"
 
     async def _approval(
@@ -641,7 +641,7 @@ class Pipeline:
             async with self.recorder.batch():
                 await self.recorder.record(
                     incident,
-                    "approval",
+                    Step.APPROVAL,
                     f"waiting for approval to run {name} ({kind}): POST /api/v1/incidents/"
                     f"{incident.id}/approve or /reject within {config.approval_timeout:g}s",
                     **base,
@@ -651,7 +651,7 @@ class Pipeline:
             incident.id, name, progress.asked_at, progress.deadline
         )
         if decision is not None:
-            verdict = "approved" if decision.approved else "rejected"
+            verdict = Step.APPROVED if decision.approved else Step.REJECTED
             progress.decision = {
                 "approved": decision.approved,
                 "by": decision.by,
@@ -704,7 +704,7 @@ class Pipeline:
         # One transaction: the timeline never says "running" without the ledger's row, which
         # is what a restart finds interrupted.
         async with self.recorder.batch():
-            await self.recorder.record(incident, "action", message, **base)
+            await self.recorder.record(incident, Step.ACTION, message, **base)
             action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
         returned, outcome = await self._execute(
             remediation.execute(self.ctx_for(name), incident), config, remediation
@@ -719,7 +719,7 @@ class Pipeline:
             await self.store.end_action(action_id, outcome)
             await self.recorder.record(
                 incident,
-                "result",
+                Step.RESULT,
                 f"{name} {verdict}: {result.detail}",
                 # What the remediation reports comes first, so it cannot mask the step's facts.
                 **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
@@ -782,7 +782,7 @@ class Pipeline:
                 *(
                     name
                     for e in stored.timeline
-                    if e.kind == "result"
+                    if e.kind == Step.RESULT
                     and e.data.get("ok")
                     and e.data.get("phase") != "resolve"
                     and isinstance(name := e.data.get("remediation"), str)
@@ -832,7 +832,7 @@ class Pipeline:
         if result is not None:
             await self.recorder.record(
                 incident,
-                "result",
+                Step.RESULT,
                 f"{name} on resolve: {result.detail}",
                 **{**result.data, "remediation": name, "phase": "resolve", "ok": result.ok},
             )
@@ -862,7 +862,7 @@ def _loud(task: asyncio.Task[None]) -> None:
 
 
 # Timeline entries an incident may have before its plan begins.
-BEFORE_PLAN = frozenset({"opened", "restored", "alert", "acknowledged"})
+BEFORE_PLAN = frozenset({Step.OPENED, Step.RESTORED, Step.ALERT, Step.ACKNOWLEDGED})
 
 
 def _rule_for(incident: Incident, rules: dict[str, RuleConfig]) -> RuleConfig | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from daemon.api.port import CheckRun
-from daemon.core.models import Incident, RuleState
+from daemon.core.models import Incident, RuleState, Step
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
 
@@ -23,11 +23,11 @@ class Operations:
         return next((i for i in incidents if i.id == incident_id), None)
 
     async def acknowledge(self, incident: Incident, by: str, reason: str) -> bool:
-        if any(e.kind == "acknowledged" for e in incident.timeline):
+        if any(e.kind == Step.ACKNOWLEDGED for e in incident.timeline):
             return False
         message = f"acknowledged by {by}" + (f": {reason}" if reason else "")
         recorder = self._daemon.pipeline.recorder
-        await recorder.record(incident, "acknowledged", message, by=by, reason=reason)
+        await recorder.record(incident, Step.ACKNOWLEDGED, message, by=by, reason=reason)
         return True
 
     async def resolve(self, incident_id: str, by: str, reason: str) -> bool:

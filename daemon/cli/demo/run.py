@@ -19,7 +19,7 @@ import aiohttp
 from daemon.api.servers import serve
 from daemon.cli.demo.app import DemoApp, Pager
 from daemon.config.schema import load_config
-from daemon.core.models import Incident, TimelineEntry
+from daemon.core.models import Incident, Step, TimelineEntry
 from daemon.runtime.daemon import Daemon
 
 
@@ -77,7 +77,7 @@ async def run_demo(config_path: Path = DEFAULT_CONFIG, out: Callable[[str], None
             opened: list[Incident] = []
 
             def show(incident: Incident, entry: TimelineEntry) -> None:
-                if entry.kind == "opened":
+                if entry.kind == Step.OPENED:
                     opened.append(incident)
                 stage.say(f"  timeline {incident.id} {entry.kind:>9}: {entry.message}")
 
@@ -119,7 +119,7 @@ async def _scenario(
     await stage.until("incident resolved: error rate back under 5%", lambda: not incident.is_open)
     await stage.until("page resolved", lambda: "resolve" in pager.actions())
     await stage.until(
-        "recovery verified", lambda: any(e.kind == "verified" for e in incident.timeline)
+        "recovery verified", lambda: any(e.kind == Step.VERIFIED for e in incident.timeline)
     )
     url = f"http://127.0.0.1:{daemon.port}/api/v1/incidents/{incident.id}"
     async with session.get(url) as response:
