@@ -30,7 +30,8 @@ from pydantic import BaseModel, ValidationError
 
 from daemon.api.auth import Guard, route_of, too_large
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
-from daemon.config.schema import ApiSettings, RunbookConfig
+from daemon.config.document import RunbookConfig
+from daemon.config.settings import ApiSettings
 from daemon.core.clock import Clock
 from daemon.engine.alerts import Alert
 from daemon.runtime.metrics import Metrics
