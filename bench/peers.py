@@ -207,7 +207,7 @@ def api_settings() -> dict[str, Any]:
     load generator and the harness's own /readyz and /metrics polling. Its shape is read from
     DaemonSettings at run time: every numeric field of the rate limit model is set to 1e6.
     """
-    from daemon.config.schema import DaemonSettings
+    from daemon.config.settings import DaemonSettings
 
     api = DaemonSettings.model_fields.get("api")
     api_model = api.annotation if api is not None else None

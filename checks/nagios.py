@@ -2,7 +2,7 @@
 
 The exit status is the verdict (0 OK, 1 WARN, 2 CRITICAL, 3 UNKNOWN); the first line of
 output, before any `|`, is the reason; performance data become values, in base units.
-The argv is fixed config, run by daemon.processes: no shell, its own process group.
+The argv is fixed config, run by daemon.clients.processes: no shell, its own process group.
 
 Performance data follow the plugin guidelines (monitoring-plugins.org, "Performance data"):
     'label'=value[UOM];[warn];[crit];[min];[max]
@@ -23,7 +23,6 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
-from checks.http import request_timeout
 from daemon.clients.processes import (
     ProcessResult,
     check_argv,
@@ -31,6 +30,7 @@ from daemon.clients.processes import (
     describe_exit,
     run_process,
 )
+from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 
 EXIT_CODE_VALUE = "plugin_exit_code"

@@ -24,15 +24,9 @@ from pydantic import Field, SecretStr, StringConstraints, model_validator
 from yarl import URL
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
-from checks.http import (
-    REQUEST_ERRORS,
-    Headers,
-    HttpUrl,
-    describe_failure,
-    read_bounded,
-    request_timeout,
-)
 from checks.scrape import LabelName
+from daemon.clients.http import REQUEST_ERRORS, Headers, HttpUrl, describe_failure, read_bounded
+from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 from daemon.core.redaction import excerpt
 from daemon.core.units import SecretsModel

@@ -9,7 +9,7 @@ reported as totals and as the increase since the previous run (`*_delta`), which
 rule wants; a restarted server (new run_id, or a counter going down) starts from zero.
 
 redis-py is imported on first use (by `start`), not with the module: the config model
-registers without it, and its URL is checked by daemon.redis_url, which reads redis-py's URL
+registers without it, and its URL is checked by daemon.clients.redis, which reads redis-py's URL
 syntax with the standard library (the redis_flush remediation uses it too).
 """
 
@@ -20,13 +20,12 @@ import builtins
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
-from checks.http import request_timeout
-from daemon.clients.redis import checked_redis_url, parse_redis_url, redis_errors
+from daemon.clients.redis import checked_redis_url, redis_errors, url_passwords
+from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 from daemon.core.redaction import excerpt
 
@@ -71,22 +70,12 @@ class RedisCheckConfig(CheckConfig):
     @model_validator(mode="after")
     def _one_password(self) -> RedisCheckConfig:
         # The URL's password would silently win over `password`.
-        if self.password is not None and _url_passwords(self.url):
+        if self.password is not None and url_passwords(self.url.get_secret_value()):
             raise ValueError("give the password in url or in password, not both")
         return self
 
     def value_names(self) -> frozenset[str]:
         return VALUE_NAMES
-
-
-def _url_passwords(url: SecretStr) -> set[str]:
-    """The URL's password as written and as decoded (it may also be a `?password=` option)."""
-    text = url.get_secret_value()
-    try:
-        found = {urlsplit(text).password, parse_redis_url(text).get("password")}
-    except ValueError:
-        return set()
-    return {p for p in found if isinstance(p, str) and p}
 
 
 # --- reading INFO -------------------------------------------------------------------------
@@ -214,7 +203,7 @@ class RedisCheck:
         self.name = name
         self.config = config
         self._timeout_s = request_timeout(config.timeout)
-        secrets = _url_passwords(config.url)
+        secrets = url_passwords(config.url.get_secret_value())
         if config.password:
             secrets.add(config.password.get_secret_value())
         self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)

@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
-from checks.http import HttpUrl, describe_failure, request_timeout
+from daemon.clients.http import HttpUrl, describe_failure
+from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 from daemon.core.units import Duration, Ratio
 

@@ -31,7 +31,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 from yarl import URL
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
-from checks.http import (
+from daemon.clients.http import (
     REQUEST_ERRORS,
     Headers,
     HttpUrl,
@@ -39,8 +39,8 @@ from checks.http import (
     StatusSpec,
     describe_failure,
     read_bounded,
-    request_timeout,
 )
+from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 from daemon.core.units import Duration
 

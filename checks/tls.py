@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import Field, StringConstraints
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult, Stateless
-from checks.http import request_timeout
+from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 
 if TYPE_CHECKING:

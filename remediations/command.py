@@ -3,7 +3,7 @@
 The argv comes from the config alone: no alert label, check output or incident text is
 ever put on a command line. The incident is identified to the child only through three
 environment variables holding identifiers the daemon and its config generated.
-The running itself (process group, bounded output, timeout) is daemon.processes.
+The running itself (process group, bounded output, timeout) is daemon.clients.processes.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
-from daemon.clients.postgres import check_postgres_dsn
+from daemon.clients.postgres import DsnRedactor, checked_postgres_dsn, quote_ident
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.units import PositiveDuration
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
@@ -66,13 +66,8 @@ def check_table_name(name: str) -> str:
 TableName = Annotated[str, AfterValidator(check_table_name)]
 
 
-def quote_ident(part: str) -> str:
-    """PostgreSQL's identifier quoting (as quote_ident() and asyncpg do): double quotes,
-    inner quotes doubled. The validation above already allows no quote at all."""
-    return '"' + part.replace('"', '""') + '"'
-
-
 def quote_table(name: str) -> str:
+    # check_table_name already allows no quote at all; quoting keeps the exact spelling.
     return ".".join(quote_ident(part) for part in check_table_name(name).split("."))
 
 
@@ -94,12 +89,7 @@ class PostgresMaintenanceConfig(RemediationConfig):
     # that table behind it, so give up soon and let the next run try again.
     lock_timeout: PositiveDuration = 5.0
 
-    @field_validator("dsn")
-    @classmethod
-    def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        # Everything asyncpg would refuse on connecting, refused now; never echoing the DSN.
-        check_postgres_dsn(value.get_secret_value())
-        return value
+    _postgres_url = field_validator("dsn")(checked_postgres_dsn)
 
     def deadline(self) -> float:
         # `timeout` bounds connecting and the session setup; each statement may then run
@@ -190,24 +180,6 @@ def statement_failure(exc: BaseException, config: PostgresMaintenanceConfig) -> 
     return _Failure(f"connection lost: {_message(exc)}", True)
 
 
-class _Redactor:
-    """Replaces the DSN's password (userinfo or `?password=`, raw and decoded) in text."""
-
-    def __init__(self, dsn: str) -> None:
-        try:
-            parts = urlsplit(dsn)
-            found = [parts.password, *parse_qs(parts.query).get("password", [])]
-        except ValueError:
-            found = []
-        secrets = {s for p in found if p for s in (p, unquote(p)) if s}
-        self._secrets = sorted(secrets, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
 def describe_target(dsn: str) -> str:
     """host:port/database for results: never the user's password."""
     try:
@@ -243,7 +215,7 @@ class PostgresMaintenanceRemediation(Hooks):
         # until it ends. Destructive, so the pipeline waits for an operator's approval first
         # (approval is the pipeline's job, never the remediation's).
         self.destructive = config.operation == "vacuum_full"
-        self._redact = _Redactor(config.dsn.get_secret_value())
+        self._redact = DsnRedactor(config.dsn.get_secret_value())
         self._target = describe_target(config.dsn.get_secret_value())
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:

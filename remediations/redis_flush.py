@@ -10,7 +10,7 @@ stopped (timeout, bound reached) is simply run again.
 
 One client per run, closed at the end: flushing is rare and must not keep connections.
 redis-py is imported on first use (by `execute`), not with the module; the URL is read with
-daemon.redis_url, which needs no redis-py.
+daemon.clients.redis, which needs no redis-py.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import asyncio
 import builtins
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from daemon.clients.redis import checked_redis_url, parse_redis_url, redis_errors
+from daemon.clients.redis import checked_redis_url, parse_redis_url, redis_errors, url_passwords
 from daemon.core.models import Incident, RemediationResult
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
@@ -121,16 +120,6 @@ def describe_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
     return _clip(str(exc) or type(exc).__name__), False
 
 
-def url_secrets(url: str) -> list[str]:
-    """The URL's password as written and as decoded (it may also be a `?password=`)."""
-    try:
-        found = {urlsplit(url).password, parse_redis_url(url).get("password")}
-    except ValueError:
-        return []
-    secrets = {s for p in found if isinstance(p, str) and p for s in (p, unquote(p))}
-    return sorted(secrets, key=len, reverse=True)
-
-
 def describe_target(url: str) -> str:
     """host:port/db (or the socket path) for results: never the password."""
     try:
@@ -159,7 +148,7 @@ class RedisFlushRemediation(Hooks):
         self.name = name
         self.config = config
         url = config.url.get_secret_value()
-        self._secrets = url_secrets(url)
+        self._secrets = sorted(url_passwords(url), key=len, reverse=True)
         self._target = describe_target(url)
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:

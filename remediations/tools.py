@@ -1,7 +1,7 @@
 """Running a command-line tool (docker, systemctl, pm2) for a remediation.
 
 The remediations that drive a tool share this: a config base with the tool's environment,
-`run_tool` (through daemon.processes: an argv list, never a shell, bounded by `timeout`),
+`run_tool` (through daemon.clients.processes: an argv list, never a shell, bounded by `timeout`),
 and `ToolRun`, one command as it ran, which a result's data and detail are made of.
 """
 
@@ -35,7 +35,7 @@ class ToolConfig(RemediationConfig):
     """What every remediation that runs a tool has."""
 
     # Variables the tool needs beyond PATH/HOME/locale, e.g. DOCKER_HOST, DOCKER_CONFIG,
-    # PM2_HOME; the daemon's own environment is never passed on (daemon.processes.child_env).
+    # PM2_HOME; the daemon's own environment is never passed on (daemon.clients.processes.child_env).
     env: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
 
     _env_names = field_validator("env")(check_env)

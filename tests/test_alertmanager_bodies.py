@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.config.schema import load_config
+from daemon.config.loader import load_config
 from daemon.core.clock import ManualClock
 from daemon.engine.alerts import Alert, AlertmanagerWebhook
 from daemon.runtime.daemon import Daemon

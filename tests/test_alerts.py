@@ -12,7 +12,9 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from daemon.config.schema import AlertLimits, ConfigError, load_config_text
+from daemon.config.loader import load_config_text
+from daemon.config.problems import ConfigError
+from daemon.config.settings import AlertLimits
 from daemon.core.models import IncidentStatus
 from daemon.engine.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
 from daemon.engine.engine import JOINED_DETAILS

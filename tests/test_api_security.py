@@ -14,14 +14,10 @@ from structlog.testing import capture_logs
 
 from daemon.api.app import build_app
 from daemon.api.auth import MAX_REPLAY_MEMORY, RateLimiter, ReplayGuard, TokenTable, replay_capacity
-from daemon.config.schema import (
-    ApiToken,
-    ConfigError,
-    RateLimitConfig,
-    check_config_main,
-    is_loopback,
-    load_config_text,
-)
+from daemon.config.check import check_config_main
+from daemon.config.loader import load_config_text
+from daemon.config.problems import ConfigError
+from daemon.config.settings import ApiToken, RateLimitConfig, is_loopback
 from tests.utils import rendered_logs, run_daemon, serve
 
 WRITE = "w-0123456789abcdef-write"

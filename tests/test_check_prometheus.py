@@ -17,7 +17,8 @@ from aiohttp import web
 
 from checks.base import CHECKS, CheckContext, CheckResult
 from checks.prometheus import PrometheusCheck, PrometheusCheckConfig, value_name
-from daemon.config.schema import ConfigError, load_config_text
+from daemon.config.loader import load_config_text
+from daemon.config.problems import ConfigError
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
 from tests.prometheus_server import (

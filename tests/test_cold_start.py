@@ -52,7 +52,7 @@ daemon.core.plugins.load()
 loaded("import")
 
 from daemon.runtime.daemon import build_checks
-from daemon.config.schema import load_config
+from daemon.config.loader import load_config
 config = load_config(sys.argv[1])
 loaded("load_config")
 
@@ -111,7 +111,7 @@ import json, sys
 stages = {}
 import daemon.cli.main
 stages["cli"] = sorted(sys.modules)
-from daemon.config.schema import load_config
+from daemon.config.loader import load_config
 from daemon.runtime.daemon import build_checks, build_plan
 config = load_config(sys.argv[1])
 build_checks(config), build_plan(config)
@@ -147,7 +147,8 @@ def test_the_command_line_imports_no_daemon_before_a_command_needs_it(tmp_path: 
     loaded = set(probe_run(config)["cli"])
     assert {
         "daemon.runtime.daemon",
-        "daemon.config.schema",
+        "daemon.config.loader",
+        "daemon.config.document",
         "yaml",
         "pydantic",
         "daemon.cli.demo.run",

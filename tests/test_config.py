@@ -20,20 +20,18 @@ import yaml
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 import checks.base
-import daemon.config.schema as config_module
+import daemon.config.document as config_document
+import daemon.config.reader as config_reader
+import daemon.config.validation as config_validation
 import remediations.base
 from checks.base import CheckConfig, CheckContext, CheckResult
-from daemon.config.schema import (
-    ConfigError,
-    Problem,
-    check_config_main,
-    config_hash,
-    config_model,
-    load_config,
-    load_config_text,
-    parse_listen,
-    yaml_loader,
-)
+from daemon.config import yaml_loader
+from daemon.config.check import check_config_main
+from daemon.config.document import RunbookConfig, config_model
+from daemon.config.loader import config_hash, load_config, load_config_text
+from daemon.config.problems import ConfigError, Problem
+from daemon.config.settings import BudgetConfig, DaemonSettings, parse_listen
+from daemon.config.webhooks import WebhookAuth
 from daemon.core import plugins
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.registry import Registry
@@ -116,8 +114,8 @@ def test_types(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {})
     monkeypatch.setattr(plugins, "BUILTIN_REMEDIATIONS", {})
     monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(config_module, "CHECKS", TEST_CHECKS)
-    monkeypatch.setattr(config_module, "REMEDIATIONS", TEST_REMEDIATIONS)
+    monkeypatch.setattr(config_document, "CHECKS", TEST_CHECKS)
+    monkeypatch.setattr(config_document, "REMEDIATIONS", TEST_REMEDIATIONS)
     for name in list(os.environ):
         if name.startswith("RUNBOOKD_TEST_"):
             monkeypatch.delenv(name)
@@ -188,7 +186,7 @@ def test_bad_config(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(config_module, "_LOADER", loader)
+    monkeypatch.setattr(config_reader, "_LOADER", loader)
     expected, env = fixture_header(path)
     assert expected, f"{path.name} has no '# expect:' lines"
     for name, value in env.items():
@@ -350,13 +348,13 @@ def test_no_remediations_defined() -> None:
 
 @pytest.fixture(params=LOADERS, ids=lambda loader: loader.__name__)
 def either_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_LOADER", request.param)
+    monkeypatch.setattr(config_reader, "_LOADER", request.param)
 
 
 def test_libyaml_parses_where_pyyaml_has_it() -> None:
     if not yaml.__with_libyaml__:
         pytest.skip("PyYAML was built without libyaml")
-    assert issubclass(config_module._LOADER, yaml_loader.CParser)
+    assert issubclass(config_reader._LOADER, yaml_loader.CParser)
 
 
 @pytest.mark.usefixtures("either_parser")
@@ -515,7 +513,7 @@ def test_config_hash_covers_type_specific_fields_and_hides_secrets() -> None:
 def test_config_model_is_cached_per_set_of_types() -> None:
     model = config_model()
     assert config_model() is model
-    assert issubclass(model, config_module.RunbookConfig)
+    assert issubclass(model, RunbookConfig)
 
 
 def test_a_config_imports_only_the_modules_of_its_types(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -575,14 +573,14 @@ def test_an_unknown_type_lists_every_type_however_few_the_config_names(
     monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {"test_probe": "tests.test_config"})
     only_probe: Registry[type[checks.base.Check]] = Registry("check")
     only_probe.register(Probe)
-    monkeypatch.setattr(config_module, "CHECKS", only_probe)
+    monkeypatch.setattr(config_document, "CHECKS", only_probe)
     # Every type: here a plugin brings test_scrape.
-    monkeypatch.setattr(plugins, "load", lambda: setattr(config_module, "CHECKS", TEST_CHECKS))
+    monkeypatch.setattr(plugins, "load", lambda: setattr(config_document, "CHECKS", TEST_CHECKS))
 
     assert problems_of("checks:\n  api: {type: test_probe, target: [x]}\n") == [
         "c.yaml:2 checks.api.target: input should be a valid string"
     ]
-    assert config_module.CHECKS is only_probe
+    assert config_document.CHECKS is only_probe
     assert problems_of("checks:\n  api: {type: test_probe}\n  x: {type: nope}\n") == [
         "c.yaml:3 checks.x.type: unknown check type 'nope' (known: test_probe, test_scrape)"
     ]
@@ -593,7 +591,7 @@ def test_builtin_types_build_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
     for module in plugins.BUILTIN_MODULES:
         pytest.importorskip(module)
-    assert issubclass(config_model(), config_module.RunbookConfig)
+    assert issubclass(config_model(), RunbookConfig)
     text = "checks:\n  x: {type: no_such_type}\n"
     with pytest.raises(ConfigError) as info:
         load_config_text(text, "c.yaml")
@@ -618,7 +616,7 @@ def test_shipped_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_no_registered_types(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "CHECKS", Registry("check"))
+    monkeypatch.setattr(config_document, "CHECKS", Registry("check"))
     assert problems_of("checks:\n  api: {type: http}\n") == [
         "c.yaml:2 checks.api: no check types are registered"
     ]
@@ -626,7 +624,8 @@ def test_no_registered_types(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_on_blind_only_pages(tmp_path: Path) -> None:
     """Blindness may page, never roll back: on_blind must name notifiers."""
-    from daemon.config.schema import ConfigError, load_config_text
+    from daemon.config.loader import load_config_text
+    from daemon.config.problems import ConfigError
 
     text = """
 checks:
@@ -775,7 +774,7 @@ def _duration_fields(model: type[BaseModel]) -> Iterator[tuple[str, TypeAdapter[
         annotated = (
             Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
         )
-        if config_module._parses_duration(annotated):
+        if config_validation._parses_duration(annotated):
             yield field.alias or name, TypeAdapter(annotated)
 
 
@@ -789,9 +788,9 @@ def _config_models() -> list[type[BaseModel]]:
         remediations.base.REMEDIATIONS.get(n).Config for n in remediations.base.REMEDIATIONS
     ]
     return [
-        config_module.DaemonSettings,
-        config_module.BudgetConfig,
-        config_module.WebhookAuth,
+        DaemonSettings,
+        BudgetConfig,
+        WebhookAuth,
         RuleConfig,
         remediations.base.RunLimit,
         RetryConfig,
@@ -885,7 +884,7 @@ rules:
     ],
 )
 def test_scalars_are_yaml_1_2(scalar: str, value: object) -> None:
-    reader = config_module._Reader("c.yaml")
+    reader = config_reader.Reader("c.yaml")
     assert reader.read(f"x: {scalar}\n") == {"x": value}
 
 
@@ -894,7 +893,7 @@ def test_shipped_configs_read_as_yaml_1_1_read_them() -> None:
     for path in sorted((Path(__file__).parent.parent / "config").glob("*.yaml")):
         text = path.read_text(encoding="utf-8")
         literal = text.replace("$", "$$")  # ${ENV} as written, as safe_load leaves it
-        assert config_module._Reader(str(path)).read(literal) == yaml.safe_load(text), path
+        assert config_reader.Reader(str(path)).read(literal) == yaml.safe_load(text), path
 
 
 # --- booleans are not numbers ----------------------------------------------------------------

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from daemon.cli.demo.run import run_demo
-from daemon.config.schema import load_config
+from daemon.config.loader import load_config
 from daemon.core.clock import ManualClock
 from daemon.runtime.daemon import Daemon, release_free_memory
 from daemon.runtime.scheduler import phase

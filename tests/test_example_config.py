@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config.schema import check_config_main, load_config
+from daemon.config.check import check_config_main
+from daemon.config.loader import load_config
 from daemon.rules.expr import Condition
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "runbookd.example.yaml"

@@ -23,7 +23,8 @@ from structlog.testing import capture_logs
 
 from checks.base import CHECKS
 from daemon.api import openapi
-from daemon.config.schema import RunbookConfig, load_config
+from daemon.config.document import RunbookConfig
+from daemon.config.loader import load_config
 from daemon.core.models import Incident, TimelineEntry
 from daemon.pipeline.outbox import Outbox
 from daemon.runtime.daemon import Daemon, ExitCode, StartFailed

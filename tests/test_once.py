@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon.cli.once import run_once
-from daemon.config.schema import load_config_text
+from daemon.config.loader import load_config_text
 from tests.utils import free_port, serve
 
 

@@ -22,7 +22,7 @@ import aiohttp
 import yaml
 
 from daemon.cli.demo.app import DemoApp
-from daemon.config.schema import DaemonSettings
+from daemon.config.settings import DaemonSettings
 from daemon.runtime.daemon import Daemon
 from tests.alertmanager_server import (
     alertmanager_server,

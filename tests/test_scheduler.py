@@ -175,7 +175,8 @@ async def test_a_check_that_bounds_itself_gets_no_second_timer(
 
 
 def test_the_http_check_bounds_itself_below_its_timeout() -> None:
-    from checks.http import HttpCheck, request_timeout
+    from checks.http import HttpCheck
+    from daemon.clients.timeouts import request_timeout
 
     assert HttpCheck.bounded is True
     assert request_timeout(2.0) < 2.0

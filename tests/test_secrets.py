@@ -34,7 +34,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from daemon.config.schema import DaemonSettings
+from daemon.config.settings import DaemonSettings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.utils import free_port, run_daemon, serve, wait_for

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from daemon.config.schema import load_config_text
+from daemon.config.loader import load_config_text
 from daemon.runtime.daemon import ExitCode
 from daemon.runtime.sdnotify import Notifier, monotonic_usec, watchdog_interval
 from remediations.pagerduty import PagerDutyConfig

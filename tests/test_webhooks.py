@@ -16,7 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.api.auth import NO_CREDENTIALS
-from daemon.config.schema import ConfigError, load_config, load_config_text
+from daemon.config.loader import load_config, load_config_text
+from daemon.config.problems import ConfigError
 from daemon.core.clock import ManualClock
 from daemon.engine.alerts import alert_from_json
 from daemon.runtime.daemon import TICK_SECONDS, Daemon

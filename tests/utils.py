@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from daemon.api.servers import serve
-from daemon.config.schema import load_config
+from daemon.config.loader import load_config
 from daemon.runtime.daemon import Daemon
 from daemon.runtime.logs import configure
 

@@ -23,7 +23,7 @@ from daemon.api.intake import intake_routes
 from daemon.api.operator import operator_routes
 from daemon.api.port import DaemonView
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
-from daemon.config.schema import ApiSettings
+from daemon.config.settings import ApiSettings
 from daemon.runtime.metrics import Metrics
 
 log = structlog.get_logger("runbookd.api")

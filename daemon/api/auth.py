@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from daemon.config.schema import ApiSettings, ApiToken, GrafanaSigning, RateLimitConfig, Scope
+from daemon.config.settings import ApiSettings, ApiToken, GrafanaSigning, RateLimitConfig, Scope
 
 log = structlog.get_logger("runbookd.api")
 

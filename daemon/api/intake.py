@@ -36,7 +36,8 @@ from daemon.api.bodies import (
     require_json,
 )
 from daemon.api.port import DaemonView
-from daemon.config.schema import GrafanaSigning, WebhookAuth, WebhookConfig
+from daemon.config.settings import GrafanaSigning
+from daemon.config.webhooks import WebhookAuth, WebhookConfig
 from daemon.engine.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alerts_from_json
 
 log = structlog.get_logger("runbookd.api")

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
-from daemon.config.schema import RunbookConfig
+from daemon.config.document import RunbookConfig
 from daemon.core.clock import Clock
 from daemon.core.models import Incident
 from daemon.engine.alerts import Alert

@@ -409,7 +409,8 @@ def cmdrun_on_loop(config_file: str) -> int:
     # checks): the cyclic GC would walk them over and over, 100 ms and more with 1,000
     # checks. Daemon.serve turns it back on once started.
     gc.disable()
-    from daemon.config.schema import ConfigError, load_config
+    from daemon.config.loader import load_config
+    from daemon.config.problems import ConfigError
     from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
 
     path = Path(config_file)
@@ -428,7 +429,8 @@ def cmdrun_on_loop(config_file: str) -> int:
 
 def cmd_once(config_file: str, names: Sequence[str]) -> int:
     from daemon.cli.once import run_once
-    from daemon.config.schema import ConfigError, load_config
+    from daemon.config.loader import load_config
+    from daemon.config.problems import ConfigError
 
     try:
         config = load_config(config_file)
@@ -453,7 +455,7 @@ def cmd_demo(config_file: str | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        from daemon.config.schema import check_config_main
+        from daemon.config.check import check_config_main
 
         return check_config_main(args.file)
     if args.command == "run":

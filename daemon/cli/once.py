@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 
 from checks.base import CheckContext, CheckResult
-from daemon.config.schema import RunbookConfig
+from daemon.config.document import RunbookConfig
 from daemon.core.clock import SystemClock
 from daemon.core.models import Status
 from daemon.runtime.daemon import build_checks

@@ -1,4 +1,6 @@
-"""PostgreSQL URLs as asyncpg reads them, checked when the config is loaded.
+"""PostgreSQL DSNs for the `postgres` check and the `postgres_maintenance` remediation:
+checked when the config is loaded, their passwords masked in what we report, and
+identifiers quoted.
 
 asyncpg reads a DSN only when it connects: a port of `abc` would pass `check-config` and
 then fail every run. This reads it the way asyncpg's `_parse_connect_dsn_and_args` does, with
@@ -10,7 +12,9 @@ tests/hostile/test_hostile_config.py holds the two to agreeing.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse, urlsplit
+
+from pydantic import SecretStr
 
 EXAMPLE = "postgresql://user@db:5432/app"
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
@@ -56,6 +60,13 @@ def check_postgres_dsn(dsn: str) -> None:
             raise ValueError(f"{key} must be one of {', '.join(sorted(choices))}")
 
 
+def checked_postgres_dsn(value: SecretStr) -> SecretStr:
+    """A config validator: everything asyncpg would refuse on connecting, refused now;
+    never echoing the DSN."""
+    check_postgres_dsn(value.get_secret_value())
+    return value
+
+
 def _hosts(hostlist: str, *, unquoted: bool) -> int:
     """The number of hosts in `host1:port1,host2:port2`; ValueError for a bad one."""
     specs = hostlist.split(",")
@@ -84,3 +95,34 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"the port must be within 1-65535, not {port}")
     return port
+
+
+def dsn_passwords(dsn: str) -> set[str]:
+    """The DSN's password (userinfo or `?password=`, a DSN option asyncpg accepts too), as
+    written and decoded; empty when there is none or the DSN does not parse."""
+    try:
+        parts = urlsplit(dsn)
+        found = [parts.password, *parse_qs(parts.query).get("password", [])]
+    except ValueError:
+        return set()
+    return {s for p in found if p for s in (p, unquote(p)) if s}
+
+
+class DsnRedactor:
+    """Replaces the DSN's password, and a `password` given beside it, with *** in text we
+    report (a server or driver message may quote it)."""
+
+    def __init__(self, dsn: str, password: str | None = None) -> None:
+        secrets = dsn_passwords(dsn) | ({password} if password else set())
+        self._secrets = sorted(secrets, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def quote_ident(part: str) -> str:
+    """PostgreSQL's identifier quoting (as quote_ident() and asyncpg do): double quotes,
+    inner quotes doubled."""
+    return '"' + part.replace('"', '""') + '"'

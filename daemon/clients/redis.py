@@ -1,8 +1,8 @@
 """Redis connection settings shared by the `redis` check and the `redis_flush` remediation.
 
 redis-py's URL syntax read with the standard library, so validating a config never imports
-redis-py (tests/test_cold_start.py holds the two to agreeing), and the expected failures of
-talking to Redis, imported on first use.
+redis-py (tests/test_cold_start.py holds the two to agreeing); the URL's password, to mask it
+in what we report; and the expected failures of talking to Redis, imported on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse, urlsplit
 
 from pydantic import SecretStr
 
@@ -104,6 +104,16 @@ def checked_redis_url(value: SecretStr) -> SecretStr:
             f"not a valid Redis URL: {exc} (use e.g. redis://127.0.0.1:6379/0)"
         ) from None
     return value
+
+
+def url_passwords(url: str) -> set[str]:
+    """The URL's password (userinfo or `?password=`) as written and as decoded; empty when
+    there is none or the URL does not parse."""
+    try:
+        found = {urlsplit(url).password, parse_redis_url(url).get("password")}
+    except ValueError:
+        return set()
+    return {s for p in found if isinstance(p, str) and p for s in (p, unquote(p))}
 
 
 def _check_usable(scheme: str, port: int | None, kwargs: dict[str, Any]) -> None:

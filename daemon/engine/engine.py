@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from daemon.config.schema import AlertLimits
+from daemon.config.settings import AlertLimits
 from daemon.core.clock import Clock
 from daemon.core.models import Incident, IncidentStatus, Observation, RuleState, Step
 from daemon.core.units import format_duration

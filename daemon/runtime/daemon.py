@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
 from daemon.api.app import build_app
 from daemon.api.servers import start_site
-from daemon.config.schema import ConfigError, RunbookConfig, config_hash, load_config
+from daemon.config.document import RunbookConfig
+from daemon.config.loader import config_hash, load_config
+from daemon.config.problems import ConfigError
 from daemon.core.clock import Clock, SystemClock
 from daemon.engine.alerts import Alert, AlertCapReached
 from daemon.engine.engine import Engine

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon.clients.postgres import check_postgres_dsn
-from daemon.config.schema import MAX_CONFIG_BYTES
+from daemon.config.loader import MAX_CONFIG_BYTES
 from daemon.core.units import MAX_SECRET_FILE
 
 ROOT = Path(__file__).resolve().parents[2]

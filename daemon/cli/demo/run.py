@@ -18,7 +18,7 @@ import aiohttp
 
 from daemon.api.servers import serve
 from daemon.cli.demo.app import DemoApp, Pager
-from daemon.config.schema import load_config
+from daemon.config.loader import load_config
 from daemon.core.models import Incident, Step, TimelineEntry
 from daemon.runtime.daemon import Daemon
 

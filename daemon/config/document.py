@@ -1,0 +1,137 @@
+"""The whole config document: its model, built from the registered types, and the checks
+across its sections (rule -> check, value and remediations; an open API on the network).
+
+`checks` and `remediations` are discriminated unions on `type` of the types the config
+names (of every registered type when one is unknown, so messages list them all).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
+
+from checks.base import CHECKS, CheckConfig
+from daemon.config.problems import YamlPath
+from daemon.config.settings import DaemonSettings, Name, is_loopback
+from daemon.config.webhooks import WebhookConfig
+from daemon.core import plugins
+from daemon.core.units import StrictModel
+from daemon.rules.config import RuleConfig
+from remediations.base import REMEDIATIONS, RemediationConfig
+
+
+class RunbookConfig(StrictModel):
+    """The static type of a loaded config. `config_model()` gives the class that validates."""
+
+    # Never validates itself: its validator would only cost time and memory at import.
+    # The classes `_build_model` derives from it build theirs on first use.
+    model_config = ConfigDict(defer_build=True)
+
+    runbookd: DaemonSettings = DaemonSettings()
+    checks: dict[Name, CheckConfig] = Field(default_factory=dict)
+    remediations: dict[Name, RemediationConfig] = Field(default_factory=dict)
+    rules: dict[Name, RuleConfig] = Field(default_factory=dict)
+    webhooks: dict[Name, WebhookConfig] = Field(default_factory=dict)
+
+    @field_validator("runbookd", "checks", "remediations", "rules", "webhooks", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        # `checks:` with every entry commented out is an empty section, not an error.
+        return {} if value is None else value
+
+
+def _tagged_union(models: tuple[type[BaseModel], ...], kind: str) -> Any:
+    if not models:
+
+        def refuse(value: Any) -> Any:
+            raise ValueError(f"no {kind} types are registered")
+
+        return Annotated[Any, BeforeValidator(refuse)]
+    # Union[tuple] unpacks a runtime tuple; the `X | Y` form ruff suggests cannot.
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
+
+
+@functools.cache
+def _build_model(
+    check_models: tuple[type[BaseModel], ...], remediation_models: tuple[type[BaseModel], ...]
+) -> type[RunbookConfig]:
+    # Built at runtime, so typed Any: static code sees RunbookConfig.
+    checks: Any = dict[Name, _tagged_union(check_models, "check")]  # type: ignore[misc]
+    remediations: Any = dict[Name, _tagged_union(remediation_models, "remediation")]  # type: ignore[misc]
+    return create_model(
+        "RunbookConfig",
+        __base__=RunbookConfig,
+        __module__=__name__,
+        checks=(checks, Field(default_factory=dict)),
+        remediations=(remediations, Field(default_factory=dict)),
+    )
+
+
+def config_model() -> type[RunbookConfig]:
+    """The validating model for every type, built-in or plugin (cached per set of types)."""
+    plugins.load()
+    return registered_model()
+
+
+def registered_model() -> type[RunbookConfig]:
+    """The validating model for the types registered so far (no plugin is loaded)."""
+    return _build_model(tuple(CHECKS.config_models()), tuple(REMEDIATIONS.config_models()))
+
+
+def section_types(data: dict[str, Any], section: str) -> list[object]:
+    """The `type:` of each entry of a section, as written (None where there is none)."""
+    entries = data.get(section)
+    if not isinstance(entries, dict):
+        return []
+    return [entry.get("type") if isinstance(entry, dict) else None for entry in entries.values()]
+
+
+def _listing(names: Collection[str]) -> str:
+    return f"available: {', '.join(sorted(names))}" if names else "none defined"
+
+
+def _notifies(config: RemediationConfig) -> bool:
+    return bool(REMEDIATIONS.get(config.type).notifier)
+
+
+def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
+    """Names a rule uses that the config does not define, as (path, message)."""
+    found: list[tuple[YamlPath, str]] = []
+    for name, rule in config.rules.items():
+        if rule.alert_match is not None:
+            continue  # a rule on alerts names no check
+        check_name, value = rule.condition.check, rule.condition.value
+        check = config.checks.get(check_name)
+        if check is None:
+            defined = _listing(config.checks)
+            found.append((("rules", name, "when"), f"no check named {check_name!r} ({defined})"))
+        elif (values := check.value_names()) is not None and value not in values:
+            message = f"check {check_name!r} has no value {value!r} ({_listing(values)})"
+            found.append((("rules", name, "when"), message))
+        for section in ("do", "escalate", "on_blind"):
+            for index, action in enumerate(getattr(rule, section)):
+                if action not in config.remediations:
+                    defined = _listing(config.remediations)
+                    message = f"no remediation named {action!r} ({defined})"
+                    found.append((("rules", name, section, index), message))
+                elif section == "on_blind" and not _notifies(config.remediations[action]):
+                    message = f"{action!r} is not a notifier: being blind only ever pages"
+                    found.append((("rules", name, section, index), message))
+    return found
+
+
+def exposure_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
+    """An API reachable from the network must not be open: it can approve remediations."""
+    settings = config.runbookd
+    host = settings.listen_address[0]
+    if settings.api.tokens or is_loopback(host):
+        return []
+    path: YamlPath = ("runbookd", "listen")
+    message = (
+        f"{host} is not a loopback address, so runbookd.api.tokens must list at least one "
+        "token (or listen on 127.0.0.1)"
+    )
+    return [(path, message)]

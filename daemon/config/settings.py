@@ -1,0 +1,191 @@
+"""The `runbookd:` section: listen address, budget, API callers and limits, retention.
+
+Also the rules every section shares: entry names (`Name`) and the least length of a secret.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import ByteSize, Field, SecretStr, StringConstraints, field_validator, model_validator
+
+from daemon.core.units import (
+    DAY,
+    Duration,
+    PositiveDuration,
+    SecretsModel,
+    StrictModel,
+    UnboundedDuration,
+)
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
+
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s/]+)):(?P<port>\d{1,5})$", re.ASCII)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Split host:port, e.g. "[::1]:9464" -> ("::1", 9464). IPv6 goes in brackets."""
+    match = _LISTEN.match(text)
+    if match is None or int(match["port"]) > 65535:
+        hint = " (put an IPv6 address in brackets)" if text.count(":") > 1 else ""
+        raise ValueError(f"not host:port: {text!r}, use e.g. 127.0.0.1:9464 or [::1]:9464{hint}")
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["v6"])
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {match['v6']!r}") from None
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (also IPv4-mapped): nothing off the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name could resolve to anything
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+MIN_SECRET = 16
+
+
+def long_enough(value: SecretStr | None) -> SecretStr | None:
+    # Short secrets can be guessed; the message never repeats the value.
+    if value is not None and len(value.get_secret_value()) < MIN_SECRET:
+        raise ValueError(f"too short: use at least {MIN_SECRET} characters")
+    return value
+
+
+Scope = Literal["read", "write", "intake"]
+
+
+class ApiToken(SecretsModel):
+    """One caller of the API. `write` may also read and push alerts; `intake` only pushes."""
+
+    name: Name
+    token: SecretStr
+    scope: Scope
+
+    _token_length = field_validator("token")(long_enough)
+
+
+class RateLimitConfig(StrictModel):
+    """A token bucket per caller: `burst` requests at once, refilled at `per_second`."""
+
+    per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=200, ge=1)
+
+
+class GrafanaSigning(SecretsModel):
+    """Grafana's webhook contact point signs its requests to `POST /api/v1/alerts`: the
+    hex HMAC-SHA256, with this secret, of `TIMESTAMP:BODY` in `header`, the unix seconds in
+    `timestamp_header` (Grafana's "HMAC Signature" settings: secret, header, timestamp header).
+    Its notifications (version "1") must then be signed; each is accepted once."""
+
+    hmac_secret: SecretStr
+    header: str = Field(default="X-Grafana-Alerting-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    # Required: without a timestamp a signed request could be replayed at any time.
+    timestamp_header: str = Field(
+        default="X-Grafana-Alerting-Signature-Timestamp", pattern=r"^[A-Za-z0-9-]{1,64}$"
+    )
+    tolerance: PositiveDuration = Field(default=300.0, le=3600)
+
+    _secret_length = field_validator("hmac_secret")(long_enough)
+
+
+class ApiSettings(StrictModel):
+    # No tokens: the API is open, which the loader allows only on a loopback `listen`.
+    tokens: list[ApiToken] = Field(default_factory=list, max_length=100)
+    protect_metrics: bool = False
+    max_body: ByteSize = Field(default=ByteSize(1024 * 1024), ge=1024, le=64 * 1024 * 1024)
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    # Connection limits (daemon/api/servers.py): a request's line and headers must arrive within
+    # header_timeout of its first byte, its body within body_timeout (else 408); a connection
+    # that sends nothing for idle_timeout is closed; beyond max_connections (and half the open
+    # file limit) the oldest idle connection is closed to make room.
+    header_timeout: PositiveDuration = Field(default=10.0, le=300)
+    body_timeout: PositiveDuration = Field(default=30.0, le=600)
+    idle_timeout: PositiveDuration = Field(default=120.0, le=3600)
+    max_connections: int = Field(default=512, ge=16, le=100_000)
+    grafana: GrafanaSigning | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ApiSettings:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("tokens: two tokens have the same name")
+        values = {t.token.get_secret_value() for t in self.tokens}
+        if len(values) != len(self.tokens):
+            raise ValueError("tokens: two tokens have the same value (which scope would it have?)")
+        return self
+
+
+class BudgetConfig(StrictModel):
+    """At most `max_actions` remediations (notifiers exempt) per sliding `window`."""
+
+    # At least one: a budget of none would hold back every action; use dry_run for that.
+    max_actions: int = Field(default=5, ge=1)
+    window: PositiveDuration = 3600.0
+
+
+# Resolved incidents may be kept longer than other durations allow: audits ask for years.
+MAX_RETENTION = 10 * 366 * DAY
+Retention = Annotated[UnboundedDuration, Field(gt=0, le=MAX_RETENTION)]
+
+
+class AlertLimits(StrictModel):
+    """Caps on the pushed alerts firing at once: a new firing alert beyond one is refused
+    (429, which Alertmanager retries) and its rule's `RULE:alert_cap` incident pages. An alert
+    counts once for every rule it matches; resolutions are never refused.
+
+    Each firing alert costs some 150 bytes of memory and a store row of some 600 bytes (with
+    Alertmanager's usual labels and annotations), and at start some 40 us and a transient 3 KB
+    to restore: at the default total, about 4 MB, 15 MB of store, and 1 s and a passing 80 MB
+    at start."""
+
+    # Far above one rule's alerts in a real fleet, yet five noisy rules leave room for others.
+    max_firing_per_rule: int = Field(default=5_000, ge=1, le=1_000_000)
+    max_firing: int = Field(default=25_000, ge=1, le=1_000_000)
+    # A group whose notifications left alerts out (`truncatedAlerts`) holds its incident open
+    # until a notification of it leaves none out, or none comes for this long: a sender
+    # repeats a group while any of its alerts fires (Alertmanager's and Grafana's
+    # repeat_interval, 4h by default), and sends nothing more once all resolved. Set it above
+    # the sender's repeat_interval.
+    truncated_hold: PositiveDuration = Field(default=5 * 3600.0, ge=60, le=7 * 86400)
+
+
+class DaemonSettings(StrictModel):
+    listen: str = "127.0.0.1:9464"
+    state_dir: str = "./state"
+    # Global dry-run: the timeline says what would have run, nothing runs.
+    dry_run: bool = False
+    budget: BudgetConfig = BudgetConfig()
+    # After this many plans of one rule in a row that acted and did not help, that rule's
+    # automation stops (it only pages) until an operator resets it.
+    circuit_breaker_after: int = Field(default=3, ge=1)
+    # Each run in flight may hold a socket or a process; beyond 10,000 it is a typo.
+    max_checks_in_flight: int = Field(default=256, ge=1, le=10_000)
+    # On SIGTERM, running remediations get this long to finish before they are cancelled.
+    drain_grace: Duration = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Resolved incidents and ledger entries older than this are deleted (daily).
+    history_retention: Retention = 30 * DAY
+    api: ApiSettings = ApiSettings()
+    alerts: AlertLimits = AlertLimits()
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
