@@ -35,7 +35,7 @@ class ToolConfig(RemediationConfig):
     """What every remediation that runs a tool has."""
 
     # Variables the tool needs beyond PATH/HOME/locale, e.g. DOCKER_HOST, DOCKER_CONFIG,
-    # PM2_HOME; the daemon's own environment is never passed on (daemon.clients.processes.child_env).
+    # PM2_HOME; the daemon's own environment is never passed on (clients.processes.child_env).
     env: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
 
     _env_names = field_validator("env")(check_env)
