@@ -86,6 +86,9 @@ class Check(Protocol):
 
     type: ClassVar[str]
     Config: ClassVar[builtins.type[CheckConfig]]
+    # True when every run ends before the config's timeout by itself (the `http` check's
+    # request timeout): the scheduler then sets no second timer around it.
+    bounded: ClassVar[bool]
 
     def __init__(self, name: str, config: Any) -> None: ...
 
@@ -103,6 +106,8 @@ class Check(Protocol):
 
 class Stateless:
     """For checks that keep nothing open between runs: start and stop do nothing."""
+
+    bounded: ClassVar[bool] = False
 
     async def start(self, ctx: CheckContext) -> None:
         return None

@@ -264,6 +264,7 @@ def describe_failure(exc: BaseException) -> str:
 class PostgresCheck:
     type: ClassVar[str] = "postgres"
     Config: ClassVar[builtins.type[CheckConfig]] = PostgresCheckConfig
+    bounded: ClassVar[bool] = False
 
     def __init__(self, name: str, config: PostgresCheckConfig) -> None:
         self.name = name

@@ -198,6 +198,7 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
 class RedisCheck:
     type: ClassVar[str] = "redis"
     Config: ClassVar[builtins.type[CheckConfig]] = RedisCheckConfig
+    bounded: ClassVar[bool] = False
 
     def __init__(self, name: str, config: RedisCheckConfig) -> None:
         self.name = name

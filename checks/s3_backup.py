@@ -188,6 +188,7 @@ class S3BackupCheck:
 
     type: ClassVar[str] = "s3_backup"
     Config: ClassVar[builtins.type[CheckConfig]] = S3BackupCheckConfig
+    bounded: ClassVar[bool] = False
 
     def __init__(self, name: str, config: S3BackupCheckConfig) -> None:
         self.name = name

@@ -64,7 +64,7 @@ async def run_check(
     `http` check's request timeout) gets no second timer: that timer was 8% of its CPU.
     """
     try:
-        if getattr(check, "bounded", False):
+        if check.bounded:
             return await check.run(ctx)
         async with clock.timeout(config.timeout):
             return await check.run(ctx)
