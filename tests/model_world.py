@@ -31,7 +31,8 @@ from daemon.core.clock import ManualClock
 from daemon.core.models import Incident, Observation, RemediationResult, Status
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
-from daemon.pipeline.runner import Pipeline, Plan
+from daemon.pipeline.pipeline import Pipeline
+from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
 from daemon.rules.config import RuleConfig
 from daemon.runtime.metrics import Metrics

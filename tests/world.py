@@ -17,7 +17,8 @@ from daemon.core.clock import ManualClock, settle
 from daemon.core.models import Incident, Observation, RemediationResult, Status, TimelineEntry
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
-from daemon.pipeline.runner import Pipeline, Plan
+from daemon.pipeline.pipeline import Pipeline
+from daemon.pipeline.plan import Plan
 from daemon.rules.config import RuleConfig
 from daemon.runtime.metrics import Metrics
 from daemon.store.protocol import Store

@@ -1,6 +1,7 @@
 """The bounds around every action: cooldown, budget, run limit, target locks, circuit breaker.
 
-Each answers one question the pipeline asks before a step runs; none of them acts.
+Each answers one question a stage of the envelope (daemon/pipeline/stages.py) asks before a
+step runs; none of them acts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.store.protocol import Store
-from remediations.base import Remediation, RemediationConfig
+from remediations.base import RemediationConfig
 
 CIRCUIT = "circuit"  # store namespace of the breaker's per-rule state
 
@@ -28,18 +29,10 @@ class Budget:
     window: float = 3600.0
 
 
-async def hold_back(
-    store: Store,
-    *,
-    rule: str,
-    name: str,
-    remediation: Remediation,
-    config: RemediationConfig,
-    budget: Budget,
-    notifiers: frozenset[str],
-    now: float,
+async def cooldown(
+    store: Store, *, rule: str, name: str, config: RemediationConfig, now: float
 ) -> Hold | None:
-    """Cooldown (per rule and remediation), budget (all rules), run limit (all rules)."""
+    """The remediation ran for this rule less than its cooldown ago."""
     last = await store.last_action(rule, name)
     if last is not None and now - last < config.cooldown:
         ago = now - last
@@ -48,6 +41,13 @@ async def hold_back(
             f"in cooldown for {config.cooldown - ago:.0f}s more "
             f"(last ran {ago:.0f}s ago, cooldown {config.cooldown:g}s)",
         )
+    return None
+
+
+async def run_limit(
+    store: Store, *, name: str, config: RemediationConfig, now: float
+) -> Hold | None:
+    """The remediation ran its `max_runs` within the window (all rules together)."""
     if (limit := config.max_runs) is not None:
         runs = await store.count_actions(now - limit.window, only=name)
         if runs >= limit.count:
@@ -55,8 +55,13 @@ async def hold_back(
                 "run_limit",
                 f"run limit reached ({runs} runs in {limit.window:g}s, max {limit.count})",
             )
-    if remediation.notifier:
-        return None  # pages are exempt from the budget: people must hear about trouble
+    return None
+
+
+async def over_budget(
+    store: Store, *, budget: Budget, notifiers: frozenset[str], now: float
+) -> Hold | None:
+    """The actions of all rules together used up the budget (pages do not count)."""
     used = await store.count_actions(now - budget.window, exclude=notifiers)
     if used >= budget.max_actions:
         return Hold(

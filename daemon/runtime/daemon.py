@@ -31,7 +31,8 @@ from daemon.core.clock import Clock, SystemClock
 from daemon.engine.alerts import Alert, AlertCapReached
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
-from daemon.pipeline.runner import Pipeline, Plan
+from daemon.pipeline.pipeline import Pipeline
+from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
 from daemon.runtime.metrics import Metrics
 from daemon.runtime.operations import Operations

@@ -1,0 +1,243 @@
+"""Calling a remediation: bounded by its deadline, in the action ledger before and after, on
+the timeline and in the metrics. Every part of the pipeline acts through one `Actor`, which
+also counts the calls under way (what a drain waits for) and owns the pipeline's tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+from daemon.core.clock import Clock
+from daemon.core.models import Incident, RemediationResult, Step
+from daemon.engine.timeline import Recorder
+from daemon.pipeline.plan import Plan, Run, Stopped
+from daemon.pipeline.progress import PLANS
+from daemon.runtime.metrics import Metrics
+from daemon.store.protocol import Store
+from remediations.base import Remediation, RemediationConfig, RemediationContext
+
+log = structlog.get_logger("runbookd.pipeline")
+
+
+class StoreState:
+    """A remediation's own keys in the store (remediations.base.StateStore)."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store = store
+        self.namespace = f"remediation:{name}"
+
+    async def get(self, key: str) -> Any:
+        return await self.store.get_value(self.namespace, key)
+
+    async def put(self, key: str, value: Any) -> None:
+        await self.store.put_value(self.namespace, key, value)
+
+
+class Tasks:
+    """The pipeline's background tasks (plans, resolutions, healthy hooks): kept, so none
+    vanishes, and cancelled on a drain."""
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        task.add_done_callback(_loud)
+        return task
+
+
+def _loud(task: asyncio.Task[None]) -> None:
+    """A plan or a resolution that died of an error its own handling could not record (the
+    store gone, say) is logged with its traceback, never lost silently."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("pipeline task died", task=task.get_name(), exc_info=exc)
+
+
+class Actor:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        ctx: RemediationContext,
+        store: Store,
+        recorder: Recorder,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        # `plan` changes on a reload; `ctx` may be swapped (tests): both are read per call.
+        self.plan = plan
+        self.ctx = ctx
+        self.store = store
+        self.recorder = recorder
+        self.metrics = metrics
+        self.clock = clock
+        self.tasks = Tasks()
+        self.stopping = False  # a drain began: no new action starts
+        # Remediation calls under way (execute or resolve): what a drain waits for.
+        self.acting = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def ctx_for(self, name: str) -> RemediationContext:
+        return RemediationContext(self.ctx.session, self.clock, StoreState(self.store, name))
+
+    def kind(self, name: str) -> str:
+        remediation = self.plan.remediations.get(name)
+        return remediation.type if remediation is not None else "unknown"
+
+    def count(self, name: str, kind: str, outcome: str) -> None:
+        self.metrics.remediations.labels(name, kind, outcome).inc()
+
+    # -- the plan's progress -----------------------------------------------------------------
+
+    async def save(self, run: Run) -> None:
+        await self.store.put_value(PLANS, run.incident.id, run.progress.to_json())
+        run.saved = True
+
+    async def past(self, run: Run, kind: Step, message: str, **data: Any) -> None:
+        """Record a step's outcome and move past it, in one transaction."""
+        run.progress.next_step()
+        async with self.recorder.batch():
+            await self.recorder.record(run.incident, kind, message, **data)
+            await self.save(run)
+
+    # -- calls under way ---------------------------------------------------------------------
+
+    @contextmanager
+    def _acting_on(self) -> Iterator[None]:
+        """A remediation call, from its ledger entry to its recorded result: what a drain
+        waits for, so a result is never cut off from its action."""
+        if self.stopping:
+            raise Stopped
+        self.acting += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self.acting -= 1
+            if not self.acting:
+                self._quiet.set()
+
+    async def calls_done(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for the calls under way; False if some still run."""
+        if not self.acting:
+            return True
+        try:
+            async with asyncio.timeout(grace):
+                await self._quiet.wait()
+        except TimeoutError:
+            log.warning("drain grace over: cancelling running remediations", running=self.acting)
+            return False
+        return True
+
+    # -- the calls ---------------------------------------------------------------------------
+
+    async def run_action(
+        self,
+        incident: Incident,
+        name: str,
+        remediation: Remediation,
+        config: RemediationConfig,
+        phase: str,
+        *,
+        run: Run | None = None,
+        retry: bool = False,
+    ) -> RemediationResult:
+        """Execute with the ledger written before and after, so a crash mid-run is found. The
+        end, its result and the plan's move past the step are one transaction."""
+        with self._acting_on():
+            return await self._act(incident, name, remediation, config, phase, run, retry)
+
+    async def _act(
+        self,
+        incident: Incident,
+        name: str,
+        remediation: Remediation,
+        config: RemediationConfig,
+        phase: str,
+        run: Run | None,
+        retry: bool,
+    ) -> RemediationResult:
+        kind = remediation.type
+        base = {"remediation": name, "type": kind, "phase": phase}
+        message = f"running {name} ({kind})"
+        if retry:
+            message = f"delivering {name} ({kind}) from the outbox"
+        started = self.clock.now()
+        # One transaction: the timeline never says "running" without the ledger's row, which
+        # is what a restart finds interrupted.
+        async with self.recorder.batch():
+            await self.recorder.record(incident, Step.ACTION, message, **base)
+            action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
+        returned, outcome = await self._bounded(
+            remediation.execute(self.ctx_for(name), incident), config, remediation
+        )
+        result = returned or RemediationResult(True, "done")
+        self.count(name, kind, outcome)
+        self.metrics.remediation_duration.labels(name, kind).observe(self.clock.now() - started)
+        verdict = "succeeded" if result.ok else "failed"
+        if run is not None:
+            run.progress.next_step()
+        async with self.recorder.batch():
+            await self.store.end_action(action_id, outcome)
+            await self.recorder.record(
+                incident,
+                Step.RESULT,
+                f"{name} {verdict}: {result.detail}",
+                # What the remediation reports comes first, so it cannot mask the step's facts.
+                **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
+                outcome=outcome,
+            )
+            if run is not None:
+                await self.save(run)
+        return result
+
+    async def undo(
+        self, incident: Incident, name: str, remediation: Remediation, config: RemediationConfig
+    ) -> RemediationResult | None:
+        """The remediation's `resolve` hook (a page's resolution, a scale-out's scale-in)."""
+        with self._acting_on():
+            result, _ = await self._bounded(
+                remediation.resolve(self.ctx_for(name), incident), config, remediation
+            )
+            if result is not None:
+                await self.recorder.record(
+                    incident,
+                    Step.RESULT,
+                    f"{name} on resolve: {result.detail}",
+                    **{**result.data, "remediation": name, "phase": "resolve", "ok": result.ok},
+                )
+            return result
+
+    async def healthy(self, name: str, remediation: Remediation) -> None:
+        """The remediation's `healthy` hook: best effort, bounded by its timeout."""
+        config = self.plan.configs.get(name)
+        try:
+            async with self.clock.timeout(config.timeout if config else 30.0):
+                await remediation.healthy(self.ctx_for(name))
+        except Exception:  # noting a good state is best effort
+            log.warning("healthy hook failed", remediation=name, exc_info=True)
+
+    async def _bounded(
+        self,
+        call: Coroutine[Any, Any, RemediationResult | None],
+        config: RemediationConfig,
+        remediation: Remediation,
+    ) -> tuple[RemediationResult | None, str]:
+        """Await a remediation's call bounded by its deadline; failures become results."""
+        deadline = config.deadline()
+        try:
+            async with self.clock.timeout(deadline):
+                result = await call
+        except TimeoutError:
+            return RemediationResult(False, f"timed out after {deadline:g}s", True), "timeout"
+        except Exception as exc:  # the remediation broke its contract; contain it
+            log.exception("remediation raised", remediation=remediation.type)
+            return RemediationResult(False, f"internal error: {exc!r}"), "error"
+        return result, "ok" if result is None or result.ok else "failed"
