@@ -17,7 +17,7 @@ from daemon.config.problems import ConfigError
 from daemon.config.settings import AlertLimits
 from daemon.core.models import IncidentStatus
 from daemon.engine.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
-from daemon.engine.engine import JOINED_DETAILS
+from daemon.engine.pushed_alerts import JOINED_DETAILS
 from daemon.store.sqlite import SqliteStore
 from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for

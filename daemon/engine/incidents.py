@@ -1,0 +1,103 @@
+"""The open incidents, one per rule: opening one (its timeline's first entry, then the
+pipeline starts its remediation), resolving one (store, timeline and the pipeline's notices in
+one transaction), and taking back those a previous run left open.
+
+The rules decide when; this part decides what opening and resolving write, and in which order.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Protocol
+
+from daemon.core.models import Incident, IncidentStatus, Step
+from daemon.engine.timeline import Recorder
+from daemon.rules.config import RuleConfig
+from daemon.runtime.metrics import Metrics
+from daemon.store.protocol import Store
+
+
+class Actions(Protocol):
+    """What the engine tells the pipeline (daemon/pipeline)."""
+
+    def start(self, incident: Incident, rule: RuleConfig) -> None: ...
+
+    async def resolved(self, incident: Incident) -> None: ...
+
+    def healthy(self, rule: RuleConfig) -> None: ...
+
+
+def new_incident_id(ts: float) -> str:
+    # Time-ordered and unique; doubles as the PagerDuty dedup_key, so it must stay stable.
+    return f"inc-{int(ts * 1000):x}-{secrets.token_hex(3)}"
+
+
+class OpenIncidents:
+    """The incident open for each rule (`by_rule`), keyed by the rule's name, or by
+    `RULE:blind` and `RULE:alert_cap` for those the engine raises about a rule."""
+
+    def __init__(
+        self, *, store: Store, recorder: Recorder, actions: Actions, metrics: Metrics
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.actions = actions
+        self.metrics = metrics
+        self.by_rule: dict[str, Incident] = {}
+
+    def rule_of(self, incident_id: str) -> str | None:
+        """The key of the open incident `incident_id`, if it is open."""
+        return next((r for r, i in self.by_rule.items() if i.id == incident_id), None)
+
+    async def restore(self) -> list[Incident]:
+        """Take back the incidents a previous run left open; returns them."""
+        restored = await self.store.open_incidents()
+        for incident in restored:
+            self.by_rule[incident.rule] = incident
+        self.metrics.incidents_open.set(len(self.by_rule))
+        return restored
+
+    async def announce_restored(self) -> None:
+        for incident in list(self.by_rule.values()):
+            await self.recorder.record(
+                incident, Step.RESTORED, "daemon restarted; incident still open, rule firing"
+            )
+
+    async def open(
+        self,
+        rule: str,
+        config: RuleConfig,
+        check: str,
+        summary: str,
+        message: str,
+        trigger: dict[str, Any],
+        ts: float,
+    ) -> None:
+        incident = Incident(
+            id=new_incident_id(ts),
+            rule=rule,
+            check=check,
+            severity=config.severity,
+            summary=summary,
+            opened_at=ts,
+            trigger=trigger,
+        )
+        self.by_rule[rule] = incident
+        self.metrics.incidents_open.set(len(self.by_rule))
+        self.metrics.incidents_opened.labels(rule).inc()
+        await self.recorder.open(incident, message, **trigger)
+        self.actions.start(incident, config)
+
+    async def resolve(self, rule: str, ts: float, message: str, data: dict[str, Any]) -> None:
+        incident = self.by_rule.pop(rule, None)
+        if incident is None:
+            return
+        incident.status = IncidentStatus.RESOLVED
+        incident.resolved_at = ts
+        # One transaction: the resolution and the notices it owes (the pages' resolutions,
+        # queued in the outbox) survive a crash together, or not at all.
+        async with self.recorder.batch():
+            await self.store.resolve_incident(incident.id, ts)
+            await self.recorder.record(incident, Step.RESOLVED, message, **data)
+            await self.actions.resolved(incident)
+        self.metrics.incidents_open.set(len(self.by_rule))
