@@ -284,7 +284,7 @@ async def advance(clock: ManualClock, seconds: float, *, stop: Callable[[], bool
 
 @dataclass
 class Daemon:
-    """What `runbookd run` holds, built as daemon/app.py's `App.start` builds it."""
+    """What `runbookd run` holds, built as daemon/runtime/daemon.py's `Daemon.start` builds it."""
 
     store: InlineSqliteStore
     engine: Engine

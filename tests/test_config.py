@@ -555,7 +555,7 @@ def test_a_type_that_is_not_built_in_loads_every_plugin(
 def test_the_builtin_type_map_names_the_module_of_each_type(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """What daemon/plugins.py says without importing, against what the modules register."""
+    """What daemon/core/plugins.py says without importing, against what the modules register."""
     monkeypatch.undo()
     for module in plugins.BUILTIN_MODULES:
         pytest.importorskip(module)

@@ -63,7 +63,7 @@ def run_tool(argv: list[str], stdin: str | None = None) -> subprocess.CompletedP
 
 
 def exported_names() -> dict[str, str]:
-    """Every sample name daemon/metrics.py can expose -> its family name."""
+    """Every sample name daemon/runtime/metrics.py can expose -> its family name."""
     names: dict[str, str] = {}
     for family in Metrics(CollectorRegistry()).registry.collect():
         suffixes = {
@@ -179,7 +179,7 @@ async def drive_a_daemon(tmp: Path) -> str:
 
 
 def sampled_families(text: str) -> set[str]:
-    """The families of daemon/metrics.py with at least one sample in an exposition."""
+    """The families of daemon/runtime/metrics.py with at least one sample in an exposition."""
     names = exported_names()
     return {
         names[sample.name]

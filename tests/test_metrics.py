@@ -1,4 +1,4 @@
-"""daemon/metrics.py: the per-check families kept as plain counts, and the text runbookd
+"""daemon/runtime/metrics.py: the per-check families kept as plain counts, and the text runbookd
 writes for them itself instead of prometheus_client's generate_latest.
 
 The text is checked against prometheus_client's own rendering of the same collector (through

@@ -104,7 +104,7 @@ async def test_document_lists_exactly_the_routes_the_app_serves(tmp_path: Path) 
         for path, operations in openapi.document()["paths"].items()
         for method in operations
     }
-    assert served - documented == set(), "routes missing from daemon/openapi.py"
+    assert served - documented == set(), "routes missing from daemon/api/openapi.py"
     assert documented - served == set(), "documented routes the app does not serve"
 
 
