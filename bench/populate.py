@@ -3,11 +3,11 @@ the daemon starts on it.
 
 The schema comes from runbookd's own store (`SqliteStore.open()` runs its migrations) and the
 first incidents go through `SqliteStore.create_incident`. The rest are written with the very
-statements and serialisation `create_incident` uses (`_INSERT_INCIDENT`, `_INSERT_ENTRY`,
-`_entry_params`, `_dumps`) in one transaction: through the API one at a time costs about
-1.2 ms of CPU each (five aiosqlite round trips and a commit), 12 s for 10,000, which the quick
-mode's three minutes cannot afford. Each incident is stored resolved, with the timeline a real
-one has: opened, an action, resolved.
+statements and serialisation `create_incident` uses (daemon/store/sqlite/rows.py) in one
+transaction: through the API one at a time costs a commit each (about 1.2 ms of CPU, 12 s for
+10,000, measured when the store ran on aiosqlite), which the quick mode's three minutes cannot
+afford. Each incident is stored resolved, with the timeline a real one has: opened, an action,
+resolved.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.sqlite import _INSERT_ENTRY, _INSERT_INCIDENT, SqliteStore, _dumps, _entry_params
+from daemon.store.sqlite import rows
+from daemon.store.sqlite.repository import SqliteStore
 
 RULES = 20
 THROUGH_API = 200
@@ -63,21 +64,10 @@ def in_bulk(db: Path, first: int, count: int, base: float) -> None:
         with conn:
             for n in range(first, count):
                 inc = incident(n, base)
-                conn.execute(
-                    _INSERT_INCIDENT,
-                    (
-                        inc.id,
-                        inc.rule,
-                        inc.check,
-                        inc.severity,
-                        inc.summary,
-                        inc.status.value,
-                        inc.opened_at,
-                        inc.resolved_at,
-                        _dumps(inc.trigger),
-                    ),
+                conn.execute(rows.INSERT_INCIDENT, rows.incident_params(inc))
+                conn.executemany(
+                    rows.INSERT_ENTRY, [rows.entry_params(inc.id, e) for e in inc.timeline]
                 )
-                conn.executemany(_INSERT_ENTRY, [_entry_params(inc.id, e) for e in inc.timeline])
         stored = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
     finally:
         conn.close()

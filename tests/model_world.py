@@ -36,7 +36,7 @@ from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
 from daemon.rules.config import RuleConfig
 from daemon.runtime.metrics import Metrics
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.world import FakeConfig
 
@@ -212,13 +212,13 @@ class InlineSqliteStore(SqliteStore):
         db = self._conn
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-        def work() -> None:
+        def work(conn: Any) -> None:
             try:
-                done.set_result(fn(db._conn))
+                done.set_result(fn(conn))
             except BaseException as exc:
                 done.set_exception(exc)
 
-        db._tx.put_nowait((None, work))  # aiosqlite's queue to the connection's thread
+        db.post(work)  # the executor's queue to the connection's thread
         return done.result()
 
 

@@ -18,7 +18,7 @@ from daemon.config.settings import AlertLimits
 from daemon.core.models import IncidentStatus
 from daemon.engine.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
 from daemon.engine.pushed_alerts import JOINED_DETAILS
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from tests.memory_store import MemoryData
 from tests.utils import run_daemon, wait_for
 from tests.world import Commits, FakeAction, FakePager, S, World, build_world, make_world

@@ -31,7 +31,7 @@ from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
 from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.supervisor import Supervisor
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from tests.utils import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

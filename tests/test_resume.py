@@ -17,7 +17,7 @@ from daemon.core.models import TimelineEntry
 from daemon.pipeline.approvals import Decision
 from daemon.pipeline.progress import PLANS
 from daemon.pipeline.silences import Silence
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from tests.world import RULE, FakeAction, FakePager, World, build_world
 
 Rules = dict[str, dict[str, Any]]

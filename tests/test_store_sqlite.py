@@ -14,7 +14,9 @@ import pytest
 
 from daemon.core.models import TimelineEntry
 from daemon.store.protocol import ActionRecord
-from daemon.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from daemon.store.sqlite.migrations import MIGRATIONS as _MIGRATIONS
+from daemon.store.sqlite.migrations import SCHEMA_VERSION
+from daemon.store.sqlite.repository import SqliteStore
 from tests.store_contract import (
     RICH_TRIGGER,
     T0,

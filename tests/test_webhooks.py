@@ -21,7 +21,7 @@ from daemon.config.problems import ConfigError
 from daemon.core.clock import ManualClock
 from daemon.engine.alerts import alert_from_json
 from daemon.runtime.daemon import TICK_SECONDS, Daemon
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from tests.utils import wait_for
 from tests.world import Commits
 

@@ -22,7 +22,7 @@ from daemon.pipeline.plan import Plan
 from daemon.rules.config import RuleConfig
 from daemon.runtime.metrics import Metrics
 from daemon.store.protocol import Store
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.memory_store import MemoryData, MemoryStore
 

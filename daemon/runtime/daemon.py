@@ -40,7 +40,7 @@ from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.supervisor import Supervisor
 from daemon.store.protocol import Store
-from daemon.store.sqlite import SqliteStore
+from daemon.store.sqlite.repository import SqliteStore
 from remediations.base import REMEDIATIONS, Remediation, RemediationContext
 
 log = structlog.get_logger("runbookd")

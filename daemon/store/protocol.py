@@ -1,6 +1,6 @@
 """Where incidents, timelines and the action ledger live, behind one protocol.
 
-The embedded default is SQLite in the state directory (daemon/store_sqlite.py); a
+The embedded default is SQLite in the state directory (daemon/store/sqlite/); a
 PostgreSQL implementation joins later for several replicas. Both pass the same tests.
 """
 

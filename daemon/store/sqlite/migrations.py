@@ -1,0 +1,114 @@
+"""The store's schema, versioned with SQLite's `PRAGMA user_version`.
+
+`MIGRATIONS[n]` takes version n to n + 1. Append a migration to change the schema; never edit
+a released one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # `trigger` is an SQL keyword, hence quoted.
+        """
+        CREATE TABLE incidents (
+            id          TEXT PRIMARY KEY,
+            rule        TEXT NOT NULL,
+            check_name  TEXT NOT NULL,
+            severity    TEXT NOT NULL,
+            summary     TEXT NOT NULL,
+            status      TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+            opened_at   REAL NOT NULL,
+            resolved_at REAL,
+            "trigger"   TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX incidents_status_opened ON incidents (status, opened_at)",
+        "CREATE INDEX incidents_rule_opened ON incidents (rule, opened_at)",
+        # AUTOINCREMENT: ids never reused, so ordering by id is insertion order even after prune.
+        """
+        CREATE TABLE timeline (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            incident_id TEXT NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+            ts          REAL NOT NULL,
+            kind        TEXT NOT NULL,
+            message     TEXT NOT NULL,
+            data        TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX timeline_incident ON timeline (incident_id, id)",
+        """
+        CREATE TABLE actions (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            rule        TEXT NOT NULL,
+            remediation TEXT NOT NULL,
+            ts          REAL NOT NULL,
+            outcome     TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX actions_ts ON actions (ts)",
+        "CREATE INDEX actions_rule_remediation_ts ON actions (rule, remediation, ts)",
+    ),
+    (
+        # Version 1 rows were written after the run by record_action: no incident id, never
+        # "running". Now begin_action writes "running" first and end_action replaces it.
+        "ALTER TABLE actions ADD COLUMN incident_id TEXT",
+        # Partial: only the few unfinished actions are indexed (what a restart looks for).
+        "CREATE INDEX actions_running ON actions (ts, id) WHERE outcome = 'running'",
+        # `value` is compact JSON text. WITHOUT ROWID: the key is the row.
+        """
+        CREATE TABLE kv (
+            namespace   TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            value       TEXT NOT NULL,
+            PRIMARY KEY (namespace, key)
+        ) WITHOUT ROWID
+        """,
+        # No foreign key to incidents: like `actions`, the outbox is pruned by its own age, and
+        # an incident's deletion must neither wait for nor take its notifications.
+        """
+        CREATE TABLE outbox (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            incident_id TEXT NOT NULL,
+            remediation TEXT NOT NULL,
+            phase       TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            next_at     REAL NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            last_error  TEXT NOT NULL DEFAULT '',
+            finished_at REAL,
+            outcome     TEXT,
+            CHECK ((finished_at IS NULL) = (outcome IS NULL))
+        )
+        """,
+        # Partial: finished items are never due, so the index holds only pending ones.
+        "CREATE INDEX outbox_due ON outbox (next_at, id) WHERE finished_at IS NULL",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to SCHEMA_VERSION in one transaction (on the connection's thread)."""
+    # IMMEDIATE: two processes opening a fresh file must not both create the tables.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{path}: schema version {version} is newer than this runbookd "
+                f"supports ({SCHEMA_VERSION}); refusing to touch it"
+            )
+        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                conn.execute(statement)
+            # PRAGMA takes no parameters; `target` is an int we computed.
+            conn.execute(f"PRAGMA user_version = {target:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
