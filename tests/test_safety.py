@@ -248,6 +248,27 @@ async def test_resolution_of_a_page_goes_through_the_outbox() -> None:
     assert await w.store.outbox_due(w.clock.now() + 10**9) == []
 
 
+async def test_a_resolution_sent_as_its_page_goes_out_is_not_sent_again_by_the_same_round() -> None:
+    """The pager is down when the page is due and the incident resolves meanwhile: the page
+    and its waiting resolution fall due in the same round of the outbox. The page's delivery
+    sends the resolution at once; the round, which read both as due, must not send it twice
+    (found when the SQLite store's thread stopped racing the test clock)."""
+    pager = FakePager("page", outcomes=["retry"])
+    w = make_world({"errors": RULE | {"do": ["page"]}}, {"page": pager})
+    w.pipeline.start_outbox()
+    await fire(w)
+    incident = w.opened[0].id
+    assert await w.engine.resolve_by_operator(incident, "bo", "fixed by hand")
+    await w.clock.advance(0)
+    assert pager.resolved == []  # not before the page itself
+    await w.clock.advance(35)  # both due now: the page (30 s backoff) and its resolution
+    assert pager.calls == [incident, incident]
+    assert pager.resolved == [incident]
+    await w.clock.advance(3600)
+    assert pager.resolved == [incident]
+    await w.pipeline.drain(0)
+
+
 # -- crash recovery -------------------------------------------------------------------------
 
 

@@ -153,9 +153,9 @@ class World(Generic[S]):
         """Let the event loop and the store's thread run until `done()` holds (bounded, in
         real time: no clock moves), then until the loop is quiet."""
         for _ in range(int(within / 0.005)):
-            await settle()
+            await self.clock.quiet()
             if done():
-                await settle()
+                await self.clock.quiet()
                 return
             await asyncio.sleep(0.005)
         raise AssertionError("the world never reached the expected state")
@@ -229,8 +229,11 @@ def build_world(
     clock: ManualClock | None = None,
     **plan: Any,
 ) -> World[S]:
-    """The world on `store` (opened by the caller)."""
+    """The world on `store` (opened by the caller). A store with a thread of its own
+    (SQLite) is waited for before the clock moves, so the thread never races the clock."""
     clock = clock or ManualClock()
+    if isinstance(store, SqliteStore):
+        clock.wait_also_for(store.idle)
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(store, clock)
     actions = actions if actions is not None else {"rollback": FakeAction("rollback")}

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
@@ -49,6 +49,22 @@ class ManualClock:
         self._cancelled: set[int] = set()
         self._seq = itertools.count()
         self.slept: list[float] = []
+        self._others: list[Callable[[], Awaitable[bool]]] = []
+
+    def wait_also_for(self, idle: Callable[[], Awaitable[bool]]) -> None:
+        """Before time moves, let `idle` finish too: work on another thread (a store's), which
+        would otherwise race the clock. `idle` returns whether it had anything to wait for."""
+        self._others.append(idle)
+
+    async def quiet(self) -> None:
+        """Until the loop is quiet and every `wait_also_for` has nothing left to wait for."""
+        while True:
+            await settle()
+            waited = False
+            for idle in self._others:
+                waited = await idle() or waited
+            if not waited:
+                return
 
     def now(self) -> float:
         return self._now
@@ -91,7 +107,7 @@ class ManualClock:
         """Move time forward, firing every timer whose deadline passes, in order."""
         target = self._now + seconds
         while True:
-            await settle()
+            await self.quiet()
             if not self._timers or self._timers[0][0] > target:
                 break
             when, handle, callback = heapq.heappop(self._timers)
@@ -101,7 +117,7 @@ class ManualClock:
             self._now = max(self._now, when)
             callback()
         self._now = target
-        await settle()
+        await self.quiet()
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -35,6 +35,9 @@ class Outbox:
         self.deliver = deliver
         # Items being delivered right now, so the retry loop never sends one twice at once.
         self._in_flight: set[int] = set()
+        # Items finished since the retry loop read what is due: a page's delivery sends the
+        # resolution waiting for it at once, and the loop must not send it again.
+        self._finished: set[int] = set()
 
     async def send(
         self, incident_id: str, remediation: str, phase: str
@@ -51,8 +54,9 @@ class Outbox:
     async def run(self) -> None:
         """Retry what is due, for as long as the daemon runs."""
         while True:
+            self._finished.clear()
             for item in await self.store.outbox_due(self.clock.now()):
-                if item.id not in self._in_flight:
+                if item.id not in self._in_flight and item.id not in self._finished:
                     await self.attempt(item, retry=True)
             await self.clock.sleep(POLL_SECONDS)
 
@@ -89,6 +93,7 @@ class Outbox:
             attempts = item.attempts + 1
             if result is None or result.ok:
                 await self.store.outbox_finish(item.id, "delivered")
+                self._finished.add(item.id)
                 if item.phase == "execute":
                     await self._resolutions_after(item)
             elif result.recoverable and attempts < MAX_ATTEMPTS:
@@ -98,6 +103,7 @@ class Outbox:
                 await self.store.outbox_reschedule(item.id, next_at, attempts, result.detail)
             else:
                 await self.store.outbox_finish(item.id, "failed")
+                self._finished.add(item.id)
                 log.error(
                     "notification given up",
                     incident=item.incident_id,

@@ -31,6 +31,10 @@ class SqliteExecutor:
         self.path = path
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: stop
         self._thread: threading.Thread | None = None
+        # Jobs sent and not yet known done on the loop (whose answers, sent before the news
+        # that they are done, have then been delivered): zero means the thread is idle.
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
 
     async def start(self) -> None:
         """Create the parent directories and connect, both on the new thread."""
@@ -50,7 +54,22 @@ class SqliteExecutor:
         """Run `job` on the thread after everything sent before it; nothing comes back."""
         if self._thread is None:
             raise RuntimeError(f"the connection to {self.path} is closed")
+        self._in_flight += 1
+        self._quiet.clear()
         self._jobs.put(job)
+
+    async def idle(self) -> bool:
+        """Wait until every job sent has run and its answer reached the loop; whether there
+        was anything to wait for. Tests use it to let the thread catch up before time moves."""
+        if not self._in_flight:
+            return False
+        await self._quiet.wait()
+        return True
+
+    def _done(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._quiet.set()
 
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Run `fn` on the thread after everything sent before it: its result or its error.
@@ -95,6 +114,7 @@ class SqliteExecutor:
         try:
             while (job := self._jobs.get()) is not None:
                 job(conn)
+                _on_loop(loop, self._done)
         finally:
             conn.close()  # a no-op after `close()`
 

@@ -132,6 +132,10 @@ class GroupCommit:
             finally:
                 await db.close()
 
+    async def idle(self) -> bool:
+        """Wait until the thread has done all it was sent (see SqliteExecutor.idle)."""
+        return self._db is not None and await self._db.idle()
+
     @property
     def _conn(self) -> SqliteExecutor:
         self._require_open()
