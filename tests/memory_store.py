@@ -108,6 +108,12 @@ class MemoryStore:
         d = await self._data()
         d.incidents[incident_id].timeline.append(copy.deepcopy(entry))
 
+    async def acknowledge_incident(self, incident_id: str, by: str, at: float) -> None:
+        d = await self._data()
+        incident = d.incidents[incident_id]
+        if incident.acknowledged_by is None:
+            incident.acknowledged_by, incident.acknowledged_at = by, at
+
     async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
         d = await self._data()
         incident = d.incidents[incident_id]

@@ -291,6 +291,7 @@ class Daemon:
     pipeline: Pipeline
     recorder: Recorder
     outbox_task: asyncio.Task[None]
+    clock: ManualClock
 
     @property
     def dead(self) -> bool:
@@ -324,7 +325,7 @@ async def start_daemon(path: Path, clock: ManualClock, fakes: dict[str, Fake]) -
     await engine.restore()
     await pipeline.recover(engine.incidents.values(), dict(rules))
     outbox_task = pipeline.start_outbox()
-    return Daemon(store, engine, pipeline, recorder, outbox_task)
+    return Daemon(store, engine, pipeline, recorder, outbox_task, clock)
 
 
 async def stop_daemon(daemon: Daemon) -> None:

@@ -294,6 +294,17 @@ class StoreContract:
             await store.create_incident(make_incident(id, opened_at=T0))
         assert [i.id for i in await store.list_incidents()] == ["c", "b", "a"]
 
+    async def test_the_first_acknowledgement_is_kept(self, store: Store) -> None:
+        await store.create_incident(make_incident())
+        await store.acknowledge_incident("inc-1", "ana", T0 + 1)
+        await store.acknowledge_incident("inc-1", "bo", T0 + 2)  # changes nothing
+        got = await store.get_incident("inc-1")
+        assert got is not None
+        assert (got.acknowledged_by, got.acknowledged_at) == ("ana", T0 + 1)
+        (listed,) = await store.list_incidents()
+        (still_open,) = await store.open_incidents()
+        assert listed.acknowledged_by == still_open.acknowledged_by == "ana"
+
     async def test_open_incidents_with_timelines(self, store: Store) -> None:
         await self._three(store)
         await store.append_timeline("new", TimelineEntry(T0 + 21, "step", "n1"))

@@ -109,7 +109,7 @@ class TestSqliteStore(StoreContract):
 
     async def test_schema_version_and_tables(self, store: SqliteStore, path: Path) -> None:
         with raw(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert {"incidents", "timeline", "actions", "kv", "outbox"} <= names
         assert {
@@ -118,6 +118,39 @@ class TestSqliteStore(StoreContract):
             "actions_running",
             "outbox_due",
         } <= names
+
+    async def test_a_version_2_database_keeps_its_acknowledgements_as_state(
+        self, path: Path
+    ) -> None:
+        """Before version 3 an acknowledgement was only a timeline entry: the upgrade makes
+        the first one the incident's state (who, when)."""
+        path.parent.mkdir(parents=True)
+        with raw(path) as conn:
+            for statement in (*_MIGRATIONS[0], *_MIGRATIONS[1]):
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 2")
+            for incident_id in ("acked", "not"):
+                conn.execute(
+                    "INSERT INTO incidents (id, rule, check_name, severity, summary, status,"
+                    " opened_at) VALUES (?, 'errors', 'app', 'critical', 's', 'open', ?)",
+                    (incident_id, T0),
+                )
+            for ts, by in ((T0 + 5, "ana"), (T0 + 9, "bo")):
+                conn.execute(
+                    "INSERT INTO timeline (incident_id, ts, kind, message, data)"
+                    " VALUES ('acked', ?, 'acknowledged', 'acknowledged', ?)",
+                    (ts, json.dumps({"by": by, "reason": ""})),
+                )
+        s = SqliteStore(path)
+        await s.open()
+        try:
+            acked, other = await s.get_incident("acked"), await s.get_incident("not")
+            assert acked is not None
+            assert other is not None
+            assert (acked.acknowledged_by, acked.acknowledged_at) == ("ana", T0 + 5)
+            assert (other.acknowledged_by, other.acknowledged_at) == (None, None)
+        finally:
+            await s.close()
 
     async def test_upgrades_a_version_1_database(self, path: Path) -> None:
         path.parent.mkdir(parents=True)
@@ -139,7 +172,7 @@ class TestSqliteStore(StoreContract):
         await s.open()
         try:
             with raw(path) as conn:
-                assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
                 assert conn.execute("SELECT incident_id FROM actions").fetchall() == [(None,)]
             old = await s.get_incident("old")
             assert old is not None

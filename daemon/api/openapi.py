@@ -71,6 +71,8 @@ INCIDENT: Final[Schema] = {
     "resolved_at": {"type": ["number", "null"]},
     # The observation values and thresholds (or the alert) that opened it.
     "trigger": {"type": "object"},
+    "acknowledged_by": {"type": ["string", "null"]},
+    "acknowledged_at": {"type": ["number", "null"]},
 }
 TIMELINE_ENTRY: Final[Schema] = strict(
     {"ts": NUMBER, "kind": STRING, "message": STRING, "data": {"type": "object"}}

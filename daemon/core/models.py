@@ -107,6 +107,9 @@ class Incident:
     # The observation values and thresholds that opened the incident.
     trigger: dict[str, Any] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    # Someone is on it (no more escalation): state, kept by the store; the timeline tells it.
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -123,6 +126,8 @@ class Incident:
             "opened_at": self.opened_at,
             "resolved_at": self.resolved_at,
             "trigger": self.trigger,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at,
         }
         if with_timeline:
             out["timeline"] = [e.to_json() for e in self.timeline]

@@ -221,9 +221,12 @@ class PlanRunner:
         incident, progress = run.incident, run.progress
         if progress.index == 0 and progress.asked_at is None:
             why = progress.why
-            acked = next((e for e in incident.timeline if e.kind == Step.ACKNOWLEDGED), None)
-            if acked is not None:
-                message, progress.escalate = f"{why}; not escalating: {acked.message}", []
+            if incident.acknowledged_by is not None:  # the decision reads the state...
+                acked = next(  # ...and the message the record, which holds the reason too
+                    (e.message for e in incident.timeline if e.kind == Step.ACKNOWLEDGED),
+                    f"acknowledged by {incident.acknowledged_by}",
+                )
+                message, progress.escalate = f"{why}; not escalating: {acked}", []
             elif not progress.escalate:
                 message = f"{why}; no escalation configured"
             else:

@@ -23,11 +23,14 @@ class Operations:
         return next((i for i in incidents if i.id == incident_id), None)
 
     async def acknowledge(self, incident: Incident, by: str, reason: str) -> bool:
-        if any(e.kind == Step.ACKNOWLEDGED for e in incident.timeline):
+        if incident.acknowledged_by is not None:
             return False
         message = f"acknowledged by {by}" + (f": {reason}" if reason else "")
-        recorder = self._daemon.pipeline.recorder
-        await recorder.record(incident, Step.ACKNOWLEDGED, message, by=by, reason=reason)
+        recorder, now = self._daemon.pipeline.recorder, self._daemon.clock.now()
+        incident.acknowledged_by, incident.acknowledged_at = by, now
+        async with recorder.batch():  # the state and its record, in one transaction
+            await self._daemon.store.acknowledge_incident(incident.id, by, now)
+            await recorder.record(incident, Step.ACKNOWLEDGED, message, by=by, reason=reason)
         return True
 
     async def resolve(self, incident_id: str, by: str, reason: str) -> bool:

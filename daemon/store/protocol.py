@@ -69,6 +69,10 @@ class Store(Protocol):
     async def append_timeline(self, incident_id: str, entry: TimelineEntry) -> None:
         """Unknown incident: KeyError."""
 
+    async def acknowledge_incident(self, incident_id: str, by: str, at: float) -> None:
+        """Record who acknowledged the incident; the first acknowledgement stays."""
+        ...
+
     async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
         """Unknown incident: KeyError. Resolving twice keeps the first time."""
 

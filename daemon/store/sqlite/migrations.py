@@ -86,6 +86,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Partial: finished items are never due, so the index holds only pending ones.
         "CREATE INDEX outbox_due ON outbox (next_at, id) WHERE finished_at IS NULL",
     ),
+    # 2 -> 3: acknowledgement as state of the incident, no longer only a timeline entry;
+    # incidents acknowledged before take it from their first "acknowledged" entry.
+    (
+        "ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT",
+        "ALTER TABLE incidents ADD COLUMN acknowledged_at REAL",
+        """
+        UPDATE incidents SET
+            acknowledged_by = (
+                SELECT coalesce(json_extract(t.data, '$.by'), '') FROM timeline t
+                WHERE t.incident_id = incidents.id AND t.kind = 'acknowledged'
+                ORDER BY t.id LIMIT 1
+            ),
+            acknowledged_at = (
+                SELECT t.ts FROM timeline t
+                WHERE t.incident_id = incidents.id AND t.kind = 'acknowledged'
+                ORDER BY t.id LIMIT 1
+            )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

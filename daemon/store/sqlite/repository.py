@@ -94,13 +94,24 @@ class SqliteStore(GroupCommit):
 
         await self._write(op)
 
+    async def acknowledge_incident(self, incident_id: str, by: str, at: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            # Only the first acknowledgement counts: a second changes nothing.
+            conn.execute(
+                "UPDATE incidents SET acknowledged_by = ?, acknowledged_at = ?"
+                " WHERE id = ? AND acknowledged_by IS NULL",
+                (by, at, incident_id),
+            )
+
+        await self._write(op)
+
     async def get_incident(self, incident_id: str) -> Incident | None:
         def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
             # In one trip: no write of this store can land between incident and timeline.
             found = conn.execute(
                 """
                 SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
-                       "trigger"
+                       "trigger", acknowledged_by, acknowledged_at
                 FROM incidents
                 WHERE id = ?
                 """,
@@ -126,7 +137,7 @@ class SqliteStore(GroupCommit):
         found = await self._fetchall(
             """
             SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
-                   "trigger"
+                   "trigger", acknowledged_by, acknowledged_at
             FROM incidents
             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR rule = ?2)
             ORDER BY opened_at DESC, id DESC
@@ -143,7 +154,7 @@ class SqliteStore(GroupCommit):
             found = conn.execute(
                 """
                 SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
-                       "trigger"
+                       "trigger", acknowledged_by, acknowledged_at
                 FROM incidents
                 WHERE status = ?
                 ORDER BY opened_at, id

@@ -16,8 +16,9 @@ from daemon.store.protocol import ActionRecord, OutboxItem
 # Statements are spelled out whole, never assembled from strings.
 INSERT_INCIDENT = """
     INSERT INTO incidents
-        (id, rule, check_name, severity, summary, status, opened_at, resolved_at, "trigger")
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        (id, rule, check_name, severity, summary, status, opened_at, resolved_at, "trigger",
+         acknowledged_by, acknowledged_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO NOTHING
 """
 INSERT_ENTRY = "INSERT INTO timeline (incident_id, ts, kind, message, data) VALUES (?, ?, ?, ?, ?)"
@@ -42,6 +43,8 @@ def incident_params(incident: Incident) -> tuple[Any, ...]:
         incident.opened_at,
         incident.resolved_at,
         dumps(incident.trigger),
+        incident.acknowledged_by,
+        incident.acknowledged_at,
     )
 
 
@@ -65,6 +68,8 @@ def incident(row: sqlite3.Row, timeline: list[TimelineEntry] | None = None) -> I
         resolved_at=row["resolved_at"],
         trigger=json.loads(row["trigger"]),
         timeline=timeline if timeline is not None else [],
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=row["acknowledged_at"],
     )
 
 
