@@ -2,7 +2,8 @@
 running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon).
 
 Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
-a daemon has none for the daemon itself.
+a daemon has none for the daemon itself. Over 400 lines: one parser and one short function per
+command, read top to bottom; the work of each lives in the module it imports.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The daemon's lifecycle: start in order, run, reload on SIGHUP, drain and stop on SIGTERM.
 
 A start that fails closes what it had started, in reverse, and says why in one line; a core
-task that dies while running (daemon/supervisor.py) stops the daemon, which exits non-zero.
+task that dies while running (supervisor.py) stops the daemon, which exits non-zero. Over 400
+lines because it is the one owner of the lifecycle (start, reload, signals, readiness, stop):
+the order of start and stop reads in one place.
 """
 
 from __future__ import annotations
