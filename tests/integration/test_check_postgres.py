@@ -6,16 +6,14 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg.exceptions as pgerr
-import pydantic
 import pytest
 
-from checks.base import CHECKS, CheckContext
-from checks.postgres import _REPLICATION, PostgresCheck, PostgresCheckConfig, replication_lag
+from checks.base import CheckContext
+from checks.postgres import _REPLICATION, PostgresCheck, PostgresCheckConfig
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
 from tests.pg import Database, dsn_for, fresh_database
@@ -318,28 +316,6 @@ async def test_no_wal_receiver_is_not_streaming(conn: Any) -> None:
     assert row["wal_streaming"] is False
 
 
-@pytest.mark.parametrize(
-    ("in_recovery", "caught_up", "streaming", "replay_age", "lag"),
-    [
-        (False, False, None, None, None),  # a primary
-        (True, True, True, 120.0, 0.0),  # all WAL replayed: an idle primary, not lag
-        (True, True, None, 120.0, 0.0),  # receiver status hidden (no pg_read_all_stats)
-        (True, True, False, 120.0, 120.0),  # receiver not streaming: replay age is the lag
-        (True, False, True, 3.5, 3.5),
-        (True, False, True, -0.01, 0.0),  # clock skew between the servers
-        (True, False, None, None, None),  # nothing replayed yet
-    ],
-)
-def test_replication_lag(
-    in_recovery: bool,
-    caught_up: bool,
-    streaming: bool | None,
-    replay_age: float | None,
-    lag: float | None,
-) -> None:
-    assert replication_lag(in_recovery, caught_up, streaming, replay_age) == lag
-
-
 # --- failures -----------------------------------------------------------------------------
 
 
@@ -442,38 +418,3 @@ async def test_stop_closes_the_pool(ctx: CheckContext, db: Database, checks: Mak
 
     await wait_for(gone, "the check's connection to close")
     await check.stop()  # stopping twice is harmless
-
-
-# --- config -------------------------------------------------------------------------------
-
-
-def test_config(tmp_path: Path) -> None:
-    assert CHECKS.get("postgres") is PostgresCheck
-    secret = tmp_path / "dsn"
-    secret.write_text("postgresql://monitor:pw@db:5432/app\n")
-    config = PostgresCheckConfig.model_validate({"type": "postgres", "dsn_file": str(secret)})
-    assert config.dsn.get_secret_value() == "postgresql://monitor:pw@db:5432/app"
-    assert "pw" not in repr(config)
-    assert (config.long_query, config.dead_tuple_min, config.dead_tuple_ratio) == (30.0, 1000, 0.2)
-    assert config.replica == "auto"
-    assert {"replication_lag_seconds", "unfinished_migrations"} <= config.value_names()
-    bare = PostgresCheckConfig.model_validate(
-        {
-            "type": "postgres",
-            "dsn": "postgres://db/app",
-            "replica": False,
-            "prisma_migrations": False,
-        }
-    )
-    assert not {"in_recovery", "replication_lag_seconds", "rolled_back_migrations"} & (
-        bare.value_names()
-    )
-
-
-def test_config_refuses_other_urls_without_echoing_them() -> None:
-    with pytest.raises(pydantic.ValidationError) as info:
-        PostgresCheckConfig.model_validate({"type": "postgres", "dsn": "mysql://u:pw@db/app"})
-    (error,) = info.value.errors()
-    assert error["loc"] == ("dsn",)
-    assert "pw" not in str(info.value)
-    assert "not a PostgreSQL URL" in error["msg"]

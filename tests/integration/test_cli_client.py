@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,27 +222,3 @@ async def test_no_daemon_exits_2_with_one_line(capsys: pytest.CaptureFixture[str
     url = f"http://127.0.0.1:{free_port()}"
     assert await runbookd("silence", "--url", url) == 2
     assert capsys.readouterr().err == f"runbookd: cannot connect to {url}: Connection refused\n"
-
-
-async def test_the_real_process(url: str) -> None:
-    """The command as a process: output, exit codes, one line on error, never a traceback."""
-    nowhere = f"http://127.0.0.1:{free_port()}"
-    outputs = []
-    for argv, code in [
-        (["incidents", "--json", "--url", url], 0),
-        (["incidents", "show", "inc-nope", "--url", url], 1),
-        (["incidents", "--url", nowhere], 2),
-    ]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon.cli",
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode == code, (argv, err)
-        assert len(err.splitlines()) == (0 if code == 0 else 1), err
-        outputs.append(out)
-    assert json.loads(outputs[0]) == {"incidents": []}

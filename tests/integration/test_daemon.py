@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -17,9 +12,9 @@ import pytest
 from daemon.cli.demo.run import run_demo
 from daemon.config.loader import load_config
 from daemon.core.clock import ManualClock
-from daemon.runtime.daemon import Daemon, release_free_memory
+from daemon.runtime.daemon import Daemon
 from daemon.runtime.scheduler import phase
-from tests.utils import read_until, run_daemon, wait_for
+from tests.utils import run_daemon, wait_for
 
 CONFIG = """
 runbookd:
@@ -168,23 +163,6 @@ async def test_serving_turns_the_gc_back_on(config_file: Path) -> None:
         gc.enable()
 
 
-def test_memory_freed_at_startup_goes_back_to_the_os(monkeypatch: pytest.MonkeyPatch) -> None:
-    trimmed: list[int] = []
-
-    class Glibc:
-        def malloc_trim(self, pad: int) -> int:
-            trimmed.append(pad)
-            return 1
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: Glibc())
-    release_free_memory()
-    assert trimmed == [0]
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a libc without malloc_trim
-    release_free_memory()
-    assert trimmed == [0]
-
-
 async def test_outage_opens_acts_and_resolves_through_the_api(
     config_file: Path,
     app_state: tuple[dict[str, object], str],
@@ -262,28 +240,6 @@ async def test_demo_scenario_end_to_end() -> None:
         "demo complete",
     ):
         assert step in text
-
-
-def test_sighup_with_a_bad_config_keeps_running_and_sigterm_exits_0(config_file: Path) -> None:
-    """The real process: signals, reload refusal, graceful exit code."""
-    argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config_file)]
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    ) as proc:
-        try:
-            read_until(proc, '"event": "started"')
-            config_file.write_text("checks: [not, a, mapping\n")
-            proc.send_signal(signal.SIGHUP)
-            refused = read_until(proc, "reload refused")
-            assert "keeping the running config" in refused
-            assert proc.poll() is None
-            proc.send_signal(signal.SIGTERM)
-            assert "stopped" in read_until(proc, '"event": "stopped"')
-            assert proc.wait(timeout=10) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
 
 
 APPROVAL_CONFIG = """

@@ -8,11 +8,8 @@ import asyncio
 import gc
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +23,10 @@ from daemon.api import openapi
 from daemon.config.document import RunbookConfig
 from daemon.config.loader import load_config
 from daemon.core.models import Incident, TimelineEntry
-from daemon.pipeline.outbox import Outbox
 from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
-from daemon.runtime.scheduler import Scheduler
-from daemon.runtime.sdnotify import Notifier
-from daemon.runtime.supervisor import Supervisor
 from daemon.store.sqlite.repository import SqliteStore
 from tests.utils import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 WAIT = 30.0
 
 CONFIG = """
@@ -67,61 +59,6 @@ def serving() -> Iterator[None]:
     yield
     gc.unfreeze()
     gc.enable()
-
-
-# --- a start that fails -----------------------------------------------------------------------
-
-
-def run_cli(config: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """`runbookd run` as a process; returns it finished, and how long it took."""
-    argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)]
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
-    return done, time.monotonic() - started
-
-
-def test_a_taken_port_exits_at_once_with_one_line(
-    tmp_path: Path, app_state: tuple[dict[str, object], str], taken_port: int
-) -> None:
-    done, took = run_cli(write_config(tmp_path, app_state[1], port=taken_port))
-    assert done.returncode == ExitCode.START_FAILED == 3, done.stderr
-    assert done.stderr == (
-        f"runbookd: could not start: cannot listen on 127.0.0.1:{taken_port}: "
-        "Address already in use\n"
-    )
-    assert "Traceback" not in done.stdout
-    # Python's own start and the imports included; the daemon's part is a small fraction.
-    assert took < 10, f"took {took:.2f}s to exit"
-    print(f"a failed start exited after {took:.2f}s")
-
-
-@pytest.mark.parametrize(
-    ("make_state", "reason"),
-    [
-        # A file where the state directory should be: it cannot be created.
-        (lambda tmp: (tmp / "state").write_text("x") and tmp / "state", "File exists: {state}"),
-        # A directory where the database file should be: SQLite, on its own thread, refuses.
-        (
-            lambda tmp: (tmp / "state" / "runbookd.db").mkdir(parents=True) or tmp / "state",
-            "unable to open database file",
-        ),
-        # Under /proc nothing can be created, not even by root.
-        (lambda tmp: Path("/proc/runbookd-test"), "No such file or directory: {state}"),
-    ],
-    ids=["state-dir-is-a-file", "database-is-a-directory", "state-dir-cannot-be-created"],
-)
-def test_a_store_that_cannot_open_exits_at_once_with_one_line(
-    tmp_path: Path,
-    app_state: tuple[dict[str, object], str],
-    make_state: Callable[[Path], Path],
-    reason: str,
-) -> None:
-    state = make_state(tmp_path)
-    done, took = run_cli(write_config(tmp_path, app_state[1], state=state))
-    assert done.returncode == ExitCode.START_FAILED, done.stderr
-    expected = f"cannot open the store {state / 'runbookd.db'}: {reason.format(state=state)}"
-    assert done.stderr == f"runbookd: could not start: {expected}\n"
-    assert took < 10, f"took {took:.2f}s to exit"
 
 
 def threads() -> set[threading.Thread]:
@@ -261,52 +198,6 @@ async def test_between_the_death_and_the_exit_health_and_readiness_say_why(
         await broken_daemon.stop()
 
 
-async def dies(*args: object) -> None:
-    raise RuntimeError("injected")
-
-
-async def returns(*args: object) -> None:
-    return None
-
-
-Core = Callable[..., Coroutine[Any, Any, None]]
-CORE_TASKS: list[tuple[str, type, str, Core, str]] = [
-    ("scheduler", Scheduler, "_loop", dies, "raised RuntimeError: injected"),
-    ("check-worker-0", Scheduler, "_worker", returns, "returned"),
-    ("engine-tick", Daemon, "_tick", dies, "raised RuntimeError: injected"),
-    ("outbox", Outbox, "run", returns, "returned"),
-    ("sd-watchdog", Notifier, "_watchdog", dies, "raised RuntimeError: injected"),
-    ("sd-ready", Notifier, "_announce", returns, "returned"),
-]
-
-
-@pytest.mark.parametrize(
-    ("task", "owner", "method", "fault", "how"), CORE_TASKS, ids=[c[0] for c in CORE_TASKS]
-)
-async def test_any_core_task_that_ends_stops_the_daemon(
-    tmp_path: Path,
-    app_state: tuple[dict[str, object], str],
-    monkeypatch: pytest.MonkeyPatch,
-    serving: None,
-    task: str,
-    owner: type,
-    method: str,
-    fault: Core,
-    how: str,
-) -> None:
-    """One mechanism for all of them: raising or returning, each is the daemon's failure."""
-    monkeypatch.setattr(owner, method, fault)
-    path = write_config(tmp_path, app_state[1])
-    daemon = Daemon(load_config(path), config_path=path)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
-        systemd.bind(str(tmp_path / "notify.sock"))
-        environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
-        daemon.notifier = Notifier(environ)
-        code = await asyncio.wait_for(daemon.serve(), WAIT)
-    assert code == ExitCode.CORE_TASK_DIED
-    assert daemon.supervisor.failure == f"core task {task} {how}"
-
-
 async def test_a_stop_cancels_core_tasks_without_a_failure(
     tmp_path: Path, app_state: tuple[dict[str, object], str], serving: None
 ) -> None:
@@ -321,42 +212,3 @@ async def test_a_stop_cancels_core_tasks_without_a_failure(
     assert daemon.supervisor.failure is None
     assert daemon.supervisor.watched == 0
     assert not [e for e in logs if str(e["event"]).startswith("core task")]
-
-
-async def ended(task: asyncio.Task[Any]) -> None:
-    """Until the task is done and its done-callbacks have run."""
-    await asyncio.gather(task, return_exceptions=True)
-    await asyncio.sleep(0)
-
-
-async def test_the_first_end_is_the_failure_and_later_ones_are_logged() -> None:
-    failures: list[str] = []
-    supervisor = Supervisor(on_failure=failures.append)
-    first = asyncio.create_task(returns(), name="first")
-    supervisor.watch(first)
-    await ended(first)
-    assert failures == ["core task first returned"]
-    with capture_logs() as logs:
-        second = asyncio.create_task(dies(), name="second")
-        supervisor.watch(second)
-        await ended(second)
-    assert failures == ["core task first returned"], "one failure, one stop"
-    assert [(e["event"], e["task"]) for e in logs] == [("core task died", "second")]
-
-
-async def test_a_cancellation_is_a_failure_unless_shutting_down() -> None:
-    supervisor = Supervisor()
-    for name in ("early", "late"):
-        task = asyncio.create_task(asyncio.Event().wait(), name=name)
-        supervisor.watch(task)
-        task.cancel()
-        await ended(task)
-        supervisor.shutting_down()
-    assert supervisor.failure == "core task early was cancelled"
-    quiet = Supervisor()
-    quiet.shutting_down()
-    task = asyncio.create_task(asyncio.Event().wait(), name="at-shutdown")
-    quiet.watch(task)
-    task.cancel()
-    await ended(task)
-    assert quiet.failure is None

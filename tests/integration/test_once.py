@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from aiohttp import web
 
 from daemon.cli.once import run_once
@@ -55,17 +51,3 @@ async def test_anything_not_ok_exits_1_with_the_reason() -> None:
     assert rows["api"].split()[1] == "OK"
     assert rows["gone"].split()[1] == "CRITICAL"
     assert rows["gone"].endswith("connection refused")
-
-
-def test_cli_rejects_an_unknown_check_name(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text(CONFIG.format(url="http://127.0.0.1:1", dead=1))
-    done = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "once", "-c", str(path), "nope"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip() == "no such check: nope (defined: api, gone)"

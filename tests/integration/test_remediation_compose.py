@@ -10,7 +10,6 @@ PATH is inherited; where the stand-in keeps its log and state comes in through t
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -20,22 +19,20 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from daemon.clients.processes import INHERITED_ENV
 from daemon.core.clock import ManualClock, settle
-from remediations.base import REMEDIATIONS, MemoryState, RemediationContext
+from remediations.base import MemoryState, RemediationContext
 from remediations.compose import (
     ComposeRollback,
     ComposeRollbackConfig,
     ComposeScale,
     ComposeScaleConfig,
-    parse_ps,
 )
 from tests.fakes import make_incident
 from tests.fakes.standin import StandInFiles
+from tests.paths import BIN
 
-BIN = Path(__file__).parent / "bin"
 GOOD = "example/web:1.4.2"
 BAD = "example/web:1.5.0-bad"
 DIGEST = "example/web@sha256:" + "ab" * 32
@@ -261,16 +258,6 @@ async def test_rollback_preserves_a_digest(
     assert standin.images() == [DIGEST]
 
 
-async def test_rollback_with_nothing_recorded_does_nothing(
-    ctx: RemediationContext, standin: StandIn, project: Path
-) -> None:
-    result = await rollback(project, standin).execute(ctx, make_incident())
-
-    assert (result.ok, result.recoverable) == (False, False)
-    assert result.detail == "no healthy image recorded yet for web"
-    assert standin.calls() == []
-
-
 async def test_rollback_when_already_on_the_healthy_image(
     ctx: RemediationContext, standin: StandIn, project: Path
 ) -> None:
@@ -444,12 +431,6 @@ async def test_scale_in_when_someone_already_did(
     assert standin.argvs()[-1] == PS
 
 
-def test_deadlines_cover_every_command_and_the_wait(project: Path) -> None:
-    assert rollback(project, timeout="20s").config.deadline() == 60.0
-    assert scale(project, timeout="20s", scale_in_after="15m").config.deadline() == 960.0
-    assert scale(project).config.scale_in_after == 900.0
-
-
 # --- failures --------------------------------------------------------------------------------
 
 
@@ -524,58 +505,6 @@ async def test_docker_gets_its_env_and_never_the_daemons_environment(
     # Nothing but the minimal inherited set and what `env:` names.
     inherited = {name for name in seen if not name.startswith("LC_")} - set(standin.env) - set(env)
     assert inherited <= INHERITED_ENV
-
-
-def test_parse_ps_reads_both_json_shapes() -> None:
-    row = {"Service": "web", "Image": GOOD, "State": "running"}
-
-    assert parse_ps(json.dumps(row) + "\n" + json.dumps(row) + "\n") == [row, row]
-    assert parse_ps(json.dumps([row])) == [row]
-    assert parse_ps("") == []
-    with pytest.raises(ValueError, match="not JSON"):
-        parse_ps("NAME IMAGE\nshop-web-1 example/web")
-
-
-# --- config ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"service": "-d"}, "should match pattern"),
-        ({"service": "web app"}, "should match pattern"),
-        ({"project_name": "Shop"}, "should match pattern"),
-        ({"files": []}, "at least 1 item"),
-        ({"files": ["--all"]}, "start with '-'"),
-        ({"project_directory": "shop"}, "absolute path"),
-        ({"docker": ""}, "at least 1 character"),
-        ({"min": 4, "max": 3}, r"min \(4\) exceeds max \(3\)"),
-        ({"step": 0}, "greater than or equal to 1"),
-        ({"scale_in_after": "15"}, "not a duration"),
-        ({"shell": True}, "Extra inputs"),
-        ({"env": {"RUNBOOKD_RULE": "x"}}, "set by runbookd"),
-    ],
-)
-def test_scale_config_validation(project: Path, overrides: dict[str, Any], message: str) -> None:
-    data = {"type": "compose_scale", "max": 3, **config(project, **overrides)}
-    with pytest.raises(ValidationError, match=message):
-        ComposeScaleConfig.model_validate(data)
-
-
-def test_rollback_config_validation(project: Path) -> None:
-    with pytest.raises(ValidationError, match="must not be one of files"):
-        rollback(project, override_file="docker-compose.yml")
-    with pytest.raises(ValidationError, match="Field required"):
-        ComposeScaleConfig.model_validate({"type": "compose_scale", **config(project)})
-
-
-def test_registered_with_their_side_effects(project: Path) -> None:
-    assert REMEDIATIONS.get("compose_rollback") is ComposeRollback
-    assert REMEDIATIONS.get("compose_scale") is ComposeScale
-    assert (rollback(project).idempotent, rollback(project).destructive) == (True, False)
-    assert (scale(project).idempotent, scale(project).destructive) == (False, False)
-    assert not ComposeRollback.notifier
-    assert not ComposeScale.notifier
 
 
 # --- the stand-in itself ---------------------------------------------------------------------

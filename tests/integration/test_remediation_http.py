@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from pydantic import ValidationError
 
 from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
@@ -118,29 +117,6 @@ async def test_missing_trigger_value_becomes_null_or_empty(
     await make(base_url, body=body).execute(ctx, make_incident(trigger={}))
 
     assert endpoint.requests[0].body == {"value": None, "text": "value="}
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"id": "{{ incident.nope }}"},
-        ["{{ incident.id }}", {"deep": "x {{ os.environ }} y"}],
-        "{{ incident.summary.__class__ }}",
-        {"{{ incident.id }}": "keys are not templated"},
-    ],
-)
-def test_bad_placeholders_are_config_errors(body: Any) -> None:
-    with pytest.raises(ValidationError, match="placeholder"):
-        make("http://127.0.0.1:1/", body=body)
-
-
-def test_config_rejects_bad_urls_and_double_authorization() -> None:
-    with pytest.raises(ValidationError, match="http"):
-        make("ftp://example.com/")
-    with pytest.raises(ValidationError, match="not both"):
-        make("http://example.com/", token=TOKEN, headers={"authorization": "Basic x"})
-    with pytest.raises(ValidationError, match="Extra inputs"):
-        make("http://example.com/", bogus=1)
 
 
 # --- request shape, auth, secrets ------------------------------------------------------------
@@ -403,11 +379,3 @@ async def test_resolve_posts_resolve_body_only_when_configured(
     assert result.ok
     [request] = endpoint.requests
     assert (request.method, request.body) == ("POST", {"resolved": "inc-20270115-0001"})
-
-
-def test_side_effect_flags() -> None:
-    assert HttpRemediation.idempotent is False
-    assert HttpRemediation.destructive is False
-    assert HttpRemediation.notifier is False
-    assert make("http://example.com/").idempotent is False
-    assert make("http://example.com/", idempotent=True).idempotent is True

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from daemon.core.clock import ManualClock
 from daemon.core.models import IncidentStatus, TimelineEntry
 from remediations.base import RemediationContext
-from remediations.slack import SlackConfig, SlackRemediation, duration
+from remediations.slack import SlackConfig, SlackRemediation
 from tests.fakes import make_incident
 from tests.fakes.slack import WEBHOOK_PATH, FakeSlack
 from tests.utils import serve
@@ -301,22 +301,6 @@ async def test_resolved_time_defaults_to_now(
     assert fields["Current status"] == "resolved; no automated action"
 
 
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (0, "0s"),
-        (45, "45s"),
-        (900, "15m"),
-        (3600, "1h"),
-        (3900, "1h 5m"),
-        (3605, "1h 5s"),
-        (97_205, "1d 3h"),
-    ],
-)
-def test_duration(seconds: float, text: str) -> None:
-    assert duration(seconds) == text
-
-
 async def test_alert_text_cannot_mention_or_link(
     ctx: RemediationContext, fake: FakeSlack, webhook_url: str
 ) -> None:
@@ -476,15 +460,6 @@ async def test_webhook_url_file(
 
 
 @pytest.mark.parametrize(
-    "config",
-    [{}, {"webhook_url": "hooks.slack.com/services/x"}, {"webhook_url": "ftp://x/y"}],
-)
-def test_config_validation(config: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="webhook_url"):
-        SlackConfig.model_validate({"type": "slack", **config})
-
-
-@pytest.mark.parametrize(
     ("config", "field"),
     [
         ({"impact": ""}, "impact"),
@@ -500,13 +475,6 @@ def test_template_config_validation(webhook_url: str, config: dict[str, Any], fi
 def test_template_defaults(webhook_url: str) -> None:
     config = SlackConfig.model_validate({"type": "slack", "webhook_url": webhook_url})
     assert (config.impact, config.update_every) == (None, 1800.0)
-
-
-def test_flags() -> None:
-    assert SlackRemediation.notifier is True
-    # A repeat posts the message twice: noise, not harm, but not idempotent either.
-    assert SlackRemediation.idempotent is False
-    assert SlackRemediation.destructive is False
 
 
 # --- the fake itself refuses what Slack refuses ----------------------------------------------

@@ -7,11 +7,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import ValidationError
 
 from daemon.core.clock import ManualClock
 from daemon.core.models import RemediationResult
-from remediations.base import REMEDIATIONS, RemediationContext
+from remediations.base import RemediationContext
 from remediations.vercel import VercelClient, VercelFailure
 from remediations.vercel_env import ENV_ID, EnvConfig, VercelEnv, _created_id
 from tests.fakes import make_incident
@@ -319,37 +318,6 @@ async def test_a_rate_limited_redeploy_is_sent_again_after_retry_after(
     assert result.ok, result.detail
     assert len(fake.requests("POST", CREATE)) == 2
     assert clock.slept[0] == 7.0
-
-
-def test_config_defaults_and_registration() -> None:
-    parsed = EnvConfig.model_validate({"type": "vercel_env", "token": TOKEN, "project_id": "x"})
-
-    assert (parsed.key, parsed.value, parsed.env_target, parsed.env_type) == (
-        "MAINTENANCE_MODE",
-        "true",
-        ["production"],
-        "encrypted",
-    )
-    assert REMEDIATIONS.get("vercel_env") is VercelEnv
-    assert VercelEnv.idempotent
-    assert VercelEnv.destructive
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"key": "1BAD"},
-        {"env_target": []},
-        {"env_target": ["staging"]},
-        {"env_type": "system"},
-        # Vercel refuses sensitive variables for development.
-        {"env_type": "sensitive", "env_target": ["production", "development"]},
-    ],
-)
-def test_bad_config_is_refused(overrides: dict[str, Any]) -> None:
-    data = {"type": "vercel_env", "token": TOKEN, "project_id": "x", **overrides}
-    with pytest.raises(ValidationError):
-        EnvConfig.model_validate(data)
 
 
 async def test_a_cancel_that_fails_still_takes_the_variable_back(

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
@@ -20,7 +19,6 @@ from daemon.engine.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, Ale
 from daemon.engine.pushed_alerts import JOINED_DETAILS
 from daemon.store.sqlite.repository import SqliteStore
 from tests.memory_store import MemoryData
-from tests.utils import run_daemon, wait_for
 from tests.world import Commits, FakeAction, FakePager, S, World, build_world, make_world
 
 RULE = {"when": {"alert": "HighErrorRate", "labels": {"service": "web"}}, "do": ["rollback"]}
@@ -403,104 +401,6 @@ rules:
     with pytest.raises(ConfigError) as err:
         load_config_text(text, "c.yaml")
     assert f"{field}: only for rules on check values, not on alerts" in str(err.value)
-
-
-AM_CONFIG = """
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-rules:
-  errors:
-    when: {{alert: HighErrorRate, labels: {{service: web}}}}
-    do: [hook]
-remediations:
-  hook:
-    type: http
-    url: {url}/hook
-    body: {{incident: "{{{{ incident.id }}}}"}}
-"""
-
-
-def am_config(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(AM_CONFIG.format(state=tmp_path / "state", url=url))
-    return path
-
-
-async def test_the_webhook_endpoint_end_to_end(
-    tmp_path: Path,
-    app_state: tuple[dict[str, object], str],
-    session: aiohttp.ClientSession,
-) -> None:
-    state, url = app_state
-    async with run_daemon(am_config(tmp_path, url)) as daemon:
-        api = f"http://127.0.0.1:{daemon.port}/api/v1/alerts"
-        for _ in range(2):
-            async with session.post(api, json=webhook(alert())) as r:
-                assert (r.status, await r.json()) == (200, {"received": 1, "matched": 1})
-        await wait_for(lambda: bool(state.get("hooks")))
-        async with session.post(api, json=webhook(alert("resolved"))) as r:
-            assert r.status == 200
-        await wait_for(lambda: not daemon.engine.incidents)
-        hooks = state["hooks"]
-        assert isinstance(hooks, list)
-        assert len(hooks) == 1
-        for body, reason in [
-            (webhook(alert()) | {"version": "3"}, "version: Input should be '4' or '1'"),
-            (webhook({**alert(), "status": "on fire"}), "alerts.0.status: Input should be"),
-            (webhook({**alert(), "labels": ["alertname"]}), "alerts.0.labels: Input should be"),
-        ]:
-            async with session.post(api, json=body) as r:
-                assert r.status == 400
-                assert (await r.json())["error"].startswith(reason)
-
-
-async def test_one_alertmanager_request_is_one_commit_and_answered_after_it(
-    tmp_path: Path,
-    app_state: tuple[dict[str, object], str],
-    session: aiohttp.ClientSession,
-) -> None:
-    state, url = app_state
-    async with run_daemon(am_config(tmp_path, url)) as daemon:
-        store = daemon.store
-        assert isinstance(store, SqliteStore)
-        api = f"http://127.0.0.1:{daemon.port}/api/v1/alerts"
-        async with session.post(api, json=webhook(alert(fingerprint="first"))) as r:
-            assert r.status == 200
-        await wait_for(lambda: bool(state.get("hooks")) and not daemon.pipeline.busy)
-
-        fps = [f"fp{i}" for i in range(10)]
-        body = webhook(
-            *(alert(fingerprint=fp, instance=fp) for fp in fps),
-            alert(fingerprint="api-1", service="api"),
-            alert("resolved", fingerprint="api-2", service="api"),
-        )
-        for repeat in (False, True):  # the second time, Alertmanager repeats it
-            expected = 0 if repeat else 1
-            async with Commits(store) as commits, session.post(api, json=body) as r:
-                assert (r.status, await r.json()) == (200, {"received": 12, "matched": 10})
-                # Answered after the commit: a crash now loses nothing the answer confirmed.
-                assert store.commits == commits.before + expected
-            assert commits.count == expected
-
-        (incident,) = daemon.engine.incidents.values()
-        stored = await store.get_incident(incident.id)
-        assert stored is not None
-        (joined,) = [e for e in stored.timeline if e.kind == "alert"]
-        assert [a["fingerprint"] for a in joined.data["alerts"]] == fps
-        assert sorted(await store.values("alerts:errors")) == sorted([*fps, "first"])
-
-        def received(status: str, result: str) -> float | None:
-            labels = {"source": "alertmanager", "status": status, "result": result}
-            return daemon.registry.get_sample_value("runbookd_alerts_received_total", labels)
-
-        assert received("firing", "matched") == 21
-        assert received("firing", "unmatched") == 2
-        assert received("resolved", "unmatched") == 2
-        assert received("resolved", "matched") is None
-        hooks = state["hooks"]
-        assert isinstance(hooks, list)
-        assert len(hooks) == 1  # one incident, remediated once
 
 
 # -- late deliveries: a firing of an episode already resolved -------------------------------

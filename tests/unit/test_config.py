@@ -38,8 +38,7 @@ from daemon.core.registry import Registry
 from daemon.core.units import StrictModel, format_duration, parse_duration, parse_ratio
 from daemon.rules.config import RuleConfig
 from remediations.base import RemediationConfig, RemediationContext
-
-BAD_CONFIGS = Path(__file__).parent / "bad_configs"
+from tests.paths import BAD_CONFIGS, ROOT
 
 # Test-only types in registries of their own, so the tests neither depend on the built-in
 # modules nor see types other tests register (messages list every known type).
@@ -570,7 +569,7 @@ def test_the_builtin_type_map_names_the_module_of_each_type(
 def test_an_unknown_type_lists_every_type_however_few_the_config_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {"test_probe": "tests.test_config"})
+    monkeypatch.setattr(plugins, "BUILTIN_CHECKS", {"test_probe": "tests.unit.test_config"})
     only_probe: Registry[type[checks.base.Check]] = Registry("check")
     only_probe.register(Probe)
     monkeypatch.setattr(config_document, "CHECKS", only_probe)
@@ -601,9 +600,7 @@ def test_builtin_types_build_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
         assert name in problem.message
 
 
-@pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parent.parent / "config").glob("*.yaml")), ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The configs in config/ against the real built-in types; addresses from the environment
     (as `runbookd demo` sets them) get a placeholder."""
@@ -890,7 +887,7 @@ def test_scalars_are_yaml_1_2(scalar: str, value: object) -> None:
 
 def test_shipped_configs_read_as_yaml_1_1_read_them() -> None:
     """No value of the shipped configs changes meaning under YAML 1.2."""
-    for path in sorted((Path(__file__).parent.parent / "config").glob("*.yaml")):
+    for path in sorted((ROOT / "config").glob("*.yaml")):
         text = path.read_text(encoding="utf-8")
         literal = text.replace("$", "$$")  # ${ENV} as written, as safe_load leaves it
         assert config_reader.Reader(str(path)).read(literal) == yaml.safe_load(text), path

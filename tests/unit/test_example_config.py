@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from daemon.config.check import check_config_main
 from daemon.config.loader import load_config
 from daemon.rules.expr import Condition
+from tests.paths import ROOT
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "runbookd.example.yaml"
+EXAMPLE = ROOT / "config" / "runbookd.example.yaml"
 
 
 def test_check_config_passes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,158 @@
+"""When starting or running fails: a start that cannot finish closes what it opened and exits
+at once with one line; a core task that dies makes the daemon unhealthy, and it exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.config.loader import load_config
+from daemon.pipeline.outbox import Outbox
+from daemon.runtime.daemon import Daemon, ExitCode
+from daemon.runtime.scheduler import Scheduler
+from daemon.runtime.sdnotify import Notifier
+from tests.paths import ROOT
+
+WAIT = 30.0
+
+CONFIG = """
+runbookd:
+  listen: 127.0.0.1:{port}
+  state_dir: {state}
+checks:
+  health: {{type: http, url: "{url}/health", interval: 100ms, timeout: 1s}}
+"""
+
+
+def write_config(tmp_path: Path, url: str, *, port: int = 0, state: Path | None = None) -> Path:
+    path = tmp_path / "runbookd.yaml"
+    path.write_text(CONFIG.format(port=port, state=state or tmp_path / "state", url=url))
+    return path
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def serving() -> Iterator[None]:
+    """Daemon.serve turns the GC on and freezes what exists: undone after the test."""
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+# --- a start that fails -----------------------------------------------------------------------
+
+
+def run_cli(config: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`runbookd run` as a process; returns it finished, and how long it took."""
+    argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)]
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
+    return done, time.monotonic() - started
+
+
+def test_a_taken_port_exits_at_once_with_one_line(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], taken_port: int
+) -> None:
+    done, took = run_cli(write_config(tmp_path, app_state[1], port=taken_port))
+    assert done.returncode == ExitCode.START_FAILED == 3, done.stderr
+    assert done.stderr == (
+        f"runbookd: could not start: cannot listen on 127.0.0.1:{taken_port}: "
+        "Address already in use\n"
+    )
+    assert "Traceback" not in done.stdout
+    # Python's own start and the imports included; the daemon's part is a small fraction.
+    assert took < 10, f"took {took:.2f}s to exit"
+    print(f"a failed start exited after {took:.2f}s")
+
+
+@pytest.mark.parametrize(
+    ("make_state", "reason"),
+    [
+        # A file where the state directory should be: it cannot be created.
+        (lambda tmp: (tmp / "state").write_text("x") and tmp / "state", "File exists: {state}"),
+        # A directory where the database file should be: SQLite, on its own thread, refuses.
+        (
+            lambda tmp: (tmp / "state" / "runbookd.db").mkdir(parents=True) or tmp / "state",
+            "unable to open database file",
+        ),
+        # Under /proc nothing can be created, not even by root.
+        (lambda tmp: Path("/proc/runbookd-test"), "No such file or directory: {state}"),
+    ],
+    ids=["state-dir-is-a-file", "database-is-a-directory", "state-dir-cannot-be-created"],
+)
+def test_a_store_that_cannot_open_exits_at_once_with_one_line(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    make_state: Callable[[Path], Path],
+    reason: str,
+) -> None:
+    state = make_state(tmp_path)
+    done, took = run_cli(write_config(tmp_path, app_state[1], state=state))
+    assert done.returncode == ExitCode.START_FAILED, done.stderr
+    expected = f"cannot open the store {state / 'runbookd.db'}: {reason.format(state=state)}"
+    assert done.stderr == f"runbookd: could not start: {expected}\n"
+    assert took < 10, f"took {took:.2f}s to exit"
+
+
+async def dies(*args: object) -> None:
+    raise RuntimeError("injected")
+
+
+async def returns(*args: object) -> None:
+    return None
+
+
+Core = Callable[..., Coroutine[Any, Any, None]]
+CORE_TASKS: list[tuple[str, type, str, Core, str]] = [
+    ("scheduler", Scheduler, "_loop", dies, "raised RuntimeError: injected"),
+    ("check-worker-0", Scheduler, "_worker", returns, "returned"),
+    ("engine-tick", Daemon, "_tick", dies, "raised RuntimeError: injected"),
+    ("outbox", Outbox, "run", returns, "returned"),
+    ("sd-watchdog", Notifier, "_watchdog", dies, "raised RuntimeError: injected"),
+    ("sd-ready", Notifier, "_announce", returns, "returned"),
+]
+
+
+@pytest.mark.parametrize(
+    ("task", "owner", "method", "fault", "how"), CORE_TASKS, ids=[c[0] for c in CORE_TASKS]
+)
+async def test_any_core_task_that_ends_stops_the_daemon(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    monkeypatch: pytest.MonkeyPatch,
+    serving: None,
+    task: str,
+    owner: type,
+    method: str,
+    fault: Core,
+    how: str,
+) -> None:
+    """One mechanism for all of them: raising or returning, each is the daemon's failure."""
+    monkeypatch.setattr(owner, method, fault)
+    path = write_config(tmp_path, app_state[1])
+    daemon = Daemon(load_config(path), config_path=path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify.sock"))
+        environ = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+        daemon.notifier = Notifier(environ)
+        code = await asyncio.wait_for(daemon.serve(), WAIT)
+    assert code == ExitCode.CORE_TASK_DIED
+    assert daemon.supervisor.failure == f"core task {task} {how}"

@@ -1,0 +1,147 @@
+"""No secret given to runbookd ever comes back out of it.
+
+A real daemon process gets every kind of secret, given every way the config allows (a plain
+value, `${ENV}`, `*_file`): a PagerDuty routing key, a Slack webhook URL, bearer tokens and an
+API key header for http remediations, PostgreSQL and Redis URLs with passwords, S3 keys, API
+tokens. It goes through incidents that use them against local receivers, one of which echoes
+the request (and so the credential) back, the way careless servers do; a reload is refused
+and `check-config` fails on bad values next to the secrets. Then everything runbookd emitted
+is searched: its log lines, every API answer, /metrics, the files in its state directory, the
+CLI's output. Not a secret, nor any 8 characters of one, may be found there.
+
+If this test fails, a secret leaks: do not weaken it, fix the leak.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daemon.config.settings import DaemonSettings
+from tests.utils import run_daemon, wait_for
+
+# Any run of this many characters of a secret found in the output counts as a leak: a
+# truncated or partly masked secret is still a leak.
+WINDOW = 8
+ALPHABET = string.ascii_letters + string.digits
+# Only while the API token work is in the tree: then the API tokens are secrets too.
+API_TOKENS = "api" in DaemonSettings.model_fields
+
+
+def random_text(length: int) -> str:
+    # Random letters and digits: distinctive, and the same in JSON, URLs and logs.
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+@dataclass(frozen=True)
+class Secrets:
+    pagerduty_routing_key: str = field(default_factory=lambda: random_text(32))
+    slack_webhook_token: str = field(default_factory=lambda: random_text(24))
+    http_bearer_token: str = field(default_factory=lambda: random_text(40))
+    postgres_password: str = field(default_factory=lambda: random_text(24))
+    s3_access_key_id: str = field(default_factory=lambda: "AKIA" + random_text(16).upper())
+    s3_secret_access_key: str = field(default_factory=lambda: random_text(40))
+    redis_password: str = field(default_factory=lambda: random_text(24))
+    cdn_api_key: str = field(default_factory=lambda: random_text(36))
+    api_write_token: str = field(default_factory=lambda: random_text(32))
+    api_read_token: str = field(default_factory=lambda: random_text(32))
+
+    def slack_path(self) -> str:
+        # The whole path is the credential; its last part is the secret proper.
+        return f"/services/T0RUNBOOKD/B0RUNBOOKD/{self.slack_webhook_token}"
+
+    def named(self) -> dict[str, str]:
+        values = {name: str(value) for name, value in vars(self).items()}
+        if not API_TOKENS:
+            del values["api_write_token"], values["api_read_token"]
+        return values
+
+
+@dataclass(frozen=True)
+class Leak:
+    secret: str
+    where: str
+    context: str
+
+    def __str__(self) -> str:
+        return f"{self.secret} in {self.where}: ...{self.context}..."
+
+
+def find_leaks(secret_values: dict[str, str], outputs: dict[str, bytes]) -> list[Leak]:
+    """Every place a secret, or WINDOW characters of one, appears in the outputs."""
+    leaks: list[Leak] = []
+    for name, value in secret_values.items():
+        pieces = {value[i : i + WINDOW].encode() for i in range(len(value) - WINDOW + 1)}
+        for where, data in outputs.items():
+            hits = sorted(i for piece in pieces if (i := data.find(piece)) >= 0)
+            if hits:
+                start = max(0, hits[0] - 60)
+                context = data[start : hits[0] + 60].decode("utf-8", "replace")
+                leaks.append(Leak(name, where, context.replace("\n", "\\n")))
+    return leaks
+
+
+@pytest.fixture
+def secret_values() -> Secrets:
+    return Secrets()
+
+
+COMMAND_CONFIG = """
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+checks:
+  health:
+    type: http
+    url: {url}/health
+    interval: 100ms
+    timeout: 1s
+rules:
+  down:
+    when: health.up < 1
+    do: [diagnostics]
+remediations:
+  page:                      # configured, so the key is runbookd's; never used here
+    type: pagerduty
+    routing_key: ${{PAGERDUTY_ROUTING_KEY}}
+  diagnostics:               # what a command prints is recorded on the timeline
+    type: command
+    argv: [env]
+"""
+
+
+async def test_a_command_remediation_is_not_handed_the_daemons_secrets(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    """A secret runbookd took from its environment (`${ENV}`, as the README shows) must not
+    reach a command's environment, whose output the timeline records: a script that prints
+    it (`env`, a `set -x` trace, a crash dump) would put the secret in the store and API."""
+    key = random_text(32)
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", key)
+    state, url = app_state
+    config = tmp_path / "runbookd.yaml"
+    config.write_text(COMMAND_CONFIG.format(state=tmp_path / "state", url=url))
+    async with run_daemon(config) as daemon:
+        await wait_for(lambda: daemon.scheduler.jobs["health"].runs > 0)
+        state["up"] = False
+        await wait_for(lambda: "down" in daemon.engine.incidents)
+        incident = daemon.engine.incidents["down"]
+        await wait_for(lambda: any(e.kind == "result" for e in incident.timeline))
+        async with session.get(
+            f"http://127.0.0.1:{daemon.port}/api/v1/incidents/{incident.id}"
+        ) as r:
+            answer = await r.read()
+    (result,) = [e for e in incident.timeline if e.kind == "result"]
+    assert "PATH=" in result.data["stdout"]  # the command ran and its output was recorded
+    outputs = {f"GET /api/v1/incidents/{incident.id}": answer}
+    outputs["state file runbookd.db"] = (tmp_path / "state" / "runbookd.db").read_bytes()
+    leaks = find_leaks({"pagerduty_routing_key": key}, outputs)
+    assert not leaks, "secrets leak:\n" + "\n".join(map(str, leaks))

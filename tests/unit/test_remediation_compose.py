@@ -1,0 +1,178 @@
+"""compose_rollback and compose_scale against tests/bin/docker, a stand-in for the compose
+v2 plugin that checks its argv, logs each call and keeps the project's containers in a file.
+
+The stand-ins start with `#!/usr/bin/env python3` and need PyYAML: the interpreter running
+the tests (whose environment has it) goes on PATH right after tests/bin, so `env` finds it.
+PATH is inherited; where the stand-in keeps its log and state comes in through the config's
+`env:`, as DOCKER_HOST does in a real deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from remediations.base import REMEDIATIONS, RemediationContext
+from remediations.compose import (
+    ComposeRollback,
+    ComposeRollbackConfig,
+    ComposeScale,
+    ComposeScaleConfig,
+    parse_ps,
+)
+from tests.fakes import make_incident
+from tests.fakes.standin import StandInFiles
+from tests.paths import BIN
+
+GOOD = "example/web:1.4.2"
+
+
+class StandIn(StandInFiles):
+    """The stand-in docker's log of calls and its state (which containers run what)."""
+
+    def set(self, **docker: Any) -> None:
+        state = self.state()
+        state.setdefault("docker", {}).update(docker)
+        self.write(state)
+
+    def run(self, service: str, *images: str, state: str = "running") -> None:
+        """The service's containers run these images (one container each)."""
+        projects = self.state().get("docker", {}).get("projects", {})
+        containers = [
+            {"number": n, "image": image, "state": state} for n, image in enumerate(images, 1)
+        ]
+        projects.setdefault("shop", {})[service] = containers
+        self.set(projects=projects)
+
+    def images(self, service: str = "web") -> list[str]:
+        containers = self.state()["docker"]["projects"]["shop"][service]
+        return [c["image"] for c in containers]
+
+
+@pytest.fixture
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    python_dir = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
+    return StandIn(tmp_path)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    directory = tmp_path / "shop"
+    directory.mkdir()
+    write_compose(directory, GOOD)
+    return directory
+
+
+def write_compose(directory: Path, image: str) -> None:
+    (directory / "docker-compose.yml").write_text(
+        f"services:\n  web:\n    image: {image}\n    ports: ['8080:80']\n"
+        "  db:\n    image: postgres:16\n"
+    )
+
+
+def config(project: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "project_directory": str(project),
+        "files": ["docker-compose.yml"],
+        "project_name": "shop",
+        "service": "web",
+        **overrides,
+    }
+
+
+def with_standin(standin: StandIn | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides`, with the stand-in's variables added to its `env:`."""
+    if standin is None:
+        return overrides
+    return {**overrides, "env": {**standin.env, **overrides.get("env", {})}}
+
+
+def rollback(project: Path, standin: StandIn | None = None, **overrides: Any) -> ComposeRollback:
+    fields = with_standin(standin, overrides)
+    model = ComposeRollbackConfig.model_validate(
+        {"type": "compose_rollback", **config(project, **fields)}
+    )
+    return ComposeRollback("rollback-web", model)
+
+
+def scale(project: Path, standin: StandIn | None = None, **overrides: Any) -> ComposeScale:
+    fields = with_standin(standin, {"max": 3, **overrides})
+    model = ComposeScaleConfig.model_validate(
+        {"type": "compose_scale", **config(project, **fields)}
+    )
+    return ComposeScale("scale-web", model)
+
+
+async def test_rollback_with_nothing_recorded_does_nothing(
+    ctx: RemediationContext, standin: StandIn, project: Path
+) -> None:
+    result = await rollback(project, standin).execute(ctx, make_incident())
+
+    assert (result.ok, result.recoverable) == (False, False)
+    assert result.detail == "no healthy image recorded yet for web"
+    assert standin.calls() == []
+
+
+def test_deadlines_cover_every_command_and_the_wait(project: Path) -> None:
+    assert rollback(project, timeout="20s").config.deadline() == 60.0
+    assert scale(project, timeout="20s", scale_in_after="15m").config.deadline() == 960.0
+    assert scale(project).config.scale_in_after == 900.0
+
+
+def test_parse_ps_reads_both_json_shapes() -> None:
+    row = {"Service": "web", "Image": GOOD, "State": "running"}
+
+    assert parse_ps(json.dumps(row) + "\n" + json.dumps(row) + "\n") == [row, row]
+    assert parse_ps(json.dumps([row])) == [row]
+    assert parse_ps("") == []
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_ps("NAME IMAGE\nshop-web-1 example/web")
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"service": "-d"}, "should match pattern"),
+        ({"service": "web app"}, "should match pattern"),
+        ({"project_name": "Shop"}, "should match pattern"),
+        ({"files": []}, "at least 1 item"),
+        ({"files": ["--all"]}, "start with '-'"),
+        ({"project_directory": "shop"}, "absolute path"),
+        ({"docker": ""}, "at least 1 character"),
+        ({"min": 4, "max": 3}, r"min \(4\) exceeds max \(3\)"),
+        ({"step": 0}, "greater than or equal to 1"),
+        ({"scale_in_after": "15"}, "not a duration"),
+        ({"shell": True}, "Extra inputs"),
+        ({"env": {"RUNBOOKD_RULE": "x"}}, "set by runbookd"),
+    ],
+)
+def test_scale_config_validation(project: Path, overrides: dict[str, Any], message: str) -> None:
+    data = {"type": "compose_scale", "max": 3, **config(project, **overrides)}
+    with pytest.raises(ValidationError, match=message):
+        ComposeScaleConfig.model_validate(data)
+
+
+def test_rollback_config_validation(project: Path) -> None:
+    with pytest.raises(ValidationError, match="must not be one of files"):
+        rollback(project, override_file="docker-compose.yml")
+    with pytest.raises(ValidationError, match="Field required"):
+        ComposeScaleConfig.model_validate({"type": "compose_scale", **config(project)})
+
+
+def test_registered_with_their_side_effects(project: Path) -> None:
+    assert REMEDIATIONS.get("compose_rollback") is ComposeRollback
+    assert REMEDIATIONS.get("compose_scale") is ComposeScale
+    assert (rollback(project).idempotent, rollback(project).destructive) == (True, False)
+    assert (scale(project).idempotent, scale(project).destructive) == (False, False)
+    assert not ComposeRollback.notifier
+    assert not ComposeScale.notifier

@@ -1,0 +1,137 @@
+"""systemd_restart and pm2_restart against tests/bin/systemctl and tests/bin/pm2: stand-ins
+that check their argv, log each call and keep units and processes in a state file.
+
+The stand-ins start with `#!/usr/bin/env python3`: the interpreter running the tests goes on
+PATH right after tests/bin, so they run under the same Python as the tests. PATH is
+inherited; where the stand-ins keep their log and state comes in through the config's `env:`,
+as PM2_HOME does in a real deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from remediations.base import REMEDIATIONS
+from remediations.service import (
+    Pm2Restart,
+    Pm2RestartConfig,
+    SystemdRestart,
+    SystemdRestartConfig,
+    parse_jlist,
+)
+from tests.fakes.standin import StandInFiles
+from tests.paths import BIN
+
+
+class StandIn(StandInFiles):
+    """The stand-ins' log of calls and their shared state file."""
+
+    def units(self, scope: str = "system", **units: dict[str, Any]) -> None:
+        self.write({"systemd": {scope: {f"{name}.service": u for name, u in units.items()}}})
+
+    def processes(self, *processes: dict[str, Any], **pm2: Any) -> None:
+        self.write({"pm2": {"processes": list(processes), **pm2}})
+
+
+@pytest.fixture
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    python_dir = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
+    return StandIn(tmp_path)
+
+
+def with_standin(standin: StandIn | None, config: dict[str, Any]) -> dict[str, Any]:
+    """`config`, with the stand-in's variables added to its `env:`."""
+    if standin is None:
+        return config
+    return {**config, "env": {**standin.env, **config.get("env", {})}}
+
+
+def systemd(standin: StandIn | None = None, **config: Any) -> SystemdRestart:
+    data = {"type": "systemd_restart", "unit": "web.service", **with_standin(standin, config)}
+    return SystemdRestart("restart-web", SystemdRestartConfig.model_validate(data))
+
+
+def pm2(standin: StandIn | None = None, **config: Any) -> Pm2Restart:
+    data = {"type": "pm2_restart", "name": "api", **with_standin(standin, config)}
+    return Pm2Restart("restart-api", Pm2RestartConfig.model_validate(data))
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "web*",
+        "-web",
+        "--now",
+        "web service",
+        "a/b.service",
+        "$(reboot)",
+        "web;reboot",
+        "",
+        "x" * 256,
+        "app@.service",
+    ],
+)
+def test_invalid_unit_names_are_refused(unit: str) -> None:
+    with pytest.raises(ValidationError, match="not a valid systemd unit name"):
+        systemd(unit=unit)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["web", "web.service", "app@blue.service", "nginx.socket", "backup.timer", "dev-sda1.swap"],
+)
+def test_valid_unit_names(unit: str) -> None:
+    assert systemd(unit=unit).config.unit == unit
+
+
+def test_parse_jlist_skips_pm2_notices() -> None:
+    listed = [{"name": "api", "pm_id": 0, "pm2_env": {"status": "online"}}]
+    stdout = (
+        "[PM2] Spawning PM2 daemon with pm2_home=/root/.pm2\n[PM2] PM2 Successfully daemonized\n"
+    )
+
+    assert parse_jlist(stdout + json.dumps(listed) + "\n") == listed
+    assert parse_jlist("[]\n") == []
+    with pytest.raises(ValueError, match="no JSON array"):
+        parse_jlist("[PM2][ERROR] Daemon not launched\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("all", "restarting every pm2 process"),
+        ("-s", "not a pm2 process name"),
+        ("my api", "not a pm2 process name"),
+        ("", "not a pm2 process name"),
+        (True, "name or numeric id"),
+        (["api"], "name or numeric id"),
+    ],
+)
+def test_pm2_name_validation(name: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        pm2(name=name)
+
+
+# --- both ------------------------------------------------------------------------------------
+
+
+def test_deadline_covers_restart_checks_and_waits() -> None:
+    # restart + 5 checks, 30s each, and 4 waits of 2s between the checks.
+    assert systemd().config.deadline() == 6 * 30.0 + 4 * 2.0
+    assert pm2(timeout="10s", verify_attempts=1).config.deadline() == 20.0
+
+
+def test_registered_as_not_idempotent() -> None:
+    assert REMEDIATIONS.get("systemd_restart") is SystemdRestart
+    assert REMEDIATIONS.get("pm2_restart") is Pm2Restart
+    for remediation in (systemd(), pm2()):
+        assert (remediation.idempotent, remediation.destructive) == (False, False)
+        assert remediation.notifier is False

@@ -1,0 +1,61 @@
+"""The `slack` remediation against a faithful local incoming webhook."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from remediations.slack import SlackConfig, SlackRemediation, duration
+from tests.fakes.slack import WEBHOOK_PATH, FakeSlack
+from tests.utils import serve
+
+
+@pytest.fixture
+def fake() -> FakeSlack:
+    return FakeSlack()
+
+
+@pytest.fixture
+async def base_url(fake: FakeSlack) -> AsyncIterator[str]:
+    async with serve(fake.app) as url:
+        yield url
+
+
+@pytest.fixture
+def webhook_url(base_url: str) -> str:
+    return base_url + WEBHOOK_PATH
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (45, "45s"),
+        (900, "15m"),
+        (3600, "1h"),
+        (3900, "1h 5m"),
+        (3605, "1h 5s"),
+        (97_205, "1d 3h"),
+    ],
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"webhook_url": "hooks.slack.com/services/x"}, {"webhook_url": "ftp://x/y"}],
+)
+def test_config_validation(config: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="webhook_url"):
+        SlackConfig.model_validate({"type": "slack", **config})
+
+
+def test_flags() -> None:
+    assert SlackRemediation.notifier is True
+    # A repeat posts the message twice: noise, not harm, but not idempotent either.
+    assert SlackRemediation.idempotent is False
+    assert SlackRemediation.destructive is False

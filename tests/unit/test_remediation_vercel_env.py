@@ -1,0 +1,60 @@
+"""`vercel_env` (maintenance mode) against a faithful local Vercel REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from daemon.core.clock import ManualClock
+from remediations.base import REMEDIATIONS
+from remediations.vercel_env import EnvConfig, VercelEnv
+from tests.fakes.vercel import TOKEN, FakeVercel
+
+TEAM = "team_acme0123456789"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(autojump=True)
+
+
+@pytest.fixture
+def fake(clock: ManualClock) -> FakeVercel:
+    return FakeVercel(teams={TEAM: "acme"}, now=clock.now)
+
+
+def production(fake: FakeVercel) -> str | None:
+    return fake.projects["prj_store"].production_id
+
+
+def test_config_defaults_and_registration() -> None:
+    parsed = EnvConfig.model_validate({"type": "vercel_env", "token": TOKEN, "project_id": "x"})
+
+    assert (parsed.key, parsed.value, parsed.env_target, parsed.env_type) == (
+        "MAINTENANCE_MODE",
+        "true",
+        ["production"],
+        "encrypted",
+    )
+    assert REMEDIATIONS.get("vercel_env") is VercelEnv
+    assert VercelEnv.idempotent
+    assert VercelEnv.destructive
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"key": "1BAD"},
+        {"env_target": []},
+        {"env_target": ["staging"]},
+        {"env_type": "system"},
+        # Vercel refuses sensitive variables for development.
+        {"env_type": "sensitive", "env_target": ["production", "development"]},
+    ],
+)
+def test_bad_config_is_refused(overrides: dict[str, Any]) -> None:
+    data = {"type": "vercel_env", "token": TOKEN, "project_id": "x", **overrides}
+    with pytest.raises(ValidationError):
+        EnvConfig.model_validate(data)
