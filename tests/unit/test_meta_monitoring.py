@@ -10,22 +10,10 @@ not the on-call's alerts. promtool and amtool come with Debian's prometheus pack
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import yaml
 
-from tests.paths import ROOT
-
-RULES = ROOT / "config" / "prometheus" / "runbookd-rules.yml"
-RULE_TESTS = ROOT / "config" / "prometheus" / "runbookd-rules.test.yml"
-RECEIVER = ROOT / "config" / "alertmanager" / "receiver.example.yml"
-DASHBOARD = ROOT / "config" / "grafana" / "runbookd-dashboard.json"
-
-
-def rules() -> list[dict[str, Any]]:
-    doc = yaml.safe_load(RULES.read_text())
-    return [rule for group in doc["groups"] for rule in group["rules"]]
+from tests.meta_monitoring import DASHBOARD, RECEIVER, RULE_TESTS, dashboard_targets, rules
 
 
 def test_every_alert_has_a_unit_test_that_fires_it() -> None:
@@ -50,12 +38,6 @@ def test_every_alert_has_a_unit_test_that_fires_it() -> None:
 
 
 # --- the Grafana dashboard ----------------------------------------------------------------
-
-
-def dashboard_targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for panel in dashboard["panels"]:
-        for target in panel.get("targets", []):
-            yield panel["title"], target
 
 
 def test_dashboard_is_an_importable_grafana_dashboard() -> None:
