@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PACKAGES := daemon checks remediations
 
-.PHONY: demo test lint format clean services
+.PHONY: demo test check lint format clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ services:
 test: lint services
 	$(BIN)/pytest -q
 
+# The unit tests alone (tests/unit: no sockets, no processes, no services), for a quick loop.
+check: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix $(PACKAGES) tests
 	$(BIN)/ruff format $(PACKAGES) tests
@@ -45,7 +49,7 @@ bench: $(STAMP)
 	bench/setup.sh
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(FULL)),--full,)
 
-# The model-based test of the safety promise, long (tests/test_model_based.py): SOAK_EXAMPLES
+# The model-based test of the safety promise, long (tests/unit/test_model_based.py): SOAK_EXAMPLES
 # examples from a random seed, printed first; a failure replays with `make soak SEED=<seed>`
 # or with the @reproduce_failure line it prints.
 SOAK_EXAMPLES ?= 5000
@@ -57,4 +61,4 @@ endif
 soak: $(STAMP)
 	@echo "soak: $(SOAK_EXAMPLES) examples, seed $(SEED); replay: make soak SEED=$(SEED)"
 	SOAK_EXAMPLES=$(SOAK_EXAMPLES) $(BIN)/pytest -q --timeout=0 --hypothesis-seed=$(SEED) \
-		tests/test_model_based.py
+		tests/unit/test_model_based.py

@@ -1,6 +1,6 @@
 """An in-memory Store for unit tests under a ManualClock (no threads, no I/O).
 
-tests/test_store_memory.py runs the shared store contract against it, so it behaves as the
+tests/unit/test_store_memory.py runs the shared store contract against it, so it behaves as the
 real stores do.
 """
 

@@ -1,5 +1,5 @@
-"""The world the model-based test drives (tests/test_model_based.py), and its regressions
-(tests/test_model_regressions.py): the real engine, pipeline and SQLite store on a ManualClock,
+"""The world the model-based test drives (tests/unit/test_model_based.py), and its regressions
+(tests/unit/test_model_regressions.py): the real engine, pipeline and SQLite store on a ManualClock,
 fakes that record their calls, and a daemon that can be restarted gracefully or killed.
 
 Determinism: the SQLite store's trips to its connection's thread are made synchronous for the

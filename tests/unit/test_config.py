@@ -840,7 +840,7 @@ def test_ratio_range(value: object) -> None:
         parse_ratio(value)
 
 
-# --- hostile input (more in tests/hostile) ----------------------------------------------------
+# --- hostile input (more in tests/*/test_hostile_*.py) ------------------------------------------
 
 
 def test_a_secret_value_is_never_quoted_in_a_problem() -> None:

@@ -1,4 +1,4 @@
-"""What the model-based test (tests/test_model_based.py) found beyond issue 11's A-H, each as a
+"""What the model-based test (tests/unit/test_model_based.py) found beyond issue 11's A-H, each as a
 plain test on the same world: the real engine, pipeline and SQLite store (tests/model_world.py).
 """
 
