@@ -1,4 +1,4 @@
-"""The whole daemon on loopback: a real SQLite store, real HTTP, the real API."""
+"""The daemon as a process: `runbookd run` answering SIGHUP and SIGTERM."""
 
 from __future__ import annotations
 

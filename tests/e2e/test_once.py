@@ -1,4 +1,4 @@
-"""`runbookd once`: every check run one time against real servers, printed as a table."""
+"""`runbookd once` as a process: an unknown check name is a usage error."""
 
 from __future__ import annotations
 

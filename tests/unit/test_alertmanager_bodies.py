@@ -1,6 +1,6 @@
 """What a real Alertmanager 0.25 posts (tests/fixtures/alertmanager, captured by its
-capture.py), and real Grafana bodies, through `POST /api/v1/alerts` and through a generic
-webhook mapping each alert of the list, on a daemon whose clock the test moves."""
+capture.py), read by the daemon's intake on a clock the test moves: fingerprints are the
+identity, and a truncated group is held, then resolved."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The operator API against a real daemon on loopback: acknowledge, resolve, silences and
-maintenance windows, rule states, running a check now."""
+"""The operator API's request models: times out of range are refused before they are floats."""
 
 from __future__ import annotations
 

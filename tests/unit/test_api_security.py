@@ -1,5 +1,5 @@
-"""The API's defences on a real daemon on loopback: bearer tokens and scopes, open health
-and metrics, body limits, rate limits, internal errors, and secrets that never leak."""
+"""The API's defences without a server: the rate limiter and replay memory, token lookup,
+which addresses are loopback, and the token settings."""
 
 from __future__ import annotations
 

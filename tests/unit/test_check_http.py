@@ -1,3 +1,5 @@
+"""The `http` check's registration and config validation."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
-"""The `nagios` check, running real plugin scripts (tests/plugins) and Debian's own plugins."""
+"""The `nagios` check's parsing of plugin output and perfdata, its config, and that it never
+uses a shell."""
 
 from __future__ import annotations
 

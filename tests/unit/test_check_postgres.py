@@ -1,4 +1,4 @@
-"""The postgres check against a real PostgreSQL: a fresh database per test (tests/pg.py)."""
+"""The `postgres` check's replication lag arithmetic and its config."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The `prometheus` check against a real Prometheus (basic auth on) scraping a test app, and
-against small stubs for what a real one will not do on demand (hang, garbage, bearer auth)."""
+"""The `prometheus` check's registration, value names and config validation."""
 
 from __future__ import annotations
 

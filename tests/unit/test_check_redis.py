@@ -1,6 +1,4 @@
-"""The redis check against real servers: the shared test Redis (read only: the check only
-runs INFO and PING) and throwaway redis-servers for passwords, memory limits, evictions,
-rejected connections and replication, so the shared server's config is never touched."""
+"""The `redis` check's reading of INFO (replicas, counters across restarts) and its config."""
 
 from __future__ import annotations
 

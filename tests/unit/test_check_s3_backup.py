@@ -1,8 +1,4 @@
-"""The `s3_backup` check against moto's S3 server, a real process on loopback.
-
-moto stamps LastModified with the real time of the upload, so the clock starts at the real
-time and tests move it forward ("30 hours pass") to age the backups.
-"""
+"""The `s3_backup` check's registration and config."""
 
 from __future__ import annotations
 

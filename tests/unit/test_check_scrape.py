@@ -1,3 +1,5 @@
+"""The `scrape` check's histogram quantiles, registration and config validation."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The `tls` check against real TLS servers on loopback, with certificates from trustme."""
+"""The `tls` check's registration and config, and an unreadable CA file."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Starting is cheap: the heavy client libraries are imported when a check or remediation
-first uses them (start, run, execute), never by importing, validating or building one.
-
-`runbookd run` imports only the types its config names, and all of them when one is unknown
-(the error lists them): even then, the libraries behind them (aioboto3 and botocore,
-redis-py, cryptography, asyncpg, psutil) would add a few hundred milliseconds to every start,
-configured or not. Each command imports only what it runs.
-"""
+"""Redis URLs are read the way redis-py reads them (daemon/clients/redis.py parses them without
+importing redis-py, to keep a start cheap)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The whole daemon on loopback: a real SQLite store, real HTTP, the real API."""
+"""The daemon gives the memory freed at startup back to the operating system."""
 
 from __future__ import annotations
 

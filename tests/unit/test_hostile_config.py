@@ -1,11 +1,5 @@
-"""Hostile configs: each is refused by `runbookd check-config` with exit 2 and FILE:LINE
-problems, quickly and in little memory, never with a traceback, a hang or a MemoryError.
-
-Each case runs the real command in a subprocess under a time limit and an address-space
-limit (RLIMIT_AS), so a regression fails fast instead of taking the machine's memory.
-The files in configs/ say what they expect in `# expect:` lines, as tests/bad_configs do;
-the cases that cannot be a small file (a huge file, /dev/zero, a FIFO) are made here.
-"""
+"""Hostile Postgres URLs in a config: refused at load as asyncpg would refuse them, or as it
+would take them and then fail to connect."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Hostile HTTP: raw requests over real sockets against a daemon on loopback.
-
-Each malformed request gets a JSON `{"error": reason}` that never quotes it, and leaves at
-most one log line, without a traceback or a header value. Slow, idle and surplus connections
-are closed (the timeouts shortened to fractions of a second here), and /healthz answers all
-the while. A client that goes away mid-body is a client error. NaN, Infinity and numbers
-beyond a double are refused in every body.
-"""
+"""Hostile HTTP, the limits set without a socket: the connection cap leaves half the file
+descriptors to the rest, and no answer holds a NaN."""
 
 from __future__ import annotations
 

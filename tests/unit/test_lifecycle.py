@@ -1,6 +1,5 @@
-"""When starting or running fails: a start that cannot finish closes what it opened and exits
-at once with one line; a core task that dies makes the daemon unhealthy, and it exits non-zero.
-"""
+"""How the daemon reads its core tasks ending: the first end is the failure, later ones are
+logged, and a cancellation is a failure unless it is shutting down."""
 
 from __future__ import annotations
 

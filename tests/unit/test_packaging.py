@@ -1,6 +1,5 @@
 """The container image, checked without a container engine: the Dockerfile's instructions as
-Docker parses them, the build context .dockerignore leaves, the wheel built from exactly the
-files the Dockerfile copies, and its HEALTHCHECK command run against a real daemon."""
+Docker parses them, and the build context .dockerignore leaves."""
 
 from __future__ import annotations
 

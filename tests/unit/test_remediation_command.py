@@ -1,4 +1,4 @@
-"""The `command` remediation, running real scripts (the remediation itself never uses a shell)."""
+"""The `command` remediation's config, flags and resolve, and that it never uses a shell."""
 
 from __future__ import annotations
 

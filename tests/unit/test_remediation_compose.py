@@ -1,11 +1,5 @@
-"""compose_rollback and compose_scale against tests/bin/docker, a stand-in for the compose
-v2 plugin that checks its argv, logs each call and keeps the project's containers in a file.
-
-The stand-ins start with `#!/usr/bin/env python3` and need PyYAML: the interpreter running
-the tests (whose environment has it) goes on PATH right after tests/bin, so `env` finds it.
-PATH is inherited; where the stand-in keeps its log and state comes in through the config's
-`env:`, as DOCKER_HOST does in a real deployment.
-"""
+"""compose_rollback and compose_scale without running docker: config, deadlines, parsing
+`docker compose ps`, and a rollback with nothing recorded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `http` remediation and the shared retry policy, against a real server on loopback."""
+"""The `http` remediation's config: placeholders, URLs, authorization and side-effect flags."""
 
 from __future__ import annotations
 

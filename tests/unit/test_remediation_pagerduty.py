@@ -1,4 +1,5 @@
-"""The `pagerduty` remediation against a faithful local Events API v2."""
+"""The `pagerduty` remediations' config and flags, and the local Events API v2
+(tests/fakes/pagerduty.py) validating as PagerDuty does."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""The postgres_maintenance remediation against a real PostgreSQL (a database per test).
-
-Statistics views are updated asynchronously, so effects are read by polling, bounded.
-"""
+"""The postgres_maintenance remediation's config: approval, table names and their quoting,
+the DSN (never echoed) and its file."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""The redis_flush remediation against real Redis servers.
-
-The shared test Redis is used in database 14 only, emptied before and after each test;
-database 0 is never written. Command counts and authentication are checked on a private
-redis-server, whose INFO commandstats no other test can disturb.
-"""
+"""The redis_flush remediation's config: flags, the URL (never echoed) and its file."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""systemd_restart and pm2_restart against tests/bin/systemctl and tests/bin/pm2: stand-ins
-that check their argv, log each call and keep units and processes in a state file.
-
-The stand-ins start with `#!/usr/bin/env python3`: the interpreter running the tests goes on
-PATH right after tests/bin, so they run under the same Python as the tests. PATH is
-inherited; where the stand-ins keep their log and state comes in through the config's `env:`,
-as PM2_HOME does in a real deployment.
-"""
+"""systemd_restart and pm2_restart without running a tool: unit and process names, parsing
+`pm2 jlist`, the deadline, and registration."""
 
 from __future__ import annotations
 

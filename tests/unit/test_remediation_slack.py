@@ -1,4 +1,4 @@
-"""The `slack` remediation against a faithful local incoming webhook."""
+"""The `slack` remediation's config, flags and duration formatting."""
 
 from __future__ import annotations
 

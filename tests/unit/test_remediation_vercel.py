@@ -1,4 +1,5 @@
-"""`vercel_rollback` and `vercel_promote` against a faithful local Vercel REST API."""
+"""`vercel_rollback` and `vercel_promote` without an API: registration, config, token files
+and the deadline."""
 
 from __future__ import annotations
 

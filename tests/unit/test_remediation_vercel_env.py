@@ -1,4 +1,4 @@
-"""`vercel_env` (maintenance mode) against a faithful local Vercel REST API."""
+"""`vercel_env` (maintenance mode) without an API: defaults, registration and config."""
 
 from __future__ import annotations
 

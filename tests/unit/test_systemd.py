@@ -1,8 +1,5 @@
-"""runbookd under systemd: the sd_notify protocol, end to end and alone, and the unit file.
-
-No systemd runs here as PID 1, so the test plays its part: it binds the notify socket,
-starts the real daemon process with NOTIFY_SOCKET and WATCHDOG_USEC, and reads what it says.
-"""
+"""systemd integration without systemd: no NOTIFY_SOCKET means no notifications and no tasks,
+the watchdog interval, credentials, and the unit file's restart policy."""
 
 from __future__ import annotations
 

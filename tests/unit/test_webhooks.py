@@ -1,5 +1,4 @@
-"""Generic JSON webhooks: signed (HMAC-SHA256 over `timestamp.raw body`) or with a bearer token,
-mapped to alerts by configured paths, on a real daemon whose clock the tests move."""
+"""Generic webhooks without a server: field paths, status words, and the config."""
 
 from __future__ import annotations
 
