@@ -2,8 +2,8 @@
 
 Every route is one row of `OPERATIONS`; the document is generated from that table and from
 the pydantic models the handlers validate request bodies with, so a field added to a model
-shows up here by itself. tests/test_openapi.py compares the table with the app's router (a
-route missing from either side fails) and fuzzes a running daemon against the document.
+shows up here by itself. tests/integration/test_openapi.py compares the table with the app's
+router (a route missing from either side fails) and fuzzes a running daemon against it.
 Over 400 lines because the table and the answers' schemas are data, kept in one place so a
 route and its documentation change together.
 """
@@ -464,7 +464,7 @@ def _operation(op: Operation) -> Schema:
 
 # What a model's validators check and pydantic cannot export, added to its schema by hand.
 # Schemathesis sends requests on both sides of each: a refinement the handler does not
-# enforce, or a check missing here, fails tests/test_openapi.py.
+# enforce, or a check missing here, fails tests/integration/test_openapi.py.
 # An alert's times: unset (empty, null, Alertmanager's zero time) or ISO 8601 with a zone in
 # 2000..2100 (daemon.units.parse_time). Labels and annotations have no bound: what is beyond
 # one is cut, not refused (daemon.alerts.clip).

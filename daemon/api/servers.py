@@ -7,7 +7,7 @@ of file descriptors, and answers a malformed request with plain text that quotes
 a broken Authorization header, say) while logging a traceback. `GuardedHandler` adds a head
 timeout and JSON errors that never echo the request; `GuardedServer` caps the connections.
 aiohttp has no public hook for these: they read a little of its protocol's state (the queue of
-parsed requests, whether one is being handled), which tests/hostile/test_hostile_http.py pins.
+parsed requests, whether one is being handled), which tests/integration/test_hostile_http.py pins.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ asyncpg reads a DSN only when it connects: a port of `abc` would pass `check-con
 then fail every run. This reads it the way asyncpg's `_parse_connect_dsn_and_args` does, with
 the standard library (validating a config never imports asyncpg), and refuses what asyncpg
 would refuse, and ports outside 1-65535. Messages never quote the URL: it may hold a password.
-tests/hostile/test_hostile_config.py holds the two to agreeing.
+tests/unit/test_hostile_config.py holds the two to agreeing.
 """
 
 from __future__ import annotations

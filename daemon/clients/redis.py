@@ -1,7 +1,7 @@
 """Redis connection settings shared by the `redis` check and the `redis_flush` remediation.
 
 redis-py's URL syntax read with the standard library, so validating a config never imports
-redis-py (tests/test_cold_start.py holds the two to agreeing); the URL's password, to mask it
+redis-py (tests/unit/test_cold_start.py holds the two to agreeing); the URL's password, to mask it
 in what we report; and the expected failures of talking to Redis, imported on first use.
 """
 
@@ -58,7 +58,7 @@ URL_QUERY_PARSERS: dict[str, Callable[[str], object]] = {
 def parse_redis_url(url: str) -> dict[str, Any]:
     """redis-py's `parse_url` (redis.asyncio.connection), read with the standard library so
     config validation does not import redis-py: the same keys and values except
-    `connection_class`, and a ValueError for every URL it refuses (tests/test_cold_start.py
+    `connection_class`, and a ValueError for every URL it refuses (tests/unit/test_cold_start.py
     holds the two to agreeing) and for those it takes but cannot use (no host, port 0, a
     negative database, a timeout that is not a positive number, protocol other than 2/3)."""
     parsed = urlparse(url)

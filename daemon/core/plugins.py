@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from importlib import import_module
 from importlib.metadata import entry_points
 
-# `type:` key -> the module that registers it. tests/test_config.py holds these to what the
+# `type:` key -> the module that registers it. tests/unit/test_config.py holds these to what the
 # modules register.
 BUILTIN_CHECKS = {
     "http": "checks.http",

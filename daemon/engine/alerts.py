@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from daemon.core.redaction import excerpt
 from daemon.core.units import parse_time
@@ -170,6 +170,14 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
+def _integral(value: Any) -> Any:
+    # JSON has one kind of number: 2.0 is the integer 2 (JSON Schema agrees), 2.5 is not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON writes it, 2 or 2.0; never true, "2" or 2.5.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+
 Labels = dict[str, str]
 
 
@@ -248,7 +256,7 @@ class AlertmanagerWebhook(_Lenient):
     status: Literal["firing", "resolved"]
     receiver: str = ""
     groupKey: str = ""
-    truncatedAlerts: int = Field(default=0, ge=0, le=2**31)
+    truncatedAlerts: JsonInt = Field(default=0, ge=0, le=2**31)
     groupLabels: Labels | None = None
     commonLabels: Labels | None = None
     alerts: list[WebhookAlert] = Field(max_length=10_000)

@@ -160,3 +160,18 @@ def signed(raw: bytes, ts: int | None = None, secret: str = SECRET) -> dict[str,
         "X-Grafana-Alerting-Signature": mac,
         "X-Grafana-Alerting-Signature-Timestamp": stamp,
     }
+
+
+@pytest.mark.parametrize(("given", "read"), [(b"2", 2), (b"2.0", 2), (b"69049704.0", 69049704)])
+def test_truncated_alerts_is_an_integer_as_json_writes_it(given: bytes, read: int) -> None:
+    """JSON has one kind of number: 2.0 is the integer 2, as the OpenAPI document's
+    `integer` says (found by the schema fuzzer); a fraction, a boolean or a text is not."""
+    raw = b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": ' + given + b"}"
+    assert AlertmanagerWebhook.model_validate_json(raw).truncatedAlerts == read
+
+
+@pytest.mark.parametrize("given", [b"2.5", b"true", b'"2"', b"-1"])
+def test_truncated_alerts_refuses_what_is_not_a_count(given: bytes) -> None:
+    raw = b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": ' + given + b"}"
+    with pytest.raises(ValueError, match="truncatedAlerts"):
+        AlertmanagerWebhook.model_validate_json(raw)
