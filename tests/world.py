@@ -233,6 +233,7 @@ def build_world(
     (SQLite) is waited for before the clock moves, so the thread never races the clock."""
     clock = clock or ManualClock()
     if isinstance(store, SqliteStore):
+        store.track_idle()
         clock.wait_also_for(store.idle)
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder(store, clock)

@@ -31,8 +31,10 @@ class SqliteExecutor:
         self.path = path
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: stop
         self._thread: threading.Thread | None = None
-        # Jobs sent and not yet known done on the loop (whose answers, sent before the news
-        # that they are done, have then been delivered): zero means the thread is idle.
+        # Only when a test asks (`track_idle`): jobs sent and not yet known done on the loop
+        # (their answers, sent before that news, then delivered); zero: the thread is idle.
+        # The daemon never pays for the extra wake-up per job.
+        self._tracking = False
         self._in_flight = 0
         self._quiet = asyncio.Event()
 
@@ -54,13 +56,20 @@ class SqliteExecutor:
         """Run `job` on the thread after everything sent before it; nothing comes back."""
         if self._thread is None:
             raise RuntimeError(f"the connection to {self.path} is closed")
-        self._in_flight += 1
-        self._quiet.clear()
+        if self._tracking:
+            self._in_flight += 1
+            self._quiet.clear()
+            job = partial(_then, job, asyncio.get_running_loop(), self._done)
         self._jobs.put(job)
 
+    def track_idle(self) -> None:
+        """Count the jobs sent from now on, for `idle`."""
+        self._tracking = True
+
     async def idle(self) -> bool:
-        """Wait until every job sent has run and its answer reached the loop; whether there
-        was anything to wait for. Tests use it to let the thread catch up before time moves."""
+        """Wait until every job sent since `track_idle` has run and its answer reached the
+        loop; whether there was anything to wait for. Tests use it to let the thread catch up
+        before time moves."""
         if not self._in_flight:
             return False
         await self._quiet.wait()
@@ -114,9 +123,16 @@ class SqliteExecutor:
         try:
             while (job := self._jobs.get()) is not None:
                 job(conn)
-                _on_loop(loop, self._done)
         finally:
             conn.close()  # a no-op after `close()`
+
+
+def _then(
+    job: Job, loop: asyncio.AbstractEventLoop, done: Callable[[], None], conn: sqlite3.Connection
+) -> None:
+    """On the thread: run `job`, then tell the loop it is done (after its answer)."""
+    job(conn)
+    _on_loop(loop, done)
 
 
 def _answer(

@@ -132,8 +132,12 @@ class GroupCommit:
             finally:
                 await db.close()
 
+    def track_idle(self) -> None:
+        """From now on `idle` can wait for the thread (tests; see SqliteExecutor.idle)."""
+        self._conn.track_idle()
+
     async def idle(self) -> bool:
-        """Wait until the thread has done all it was sent (see SqliteExecutor.idle)."""
+        """Wait until the thread has done all it was sent since `track_idle`."""
         return self._db is not None and await self._db.idle()
 
     @property
