@@ -18,11 +18,11 @@ from __future__ import annotations
 import builtins
 import socket
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.core.models import Incident, RemediationResult, Step, TimelineEntry
+from daemon.core.models import Incident, RemediationResult, Step, StepFacts, TimelineEntry
 from daemon.core.units import StrictModel
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
@@ -209,23 +209,23 @@ def _types(timeline: list[TimelineEntry]) -> dict[str, str]:
     """Remediation name -> type, from the steps that recorded one (resolve results do not)."""
     found: dict[str, str] = {}
     for entry in timeline:
-        name, kind = entry.data.get("remediation"), entry.data.get("type")
-        if isinstance(name, str) and isinstance(kind, str):
-            found[name] = kind
+        if (facts := entry.step) is not None and facts.type is not None:
+            found[facts.remediation] = facts.type
     return found
+
+
+class Ran(NamedTuple):
+    """An action's result on the timeline, with the step it reports."""
+
+    entry: TimelineEntry
+    facts: StepFacts
 
 
 def _since_last_report(timeline: list[TimelineEntry], own: str) -> list[TimelineEntry]:
     """The entries after this remediation's last report, so a second run (in `escalate:`)
     reports only what happened since the first."""
     for index in range(len(timeline) - 1, -1, -1):
-        data = timeline[index].data
-        if (
-            timeline[index].kind == Step.RESULT
-            and data.get("remediation") == own
-            and data.get("ok")
-            and data.get("phase") != "resolve"
-        ):
+        if timeline[index].succeeded(own):
             return timeline[index + 1 :]
     return timeline
 
@@ -261,29 +261,30 @@ class PagerDutyChangeRemediation(Hooks):
             return None
         return await self._send(ctx, self.change_event(incident, runs, on_resolve=True))
 
-    def runs(self, incident: Incident, *, on_resolve: bool) -> list[TimelineEntry]:
+    def runs(self, incident: Incident, *, on_resolve: bool) -> list[Ran]:
         """The results of the actions to report, in the order they ran."""
         entries = incident.timeline
         if not on_resolve:
             entries = _since_last_report(entries, self.name)
         types = _types(incident.timeline)
         return [
-            entry
+            Ran(entry, facts)
             for entry in entries
             if entry.kind == Step.RESULT
-            and (entry.data.get("phase") == "resolve") == on_resolve
-            and self._reports(entry.data.get("remediation"), types)
+            and (facts := entry.step) is not None
+            and facts.on_resolve == on_resolve
+            and self._reports(facts.remediation, types)
         ]
 
-    def _reports(self, name: object, types: dict[str, str]) -> bool:
-        if not isinstance(name, str) or name == self.name:
+    def _reports(self, name: str, types: dict[str, str]) -> bool:
+        if name == self.name:
             return False
         if self.config.actions is not None:
             return name in self.config.actions
         return not _is_notifier(types.get(name))
 
     def change_event(
-        self, incident: Incident, runs: list[TimelineEntry], *, on_resolve: bool
+        self, incident: Incident, runs: list[Ran], *, on_resolve: bool
     ) -> dict[str, Any]:
         """The documented shape: routing_key, payload {summary, timestamp, source,
         custom_details} and links."""
@@ -291,7 +292,7 @@ class PagerDutyChangeRemediation(Hooks):
         payload = {
             "summary": self._summary(incident, runs, types, on_resolve)[:SUMMARY_LIMIT],
             # When the (last) change happened, not when PagerDuty hears of it.
-            "timestamp": iso8601(runs[-1].ts),
+            "timestamp": iso8601(runs[-1].entry.ts),
             "source": self.config.source,
             "custom_details": {
                 "incident_id": incident.id,
@@ -301,7 +302,7 @@ class PagerDutyChangeRemediation(Hooks):
                 "incident_status": "resolved" if on_resolve else incident.status.value,
                 "value": incident.trigger.get("value"),
                 "threshold": incident.trigger.get("threshold"),
-                "actions": [_action(entry, types) for entry in runs],
+                "actions": [_action(ran, types) for ran in runs],
             },
         }
         event: dict[str, Any] = {
@@ -315,13 +316,13 @@ class PagerDutyChangeRemediation(Hooks):
     def _summary(
         self,
         incident: Incident,
-        runs: list[TimelineEntry],
+        runs: list[Ran],
         types: dict[str, str],
         on_resolve: bool,
     ) -> str:
         if self.config.summary is not None:
             return self.config.summary
-        names = ", ".join(_label(entry, types) for entry in runs)
+        names = ", ".join(_label(ran.facts, types) for ran in runs)
         if on_resolve:
             return f"runbookd ran {names} after {incident.rule} resolved"
         what = incident.summary.strip() or f"{incident.rule} on {incident.check}"
@@ -352,21 +353,21 @@ class PagerDutyChangeRemediation(Hooks):
         return outcome.result(f"PagerDuty change event for {details['incident_id']}", request)
 
 
-def _label(entry: TimelineEntry, types: dict[str, str]) -> str:
-    name = str(entry.data["remediation"])
+def _label(step: StepFacts, types: dict[str, str]) -> str:
+    name = step.remediation
     facts = [kind] if (kind := types.get(name)) else []
-    if not entry.data.get("ok"):
+    if not step.ok:
         facts.append("failed")
     return f"{name} ({', '.join(facts)})" if facts else name
 
 
-def _action(entry: TimelineEntry, types: dict[str, str]) -> dict[str, Any]:
-    name = str(entry.data["remediation"])
+def _action(ran: Ran, types: dict[str, str]) -> dict[str, Any]:
+    name = ran.facts.remediation
     return {
         "remediation": name,
         "type": types.get(name),
-        "phase": entry.data.get("phase"),
-        "outcome": "succeeded" if entry.data.get("ok") else "failed",
-        "at": iso8601(entry.ts),
-        "result": entry.message[:DETAIL_LIMIT],
+        "phase": ran.facts.phase,
+        "outcome": "succeeded" if ran.facts.ok else "failed",
+        "at": iso8601(ran.entry.ts),
+        "result": ran.entry.message[:DETAIL_LIMIT],
     }

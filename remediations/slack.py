@@ -128,14 +128,14 @@ def step_states(timeline: list[TimelineEntry], own: str) -> dict[str, str]:
     """Each remediation's state from its last entry (this one excluded), in first-run order."""
     states: dict[str, str] = {}
     for entry in timeline:
-        name = entry.data.get("remediation")
-        if not isinstance(name, str) or name == own or entry.data.get("phase") == "resolve":
+        step = entry.step
+        if step is None or step.remediation == own or step.on_resolve:
             continue
         state = STEP_STATES.get(entry.kind)
-        if entry.kind == Step.RESULT and not entry.data.get("ok"):
+        if entry.kind == Step.RESULT and not step.ok:
             state = "failed"
         if state is not None:
-            states[name] = state
+            states[step.remediation] = state
     return states
 
 
@@ -246,13 +246,7 @@ def resolved_message(
 
 def posted_before(incident: Incident, own: str) -> bool:
     """This remediation already posted about the incident (it runs again in `escalate:`)."""
-    return any(
-        entry.kind == Step.RESULT
-        and entry.data.get("remediation") == own
-        and entry.data.get("ok")
-        and entry.data.get("phase") != "resolve"
-        for entry in incident.timeline
-    )
+    return any(entry.succeeded(own) for entry in incident.timeline)
 
 
 def _secret_parts(url: str) -> list[str]:

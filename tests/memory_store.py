@@ -114,13 +114,15 @@ class MemoryStore:
         if incident.acknowledged_by is None:
             incident.acknowledged_by, incident.acknowledged_at = by, at
 
-    async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
+    async def resolve_incident(
+        self, incident_id: str, resolved_at: float, *, by: str | None = None
+    ) -> None:
         d = await self._data()
         incident = d.incidents[incident_id]
         if incident.status is IncidentStatus.RESOLVED:
             return
         incident.status = IncidentStatus.RESOLVED
-        incident.resolved_at = resolved_at
+        incident.resolved_at, incident.resolved_by = resolved_at, by
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         d = await self._data()

@@ -305,6 +305,20 @@ class StoreContract:
         (still_open,) = await store.open_incidents()
         assert listed.acknowledged_by == still_open.acknowledged_by == "ana"
 
+    async def test_who_closed_an_incident_is_kept(self, store: Store) -> None:
+        await store.create_incident(make_incident("closed"))
+        await store.create_incident(make_incident("cleared"))
+        await store.resolve_incident("closed", T0 + 1, by="ana")
+        await store.resolve_incident("closed", T0 + 2, by="bo")  # changes nothing
+        await store.resolve_incident("cleared", T0 + 3)
+        closed, cleared = await store.get_incident("closed"), await store.get_incident("cleared")
+        assert closed is not None
+        assert cleared is not None
+        assert (closed.resolved_by, closed.resolved_at) == ("ana", T0 + 1)
+        assert cleared.resolved_by is None
+        listed = {i.id: i.resolved_by for i in await store.list_incidents()}
+        assert listed == {"closed": "ana", "cleared": None}
+
     async def test_open_incidents_with_timelines(self, store: Store) -> None:
         await self._three(store)
         await store.append_timeline("new", TimelineEntry(T0 + 21, "step", "n1"))

@@ -75,6 +75,7 @@ INCIDENT: Final[Schema] = {
     "trigger": {"type": "object"},
     "acknowledged_by": {"type": ["string", "null"]},
     "acknowledged_at": {"type": ["number", "null"]},
+    "resolved_by": {"type": ["string", "null"]},
 }
 TIMELINE_ENTRY: Final[Schema] = strict(
     {"ts": NUMBER, "kind": STRING, "message": STRING, "data": {"type": "object"}}

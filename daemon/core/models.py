@@ -79,6 +79,45 @@ class Step(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+RESOLVE_PHASE = "resolve"  # a remediation's `resolve` hook, run as the incident resolves
+
+
+@dataclass(frozen=True, slots=True)
+class StepFacts:
+    """What an entry about a plan step (action, result, queued, skipped, approval...) says
+    of it: which remediation, of which type, in which phase and, for a result, whether it
+    worked. Written and read only through this class, so its keys are spelled once."""
+
+    remediation: str
+    type: str | None = None
+    phase: str | None = None
+    ok: bool | None = None
+
+    @property
+    def on_resolve(self) -> bool:
+        return self.phase == RESOLVE_PHASE
+
+    def data(self) -> dict[str, Any]:
+        """The entry's data keys; unknown facts are left out."""
+        out: dict[str, Any] = {"remediation": self.remediation}
+        for key in ("type", "phase", "ok"):
+            if (value := getattr(self, key)) is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def read(cls, data: dict[str, Any]) -> StepFacts | None:
+        name, kind, phase, ok = (data.get(k) for k in ("remediation", "type", "phase", "ok"))
+        if not isinstance(name, str):
+            return None
+        return cls(
+            name,
+            kind if isinstance(kind, str) else None,
+            phase if isinstance(phase, str) else None,
+            ok if isinstance(ok, bool) else None,
+        )
+
+
 @dataclass(slots=True)
 class TimelineEntry:
     """One step on an incident's timeline: what happened, when, and with which values."""
@@ -90,6 +129,19 @@ class TimelineEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {"ts": self.ts, "kind": self.kind, "message": self.message, "data": self.data}
+
+    @property
+    def step(self) -> StepFacts | None:
+        """The plan step this entry is about, if any."""
+        return StepFacts.read(self.data)
+
+    def succeeded(self, remediation: str | None = None) -> StepFacts | None:
+        """A successful result of a plan step (not of a `resolve` hook), of the named
+        remediation if one is given."""
+        facts = self.step if self.kind == Step.RESULT else None
+        if facts is None or facts.ok is not True or facts.on_resolve:
+            return None
+        return facts if remediation in (None, facts.remediation) else None
 
 
 @dataclass(slots=True)
@@ -110,6 +162,8 @@ class Incident:
     # Someone is on it (no more escalation): state, kept by the store; the timeline tells it.
     acknowledged_by: str | None = None
     acknowledged_at: float | None = None
+    # Who closed it by hand (None: it cleared, or is open): verification reads it.
+    resolved_by: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -128,6 +182,7 @@ class Incident:
             "trigger": self.trigger,
             "acknowledged_by": self.acknowledged_by,
             "acknowledged_at": self.acknowledged_at,
+            "resolved_by": self.resolved_by,
         }
         if with_timeline:
             out["timeline"] = [e.to_json() for e in self.timeline]

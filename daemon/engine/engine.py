@@ -141,5 +141,5 @@ class Engine:
             self.metrics.rule_state.labels(rule).set(int(RuleState.INACTIVE))
             message = f"resolved by {by}: {reason}" if reason else f"resolved by {by}"
             data = {"by": by, "reason": reason}
-            await self.open_incidents.resolve(rule, self.clock.now(), message, data)
+            await self.open_incidents.resolve(rule, self.clock.now(), message, data, by=by)
         return True

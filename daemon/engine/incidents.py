@@ -88,16 +88,19 @@ class OpenIncidents:
         await self.recorder.open(incident, message, **trigger)
         self.actions.start(incident, config)
 
-    async def resolve(self, rule: str, ts: float, message: str, data: dict[str, Any]) -> None:
+    async def resolve(
+        self, rule: str, ts: float, message: str, data: dict[str, Any], *, by: str | None = None
+    ) -> None:
+        """`by`: the operator who closed it by hand (None: it cleared)."""
         incident = self.by_rule.pop(rule, None)
         if incident is None:
             return
         incident.status = IncidentStatus.RESOLVED
-        incident.resolved_at = ts
+        incident.resolved_at, incident.resolved_by = ts, by
         # One transaction: the resolution and the notices it owes (the pages' resolutions,
         # queued in the outbox) survive a crash together, or not at all.
         async with self.recorder.batch():
-            await self.store.resolve_incident(incident.id, ts)
+            await self.store.resolve_incident(incident.id, ts, by=by)
             await self.recorder.record(incident, Step.RESOLVED, message, **data)
             await self.actions.resolved(incident)
         self.metrics.incidents_open.set(len(self.by_rule))

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from daemon.core.clock import Clock
-from daemon.core.models import Incident, RemediationResult, Step
+from daemon.core.models import RESOLVE_PHASE, Incident, RemediationResult, Step, StepFacts
 from daemon.engine.timeline import Recorder
 from daemon.pipeline.plan import Plan, Run, Stopped
 from daemon.pipeline.progress import PLANS
@@ -165,7 +165,7 @@ class Actor:
         retry: bool,
     ) -> RemediationResult:
         kind = remediation.type
-        base = {"remediation": name, "type": kind, "phase": phase}
+        base = StepFacts(name, kind, phase).data()
         message = f"running {name} ({kind})"
         if retry:
             message = f"delivering {name} ({kind}) from the outbox"
@@ -211,7 +211,8 @@ class Actor:
                     incident,
                     Step.RESULT,
                     f"{name} on resolve: {result.detail}",
-                    **{**result.data, "remediation": name, "phase": "resolve", "ok": result.ok},
+                    **result.data,
+                    **StepFacts(name, phase=RESOLVE_PHASE, ok=result.ok).data(),
                 )
             return result
 

@@ -10,7 +10,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Mapping
 
-from daemon.core.models import Incident, RemediationResult, Step
+from daemon.core.models import Incident, RemediationResult
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.outbox import Outbox
 from daemon.pipeline.plan import Run, Stopped
@@ -74,14 +74,7 @@ class Notices:
         ]
         acted = dict.fromkeys(
             [
-                *(
-                    name
-                    for e in stored.timeline
-                    if e.kind == Step.RESULT
-                    and e.data.get("ok")
-                    and e.data.get("phase") != "resolve"
-                    and isinstance(name := e.data.get("remediation"), str)
-                ),
+                *(facts.remediation for e in stored.timeline if (facts := e.succeeded())),
                 *pending,
             ]
         )

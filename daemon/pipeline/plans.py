@@ -192,10 +192,7 @@ class PlanRunner:
             )
             return
         waited = clock.now() - progress.verify_started
-        closed_by = next(
-            (e.data["by"] for e in incident.timeline if e.kind == Step.RESOLVED and "by" in e.data),
-            None,
-        )
+        closed_by = incident.resolved_by
         progress.enter("done")
         recorder = self.actor.recorder
         async with recorder.batch():

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from daemon.core.models import Incident, Step
+from daemon.core.models import Incident, Step, StepFacts
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.approvals import Approvals, Decision
 from daemon.pipeline.outbox import Outbox
@@ -70,7 +70,7 @@ class Attempt:
     @property
     def base(self) -> dict[str, str]:
         """What every timeline entry of the step carries."""
-        return {"remediation": self.name, "type": self.kind, "phase": self.phase}
+        return StepFacts(self.name, self.kind, self.phase).data()
 
 
 class Gate(Protocol):

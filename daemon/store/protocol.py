@@ -73,8 +73,11 @@ class Store(Protocol):
         """Record who acknowledged the incident; the first acknowledgement stays."""
         ...
 
-    async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
-        """Unknown incident: KeyError. Resolving twice keeps the first time."""
+    async def resolve_incident(
+        self, incident_id: str, resolved_at: float, *, by: str | None = None
+    ) -> None:
+        """`by`: the operator who closed it (None: it cleared). Unknown incident: KeyError.
+        Resolving twice keeps the first time and closer."""
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         """The incident with its whole timeline, oldest entry first."""

@@ -109,7 +109,7 @@ class TestSqliteStore(StoreContract):
 
     async def test_schema_version_and_tables(self, store: SqliteStore, path: Path) -> None:
         with raw(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert {"incidents", "timeline", "actions", "kv", "outbox"} <= names
         assert {
@@ -149,6 +149,39 @@ class TestSqliteStore(StoreContract):
             assert other is not None
             assert (acked.acknowledged_by, acked.acknowledged_at) == ("ana", T0 + 5)
             assert (other.acknowledged_by, other.acknowledged_at) == (None, None)
+        finally:
+            await s.close()
+
+    async def test_a_version_3_database_keeps_who_closed_its_incidents(self, path: Path) -> None:
+        """Before version 4 who closed an incident by hand was only in its "resolved" entry:
+        the upgrade makes it the incident's state; an incident that cleared has no closer."""
+        path.parent.mkdir(parents=True)
+        with raw(path) as conn:
+            for statement in (stmt for step in _MIGRATIONS[:3] for stmt in step):
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 3")
+            for incident_id, data in (
+                ("closed", {"by": "ana", "reason": "known"}),
+                ("cleared", {}),
+            ):
+                conn.execute(
+                    "INSERT INTO incidents (id, rule, check_name, severity, summary, status,"
+                    " opened_at, resolved_at) VALUES (?, 'errors', 'app', 'critical', 's',"
+                    " 'resolved', ?, ?)",
+                    (incident_id, T0, T0 + 9),
+                )
+                conn.execute(
+                    "INSERT INTO timeline (incident_id, ts, kind, message, data)"
+                    " VALUES (?, ?, 'resolved', 'resolved', ?)",
+                    (incident_id, T0 + 9, json.dumps(data)),
+                )
+        s = SqliteStore(path)
+        await s.open()
+        try:
+            closed, cleared = await s.get_incident("closed"), await s.get_incident("cleared")
+            assert closed is not None
+            assert cleared is not None
+            assert (closed.resolved_by, cleared.resolved_by) == ("ana", None)
         finally:
             await s.close()
 

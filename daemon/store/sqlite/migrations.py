@@ -105,6 +105,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             )
         """,
     ),
+    # 3 -> 4: who closed an incident by hand, as state (verification reads it); incidents
+    # closed before take it from their "resolved" entry.
+    (
+        "ALTER TABLE incidents ADD COLUMN resolved_by TEXT",
+        """
+        UPDATE incidents SET resolved_by = (
+            SELECT json_extract(t.data, '$.by') FROM timeline t
+            WHERE t.incident_id = incidents.id AND t.kind = 'resolved'
+            ORDER BY t.id LIMIT 1
+        )
+        WHERE status = 'resolved'
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

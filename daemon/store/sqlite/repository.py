@@ -74,14 +74,18 @@ class SqliteStore(GroupCommit):
 
         await self._write(op)
 
-    async def resolve_incident(self, incident_id: str, resolved_at: float) -> None:
+    async def resolve_incident(
+        self, incident_id: str, resolved_at: float, *, by: str | None = None
+    ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             # Only an open incident: resolving twice keeps the first resolution time.
             cur = conn.execute(
-                "UPDATE incidents SET status = ?, resolved_at = ? WHERE id = ? AND status = ?",
+                "UPDATE incidents SET status = ?, resolved_at = ?, resolved_by = ?"
+                " WHERE id = ? AND status = ?",
                 (
                     IncidentStatus.RESOLVED.value,
                     resolved_at,
+                    by,
                     incident_id,
                     IncidentStatus.OPEN.value,
                 ),
@@ -111,7 +115,7 @@ class SqliteStore(GroupCommit):
             found = conn.execute(
                 """
                 SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
-                       "trigger", acknowledged_by, acknowledged_at
+                       "trigger", acknowledged_by, acknowledged_at, resolved_by
                 FROM incidents
                 WHERE id = ?
                 """,
@@ -137,7 +141,7 @@ class SqliteStore(GroupCommit):
         found = await self._fetchall(
             """
             SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
-                   "trigger", acknowledged_by, acknowledged_at
+                   "trigger", acknowledged_by, acknowledged_at, resolved_by
             FROM incidents
             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR rule = ?2)
             ORDER BY opened_at DESC, id DESC
@@ -154,7 +158,7 @@ class SqliteStore(GroupCommit):
             found = conn.execute(
                 """
                 SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,
-                       "trigger", acknowledged_by, acknowledged_at
+                       "trigger", acknowledged_by, acknowledged_at, resolved_by
                 FROM incidents
                 WHERE status = ?
                 ORDER BY opened_at, id

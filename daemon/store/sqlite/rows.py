@@ -17,8 +17,8 @@ from daemon.store.protocol import ActionRecord, OutboxItem
 INSERT_INCIDENT = """
     INSERT INTO incidents
         (id, rule, check_name, severity, summary, status, opened_at, resolved_at, "trigger",
-         acknowledged_by, acknowledged_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         acknowledged_by, acknowledged_at, resolved_by)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO NOTHING
 """
 INSERT_ENTRY = "INSERT INTO timeline (incident_id, ts, kind, message, data) VALUES (?, ?, ?, ?, ?)"
@@ -45,6 +45,7 @@ def incident_params(incident: Incident) -> tuple[Any, ...]:
         dumps(incident.trigger),
         incident.acknowledged_by,
         incident.acknowledged_at,
+        incident.resolved_by,
     )
 
 
@@ -70,6 +71,7 @@ def incident(row: sqlite3.Row, timeline: list[TimelineEntry] | None = None) -> I
         timeline=timeline if timeline is not None else [],
         acknowledged_by=row["acknowledged_by"],
         acknowledged_at=row["acknowledged_at"],
+        resolved_by=row["resolved_by"],
     )
 
 
