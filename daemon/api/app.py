@@ -19,9 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from daemon.api.auth import Guard, route_of
 from daemon.api.bodies import json_error, json_response
-from daemon.api.intake import intake_routes
-from daemon.api.operator import operator_routes
+from daemon.api.intake import intake_handlers
+from daemon.api.operator import operator_handlers
 from daemon.api.port import DaemonView
+from daemon.api.routes import bind
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 from daemon.config.settings import ApiSettings
 from daemon.runtime.metrics import Metrics
@@ -91,11 +92,8 @@ def build_app(
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[HTTP_LIMITS] = limits or http_limits(settings)
     health = Health(daemon)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
-    app.router.add_routes(operator_routes(daemon))
-    app.router.add_routes(intake_routes(daemon))
+    handlers = {"healthz": health.healthz, "readyz": health.readyz, "metrics": health.metrics}
+    app.router.add_routes(bind(handlers | operator_handlers(daemon) | intake_handlers(daemon)))
     return app
 
 

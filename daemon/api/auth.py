@@ -14,12 +14,13 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
+from daemon.api.routes import Handler, auth_of
 from daemon.config.settings import ApiSettings, ApiToken, GrafanaSigning, RateLimitConfig, Scope
 
 log = structlog.get_logger("runbookd.api")
@@ -36,13 +37,7 @@ GRANTS: Mapping[Scope, frozenset[Scope]] = {
 REALM = 'Bearer realm="runbookd"'
 TIMESTAMP_HEADER = "X-Runbookd-Timestamp"
 SIGNATURE_HEADER = "X-Runbookd-Signature"
-# Routes that check their caller themselves, with the webhook's own secret.
-SELF_AUTHENTICATED = frozenset({"/api/v1/webhooks/{name}"})
-OPEN = frozenset({"/healthz", "/readyz"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-INTAKE_ROUTES = frozenset({"/api/v1/alerts"})
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _digest(text: str) -> bytes:
@@ -88,15 +83,17 @@ def route_of(request: web.Request) -> str:
 
 
 def required_scope(request: web.Request, *, protect_metrics: bool) -> Scope | None:
-    """Deny by default: anything not known to be open needs a token, even a 404."""
-    route = route_of(request)
-    if route in OPEN or route in SELF_AUTHENTICATED:
-        return None
-    if route == "/metrics":
-        return "read" if protect_metrics else None
-    if request.method in READ_METHODS:
-        return "read"
-    return "intake" if route in INTAKE_ROUTES else "write"
+    """The scope the route table asks for. Deny by default: a request the table does not
+    list (a 404, a 405) needs a token all the same."""
+    match auth_of(request.method, route_of(request)):
+        case "open" | "webhook":  # a webhook checks its caller itself, with its own secret
+            return None
+        case "metrics":
+            return "read" if protect_metrics else None
+        case "read" | "write" | "intake" as scope:
+            return scope
+        case None:
+            return "read" if request.method in READ_METHODS else "write"
 
 
 class RateLimiter:

@@ -36,6 +36,7 @@ from daemon.api.bodies import (
     require_json,
 )
 from daemon.api.port import DaemonView
+from daemon.api.routes import Handler
 from daemon.config.settings import GrafanaSigning
 from daemon.config.webhooks import WebhookAuth, WebhookConfig
 from daemon.engine.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alerts_from_json
@@ -52,7 +53,8 @@ CAP_RETRY_AFTER = 60
 DEFAULT_TOLERANCE = WebhookAuth.model_fields["tolerance"].default
 
 
-def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
+def intake_handlers(daemon: DaemonView) -> dict[str, Handler]:
+    """The intake routes' handlers, by operation id (routes.OPERATIONS)."""
     replays = ReplayGuard()
 
     async def alertmanager(request: web.Request) -> web.Response:
@@ -154,10 +156,7 @@ def intake_routes(daemon: DaemonView) -> list[web.RouteDef]:
             return json_error(400, str(exc))
         return await take(alerts)
 
-    return [
-        web.post("/api/v1/alerts", alertmanager),
-        web.post("/api/v1/webhooks/{name}", webhook),
-    ]
+    return {"alertmanagerWebhook": alertmanager, "genericWebhook": webhook}
 
 
 def validate(raw: bytes) -> AlertmanagerWebhook:

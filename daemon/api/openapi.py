@@ -1,11 +1,9 @@
 """The OpenAPI 3.1 document of the HTTP interface, served at GET /api/v1/openapi.json.
 
-Every route is one row of `OPERATIONS`; the document is generated from that table and from
-the pydantic models the handlers validate request bodies with, so a field added to a model
-shows up here by itself. tests/integration/test_openapi.py compares the table with the app's
-router (a route missing from either side fails) and fuzzes a running daemon against it.
-Over 400 lines because the table and the answers' schemas are data, kept in one place so a
-route and its documentation change together.
+The document is generated from the route table (routes.py) that the router is built from,
+and from the pydantic models the handlers validate request bodies with, so a field added to
+a model shows up here by itself. tests/integration/test_openapi.py fuzzes a running daemon
+against it.
 """
 
 from __future__ import annotations
@@ -13,24 +11,14 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import re
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from daemon import __version__
-from daemon.api.schemas import MAX_LIMIT, SilenceBody, Who
+from daemon.api.routes import OPERATIONS, Auth, Operation, Schema
 from daemon.core.models import IncidentStatus, RuleState
-from daemon.engine.alerts import AlertmanagerWebhook
 
-Schema = dict[str, Any]
-# Who may call a route: a token scope; "webhook": the webhook's own token or signature;
-# "metrics": open unless runbookd.api.protect_metrics asks for a read token; "open".
-Auth = Literal["read", "write", "intake", "webhook", "metrics", "open"]
-
-PATH = "/api/v1/openapi.json"
 REF = "#/components/schemas/{model}"
 
 
@@ -151,193 +139,6 @@ ANSWERS: Final[dict[str, Schema]] = {
         {"error": STRING, "received": COUNT, "matched": COUNT, "refused": COUNT}
     ),
 }
-
-# -- the routes --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    name: str
-    schema: Schema
-    description: str
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One route: who may call it, what it takes, what it answers."""
-
-    method: Literal["get", "post", "delete"]
-    path: str
-    operation_id: str
-    summary: str
-    auth: Auth
-    ok: int
-    answer: str  # a name in components.schemas; "" for the Prometheus text
-    # The model the handler validates the body with; "object": any JSON object.
-    body: type[BaseModel] | Literal["object"] | None = None
-    query: tuple[Param, ...] = ()
-    conflict: str = ""  # why the route may answer 409
-    tag: str = "operator"
-
-    @property
-    def path_params(self) -> list[str]:
-        return re.findall(r"{(\w+)}", self.path)
-
-
-STATUS = Param("status", {"enum": [s.value for s in IncidentStatus]}, "only incidents in it")
-RULE_NAME = Param("rule", STRING, "only incidents of this rule")
-LIMIT = Param(
-    "limit",
-    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
-    "at most this many, newest first",
-)
-EXPIRED = Param("expired", BOOLEAN | {"default": False}, "also silences that ended")
-
-OPERATIONS: Final[tuple[Operation, ...]] = (
-    Operation("get", "/healthz", "healthz", "Liveness", "open", 200, "Health", tag="health"),
-    Operation("get", "/readyz", "readyz", "Readiness", "open", 200, "Readiness", tag="health"),
-    Operation("get", "/metrics", "metrics", "Prometheus metrics", "metrics", 200, "", tag="health"),
-    Operation("get", PATH, "openapi", "This document", "read", 200, "Document", tag="meta"),
-    Operation(
-        "get",
-        "/api/v1/incidents",
-        "listIncidents",
-        "Incidents, newest first, without their timelines",
-        "read",
-        200,
-        "IncidentList",
-        query=(STATUS, RULE_NAME, LIMIT),
-    ),
-    Operation(
-        "get", "/api/v1/incidents/{id}", "getIncident", "One incident", "read", 200, "Incident"
-    ),
-    Operation(
-        "post",
-        "/api/v1/incidents/{id}/acknowledge",
-        "acknowledgeIncident",
-        "Someone is on it: no more escalation for this open incident",
-        "write",
-        200,
-        "Acknowledged",
-        body=Who,
-        conflict="already acknowledged",
-    ),
-    Operation(
-        "post",
-        "/api/v1/incidents/{id}/resolve",
-        "resolveIncident",
-        "Close an open incident; its rule starts afresh and may fire again",
-        "write",
-        200,
-        "ResolvedByOperator",
-        body=Who,
-    ),
-    Operation(
-        "post",
-        "/api/v1/incidents/{id}/approve",
-        "approveStep",
-        "Approve the incident's step that waits for approval",
-        "write",
-        200,
-        "Decision",
-        body=Who,
-    ),
-    Operation(
-        "post",
-        "/api/v1/incidents/{id}/reject",
-        "rejectStep",
-        "Reject the incident's step that waits for approval: its plan ends",
-        "write",
-        200,
-        "Decision",
-        body=Who,
-    ),
-    Operation(
-        "get", "/api/v1/approvals", "listApprovals", "Steps waiting", "read", 200, "ApprovalList"
-    ),
-    Operation(
-        "get",
-        "/api/v1/silences",
-        "listSilences",
-        "Silences that have not ended (and, asked, those that did in the last 30 days)",
-        "read",
-        200,
-        "SilenceList",
-        query=(EXPIRED,),
-    ),
-    Operation(
-        "post",
-        "/api/v1/silences",
-        "createSilence",
-        "Silence matching incidents from now, or later (a maintenance window); at most 90 days",
-        "write",
-        201,
-        "Silence",
-        body=SilenceBody,
-    ),
-    Operation(
-        "delete",
-        "/api/v1/silences/{id}",
-        "expireSilence",
-        "End a silence now",
-        "write",
-        200,
-        "Silence",
-    ),
-    Operation("get", "/api/v1/rules", "listRules", "Every rule's state", "read", 200, "RuleList"),
-    Operation(
-        "post",
-        "/api/v1/rules/{rule}/reset",
-        "resetCircuit",
-        "Resume a rule's automation after its circuit breaker opened",
-        "write",
-        200,
-        "CircuitReset",
-    ),
-    Operation(
-        "post",
-        "/api/v1/checks/{check}/run",
-        "runCheck",
-        "Run a check now",
-        "write",
-        202,
-        "CheckStarted",
-        conflict="the check is running already",
-    ),
-    Operation(
-        "post",
-        "/api/v1/-/reload",
-        "reload",
-        "Reload the config file, as SIGHUP does",
-        "write",
-        200,
-        "Reloaded",
-        conflict="the config file does not validate: the running config stays",
-    ),
-    Operation(
-        "post",
-        "/api/v1/alerts",
-        "alertmanagerWebhook",
-        "Alerts from Alertmanager (webhook version 4) or Grafana (version 1)",
-        "intake",
-        200,
-        "AlertsReceived",
-        body=AlertmanagerWebhook,
-        tag="intake",
-    ),
-    Operation(
-        "post",
-        "/api/v1/webhooks/{name}",
-        "genericWebhook",
-        "One alert from any system, mapped by the paths configured under webhooks.NAME",
-        "webhook",
-        200,
-        "AlertsReceived",
-        body="object",
-        tag="intake",
-        conflict="this signed request was accepted already (a replay)",
-    ),
-)
 
 # -- the document ------------------------------------------------------------------------------
 

@@ -14,31 +14,33 @@ from aiohttp import web
 from daemon.api import openapi
 from daemon.api.bodies import json_error, json_response, read_json
 from daemon.api.port import CheckRun, DaemonView
+from daemon.api.routes import Handler
 from daemon.api.schemas import MAX_AHEAD, MAX_LIMIT, MAX_SILENCE, SilenceBody, Who
 from daemon.core.models import IncidentStatus
 from daemon.pipeline.approvals import Decision
 from daemon.pipeline.silences import Silence, new_silence_id
 
 
-def operator_routes(daemon: DaemonView) -> list[web.RouteDef]:
+def operator_handlers(daemon: DaemonView) -> dict[str, Handler]:
+    """The operator routes' handlers, by operation id (routes.OPERATIONS)."""
     api = Operator(daemon)
-    return [
-        web.get(openapi.PATH, openapi.serve),
-        web.get("/api/v1/incidents", api.list_incidents),
-        web.get("/api/v1/incidents/{id}", api.get_incident),
-        web.post("/api/v1/incidents/{id}/acknowledge", api.acknowledge),
-        web.post("/api/v1/incidents/{id}/resolve", api.resolve),
-        web.post("/api/v1/incidents/{id}/approve", api.approve),
-        web.post("/api/v1/incidents/{id}/reject", api.reject),
-        web.get("/api/v1/approvals", api.list_approvals),
-        web.get("/api/v1/silences", api.list_silences),
-        web.post("/api/v1/silences", api.create_silence),
-        web.delete("/api/v1/silences/{id}", api.expire_silence),
-        web.get("/api/v1/rules", api.list_rules),
-        web.post("/api/v1/rules/{rule}/reset", api.reset_circuit),
-        web.post("/api/v1/checks/{check}/run", api.run_check),
-        web.post("/api/v1/-/reload", api.reload),
-    ]
+    return {
+        "openapi": openapi.serve,
+        "listIncidents": api.list_incidents,
+        "getIncident": api.get_incident,
+        "acknowledgeIncident": api.acknowledge,
+        "resolveIncident": api.resolve,
+        "approveStep": api.approve,
+        "rejectStep": api.reject,
+        "listApprovals": api.list_approvals,
+        "listSilences": api.list_silences,
+        "createSilence": api.create_silence,
+        "expireSilence": api.expire_silence,
+        "listRules": api.list_rules,
+        "resetCircuit": api.reset_circuit,
+        "runCheck": api.run_check,
+        "reload": api.reload,
+    }
 
 
 class Operator:

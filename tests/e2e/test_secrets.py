@@ -482,10 +482,10 @@ async def run_the_incident(
         "/api/v1/incidents/nope",
     ):
         await api.call("GET", path)
-    if find_spec("daemon.api.openapi") is not None:
-        from daemon.api import openapi
+    if find_spec("daemon.api.routes") is not None:
+        from daemon.api import routes
 
-        await api.call("GET", openapi.PATH)
+        await api.call("GET", routes.PATH)
     if API_TOKENS:
         # Refusals: no token, a wrong one, one of too small a scope.
         await api.call("GET", "/api/v1/rules", headers={})

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from daemon.api import app as api
-from daemon.api import bodies, openapi
+from daemon.api import bodies, routes
 from daemon.api.app import build_app
 from daemon.api.bodies import NOT_FINITE
 from daemon.api.servers import HttpLimits, start_site
@@ -512,7 +512,7 @@ NOT_NUMBERS = [
 ]
 BODY_ROUTES = [
     op.path.replace("{id}", "some-incident").replace("{name}", "grafana")
-    for op in openapi.OPERATIONS
+    for op in routes.OPERATIONS
     if op.method == "post" and op.body is not None
 ]
 

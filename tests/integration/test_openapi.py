@@ -19,7 +19,7 @@ import requests
 import schemathesis
 from hypothesis import settings
 
-from daemon.api import openapi
+from daemon.api import openapi, routes
 from daemon.api.app import build_app
 from daemon.api.auth import GRANTS
 from daemon.runtime.daemon import Daemon
@@ -139,7 +139,7 @@ async def test_the_document_asks_for_the_scopes_the_guard_enforces(tmp_path: Pat
 
 async def test_the_daemon_serves_the_document(tmp_path: Path) -> None:
     async with run_daemon(write_config(tmp_path)) as daemon, aiohttp.ClientSession() as session:
-        url = f"http://127.0.0.1:{daemon.port}{openapi.PATH}"
+        url = f"http://127.0.0.1:{daemon.port}{routes.PATH}"
         async with session.get(url) as r:
             assert r.status == 401
         async with session.get(url, headers=AUTH) as r:

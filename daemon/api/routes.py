@@ -1,0 +1,242 @@
+"""The HTTP interface's route table: every route is one `Operation`, which says its handler
+(by operation id), who may call it, what it takes and what it answers.
+
+The router (`bind`), the guard's scopes (`auth_of`) and the OpenAPI document (openapi.py)
+are all built from this one table, so a route cannot be served, protected and documented in
+three different ways.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from daemon.api.schemas import MAX_LIMIT, SilenceBody, Who
+from daemon.core.models import IncidentStatus
+from daemon.engine.alerts import AlertmanagerWebhook
+
+Schema = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Who may call a route: a token scope; "webhook": the webhook's own token or signature;
+# "metrics": open unless runbookd.api.protect_metrics asks for a read token; "open".
+Auth = Literal["read", "write", "intake", "webhook", "metrics", "open"]
+
+PATH = "/api/v1/openapi.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    schema: Schema
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route: who may call it, what it takes, what it answers."""
+
+    method: Literal["get", "post", "delete"]
+    path: str
+    operation_id: str
+    summary: str
+    auth: Auth
+    ok: int
+    answer: str  # a name in components.schemas; "" for the Prometheus text
+    # The model the handler validates the body with; "object": any JSON object.
+    body: type[BaseModel] | Literal["object"] | None = None
+    query: tuple[Param, ...] = ()
+    conflict: str = ""  # why the route may answer 409
+    tag: str = "operator"
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+
+STATUS = Param("status", {"enum": [s.value for s in IncidentStatus]}, "only incidents in it")
+RULE_NAME = Param("rule", {"type": "string"}, "only incidents of this rule")
+LIMIT = Param(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+    "at most this many, newest first",
+)
+EXPIRED = Param("expired", {"type": "boolean", "default": False}, "also silences that ended")
+
+OPERATIONS: Final[tuple[Operation, ...]] = (
+    Operation("get", "/healthz", "healthz", "Liveness", "open", 200, "Health", tag="health"),
+    Operation("get", "/readyz", "readyz", "Readiness", "open", 200, "Readiness", tag="health"),
+    Operation("get", "/metrics", "metrics", "Prometheus metrics", "metrics", 200, "", tag="health"),
+    Operation("get", PATH, "openapi", "This document", "read", 200, "Document", tag="meta"),
+    Operation(
+        "get",
+        "/api/v1/incidents",
+        "listIncidents",
+        "Incidents, newest first, without their timelines",
+        "read",
+        200,
+        "IncidentList",
+        query=(STATUS, RULE_NAME, LIMIT),
+    ),
+    Operation(
+        "get", "/api/v1/incidents/{id}", "getIncident", "One incident", "read", 200, "Incident"
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/acknowledge",
+        "acknowledgeIncident",
+        "Someone is on it: no more escalation for this open incident",
+        "write",
+        200,
+        "Acknowledged",
+        body=Who,
+        conflict="already acknowledged",
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/resolve",
+        "resolveIncident",
+        "Close an open incident; its rule starts afresh and may fire again",
+        "write",
+        200,
+        "ResolvedByOperator",
+        body=Who,
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/approve",
+        "approveStep",
+        "Approve the incident's step that waits for approval",
+        "write",
+        200,
+        "Decision",
+        body=Who,
+    ),
+    Operation(
+        "post",
+        "/api/v1/incidents/{id}/reject",
+        "rejectStep",
+        "Reject the incident's step that waits for approval: its plan ends",
+        "write",
+        200,
+        "Decision",
+        body=Who,
+    ),
+    Operation(
+        "get", "/api/v1/approvals", "listApprovals", "Steps waiting", "read", 200, "ApprovalList"
+    ),
+    Operation(
+        "get",
+        "/api/v1/silences",
+        "listSilences",
+        "Silences that have not ended (and, asked, those that did in the last 30 days)",
+        "read",
+        200,
+        "SilenceList",
+        query=(EXPIRED,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/silences",
+        "createSilence",
+        "Silence matching incidents from now, or later (a maintenance window); at most 90 days",
+        "write",
+        201,
+        "Silence",
+        body=SilenceBody,
+    ),
+    Operation(
+        "delete",
+        "/api/v1/silences/{id}",
+        "expireSilence",
+        "End a silence now",
+        "write",
+        200,
+        "Silence",
+    ),
+    Operation("get", "/api/v1/rules", "listRules", "Every rule's state", "read", 200, "RuleList"),
+    Operation(
+        "post",
+        "/api/v1/rules/{rule}/reset",
+        "resetCircuit",
+        "Resume a rule's automation after its circuit breaker opened",
+        "write",
+        200,
+        "CircuitReset",
+    ),
+    Operation(
+        "post",
+        "/api/v1/checks/{check}/run",
+        "runCheck",
+        "Run a check now",
+        "write",
+        202,
+        "CheckStarted",
+        conflict="the check is running already",
+    ),
+    Operation(
+        "post",
+        "/api/v1/-/reload",
+        "reload",
+        "Reload the config file, as SIGHUP does",
+        "write",
+        200,
+        "Reloaded",
+        conflict="the config file does not validate: the running config stays",
+    ),
+    Operation(
+        "post",
+        "/api/v1/alerts",
+        "alertmanagerWebhook",
+        "Alerts from Alertmanager (webhook version 4) or Grafana (version 1)",
+        "intake",
+        200,
+        "AlertsReceived",
+        body=AlertmanagerWebhook,
+        tag="intake",
+    ),
+    Operation(
+        "post",
+        "/api/v1/webhooks/{name}",
+        "genericWebhook",
+        "One alert from any system, mapped by the paths configured under webhooks.NAME",
+        "webhook",
+        200,
+        "AlertsReceived",
+        body="object",
+        tag="intake",
+        conflict="this signed request was accepted already (a replay)",
+    ),
+)
+
+
+_BY_ROUTE: Final[dict[tuple[str, str], Operation]] = {(op.method, op.path): op for op in OPERATIONS}
+
+
+def auth_of(method: str, path: str) -> Auth | None:
+    """Who may call the route (`path` is its template); None: the table has no such route.
+    HEAD is answered by the GET handler, so it asks what GET asks."""
+    method = "get" if method == "HEAD" else method.lower()
+    op = _BY_ROUTE.get((method, path))
+    return op.auth if op is not None else None
+
+
+def bind(handlers: Mapping[str, Handler]) -> list[web.RouteDef]:
+    """The router's routes: each operation with its handler, found by operation id. A handler
+    without an operation, or an operation without a handler, is a programming error."""
+    ids = {op.operation_id for op in OPERATIONS}
+    if missing := ids - handlers.keys():
+        raise ValueError(f"operations without a handler: {sorted(missing)}")
+    if extra := handlers.keys() - ids:
+        raise ValueError(f"handlers without an operation: {sorted(extra)}")
+    return [_route(op, handlers[op.operation_id]) for op in OPERATIONS]
+
+
+def _route(op: Operation, handler: Handler) -> web.RouteDef:
+    if op.method == "get":
+        return web.get(op.path, handler)  # and HEAD, answered by the same handler
+    return web.route(op.method.upper(), op.path, handler)
