@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, OutboxItem, Pruned
+from daemon.store.protocol import ActionRecord, JobRun, OutboxItem, Pruned
 
 RUNNING = "running"
 
@@ -35,9 +35,11 @@ class MemoryData:
     # Values are kept as JSON text: what comes back is what SQLite would give back.
     values: dict[tuple[str, str], str] = field(default_factory=dict)
     outbox: dict[int, OutboxRow] = field(default_factory=dict)
+    job_runs: dict[int, JobRun] = field(default_factory=dict)
     # Ids are never reused, even after prune (AUTOINCREMENT in SQLite).
     action_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     outbox_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    job_run_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def working_copy(self) -> MemoryData:
         """What a batch writes to; the id counters stay shared, so ids are never reused."""
@@ -46,13 +48,16 @@ class MemoryData:
             dict(self.actions),  # ActionRecord and the JSON texts are immutable
             dict(self.values),
             copy.deepcopy(self.outbox),
+            dict(self.job_runs),  # JobRun is frozen; its data is replaced, never changed
             self.action_ids,
             self.outbox_ids,
+            self.job_run_ids,
         )
 
     def commit(self, work: MemoryData) -> None:
         self.incidents, self.actions = work.incidents, work.actions
         self.values, self.outbox = work.values, work.outbox
+        self.job_runs = work.job_runs
 
 
 @dataclass
@@ -281,4 +286,52 @@ class MemoryStore:
             k for k, r in d.outbox.items() if r.outcome is not None and r.item.created_at < before
         ]:
             del d.outbox[item_id]
-        return Pruned(len(old), len(actions))
+        newest = {r.job: r.id for r in sorted(d.job_runs.values(), key=lambda r: r.id)}
+        runs = [
+            k
+            for k, r in d.job_runs.items()
+            if r.ended_at is not None and r.ended_at < before and newest[r.job] != k
+        ]
+        for run_id in runs:
+            del d.job_runs[run_id]
+        return Pruned(len(old), len(actions), len(runs))
+
+    # -- job runs ----------------------------------------------------------------------------
+
+    async def add_job_run(
+        self, job: str, trigger: str, scheduled_at: float, started_at: float | None
+    ) -> int:
+        d = await self._data()
+        run_id = next(d.job_run_ids)
+        d.job_runs[run_id] = JobRun(run_id, job, trigger, scheduled_at, started_at)
+        return run_id
+
+    async def finish_job_run(
+        self, run_id: int, ended_at: float, outcome: str, detail: str, data: Mapping[str, Any]
+    ) -> None:
+        d = await self._data()
+        run = d.job_runs[run_id]
+        if run.outcome is None:  # finishing twice keeps the first end
+            stored = json.loads(json.dumps(dict(data)))  # as JSON text would give it back
+            d.job_runs[run_id] = dataclasses.replace(
+                run, ended_at=ended_at, outcome=outcome, detail=detail, data=stored
+            )
+
+    async def job_runs(self, job: str, limit: int = 20) -> list[JobRun]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        d = await self._data()
+        runs = sorted((r for r in d.job_runs.values() if r.job == job), key=lambda r: -r.id)
+        return runs[:limit]
+
+    async def latest_job_runs(self, outcome: str | None = None) -> dict[str, JobRun]:
+        d = await self._data()
+        found: dict[str, JobRun] = {}
+        for run in sorted(d.job_runs.values(), key=lambda r: r.id):
+            if outcome is None or run.outcome == outcome:
+                found[run.job] = run
+        return found
+
+    async def unfinished_job_runs(self) -> list[JobRun]:
+        d = await self._data()
+        return sorted((r for r in d.job_runs.values() if r.outcome is None), key=lambda r: r.id)

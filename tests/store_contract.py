@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, OutboxItem, Store
+from daemon.store.protocol import ActionRecord, JobRun, OutboxItem, Store
 
 T0 = 1_800_000_000.0
 
@@ -470,6 +470,74 @@ class StoreContract:
         assert again != interrupted
         assert [a.id for a in await restarted.running_actions()] == [again]
 
+    # -- job runs ----------------------------------------------------------------------------
+
+    async def test_a_job_run_from_begin_to_end(self, store: Store) -> None:
+        run_id = await store.add_job_run("backup", "schedule", T0, T0 + 2)
+        assert await store.unfinished_job_runs() == [
+            JobRun(run_id, "backup", "schedule", T0, T0 + 2)
+        ]
+        report = {"bytes": 1234, "key": "backup-ü.sql.gz", "tables": {"User": 10}}
+        await store.finish_job_run(run_id, T0 + 9, "succeeded", "uploaded", report)
+        await store.finish_job_run(run_id, T0 + 99, "failed", "again", {})  # keeps the first
+        (run,) = await store.job_runs("backup")
+        assert run == JobRun(
+            run_id, "backup", "schedule", T0, T0 + 2, T0 + 9, "succeeded", "uploaded", report
+        )
+        assert await store.unfinished_job_runs() == []
+        with pytest.raises(KeyError):
+            await store.finish_job_run(run_id + 100, T0, "failed", "", {})
+        with pytest.raises(ValueError, match="limit"):
+            await store.job_runs("backup", limit=-1)
+
+    async def test_job_runs_newest_first_and_the_latest_of_each_job(self, store: Store) -> None:
+        ids = []
+        for job, outcome in [("a", "succeeded"), ("b", "failed"), ("a", "failed"), ("a", None)]:
+            ids.append(await store.add_job_run(job, "schedule", T0 + len(ids), T0 + len(ids)))
+            if outcome is not None:
+                await store.finish_job_run(ids[-1], T0 + 10, outcome, "", {})
+        assert [r.id for r in await store.job_runs("a")] == [ids[3], ids[2], ids[0]]
+        assert [r.id for r in await store.job_runs("a", limit=1)] == [ids[3]]
+        latest = await store.latest_job_runs()
+        assert {job: r.id for job, r in latest.items()} == {"a": ids[3], "b": ids[1]}
+        succeeded = await store.latest_job_runs("succeeded")
+        assert {job: r.id for job, r in succeeded.items()} == {"a": ids[0]}
+        # A run that never started (missed) has no start.
+        missed = await store.add_job_run("c", "schedule", T0, None)
+        await store.finish_job_run(missed, T0 + 5, "missed", "the daemon was down", {})
+        (run,) = await store.job_runs("c")
+        assert (run.started_at, run.outcome) == (None, "missed")
+
+    async def test_job_runs_survive_restart_unfinished_ones_too(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        done = await store.add_job_run("backup", "schedule", T0, T0)
+        await store.finish_job_run(done, T0 + 5, "succeeded", "ok", {"bytes": 5})
+        cut_short = await store.add_job_run("backup", "manual", T0 + 10, T0 + 10)
+        await store.close()
+        restarted = await reopen()
+        assert [r.id for r in await restarted.unfinished_job_runs()] == [cut_short]
+        assert (await restarted.latest_job_runs("succeeded"))["backup"].data == {"bytes": 5}
+        again = await restarted.add_job_run("backup", "schedule", T0 + 20, T0 + 20)
+        assert again not in (done, cut_short)
+
+    async def test_prune_keeps_each_jobs_newest_run_and_unfinished_ones(self, store: Store) -> None:
+        cutoff = T0 + 1000
+        old = await store.add_job_run("a", "schedule", T0, T0)
+        await store.finish_job_run(old, T0 + 1, "succeeded", "", {})
+        newest_a = await store.add_job_run("a", "schedule", T0 + 2, T0 + 2)
+        await store.finish_job_run(newest_a, T0 + 3, "failed", "", {})
+        running = await store.add_job_run("b", "schedule", T0, T0)
+        only_b = await store.add_job_run("b", "schedule", T0 + 1, T0 + 1)
+        await store.finish_job_run(only_b, T0 + 2, "succeeded", "", {})
+        recent = await store.add_job_run("c", "schedule", cutoff, cutoff)
+        await store.finish_job_run(recent, cutoff, "succeeded", "", {})
+
+        assert (await store.prune(cutoff)).job_runs == 1
+        assert [r.id for r in await store.job_runs("a")] == [newest_a]
+        assert [r.id for r in await store.job_runs("b")] == [only_b, running]
+        assert [r.id for r in await store.job_runs("c")] == [recent]
+
     # -- values ------------------------------------------------------------------------------
 
     async def test_value_round_trip(self, store: Store) -> None:
@@ -901,7 +969,7 @@ class StoreContract:
         await act(store, "r", "page", cutoff, "ok")
 
         # Outbox items are pruned too, but `Pruned` does not count them.
-        assert tuple(await store.prune(cutoff)) == (1, 2)
+        assert tuple(await store.prune(cutoff)) == (1, 2, 0)
 
         assert await store.get_incident("resolved-old") is None
         assert await store.get_incident("resolved-at-cutoff") is not None
@@ -912,7 +980,7 @@ class StoreContract:
         assert await store.last_action("r", "page") == cutoff
         assert await store.count_actions(0.0) == 1
         assert await store.running_actions() == []
-        assert tuple(await store.prune(cutoff)) == (0, 0)
+        assert tuple(await store.prune(cutoff)) == (0, 0, 0)
         # The id of a pruned incident is free again, with an empty timeline.
         await store.create_incident(make_incident("resolved-old"))
         reused = await store.get_incident("resolved-old")

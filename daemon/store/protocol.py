@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
@@ -40,11 +40,29 @@ class OutboxItem:
     last_error: str
 
 
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """One run of a scheduled job. `trigger`: "schedule", "catch_up" or "manual".
+    `started_at` is None for a run that never started (missed, skipped); `outcome` is None
+    while the run goes on."""
+
+    id: int
+    job: str
+    trigger: str
+    scheduled_at: float
+    started_at: float | None
+    ended_at: float | None = None
+    outcome: str | None = None
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 class Pruned(NamedTuple):
     """How many rows `Store.prune` deleted."""
 
     incidents: int
     actions: int
+    job_runs: int = 0
 
 
 class Store(Protocol):
@@ -146,3 +164,24 @@ class Store(Protocol):
     async def prune(self, before: float) -> Pruned:
         """Delete incidents resolved before `before` (with their timelines), ledger entries
         and finished outbox items older than it. Open incidents are never pruned."""
+
+    # -- job runs ----------------------------------------------------------------------------
+
+    async def add_job_run(
+        self, job: str, trigger: str, scheduled_at: float, started_at: float | None
+    ) -> int:
+        """Record a run as begun (or, with `started_at` None, one that never started)."""
+
+    async def finish_job_run(
+        self, run_id: int, ended_at: float, outcome: str, detail: str, data: Mapping[str, Any]
+    ) -> None:
+        """The run's end. Unknown id: KeyError; finishing twice keeps the first end."""
+
+    async def job_runs(self, job: str, limit: int = 20) -> list[JobRun]:
+        """The job's runs, newest first (by id); limit < 0: ValueError."""
+
+    async def latest_job_runs(self, outcome: str | None = None) -> dict[str, JobRun]:
+        """Each job's newest run (with that outcome, if given), by job name."""
+
+    async def unfinished_job_runs(self) -> list[JobRun]:
+        """Runs begun and never finished (a crash or a stop cut them short), oldest first."""

@@ -118,6 +118,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE status = 'resolved'
         """,
     ),
+    # 4 -> 5: the runs of scheduled jobs.
+    (
+        """
+        CREATE TABLE job_runs (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            job          TEXT NOT NULL,
+            trigger      TEXT NOT NULL,
+            scheduled_at REAL NOT NULL,
+            started_at   REAL,
+            ended_at     REAL,
+            outcome      TEXT,
+            detail       TEXT NOT NULL DEFAULT '',
+            data         TEXT NOT NULL DEFAULT '{}',
+            CHECK ((ended_at IS NULL) = (outcome IS NULL))
+        )
+        """,
+        "CREATE INDEX job_runs_job ON job_runs (job, id)",
+        "CREATE INDEX job_runs_unfinished ON job_runs (id) WHERE outcome IS NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
