@@ -19,6 +19,8 @@ from daemon.config.settings import DaemonSettings, Name, is_loopback
 from daemon.config.webhooks import WebhookConfig
 from daemon.core import plugins
 from daemon.core.units import StrictModel
+from daemon.jobs.config import VALUE_NAMES as JOB_VALUES
+from daemon.jobs.config import JobConfig
 from daemon.rules.config import RuleConfig
 from remediations.base import REMEDIATIONS, RemediationConfig
 
@@ -35,8 +37,11 @@ class RunbookConfig(StrictModel):
     remediations: dict[Name, RemediationConfig] = Field(default_factory=dict)
     rules: dict[Name, RuleConfig] = Field(default_factory=dict)
     webhooks: dict[Name, WebhookConfig] = Field(default_factory=dict)
+    jobs: dict[Name, JobConfig] = Field(default_factory=dict)
 
-    @field_validator("runbookd", "checks", "remediations", "rules", "webhooks", mode="before")
+    @field_validator(
+        "runbookd", "checks", "remediations", "rules", "webhooks", "jobs", mode="before"
+    )
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         # `checks:` with every entry commented out is an empty section, not an error.
@@ -105,9 +110,15 @@ def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
             continue  # a rule on alerts names no check
         check_name, value = rule.condition.check, rule.condition.value
         check = config.checks.get(check_name)
-        if check is None:
-            defined = _listing(config.checks)
-            found.append((("rules", name, "when"), f"no check named {check_name!r} ({defined})"))
+        if check is None and check_name in config.jobs:
+            if value not in JOB_VALUES:
+                message = f"job {check_name!r} has no value {value!r} ({_listing(JOB_VALUES)})"
+                found.append((("rules", name, "when"), message))
+        elif check is None:
+            defined = _listing({*config.checks, *config.jobs})
+            kinds = "check or job" if config.jobs else "check"
+            message = f"no {kinds} named {check_name!r} ({defined})"
+            found.append((("rules", name, "when"), message))
         elif (values := check.value_names()) is not None and value not in values:
             message = f"check {check_name!r} has no value {value!r} ({_listing(values)})"
             found.append((("rules", name, "when"), message))
@@ -120,6 +131,13 @@ def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
                 elif section == "on_blind" and not _notifies(config.remediations[action]):
                     message = f"{action!r} is not a notifier: being blind only ever pages"
                     found.append((("rules", name, section, index), message))
+    for name, job in config.jobs.items():
+        if job.run not in config.remediations:
+            message = f"no remediation named {job.run!r} ({_listing(config.remediations)})"
+            found.append((("jobs", name, "run"), message))
+        if name in config.checks:
+            message = f"{name!r} is a check too: rules could not tell their values apart"
+            found.append((("jobs", name), message))
     return found
 
 

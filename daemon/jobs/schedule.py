@@ -11,6 +11,8 @@ from daemon.jobs.config import JobConfig
 
 
 class Schedule:
+    CAP = 1000  # due times listed at most after downtime
+
     def __init__(self, name: str, config: JobConfig) -> None:
         self.expression = config.schedule
         self.zone = config.zone()
@@ -22,11 +24,12 @@ class Schedule:
         # cronsim works in whole minutes: start from the minute of `ts`, which it skips.
         return CronSim(self.expression, datetime.fromtimestamp(ts, self.zone))
 
-    def next_after(self, ts: float) -> float:
-        """The next time the job is due after `ts` (its time plus the job's offset)."""
-        return next(self.times_after(ts)).timestamp() + self.offset
+    def next_due(self, after: float) -> float:
+        """The first time the job is due strictly after `after`: a time of the schedule plus
+        the job's offset."""
+        return next(self.times_after(after - self.offset)).timestamp() + self.offset
 
-    def due_between(self, after: float, until: float, cap: int = 1000) -> list[float]:
+    def due_between(self, after: float, until: float, cap: int = CAP) -> list[float]:
         """The due times in (after, until], the first `cap` of them: a daemon down for a
         month does not list a month of minutes."""
         found: list[float] = []

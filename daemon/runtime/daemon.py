@@ -33,6 +33,7 @@ from daemon.core.clock import Clock, SystemClock
 from daemon.engine.alerts import Alert, AlertCapReached
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
+from daemon.jobs.runner import JobRunner
 from daemon.pipeline.pipeline import Pipeline
 from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
@@ -43,7 +44,7 @@ from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.supervisor import Supervisor
 from daemon.store.protocol import Store
 from daemon.store.sqlite.repository import SqliteStore
-from remediations.base import REMEDIATIONS, Remediation, RemediationContext
+from remediations.base import REMEDIATIONS, Remediation, RemediationConfig, RemediationContext
 
 log = structlog.get_logger("runbookd")
 
@@ -268,6 +269,10 @@ class Daemon:
             self.scheduler.start()
             self._ticker = asyncio.create_task(self._tick(), name="engine-tick")
             self.supervisor.watch(self._ticker)
+        self._opened.push_async_callback(self.jobs.stop)
+        with starting("cannot start the jobs"):
+            self.jobs.configure(self.config.jobs)
+            await self.jobs.start()
         self._started.set()
         log.info(
             "started",
@@ -306,6 +311,22 @@ class Daemon:
             max_in_flight=self.config.runbookd.max_checks_in_flight,
             watch=self.supervisor.watch,
         )
+        self.jobs = JobRunner(
+            store=self.store,
+            clock=self.clock,
+            metrics=self.metrics.jobs,
+            sink=self.engine.observe,
+            actions=self._action,
+            ctx_for=lambda name: self.pipeline.actor.ctx_for(name),
+            watch=self.supervisor.watch,
+        )
+
+    def _action(self, name: str) -> tuple[Remediation, RemediationConfig] | None:
+        """A remediation a job runs, from the plan in force (a reload swaps it)."""
+        plan = self.pipeline.plan
+        if name not in plan.remediations:
+            return None
+        return plan.remediations[name], plan.configs[name]
 
     async def stop(self) -> None:
         """Stop taking work, let running remediations finish (bounded), close in reverse."""
@@ -370,6 +391,7 @@ class Daemon:
         self.pipeline.set_plan(plan)
         self.engine.set_rules(dict(config.rules), staleness(config))
         await self.scheduler.set_checks(checks)
+        self.jobs.configure(config.jobs)
         self.config = config
         self._loaded(config)
         self.reload_problems = []

@@ -39,6 +39,7 @@ from prometheus_client.utils import floatToGoString
 
 from daemon import __version__
 from daemon.core.models import Observation, Status
+from daemon.jobs.metrics import JobMetrics
 
 # Process-wide (prometheus_client reads it at collect time); runbookd exports no `_created`.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -223,6 +224,7 @@ class Metrics:
             ["route", "code_class"],
             registry=core,
         )
+        self.jobs = JobMetrics(core)
         self.build = Info("runbookd_build", "Build information.", registry=core)
         self.build.info({"version": __version__})
 

@@ -1,0 +1,294 @@
+"""Runs the `jobs:` section: each job's action on its schedule, one run at a time, every run
+recorded in the store and told to the rules as an observation of the job.
+
+A run is never repeated blindly: a run a crash cut short is recorded as interrupted, and
+after downtime a missed time runs once if it is within the job's `catch_up`, else it is
+recorded as missed. A missed, interrupted, failed or timed-out run is `JOB.failed = 1`, which
+a rule can page on like any value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from daemon.core.clock import Clock
+from daemon.core.models import Incident, Observation, RemediationResult, Status
+from daemon.jobs.config import JobConfig
+from daemon.jobs.metrics import JobMetrics
+from daemon.jobs.schedule import Schedule
+from daemon.store.protocol import JobRun, Store
+from remediations.base import Remediation, RemediationConfig, RemediationContext
+
+log = structlog.get_logger("runbookd.jobs")
+
+Sink = Callable[[Observation], Awaitable[None]]
+# The action a job names, with its config; None if the config has no such remediation.
+Actions = Callable[[str], tuple[Remediation, RemediationConfig] | None]
+
+DETAIL_LIMIT = 2000  # characters of a run's detail kept in the store
+SUCCEEDED = "succeeded"
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class JobBusy(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class Entry:
+    config: JobConfig
+    schedule: Schedule
+    task: asyncio.Task[None] | None = None
+    due: float | None = None  # the next scheduled time; heap entries for others are stale
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+def run_incident(job: str, run_id: int, trigger: str, scheduled_at: float) -> Incident:
+    """What the action is told it runs for: the job's run, not an incident of a rule. It is
+    never stored as an incident; a `command` or `http` action sees its id and rule."""
+    return Incident(
+        id=f"job-{job}-{run_id}",
+        rule=job,
+        check=job,
+        severity="info",
+        summary=f"{trigger} run of job {job}",
+        opened_at=scheduled_at,
+        trigger={"job": job, "run": run_id, "trigger": trigger},
+    )
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        metrics: JobMetrics,
+        sink: Sink,
+        actions: Actions,
+        ctx_for: Callable[[str], RemediationContext],
+        watch: Callable[[asyncio.Task[Any]], object] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.sink = sink
+        self.actions = actions
+        self.ctx_for = ctx_for
+        self._watch = watch
+        self.jobs: dict[str, Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def configure(self, jobs: Mapping[str, JobConfig]) -> None:
+        """Install the jobs; an unchanged job keeps its schedule and its run in flight (a
+        reload). A removed job's run in flight finishes; it is not scheduled again."""
+        now = self.clock.now()
+        entries: dict[str, Entry] = {}
+        for name, config in jobs.items():
+            old = self.jobs.get(name)
+            if old is not None and old.config == config:
+                entries[name] = old
+                continue
+            entry = entries[name] = Entry(config, Schedule(name, config), old.task if old else None)
+            if config.enabled:
+                entry.due = entry.schedule.next_due(now)
+                self._push(entry.due, name)
+        self.jobs = entries
+        self._wake.set()
+
+    def _push(self, due: float, name: str) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), name))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Record runs a crash cut short, catch up or record what was missed while runbookd
+        was down, tell the rules each job's last outcome, then follow the schedules."""
+        now = self.clock.now()
+        told: set[str] = set()
+        for run in await self.store.unfinished_job_runs():
+            detail = "runbookd stopped during the run: it is not repeated"
+            await self._finish(run.id, run.job, "interrupted", detail, {})
+            told.add(run.job)
+        latest = await self.store.latest_job_runs()
+        succeeded = await self.store.latest_job_runs(SUCCEEDED)
+        for name, entry in self.jobs.items():
+            caught_up = await self._catch_up(name, entry, now)
+            if not caught_up and name not in told and name in latest:
+                await self._tell(latest[name])
+            if name in succeeded and (ended := succeeded[name].ended_at) is not None:
+                self.metrics.last_success.labels(name).set(ended)
+        self._loop_task = asyncio.create_task(self._loop(), name="jobs")
+        if self._watch is not None:
+            self._watch(self._loop_task)
+
+    async def stop(self) -> None:
+        """Stop scheduling and cut runs short: each is recorded as interrupted (a backup
+        aborts its upload), never left looking as if it went on."""
+        tasks = [t for t in (self._loop_task, *(e.task for e in self.jobs.values())) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+
+    async def _catch_up(self, name: str, entry: Entry, now: float) -> bool:
+        """Handle the times missed since the job's last scheduled run; True if any were."""
+        if not entry.config.enabled:
+            return False
+        runs = await self.store.job_runs(name, limit=50)
+        last = next((r.scheduled_at for r in runs if r.trigger != "manual"), None)
+        if last is None:
+            return False  # a new job: its schedule starts now
+        missed = entry.schedule.due_between(last, now)
+        if not missed:
+            return False
+        newest = missed[-1]
+        caught = entry.config.catch_up > 0 and now - newest <= entry.config.catch_up
+        skipped = missed[:-1] if caught else missed
+        if skipped:
+            more = "+" if len(missed) >= entry.schedule.CAP else ""
+            detail = f"missed {len(skipped)}{more} scheduled runs: runbookd was not running"
+            run_id = await self.store.add_job_run(name, "schedule", skipped[-1], None)
+            await self._finish(run_id, name, "missed", detail, {"missed": len(skipped)})
+        if caught:
+            self._begin(name, entry, "catch_up", newest)
+        return True
+
+    # -- the timer loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, name = heapq.heappop(self._heap)
+                entry = self.jobs.get(name)
+                if entry is None or entry.due != due:
+                    continue  # removed, disabled or rescheduled by a reload
+                entry.due = entry.schedule.next_due(due)
+                self._push(entry.due, name)
+                if entry.running:
+                    detail = "the previous run was still going"
+                    run_id = await self.store.add_job_run(name, "schedule", due, None)
+                    await self._finish(run_id, name, "skipped", detail, {})
+                else:
+                    self._begin(name, entry, "schedule", due)
+            await self._sleep(self._heap[0][0] - now if self._heap else None)
+
+    async def _sleep(self, delay: float | None) -> None:
+        try:
+            if delay is None:
+                await self._wake.wait()
+            else:
+                async with self.clock.timeout(delay):
+                    await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def run_now(self, name: str) -> None:
+        """Start a run at once (`runbookd jobs run`); UnknownJob, or JobBusy if one goes on."""
+        entry = self.jobs.get(name)
+        if entry is None:
+            raise UnknownJob(name)
+        if entry.running:
+            raise JobBusy(name)
+        self._begin(name, entry, "manual", self.clock.now())
+
+    def _begin(self, name: str, entry: Entry, trigger: str, scheduled_at: float) -> None:
+        entry.task = asyncio.create_task(
+            self._run(name, entry.config, trigger, scheduled_at), name=f"job-{name}"
+        )
+
+    async def _run(self, name: str, config: JobConfig, trigger: str, scheduled_at: float) -> None:
+        started = self.clock.now()
+        run_id = await self.store.add_job_run(name, trigger, scheduled_at, started)
+        self.metrics.running.labels(name).set(1)
+        try:
+            outcome, detail, data = await self._execute(name, config, run_id, trigger, scheduled_at)
+        except asyncio.CancelledError:
+            detail = "runbookd stopped during the run"
+            await asyncio.shield(self._finish(run_id, name, "interrupted", detail, {}, started))
+            raise
+        finally:
+            self.metrics.running.labels(name).set(0)
+        await self._finish(run_id, name, outcome, detail, data, started)
+
+    async def _execute(
+        self, name: str, config: JobConfig, run_id: int, trigger: str, scheduled_at: float
+    ) -> tuple[str, str, dict[str, Any]]:
+        found = self.actions(config.run)
+        if found is None:  # config validation names it; a plugin may still vanish
+            return "failed", f"no remediation named {config.run!r}", {}
+        action, action_config = found
+        timeout = config.timeout or action_config.timeout
+        log.info("job started", job=name, run=run_id, trigger=trigger, action=config.run)
+        incident = run_incident(name, run_id, trigger, scheduled_at)
+        try:
+            async with self.clock.timeout(timeout):
+                result = await action.execute(self.ctx_for(config.run), incident)
+        except TimeoutError:
+            return "timeout", f"{config.run} did not finish within {timeout:g}s", {}
+        except Exception as exc:  # an action broke its contract: the run failed, say why
+            log.exception("job action raised", job=name, action=config.run)
+            return "failed", f"{config.run} raised {type(exc).__name__}: {exc}", {}
+        result = result or RemediationResult(True, "done")
+        return (SUCCEEDED if result.ok else "failed"), result.detail, dict(result.data)
+
+    async def _finish(
+        self,
+        run_id: int,
+        name: str,
+        outcome: str,
+        detail: str,
+        data: dict[str, Any],
+        started: float | None = None,
+    ) -> None:
+        now = self.clock.now()
+        await self.store.finish_job_run(run_id, now, outcome, detail[:DETAIL_LIMIT], data)
+        self.metrics.runs.labels(name, outcome).inc()
+        if started is not None:
+            self.metrics.last_duration.labels(name).set(now - started)
+        if isinstance(size := data.get("bytes"), int | float) and not isinstance(size, bool):
+            self.metrics.last_bytes.labels(name).set(size)
+        if outcome == SUCCEEDED:
+            self.metrics.last_success.labels(name).set(now)
+        log_at = log.info if outcome in (SUCCEEDED, "skipped") else log.warning
+        log_at("job ended", job=name, run=run_id, outcome=outcome, detail=detail[:200])
+        run = JobRun(run_id, name, "", 0.0, started, now, outcome, detail, data)
+        await self._tell(run)
+
+    async def _tell(self, run: JobRun) -> None:
+        """The run as an observation of the job: `failed`, and what it measured."""
+        if run.outcome == "skipped" or run.ended_at is None:
+            return  # the run still going decides
+        values = {"failed": 0.0 if run.outcome == SUCCEEDED else 1.0}
+        if run.started_at is not None:
+            values["duration_seconds"] = run.ended_at - run.started_at
+        if isinstance(size := run.data.get("bytes"), int | float) and not isinstance(size, bool):
+            values["bytes"] = float(size)
+        status = Status.OK if run.outcome == SUCCEEDED else Status.CRITICAL
+        reason = f"{run.outcome}: {run.detail}"[:200]
+        try:
+            await self.sink(Observation(run.job, status, values, self.clock.now(), reason=reason))
+        except Exception:  # the run is recorded; the rules miss one value, which is logged
+            log.exception("job observation failed", job=run.job)
