@@ -84,6 +84,10 @@ remediations:
     url: {url}/broken
     retry: {{attempts: 1}}
     cooldown: 0s
+jobs:
+  nightly:               # run by hand below
+    run: notify
+    schedule: "0 2 * * *"
 """
 
 
@@ -139,6 +143,8 @@ async def drive_a_daemon(tmp: Path) -> str:
                 assert r.status == 200, await r.text()
             async with session.post(f"{base}/api/v1/rules/down/reset") as r:
                 assert r.status == 200, await r.text()  # the circuit gauge: closed
+            async with session.post(f"{base}/api/v1/jobs/nightly/run") as r:
+                assert r.status == 202, await r.text()
 
             def complete() -> bool:
                 return families <= sampled_families(generate_latest(daemon.registry).decode())

@@ -88,6 +88,23 @@ ALERT_RULE: Final[Schema] = strict(
     RULE
     | {"kind": {"const": "alert"}, "when": {"type": ["object", "null"]}, "firing_alerts": COUNT}
 )
+NULLABLE_NUMBER: Final[Schema] = {"type": ["number", "null"]}
+JOB_RUN: Final[Schema] = strict(
+    {
+        "id": COUNT,
+        "job": STRING,
+        # schedule, catch_up or manual.
+        "trigger": STRING,
+        "scheduled_at": NUMBER,
+        "started_at": NULLABLE_NUMBER,
+        "ended_at": NULLABLE_NUMBER,
+        # succeeded, failed, timeout, interrupted, missed or skipped; null while it runs.
+        "outcome": NULLABLE_STRING,
+        "detail": STRING,
+        # What the action reported (a backup's key, bytes, sha256...).
+        "data": {"type": "object"},
+    }
+)
 SILENCE: Final[Schema] = strict(
     {
         "id": STRING,
@@ -133,6 +150,23 @@ ANSWERS: Final[dict[str, Schema]] = {
     "RuleList": listing("rules", "Rule"),
     "CircuitReset": strict({"rule": STRING, "was_open": BOOLEAN}),
     "CheckStarted": strict({"check": STRING, "started": {"const": True}}),
+    "JobRun": JOB_RUN,
+    "JobRunList": listing("runs", "JobRun"),
+    "Job": strict(
+        {
+            "name": STRING,
+            "run": STRING,
+            "schedule": STRING,
+            "timezone": STRING,
+            "enabled": BOOLEAN,
+            "running": BOOLEAN,
+            "next_at": NULLABLE_NUMBER,
+            "last_run": {"oneOf": [ref("JobRun"), {"type": "null"}]},
+            "last_success_at": NULLABLE_NUMBER,
+        }
+    ),
+    "JobList": listing("jobs", "Job"),
+    "JobStarted": strict({"job": STRING, "started": {"const": True}}),
     "Reloaded": strict({"reloaded": {"const": True}, "config_hash": STRING}),
     "AlertsReceived": strict({"received": COUNT, "matched": COUNT}),
     "AlertsRefused": strict(

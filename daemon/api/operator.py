@@ -13,7 +13,7 @@ from aiohttp import web
 
 from daemon.api import openapi
 from daemon.api.bodies import json_error, json_response, read_json
-from daemon.api.port import CheckRun, DaemonView
+from daemon.api.port import DaemonView, RunStart
 from daemon.api.routes import Handler
 from daemon.api.schemas import MAX_AHEAD, MAX_LIMIT, MAX_SILENCE, SilenceBody, Who
 from daemon.core.models import IncidentStatus
@@ -39,6 +39,9 @@ def operator_handlers(daemon: DaemonView) -> dict[str, Handler]:
         "listRules": api.list_rules,
         "resetCircuit": api.reset_circuit,
         "runCheck": api.run_check,
+        "listJobs": api.list_jobs,
+        "listJobRuns": api.list_job_runs,
+        "runJob": api.run_job,
         "reload": api.reload,
     }
 
@@ -58,12 +61,7 @@ class Operator:
             except ValueError:
                 choices = ", ".join(s.value for s in IncidentStatus)
                 return json_error(400, f"status: must be one of {choices}")
-        try:
-            limit = int(query.get("limit", "100"))
-        except ValueError:
-            return json_error(400, "limit: not an integer")
-        if not 1 <= limit <= MAX_LIMIT:
-            return json_error(400, f"limit: must be between 1 and {MAX_LIMIT}")
+        limit = query_limit(request)
         incidents = await self.daemon.store.list_incidents(
             status=status, rule=query.get("rule"), limit=limit
         )
@@ -184,11 +182,32 @@ class Operator:
     async def run_check(self, request: web.Request) -> web.Response:
         check = request.match_info["check"]
         run = self.daemon.operations.run_check(check)
-        if run is CheckRun.UNKNOWN:
+        if run is RunStart.UNKNOWN:
             return json_error(404, f"no check {check!r}")
-        if run is CheckRun.RUNNING:
+        if run is RunStart.RUNNING:
             return json_error(409, f"check {check!r} is running already")
         return json_response({"check": check, "started": True}, status=202)
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        return json_response({"jobs": await self.daemon.operations.jobs()})
+
+    async def list_job_runs(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        runs = await self.daemon.operations.job_runs(name, query_limit(request))
+        if runs is None:
+            return json_error(404, f"no job {name!r}")
+        return json_response({"runs": [run.to_json() for run in runs]})
+
+    async def run_job(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        run = self.daemon.operations.run_job(name)
+        if run is RunStart.UNKNOWN:
+            return json_error(404, f"no job {name!r}")
+        if run is RunStart.RUNNING:
+            return json_error(409, f"a run of job {name!r} is going on")
+        return json_response({"job": name, "started": True}, status=202)
 
     # -- the config ----------------------------------------------------------------------------
 
@@ -199,3 +218,14 @@ class Operator:
             problems = "; ".join(daemon.reload_problems)
             return json_error(409, f"config not reloaded, the running one stays: {problems}")
         return json_response({"reloaded": True, "config_hash": daemon.config_hash})
+
+
+def query_limit(request: web.Request) -> int:
+    """The `limit` query parameter: 1..MAX_LIMIT, 100 if absent; else a 400 naming it."""
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise web.HTTPBadRequest(reason="limit: not an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise web.HTTPBadRequest(reason=f"limit: must be between 1 and {MAX_LIMIT}")
+    return limit

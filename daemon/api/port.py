@@ -16,7 +16,7 @@ from daemon.engine.alerts import Alert
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
 from daemon.runtime.metrics import Metrics
-from daemon.store.protocol import Store
+from daemon.store.protocol import JobRun, Store
 
 
 class DaemonView(Protocol):
@@ -53,10 +53,12 @@ class DaemonView(Protocol):
         ...
 
 
-class CheckRun(enum.Enum):
+class RunStart(enum.Enum):
+    """What asking for a run at once (of a check, of a job) came to."""
+
     STARTED = "started"
     RUNNING = "running already"
-    UNKNOWN = "no such check"
+    UNKNOWN = "unknown"
 
 
 class Operations(Protocol):
@@ -94,4 +96,14 @@ class Operations(Protocol):
         """Close the rule's circuit; whether it was open."""
         ...
 
-    def run_check(self, check: str) -> CheckRun: ...
+    def run_check(self, check: str) -> RunStart: ...
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        """Every job: its schedule, whether a run goes on, its next time and its last run."""
+        ...
+
+    async def job_runs(self, job: str, limit: int) -> list[JobRun] | None:
+        """The job's runs, newest first; None if there is no such job."""
+        ...
+
+    def run_job(self, job: str) -> RunStart: ...

@@ -112,6 +112,17 @@ class Client:
     async def rules(self) -> Answer:
         return await self.call("GET", "rules")
 
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def jobs(self) -> Answer:
+        return await self.call("GET", "jobs")
+
+    async def job_runs(self, job: str, limit: int | None = None) -> Answer:
+        return await self.call("GET", "jobs", job, "runs", query={"limit": limit})
+
+    async def run_job(self, job: str) -> Answer:
+        return await self.call("POST", "jobs", job, "run")
+
     # -- HTTP --------------------------------------------------------------------------------
 
     def url(self, *segments: str) -> URL:

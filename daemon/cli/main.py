@@ -1,4 +1,4 @@
-"""The `runbookd` command: run, check-config, once, demo; incidents and silence talk to a
+"""The `runbookd` command: run, check-config, once, demo; incidents, silence and jobs talk to a
 running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon).
 
 Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
     _incidents_parser(sub)
     _silence_parser(sub)
+    _jobs_parser(sub)
     return parser
 
 
@@ -98,6 +99,20 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _who(_action(actions, "resolve", "close it; its rule starts afresh"))
     _who(_action(actions, "approve", "approve the step waiting for approval"))
     _who(_action(actions, "reject", "reject the step waiting for approval"))
+
+
+def _jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("jobs", help="list scheduled jobs, show their runs, run one now")
+    _connection_options(parser, defaults=True)
+    parser.set_defaults(limit=None)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    _action(actions, "list", "every job with its last run (the default)")
+    show = _action(actions, "show", "a job's runs, newest first")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("--limit", type=int, help="at most this many (default 100)")
+    _action(actions, "run", "run a job now, whatever its schedule").add_argument(
+        "name", metavar="NAME"
+    )
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -221,6 +236,12 @@ async def _perform(api: Client, args: argparse.Namespace, body: Answer | None) -
                 "reject": api.reject,
             }[verb]
             return await act(args.id, args.by, args.reason)
+        case "jobs", "list":
+            return await api.jobs()
+        case "jobs", "show":
+            return await api.job_runs(args.name, args.limit)
+        case "jobs", "run":
+            return await api.run_job(args.name)
         case "silence", "list":
             return await api.silences(expired=args.expired)
         case "silence", "add":
@@ -241,6 +262,12 @@ def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
             return incident_detail(answer)
         case "incidents", verb:
             return f"{DONE[verb]} {shown(args.id)} (by {shown(args.by)})"
+        case "jobs", "list":
+            return job_table(entries(answer, "jobs"))
+        case "jobs", "show":
+            return run_table(entries(answer, "runs"))
+        case "jobs", "run":
+            return f"started {shown(args.name)}: `runbookd jobs show {shown(args.name)}` follows it"
         case "silence", "list":
             return silence_table(entries(answer, "silences"), now)
         case "silence", "add":
@@ -360,6 +387,46 @@ def incident_detail(incident: Answer) -> str:
     return "\n".join(lines)
 
 
+def job_table(jobs: list[object]) -> str:
+    if not jobs:
+        return "no jobs"
+    rows = []
+    for job in jobs:
+        last = field(job, "last_run")
+        state = "running" if field(job, "running") is True else text(last, "outcome")
+        if field(job, "enabled") is False:
+            state += " (disabled)"
+        rows.append(
+            [
+                text(job, "name"),
+                f"{text(job, 'schedule')} {text(job, 'timezone')}",
+                when(field(job, "next_at")),
+                state if last is not None else "never ran",
+                when(field(job, "last_success_at")),
+                text(job, "run"),
+            ]
+        )
+    return table(["JOB", "SCHEDULE", "NEXT", "LAST", "LAST SUCCESS", "RUNS"], rows)
+
+
+def run_table(runs: list[object]) -> str:
+    if not runs:
+        return "no runs"
+    rows = [
+        [
+            text(r, "id"),
+            text(r, "trigger"),
+            when(field(r, "scheduled_at")),
+            when(field(r, "started_at")),
+            when(field(r, "ended_at")),
+            "running" if field(r, "outcome") is None else text(r, "outcome"),
+            text(r, "detail"),
+        ]
+        for r in runs
+    ]
+    return table(["RUN", "TRIGGER", "DUE", "STARTED", "ENDED", "OUTCOME", "DETAIL"], rows)
+
+
 def silence_state(silence: object, now: float) -> str:
     active, ends = field(silence, "active"), instant(field(silence, "ends_at"))
     if active is True:
@@ -463,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmdrun_on_loop(args.config)
     if args.command == "once":
         return cmd_once(args.config, args.checks)
-    if args.command in ("incidents", "silence"):
+    if args.command in ("incidents", "silence", "jobs"):
         return cmd_api(args)
     return cmd_demo(args.config)
 

@@ -27,12 +27,6 @@ class JobMetrics:
             ["job"],
             registry=registry,
         )
-        self.last_bytes = Gauge(
-            "runbookd_job_last_run_bytes",
-            "The bytes the job's last run reported (a backup's size), where it reports any.",
-            ["job"],
-            registry=registry,
-        )
         self.running = Gauge(
             "runbookd_job_running", "1 while a run of the job goes on.", ["job"], registry=registry
         )

@@ -205,7 +205,7 @@ class JobRunner:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    async def run_now(self, name: str) -> None:
+    def run_now(self, name: str) -> None:
         """Start a run at once (`runbookd jobs run`); UnknownJob, or JobBusy if one goes on."""
         entry = self.jobs.get(name)
         if entry is None:
@@ -268,8 +268,6 @@ class JobRunner:
         self.metrics.runs.labels(name, outcome).inc()
         if started is not None:
             self.metrics.last_duration.labels(name).set(now - started)
-        if isinstance(size := data.get("bytes"), int | float) and not isinstance(size, bool):
-            self.metrics.last_bytes.labels(name).set(size)
         if outcome == SUCCEEDED:
             self.metrics.last_success.labels(name).set(now)
         log_at = log.info if outcome in (SUCCEEDED, "skipped") else log.warning

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from daemon.api.port import CheckRun
+from daemon.api.port import RunStart
 from daemon.core.models import Incident, RuleState, Step
+from daemon.jobs.runner import JobBusy, UnknownJob
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
+from daemon.store.protocol import JobRun
 
 if TYPE_CHECKING:
     from daemon.runtime.daemon import Daemon
@@ -91,8 +93,45 @@ class Operations:
     async def reset_circuit(self, rule: str) -> bool:
         return await self._daemon.pipeline.reset_circuit(rule)
 
-    def run_check(self, check: str) -> CheckRun:
+    def run_check(self, check: str) -> RunStart:
         scheduler = self._daemon.scheduler
         if check not in scheduler.jobs:
-            return CheckRun.UNKNOWN
-        return CheckRun.STARTED if scheduler.run_now(check) else CheckRun.RUNNING
+            return RunStart.UNKNOWN
+        return RunStart.STARTED if scheduler.run_now(check) else RunStart.RUNNING
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        runner = self._daemon.jobs
+        latest = await self._daemon.store.latest_job_runs()
+        succeeded = await self._daemon.store.latest_job_runs("succeeded")
+        listed: list[dict[str, Any]] = []
+        for name, entry in sorted(runner.jobs.items()):
+            config = entry.config
+            last, good = latest.get(name), succeeded.get(name)
+            listed.append(
+                {
+                    "name": name,
+                    "run": config.run,
+                    "schedule": config.schedule,
+                    "timezone": config.timezone,
+                    "enabled": config.enabled,
+                    "running": entry.running,
+                    "next_at": entry.due,
+                    "last_run": last.to_json() if last else None,
+                    "last_success_at": good.ended_at if good else None,
+                }
+            )
+        return listed
+
+    async def job_runs(self, job: str, limit: int) -> list[JobRun] | None:
+        if job not in self._daemon.jobs.jobs:
+            return None
+        return await self._daemon.store.job_runs(job, limit)
+
+    def run_job(self, job: str) -> RunStart:
+        try:
+            self._daemon.jobs.run_now(job)
+        except UnknownJob:
+            return RunStart.UNKNOWN
+        except JobBusy:
+            return RunStart.RUNNING
+        return RunStart.STARTED

@@ -56,6 +56,19 @@ class JobRun:
     detail: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job": self.job,
+            "trigger": self.trigger,
+            "scheduled_at": self.scheduled_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "data": self.data,
+        }
+
 
 class Pruned(NamedTuple):
     """How many rows `Store.prune` deleted."""
