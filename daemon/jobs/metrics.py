@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-OUTCOMES = ("succeeded", "failed", "timeout", "interrupted", "missed", "skipped")
+OUTCOMES = (
+    "succeeded",
+    "failed",
+    "timeout",
+    "interrupted",
+    "missed",
+    "skipped",
+    "held",
+    "rejected",
+    "dry_run",
+)
 
 
 class JobMetrics:

@@ -1,6 +1,12 @@
 """Runs the `jobs:` section: each job's action on its schedule, one run at a time, every run
 recorded in the store and told to the rules as an observation of the job.
 
+A job's action passes the parts of the safety envelope that apply to scheduled work: a dry
+run acts on nothing; the action's target is locked, so a job never runs beside a rule acting
+on the same target (it is held instead); and an action that needs approval (destructive, or
+`require_approval`) waits for an operator through the same approvals as a rule's steps. It
+is not counted in the remediation budget, nor held by cooldowns: those bound reactions.
+
 A run is never repeated blindly: a run a crash cut short is recorded as interrupted, and
 after downtime a missed time runs once if it is within the job's `catch_up`, else it is
 recorded as missed. A missed, interrupted, failed or timed-out run is `JOB.failed = 1`, which
@@ -23,6 +29,8 @@ from daemon.core.models import Incident, Observation, RemediationResult, Status
 from daemon.jobs.config import JobConfig
 from daemon.jobs.metrics import JobMetrics
 from daemon.jobs.schedule import Schedule
+from daemon.pipeline.approvals import Approvals
+from daemon.pipeline.safety import TargetLocks
 from daemon.store.protocol import JobRun, Store
 from remediations.base import Remediation, RemediationConfig, RemediationContext
 
@@ -34,6 +42,10 @@ Actions = Callable[[str], tuple[Remediation, RemediationConfig] | None]
 
 DETAIL_LIMIT = 2000  # characters of a run's detail kept in the store
 SUCCEEDED = "succeeded"
+SINCE = "job_schedules"  # the store's namespace: since when each job has had its schedule
+# Outcomes that are not a failure: it worked, or a person or the dry run decided it would
+# not act. Every other outcome (failed, timeout, interrupted, missed, held) is `failed = 1`.
+FINE = frozenset({SUCCEEDED, "rejected", "dry_run"})
 
 
 class UnknownJob(KeyError):
@@ -80,6 +92,9 @@ class JobRunner:
         sink: Sink,
         actions: Actions,
         ctx_for: Callable[[str], RemediationContext],
+        approvals: Approvals,
+        locks: TargetLocks,
+        dry_run: Callable[[], bool] = lambda: False,
         watch: Callable[[asyncio.Task[Any]], object] | None = None,
     ) -> None:
         self.store = store
@@ -88,6 +103,9 @@ class JobRunner:
         self.sink = sink
         self.actions = actions
         self.ctx_for = ctx_for
+        self.approvals = approvals
+        self.locks = locks
+        self.dry_run = dry_run
         self._watch = watch
         self.jobs: dict[str, Entry] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -97,9 +115,13 @@ class JobRunner:
 
     # -- configuration -------------------------------------------------------------------------
 
-    def configure(self, jobs: Mapping[str, JobConfig]) -> None:
+    async def configure(self, jobs: Mapping[str, JobConfig]) -> None:
         """Install the jobs; an unchanged job keeps its schedule and its run in flight (a
-        reload). A removed job's run in flight finishes; it is not scheduled again."""
+        reload). A removed job's run in flight finishes; it is not scheduled again.
+
+        The store keeps since when each job has had its schedule (`SINCE`): the times a
+        restart finds missed are counted from there, never from before a job existed or its
+        schedule changed."""
         now = self.clock.now()
         entries: dict[str, Entry] = {}
         for name, config in jobs.items():
@@ -111,6 +133,10 @@ class JobRunner:
             if config.enabled:
                 entry.due = entry.schedule.next_due(now)
                 self._push(entry.due, name)
+            timing = [config.schedule, config.timezone, config.jitter, config.enabled]
+            since = await self.store.get_value(SINCE, name)
+            if not isinstance(since, dict) or since.get("timing") != timing:
+                await self.store.put_value(SINCE, name, {"timing": timing, "at": now})
         self.jobs = entries
         self._wake.set()
 
@@ -154,10 +180,13 @@ class JobRunner:
         if not entry.config.enabled:
             return False
         runs = await self.store.job_runs(name, limit=50)
+        since = await self.store.get_value(SINCE, name)
+        anchor = since.get("at") if isinstance(since, dict) else None
         last = next((r.scheduled_at for r in runs if r.trigger != "manual"), None)
-        if last is None:
-            return False  # a new job: its schedule starts now
-        missed = entry.schedule.due_between(last, now)
+        after = max((t for t in (anchor, last) if isinstance(t, int | float)), default=None)
+        if after is None:
+            return False
+        missed = entry.schedule.due_between(after, now)
         if not missed:
             return False
         newest = missed[-1]
@@ -240,19 +269,53 @@ class JobRunner:
         if found is None:  # config validation names it; a plugin may still vanish
             return "failed", f"no remediation named {config.run!r}", {}
         action, action_config = found
-        timeout = config.timeout or action_config.timeout
-        log.info("job started", job=name, run=run_id, trigger=trigger, action=config.run)
+        if self.dry_run():
+            return "dry_run", f"dry run: {config.run} ({action.type}) not run", {}
         incident = run_incident(name, run_id, trigger, scheduled_at)
+        target = action_config.target or config.run
+        if (holder := self.locks.acquire(target, incident.id)) is not None:
+            return "held", f"target {target!r} is busy: incident {holder} is acting on it", {}
         try:
-            async with self.clock.timeout(timeout):
-                result = await action.execute(self.ctx_for(config.run), incident)
-        except TimeoutError:
-            return "timeout", f"{config.run} did not finish within {timeout:g}s", {}
-        except Exception as exc:  # an action broke its contract: the run failed, say why
-            log.exception("job action raised", job=name, action=config.run)
-            return "failed", f"{config.run} raised {type(exc).__name__}: {exc}", {}
+            refused = await self._approved(incident, config.run, action, action_config)
+            if refused is not None:
+                return refused
+            timeout = config.timeout or action_config.timeout
+            log.info("job started", job=name, run=run_id, trigger=trigger, action=config.run)
+            try:
+                async with self.clock.timeout(timeout):
+                    result = await action.execute(self.ctx_for(config.run), incident)
+            except TimeoutError:
+                return "timeout", f"{config.run} did not finish within {timeout:g}s", {}
+            except Exception as exc:  # an action broke its contract: the run failed, say why
+                log.exception("job action raised", job=name, action=config.run)
+                return "failed", f"{config.run} raised {type(exc).__name__}: {exc}", {}
+        finally:
+            self.locks.release(incident.id)
         result = result or RemediationResult(True, "done")
         return (SUCCEEDED if result.ok else "failed"), result.detail, dict(result.data)
+
+    async def _approved(
+        self, incident: Incident, name: str, action: Remediation, config: RemediationConfig
+    ) -> tuple[str, str, dict[str, Any]] | None:
+        """None to go on; else why the run does not act (rejected, or no answer in time)."""
+        needed = config.require_approval
+        if not (action.destructive if needed is None else needed):
+            return None
+        now = self.clock.now()
+        log.warning(
+            "job waits for approval",
+            job=incident.rule,
+            action=name,
+            approve=f"POST /api/v1/incidents/{incident.id}/approve",
+        )
+        deadline = now + config.approval_timeout
+        decision = await self.approvals.wait(incident.id, name, now, deadline)
+        if decision is None:
+            return "held", f"no approval within {config.approval_timeout:g}s; {name} not run", {}
+        if not decision.approved:
+            by = {"by": decision.by, "reason": decision.reason}
+            return "rejected", f"{name} rejected by {decision.by}: {decision.reason}", by
+        return None
 
     async def _finish(
         self,
@@ -279,12 +342,12 @@ class JobRunner:
         """The run as an observation of the job: `failed`, and what it measured."""
         if run.outcome == "skipped" or run.ended_at is None:
             return  # the run still going decides
-        values = {"failed": 0.0 if run.outcome == SUCCEEDED else 1.0}
+        values = {"failed": 0.0 if run.outcome in FINE else 1.0}
         if run.started_at is not None:
             values["duration_seconds"] = run.ended_at - run.started_at
         if isinstance(size := run.data.get("bytes"), int | float) and not isinstance(size, bool):
             values["bytes"] = float(size)
-        status = Status.OK if run.outcome == SUCCEEDED else Status.CRITICAL
+        status = Status.OK if run.outcome in FINE else Status.CRITICAL
         reason = f"{run.outcome}: {run.detail}"[:200]
         try:
             await self.sink(Observation(run.job, status, values, self.clock.now(), reason=reason))

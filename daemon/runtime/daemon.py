@@ -271,7 +271,7 @@ class Daemon:
             self.supervisor.watch(self._ticker)
         self._opened.push_async_callback(self.jobs.stop)
         with starting("cannot start the jobs"):
-            self.jobs.configure(self.config.jobs)
+            await self.jobs.configure(self.config.jobs)
             await self.jobs.start()
         self._started.set()
         log.info(
@@ -318,6 +318,9 @@ class Daemon:
             sink=self.engine.observe,
             actions=self._action,
             ctx_for=lambda name: self.pipeline.actor.ctx_for(name),
+            approvals=self.pipeline.approvals,
+            locks=self.pipeline.locks,
+            dry_run=lambda: self.config.runbookd.dry_run,
             watch=self.supervisor.watch,
         )
 
@@ -391,7 +394,7 @@ class Daemon:
         self.pipeline.set_plan(plan)
         self.engine.set_rules(dict(config.rules), staleness(config))
         await self.scheduler.set_checks(checks)
-        self.jobs.configure(config.jobs)
+        await self.jobs.configure(config.jobs)
         self.config = config
         self._loaded(config)
         self.reload_problems = []

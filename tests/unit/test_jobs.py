@@ -16,6 +16,8 @@ from daemon.jobs.config import JobConfig
 from daemon.jobs.metrics import JobMetrics
 from daemon.jobs.runner import JobBusy, JobRunner, UnknownJob
 from daemon.jobs.schedule import Schedule
+from daemon.pipeline.approvals import Approvals, Decision
+from daemon.pipeline.safety import TargetLocks
 from daemon.store.protocol import JobRun
 from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.memory_store import MemoryData, MemoryStore
@@ -39,8 +41,11 @@ class Action(Hooks):
     destructive = False
     notifier = False
 
-    def __init__(self, clock: ManualClock, *, takes: float = 0.0, ok: bool = True) -> None:
+    def __init__(
+        self, clock: ManualClock, *, takes: float = 0.0, ok: bool = True, destructive: bool = False
+    ) -> None:
         self.clock = clock
+        self.destructive = destructive
         self.takes = takes
         self.ok = ok
         self.boom = False
@@ -61,8 +66,11 @@ def job(**fields: Any) -> JobConfig:
 
 
 class Harness:
-    def __init__(self, clock: ManualClock, data: MemoryData, action: Action) -> None:
+    def __init__(
+        self, clock: ManualClock, data: MemoryData, action: Action, *, dry_run: bool = False
+    ) -> None:
         self.clock, self.action = clock, action
+        self.approvals, self.locks = Approvals(clock), TargetLocks()
         self.store = MemoryStore(data)
         self.seen: list[Observation] = []
         self.registry = CollectorRegistry()
@@ -79,10 +87,13 @@ class Harness:
             sink=sink,
             actions=lambda name: (action, config) if name == "backup" else None,
             ctx_for=lambda name: RemediationContext(None, clock),  # type: ignore[arg-type]
+            approvals=self.approvals,
+            locks=self.locks,
+            dry_run=lambda: dry_run,
         )
 
     async def start(self, **jobs: JobConfig) -> Harness:
-        self.runner.configure(jobs or {"nightly": job(timezone="Europe/Berlin")})
+        await self.runner.configure(jobs or {"nightly": job(timezone="Europe/Berlin")})
         await self.runner.start()
         await self.clock.quiet()
         return self
@@ -144,7 +155,7 @@ async def test_daylight_saving_changes_neither_lose_nor_double_a_run() -> None:
             assert local == ["28 02:30 CET", "29 03:00 CEST", "30 02:30 CEST"]
         else:
             assert local == ["24 02:30 CEST", "25 02:30 CEST", "26 02:30 CET"]
-        h.runner.configure({})
+        await h.runner.configure({})
         await h.runner.stop()
 
 
@@ -283,7 +294,7 @@ async def test_a_reload_moves_a_changed_schedule_and_drops_a_removed_job(
     clock: ManualClock,
 ) -> None:
     h = await started(clock, nightly=job(), hourly=job(schedule="0 * * * *"))
-    h.runner.configure({"nightly": job(schedule="0 4 * * *")})
+    await h.runner.configure({"nightly": job(schedule="0 4 * * *")})
     await clock.advance(86400)
     assert await h.runs("hourly") == []
     (run,) = await h.runs()
@@ -328,8 +339,10 @@ async def test_a_failed_run_opens_an_incident_that_pages_and_a_good_run_resolves
         sink=w.engine.observe,
         actions=lambda name: (action, config),
         ctx_for=lambda name: RemediationContext(None, clock),  # type: ignore[arg-type]
+        approvals=w.pipeline.approvals,
+        locks=w.pipeline.locks,
     )
-    runner.configure({"nightly": job(timezone="Europe/Berlin")})
+    await runner.configure({"nightly": job(timezone="Europe/Berlin")})
     await runner.start()
     await clock.advance(at(2026, 3, 28, 2, 0) - clock.now())
     await w.settle()
@@ -341,3 +354,59 @@ async def test_a_failed_run_opens_an_incident_that_pages_and_a_good_run_resolves
     await w.settle()
     assert not w.engine.incidents
     await runner.stop()
+
+
+async def test_a_dry_run_acts_on_nothing_and_says_so(clock: ManualClock) -> None:
+    h = await Harness(clock, MemoryData(), Action(clock), dry_run=True).start()
+    h.runner.run_now("nightly")
+    await clock.quiet()
+    (run,) = await h.runs()
+    assert (run.outcome, run.detail) == ("dry_run", "dry run: backup (job_action) not run")
+    assert h.action.runs == []
+    assert h.seen[-1].values["failed"] == 0.0
+
+
+async def test_a_job_never_acts_on_a_target_a_rule_is_acting_on(clock: ManualClock) -> None:
+    h = await started(clock)
+    h.locks.acquire("backup", "inc-7")  # a rule's plan holds the target
+    h.runner.run_now("nightly")
+    await clock.quiet()
+    (run,) = await h.runs()
+    assert (run.outcome, run.detail) == (
+        "held",
+        "target 'backup' is busy: incident inc-7 is acting on it",
+    )
+    assert h.action.runs == []
+    assert h.seen[-1].values["failed"] == 1.0
+    h.locks.release("inc-7")
+    h.runner.run_now("nightly")
+    await clock.quiet()
+    assert [r.outcome for r in await h.runs()] == ["held", "succeeded"]
+    assert h.locks.acquire("backup", "inc-8") is None  # the job let go of it
+
+
+async def test_a_destructive_action_waits_for_approval(clock: ManualClock) -> None:
+    h = await Harness(clock, MemoryData(), Action(clock, destructive=True)).start()
+    for answer in (
+        Decision(True, "ana", "window agreed"),
+        Decision(False, "bo", "not tonight"),
+        None,
+    ):
+        h.runner.run_now("nightly")
+        await clock.quiet()
+        (pending,) = h.approvals.pending.values()
+        assert pending.remediation == "backup"
+        assert pending.deadline == clock.now() + 900
+        if answer is None:
+            await clock.advance(900)
+        else:
+            assert h.approvals.decide(pending.incident_id, answer)
+            await clock.quiet()
+    runs = await h.runs()
+    assert [(r.outcome, r.detail) for r in runs] == [
+        ("succeeded", "uploaded"),
+        ("rejected", "backup rejected by bo: not tonight"),
+        ("held", "no approval within 900s; backup not run"),
+    ]
+    assert len(h.action.runs) == 1
+    assert [o.values["failed"] for o in h.seen] == [0.0, 0.0, 1.0]
