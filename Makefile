@@ -39,6 +39,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(PACKAGES) tests
 	$(BIN)/ruff format $(PACKAGES) tests
 
+# The configuration reference, generated from the config models; tests/unit/test_reference.py
+# fails when docs/configuration.md is out of date.
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/runbookd config reference > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache state
 

@@ -20,22 +20,34 @@ MIN_INTERVAL = 0.1
 
 
 class CheckConfig(SecretsModel):
-    """Fields every check has. Subclasses narrow `type` to a Literal (the YAML `type:` key)."""
+    """Fields every check has. Subclasses narrow `type` to a Literal (the YAML `type:` key)
+    and give an `example`: a config text naming one check of the type, which the reference
+    shows and tests/unit/test_reference.py loads."""
 
-    type: str
-    interval: Duration = Field(30.0, ge=MIN_INTERVAL)
-    # The scheduler cancels a run after this long; the check should give up a little earlier.
-    # It may exceed the interval: a run still going when the next is due makes that one
-    # skipped (and counted in runbookd_check_runs_skipped_total), never run twice at once.
-    timeout: PositiveDuration = 10.0
-    # Runs are offset by a stable fraction of `jitter x interval`, so checks don't all fire at
-    # once. The default spreads them over the whole interval, as Prometheus spreads its
-    # scrapes: a thousand 1 s checks bunched into a tenth of a second start up to 0.3 s late.
-    jitter: Ratio = 1.0
-    # After this long without an observation the check's values count as UNKNOWN.
-    # Default: three intervals. Longer than interval + timeout, or data fresh from the
-    # next run would already count as stale.
-    stale_after: PositiveDuration | None = None
+    example: ClassVar[str] = ""
+
+    type: str = Field(description="The check's type: one of the sections below.")
+    interval: Duration = Field(30.0, ge=MIN_INTERVAL, description="How often the check runs.")
+    timeout: PositiveDuration = Field(
+        10.0,
+        description="A run still going after this long is cancelled, and UNKNOWN. It may "
+        "exceed `interval`: a run still going when the next is due makes that one skipped "
+        "(`runbookd_check_runs_skipped_total`), never run twice at once.",
+    )
+    # The default spreads runs over the whole interval, as Prometheus spreads its scrapes: a
+    # thousand 1 s checks bunched into a tenth of a second start up to 0.3 s late.
+    jitter: Ratio = Field(
+        1.0,
+        description="Runs are offset by a stable fraction of `jitter x interval`, so checks "
+        "do not all run at once.",
+    )
+    # Longer than interval + timeout, or data fresh from the next run would count as stale.
+    stale_after: PositiveDuration | None = Field(
+        None,
+        description="After this long without an observation the check's values count as "
+        "UNKNOWN (rules hold). Default: three intervals; must be longer than interval + "
+        "timeout.",
+    )
 
     @field_validator("stale_after")
     @classmethod

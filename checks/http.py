@@ -39,16 +39,43 @@ JsonPath = Annotated[str, AfterValidator(_json_path)]
 
 
 class HttpCheckConfig(CheckConfig):
+    """One request to an endpoint: `up` is 1 when every expectation holds (status, JSON
+    fields, body text), else 0 and CRITICAL; no answer at all is CRITICAL with `up` 0 too, since
+    the endpoint not answering is the data. Redirects are not followed."""
+
+    example: ClassVar[str] = """
+        checks:
+          health:
+            type: http
+            url: https://app.example.com/api/health
+            interval: 30s
+            timeout: 5s
+            expect_json: {status: ok}
+            max_latency: 800ms
+        """
+
     type: Literal["http"]
-    url: HttpUrl
-    method: Literal["GET", "HEAD", "POST"] = "GET"
-    headers: Headers = Field(default_factory=dict)
-    expect_status: tuple[StatusSpec, ...] = Field((200,), min_length=1)
-    # Dotted path -> expected value, e.g. {"status": "ok", "checks.db": "up"}.
-    expect_json: dict[JsonPath, JsonValue] | None = None
-    expect_body: str | None = Field(None, min_length=1)
-    # Slower than this (but otherwise fine) is WARN.
-    max_latency: PositiveDuration | None = None
+    url: HttpUrl = Field(description="The http(s) URL to request.")
+    method: Literal["GET", "HEAD", "POST"] = Field("GET", description="The request method.")
+    headers: Headers = Field(
+        default_factory=dict, description="Request headers, e.g. `{Authorization: ...}`."
+    )
+    expect_status: tuple[StatusSpec, ...] = Field(
+        (200,),
+        min_length=1,
+        description="The statuses that count as up: codes (`200`) or classes (`2xx`).",
+    )
+    expect_json: dict[JsonPath, JsonValue] | None = Field(
+        None,
+        description="Dotted path into the JSON body -> the value it must have, e.g. "
+        "`{status: ok, checks.db: up}` (`true` is not `1`).",
+    )
+    expect_body: str | None = Field(
+        None, min_length=1, description="Text the body must contain (first MiB read)."
+    )
+    max_latency: PositiveDuration | None = Field(
+        None, description="Slower than this, but otherwise fine, is WARN (`up` stays 1)."
+    )
 
     @model_validator(mode="after")
     def _head_has_no_body(self) -> HttpCheckConfig:

@@ -63,10 +63,30 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class NagiosCheckConfig(CheckConfig):
+    """Runs a Nagios-compatible plugin (no shell, its own process group): the exit code is
+    the status (0 OK, 1 WARN, 2 CRITICAL, 3 UNKNOWN), the first line of output the reason.
+    Each performance data item becomes a value named by its label in lower case (characters
+    other than a-z, 0-9 and _ as `_`), in base units (seconds, bytes); `plugin_exit_code` is
+    the exit code. A plugin that cannot start or times out is UNKNOWN."""
+
+    example: ClassVar[str] = """
+        checks:
+          disk_root:
+            type: nagios
+            argv: [/usr/lib/nagios/plugins/check_disk, -w, "20%", -c, "10%", -p, /]
+            interval: 1m
+        """
+
     type: Literal["nagios"]
-    argv: list[NonEmpty] = Field(min_length=1)
-    # Added to the daemon's environment (without its RUNBOOKD_* settings).
-    env: dict[NonEmpty, str] = Field(default_factory=dict)
+    argv: list[NonEmpty] = Field(
+        min_length=1, description="The plugin and its arguments, run as a list (no shell)."
+    )
+    env: dict[NonEmpty, str] = Field(
+        default_factory=dict,
+        description="Environment variables for the plugin. Of the daemon's it inherits only "
+        "PATH, HOME, USER, LOGNAME, TMPDIR, TZ and the locale, with `LC_NUMERIC=C`; "
+        "`RUNBOOKD_*` names are refused.",
+    )
 
     _no_nul = field_validator("argv")(check_argv)
     _env_names = field_validator("env")(check_env)

@@ -59,28 +59,56 @@ MIGRATION_VALUES = frozenset({"unfinished_migrations", "rolled_back_migrations"}
 
 
 class PostgresCheckConfig(CheckConfig):
+    """Connects to a PostgreSQL database and runs `SELECT 1` (`latency_seconds`), then reads
+    its statistics: connections against `max_connections`, size, long queries, dead tuples,
+    replication lag, unfinished Prisma migrations. A database that does not answer is
+    CRITICAL with `up` 0; a statistic the server refuses (privileges) is left out and named
+    in the reason (WARN)."""
+
     # Errors must not show the input: the URL may hold a password.
     model_config = ConfigDict(hide_input_in_errors=True)
 
+    example: ClassVar[str] = """
+        checks:
+          database:
+            type: postgres
+            dsn: postgresql://runbookd@db.internal:5432/app?sslmode=require
+            interval: 1m
+        """
+
     type: Literal["postgres"]
-    # postgresql://user@host:5432/dbname?sslmode=require -- a secret, since a DSN may carry
-    # the password; `dsn_file` keeps it out of the config.
-    dsn: SecretStr
-    # Overrides a password in the DSN; `password_file` reads it from a file.
-    password: SecretStr | None = None
-    # Default: the check's timeout.
-    connect_timeout: Duration | None = Field(None, gt=0)
-    # Queries running longer than this are counted in `long_queries`.
-    long_query: Duration = Field(30.0, gt=0)
-    # Tables with fewer dead tuples are left out of the dead tuple values.
-    dead_tuple_min: int = Field(1000, ge=0)
-    # A table whose dead tuple ratio is above this counts in `tables_needing_vacuum`.
-    dead_tuple_ratio: Ratio = 0.2
-    # "auto": replication lag is reported when the server is in recovery. true: the server
-    # must be a replica (WARN otherwise). false: replication is not looked at.
-    replica: bool | Literal["auto"] = "auto"
-    # Count unfinished and rolled back migrations in `_prisma_migrations`, when it exists.
-    prisma_migrations: bool = True
+    dsn: SecretStr = Field(
+        description="`postgresql://user@host:5432/dbname?sslmode=require`; a secret, since a "
+        "DSN may carry the password."
+    )
+    password: SecretStr | None = Field(None, description="The password, overriding one in the DSN.")
+    connect_timeout: Duration | None = Field(
+        None, gt=0, description="How long connecting may take; default: the check's `timeout`."
+    )
+    long_query: Duration = Field(
+        30.0, gt=0, description="Queries running longer count in `long_queries`."
+    )
+    dead_tuple_min: int = Field(
+        1000,
+        ge=0,
+        description="Tables with fewer dead tuples are left out of the dead tuple values.",
+    )
+    dead_tuple_ratio: Ratio = Field(
+        0.2,
+        description="A table whose dead tuple ratio is above this counts in "
+        "`tables_needing_vacuum`.",
+    )
+    replica: bool | Literal["auto"] = Field(
+        "auto",
+        description="`auto`: replication lag is reported when the server is in recovery; "
+        "`true`: the server must be a replica (WARN otherwise); `false`: replication is not "
+        "looked at.",
+    )
+    prisma_migrations: bool = Field(
+        True,
+        description="Count unfinished and rolled back migrations in `_prisma_migrations`, "
+        "when that table exists.",
+    )
 
     _postgres_url = field_validator("dsn")(checked_postgres_dsn)
 

@@ -53,26 +53,70 @@ def value_name(label_value: str) -> str:
 
 
 class BasicAuth(SecretsModel):
+    """HTTP basic authentication (RFC 7617)."""
+
     # RFC 7617: the user-id cannot contain a colon.
-    username: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^:]*$")]
-    password: SecretStr
+    username: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^:]*$")] = Field(
+        description="The user name (no colon)."
+    )
+    password: SecretStr = Field(description="The password.")
 
 
 class PrometheusCheckConfig(CheckConfig):
+    """An instant PromQL query (`GET URL/api/v1/query`); a successful query is OK and its
+    result becomes values for rules to judge. A scalar or a single series gives one value,
+    named by `value`; with `label`, each series of a vector gives a value named by that
+    label's value (`10.0.0.1:9100` -> `_10_0_0_1_9100`). `series` counts the series returned.
+
+    An empty result ("query returned no series"), a result of only NaN or ±Inf, a query
+    error or a Prometheus that does not answer is UNKNOWN, and a rule on it holds (and after
+    `blind_after` pages as blind). So write a ratio so that "nothing bad" is a number: a
+    counter with no matching series yields an empty vector, not 0. Give the numerator
+    `or vector(0)`: `(sum(rate(http_requests_total{status=~"5.."}[5m])) or vector(0)) /
+    sum(rate(http_requests_total[5m]))` is 0 with no errors, while no traffic (0/0 = NaN) or
+    no series at all (an empty denominator) stays UNKNOWN. With `or vector(0)` around the
+    whole ratio instead, no data at all would read as 0."""
+
+    example: ClassVar[str] = """
+        checks:
+          error_rate:
+            type: prometheus
+            url: http://127.0.0.1:9090
+            query: >-
+              (sum(rate(http_requests_total{job="web", status=~"5.."}[5m])) or vector(0))
+              / sum(rate(http_requests_total{job="web"}[5m]))
+            value: error_ratio
+            interval: 30s
+        """
+
     type: Literal["prometheus"]
-    # The base URL, e.g. http://127.0.0.1:9090 (a path prefix like /prometheus is kept).
-    url: HttpUrl
-    query: Query
-    basic_auth: BasicAuth | None = None
-    # Sent as `Authorization: Bearer ...`; prefer token_file to keep it out of the config.
-    token: SecretStr | None = None
-    headers: Headers = Field(default_factory=dict)
-    # For vectors: the label whose value names each series' value.
-    label: LabelName | None = None
-    # The name of the one value of a scalar or a single series.
-    value: ValueName = "value"
-    # At most this many series become values (the first by name); more are left out.
-    max_series: int = Field(100, ge=1)
+    url: HttpUrl = Field(
+        description="Prometheus's base URL, e.g. `http://127.0.0.1:9090` (a path prefix such "
+        "as `/prometheus` is kept); `/api/v1/query` is added."
+    )
+    query: Query = Field(description="The PromQL expression, evaluated at the time of the run.")
+    basic_auth: BasicAuth | None = Field(None, description="HTTP basic authentication.")
+    token: SecretStr | None = Field(
+        None, description="Sent as `Authorization: Bearer TOKEN`; prefer `token_file`."
+    )
+    headers: Headers = Field(default_factory=dict, description="Request headers.")
+    label: LabelName | None = Field(
+        None,
+        description="For a vector of several series: the label whose value names each "
+        "series' value (a series without it takes the `value` name). Unset: more than one "
+        "series is UNKNOWN.",
+    )
+    value: ValueName = Field(
+        "value",
+        description="The name of the value of a scalar or a single series: what a rule "
+        "names as `CHECK.VALUE`.",
+    )
+    max_series: int = Field(
+        100,
+        ge=1,
+        description="At most this many series become values (the first by name); the rest "
+        "are left out, and the reason says so.",
+    )
 
     @model_validator(mode="after")
     def _one_authorization(self) -> PrometheusCheckConfig:

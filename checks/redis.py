@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
 from daemon.clients.redis import checked_redis_url, redis_errors, url_passwords
@@ -55,15 +55,29 @@ VALUE_NAMES = frozenset(
 
 
 class RedisCheckConfig(CheckConfig):
+    """One INFO and one PING per run: latency, memory against maxmemory, clients,
+    evictions and rejected connections (totals and `*_delta`, the increase since the previous
+    run), and the replication link. Redis not answering is CRITICAL with `up` 0."""
+
     # Errors must not show the input: the URL may hold a password.
     model_config = ConfigDict(hide_input_in_errors=True)
 
+    example: ClassVar[str] = """
+        checks:
+          cache:
+            type: redis
+            url: redis://cache.internal:6379/0
+            interval: 30s
+        """
+
     type: Literal["redis"]
-    # redis://[user[:password]@]host:6379/0, rediss:// for TLS, unix:///path?db=0 -- a secret,
-    # since the URL may carry the password; `url_file` keeps it out of the config.
-    url: SecretStr
-    # For a URL without a password; `password_file` reads it from a file.
-    password: SecretStr | None = None
+    url: SecretStr = Field(
+        description="`redis://[user[:password]@]host:6379/0`, `rediss://` for TLS, "
+        "`unix:///path?db=0`; a secret, since the URL may carry the password."
+    )
+    password: SecretStr | None = Field(
+        None, description="The password, for a URL without one (not both)."
+    )
 
     _redis_url = field_validator("url")(checked_redis_url)
 

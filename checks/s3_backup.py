@@ -61,30 +61,68 @@ def s3_errors() -> tuple[type[BaseException], ...]:
 
 
 class S3BackupCheckConfig(CheckConfig):
+    """The newest object under `prefix` (by LastModified) is the latest backup: older than
+    `rpo`, smaller than `min_size` or missing is CRITICAL; much smaller than the one before it,
+    or not encrypted at rest, is WARN. `fresh` (1/0) carries the CRITICAL verdict for rules,
+    also when there is no backup at all. AWS, or an S3-compatible store (MinIO, R2) through
+    `endpoint_url`."""
+
+    example: ClassVar[str] = """
+        checks:
+          backups:
+            type: s3_backup
+            bucket: acme-backups
+            prefix: postgres/app/
+            region: eu-west-1
+            rpo: 24h
+            interval: 1h
+        """
+
     type: Literal["s3_backup"]
-    bucket: str = Field(min_length=1, pattern=r"^[^/\s]+$")
-    prefix: str = ""
-    # For S3-compatible stores; AWS when unset.
-    endpoint_url: HttpUrl | None = None
-    region: str = Field("us-east-1", min_length=1)
-    # Without keys, the default credential chain (env, profile, instance role) is used.
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
-    session_token: SecretStr | None = None
-    # Recovery point objective: a newest backup older than this is CRITICAL.
-    rpo: Duration = Field(86400.0, gt=0)
-    # The newest backup smaller than (1 - size_drop) x the previous one is WARN.
-    size_drop: Ratio = 0.5
-    # Server-side encryption (AES256 or aws:kms) on the newest backup, else WARN. Turn off
-    # for backups encrypted client-side (restic, gpg...), which S3 cannot see.
-    require_encryption: bool = True
-    # A newest backup smaller than this is CRITICAL (the default: an empty one).
-    min_size: int = Field(1, ge=0)
-    # Default: path-style with endpoint_url (most S3-compatible stores), else auto.
-    addressing_style: Literal["auto", "path", "virtual"] | None = None
-    page_size: int = Field(1000, ge=1, le=1000)  # keys per ListObjectsV2 page (S3's maximum)
-    # Listing stops after this many keys, so a huge bucket cannot make a run unbounded.
-    max_keys: int = Field(10_000, ge=1)
+    bucket: str = Field(min_length=1, pattern=r"^[^/\s]+$", description="The bucket's name.")
+    prefix: str = Field("", description="Only keys starting with this are backups.")
+    endpoint_url: HttpUrl | None = Field(
+        None, description="An S3-compatible store's URL; unset: AWS."
+    )
+    region: str = Field("us-east-1", min_length=1, description="The bucket's region.")
+    access_key_id: SecretStr | None = Field(
+        None,
+        description="Unset, with the secret key: the default credential chain (environment, "
+        "profile, instance role).",
+    )
+    secret_access_key: SecretStr | None = Field(None, description="Goes with `access_key_id`.")
+    session_token: SecretStr | None = Field(None, description="For temporary credentials.")
+    rpo: Duration = Field(
+        86400.0,
+        gt=0,
+        description="Recovery point objective: a newest backup older than this is CRITICAL.",
+    )
+    size_drop: Ratio = Field(
+        0.5,
+        description="A newest backup smaller than (1 - size_drop) x the previous one is WARN.",
+    )
+    require_encryption: bool = Field(
+        True,
+        description="Server-side encryption (AES256 or aws:kms) on the newest backup, else "
+        "WARN. Turn off for backups encrypted client-side (restic, gpg), which S3 cannot see.",
+    )
+    min_size: int = Field(
+        1, ge=0, description="A newest backup of fewer bytes is CRITICAL (default: an empty one)."
+    )
+    addressing_style: Literal["auto", "path", "virtual"] | None = Field(
+        None,
+        description="S3 addressing; default: `path` with `endpoint_url` (most S3-compatible "
+        "stores), else `auto`.",
+    )
+    page_size: int = Field(
+        1000, ge=1, le=1000, description="Keys per ListObjectsV2 page (S3's maximum is 1000)."
+    )
+    max_keys: int = Field(
+        10_000,
+        ge=1,
+        description="Listing stops after this many keys, so a huge bucket cannot make a run "
+        "unbounded.",
+    )
 
     @model_validator(mode="after")
     def _whole_key_pair(self) -> S3BackupCheckConfig:

@@ -82,24 +82,82 @@ def quantile_value_name(q: float) -> str:
 
 
 class ScrapeCheckConfig(CheckConfig):
+    """Reads the application's own Prometheus metrics (`/metrics`, text format) and computes,
+    as Prometheus would, over the scrapes of the last `window`:
+
+    - `requests`: the increase of the `requests_metric` counter, summed over its series (a
+      counter that drops is a restart: its increase is the new value);
+    - `error_ratio`: the increase of the series whose status is one of `error_statuses`,
+      divided by `requests`;
+    - `request_rate`: `requests` per second of the window;
+    - `p95_seconds` (one value per quantile: `p50_seconds`, `p99_9_seconds`): from the
+      increases of the `latency_metric` histogram's `_bucket` series, with Prometheus's
+      `histogram_quantile` interpolation; left out when the window has no observations.
+
+    The status of a series is read from its `status_label`, or else from the first of
+    `status`, `code`, `status_code`, `http_status_code`, `http_response_status_code`,
+    `http.response.status_code`, `http.status_code`, `response_code`, `http_status`,
+    `statusCode` that the series carry. A series without it, or with a value that is no HTTP
+    status (`503`, or a class such as `5xx`), makes the run UNKNOWN: its requests might be
+    errors. A rate needs two scrapes, so the first run is UNKNOWN ("first scrape: no window
+    yet"); fewer than `min_requests` requests in the window is UNKNOWN too, neither good nor
+    bad, and so is a metrics endpoint that cannot be read. `up` is 1 on every run that
+    computed values."""
+
+    example: ClassVar[str] = """
+        checks:
+          traffic:
+            type: scrape
+            url: http://app.internal:3000/metrics
+            interval: 15s
+            window: 5m
+            min_requests: 100
+            quantiles: [0.5, 0.95]
+            match_labels: {handler: /api/tasks}
+        """
+
     type: Literal["scrape"]
-    url: HttpUrl
-    headers: Headers = Field(default_factory=dict)
-    # A counter; the family name may be given with or without `_total`.
-    requests_metric: MetricName = "http_requests_total"
-    # The label holding the HTTP status ("503" or a class like "5xx"). Unset: the first of
-    # STATUS_LABELS that the series carry. Every counted series must carry it (an empty value
-    # is no value), else the run is UNKNOWN, never "no errors".
-    status_label: LabelName | None = None
-    error_statuses: tuple[StatusSpec, ...] = Field(("5xx",), min_length=1)
-    # A histogram; null skips latency.
-    latency_metric: MetricName | None = "http_request_duration_seconds"
-    quantiles: tuple[Quantile, ...] = (0.95,)
-    # Increases are summed over the scrapes of the last `window`; default: the interval.
-    window: Duration | None = Field(None, gt=0)
-    min_requests: int = Field(10, ge=1)
-    # Only series carrying all these labels count, in both metrics.
-    match_labels: dict[LabelName, str] = Field(default_factory=dict)
+    url: HttpUrl = Field(description="The metrics endpoint, e.g. `http://127.0.0.1:3000/metrics`.")
+    headers: Headers = Field(default_factory=dict, description="Request headers.")
+    requests_metric: MetricName = Field(
+        "http_requests_total",
+        description="The counter of requests, with a status label; given with or without `_total`.",
+    )
+    status_label: LabelName | None = Field(
+        None,
+        description="The label holding the HTTP status (`503`, or a class like `5xx`). Unset: "
+        "the first of the labels listed above that the series carry.",
+    )
+    error_statuses: tuple[StatusSpec, ...] = Field(
+        ("5xx",),
+        min_length=1,
+        description="The statuses that count as errors: codes (`503`) or classes (`5xx`).",
+    )
+    latency_metric: MetricName | None = Field(
+        "http_request_duration_seconds",
+        description="The latency histogram (its `_bucket` series are read); null: no latency "
+        "values.",
+    )
+    quantiles: tuple[Quantile, ...] = Field(
+        (0.95,),
+        description="Latency quantiles, each strictly between 0 and 1: 0.95 gives "
+        "`p95_seconds`, 0.999 `p99_9_seconds`.",
+    )
+    window: Duration | None = Field(
+        None,
+        gt=0,
+        description="The increases of the scrapes within this long are summed; default: the "
+        "`interval` (one scrape to the next).",
+    )
+    min_requests: int = Field(
+        10,
+        ge=1,
+        description="Fewer requests in the window is UNKNOWN: too little traffic to judge.",
+    )
+    match_labels: dict[LabelName, str] = Field(
+        default_factory=dict,
+        description="Only series carrying all these labels and values count, in both metrics.",
+    )
 
     @model_validator(mode="after")
     def _distinct_quantiles(self) -> ScrapeCheckConfig:

@@ -52,11 +52,30 @@ Pattern = Annotated[str, StringConstraints(min_length=1)]
 
 
 class SystemCheckConfig(CheckConfig):
+    """This host, with psutil: CPU, memory and swap in percent, load per core, and for
+    each disk its used percent and free bytes (`disk_used_percent_root` for `/`,
+    `..._var_lib_pg` for `/var/lib/pg`), and for each named process its count, CPU percent
+    (one core = 100) and resident memory. It measures and leaves judgement to the rules: the
+    status is OK whenever psutil answered."""
+
+    example: ClassVar[str] = """
+        checks:
+          host:
+            type: system
+            interval: 30s
+            disks: [/, /var/lib/postgresql]
+            processes: {web: "node server.js"}
+        """
+
     type: Literal["system"]
-    # Mount paths whose usage to report.
-    disks: tuple[DiskPath, ...] = ("/",)
-    # Value-name key -> text found in the process name or command line (`ps aux | grep`).
-    processes: dict[ProcessKey, Pattern] = Field(default_factory=dict)
+    disks: tuple[DiskPath, ...] = Field(
+        ("/",), description="Mount paths (absolute) whose usage to report."
+    )
+    processes: dict[ProcessKey, Pattern] = Field(
+        default_factory=dict,
+        description="Value-name key -> text found in the process name or command line, as "
+        "`ps aux | grep` would: `{web: node server.js}` gives `process_count_web`.",
+    )
 
     @model_validator(mode="after")
     def _distinct_disks(self) -> SystemCheckConfig:

@@ -39,15 +39,31 @@ Host = Annotated[str, StringConstraints(pattern=r"^[^\s/]+$", max_length=253)]
 
 
 class TlsCheckConfig(CheckConfig):
+    """A TLS handshake with host:port: `days_left` until the certificate expires,
+    `expires_at` (unix seconds), and `valid` (1 when the chain and the name verify). A
+    certificate that fails verification is CRITICAL, and read again without verifying so its
+    expiry is still reported; fewer than `warn_days` left is WARN. Unreachable is UNKNOWN:
+    without a handshake there is no certificate to judge."""
+
+    example: ClassVar[str] = """
+        checks:
+          certificate:
+            type: tls
+            host: app.example.com
+            interval: 6h
+            warn_days: 21
+        """
+
     type: Literal["tls"]
-    host: Host
-    port: int = Field(443, ge=1, le=65535)
-    # Sent as SNI and verified against the certificate; default: host.
-    server_name: Host | None = None
-    # A PEM bundle trusted instead of the system's CAs (a private CA).
-    ca_file: Path | None = None
-    # Fewer days left than this is WARN.
-    warn_days: float = Field(14.0, gt=0)
+    host: Host = Field(description="The host name or address to connect to.")
+    port: int = Field(443, ge=1, le=65535, description="The TCP port.")
+    server_name: Host | None = Field(
+        None, description="Sent as SNI and verified against the certificate; default: `host`."
+    )
+    ca_file: Path | None = Field(
+        None, description="A PEM bundle trusted instead of the system's CAs (a private CA)."
+    )
+    warn_days: float = Field(14.0, gt=0, description="Fewer days left than this is WARN.")
 
     def value_names(self) -> frozenset[str]:
         return VALUE_NAMES

@@ -16,30 +16,49 @@ from daemon.core.units import Duration, PositiveDuration, SecretsModel, StrictMo
 
 
 class RunLimit(StrictModel):
-    """At most `count` runs per sliding `window`, whichever rule asks (e.g. restarts)."""
+    """At most `count` runs per sliding `window`, whichever rule asks (e.g. restarts):
+    beyond, the step is refused and the plan escalates, so a restart loop stops by itself."""
 
-    count: int = Field(ge=1)
-    window: PositiveDuration
+    count: int = Field(ge=1, description="Runs allowed in the window.")
+    window: PositiveDuration = Field(description="The sliding window counted.")
 
 
 class RemediationConfig(SecretsModel):
-    """Fields every remediation has. Subclasses narrow `type` to a Literal."""
+    """Fields every remediation has. Subclasses narrow `type` to a Literal and give an
+    `example` (a config text naming one remediation of the type; see CheckConfig)."""
 
-    type: str
-    # No second run of this remediation for the same rule within this window; 0s: none.
-    cooldown: Duration = 300.0
-    timeout: PositiveDuration = 30.0
-    # What it acts on (a service, a project). Two plans never act on one target at once.
-    # Default: the remediation's own name.
-    target: str | None = None
-    # Beyond this many runs in the window the step is refused and the plan escalates,
-    # so a restart loop stops by itself.
-    max_runs: RunLimit | None = None
-    # Destructive remediations wait for an operator's approval unless this says false;
-    # true asks for approval for any remediation.
-    require_approval: bool | None = None
-    # Unanswered this long, the approval counts as refused and the plan escalates.
-    approval_timeout: PositiveDuration = 900.0
+    example: ClassVar[str] = ""
+
+    type: str = Field(description="The remediation's type: one of the sections below.")
+    cooldown: Duration = Field(
+        300.0,
+        description="No second run of this remediation for the same rule within this long "
+        "(the step is held back and the plan escalates); 0s: none. Notifiers have none.",
+    )
+    timeout: PositiveDuration = Field(
+        30.0,
+        description="How long one call may take: for HTTP types one attempt (retries come on "
+        "top), for tool types each command. A run past its whole bound is cancelled and "
+        "fails.",
+    )
+    target: str | None = Field(
+        None,
+        description="What it acts on (a service, a project): two plans never act on one "
+        "target at once. Default: the remediation's name.",
+    )
+    max_runs: RunLimit | None = Field(
+        None, description="At most this many runs per window, whichever rule asks."
+    )
+    require_approval: bool | None = Field(
+        None,
+        description="true: every run waits for an operator's approval; false: never. Unset: "
+        "destructive types wait, others do not.",
+    )
+    approval_timeout: PositiveDuration = Field(
+        900.0,
+        description="An approval unanswered this long holds the step back (not run) and the "
+        "plan escalates; a rejection ends the plan.",
+    )
 
     def deadline(self) -> float:
         """The longest one execution may take, retries included: the pipeline's outer bound."""

@@ -37,17 +37,50 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class CommandConfig(RemediationConfig):
+    """Runs a fixed argv, never through a shell, in its own process group, with stdin from
+    /dev/null. Nothing from a check or an alert reaches its arguments: the incident comes only
+    as environment variables, `RUNBOOKD_INCIDENT_ID` (the incident's id), `RUNBOOKD_RULE` (the
+    rule's name) and `RUNBOOKD_CHECK` (the check's name; empty for a rule on alerts). Of the
+    daemon's own environment it inherits only PATH, HOME, USER, LOGNAME, TMPDIR, TZ and the
+    locale. Success is an exit code in `ok_exit_codes`; exit 75 (EX_TEMPFAIL) fails as
+    recoverable, and a timeout kills the process group. Output is kept on the timeline, up to
+    a bound."""
+
+    example: ClassVar[str] = """
+        remediations:
+          restart_workers:
+            type: command
+            argv: [/usr/local/bin/restart-workers, --graceful]
+            timeout: 2m
+            env: {WORKER_POOL: default}
+            cooldown: 15m
+        """
+
     type: Literal["command"]
-    argv: list[NonEmpty] = Field(min_length=1)
-    cwd: Path | None = None
-    # The command's environment beyond PATH/HOME/locale (never the daemon's own: it may
-    # hold secrets); RUNBOOKD_* names are reserved for the incident.
-    env: dict[NonEmpty, str] = Field(default_factory=dict)
-    ok_exit_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    # After `timeout`, the group gets SIGTERM, then SIGKILL once this grace has passed
-    # (0s: at once).
-    kill_grace: Duration = 2.0
-    idempotent: bool = False
+    argv: list[NonEmpty] = Field(
+        min_length=1, description="The program and its arguments, run as a list (no shell)."
+    )
+    cwd: Path | None = Field(None, description="The working directory; default: the daemon's.")
+    env: dict[NonEmpty, str] = Field(
+        default_factory=dict,
+        description="Environment variables for the command, beyond the few it inherits "
+        "(never the daemon's own: it may hold secrets); `RUNBOOKD_*` names are refused.",
+    )
+    ok_exit_codes: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="The exit codes that count as success.",
+    )
+    kill_grace: Duration = Field(
+        2.0,
+        description="After `timeout` the process group gets SIGTERM, then SIGKILL once this "
+        "has passed (0s: at once).",
+    )
+    idempotent: bool = Field(
+        False,
+        description="Declares that running it twice does no harm; a run a crash interrupted is "
+        "never repeated whatever it says.",
+    )
 
     _no_nul = field_validator("argv")(check_argv)
     _env_names = field_validator("env")(check_env)

@@ -52,15 +52,24 @@ class ComposeConfig(ToolConfig):
     """What both compose remediations need to name one service of one project. `env` is
     how docker finds its engine and credentials (DOCKER_HOST, DOCKER_CONFIG, ...)."""
 
-    # The working directory of every docker command; relative `files` start here.
-    project_directory: Path
-    # Passed as `-f` each, in order. Required: an explicit -f turns off compose's own file
-    # lookup, and the rollback layers its override on top of exactly these.
-    files: list[Argument] = Field(min_length=1)
-    project_name: Annotated[str, Field(pattern=PROJECT_PATTERN)] | None = None
-    service: Annotated[str, Field(pattern=SERVICE_PATTERN)]
-    # The docker CLI; compose runs as its v2 plugin (`docker compose ...`).
-    docker: Argument = "docker"
+    project_directory: Path = Field(
+        description="The project's directory (absolute): every docker command runs there, "
+        "and relative `files` start there."
+    )
+    # Required: an explicit -f turns off compose's own file lookup, and the rollback layers
+    # its override on top of exactly these.
+    files: list[Argument] = Field(
+        min_length=1, description="The compose files, passed as `-f` each, in order."
+    )
+    project_name: Annotated[str, Field(pattern=PROJECT_PATTERN)] | None = Field(
+        None, description="Passed as `-p`; default: compose's own (the directory's name)."
+    )
+    service: Annotated[str, Field(pattern=SERVICE_PATTERN)] = Field(
+        description="The compose service acted on."
+    )
+    docker: Argument = Field(
+        "docker", description="The docker CLI; compose runs as its v2 plugin (`docker compose`)."
+    )
 
     @field_validator("project_directory")
     @classmethod
@@ -177,10 +186,29 @@ def _is_image(value: object) -> bool:
 
 
 class ComposeRollbackConfig(ComposeConfig):
+    """Runs the service on the image last seen healthy. While the rules that use it are
+    healthy, runbookd notes the image the service runs; on a run it pins the service to that
+    image in an override file (the compose files themselves are never edited) and runs
+    `docker compose up -d --no-deps` for the service at its current scale, then checks that
+    every container runs that image. It fails when no healthy image was seen yet, or the
+    service already runs it. A deploy without the override file lifts the pin."""
+
+    example: ClassVar[str] = """
+        remediations:
+          rollback:
+            type: compose_rollback
+            project_directory: /srv/app
+            files: [compose.yaml]
+            service: web
+            timeout: 2m
+        """
+
     type: Literal["compose_rollback"]
-    # Where runbookd pins the service, relative to project_directory. The user's own
-    # compose files are never edited.
-    override_file: Argument = ".runbookd/rollback.override.yml"
+    override_file: Argument = Field(
+        ".runbookd/rollback.override.yml",
+        description="Where runbookd writes the pin, relative to `project_directory`; it must "
+        "not be one of `files`.",
+    )
 
     @model_validator(mode="after")
     def _override_is_ours(self) -> ComposeRollbackConfig:
@@ -300,12 +328,31 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 class ComposeScaleConfig(ComposeConfig):
+    """Scales the service out by `step` replicas, up to `max` (`docker compose up -d
+    --scale`); once the incident resolves and `scale_in_after` has passed quietly, back to the
+    count before (never below `min`). Firing again meanwhile cancels the scale-in."""
+
+    example: ClassVar[str] = """
+        remediations:
+          scale_out:
+            type: compose_scale
+            project_directory: /srv/app
+            files: [compose.yaml, compose.prod.yaml]
+            service: worker
+            step: 2
+            max: 8
+            scale_in_after: 30m
+        """
+
     type: Literal["compose_scale"]
-    step: int = Field(default=1, ge=1)
-    min: int = Field(default=1, ge=0)
-    max: int = Field(ge=1)
-    # Once the incident resolves, wait this long, then go back to the count before scaling.
-    scale_in_after: Duration = 900.0
+    step: int = Field(default=1, ge=1, description="Replicas added per run.")
+    min: int = Field(default=1, ge=0, description="Scaling back in never goes below this.")
+    max: int = Field(ge=1, description="Scaling out never goes above this (at least `min`).")
+    scale_in_after: Duration = Field(
+        900.0,
+        description="Once the incident resolves, wait this long, then go back to the count "
+        "before scaling out.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ComposeScaleConfig:

@@ -88,20 +88,55 @@ def _as_text(value: object) -> str:
 
 
 class HttpRemediationConfig(RetryingConfig):
+    """Calls a URL (`POST` by default) with a JSON body built from the incident, e.g. a
+    deploy system's rollback hook. Placeholders in the body's string values,
+    `{{ incident.id }}`, `incident.rule`, `incident.check`, `incident.severity`,
+    `incident.summary`, `incident.status`, `incident.opened_at`, `incident.value`,
+    `incident.threshold`, are filled in as JSON data, never evaluated: a string that is one
+    placeholder takes its value as is (a number stays a number, a missing value is null).
+    Success is a status in `expect_status`, by default any 2xx; redirects are not followed
+    (and fail). Failed calls are retried as `retry` says."""
+
+    example: ClassVar[str] = """
+        remediations:
+          rollback:
+            type: http
+            url: https://deploy.internal/api/rollback
+            token: ${DEPLOY_TOKEN}
+            body:
+              service: web
+              reason: "runbookd {{ incident.id }}"
+              error_ratio: "{{ incident.value }}"   # a number, or null
+            cooldown: 30m
+            timeout: 10s
+        """
+
     type: Literal["http"]
-    url: str
-    method: Method = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
-    # Sent as `Authorization: Bearer ...`; prefer token_file to keep it out of the config.
-    token: SecretStr | None = None
-    # Any JSON value; None sends no body.
-    body: JsonValue = None
-    # If set, POSTed to the same URL once the incident resolves.
-    resolve_body: JsonValue = None
-    # Statuses that count as success; empty means any 2xx.
-    expect_status: list[StatusCode] = Field(default_factory=list)
-    # Say true only if the endpoint tolerates the same call twice (e.g. a crash mid-run).
-    idempotent: bool = False
+    url: str = Field(description="The http(s) URL to call.")
+    method: Method = Field("POST", description="The request method.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Request headers.")
+    token: SecretStr | None = Field(
+        None,
+        description="Sent as `Authorization: Bearer TOKEN` (not with an `Authorization` "
+        "header); `token_file` reads it from a file.",
+    )
+    body: JsonValue = Field(
+        None, description="The JSON body, with placeholders; null sends no body."
+    )
+    resolve_body: JsonValue = Field(
+        None,
+        description="If set, POSTed to the same URL (with placeholders) once the incident "
+        "resolves.",
+    )
+    expect_status: list[StatusCode] = Field(
+        default_factory=list,
+        description="The statuses that count as success; empty: any 2xx.",
+    )
+    idempotent: bool = Field(
+        False,
+        description="Declares that the same call twice does no harm; a run a crash "
+        "interrupted is never repeated whatever it says.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -35,8 +35,10 @@ DETAIL_LIMIT = 300  # of one action's result in a change event's custom_details
 
 
 class PagerDutyLink(StrictModel):
-    href: str
-    text: str | None = None
+    """A link shown with the event (a dashboard, the runbook)."""
+
+    href: str = Field(description="The http(s) URL.")
+    text: str | None = Field(None, description="The link's text; default: the URL.")
 
     @field_validator("href")
     @classmethod
@@ -47,12 +49,19 @@ class PagerDutyLink(StrictModel):
 class _EventsApiConfig(RetryingConfig):
     """What both event kinds share; each subclass names its own `events_url` default."""
 
-    # The 32-character integration key of an Events API v2 integration (one key serves
-    # both alerts and change events).
-    routing_key: SecretStr
+    routing_key: SecretStr = Field(
+        description="The 32-character integration key of an Events API v2 integration on the "
+        "service (one key serves alerts and change events)."
+    )
     events_url: str
-    source: str = Field(default_factory=socket.gethostname, min_length=1)
-    links: list[PagerDutyLink] = Field(default_factory=list)
+    source: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="The event's `source`: where it comes from. Default: this host's name.",
+    )
+    links: list[PagerDutyLink] = Field(
+        default_factory=list, description="Links shown with the event."
+    )
 
     @field_validator("routing_key")
     @classmethod
@@ -68,14 +77,38 @@ class _EventsApiConfig(RetryingConfig):
 
 
 class PagerDutyConfig(_EventsApiConfig):
+    """Pages through the PagerDuty Events API v2: a `trigger` event when the incident opens
+    and a `resolve` event when it resolves. The incident's id is the `dedup_key`, so a
+    repeated trigger lands on the same PagerDuty alert and the resolve closes exactly it. The
+    rule's severity maps to PagerDuty's (`critical`, `error`, `warning`, `info`). Success is a
+    2xx (PagerDuty answers 202). Delivered through the outbox: a failed page is tried again
+    with backoff, after a restart too (twelve attempts over some seven hours)."""
+
     model_config = RemediationConfig.model_config | {"populate_by_name": True}
 
+    example: ClassVar[str] = """
+        remediations:
+          page_oncall:
+            type: pagerduty
+            routing_key: ${PAGERDUTY_ROUTING_KEY}
+            component: web
+            links: [{href: "https://grafana.example.com/d/web", text: Web dashboard}]
+        """
+
     type: Literal["pagerduty"]
-    events_url: str = EVENTS_URL
-    component: str | None = None
-    group: str | None = None
-    class_: str | None = Field(default=None, alias="class")
-    client_url: str | None = None
+    events_url: str = Field(
+        EVENTS_URL,
+        description="The Events API v2 endpoint: for an EU account "
+        "`https://events.eu.pagerduty.com/v2/enqueue`, or a proxy or a test pager.",
+    )
+    component: str | None = Field(None, description="The event's `component`, e.g. `web`.")
+    group: str | None = Field(None, description="The event's `group`, e.g. `production`.")
+    class_: str | None = Field(
+        default=None, alias="class", description="The event's `class`, e.g. `deploy`."
+    )
+    client_url: str | None = Field(
+        None, description="A URL shown as the event's client link (e.g. runbookd's console)."
+    )
 
     @field_validator("client_url")
     @classmethod
@@ -84,14 +117,36 @@ class PagerDutyConfig(_EventsApiConfig):
 
 
 class PagerDutyChangeConfig(_EventsApiConfig):
+    """Sends a PagerDuty Change Event naming the actions runbookd took for the incident (a
+    rollback, a scale-out), so responders see them on the service's Recent Changes. Put it
+    in `do:` after the actions it reports; it notifies nobody and cannot be resolved. An
+    incident with no action run yet sends nothing."""
+
+    example: ClassVar[str] = """
+        remediations:
+          record_change:
+            type: pagerduty_change
+            routing_key: ${PAGERDUTY_ROUTING_KEY}
+            actions: [rollback]
+        """
+
     type: Literal["pagerduty_change"]
-    events_url: str = CHANGE_EVENTS_URL
-    # A fixed summary ("Rolled back web to the last healthy deploy"); default: one built
-    # from the actions reported and the incident.
-    summary: str | None = Field(default=None, min_length=1, max_length=SUMMARY_LIMIT)
-    # The remediations (by name) whose runs are reported; default: every one that is not
-    # a notifier.
-    actions: list[str] | None = Field(default=None, min_length=1)
+    events_url: str = Field(
+        CHANGE_EVENTS_URL, description="The Change Events endpoint (`/v2/change/enqueue`)."
+    )
+    summary: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=SUMMARY_LIMIT,
+        description='A fixed summary ("Rolled back web to the last healthy deploy"); '
+        "default: one built from the actions reported and the incident.",
+    )
+    actions: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The remediations (by name) whose runs are reported; default: every one "
+        "that is not a notifier.",
+    )
 
 
 def pagerduty_severity(severity: str) -> str:

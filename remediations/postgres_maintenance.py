@@ -76,18 +76,44 @@ def statement_for(operation: str, table: str) -> str:
 
 
 class PostgresMaintenanceConfig(RemediationConfig):
+    """Runs `ANALYZE`, `VACUUM (ANALYZE)`, `REINDEX TABLE` or `VACUUM (FULL)` on the named
+    tables, one statement each, outside a transaction, over one short-lived connection. The
+    session gets `lock_timeout` and `statement_timeout` first, so a statement waiting for a
+    lock gives up instead of queueing production queries behind it. `vacuum_full` locks the
+    table exclusively: it is destructive and waits for an operator's approval (unless
+    `require_approval: false`)."""
+
+    example: ClassVar[str] = """
+        remediations:
+          analyze_orders:
+            type: postgres_maintenance
+            dsn: postgresql://maint@db.internal:5432/app
+            operation: vacuum_analyze
+            tables: [orders, public.order_items]
+            statement_timeout: 10m
+        """
+
     type: Literal["postgres_maintenance"]
-    # postgresql://maint@db:5432/app -- a secret, since a DSN may carry the password;
-    # `dsn_file` keeps it out of the config. The role must own the tables.
-    dsn: SecretStr
-    operation: Operation
-    tables: list[TableName] = Field(min_length=1)
-    # Bounds each maintenance statement on the server (VACUUM FULL holds its exclusive
-    # lock for this long at most).
-    statement_timeout: PositiveDuration = 300.0
-    # Bounds waiting for a table's lock: a waiting lock request queues every later query on
-    # that table behind it, so give up soon and let the next run try again.
-    lock_timeout: PositiveDuration = 5.0
+    dsn: SecretStr = Field(
+        description="`postgresql://maint@db:5432/app`; a secret, since a DSN may carry the "
+        "password. The role must own the tables."
+    )
+    operation: Operation = Field(description="What to run on each table.")
+    tables: list[TableName] = Field(
+        min_length=1,
+        description="`table` or `schema.table`, as pg_class spells them (`Orders` is the "
+        'table "Orders").',
+    )
+    statement_timeout: PositiveDuration = Field(
+        300.0,
+        description="Bounds each statement on the server (VACUUM FULL holds its exclusive "
+        "lock this long at most).",
+    )
+    # A waiting lock request queues every later query on that table behind it.
+    lock_timeout: PositiveDuration = Field(
+        5.0,
+        description="Bounds waiting for a table's lock; the next run tries again.",
+    )
 
     _postgres_url = field_validator("dsn")(checked_postgres_dsn)
 

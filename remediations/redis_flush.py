@@ -35,20 +35,46 @@ MAX_MESSAGE = 200
 
 
 class RedisFlushConfig(RemediationConfig):
+    """Deletes the keys matching `pattern` (SCAN, then UNLINK in batches; never KEYS), at most
+    `max_keys` per run, or with `flushdb: true` empties the URL's database (FLUSHDB ASYNC).
+    Running it again after it stopped part way (timeout, `max_keys`) carries on."""
+
+    example: ClassVar[str] = """
+        remediations:
+          flush_sessions:
+            type: redis_flush
+            url: redis://cache.internal:6379/0
+            pattern: "session:*"
+        """
+
     type: Literal["redis_flush"]
-    # redis://[user[:password]@]host:6379/0, rediss:// for TLS, unix:///path?db=0 -- a
-    # secret, since it may carry the password; `url_file` keeps it out of the config.
-    # The database number in the URL is the one flushed.
-    url: SecretStr
-    # A Redis glob (`session:*`, `cache:user:[0-9]*`): the keys to delete. Or:
-    pattern: str | None = Field(None, min_length=1)
-    # ... true: the whole database goes (FLUSHDB ASYNC). Exactly one of the two.
-    flushdb: bool = False
-    # At most this many keys are deleted per run; the result says when it stopped there.
-    max_keys: int = Field(100_000, ge=1)
-    # Keys asked of each SCAN and deleted by each UNLINK: small commands keep Redis
-    # responsive for everyone else while it runs.
-    batch: int = Field(500, ge=1, le=10_000)
+    url: SecretStr = Field(
+        description="`redis://[user[:password]@]host:6379/0`, `rediss://` for TLS, "
+        "`unix:///path?db=0`; a secret, since it may carry the password. Its database number "
+        "is the one flushed."
+    )
+    pattern: str | None = Field(
+        None,
+        min_length=1,
+        description="A Redis glob (`session:*`, `cache:user:[0-9]*`): the keys to delete. "
+        "Give this or `flushdb`.",
+    )
+    flushdb: bool = Field(
+        False, description="true: the whole database goes (FLUSHDB ASYNC); not with `pattern`."
+    )
+    max_keys: int = Field(
+        100_000,
+        ge=1,
+        description="At most this many keys are deleted per run; the result says when it "
+        "stopped there.",
+    )
+    batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Keys asked of each SCAN and deleted by each UNLINK: small commands keep "
+        "Redis responsive for everyone else.",
+    )
 
     _redis_url = field_validator("url")(checked_redis_url)
 

@@ -43,17 +43,29 @@ _TRUNCATED = "…(truncated)"
 
 
 class RetryConfig(StrictModel):
-    """How hard an HTTP remediation tries: `retry: {attempts: 4, base_delay: 1s}`."""
+    """How hard an HTTP call tries: `retry: {attempts: 4, base_delay: 1s}`. A connection
+    error, a timeout, a 429 or a 5xx is tried again after `base_delay`, doubling each time up
+    to `max_delay`; a `Retry-After` (or, on a 429, `X-RateLimit-Reset`) is waited in full, and
+    one beyond `max_delay` ends the call as recoverable. Any other status, a TLS error or a
+    redirect (never followed) is not retried."""
 
-    attempts: int = Field(default=DEFAULT_ATTEMPTS, ge=1, le=10)
-    base_delay: PositiveDuration = 1.0
-    max_delay: PositiveDuration = 30.0
+    attempts: int = Field(
+        default=DEFAULT_ATTEMPTS, ge=1, le=10, description="Attempts in all, the first included."
+    )
+    base_delay: PositiveDuration = Field(
+        default=1.0, description="The wait before the second attempt; doubled for each next one."
+    )
+    max_delay: PositiveDuration = Field(
+        default=30.0, description="The longest wait between two attempts."
+    )
 
 
 class RetryingConfig(RemediationConfig):
     """Config of a remediation whose HTTP call is retried; `timeout` bounds one attempt."""
 
-    retry: RetryConfig = RetryConfig()
+    retry: RetryConfig = Field(
+        default=RetryConfig(), description="Retries of a failed call; `timeout` bounds each one."
+    )
 
     def deadline(self) -> float:
         # Every attempt may run its full timeout and every wait may reach max_delay.

@@ -53,8 +53,13 @@ def _pm2_name(value: object) -> str:
 class VerifiedRestartConfig(ToolConfig):
     """After the restart: up to `verify_attempts` looks, `verify_interval` apart."""
 
-    verify_attempts: int = Field(default=5, ge=1)
-    verify_interval: PositiveDuration = 2.0
+    verify_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="After the restart, how many times to look whether it is up before the "
+        "run fails.",
+    )
+    verify_interval: PositiveDuration = Field(default=2.0, description="The time between looks.")
 
     def deadline(self) -> float:
         # The restart and every look are each bounded by `timeout`.
@@ -127,12 +132,29 @@ class _VerifiedRestart(Hooks, Generic[C]):
 
 
 class SystemdRestartConfig(VerifiedRestartConfig):
+    """`systemctl restart UNIT`, then `systemctl is-active UNIT` until it says `active`
+    (up to `verify_attempts` looks); a restart that returns 0 but never comes up fails.
+    runbookd runs systemctl itself, without sudo: its user needs the right to restart the
+    unit (e.g. a polkit rule)."""
+
+    example: ClassVar[str] = """
+        remediations:
+          restart_web:
+            type: systemd_restart
+            unit: web.service
+            max_runs: {count: 3, window: 1h}
+        """
+
     type: Literal["systemd_restart"]
-    unit: Annotated[str, AfterValidator(_unit_name)]
-    # The user's own service manager (`systemctl --user`): needs that user's session bus,
-    # given in `env:` (XDG_RUNTIME_DIR or DBUS_SESSION_BUS_ADDRESS).
-    user: bool = False
-    systemctl: Argument = "systemctl"
+    unit: Annotated[str, AfterValidator(_unit_name)] = Field(
+        description="The unit's name (`web.service`, `worker@2`); no globs."
+    )
+    user: bool = Field(
+        False,
+        description="true: the user's own service manager (`systemctl --user`), which needs "
+        "that user's session bus in `env:` (XDG_RUNTIME_DIR or DBUS_SESSION_BUS_ADDRESS).",
+    )
+    systemctl: Argument = Field("systemctl", description="The systemctl program.")
 
 
 @REMEDIATIONS.register
@@ -173,13 +195,28 @@ class SystemdRestart(_VerifiedRestart[SystemdRestartConfig]):
 
 
 class Pm2RestartConfig(VerifiedRestartConfig):
+    """`pm2 restart NAME`, then `pm2 jlist` until the process is `online`, every instance of
+    it in cluster mode (up to `verify_attempts` looks); a restart that returns 0 but never
+    comes up fails. `env:` needs PM2_HOME when the processes belong to another pm2 home."""
+
+    example: ClassVar[str] = """
+        remediations:
+          restart_api:
+            type: pm2_restart
+            name: api
+            env: {PM2_HOME: /home/deploy/.pm2}
+        """
+
     type: Literal["pm2_restart"]
-    # The process's name, or its numeric pm2 id.
-    name: Annotated[str, BeforeValidator(_pm2_name)]
-    # Pass --update-env: the restarted process takes the environment pm2 runs in here (PATH,
-    # HOME, locale and `env:`), never the daemon's.
-    update_env: bool = False
-    pm2: Argument = "pm2"
+    name: Annotated[str, BeforeValidator(_pm2_name)] = Field(
+        description="The process's name, or its numeric pm2 id (not `all`)."
+    )
+    update_env: bool = Field(
+        False,
+        description="Pass `--update-env`: the process takes the environment pm2 runs in here "
+        "(the inherited few and `env:`), never the daemon's.",
+    )
+    pm2: Argument = Field("pm2", description="The pm2 program.")
 
 
 @REMEDIATIONS.register

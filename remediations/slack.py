@@ -54,14 +54,33 @@ STATE_ORDER = (
 
 
 class SlackConfig(RetryingConfig):
+    """Posts the incident to a Slack incoming webhook, following the incident communication
+    template (Status, Impact, Started, Last update, What happened, Current status, Next
+    update), and again when it resolves; run again for the same incident (from `escalate:`),
+    it posts an update. Delivered through the outbox, like a page."""
+
+    example: ClassVar[str] = """
+        remediations:
+          tell_incidents_channel:
+            type: slack
+            webhook_url: ${SLACK_WEBHOOK_URL}
+            impact: Checkout may fail for some customers
+        """
+
     type: Literal["slack"]
-    # https://hooks.slack.com/services/T.../B.../...; prefer webhook_url_file.
-    webhook_url: SecretStr
-    # The template's Impact ("Checkout unavailable for EU customers"); default: the rule's
-    # summary.
-    impact: str | None = Field(default=None, min_length=1)
-    # When the message promises the next update.
-    update_every: PositiveDuration = 1800.0
+    webhook_url: SecretStr = Field(
+        description="`https://hooks.slack.com/services/T.../B.../...`: the credential itself "
+        "(anyone holding it can post), so a secret; prefer `webhook_url_file`."
+    )
+    impact: str | None = Field(
+        default=None,
+        min_length=1,
+        description='The template\'s Impact ("Checkout unavailable for EU customers"); '
+        "default: the incident's summary.",
+    )
+    update_every: PositiveDuration = Field(
+        1800.0, description="When the message promises the next update, from now."
+    )
 
     @field_validator("webhook_url")
     @classmethod

@@ -34,9 +34,13 @@ Argument = Annotated[str, Field(min_length=1), AfterValidator(_plain_argument)]
 class ToolConfig(RemediationConfig):
     """What every remediation that runs a tool has."""
 
-    # Variables the tool needs beyond PATH/HOME/locale, e.g. DOCKER_HOST, DOCKER_CONFIG,
-    # PM2_HOME; the daemon's own environment is never passed on (clients.processes.child_env).
-    env: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
+    # The daemon's own environment is never passed on (clients.processes.child_env).
+    env: dict[Annotated[str, Field(min_length=1)], str] = Field(
+        default_factory=dict,
+        description="Variables the tool needs beyond PATH, HOME, USER, LOGNAME, TMPDIR, TZ and "
+        "the locale, e.g. DOCKER_HOST, DOCKER_CONFIG, PM2_HOME; `RUNBOOKD_*` names are "
+        "refused.",
+    )
 
     _env_names = field_validator("env")(check_env)
 

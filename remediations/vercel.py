@@ -47,19 +47,27 @@ ApiPath = Sequence[str]
 class VercelConfig(RetryingConfig):
     """What every Vercel remediation needs; `timeout` and `retry` bound each API call."""
 
-    # A token from vercel.com/account/tokens, sent as `Authorization: Bearer`; prefer
-    # token_file.
-    token: SecretStr
-    # The project's id (prj_...) or name.
-    project_id: str = Field(min_length=1, pattern=r"^[^/?#\s]+$")
-    # The team that owns the project, by id (`teamId`) or slug (`slug`); neither for a
-    # personal account.
-    team_id: str | None = Field(default=None, min_length=1)
-    slug: str | None = Field(default=None, min_length=1)
-    api_url: str = API_URL
-    # How long production may take to serve the new deployment, and how often to look.
-    verify_timeout: PositiveDuration = 300.0
-    poll_interval: PositiveDuration = 5.0
+    token: SecretStr = Field(
+        description="A token from vercel.com/account/tokens, sent as `Authorization: Bearer`; "
+        "prefer `token_file`."
+    )
+    project_id: str = Field(
+        min_length=1, pattern=r"^[^/?#\s]+$", description="The project's id (`prj_...`) or name."
+    )
+    team_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The team that owns the project, by id (`teamId`); unset for a personal "
+        "account.",
+    )
+    slug: str | None = Field(
+        default=None, min_length=1, description="Or the team by its slug (`slug`)."
+    )
+    api_url: str = Field(API_URL, description="Vercel's REST API.")
+    verify_timeout: PositiveDuration = Field(
+        300.0, description="How long production may take to serve the new deployment."
+    )
+    poll_interval: PositiveDuration = Field(5.0, description="How often to look meanwhile.")
     # API calls one run may make besides polling; with verify_timeout it bounds a run.
     api_calls: ClassVar[int] = 4
 
@@ -363,17 +371,59 @@ def unexpected(step: str, what: str) -> RemediationResult:
 
 
 class RollbackConfig(VercelConfig):
+    """Moves production from the deployment the project serves (`targets.production`) to
+    the newest older deployment that has served production (Vercel's rollback candidates):
+    staged builds and builds already rolled back from are never targets. Then waits until
+    production serves it. Nothing is rebuilt. After a rollback Vercel stops assigning
+    production domains to new builds until a promote (`vercel_promote`)."""
+
+    example: ClassVar[str] = """
+        remediations:
+          rollback:
+            type: vercel_rollback
+            token: ${VERCEL_TOKEN}
+            project_id: prj_12HKQaOmR5t5Uy6vdcQsNIiZgHGB
+            team_id: team_a1b2c3d4e5f6g7h8i9j0k1l2
+        """
+
     type: Literal["vercel_rollback"]
-    # How many READY production deployments to fetch when looking for the previous one.
-    search_limit: int = Field(default=20, ge=2, le=100)
+    search_limit: int = Field(
+        default=20,
+        ge=2,
+        le=100,
+        description="How many production deployments to fetch when looking for the previous one.",
+    )
 
 
 class PromoteConfig(VercelConfig):
+    """Promotes a deployment to production: the way back after `vercel_rollback` (Vercel
+    then assigns production domains to new builds again). With rolling releases a promote is
+    queued behind the active release (HTTP 202) and reported as not done."""
+
+    example: ClassVar[str] = """
+        remediations:
+          promote_latest:
+            type: vercel_promote
+            token: ${VERCEL_TOKEN}
+            project_id: my-app
+            require_approval: true
+        """
+
     type: Literal["vercel_promote"]
-    # Promote this deployment; by default the newest READY production deployment newer than
-    # the one production serves (the one a rollback moved away from, or a fix since).
-    deployment_id: str | None = Field(default=None, min_length=1, pattern=r"^[^/?#\s]+$")
-    search_limit: int = Field(default=20, ge=1, le=100)
+    deployment_id: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[^/?#\s]+$",
+        description="The deployment to promote; default: the newest READY production "
+        "deployment newer than the one production serves (the one a rollback moved away "
+        "from, or a fix since).",
+    )
+    search_limit: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description="How many production deployments to fetch when looking for it.",
+    )
     api_calls: ClassVar[int] = 5
 
 

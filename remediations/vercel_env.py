@@ -45,15 +45,40 @@ SETTLED = FAILED_STATES | {"READY"}
 
 
 class EnvConfig(VercelConfig):
+    """Maintenance mode by an environment variable: sets it, redeploys the deployment
+    production serves, and reports it on once production serves the rebuilt deployment. When
+    the incident resolves the variable is deleted and production redeployed again. After a
+    `vercel_rollback`, undo it with `vercel_promote` first, or the rebuild stays staged and
+    this fails, taking the variable back. A redeploy is never retried blindly."""
+
+    example: ClassVar[str] = """
+        remediations:
+          maintenance_mode:
+            type: vercel_env
+            token: ${VERCEL_TOKEN}
+            project_id: my-app
+            key: MAINTENANCE_MODE
+            value: "true"
+            verify_timeout: 10m
+        """
+
     type: Literal["vercel_env"]
-    key: str = Field(default="MAINTENANCE_MODE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    value: str = "true"
-    # Vercel's `target` and `type` of the variable (our own `target` and `type` name the
-    # lock target and the remediation).
-    env_target: list[EnvTarget] = Field(
-        default_factory=lambda: list[EnvTarget](["production"]), min_length=1
+    key: str = Field(
+        default="MAINTENANCE_MODE",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The variable's name.",
     )
-    env_type: EnvType = "encrypted"
+    value: str = Field("true", description="Its value while the incident is open.")
+    # Named env_*: our own `target` and `type` name the lock target and the remediation.
+    env_target: list[EnvTarget] = Field(
+        default_factory=lambda: list[EnvTarget](["production"]),
+        min_length=1,
+        description="Vercel's `target` of the variable: the environments it is set in.",
+    )
+    env_type: EnvType = Field(
+        "encrypted",
+        description="Vercel's `type` of the variable; `sensitive` cannot target development.",
+    )
     # resolve: list, delete, list again, project, redeploy.
     api_calls: ClassVar[int] = 6
 

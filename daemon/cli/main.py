@@ -1,5 +1,6 @@
-"""The `runbookd` command: run, check-config, once, demo; incidents, silence and jobs talk to a
-running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or no daemon).
+"""The `runbookd` command: run, check-config, config reference, once, demo; incidents, silence
+and jobs talk to a running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or
+no daemon).
 
 Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
 a daemon has none for the daemon itself. Over 400 lines: one parser and one short function per
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
     check = sub.add_parser("check-config", help="validate a config file; exit 2 if invalid")
     check.add_argument("file")
+    config = sub.add_parser("config", help="about the config file")
+    config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    config_actions.add_parser("reference", help="print the configuration reference (Markdown)")
     once = sub.add_parser("once", help="run the checks once and print a table; exit 1 unless OK")
     once.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
     once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
@@ -526,6 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from daemon.config.check import check_config_main
 
         return check_config_main(args.file)
+    if args.command == "config":  # its one action: reference
+        from daemon.config.reference import reference
+
+        sys.stdout.write(reference())
+        return 0
     if args.command == "run":
         return cmdrun_on_loop(args.config)
     if args.command == "once":

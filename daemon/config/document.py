@@ -32,12 +32,40 @@ class RunbookConfig(StrictModel):
     # The classes `_build_model` derives from it build theirs on first use.
     model_config = ConfigDict(defer_build=True)
 
-    runbookd: DaemonSettings = DaemonSettings()
-    checks: dict[Name, CheckConfig] = Field(default_factory=dict)
-    remediations: dict[Name, RemediationConfig] = Field(default_factory=dict)
-    rules: dict[Name, RuleConfig] = Field(default_factory=dict)
-    webhooks: dict[Name, WebhookConfig] = Field(default_factory=dict)
-    jobs: dict[Name, JobConfig] = Field(default_factory=dict)
+    runbookd: DaemonSettings = Field(
+        default=DaemonSettings(),
+        description="The daemon's own settings: listen address, state, budget, API, alert caps.",
+    )
+    checks: dict[Name, CheckConfig] = Field(
+        default_factory=dict,
+        description="What to measure. Each entry is a check, named by its key (letters, "
+        "digits, `_` and `-`), with a `type:` and its own `interval`; it reports a status "
+        "(OK, WARN, CRITICAL, UNKNOWN) and named values that rules compare "
+        "(`CHECK.VALUE`). A check that cannot measure reports UNKNOWN, never a bad value.",
+    )
+    remediations: dict[Name, RemediationConfig] = Field(
+        default_factory=dict,
+        description="What to do. Each entry is an action, named by its key, with a `type:`; "
+        "rules name them in `do:`, `escalate:` and `on_blind:`. Every run passes the safety "
+        "envelope first: dry-run, silences, the circuit breaker, the global budget, the "
+        "`cooldown`, `max_runs`, approval, and one plan at a time per `target`.",
+    )
+    rules: dict[Name, RuleConfig] = Field(
+        default_factory=dict,
+        description="When to act. Each entry is a rule, named by its key: on a check's value, "
+        "or on alerts pushed by Alertmanager, Grafana or a webhook.",
+    )
+    webhooks: dict[Name, WebhookConfig] = Field(
+        default_factory=dict,
+        description="Senders of any JSON: `POST /api/v1/webhooks/NAME` maps its body to alerts "
+        "by dotted paths, for rules on alerts.",
+    )
+    jobs: dict[Name, JobConfig] = Field(
+        default_factory=dict,
+        description="Scheduled work. Each entry runs one of the `remediations:` on a cron "
+        "schedule (a backup, a restore drill, maintenance), one run at a time; every run is "
+        "recorded, and `JOB.failed` is a value rules can page on.",
+    )
 
     @field_validator(
         "runbookd", "checks", "remediations", "rules", "webhooks", "jobs", mode="before"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import ByteSize, Field, SecretStr, StringConstraints, field_validator, model_validator
 
@@ -69,9 +69,14 @@ Scope = Literal["read", "write", "intake"]
 class ApiToken(SecretsModel):
     """One caller of the API. `write` may also read and push alerts; `intake` only pushes."""
 
-    name: Name
-    token: SecretStr
-    scope: Scope
+    name: Name = Field(description="The caller's name, for the logs and the audit trail.")
+    token: SecretStr = Field(
+        description="Sent as `Authorization: Bearer TOKEN`; at least 16 characters."
+    )
+    scope: Scope = Field(
+        description="`read`: GET routes; `write`: every route; `intake`: only "
+        "`POST /api/v1/alerts` (what Alertmanager is given)."
+    )
 
     _token_length = field_validator("token")(long_enough)
 
@@ -79,8 +84,12 @@ class ApiToken(SecretsModel):
 class RateLimitConfig(StrictModel):
     """A token bucket per caller: `burst` requests at once, refilled at `per_second`."""
 
-    per_second: float = Field(default=50.0, gt=0)
-    burst: int = Field(default=200, ge=1)
+    per_second: float = Field(
+        default=50.0, gt=0, description="Requests per second a caller may make, sustained."
+    )
+    burst: int = Field(
+        default=200, ge=1, description="Requests a caller may make at once; beyond, 429."
+    )
 
 
 class GrafanaSigning(SecretsModel):
@@ -89,32 +98,77 @@ class GrafanaSigning(SecretsModel):
     `timestamp_header` (Grafana's "HMAC Signature" settings: secret, header, timestamp header).
     Its notifications (version "1") must then be signed; each is accepted once."""
 
-    hmac_secret: SecretStr
-    header: str = Field(default="X-Grafana-Alerting-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    hmac_secret: SecretStr = Field(
+        description="The secret of Grafana's contact point; at least 16 characters."
+    )
+    header: str = Field(
+        default="X-Grafana-Alerting-Signature",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="The header holding the signature.",
+    )
     # Required: without a timestamp a signed request could be replayed at any time.
     timestamp_header: str = Field(
-        default="X-Grafana-Alerting-Signature-Timestamp", pattern=r"^[A-Za-z0-9-]{1,64}$"
+        default="X-Grafana-Alerting-Signature-Timestamp",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="The header holding the unix seconds signed with the body.",
     )
-    tolerance: PositiveDuration = Field(default=300.0, le=3600)
+    tolerance: PositiveDuration = Field(
+        default=300.0,
+        le=3600,
+        description="A request is accepted this long either side of runbookd's clock.",
+    )
 
     _secret_length = field_validator("hmac_secret")(long_enough)
 
 
 class ApiSettings(StrictModel):
+    """The HTTP API (`/healthz`, `/metrics`, `/api/v1/...`): who may call it and its limits.
+    Every error answer is JSON: `{"error": "reason"}`."""
+
     # No tokens: the API is open, which the loader allows only on a loopback `listen`.
-    tokens: list[ApiToken] = Field(default_factory=list, max_length=100)
-    protect_metrics: bool = False
-    max_body: ByteSize = Field(default=ByteSize(1024 * 1024), ge=1024, le=64 * 1024 * 1024)
-    rate_limit: RateLimitConfig = RateLimitConfig()
-    # Connection limits (daemon/api/servers.py): a request's line and headers must arrive within
-    # header_timeout of its first byte, its body within body_timeout (else 408); a connection
-    # that sends nothing for idle_timeout is closed; beyond max_connections (and half the open
-    # file limit) the oldest idle connection is closed to make room.
-    header_timeout: PositiveDuration = Field(default=10.0, le=300)
-    body_timeout: PositiveDuration = Field(default=30.0, le=600)
-    idle_timeout: PositiveDuration = Field(default=120.0, le=3600)
-    max_connections: int = Field(default=512, ge=16, le=100_000)
-    grafana: GrafanaSigning | None = None
+    tokens: list[ApiToken] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The API's callers. None: the API is open, which only a loopback `listen` "
+        "allows.",
+    )
+    protect_metrics: bool = Field(
+        default=False, description="true: `/metrics` needs a `read` token too."
+    )
+    max_body: ByteSize = Field(
+        default=ByteSize(1024 * 1024),
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="The largest request body; larger is refused with 413.",
+    )
+    rate_limit: RateLimitConfig = Field(
+        default=RateLimitConfig(), description="Requests per caller (token, or address)."
+    )
+    # Connection limits (daemon/api/servers.py).
+    header_timeout: PositiveDuration = Field(
+        default=10.0,
+        le=300,
+        description="A request's line and headers must arrive within this of its first byte, "
+        "else 408.",
+    )
+    body_timeout: PositiveDuration = Field(
+        default=30.0, le=600, description="A request's body must arrive within this, else 408."
+    )
+    idle_timeout: PositiveDuration = Field(
+        default=120.0, le=3600, description="A keep-alive connection idle this long is closed."
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=16,
+        le=100_000,
+        description="Connections open at once (never more than half the open-file limit); at "
+        "the cap the oldest idle one is closed to make room.",
+    )
+    grafana: GrafanaSigning | None = Field(
+        default=None,
+        description="Grafana's signed webhooks to `POST /api/v1/alerts`; unset: unsigned "
+        "Grafana notifications are accepted with a token.",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> ApiSettings:
@@ -131,8 +185,13 @@ class BudgetConfig(StrictModel):
     """At most `max_actions` remediations (notifiers exempt) per sliding `window`."""
 
     # At least one: a budget of none would hold back every action; use dry_run for that.
-    max_actions: int = Field(default=5, ge=1)
-    window: PositiveDuration = 3600.0
+    max_actions: int = Field(
+        default=5,
+        ge=1,
+        description="Remediations that may run in `window`, all rules together; beyond, a step "
+        "is held back and the plan escalates.",
+    )
+    window: PositiveDuration = Field(default=3600.0, description="The sliding window counted.")
 
 
 # Resolved incidents may be kept longer than other durations allow: audits ask for years.
@@ -151,34 +210,93 @@ class AlertLimits(StrictModel):
     at start."""
 
     # Far above one rule's alerts in a real fleet, yet five noisy rules leave room for others.
-    max_firing_per_rule: int = Field(default=5_000, ge=1, le=1_000_000)
-    max_firing: int = Field(default=25_000, ge=1, le=1_000_000)
-    # A group whose notifications left alerts out (`truncatedAlerts`) holds its incident open
-    # until a notification of it leaves none out, or none comes for this long: a sender
-    # repeats a group while any of its alerts fires (Alertmanager's and Grafana's
-    # repeat_interval, 4h by default), and sends nothing more once all resolved. Set it above
-    # the sender's repeat_interval.
-    truncated_hold: PositiveDuration = Field(default=5 * 3600.0, ge=60, le=7 * 86400)
+    max_firing_per_rule: int = Field(
+        default=5_000,
+        ge=1,
+        le=1_000_000,
+        description="Pushed alerts firing at once for one rule; a new one beyond is refused "
+        "with 429.",
+    )
+    max_firing: int = Field(
+        default=25_000,
+        ge=1,
+        le=1_000_000,
+        description="Pushed alerts firing at once, all rules together.",
+    )
+    # A sender repeats a group while any of its alerts fires (Alertmanager's and Grafana's
+    # repeat_interval, 4h by default), and sends nothing more once all resolved.
+    truncated_hold: PositiveDuration = Field(
+        default=5 * 3600.0,
+        ge=60,
+        le=7 * 86400,
+        description="A group whose notification left alerts out (`truncatedAlerts`) holds its "
+        "incident open until one leaves none out, or none comes for this long. Set it above "
+        "the sender's `repeat_interval`.",
+    )
 
 
 class DaemonSettings(StrictModel):
-    listen: str = "127.0.0.1:9464"
-    state_dir: str = "./state"
-    # Global dry-run: the timeline says what would have run, nothing runs.
-    dry_run: bool = False
-    budget: BudgetConfig = BudgetConfig()
-    # After this many plans of one rule in a row that acted and did not help, that rule's
-    # automation stops (it only pages) until an operator resets it.
-    circuit_breaker_after: int = Field(default=3, ge=1)
+    """The daemon itself: where it listens and keeps its state, and the bounds on all
+    automation."""
+
+    example: ClassVar[str] = """
+        runbookd:
+          listen: 127.0.0.1:9464
+          state_dir: /var/lib/runbookd
+          dry_run: false                        # true: record what would run, run nothing
+          budget: {max_actions: 5, window: 1h}  # all rules together
+          api:
+            tokens:
+              - {name: alertmanager, token: "${RUNBOOKD_INTAKE_TOKEN}", scope: intake}
+              - {name: oncall, token: "${RUNBOOKD_WRITE_TOKEN}", scope: write}
+        """
+
+    listen: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port of the HTTP API (an IPv6 address in brackets: `[::1]:9464`). "
+        "Off loopback, `api.tokens` is required.",
+    )
+    state_dir: str = Field(
+        default="./state",
+        description="The directory of the SQLite store (incidents, timelines, cooldowns, "
+        "budget, outbox); one daemon per directory.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="true: every rule only records what it would have run; nothing runs.",
+    )
+    budget: BudgetConfig = Field(
+        default=BudgetConfig(), description="The global bound on remediations per window."
+    )
+    circuit_breaker_after: int = Field(
+        default=3,
+        ge=1,
+        description="After this many plans of one rule in a row that acted and did not help, "
+        "the rule's automation stops (it only pages) until `POST /api/v1/rules/RULE/reset`.",
+    )
     # Each run in flight may hold a socket or a process; beyond 10,000 it is a typo.
-    max_checks_in_flight: int = Field(default=256, ge=1, le=10_000)
-    # On SIGTERM, running remediations get this long to finish before they are cancelled.
-    drain_grace: Duration = 30.0
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Resolved incidents and ledger entries older than this are deleted (daily).
-    history_retention: Retention = 30 * DAY
-    api: ApiSettings = ApiSettings()
-    alerts: AlertLimits = AlertLimits()
+    max_checks_in_flight: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Check runs at once; a check due while all are busy waits its turn.",
+    )
+    drain_grace: Duration = Field(
+        default=30.0,
+        description="On SIGTERM (or a core task's death), running remediations get this long "
+        "to finish before they are cancelled.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The least level logged."
+    )
+    history_retention: Retention = Field(
+        default=30 * DAY,
+        description="Resolved incidents and ledger entries older than this are deleted (daily).",
+    )
+    api: ApiSettings = Field(default=ApiSettings(), description="The HTTP API.")
+    alerts: AlertLimits = Field(
+        default=AlertLimits(), description="Caps on the pushed alerts firing at once."
+    )
 
     @field_validator("listen")
     @classmethod

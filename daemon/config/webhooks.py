@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
@@ -27,10 +27,21 @@ DottedPath = Annotated[str, AfterValidator(_dotted_path)]
 class WebhookAuth(SecretsModel):
     """How a sender proves itself: an HMAC-SHA256 signature (preferred) or a bearer token."""
 
-    hmac_secret: SecretStr | None = None
-    token: SecretStr | None = None
-    # A signed request is accepted this long either side of our clock (replay protection).
-    tolerance: PositiveDuration = Field(default=300.0, le=3600)
+    hmac_secret: SecretStr | None = Field(
+        default=None,
+        description="Requests carry `X-Runbookd-Timestamp: UNIX_SECONDS` and "
+        "`X-Runbookd-Signature: sha256=HEX`, the HMAC-SHA256 with this secret of "
+        "`TIMESTAMP.BODY`; each signature is accepted once. At least 16 characters.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Or: requests carry `Authorization: Bearer TOKEN`. At least 16 characters.",
+    )
+    tolerance: PositiveDuration = Field(
+        default=300.0,
+        le=3600,
+        description="A signed request is accepted this long either side of runbookd's clock.",
+    )
 
     _secret_length = field_validator("hmac_secret", "token")(long_enough)
 
@@ -42,12 +53,45 @@ class WebhookAuth(SecretsModel):
 
 
 class WebhookConfig(StrictModel):
-    """`POST /api/v1/webhooks/NAME`: a JSON body mapped to an alert by dotted paths."""
+    """`POST /api/v1/webhooks/NAME`: a JSON body mapped to alerts by dotted paths. `status`
+    reads as firing when it is one of `firing`, `alerting`, `triggered`, `open`, `critical`,
+    `down`, `true`, and as resolved when one of `resolved`, `ok`, `normal`, `closed`,
+    `recovered`, `cleared`, `up`, `inactive`, `false` (any case); anything else is refused with
+    400 naming the path, so a typo never resolves an incident."""
 
-    fields: dict[str, DottedPath] = Field(max_length=64)
-    auth: WebhookAuth
-    # The path of a list of alerts in the body; `fields` are then relative to each item.
-    each: DottedPath | None = None
+    example: ClassVar[str] = """
+        webhooks:
+          uptime:                      # POST /api/v1/webhooks/uptime
+            each: alerts
+            fields:
+              name: labels.alertname
+              status: status
+              summary: annotations.summary
+              labels.instance: labels.instance
+            auth: {hmac_secret: "${UPTIME_HMAC_SECRET}"}
+        rules:
+          site_down:
+            when: {alert: SiteDown}
+            do: [page_oncall]
+        remediations:
+          page_oncall:
+            type: pagerduty
+            routing_key: ${PAGERDUTY_ROUTING_KEY}
+        """
+
+    fields: dict[str, DottedPath] = Field(
+        max_length=64,
+        description="Alert field -> dotted path into the body (or into each item of `each`). "
+        "`name` (what `when: {alert: ...}` matches) and `status` are required; `fingerprint` "
+        "(default: a hash of name and labels), `summary` and any number of `labels.LABEL` "
+        "are optional.",
+    )
+    auth: WebhookAuth = Field(description="How the sender proves itself.")
+    each: DottedPath | None = Field(
+        default=None,
+        description="The path of a list in the body: one alert per item, `fields` then "
+        "relative to each item. Unset: the body is one alert.",
+    )
 
     @field_validator("fields")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -44,23 +44,64 @@ TimeZone = Annotated[str, AfterValidator(_zone)]
 
 
 class JobConfig(StrictModel):
-    run: str
-    """The action to run: the name of an entry under `remediations:`."""
-    schedule: Cron
-    """When, in cron syntax with 5 fields, e.g. `0 2 * * *` for 2 AM every day."""
-    timezone: TimeZone = "UTC"
-    """The time zone the schedule is read in. A time skipped by a daylight saving change
-    runs at the first time after it; a time that happens twice runs once."""
-    timeout: PositiveDuration | None = None
-    """How long a run may take; unset: the action's own `timeout`."""
-    catch_up: Duration = 0.0
-    """After downtime, a run missed less than this long ago runs once at start; older ones,
-    and every one when 0, are recorded as missed (and count as failed)."""
-    jitter: Duration = Field(0.0, le=3600)
-    """Each run starts up to this long after its time, at an offset fixed by the job's name,
-    so jobs on the same minute do not all start at once."""
-    enabled: bool = True
-    """False: never runs on schedule; `runbookd jobs run NAME` still starts it."""
+    """`jobs.NAME`: run one of the `remediations:` on a schedule, one run at a time. Every run
+    is recorded (`runbookd jobs show NAME`, `GET /api/v1/jobs/NAME/runs`) and told to the
+    rules as values of a check named like the job: `failed` (1 when the run failed, timed
+    out, was interrupted, held, or missed while runbookd was down; 0 when it succeeded, was
+    rejected by an operator or was a dry run), `duration_seconds` and `bytes` (when the action
+    reports them). A job's action passes the dry run, the target lock and, for a destructive
+    action or `require_approval`, an operator's approval; the budget and cooldowns bound
+    rules' reactions and do not apply."""
+
+    example: ClassVar[str] = """
+        remediations:
+          analyze:
+            type: postgres_maintenance
+            dsn: ${DATABASE_URL}
+            action: analyze
+          page_oncall:
+            type: pagerduty
+            routing_key: ${PAGERDUTY_ROUTING_KEY}
+        jobs:
+          weekly_analyze:
+            run: analyze
+            schedule: "0 3 * * 0"          # Sundays at 3 AM
+            timezone: Europe/Berlin
+            catch_up: 6h
+        rules:
+          maintenance_failed:
+            when: weekly_analyze.failed > 0
+            do: [page_oncall]
+    """
+
+    run: str = Field(description="The action to run: the name of an entry under `remediations:`.")
+    schedule: Cron = Field(
+        description="When, in cron syntax with 5 fields (minute hour day-of-month month "
+        "day-of-week), e.g. `0 2 * * *` for 2 AM every day."
+    )
+    timezone: TimeZone = Field(
+        "UTC",
+        description="The IANA time zone the schedule is read in. A time that a daylight saving "
+        "change skips runs at the first time after it; a time that happens twice runs once.",
+    )
+    timeout: PositiveDuration | None = Field(
+        None, description="How long a run may take; unset: the action's own `timeout`."
+    )
+    catch_up: Duration = Field(
+        0.0,
+        description="After downtime, the newest missed time runs once at start if it was less "
+        "than this long ago; the other missed times (all of them when 0) are recorded as one "
+        "`missed` run, which counts as failed.",
+    )
+    jitter: Duration = Field(
+        0.0,
+        le=3600,
+        description="Each run starts up to this long after its time, at an offset fixed by the "
+        "job's name, so jobs on the same minute do not all start at once.",
+    )
+    enabled: bool = Field(
+        True, description="false: never runs on schedule; `runbookd jobs run NAME` still runs it."
+    )
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
