@@ -57,8 +57,9 @@ class JobConfig(StrictModel):
         remediations:
           analyze:
             type: postgres_maintenance
-            dsn: ${DATABASE_URL}
-            action: analyze
+            dsn: postgresql://maint@db.internal:5432/app
+            operation: analyze
+            tables: [User, Task]
           page_oncall:
             type: pagerduty
             routing_key: ${PAGERDUTY_ROUTING_KEY}
