@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +18,6 @@ from remediations.service import (
     parse_jlist,
 )
 from tests.fakes.standin import StandInFiles
-from tests.paths import BIN
 
 
 class StandIn(StandInFiles):
@@ -32,13 +28,6 @@ class StandIn(StandInFiles):
 
     def processes(self, *processes: dict[str, Any], **pm2: Any) -> None:
         self.write({"pm2": {"processes": list(processes), **pm2}})
-
-
-@pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    python_dir = os.path.dirname(sys.executable)
-    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
-    return StandIn(tmp_path)
 
 
 def with_standin(standin: StandIn | None, config: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from remediations.pagerduty import PagerDutyConfig
 from tests.paths import ROOT
 
 UNIT = ROOT / "systemd" / "runbookd.service"
-WATCHDOG_USEC = 200_000  # pings every 0.1s
 
 
 # --- sdnotify alone -------------------------------------------------------------------------
