@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import gc
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -9,6 +11,23 @@ from aiohttp import web
 from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
 from tests.utils import serve
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def serving() -> Iterator[None]:
+    """Daemon.serve turns the GC on and freezes what exists: undone after the test."""
+    yield
+    gc.unfreeze()
+    gc.enable()
 
 
 @pytest.fixture
