@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from aiohttp import web
 
 from daemon.api.servers import serve
 from daemon.config.loader import load_config
@@ -96,6 +97,18 @@ async def silent_server() -> AsyncIterator[int]:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@asynccontextmanager
+async def serve_releasing(build: Callable[[asyncio.Event], web.Application]) -> AsyncIterator[str]:
+    """Serve the app `build` makes around an event its hanging handlers wait on; the event is
+    set on the way out, so that they finish and the server stops promptly."""
+    release = asyncio.Event()
+    async with serve(build(release)) as url:
+        try:
+            yield url
+        finally:
+            release.set()
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
