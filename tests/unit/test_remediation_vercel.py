@@ -15,21 +15,7 @@ from remediations.vercel import (
     VercelPromote,
     VercelRollback,
 )
-from tests.fakes.vercel import TOKEN
-
-TEAM = "team_acme0123456789"
-
-
-def config(api_url: str, kind: str, **overrides: Any) -> dict[str, Any]:
-    base = {
-        "type": kind,
-        "token": TOKEN,
-        "project_id": "prj_store",
-        "team_id": TEAM,
-        "api_url": api_url,
-    }
-    return {**base, **overrides}
-
+from tests.fakes.vercel import TOKEN, config
 
 # -- config ---------------------------------------------------------------------------------
 
