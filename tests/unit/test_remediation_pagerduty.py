@@ -15,10 +15,7 @@ from remediations.pagerduty import (
     PagerDutyConfig,
     PagerDutyRemediation,
 )
-from tests.fakes.pagerduty import validate_change_event, validate_event
-
-ROUTING_KEY = "R0ut1ngKey0123456789abcdefABCDEF"
-assert len(ROUTING_KEY) == 32
+from tests.fakes.pagerduty import ROUTING_KEY, validate_change_event, validate_event
 
 
 @pytest.mark.parametrize(
