@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 from daemon.api.auth import MAX_REPLAY_MEMORY, RateLimiter, ReplayGuard, TokenTable, replay_capacity
 from daemon.config.check import check_config_main
 from daemon.config.loader import load_config_text
-from daemon.config.problems import ConfigError
 from daemon.config.settings import ApiToken, RateLimitConfig, is_loopback
+from tests.config_problems import problems
 
 WRITE = "w-0123456789abcdef-write"
 READ = "r-0123456789abcdef-read"
@@ -114,12 +114,6 @@ def test_a_network_listen_without_tokens_is_a_config_error(
         f"      - {{name: ops, token: {WRITE}, scope: write}}\n"
     )
     assert check_config_main(str(path)) == 0
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, "c.yaml")
-    return [str(p) for p in info.value.problems]
 
 
 def test_token_settings_are_validated_with_their_lines() -> None:
