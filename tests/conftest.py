@@ -1,6 +1,11 @@
+"""Fixtures more than one tier uses (tests/unit, tests/integration, tests/e2e); what a single
+tier shares is in its own conftest.py, and helpers that are not fixtures in tests/*.py."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import gc
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -49,3 +54,20 @@ async def app_state() -> AsyncIterator[tuple[dict[str, object], str]]:
     state: dict[str, object] = {"up": True}
     async with serve(health_app(state)) as url:
         yield state, url
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def serving() -> Iterator[None]:
+    """Daemon.serve turns the GC on and freezes what exists: undone after the test."""
+    yield
+    gc.unfreeze()
+    gc.enable()

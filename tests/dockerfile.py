@@ -91,6 +91,11 @@ def stages(instructions: list[Instruction]) -> list[Stage]:
     return result
 
 
+def image_stages() -> list[Stage]:
+    """The repository's Dockerfile, in its stages."""
+    return stages(parse_dockerfile(DOCKERFILE.read_text()))
+
+
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
     """(is an exception "!", regex) per line, as Docker's patternmatcher reads them."""
     patterns = []

@@ -8,18 +8,20 @@ import select
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import pytest
 import structlog
+from aiohttp import web
 
 from daemon.api.servers import serve
 from daemon.config.loader import load_config
 from daemon.runtime.daemon import Daemon
 from daemon.runtime.logs import configure
 
-__all__ = ["free_port", "read_until", "run_daemon", "serve", "wait_for"]
+__all__ = ["free_port", "read_until", "run_daemon", "serve", "wait_for", "wait_until"]
 
 
 def free_port() -> int:
@@ -45,6 +47,17 @@ async def wait_for(predicate: Callable[[], object], within: float = 20.0) -> Non
     deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], what: str, within: float = 5.0
+) -> None:
+    """Poll a server-side condition (it changes asynchronously), bounded."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
 
 
@@ -84,6 +97,18 @@ async def silent_server() -> AsyncIterator[int]:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@asynccontextmanager
+async def serve_releasing(build: Callable[[asyncio.Event], web.Application]) -> AsyncIterator[str]:
+    """Serve the app `build` makes around an event its hanging handlers wait on; the event is
+    set on the way out, so that they finish and the server stops promptly."""
+    release = asyncio.Event()
+    async with serve(build(release)) as url:
+        try:
+            yield url
+        finally:
+            release.set()
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:

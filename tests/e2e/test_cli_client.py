@@ -6,66 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import structlog
 
-from daemon.runtime.daemon import Daemon
-from tests.utils import free_port, run_daemon
-
-TOKEN = "cli-test-token-0123456789"
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-  drain_grace: 1s
-  api:
-    tokens:
-      - name: ops
-        token: {token}
-        scope: write
-checks:
-  health:
-    type: http
-    url: {url}/health
-    interval: 100ms
-    timeout: 1s
-rules:
-  down:
-    when: health.up < 1
-    do: [fix]
-remediations:
-  fix:
-    type: http
-    url: {url}/hook
-    body: {{step: fix}}
-"""
-
-State = dict[str, object]
-
-
-@pytest.fixture(autouse=True)
-def quiet() -> Iterator[None]:
-    """The daemon's log lines would land in the command's captured output."""
-    with structlog.testing.capture_logs():
-        yield
+from tests.cli_daemon import TOKEN, cli_daemon
+from tests.utils import free_port
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, app_state: tuple[State, str]) -> AsyncIterator[Daemon]:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", url=app_state[1], token=TOKEN))
-    async with run_daemon(path) as running:
-        yield running
-
-
-@pytest.fixture
-def url(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("RUNBOOKD_TOKEN", TOKEN)
-    return f"http://127.0.0.1:{daemon.port}"
+async def url(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    with structlog.testing.capture_logs():  # the daemon's log lines, out of the test's output
+        async with cli_daemon(tmp_path, app_state[1]) as daemon:
+            monkeypatch.setenv("RUNBOOKD_TOKEN", TOKEN)
+            yield f"http://127.0.0.1:{daemon.port}"
 
 
 async def test_the_real_process(url: str) -> None:

@@ -10,35 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.health_config import write_config
 from tests.utils import read_until
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-checks:
-  health:
-    type: http
-    url: {url}/health
-    interval: 100ms
-    timeout: 1s
-rules:
-  down:
-    when: health.up < 1
-    do: [notify]
-remediations:
-  notify:
-    type: http
-    url: {url}/hook
-    body: {{incident: "{{{{ incident.id }}}}"}}
-"""
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> Path:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", url=app_state[1]))
-    return path
+    return write_config(tmp_path, app_state[1])
 
 
 def test_sighup_with_a_bad_config_keeps_running_and_sigterm_exits_0(config_file: Path) -> None:

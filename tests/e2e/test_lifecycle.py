@@ -5,12 +5,11 @@ at once with one line; a core task that dies makes the daemon unhealthy, and it 
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +20,8 @@ from daemon.pipeline.outbox import Outbox
 from daemon.runtime.daemon import Daemon, ExitCode
 from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
+from tests.lifecycle import WAIT, write_config
 from tests.paths import ROOT
-
-WAIT = 30.0
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:{port}
-  state_dir: {state}
-checks:
-  health: {{type: http, url: "{url}/health", interval: 100ms, timeout: 1s}}
-"""
-
-
-def write_config(tmp_path: Path, url: str, *, port: int = 0, state: Path | None = None) -> Path:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(port=port, state=state or tmp_path / "state", url=url))
-    return path
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A loopback port something else listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def serving() -> Iterator[None]:
-    """Daemon.serve turns the GC on and freezes what exists: undone after the test."""
-    yield
-    gc.unfreeze()
-    gc.enable()
-
 
 # --- a start that fails -----------------------------------------------------------------------
 

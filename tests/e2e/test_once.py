@@ -6,16 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CONFIG = """
-checks:
-  api:
-    type: http
-    url: {url}/health
-    expect_json: {{status: ok}}
-  gone:
-    type: http
-    url: http://127.0.0.1:{dead}/health
-"""
+from tests.once import CONFIG
 
 
 def test_cli_rejects_an_unknown_check_name(tmp_path: Path) -> None:

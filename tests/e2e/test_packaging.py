@@ -13,15 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerfile import (
-    DOCKERFILE,
-    Stage,
-    copied_sources,
-    dockerignore_patterns,
-    excluded,
-    parse_dockerfile,
-    stages,
-)
+from tests.dockerfile import Stage, copied_sources, dockerignore_patterns, excluded, image_stages
 from tests.paths import ROOT
 from tests.utils import free_port, run_daemon
 
@@ -33,7 +25,7 @@ PORT = "9464"
 
 @pytest.fixture(scope="module")
 def dockerfile() -> list[Stage]:
-    return stages(parse_dockerfile(DOCKERFILE.read_text()))
+    return image_stages()
 
 
 async def test_healthcheck_command_passes_on_a_live_daemon_and_fails_without_one(

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,8 +26,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from daemon.runtime.sdnotify import Notifier, monotonic_usec
+from daemon.runtime.sdnotify import monotonic_usec
 from tests.paths import ROOT
+from tests.sdnotify import MakeNotifier, notifiers
 from tests.services import missing
 from tests.utils import serve
 
@@ -429,21 +430,12 @@ async def test_the_daemon_runs_with_memory_deny_write_execute(
 
 # --- sdnotify alone -------------------------------------------------------------------------
 
-MakeNotifier = Callable[[dict[str, str]], Notifier]
-
 
 @pytest.fixture
 async def make_notifier() -> AsyncIterator[MakeNotifier]:
     """Makes notifiers from a given environment, and closes them after the test."""
-    made: list[Notifier] = []
-
-    def make(environ: dict[str, str]) -> Notifier:
-        made.append(Notifier(environ))
-        return made[-1]
-
-    yield make
-    for each in made:
-        await each.close()
+    async with notifiers() as make:
+        yield make
 
 
 def test_messages_to_a_path(

@@ -1,6 +1,6 @@
-"""docker compose as the compose remediations see it: the stand-in docker's state
-(tests/bin/docker), the compose file, and the remediations built on them
-(tests/*/test_remediation_compose.py)."""
+"""docker compose as the compose remediations see it: the project's compose file, and the
+remediations built on it (tests/*/test_remediation_compose.py), run by the stand-in docker
+(tests/bin/docker, tests/fakes/standin.py) when given one."""
 
 from __future__ import annotations
 
@@ -13,29 +13,15 @@ from remediations.compose import (
     ComposeScale,
     ComposeScaleConfig,
 )
-from tests.fakes.standin import StandInFiles
+from tests.fakes.standin import StandIn, with_standin
 
 
-class StandIn(StandInFiles):
-    """The stand-in docker's log of calls and its state (which containers run what)."""
-
-    def set(self, **docker: Any) -> None:
-        state = self.state()
-        state.setdefault("docker", {}).update(docker)
-        self.write(state)
-
-    def run(self, service: str, *images: str, state: str = "running") -> None:
-        """The service's containers run these images (one container each)."""
-        projects = self.state().get("docker", {}).get("projects", {})
-        containers = [
-            {"number": n, "image": image, "state": state} for n, image in enumerate(images, 1)
-        ]
-        projects.setdefault("shop", {})[service] = containers
-        self.set(projects=projects)
-
-    def images(self, service: str = "web") -> list[str]:
-        containers = self.state()["docker"]["projects"]["shop"][service]
-        return [c["image"] for c in containers]
+def project_directory(root: Path, image: str) -> Path:
+    """The compose project `shop` in root/shop, its web service on `image`."""
+    directory = root / "shop"
+    directory.mkdir()
+    write_compose(directory, image)
+    return directory
 
 
 def write_compose(directory: Path, image: str) -> None:
@@ -53,13 +39,6 @@ def config(project: Path, **overrides: Any) -> dict[str, Any]:
         "service": "web",
         **overrides,
     }
-
-
-def with_standin(standin: StandIn | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """`overrides`, with the stand-in's variables added to its `env:`."""
-    if standin is None:
-        return overrides
-    return {**overrides, "env": {**standin.env, **overrides.get("env", {})}}
 
 
 def rollback(project: Path, standin: StandIn | None = None, **overrides: Any) -> ComposeRollback:

@@ -28,6 +28,8 @@ from aiohttp import web
 from tests.fakes import Failure, FailureQueue, Received, receive, retry_after_headers
 
 ROUTING_KEY_LENGTH = 32
+ROUTING_KEY = "R0ut1ngKey0123456789abcdefABCDEF"  # a valid one, for the tests to send
+assert len(ROUTING_KEY) == ROUTING_KEY_LENGTH
 EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
 DEDUP_KEY_LIMIT = 255

@@ -685,3 +685,25 @@ def seed_storefront(fake: FakeVercel, team_id: str | None) -> dict[str, Deployme
         "current": fake.add_deployment(project),
         "building": fake.add_deployment(project, "BUILDING"),
     }
+
+
+# --- the storefront as the vercel_* remediation tests see it -----------------------------------
+
+TEAM = "team_acme0123456789"
+
+
+def config(api_url: str, kind: str, **overrides: Any) -> dict[str, Any]:
+    """A vercel_* remediation's config for the storefront, in TEAM, with TOKEN."""
+    base = {
+        "type": kind,
+        "token": TOKEN,
+        "project_id": "prj_store",
+        "team_id": TEAM,
+        "api_url": api_url,
+    }
+    return {**base, **overrides}
+
+
+def production(fake: FakeVercel) -> str | None:
+    """The deployment the storefront's production domains serve."""
+    return fake.projects["prj_store"].production_id

@@ -12,7 +12,7 @@ from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
-from tests.utils import free_port, serve
+from tests.utils import free_port, serve_releasing
 
 HEALTH = {"status": "ok", "checks": {"db": "up", "cache": "down"}, "replicas": [{"ok": True}]}
 
@@ -58,12 +58,8 @@ def _app(release: asyncio.Event) -> web.Application:
 
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
-    release = asyncio.Event()
-    async with serve(_app(release)) as url:
-        try:
-            yield url
-        finally:
-            release.set()  # lets a hanging handler finish, so the server stops promptly
+    async with serve_releasing(_app) as url:
+        yield url
 
 
 @pytest.fixture

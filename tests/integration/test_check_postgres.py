@@ -16,8 +16,8 @@ from checks.base import CheckContext
 from checks.postgres import _REPLICATION, PostgresCheck, PostgresCheckConfig
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
-from tests.pg import Database, dsn_for, fresh_database
-from tests.utils import free_port, silent_server
+from tests.pg import Database, dsn_for
+from tests.utils import free_port, wait_until
 
 PRISMA_TABLE = """CREATE TABLE _prisma_migrations (
     id                  VARCHAR(36) PRIMARY KEY NOT NULL,
@@ -30,29 +30,11 @@ PRISMA_TABLE = """CREATE TABLE _prisma_migrations (
     applied_steps_count INTEGER NOT NULL DEFAULT 0
 )"""
 ROLE_PASSWORD = "runbookd-test-role-pw"
-POLL = 0.02
-POLL_LIMIT = 5.0
 
 
 @pytest.fixture
 def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> CheckContext:
     return CheckContext(session=session, clock=clock)
-
-
-@pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    async with fresh_database() as database:
-        yield database
-
-
-@pytest.fixture
-async def conn(db: Database) -> AsyncIterator[Any]:
-    """A connection to the fresh database, for setting up data."""
-    connection = await db.connect()
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
@@ -73,15 +55,6 @@ async def checks(ctx: CheckContext) -> AsyncIterator[Callable[..., Awaitable[Pos
 
 
 Make = Callable[..., Awaitable[PostgresCheck]]
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a server-side condition (it changes asynchronously), bounded."""
-    deadline = time.monotonic() + POLL_LIMIT
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(POLL)
 
 
 # --- the OK path --------------------------------------------------------------------------
@@ -138,7 +111,7 @@ async def test_long_running_query_is_counted(
             )
             return age is not None and age > 0.1
 
-        await wait_for(running_long, "the pg_sleep to run for 100ms")
+        await wait_until(running_long, "the pg_sleep to run for 100ms")
         check = await checks(db.dsn, long_query="100ms")
         result = await check.run(ctx)
         assert result.status is Status.OK
@@ -359,12 +332,6 @@ async def test_password_never_in_reasons(ctx: CheckContext, checks: Make) -> Non
     assert (await separate.run(ctx)).reason == 'database "***" does not exist'
 
 
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    async with silent_server() as port:
-        yield port
-
-
 async def test_timeout_is_critical(ctx: CheckContext, checks: Make, silent_port: int) -> None:
     check = await checks(f"postgresql://root@127.0.0.1:{silent_port}/postgres", timeout="300ms")
     start = time.perf_counter()
@@ -416,5 +383,5 @@ async def test_stop_closes_the_pool(ctx: CheckContext, db: Database, checks: Mak
     async def gone() -> bool:  # a backend exits just after its client says goodbye
         return await backends() == 0
 
-    await wait_for(gone, "the check's connection to close")
+    await wait_until(gone, "the check's connection to close")
     await check.stop()  # stopping twice is harmless

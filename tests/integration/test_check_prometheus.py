@@ -24,7 +24,7 @@ from tests.prometheus_server import (
     prometheus_server,
     require_prometheus,
 )
-from tests.utils import free_port, serve
+from tests.utils import free_port, serve, serve_releasing
 
 # What the scraped app exposes: unsafe label values, a NaN and an +Inf among them.
 METRICS = """\
@@ -219,12 +219,8 @@ def _stub(release: asyncio.Event) -> web.Application:
 
 @pytest.fixture
 async def stub() -> AsyncIterator[str]:
-    release = asyncio.Event()
-    async with serve(_stub(release)) as url:
-        try:
-            yield url
-        finally:
-            release.set()  # lets a hanging handler finish, so the server stops promptly
+    async with serve_releasing(_stub) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ rejected connections and replication, so the shared server's config is never tou
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -28,14 +27,13 @@ from checks.redis import (
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
 from tests.services import missing
-from tests.utils import free_port, silent_server
+from tests.utils import free_port, wait_until
 
 SHARED_URL = os.environ.get("RUNBOOKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 PASSWORD = "t0p-s3cret-pw"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-POLL = 0.02
 POLL_LIMIT = 5.0
 
 
@@ -163,15 +161,6 @@ async def admin() -> AsyncIterator[Callable[[str], Redis]]:
     yield connect
     for client in clients:
         await client.aclose()
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a server-side condition (it changes asynchronously), bounded."""
-    deadline = time.monotonic() + POLL_LIMIT
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(POLL)
 
 
 # --- the OK path --------------------------------------------------------------------------
@@ -352,12 +341,6 @@ async def test_refused_port_is_critical(ctx: CheckContext, checks: Make) -> None
     assert result.reason == "connection refused"
 
 
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    async with silent_server() as port:
-        yield port
-
-
 async def test_timeout_is_critical(ctx: CheckContext, checks: Make, silent_port: int) -> None:
     check = await checks(f"redis://127.0.0.1:{silent_port}/0", timeout="300ms")
     start = time.perf_counter()
@@ -396,5 +379,5 @@ async def test_stop_closes_the_client(
     async def gone() -> bool:  # the server notices the closed socket on its next loop
         return await ours() == 0
 
-    await wait_for(gone, "the check's connection to close")
+    await wait_until(gone, "the check's connection to close")
     await check.stop()  # stopping twice is harmless

@@ -16,36 +16,8 @@ import structlog
 from daemon.cli.main import main
 from daemon.core.models import Incident
 from daemon.runtime.daemon import Daemon
-from tests.utils import free_port, run_daemon, wait_for
-
-TOKEN = "cli-test-token-0123456789"
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-  drain_grace: 1s
-  api:
-    tokens:
-      - name: ops
-        token: {token}
-        scope: write
-checks:
-  health:
-    type: http
-    url: {url}/health
-    interval: 100ms
-    timeout: 1s
-rules:
-  down:
-    when: health.up < 1
-    do: [fix]
-remediations:
-  fix:
-    type: http
-    url: {url}/hook
-    body: {{step: fix}}
-"""
+from tests.cli_daemon import TOKEN, cli_daemon
+from tests.utils import free_port, wait_for
 
 State = dict[str, object]
 
@@ -59,9 +31,7 @@ def quiet() -> Iterator[None]:
 
 @pytest.fixture
 async def daemon(tmp_path: Path, app_state: tuple[State, str]) -> AsyncIterator[Daemon]:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", url=app_state[1], token=TOKEN))
-    async with run_daemon(path) as running:
+    async with cli_daemon(tmp_path, app_state[1]) as running:
         yield running
 
 

@@ -14,35 +14,13 @@ from daemon.config.loader import load_config
 from daemon.core.clock import ManualClock
 from daemon.runtime.daemon import Daemon
 from daemon.runtime.scheduler import phase
+from tests.health_config import write_config
 from tests.utils import run_daemon, wait_for
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-checks:
-  health:
-    type: http
-    url: {url}/health
-    interval: 100ms
-    timeout: 1s
-rules:
-  down:
-    when: health.up < 1
-    do: [notify]
-remediations:
-  notify:
-    type: http
-    url: {url}/hook
-    body: {{incident: "{{{{ incident.id }}}}"}}
-"""
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> Path:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", url=app_state[1]))
-    return path
+    return write_config(tmp_path, app_state[1])
 
 
 async def test_api_health_readiness_metrics_and_errors(

@@ -5,11 +5,8 @@ at once with one line; a core task that dies makes the daemon unhealthy, and it 
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
-import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,40 +22,8 @@ from daemon.config.loader import load_config
 from daemon.core.models import Incident, TimelineEntry
 from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
 from daemon.store.sqlite.repository import SqliteStore
+from tests.lifecycle import WAIT, write_config
 from tests.utils import wait_for
-
-WAIT = 30.0
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:{port}
-  state_dir: {state}
-checks:
-  health: {{type: http, url: "{url}/health", interval: 100ms, timeout: 1s}}
-"""
-
-
-def write_config(tmp_path: Path, url: str, *, port: int = 0, state: Path | None = None) -> Path:
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(port=port, state=state or tmp_path / "state", url=url))
-    return path
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A loopback port something else listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def serving() -> Iterator[None]:
-    """Daemon.serve turns the GC on and freezes what exists: undone after the test."""
-    yield
-    gc.unfreeze()
-    gc.enable()
 
 
 def threads() -> set[threading.Thread]:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from daemon.cli.once import run_once
 from daemon.config.loader import load_config_text
+from tests.once import CONFIG
 from tests.utils import free_port, serve
 
 
@@ -16,18 +17,6 @@ def app() -> web.Application:
     application = web.Application()
     application.router.add_get("/health", health)
     return application
-
-
-CONFIG = """
-checks:
-  api:
-    type: http
-    url: {url}/health
-    expect_json: {{status: ok}}
-  gone:
-    type: http
-    url: http://127.0.0.1:{dead}/health
-"""
 
 
 async def test_all_ok_exits_0_and_prints_a_table() -> None:

@@ -10,9 +10,7 @@ PATH is inherited; where the stand-in keeps its log and state comes in through t
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,8 @@ from daemon.clients.processes import INHERITED_ENV
 from daemon.core.clock import ManualClock, settle
 from remediations.base import MemoryState, RemediationContext
 from tests.fakes import make_incident
-from tests.fakes.compose import StandIn, rollback, scale, write_compose
+from tests.fakes.compose import project_directory, rollback, scale, write_compose
+from tests.fakes.standin import StandIn
 from tests.paths import BIN
 
 GOOD = "example/web:1.4.2"
@@ -41,18 +40,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    python_dir = os.path.dirname(sys.executable)
-    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
-    return StandIn(tmp_path)
-
-
-@pytest.fixture
 def project(tmp_path: Path) -> Path:
-    directory = tmp_path / "shop"
-    directory.mkdir()
-    write_compose(directory, GOOD)
-    return directory
+    return project_directory(tmp_path, GOOD)
 
 
 def values(ctx: RemediationContext) -> dict[str, Any]:

@@ -23,12 +23,9 @@ from remediations.pagerduty import (
 )
 from remediations.retry import EXCERPT_CHARS
 from tests.fakes import make_incident
-from tests.fakes.pagerduty import FakePagerDuty
+from tests.fakes.pagerduty import ROUTING_KEY, FakePagerDuty
 from tests.utils import free_port, serve
 from tests.world import FakeAction, FakePager, make_world
-
-ROUTING_KEY = "R0ut1ngKey0123456789abcdefABCDEF"
-assert len(ROUTING_KEY) == 32
 
 
 @pytest.fixture

@@ -5,13 +5,8 @@ Statistics views are updated asynchronously, so effects are read by polling, bou
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from remediations.base import RemediationContext
 from remediations.postgres_maintenance import (
@@ -20,11 +15,9 @@ from remediations.postgres_maintenance import (
     quote_table,
 )
 from tests.fakes import make_incident
-from tests.pg import Database, dsn_for, fresh_database
-from tests.utils import free_port
+from tests.pg import Database, dsn_for
+from tests.utils import free_port, wait_until
 
-POLL = 0.02
-POLL_LIMIT = 5.0
 PASSWORD = "pw-Secr3t-xyz"
 SETUP = """
 CREATE TABLE {table} (id int PRIMARY KEY, note text) WITH (autovacuum_enabled = off);
@@ -32,22 +25,6 @@ INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1000) g;
 DELETE FROM {table} WHERE id <= {dead};
 SELECT pg_stat_force_next_flush();
 """
-
-
-@pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    async with fresh_database() as database:
-        yield database
-
-
-@pytest.fixture
-async def conn(db: Database) -> AsyncIterator[Any]:
-    """A connection to the fresh database, for setting up data and reading statistics."""
-    connection = await db.connect()
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def make(dsn: str, **fields: Any) -> PostgresMaintenanceRemediation:
@@ -78,15 +55,6 @@ async def table_stats(conn: Any, table: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a server-side condition (statistics arrive asynchronously), bounded."""
-    deadline = time.monotonic() + POLL_LIMIT
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(POLL)
-
-
 async def wait_for_stats(conn: Any, table: str, **expected: Any) -> dict[str, Any]:
     """Wait until the named columns have the expected values (True: not null)."""
     stats: dict[str, Any] = {}
@@ -98,7 +66,7 @@ async def wait_for_stats(conn: Any, table: str, **expected: Any) -> dict[str, An
             for key, want in expected.items()
         )
 
-    await wait_for(matches, f"{table} statistics {expected}")
+    await wait_until(matches, f"{table} statistics {expected}")
     return stats
 
 

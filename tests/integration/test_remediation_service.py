@@ -9,9 +9,7 @@ as PM2_HOME does in a real deployment.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,55 +18,16 @@ import pytest
 from daemon.clients.processes import INHERITED_ENV
 from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
-from remediations.service import (
-    Pm2Restart,
-    Pm2RestartConfig,
-    SystemdRestart,
-    SystemdRestartConfig,
-)
 from tests.fakes import make_incident
-from tests.fakes.standin import StandInFiles
+from tests.fakes.service import pm2, systemd
+from tests.fakes.standin import StandIn
 from tests.paths import BIN
-
-
-class StandIn(StandInFiles):
-    """The stand-ins' log of calls and their shared state file."""
-
-    def units(self, scope: str = "system", **units: dict[str, Any]) -> None:
-        self.write({"systemd": {scope: {f"{name}.service": u for name, u in units.items()}}})
-
-    def processes(self, *processes: dict[str, Any], **pm2: Any) -> None:
-        self.write({"pm2": {"processes": list(processes), **pm2}})
 
 
 @pytest.fixture
 def clock() -> ManualClock:
     # Waits between checks move the clock at once; the tests read clock.slept.
     return ManualClock(autojump=True)
-
-
-@pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    python_dir = os.path.dirname(sys.executable)
-    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
-    return StandIn(tmp_path)
-
-
-def with_standin(standin: StandIn | None, config: dict[str, Any]) -> dict[str, Any]:
-    """`config`, with the stand-in's variables added to its `env:`."""
-    if standin is None:
-        return config
-    return {**config, "env": {**standin.env, **config.get("env", {})}}
-
-
-def systemd(standin: StandIn | None = None, **config: Any) -> SystemdRestart:
-    data = {"type": "systemd_restart", "unit": "web.service", **with_standin(standin, config)}
-    return SystemdRestart("restart-web", SystemdRestartConfig.model_validate(data))
-
-
-def pm2(standin: StandIn | None = None, **config: Any) -> Pm2Restart:
-    data = {"type": "pm2_restart", "name": "api", **with_standin(standin, config)}
-    return Pm2Restart("restart-api", Pm2RestartConfig.model_validate(data))
 
 
 def process(name: str = "api", pm_id: int = 0, **fields: Any) -> dict[str, Any]:

@@ -22,10 +22,17 @@ from remediations.vercel import (
     VercelRollback,
 )
 from tests.fakes import make_incident
-from tests.fakes.vercel import TOKEN, Deployment, FakeVercel, seed_storefront
+from tests.fakes.vercel import (
+    TEAM,
+    TOKEN,
+    Deployment,
+    FakeVercel,
+    config,
+    production,
+    seed_storefront,
+)
 from tests.utils import serve
 
-TEAM = "team_acme0123456789"
 LIST = "/v6/deployments"
 PROJECT = "/v9/projects/prj_store"
 DESCRIPTION = "runbookd: incident inc-20270115-0001 (rule high_error_rate)"
@@ -52,17 +59,6 @@ async def api_url(fake: FakeVercel) -> AsyncIterator[str]:
         yield url
 
 
-def config(api_url: str, kind: str, **overrides: Any) -> dict[str, Any]:
-    base = {
-        "type": kind,
-        "token": TOKEN,
-        "project_id": "prj_store",
-        "team_id": TEAM,
-        "api_url": api_url,
-    }
-    return {**base, **overrides}
-
-
 def rollback(api_url: str, **overrides: Any) -> VercelRollback:
     data = config(api_url, "vercel_rollback", **overrides)
     return VercelRollback("rollback-web", RollbackConfig.model_validate(data))
@@ -71,10 +67,6 @@ def rollback(api_url: str, **overrides: Any) -> VercelRollback:
 def promote(api_url: str, **overrides: Any) -> VercelPromote:
     data = config(api_url, "vercel_promote", **overrides)
     return VercelPromote("promote-web", PromoteConfig.model_validate(data))
-
-
-def production(fake: FakeVercel) -> str | None:
-    return fake.projects["prj_store"].production_id
 
 
 def assert_no_secret(result: RemediationResult | None) -> None:

@@ -14,10 +14,17 @@ from remediations.base import RemediationContext
 from remediations.vercel import VercelClient, VercelFailure
 from remediations.vercel_env import ENV_ID, EnvConfig, VercelEnv, _created_id
 from tests.fakes import make_incident
-from tests.fakes.vercel import TOKEN, Deployment, FakeVercel, seed_storefront
+from tests.fakes.vercel import (
+    TEAM,
+    TOKEN,
+    Deployment,
+    FakeVercel,
+    config,
+    production,
+    seed_storefront,
+)
 from tests.utils import serve
 
-TEAM = "team_acme0123456789"
 ENV = "/v10/projects/prj_store/env"
 CREATE = "/v13/deployments"
 
@@ -44,23 +51,12 @@ async def api_url(fake: FakeVercel) -> AsyncIterator[str]:
 
 
 def make(api_url: str, **overrides: Any) -> VercelEnv:
-    data = {
-        "type": "vercel_env",
-        "token": TOKEN,
-        "project_id": "prj_store",
-        "team_id": TEAM,
-        "api_url": api_url,
-        **overrides,
-    }
+    data = config(api_url, "vercel_env", **overrides)
     return VercelEnv("maintenance", EnvConfig.model_validate(data))
 
 
 def newest(fake: FakeVercel) -> Deployment:
     return max(fake.deployments.values(), key=lambda d: d.created)
-
-
-def production(fake: FakeVercel) -> str | None:
-    return fake.projects["prj_store"].production_id
 
 
 def variables(fake: FakeVercel) -> dict[str, str]:

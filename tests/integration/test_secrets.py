@@ -8,14 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.leaks import Secrets, find_leaks, random_text
+from tests.leaks import find_leaks, random_text
 from tests.utils import run_daemon, wait_for
-
-
-@pytest.fixture
-def secret_values() -> Secrets:
-    return Secrets()
-
 
 COMMAND_CONFIG = """
 runbookd:

@@ -3,7 +3,6 @@ which addresses are loopback, and the token settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,61 +11,12 @@ from structlog.testing import capture_logs
 from daemon.api.auth import MAX_REPLAY_MEMORY, RateLimiter, ReplayGuard, TokenTable, replay_capacity
 from daemon.config.check import check_config_main
 from daemon.config.loader import load_config_text
-from daemon.config.problems import ConfigError
 from daemon.config.settings import ApiToken, RateLimitConfig, is_loopback
-from tests.utils import run_daemon
+from tests.config_problems import problems
 
 WRITE = "w-0123456789abcdef-write"
 READ = "r-0123456789abcdef-read"
-INTAKE = "i-0123456789abcdef-intake"  # from a file, as systemd's LoadCredential= gives it
-CI = "c-0123456789abcdef-ci"  # from the environment
 MIB = 1024 * 1024
-
-CONFIG = """\
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-  api:
-    protect_metrics: {protect}
-    rate_limit: {rate}
-    tokens:
-      - {{name: ops, token: {write}, scope: write}}
-      - {{name: grafana, token: {read}, scope: read}}
-      - {{name: alertmanager, token_file: {intake_file}, scope: intake}}
-      - {{name: ci, token: "${{RUNBOOKD_TEST_API_TOKEN}}", scope: read}}
-rules:
-  errors:
-    when: {{alert: HighErrorRate}}
-"""
-
-
-def write_config(
-    directory: Path, *, protect: bool = False, rate: str = "{per_second: 50, burst: 200}"
-) -> Path:
-    intake_file = directory / "intake-token"
-    intake_file.write_text(INTAKE + "\n")
-    path = directory / "runbookd.yaml"
-    text = CONFIG.format(
-        state=directory / "state",
-        protect=str(protect).lower(),
-        rate=rate,
-        write=WRITE,
-        read=READ,
-        intake_file=intake_file,
-    )
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def ci_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUNBOOKD_TEST_API_TOKEN", CI)
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[str]:
-    async with run_daemon(write_config(tmp_path)) as daemon:
-        yield f"http://127.0.0.1:{daemon.port}"
 
 
 def test_rate_limiter_refills_caps_at_burst_and_bounds_its_memory() -> None:
@@ -164,12 +114,6 @@ def test_a_network_listen_without_tokens_is_a_config_error(
         f"      - {{name: ops, token: {WRITE}, scope: write}}\n"
     )
     assert check_config_main(str(path)) == 0
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, "c.yaml")
-    return [str(p) for p in info.value.problems]
 
 
 def test_token_settings_are_validated_with_their_lines() -> None:

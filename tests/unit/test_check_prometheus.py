@@ -3,60 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pydantic
 import pytest
-import pytest_asyncio
-from aiohttp import web
 
 from checks.base import CHECKS
 from checks.prometheus import PrometheusCheck, PrometheusCheckConfig, value_name
 from daemon.config.loader import load_config_text
 from daemon.config.problems import ConfigError
-from tests.prometheus_server import (
-    PrometheusServer,
-    prometheus_server,
-    require_prometheus,
-)
-from tests.utils import serve
-
-# What the scraped app exposes: unsafe label values, a NaN and an +Inf among them.
-METRICS = """\
-# TYPE app_temperature gauge
-app_temperature{room="kitchen"} 21.5
-app_temperature{room="living-room"} 19.25
-app_temperature{room="1st.floor"} 18
-app_temperature{room="attic"} NaN
-# TYPE app_requests_total counter
-app_requests_total 42
-# TYPE app_queue_depth gauge
-app_queue_depth +Inf
-"""
-
-
-# --- a real Prometheus, started once for the module ---------------------------------------
-
-
-def _target() -> web.Application:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=METRICS, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrometheusServer]:
-    require_prometheus()
-    directory = tmp_path_factory.mktemp("prometheus")
-    async with serve(_target()) as target:
-        host_port = target.removeprefix("http://")
-        async with prometheus_server(directory, [host_port], basic_auth=True) as server:
-            yield server
-
 
 # --- config --------------------------------------------------------------------------------
 

@@ -3,56 +3,18 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pydantic
 import pytest
-from botocore.config import Config
 
 from checks.base import CHECKS
 from checks.s3_backup import VALUE_NAMES, S3BackupCheck, S3BackupCheckConfig
-from tests.moto_server import moto_server
 
 KEY_ID = "AKIDRUNBOOKDTEST0001"
 SECRET = "s3cr3t-never-in-a-reason"
 HOUR = 3600.0
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-def _client(endpoint: str, key_id: str = KEY_ID, secret: str = SECRET, service: str = "s3") -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
-@pytest.fixture(scope="module")
-def s3(endpoint: str) -> Any:
-    return _client(endpoint)
-
-
-def _new_bucket(s3: Any) -> str:
-    name = f"backups-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    return _new_bucket(s3)
 
 
 # --- config --------------------------------------------------------------------------------

@@ -3,55 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pydantic
 import pytest
-from aiohttp import web
 
-from checks.base import CHECKS, CheckContext, CheckResult
+from checks.base import CHECKS
 from checks.scrape import ScrapeCheck, ScrapeCheckConfig, histogram_quantile
-from daemon.core.clock import ManualClock
-from tests.utils import serve
-
-
-@dataclass
-class MetricsPage:
-    """What the test app's /metrics answers; tests rewrite it between scrapes."""
-
-    text: str = ""
-    status: int = 200
-
-
-@pytest.fixture
-def page() -> MetricsPage:
-    return MetricsPage()
-
-
-@pytest.fixture
-async def url(page: MetricsPage) -> AsyncIterator[str]:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=page.text, status=page.status, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    async with serve(app) as base:
-        yield f"{base}/metrics"
-
-
-@pytest.fixture
-def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> CheckContext:
-    return CheckContext(session=session, clock=clock)
-
-
-async def scrape(
-    check: ScrapeCheck, ctx: CheckContext, page: MetricsPage, text: str
-) -> CheckResult:
-    page.text = text
-    return await check.run(ctx)
 
 
 def test_histogram_quantile_edges() -> None:

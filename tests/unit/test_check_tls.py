@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,6 @@ from checks.base import CHECKS, CheckContext
 from checks.tls import TlsCheck, TlsCheckConfig
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
-
-NOW = time.time()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    # Real time: OpenSSL verifies against the system clock, days_left against this one.
-    return ManualClock(start=NOW)
 
 
 @pytest.fixture

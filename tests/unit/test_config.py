@@ -38,6 +38,7 @@ from daemon.core.registry import Registry
 from daemon.core.units import StrictModel, format_duration, parse_duration, parse_ratio
 from daemon.rules.config import RuleConfig
 from remediations.base import RemediationConfig, RemediationContext
+from tests.config_problems import problems as problems_of
 from tests.paths import BAD_CONFIGS, ROOT
 
 # Test-only types in registries of their own, so the tests neither depend on the built-in
@@ -147,12 +148,6 @@ rules:
   errors:
     when: metrics.error_ratio > 5%
 """
-
-
-def problems_of(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, "c.yaml")
-    return [str(problem) for problem in info.value.problems]
 
 
 # --- bad-config fixtures ---------------------------------------------------------------------

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from typing import Any
 
 import pytest
@@ -17,7 +14,6 @@ from tests.memory_store import MemoryData
 from tests.world import make_world
 
 FIXTURES = paths.FIXTURES / "grafana"
-SECRET = "grafana-signing-secret-0123456789abcdef"
 
 
 def body(name: str) -> dict[str, Any]:
@@ -149,17 +145,6 @@ async def test_an_alert_beyond_the_bounds_is_clipped_not_refused() -> None:
     w = make_world({"mem": {"when": {"alert": "High memory usage"}, "do": ["rollback"]}})
     await w.engine.alerts([mem, cpu])
     assert w.store.data.incidents[w.opened[0].id].trigger["clipped"] == mem.clipped
-
-
-def signed(raw: bytes, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
-    """What Grafana does (grafana/alerting http/hmac.go), written out rather than borrowed."""
-    stamp = str(int(time.time()) if ts is None else ts)
-    mac = hmac.new(secret.encode(), f"{stamp}:".encode() + raw, hashlib.sha256).hexdigest()
-    return {
-        "Content-Type": "application/json",
-        "X-Grafana-Alerting-Signature": mac,
-        "X-Grafana-Alerting-Signature-Timestamp": stamp,
-    }
 
 
 @pytest.mark.parametrize(("given", "read"), [(b"2", 2), (b"2.0", 2), (b"69049704.0", 69049704)])

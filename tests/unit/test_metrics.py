@@ -8,24 +8,17 @@ its parser) and against `promtool check metrics`.
 from __future__ import annotations
 
 import asyncio
-import math
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.core.models import Observation, Status
+from daemon.core.models import Status
 from daemon.runtime import metrics as metrics_module
 from daemon.runtime.metrics import Metrics
-
-# Label values a config or a check may well contain: quotes, backslashes, newlines, UTF-8.
-AWKWARD = ('say "hi"', "C:\\temp\\", "two\nlines", "café ☕", "trailing\\")
+from tests.awkward_metrics import AWKWARD, awkward_metrics, run
 
 Samples = set[tuple[str, tuple[tuple[str, str], ...], str]]
-
-
-def run(check: str, status: Status, values: dict[str, float], duration: float) -> Observation:
-    return Observation(check, status, values, 0.0, duration)
 
 
 def samples(text: str) -> Samples:
@@ -43,29 +36,7 @@ def families(text: str) -> dict[str, str]:
 
 @pytest.fixture
 def metrics() -> Metrics:
-    m = Metrics(CollectorRegistry())
-    for index, name in enumerate(AWKWARD):
-        series = m.check_series(name, "http" if index % 2 else "tcp")
-        series.observe(run(name, Status.OK, {"up": 1.0, 'odd "name"\\': 0.25}, 0.02))
-        series.observe(run(name, Status.CRITICAL, {"up": 0.0, "latency_seconds": 1.5}, 0.3))
-        series.skipped += index
-    odd = m.check_series("odd", "script")
-    odd.observe(run("odd", Status.UNKNOWN, {"inf": math.inf, "nan": math.nan, "int": 3}, 5.0))
-    odd.observe(
-        run(
-            "odd",
-            Status.WARN,
-            {"big": 1e300, "bytes": 123456789.5, "neg": -math.inf, "on": True},
-            0.005,
-        )
-    )
-    m.check_series("never-ran", "http").skipped += 2
-    odd.runs[Status.WARN] += 12_345_678  # long-running: Go writes large floats with exponents
-    for lateness in (0.0, 0.001, 0.002, 7.0):
-        m.lateness.observe(lateness)
-    m.rule_state.labels("down").set(2)
-    m.remediations.labels("restart", "command", "ok").inc()
-    return m
+    return awkward_metrics()
 
 
 def test_the_text_is_what_prometheus_client_writes_for_the_same_collector(

@@ -12,13 +12,12 @@ import pytest
 
 from daemon.cli.main import _parser as cli_parser
 from tests.dockerfile import (
-    DOCKERFILE,
     Stage,
     copied_sources,
     dockerignore_patterns,
     excluded,
+    image_stages,
     parse_dockerfile,
-    stages,
 )
 from tests.paths import ROOT
 
@@ -34,7 +33,7 @@ STATE = "/var/lib/runbookd"
 
 @pytest.fixture(scope="module")
 def dockerfile() -> list[Stage]:
-    return stages(parse_dockerfile(DOCKERFILE.read_text()))
+    return image_stages()
 
 
 def test_parser_reads_continuations_flags_and_exec_form() -> None:

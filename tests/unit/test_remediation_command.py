@@ -6,19 +6,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from daemon.core.clock import ManualClock
 from remediations.base import RemediationContext
 from remediations.command import CommandConfig, CommandRemediation
 from tests.fakes import make_incident
-
-
-@pytest.fixture
-def ctx(session: aiohttp.ClientSession) -> RemediationContext:
-    return RemediationContext(session=session, clock=ManualClock(autojump=True))
 
 
 def make(argv: list[str], **config: Any) -> CommandRemediation:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +18,20 @@ from remediations.compose import (
     parse_ps,
 )
 from tests.fakes import make_incident
-from tests.fakes.compose import StandIn, config, rollback, scale, write_compose
-from tests.paths import BIN
+from tests.fakes.compose import config, project_directory, rollback, scale
+from tests.fakes.standin import StandIn
 
 GOOD = "example/web:1.4.2"
 
 
 @pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    python_dir = os.path.dirname(sys.executable)
-    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
+def standin(tmp_path: Path) -> StandIn:
     return StandIn(tmp_path)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    directory = tmp_path / "shop"
-    directory.mkdir()
-    write_compose(directory, GOOD)
-    return directory
+    return project_directory(tmp_path, GOOD)
 
 
 async def test_rollback_with_nothing_recorded_does_nothing(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,22 +15,7 @@ from remediations.pagerduty import (
     PagerDutyConfig,
     PagerDutyRemediation,
 )
-from tests.fakes.pagerduty import FakePagerDuty, validate_change_event, validate_event
-from tests.utils import serve
-
-ROUTING_KEY = "R0ut1ngKey0123456789abcdefABCDEF"
-assert len(ROUTING_KEY) == 32
-
-
-@pytest.fixture
-def fake() -> FakePagerDuty:
-    return FakePagerDuty()
-
-
-@pytest.fixture
-async def events_url(fake: FakePagerDuty) -> AsyncIterator[str]:
-    async with serve(fake.app) as url:
-        yield f"{url}/v2/enqueue"
+from tests.fakes.pagerduty import ROUTING_KEY, validate_change_event, validate_event
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -15,47 +11,10 @@ from pydantic import ValidationError
 from remediations.base import REMEDIATIONS
 from remediations.service import (
     Pm2Restart,
-    Pm2RestartConfig,
     SystemdRestart,
-    SystemdRestartConfig,
     parse_jlist,
 )
-from tests.fakes.standin import StandInFiles
-from tests.paths import BIN
-
-
-class StandIn(StandInFiles):
-    """The stand-ins' log of calls and their shared state file."""
-
-    def units(self, scope: str = "system", **units: dict[str, Any]) -> None:
-        self.write({"systemd": {scope: {f"{name}.service": u for name, u in units.items()}}})
-
-    def processes(self, *processes: dict[str, Any], **pm2: Any) -> None:
-        self.write({"pm2": {"processes": list(processes), **pm2}})
-
-
-@pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    python_dir = os.path.dirname(sys.executable)
-    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), python_dir, os.environ["PATH"]]))
-    return StandIn(tmp_path)
-
-
-def with_standin(standin: StandIn | None, config: dict[str, Any]) -> dict[str, Any]:
-    """`config`, with the stand-in's variables added to its `env:`."""
-    if standin is None:
-        return config
-    return {**config, "env": {**standin.env, **config.get("env", {})}}
-
-
-def systemd(standin: StandIn | None = None, **config: Any) -> SystemdRestart:
-    data = {"type": "systemd_restart", "unit": "web.service", **with_standin(standin, config)}
-    return SystemdRestart("restart-web", SystemdRestartConfig.model_validate(data))
-
-
-def pm2(standin: StandIn | None = None, **config: Any) -> Pm2Restart:
-    data = {"type": "pm2_restart", "name": "api", **with_standin(standin, config)}
-    return Pm2Restart("restart-api", Pm2RestartConfig.model_validate(data))
+from tests.fakes.service import pm2, systemd
 
 
 @pytest.mark.parametrize(

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from remediations.slack import SlackConfig, SlackRemediation, duration
-from tests.fakes.slack import WEBHOOK_PATH, FakeSlack
-from tests.utils import serve
-
-
-@pytest.fixture
-def fake() -> FakeSlack:
-    return FakeSlack()
-
-
-@pytest.fixture
-async def base_url(fake: FakeSlack) -> AsyncIterator[str]:
-    async with serve(fake.app) as url:
-        yield url
-
-
-@pytest.fixture
-def webhook_url(base_url: str) -> str:
-    return base_url + WEBHOOK_PATH
 
 
 @pytest.mark.parametrize(

@@ -3,52 +3,19 @@ and the deadline."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from daemon.core.clock import ManualClock
 from remediations.base import REMEDIATIONS
 from remediations.vercel import (
     RollbackConfig,
     VercelPromote,
     VercelRollback,
 )
-from tests.fakes.vercel import TOKEN, FakeVercel
-from tests.utils import serve
-
-TEAM = "team_acme0123456789"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(autojump=True)
-
-
-@pytest.fixture
-def fake(clock: ManualClock) -> FakeVercel:
-    return FakeVercel(teams={TEAM: "acme", "team_other": "other"}, now=clock.now)
-
-
-@pytest.fixture
-async def api_url(fake: FakeVercel) -> AsyncIterator[str]:
-    async with serve(fake.app) as url:
-        yield url
-
-
-def config(api_url: str, kind: str, **overrides: Any) -> dict[str, Any]:
-    base = {
-        "type": kind,
-        "token": TOKEN,
-        "project_id": "prj_store",
-        "team_id": TEAM,
-        "api_url": api_url,
-    }
-    return {**base, **overrides}
-
+from tests.fakes.vercel import TOKEN, config
 
 # -- config ---------------------------------------------------------------------------------
 

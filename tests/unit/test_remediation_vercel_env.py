@@ -7,26 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from daemon.core.clock import ManualClock
 from remediations.base import REMEDIATIONS
 from remediations.vercel_env import EnvConfig, VercelEnv
-from tests.fakes.vercel import TOKEN, FakeVercel
-
-TEAM = "team_acme0123456789"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(autojump=True)
-
-
-@pytest.fixture
-def fake(clock: ManualClock) -> FakeVercel:
-    return FakeVercel(teams={TEAM: "acme"}, now=clock.now)
-
-
-def production(fake: FakeVercel) -> str | None:
-    return fake.projects["prj_store"].production_id
+from tests.fakes.vercel import TOKEN
 
 
 def test_config_defaults_and_registration() -> None:

@@ -3,9 +3,7 @@ nothing else."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.leaks import Secrets, find_leaks
+from tests.leaks import find_leaks
 
 
 def test_find_leaks_finds_a_secret_in_part_and_nothing_else() -> None:
@@ -16,8 +14,3 @@ def test_find_leaks_finds_a_secret_in_part_and_nothing_else() -> None:
         "db": b"\x00\x01 ...ghijKLMNOP... \xff",
     }
     assert [(leak.secret, leak.where) for leak in find_leaks(values, outputs)] == [("key", "db")]
-
-
-@pytest.fixture
-def secret_values() -> Secrets:
-    return Secrets()

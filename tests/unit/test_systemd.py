@@ -4,7 +4,7 @@ the watchdog interval, credentials, and the unit file's restart policy."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,31 +12,22 @@ from structlog.testing import capture_logs
 
 from daemon.config.loader import load_config_text
 from daemon.runtime.daemon import ExitCode
-from daemon.runtime.sdnotify import Notifier, watchdog_interval
+from daemon.runtime.sdnotify import watchdog_interval
 from remediations.pagerduty import PagerDutyConfig
 from tests.paths import ROOT
+from tests.sdnotify import MakeNotifier, notifiers
 
 UNIT = ROOT / "systemd" / "runbookd.service"
-WATCHDOG_USEC = 200_000  # pings every 0.1s
 
 
 # --- sdnotify alone -------------------------------------------------------------------------
-
-MakeNotifier = Callable[[dict[str, str]], Notifier]
 
 
 @pytest.fixture
 async def make_notifier() -> AsyncIterator[MakeNotifier]:
     """Makes notifiers from a given environment, and closes them after the test."""
-    made: list[Notifier] = []
-
-    def make(environ: dict[str, str]) -> Notifier:
-        made.append(Notifier(environ))
-        return made[-1]
-
-    yield make
-    for each in made:
-        await each.close()
+    async with notifiers() as make:
+        yield make
 
 
 def test_without_notify_socket_nothing_happens(make_notifier: MakeNotifier) -> None:

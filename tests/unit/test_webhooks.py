@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.config.loader import load_config_text
-from daemon.config.problems import ConfigError
 from daemon.engine.alerts import alert_from_json
+from tests.config_problems import problems
 
 SECRET = "hmac-0123456789abcdef"
 HOOK_TOKEN = "hook-0123456789abcdef"
@@ -55,12 +54,6 @@ def test_a_status_neither_firing_nor_resolved_is_refused(status: object) -> None
     doc = {"name": "DiskFull", "status": status}
     with pytest.raises(ValueError, match=r"^status: .* is neither firing \(.*\) nor resolved"):
         alert_from_json(doc, {"name": "name", "status": "status"}, "webhook:x")
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config_text(text, "c.yaml")
-    return [str(p) for p in info.value.problems]
 
 
 def test_webhook_config_is_validated_with_lines() -> None:
