@@ -184,6 +184,12 @@ class World(Generic[S]):
         assert isinstance(self.store, MemoryStore), "on another store: await timeline()"
         return [e.kind for e in self.store.data.incidents[incident.id].timeline]
 
+    async def stored(self, incident_id: str) -> Incident:
+        """The incident as the store has it, through the Store API."""
+        got = await self.store.get_incident(incident_id)
+        assert got is not None, f"no incident {incident_id!r} in the store"
+        return got
+
     async def timeline(self, incident: Incident | None = None) -> list[TimelineEntry]:
         """The incident's timeline as the store has it (the last one opened by default)."""
         got = await self.store.get_incident((incident or self.opened[-1]).id)

@@ -618,7 +618,7 @@ async def test_through_the_pipeline_rollback_then_change_then_resolve(
     first, second = fake.change_events
     assert first["payload"]["summary"].startswith("runbookd ran rollback (fake) for errors: ")
     assert second["payload"]["summary"] == "runbookd ran rollback (fake) after errors resolved"
-    timeline = w.store.data.incidents[w.opened[0].id].timeline
+    timeline = (await w.stored(w.opened[0].id)).timeline
     results = [
         (e.data["remediation"], e.data["phase"], e.data["ok"])
         for e in timeline

@@ -44,7 +44,7 @@ async def disks_held(data: MemoryData | None = None) -> tuple[World[MemoryStore]
         await w.engine.alerts(am_alerts(name))
         await w.clock.advance(0)
     (incident,) = w.opened
-    assert w.store.data.incidents[incident.id].status.value == "open"
+    assert (await w.stored(incident.id)).status.value == "open"
     return w, incident.id
 
 
@@ -52,10 +52,10 @@ async def test_a_truncated_group_never_heard_of_again_resolves_after_the_hold() 
     w, incident_id = await disks_held()
     await w.clock.advance(5 * HOUR - 1)
     await w.engine.tick(w.clock.now())
-    assert w.store.data.incidents[incident_id].status.value == "open"
+    assert (await w.stored(incident_id)).status.value == "open"
     await w.clock.advance(1)
     await w.engine.tick(w.clock.now())
-    incident = w.store.data.incidents[incident_id]
+    incident = await w.stored(incident_id)
     assert incident.status.value == "resolved"
     said = [e.message for e in await w.timeline(incident)]
     assert said[-1].startswith("resolved: no notification of its truncated groups for 5h")
@@ -70,10 +70,10 @@ async def test_a_sender_repeating_the_group_keeps_the_incident_held() -> None:
         await w.clock.advance(4 * HOUR)
         await w.engine.alerts(am_alerts("truncated-all-resolved.json"))  # the same, repeated
         await w.engine.tick(w.clock.now())
-    assert w.store.data.incidents[incident_id].status.value == "open"
+    assert (await w.stored(incident_id)).status.value == "open"
     await w.clock.advance(5 * HOUR)
     await w.engine.tick(w.clock.now())
-    assert w.store.data.incidents[incident_id].status.value == "resolved"
+    assert (await w.stored(incident_id)).status.value == "resolved"
 
 
 async def test_the_hold_counts_from_a_restart() -> None:

@@ -37,7 +37,7 @@ async def test_a_firing_alert_opens_one_incident_and_remediates_once() -> None:
         await w.clock.advance(0)
     assert len(w.opened) == 1
     assert len(w.actions["rollback"].calls) == 1
-    trigger = w.store.data.incidents[w.opened[0].id].trigger
+    trigger = (await w.stored(w.opened[0].id)).trigger
     assert trigger["fingerprint"] == "fp1"
     assert trigger["labels"]["service"] == "web"
 
@@ -48,10 +48,10 @@ async def test_a_second_alert_joins_and_the_last_resolution_resolves() -> None:
         await w.engine.alert(parse(webhook(body))[0])
         await w.clock.advance(0)
     await w.engine.alert(parse(webhook(alert("resolved", fingerprint="a")))[0])
-    assert w.store.data.incidents[w.opened[0].id].status.value == "open"
+    assert (await w.stored(w.opened[0].id)).status.value == "open"
     await w.engine.alert(parse(webhook(alert("resolved", fingerprint="b")))[0])
     await w.clock.advance(0)
-    assert w.store.data.incidents[w.opened[0].id].status.value == "resolved"
+    assert (await w.stored(w.opened[0].id)).status.value == "resolved"
     # opened by a, joined by b, resolved when b (the last) resolves; the rollback is told
     assert w.kinds() == ["opened", "action", "result", "alert", "resolved", "result"]
 

@@ -20,7 +20,7 @@ async def test_an_episode_opens_one_incident_and_runs_do_once() -> None:
         await w.see(0.2)
     assert len(w.opened) == 1
     assert w.actions["rollback"].calls == [w.opened[0].id]
-    incident = w.store.data.incidents[w.opened[0].id]
+    incident = await w.stored(w.opened[0].id)
     assert incident.trigger["value"] == 0.2
     assert incident.trigger["threshold"] == 0.05
     assert incident.trigger["condition"] == "app.error_ratio > 5%"
@@ -39,8 +39,8 @@ async def test_resolve_and_a_new_episode_opens_a_second_incident() -> None:
     assert len(w.opened) == 2
     first, second = w.opened
     assert first.id != second.id
-    assert w.store.data.incidents[first.id].status.value == "resolved"
-    assert w.store.data.incidents[second.id].status.value == "open"
+    assert (await w.stored(first.id)).status.value == "resolved"
+    assert (await w.stored(second.id)).status.value == "open"
 
 
 async def test_unknown_data_never_remediates() -> None:
@@ -57,7 +57,7 @@ async def test_global_dry_run_records_what_would_have_run() -> None:
     for _ in range(5):
         await w.see(0.2)
     assert w.actions["rollback"].calls == []
-    entry = w.store.data.incidents[w.opened[0].id].timeline[-1]
+    entry = (await w.stored(w.opened[0].id)).timeline[-1]
     assert entry.kind == "dry_run"
     assert entry.message == "dry-run (global): would run rollback (fake)"
     assert w.count("rollback", "dry_run") == 1
@@ -83,7 +83,7 @@ async def test_cooldown_skips_a_repeat_and_expires() -> None:
         await w.see(value)
     assert len(w.opened) == 2
     assert len(w.actions["rollback"].calls) == 1
-    _, skipped, escalate = w.store.data.incidents[w.opened[1].id].timeline
+    _, skipped, escalate = (await w.stored(w.opened[1].id)).timeline
     assert skipped.kind == "skipped"
     assert skipped.data["reason"] == "cooldown"
     assert "cooldown 600s" in skipped.message
@@ -111,7 +111,7 @@ async def test_budget_bounds_actions_but_not_pages() -> None:
     budget = [
         e
         for i in w.opened
-        for e in w.store.data.incidents[i.id].timeline
+        for e in (await w.stored(i.id)).timeline
         if e.data.get("reason") == "budget"
     ]
     assert len(budget) == 1
@@ -140,7 +140,7 @@ async def test_escalates_when_still_firing_after_verify_within() -> None:
     assert actions["page"].calls == []
     await w.see(0.2, dt=2)
     assert actions["page"].calls == [w.opened[0].id]
-    escalate = [e for e in w.store.data.incidents[w.opened[0].id].timeline if e.kind == "escalate"]
+    escalate = [e for e in (await w.stored(w.opened[0].id)).timeline if e.kind == "escalate"]
     assert escalate[0].message == "still firing 30s after remediation: escalating to page"
 
 
@@ -164,7 +164,7 @@ async def test_a_raising_remediation_is_contained() -> None:
     w = make_world({"errors": RULE | {"escalate": ["page"]}}, actions)
     for _ in range(4):
         await w.see(0.2)
-    result = [e for e in w.store.data.incidents[w.opened[0].id].timeline if e.kind == "result"]
+    result = [e for e in (await w.stored(w.opened[0].id)).timeline if e.kind == "result"]
     assert "internal error: RuntimeError('bug in a remediation')" in result[0].message
     assert len(actions["page"].calls) == 1
     assert w.count("rollback", "error") == 1
@@ -178,7 +178,7 @@ async def test_a_hanging_remediation_times_out_on_the_clock() -> None:
     assert w.kinds()[-1] == "action"
     await w.clock.advance(30)
     assert w.kinds()[-2:] == ["result", "escalate"]
-    assert "timed out after 30s" in w.store.data.incidents[w.opened[0].id].timeline[-2].message
+    assert "timed out after 30s" in (await w.stored(w.opened[0].id)).timeline[-2].message
     assert w.count("rollback", "timeout") == 1
 
 

@@ -66,7 +66,7 @@ async def test_a_grafana_episode_opens_and_resolves_one_incident() -> None:
         await w.clock.advance(0)
     assert len(w.opened) == 1
     assert len(w.actions["rollback"].calls) == 1
-    assert w.store.data.incidents[w.opened[0].id].status.value == "resolved"
+    assert (await w.stored(w.opened[0].id)).status.value == "resolved"
 
 
 # -- truncatedAlerts ----------------------------------------------------------------------------
@@ -81,13 +81,13 @@ async def test_an_incident_stays_open_while_its_group_is_truncated() -> None:
     for a in resolved["alerts"]:
         a["status"] = "resolved"
     await w.engine.alerts(parse(resolved))  # the two shown resolve; the third is unknown
-    incident = w.store.data.incidents[w.opened[0].id]
+    incident = await w.stored(w.opened[0].id)
     assert incident.status.value == "open"
     messages = [e.message for e in await w.timeline(incident)]
     assert any("truncatedAlerts" in m and "not resolved" in m for m in messages)
     resolved["truncatedAlerts"] = 0  # the group again, nothing left out, nothing firing
     await w.engine.alerts(parse(resolved))
-    assert w.store.data.incidents[incident.id].status.value == "resolved"
+    assert (await w.stored(incident.id)).status.value == "resolved"
 
 
 async def test_a_group_no_longer_truncated_resolves_a_held_incident_by_itself() -> None:
@@ -98,12 +98,12 @@ async def test_a_group_no_longer_truncated_resolves_a_held_incident_by_itself() 
     for a in doc["alerts"]:
         a["status"] = "resolved"
     await w.engine.alerts(parse(doc))
-    incident = w.store.data.incidents[w.opened[0].id]
+    incident = await w.stored(w.opened[0].id)
     assert incident.status.value == "open"
     doc["truncatedAlerts"] = 0
     doc["alerts"] = doc["alerts"][:1]  # a repeat of a resolution: only the count changed
     await w.engine.alerts(parse(doc))
-    assert w.store.data.incidents[incident.id].status.value == "resolved"
+    assert (await w.stored(incident.id)).status.value == "resolved"
 
 
 async def test_a_truncated_group_holds_its_incident_across_a_restart() -> None:
@@ -144,7 +144,7 @@ async def test_an_alert_beyond_the_bounds_is_clipped_not_refused() -> None:
     assert cpu.clipped == ""
     w = make_world({"mem": {"when": {"alert": "High memory usage"}, "do": ["rollback"]}})
     await w.engine.alerts([mem, cpu])
-    assert w.store.data.incidents[w.opened[0].id].trigger["clipped"] == mem.clipped
+    assert (await w.stored(w.opened[0].id)).trigger["clipped"] == mem.clipped
 
 
 @pytest.mark.parametrize(("given", "read"), [(b"2", 2), (b"2.0", 2), (b"69049704.0", 69049704)])

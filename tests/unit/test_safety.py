@@ -21,8 +21,8 @@ async def clear(w: World) -> None:
     await w.see(0.0)
 
 
-def messages(w: World, kind: str) -> list[str]:
-    return [e.message for e in w.store.data.incidents[w.opened[-1].id].timeline if e.kind == kind]
+async def messages(w: World, kind: str) -> list[str]:
+    return [e.message for e in (await w.stored(w.opened[-1].id)).timeline if e.kind == kind]
 
 
 # -- approval -------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ async def test_a_destructive_step_waits_for_approval_then_runs() -> None:
     assert w.pipeline.approvals.decide(w.opened[0].id, Decision(True, "ana", "cache is corrupt"))
     await w.clock.advance(0)
     assert actions["flush"].calls == [w.opened[0].id]
-    assert messages(w, "approved") == ["flush approved by ana: cache is corrupt"]
+    assert (await messages(w, "approved")) == ["flush approved by ana: cache is corrupt"]
     assert w.kinds()[-2:] == ["action", "result"]
 
 
@@ -51,7 +51,7 @@ async def test_a_rejected_step_stops_the_plan_without_escalating() -> None:
     await w.clock.advance(0)
     assert actions["flush"].calls == []
     assert actions["page"].calls == []
-    assert messages(w, "rejected") == ["flush rejected by bo: not now"]
+    assert (await messages(w, "rejected")) == ["flush rejected by bo: not now"]
     assert w.count("flush", "rejected") == 1
 
 
@@ -100,7 +100,7 @@ async def test_two_rules_never_act_on_one_target_at_once() -> None:
     busy = [
         e
         for i in w.opened
-        for e in w.store.data.incidents[i.id].timeline
+        for e in (await w.stored(i.id)).timeline
         if e.data.get("reason") == "target_busy"
     ]
     assert len(busy) == 1
@@ -170,7 +170,7 @@ async def test_a_restart_loop_stops_at_the_run_limit_and_escalates() -> None:
     assert len(actions["restart"].calls) == 2
     assert w.count("restart", "run_limit") == 1
     assert len(actions["page"].calls) == 1
-    assert "run limit reached (2 runs in 3600s, max 2)" in messages(w, "skipped")[0]
+    assert "run limit reached (2 runs in 3600s, max 2)" in (await messages(w, "skipped"))[0]
 
 
 # -- the paging outbox ----------------------------------------------------------------------
@@ -182,13 +182,13 @@ async def test_a_failed_page_is_retried_from_the_outbox() -> None:
     w.pipeline.start_outbox()
     await fire(w)
     assert len(actions["page"].calls) == 1
-    assert messages(w, "queued") == ["page: will be retried from the outbox"]
+    assert (await messages(w, "queued")) == ["page: will be retried from the outbox"]
     await w.clock.advance(35)  # 30 s backoff, 5 s polling
     assert len(actions["page"].calls) == 2
     await w.clock.advance(65)
     assert len(actions["page"].calls) == 3
     assert [
-        e.data["ok"] for e in w.store.data.incidents[w.opened[0].id].timeline if e.kind == "result"
+        e.data["ok"] for e in (await w.stored(w.opened[0].id)).timeline if e.kind == "result"
     ] == [False, False, True]
     await w.clock.advance(600)
     assert len(actions["page"].calls) == 3  # delivered once, never again
@@ -364,7 +364,7 @@ async def test_a_rule_blind_too_long_pages_and_never_remediates() -> None:
     assert actions["rollback"].calls == []
     # data comes back: the blind incident resolves, the rule carries on where it was
     await w.see(0.01)
-    assert w.store.data.incidents[blind.id].status.value == "resolved"
+    assert (await w.stored(blind.id)).status.value == "resolved"
     assert actions["page"].resolved == [blind.id]
 
 
@@ -383,6 +383,6 @@ async def test_closing_by_hand_during_verification_is_not_counted_as_helping() -
     await fire(w)
     assert await w.engine.resolve_by_operator(w.opened[0].id, "ana", "fixed the config by hand")
     await w.clock.advance(0)
-    assert messages(w, "verify")[-1] == "not verified: closed by ana after 0s"
+    assert (await messages(w, "verify"))[-1] == "not verified: closed by ana after 0s"
     assert "verified" not in w.kinds()
     assert (await w.pipeline.breaker.state("errors"))["failures"] == 0
