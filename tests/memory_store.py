@@ -11,13 +11,14 @@ import copy
 import dataclasses
 import itertools
 import json
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, JobRun, OutboxItem, Pruned
+from daemon.store.protocol import ActionRecord, JobRun, Lease, OutboxItem, Pruned
 
 RUNNING = "running"
 
@@ -40,6 +41,8 @@ class MemoryData:
     action_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     outbox_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     job_run_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # The lease: (holder, epoch, expires_at); it is never part of a batch's working copy.
+    lease: list[tuple[str, int, float]] = field(default_factory=list)
 
     def working_copy(self) -> MemoryData:
         """What a batch writes to; the id counters stay shared, so ids are never reused."""
@@ -52,6 +55,7 @@ class MemoryData:
             self.action_ids,
             self.outbox_ids,
             self.job_run_ids,
+            self.lease,
         )
 
     def commit(self, work: MemoryData) -> None:
@@ -68,6 +72,8 @@ class Batch:
 
 
 class MemoryStore:
+    wall: Callable[[], float] = staticmethod(time.time)  # the lease's clock
+
     def __init__(self, data: MemoryData | None = None) -> None:
         # Sharing `data` between two stores stands for a restart on the same database.
         self.data = data if data is not None else MemoryData()
@@ -335,3 +341,21 @@ class MemoryStore:
     async def unfinished_job_runs(self) -> list[JobRun]:
         d = await self._data()
         return sorted((r for r in d.job_runs.values() if r.outcome is None), key=lambda r: r.id)
+
+    # -- leadership --------------------------------------------------------------------------
+
+    async def claim_lease(self, holder: str, ttl: float) -> Lease:
+        now, lease = self.wall(), self.data.lease
+        if not lease:
+            lease.append((holder, 1, now + ttl))
+        elif lease[0][0] == holder:
+            lease[0] = (holder, lease[0][1], now + ttl)
+        elif lease[0][2] <= now:
+            lease[0] = (holder, lease[0][1] + 1, now + ttl)
+        current, epoch, expires_at = lease[0]
+        return Lease(current, epoch, max(0.0, expires_at - now))
+
+    async def release_lease(self, holder: str) -> None:
+        lease = self.data.lease
+        if lease and lease[0][0] == holder:
+            lease[0] = (holder, lease[0][1], self.wall())

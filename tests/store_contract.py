@@ -538,6 +538,40 @@ class StoreContract:
         assert [r.id for r in await store.job_runs("b")] == [only_b, running]
         assert [r.id for r in await store.job_runs("c")] == [recent]
 
+    # -- the leader's lease: no clock is moved, so these hold on a database's own clock too ------
+
+    async def test_the_first_claim_leads_and_others_see_who_does(self, store: Store) -> None:
+        first = await store.claim_lease("a", 10.0)
+        assert (first.holder, first.epoch) == ("a", 1)
+        assert 0.0 < first.remaining <= 10.0
+        other = await store.claim_lease("b", 10.0)
+        assert (other.holder, other.epoch) == ("a", 1)  # b is told who leads
+        renewed = await store.claim_lease("a", 10.0)
+        assert (renewed.holder, renewed.epoch) == ("a", 1)  # a renewal keeps the epoch
+
+    async def test_a_lease_released_or_expired_goes_to_the_next_with_a_new_epoch(
+        self, store: Store
+    ) -> None:
+        await store.claim_lease("a", 10.0)
+        await store.release_lease("b")  # not b's: changes nothing
+        assert (await store.claim_lease("b", 10.0)).holder == "a"
+        await store.release_lease("a")
+        taken = await store.claim_lease("b", 0.0)  # expires at once
+        assert (taken.holder, taken.epoch) == ("b", 2)
+        again = await store.claim_lease("a", 10.0)
+        assert (again.holder, again.epoch) == ("a", 3)
+        # The old holder, back: it is told it lost, and gets no epoch of its own.
+        stale = await store.claim_lease("b", 10.0)
+        assert (stale.holder, stale.epoch) == ("a", 3)
+
+    async def test_the_epoch_survives_a_restart(self, store: Store, reopen: Reopen) -> None:
+        await store.claim_lease("a", 0.0)
+        await store.claim_lease("b", 0.0)
+        await store.close()
+        restarted = await reopen()
+        lease = await restarted.claim_lease("c", 10.0)
+        assert (lease.holder, lease.epoch) == ("c", 3)
+
     # -- values ------------------------------------------------------------------------------
 
     async def test_value_round_trip(self, store: Store) -> None:

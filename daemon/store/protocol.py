@@ -70,6 +70,16 @@ class JobRun:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who leads, with which fencing epoch, and for how many seconds more, as the store's
+    clock had it when it answered (relative, so the replicas' clocks need not agree)."""
+
+    holder: str
+    epoch: int
+    remaining: float
+
+
 class Pruned(NamedTuple):
     """How many rows `Store.prune` deleted."""
 
@@ -198,3 +208,13 @@ class Store(Protocol):
 
     async def unfinished_job_runs(self) -> list[JobRun]:
         """Runs begun and never finished (a crash or a stop cut them short), oldest first."""
+
+    # -- leadership --------------------------------------------------------------------------
+
+    async def claim_lease(self, holder: str, ttl: float) -> Lease:
+        """Take or renew the leader's lease for `ttl` seconds, in one statement, on the store's
+        clock: it is `holder`'s if free, expired or already its own. A new holder gets the next
+        fencing epoch; a renewal keeps it. Returns the lease as it stands, whoever holds it."""
+
+    async def release_lease(self, holder: str) -> None:
+        """End `holder`'s lease now (a graceful stop): a standby need not wait for its expiry."""

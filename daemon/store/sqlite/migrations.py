@@ -137,6 +137,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX job_runs_job ON job_runs (job, id)",
         "CREATE INDEX job_runs_unfinished ON job_runs (id) WHERE outcome IS NULL",
     ),
+    # 5 -> 6: the leader's lease with its fencing epoch.
+    (
+        """
+        CREATE TABLE lease (
+            name       TEXT PRIMARY KEY,
+            holder     TEXT NOT NULL,
+            epoch      INTEGER NOT NULL,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,6 +22,7 @@ from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from daemon.store.protocol import ActionRecord, OutboxItem, Pruned
 from daemon.store.sqlite import rows
 from daemon.store.sqlite.job_runs import JobRuns, prune_job_runs
+from daemon.store.sqlite.lease import Leases
 
 # Inserts nothing for an unknown incident, which the row count then tells.
 _APPEND_ENTRY = """
@@ -40,7 +41,7 @@ _DELETE_VALUE = "DELETE FROM kv WHERE namespace = ? AND key = ?"
 RUNNING = "running"
 
 
-class SqliteStore(JobRuns):
+class SqliteStore(JobRuns, Leases):
     """The `Store` protocol on one SQLite file; parent directories are created on `open()`.
 
     Beyond the protocol: unknown incident ids raise KeyError (append, resolve), a duplicate id
