@@ -66,10 +66,14 @@ class CheckResult:
     status: Status
     values: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    # UNKNOWN only for want of an earlier sample to compare with (a rate needs two scrapes):
+    # a run moments later can measure. The daemon's next run is that; `runbookd once` runs
+    # such a check a second time.
+    needs_previous: bool = False
 
     @classmethod
-    def unknown(cls, reason: str) -> CheckResult:
-        return cls(Status.UNKNOWN, {}, reason)
+    def unknown(cls, reason: str, *, needs_previous: bool = False) -> CheckResult:
+        return cls(Status.UNKNOWN, {}, reason, needs_previous)
 
 
 @dataclass(slots=True)
