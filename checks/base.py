@@ -66,9 +66,9 @@ class CheckResult:
     status: Status
     values: dict[str, float] = field(default_factory=dict)
     reason: str = ""
-    # UNKNOWN only for want of an earlier sample to compare with (a rate needs two scrapes):
-    # a run moments later can measure. The daemon's next run is that; `runbookd once` runs
-    # such a check a second time.
+    # Something is missing only for want of an earlier sample to compare with (a scrape's
+    # rates need two scrapes, CPU use two readings): a run moments later can measure it. The
+    # daemon's next run is that; `runbookd once` runs such a check a second time.
     needs_previous: bool = False
 
     @classmethod

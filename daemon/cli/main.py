@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 ONCE_EXIT_CODES = """\
-A check that needs an earlier sample (a scrape check's rates) runs again after a
-short pause (its interval, at most 5s).
+A check that needs an earlier sample (a scrape check's rates, a system check's
+CPU use) runs again after a short pause (its interval, at most 5s).
 
 exit codes:
   0  every check is OK

@@ -1,7 +1,8 @@
 """`runbookd once`: run the checks one time and print what they see, as a table.
 
-A check whose first run cannot measure for want of an earlier sample (a `scrape` check's rates
-need two scrapes) runs a second time after a short pause: its interval, at most AGAIN_AFTER_MAX.
+A check whose first run lacks something for want of an earlier sample (a `scrape` check's
+rates need two scrapes, a `system` check's CPU use two readings) runs a second time after a
+short pause: its interval, at most AGAIN_AFTER_MAX.
 """
 
 from __future__ import annotations
