@@ -3,16 +3,12 @@ check that needs an earlier sample (a scrape's rates) runs again after a short p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-import aiohttp
 from aiohttp import web
 
 from daemon.cli.demo.app import DemoApp
 from daemon.cli.once import AGAIN_AFTER_MAX, OnceExit, run_once
 from daemon.config.loader import load_config_text
-from daemon.core.clock import ManualClock
-from tests.utils import free_port, serve
+from tests.utils import PauseClock, free_port, requests_to, serve
 
 
 def app() -> web.Application:
@@ -74,28 +70,6 @@ checks:
     window: 1m
     min_requests: 50
 """
-
-
-class PauseClock(ManualClock):
-    """Time moves only when `once` pauses, and `during` is what the app serves meanwhile."""
-
-    def __init__(self, during: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(autojump=True)
-        self.during = during
-
-    async def sleep(self, seconds: float) -> None:
-        await self.during()
-        await super().sleep(seconds)
-
-
-def requests_to(url: str, count: int) -> Callable[[], Awaitable[None]]:
-    async def serve_them() -> None:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(count):
-                async with session.get(f"{url}/api/tasks") as response:
-                    await response.read()
-
-    return serve_them
 
 
 def rows(lines: list[str]) -> dict[str, list[str]]:
