@@ -78,10 +78,14 @@ class CheckResult:
     status: Status
     values: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    # Something is missing only for want of an earlier sample to compare with (a scrape's
+    # rates need two scrapes, CPU use two readings): a run moments later can measure it. The
+    # daemon's next run is that; `runbookd once` runs such a check a second time.
+    needs_previous: bool = False
 
     @classmethod
-    def unknown(cls, reason: str) -> CheckResult:
-        return cls(Status.UNKNOWN, {}, reason)
+    def unknown(cls, reason: str, *, needs_previous: bool = False) -> CheckResult:
+        return cls(Status.UNKNOWN, {}, reason, needs_previous)
 
 
 @dataclass(slots=True)

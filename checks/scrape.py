@@ -306,7 +306,7 @@ class ScrapeCheck(Stateless):
         if not totals.requests:
             return CheckResult.unknown(self._not_found)
         if previous is None:
-            return CheckResult.unknown("first scrape: no window yet")
+            return CheckResult.unknown("first scrape: no window yet", needs_previous=True)
         self._history.append(self._diff(previous, totals, previous_ts, now))
         while self._history[0].ts <= now - self._window:
             self._history.popleft()

@@ -210,7 +210,8 @@ class SystemCheck(Stateless):
         notes: list[str] = []
         try:
             values = self._host_values()
-            if values.get("cpu_percent") is None:
+            first = values.get("cpu_percent") is None
+            if first:
                 notes.append("cpu_percent needs a previous run")
             table = _process_table() if self._processes else []
             for key, matcher in self._processes.items():
@@ -229,7 +230,7 @@ class SystemCheck(Stateless):
                 continue
             values[f"disk_used_percent_{key}"] = usage.percent
             values[f"disk_free_bytes_{key}"] = float(usage.free)
-        return CheckResult(Status.OK, values, "; ".join(notes))
+        return CheckResult(Status.OK, values, "; ".join(notes), needs_previous=first)
 
     def _host_values(self) -> dict[str, float]:
         import psutil

@@ -32,6 +32,9 @@ rules:
   down:
     when: health.up < 1
     do: [fix]
+  errors:
+    when: {{alert: HighErrorRate}}
+    do: [fix]
 remediations:
   fix:
     type: http

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the integration tests talk to, when it is missing: Debian's
-# Prometheus and monitoring plugins, and a PostgreSQL and a Redis server on 127.0.0.1.
+# Prometheus and monitoring plugins, zsh and fish, and a PostgreSQL and a Redis server on
+# 127.0.0.1.
 # Idempotent and quiet when everything is there; tests skip (saying why) what it could not set up.
 set -uo pipefail
 
@@ -23,6 +24,9 @@ command -v prometheus >/dev/null || apt_install prometheus
 command -v prometheus-alertmanager >/dev/null || apt_install prometheus-alertmanager
 [ -x /usr/lib/nagios/plugins/check_dummy ] || apt_install monitoring-plugins-basic
 command -v systemd-analyze >/dev/null || apt_install systemd
+# The shells whose completion scripts the tests parse (bash is there already).
+command -v zsh >/dev/null || apt_install zsh
+command -v fish >/dev/null || apt_install fish
 
 # PostgreSQL on 127.0.0.1:5432 with trust auth for local tests.
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -12,16 +12,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 import structlog
 from aiohttp import web
 
 from daemon.api.servers import serve
 from daemon.config.loader import load_config
+from daemon.core.clock import ManualClock
 from daemon.runtime.daemon import Daemon
 from daemon.runtime.logs import configure
 
-__all__ = ["free_port", "read_until", "run_daemon", "serve", "wait_for", "wait_until"]
+__all__ = [
+    "PauseClock",
+    "free_port",
+    "read_until",
+    "requests_to",
+    "run_daemon",
+    "serve",
+    "wait_for",
+    "wait_until",
+]
 
 
 def free_port() -> int:
@@ -134,3 +145,25 @@ def rendered_logs() -> Iterator[io.StringIO]:
         yield out
     finally:
         structlog.configure(**saved)
+
+
+class PauseClock(ManualClock):
+    """Time moves only when `once` pauses, and `during` is what the app serves meanwhile."""
+
+    def __init__(self, during: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(autojump=True)
+        self.during = during
+
+    async def sleep(self, seconds: float) -> None:
+        await self.during()
+        await super().sleep(seconds)
+
+
+def requests_to(url: str, count: int) -> Callable[[], Awaitable[None]]:
+    async def serve_them() -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(count):
+                async with session.get(f"{url}/api/tasks") as response:
+                    await response.read()
+
+    return serve_them

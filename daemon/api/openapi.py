@@ -70,7 +70,8 @@ TIMELINE_ENTRY: Final[Schema] = strict(
 )
 RULE: Final[Schema] = {
     "name": STRING,
-    "state": {"enum": [s.name.lower() for s in RuleState]},
+    # A rule that resolves is inactive again at once: "resolved" is a transition, not a state.
+    "state": {"enum": [s.name.lower() for s in RuleState if s is not RuleState.RESOLVED]},
     "incident": NULLABLE_STRING,
     "circuit_open": BOOLEAN,
 }

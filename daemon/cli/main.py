@@ -1,6 +1,6 @@
-"""The `runbookd` command: run, check-config, config reference, once, demo; incidents, silence
-and jobs talk to a running daemon over its HTTP API (exit 0 ok, 1 the API said no, 2 usage or
-no daemon).
+"""The `runbookd` command: run, check-config, config reference, once, demo, completion;
+incidents, silence and jobs talk to a running daemon over its HTTP API (exit 0 ok, 1 the API
+said no, 2 usage or no daemon).
 
 Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
 a daemon has none for the daemon itself. Over 400 lines: one parser and one short function per
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
+from daemon.cli import completion as completions
 from daemon.cli.client import DEFAULT_URL, Answer, ApiError, Client, Unreachable, base_url
 from daemon.runtime.eventloop import run as run_on_loop
 from daemon.runtime.logs import configure  # before any other module imports structlog: see there
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runbookd", description="Executes an operations runbook: watch, decide, act, verify."
     )
-    parser.add_argument("--version", action="version", version=f"runbookd {__version__}")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
@@ -42,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="about the config file")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     config_actions.add_parser("reference", help="print the configuration reference (Markdown)")
-    once = sub.add_parser("once", help="run the checks once and print a table; exit 1 unless OK")
+    once = sub.add_parser(
+        "once",
+        help="run the checks once and print a table; exit 0 if all are OK",
+        epilog=ONCE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     once.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
     once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
     demo = sub.add_parser("demo", help="a bad deploy, detected and rolled back, end to end")
@@ -50,7 +56,44 @@ def _parser() -> argparse.ArgumentParser:
     _incidents_parser(sub)
     _silence_parser(sub)
     _jobs_parser(sub)
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        epilog=completions.INSTALL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=completions.SHELLS)
     return parser
+
+
+ONCE_EXIT_CODES = """\
+A check that needs an earlier sample (a scrape check's rates, a system check's
+CPU use) runs again after a short pause (its interval, at most 5s).
+
+exit codes:
+  0  every check is OK
+  1  a check is WARN or CRITICAL
+  2  the config is invalid, or no such check
+  3  none is bad, but a check could not measure (UNKNOWN)"""
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version, read only when asked (importing the
+    metadata machinery costs every other command 40 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("runbookd")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = __version__
+        print(f"runbookd {found}")
+        parser.exit()
 
 
 # -- talking to a running daemon -----------------------------------------------------------------
@@ -369,6 +412,33 @@ def incident_table(incidents: list[object]) -> str:
     return table(["ID", "STATUS", "RULE", "SEVERITY", "OPENED", "SUMMARY"], rows)
 
 
+def source(incident: object) -> str:
+    """What an incident came from, after its rule: " (check NAME)" for a check's rule; for a
+    pushed alert's, " (alert NAME from SOURCE, N alerts)", N counting the alerts that joined its
+    episode (a rule episode is one incident, whatever number of fingerprints fire in it)."""
+    check = field(incident, "check")
+    if isinstance(check, str) and check:
+        return f" (check {shown(check)})"
+    trigger = field(incident, "trigger")
+    if field(trigger, "alert") is MISSING:
+        return ""
+    timeline = field(incident, "timeline")
+    joins = (
+        [e for e in timeline if field(e, "kind") == "alert"] if isinstance(timeline, list) else []
+    )
+    count = 1 + sum(_joined(field(e, "data")) for e in joins)
+    alerts = "1 alert" if count == 1 else f"{count} alerts"
+    return f" (alert {text(trigger, 'alert')} from {text(trigger, 'source')}, {alerts})"
+
+
+def _joined(data: object) -> int:
+    """Alerts an "alert" timeline entry adds: one with its fingerprint, several with a count."""
+    count = field(data, "count")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        return count
+    return 1 if field(data, "fingerprint") is not MISSING else 0
+
+
 def incident_detail(incident: Answer) -> str:
     found = field(incident, "trigger")
     given = found.items() if isinstance(found, dict) else []
@@ -377,7 +447,7 @@ def incident_detail(incident: Answer) -> str:
     steps = timeline if isinstance(timeline, list) else []
     lines = [
         f"{text(incident, 'id')}  {text(incident, 'status')}  {text(incident, 'severity')}",
-        f"rule:     {text(incident, 'rule')} (check {text(incident, 'check')})",
+        f"rule:     {text(incident, 'rule')}{source(incident)}",
         f"summary:  {text(incident, 'summary')}",
         f"opened:   {when(field(incident, 'opened_at'))}",
         f"resolved: {when(field(incident, 'resolved_at'))}",
@@ -541,6 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_once(args.config, args.checks)
     if args.command in ("incidents", "silence", "jobs"):
         return cmd_api(args)
+    if args.command == "completion":
+        print(completions.script(_parser(), args.shell), end="")
+        return 0
     return cmd_demo(args.config)
 
 

@@ -1,47 +1,86 @@
-"""`runbookd once`: run the checks one time and print what they see, as a table."""
+"""`runbookd once`: run the checks one time and print what they see, as a table.
+
+A check whose first run lacks something for want of an earlier sample (a `scrape` check's
+rates need two scrapes, a `system` check's CPU use two readings) runs a second time after a
+short pause: its interval, at most AGAIN_AFTER_MAX.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
-from checks.base import CheckContext, CheckResult
+from checks.base import Check, CheckConfig, CheckContext, CheckResult
 from daemon.config.document import RunbookConfig
-from daemon.core.clock import SystemClock
+from daemon.core.clock import Clock, SystemClock
 from daemon.core.models import Status
 from daemon.runtime.daemon import build_checks
 from daemon.runtime.scheduler import run_check
 
 REASON_WIDTH = 60
+AGAIN_AFTER_MAX = 5.0
+
+
+class OnceExit(enum.IntEnum):
+    """The exit codes of `runbookd once` (2, a config or usage error, is the command's)."""
+
+    OK = 0  # every check OK
+    BAD = 1  # a check is WARN or CRITICAL
+    UNKNOWN = 3  # none is bad, but a check could not measure
+
+
+def exit_code(statuses: Sequence[Status]) -> OnceExit:
+    """Bad outranks unknown: a check that could not measure never hides one that failed."""
+    if any(s in (Status.WARN, Status.CRITICAL) for s in statuses):
+        return OnceExit.BAD
+    if any(s is Status.UNKNOWN for s in statuses):
+        return OnceExit.UNKNOWN
+    return OnceExit.OK
 
 
 async def run_once(
-    config: RunbookConfig, names: Sequence[str] = (), out: Callable[[str], None] = print
-) -> int:
-    """0 when every selected check is OK, 1 otherwise. `names` must name defined checks."""
+    config: RunbookConfig,
+    names: Sequence[str] = (),
+    out: Callable[[str], None] = print,
+    clock: Clock | None = None,
+) -> OnceExit:
+    """Run the selected checks (`names` must name defined ones; none: all) and print a table."""
     checks = build_checks(config)
     if names:
         checks = {n: checks[n] for n in names}
-    clock = SystemClock()
+    clock = clock or SystemClock()
     async with aiohttp.ClientSession() as session:
         ctx = CheckContext(session, clock)
         await asyncio.gather(*(check.start(ctx) for check, _ in checks.values()))
         try:
-            results = await asyncio.gather(
-                *(_timed(run_check(check, cfg, ctx, clock)) for check, cfg in checks.values())
-            )
+            results = dict(zip(checks, await _run_all(checks, ctx, clock), strict=True))
+            again = {n: checks[n] for n, (result, _) in results.items() if result.needs_previous}
+            if again:
+                await clock.sleep(
+                    min(AGAIN_AFTER_MAX, *(cfg.interval for _, cfg in again.values()))
+                )
+                results.update(zip(again, await _run_all(again, ctx, clock), strict=True))
         finally:
             await asyncio.gather(*(check.stop() for check, _ in checks.values()))
     rows = [
         (name, result.status.name, f"{took * 1000:.0f}ms", _values(result), result.reason)
-        for name, (result, took) in zip(checks, results, strict=True)
+        for name, (result, took) in results.items()
     ]
     for line in _table(("CHECK", "STATUS", "TOOK", "VALUES", "REASON"), rows):
         out(line)
-    return 0 if all(result.status is Status.OK for result, _ in results) else 1
+    return exit_code([result.status for result, _ in results.values()])
+
+
+async def _run_all(
+    checks: dict[str, tuple[Check, CheckConfig]], ctx: CheckContext, clock: Clock
+) -> list[tuple[CheckResult, float]]:
+    return await asyncio.gather(
+        *(_timed(run_check(check, cfg, ctx, clock)) for check, cfg in checks.values())
+    )
 
 
 async def _timed(run: Awaitable[CheckResult]) -> tuple[CheckResult, float]:

@@ -128,7 +128,7 @@ class ThresholdRules:
             log.info("rule sees data again", rule=evaluator.name, state=evaluator.state.name)
 
     async def _on_transition(self, evaluator: RuleEvaluator, t: Transition) -> None:
-        self.metrics.rule_state.labels(t.rule).set(int(t.new))
+        self.metrics.rule_state.labels(t.rule).set(int(evaluator.state))  # resolved: inactive
         log.info(
             "rule state",
             rule=t.rule,

@@ -1,4 +1,4 @@
-"""One rule's state machine: inactive -> pending -> firing -> resolved.
+"""One rule's state machine: inactive -> pending -> firing -> resolved -> inactive.
 
 The semantics the on-call engineer relies on:
 - `for`: the condition must hold on every known observation for that long (and over at least
@@ -8,6 +8,9 @@ The semantics the on-call engineer relies on:
   negation of `when`) has held that long — hysteresis against flapping.
 - UNKNOWN, missing or stale data holds the state: nothing fires, nothing resolves, and the
   time spent blind does not count towards `for` or `clear_for` (the timers pause).
+- Resolved is a transition, not a place to rest: a rule that resolves is inactive again at
+  once, as idle as one that never fired (its healthy hooks run, the API and the gauge say
+  inactive).
 - A baseline condition compares with the value's own recent history, fed only while the rule
   is inactive so that a degradation never becomes its own baseline.
 """
@@ -132,7 +135,7 @@ class RuleEvaluator:
 
     def _step(self, ts: float, value: float, baseline: float | None) -> Transition | None:
         cfg = self.config
-        if self.state in (RuleState.INACTIVE, RuleState.RESOLVED, RuleState.PENDING):
+        if self.state in (RuleState.INACTIVE, RuleState.PENDING):
             if not cfg.condition.holds(value, baseline):
                 if self.baseline is not None:
                     self.baseline.add(ts, value)
@@ -164,7 +167,8 @@ class RuleEvaluator:
     def _move(
         self, new: RuleState, ts: float, value: float, baseline: float | None, condition: Condition
     ) -> Transition:
-        old, self.state = self.state, new
+        old = self.state
+        self.state = RuleState.INACTIVE if new is RuleState.RESOLVED else new
         if new is not RuleState.PENDING:
             self._pending_since, self._pending_samples = None, 0
         self._clear_since = None

@@ -140,7 +140,7 @@ class Metrics:
         self.lateness = self._checks.lateness
         self.rule_state = Gauge(
             "runbookd_rule_state",
-            "Rule state: 0 inactive, 1 pending, 2 firing, 3 resolved.",
+            "Rule state: 0 inactive (also once resolved), 1 pending, 2 firing.",
             ["rule"],
             registry=core,
         )

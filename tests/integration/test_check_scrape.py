@@ -103,6 +103,7 @@ async def test_first_scrape_is_unknown(ctx: CheckContext, page: MetricsPage, url
     assert result.status is Status.UNKNOWN
     assert result.reason == "first scrape: no window yet"
     assert result.values == {}
+    assert result.needs_previous  # `runbookd once` scrapes again
 
 
 async def test_error_ratio_from_increases(

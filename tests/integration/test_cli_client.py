@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 import structlog
 
@@ -94,6 +95,25 @@ async def test_list_show_acknowledge_and_resolve_incidents(
     assert capsys.readouterr().out == f"resolved {incident.id} (by ana)\n"
     assert await runbookd("incidents", "--url", url, "list", "--status", "resolved") == 0
     assert f"{incident.id}  resolved" in capsys.readouterr().out
+
+
+async def test_an_alert_incident_shows_its_alert_and_how_many_joined(
+    daemon: Daemon, url: str, session: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def alert(fingerprint: str) -> dict[str, object]:
+        labels = {"alertname": "HighErrorRate", "instance": fingerprint}
+        return {"status": "firing", "labels": labels, "fingerprint": fingerprint}
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for alerts in ([alert("a1")], [alert("a2")], [alert("a3"), alert("a4")]):
+        body = {"version": "4", "status": "firing", "alerts": alerts}
+        async with session.post(f"{url}/api/v1/alerts", json=body, headers=headers) as r:
+            assert r.status == 200
+    incident = daemon.engine.incidents["errors"]
+    assert await runbookd("incidents", "show", incident.id, "--url", url) == 0
+    assert "rule:     errors (alert HighErrorRate from alertmanager, 4 alerts)" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])

@@ -46,7 +46,8 @@ async def test_first_run_has_no_cpu_and_the_second_has(ctx: CheckContext) -> Non
     assert first.status is Status.OK
     assert "cpu_percent" not in first.values  # nothing to compare with yet: no fake 0
     assert first.reason == "cpu_percent needs a previous run"
-    assert (second.status, second.reason) == (Status.OK, "")
+    assert first.needs_previous  # `runbookd once` runs it again
+    assert (second.status, second.reason, second.needs_previous) == (Status.OK, "", False)
     assert 0.0 < second.values["cpu_percent"] <= 100.0
 
 

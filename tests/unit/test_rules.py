@@ -102,6 +102,17 @@ def test_clear_for_hysteresis() -> None:
     assert feed(ev, ok(22, 0.01)) == [("FIRING", "RESOLVED")]
 
 
+def test_a_resolved_rule_is_inactive_again_and_can_fire_anew() -> None:
+    ev = rule(**{"for": "10s"})
+    feed(ev, ok(0, 0.2), ok(10, 0.2))
+    assert feed(ev, ok(11, 0.01)) == [("FIRING", "RESOLVED")]
+    assert ev.state is RuleState.INACTIVE  # resolved is the transition, not where it rests
+    assert feed(ev, ok(12, 0.01)) == []
+    # a new episode needs its whole `for` again
+    assert feed(ev, ok(13, 0.2), ok(22, 0.2)) == [("INACTIVE", "PENDING")]
+    assert feed(ev, ok(23, 0.2)) == [("PENDING", "FIRING")]
+
+
 def test_clear_timer_restarts_when_the_value_bounces() -> None:
     ev = rule(clear_for="20s")
     feed(ev, ok(0, 0.2))

@@ -341,6 +341,19 @@ async def test_the_healthy_hook_runs_while_healthy_at_most_once_a_minute() -> No
     assert rollback.healthy_calls == 3  # never while firing
 
 
+async def test_a_resolved_rule_reads_inactive_and_its_healthy_hook_runs_again() -> None:
+    rollback = FakeAction("rollback")
+    w = make_world({"errors": RULE}, {"rollback": rollback})
+    await fire(w)
+    for _ in range(120):
+        await w.see(0.01)  # the first resolves the incident; the rest are a quiet rule
+    assert w.store.data.incidents[w.opened[0].id].status.value == "resolved"
+    assert w.engine.evaluators["errors"].state.name == "INACTIVE"
+    gauge = w.metrics.registry.get_sample_value("runbookd_rule_state", {"rule": "errors"})
+    assert gauge == 0
+    assert rollback.healthy_calls == 2  # once a minute while quiet, as before it fired
+
+
 # -- monitoring blind -----------------------------------------------------------------------
 
 

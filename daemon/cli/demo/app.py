@@ -1,9 +1,10 @@
 """The demo's world: a small web application with deploys, and a pager that receives pages.
 
-The application serves /health, /api/version, /api/tasks and a Prometheus /metrics, and an
-admin endpoint that "deploys" a version. A version whose name ends in "-bad" fails every fifth
-/api/tasks request (an error rate of exactly 20%). The pager speaks the PagerDuty Events API
-v2 enqueue format.
+The application serves /health, /api/version, /api/tasks and a Prometheus /metrics (also as
+/api/health and /api/metrics, where a Next.js app has them, so that the example configs run
+against it), and an admin endpoint that "deploys" a version. A version whose name ends in
+"-bad" fails every fifth /api/tasks request (an error rate of exactly 20%). The pager speaks
+the PagerDuty Events API v2 enqueue format.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class DemoApp:
         self.app.router.add_get("/api/version", self.version)
         self.app.router.add_get("/api/tasks", self.tasks)
         self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/api/health", self.health)
+        self.app.router.add_get("/api/metrics", self.metrics)
         self.app.router.add_post("/admin/deploy", self.deploy)
         self.app.router.add_post("/admin/rollback", self.rollback)
 
