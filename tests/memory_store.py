@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, JobRun, Lease, OutboxItem, Pruned
+from daemon.store.protocol import ActionRecord, Fenced, JobRun, Lease, OutboxItem, Pruned
 
 RUNNING = "running"
 
@@ -359,3 +359,8 @@ class MemoryStore:
         lease = self.data.lease
         if lease and lease[0][0] == holder:
             lease[0] = (holder, lease[0][1], self.wall())
+
+    async def check_epoch(self, holder: str, epoch: int) -> None:
+        lease = self.data.lease
+        if not lease or lease[0][:2] != (holder, epoch) or lease[0][2] <= self.wall():
+            raise Fenced(f"{holder} no longer holds the lease with epoch {epoch}")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, JobRun, OutboxItem, Store
+from daemon.store.protocol import ActionRecord, Fenced, JobRun, OutboxItem, Store
 
 T0 = 1_800_000_000.0
 
@@ -563,6 +563,31 @@ class StoreContract:
         # The old holder, back: it is told it lost, and gets no epoch of its own.
         stale = await store.claim_lease("b", 10.0)
         assert (stale.holder, stale.epoch) == ("a", 3)
+
+    async def test_only_the_current_holder_and_epoch_pass_the_fence(self, store: Store) -> None:
+        await store.claim_lease("a", 10.0)
+        await store.check_epoch("a", 1)
+        for holder, epoch in (("a", 2), ("b", 1)):
+            with pytest.raises(Fenced):
+                await store.check_epoch(holder, epoch)
+        await store.release_lease("a")  # expired: a's own epoch no longer passes
+        with pytest.raises(Fenced):
+            await store.check_epoch("a", 1)
+        await store.claim_lease("b", 10.0)
+        await store.check_epoch("b", 2)
+
+    async def test_a_fenced_batch_writes_nothing(self, store: Store) -> None:
+        await store.claim_lease("a", 0.0)
+        await store.claim_lease("b", 10.0)  # b took over: a is fenced
+
+        async def fenced_batch() -> None:
+            async with store.batch():
+                await store.put_value("ns", "k", 1)
+                await store.check_epoch("a", 1)
+
+        with pytest.raises(Fenced):
+            await fenced_batch()
+        assert await store.get_value("ns", "k") is None
 
     async def test_the_epoch_survives_a_restart(self, store: Store, reopen: Reopen) -> None:
         await store.claim_lease("a", 0.0)

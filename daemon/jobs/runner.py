@@ -30,8 +30,9 @@ from daemon.jobs.config import JobConfig
 from daemon.jobs.metrics import JobMetrics
 from daemon.jobs.schedule import Schedule
 from daemon.pipeline.approvals import Approvals
+from daemon.pipeline.fence import Fence, Unfenced
 from daemon.pipeline.safety import TargetLocks
-from daemon.store.protocol import JobRun, Store
+from daemon.store.protocol import Fenced, JobRun, Store
 from remediations.base import Remediation, RemediationConfig, RemediationContext
 
 log = structlog.get_logger("runbookd.jobs")
@@ -95,6 +96,7 @@ class JobRunner:
         approvals: Approvals,
         locks: TargetLocks,
         dry_run: Callable[[], bool] = lambda: False,
+        fence: Fence | None = None,
         watch: Callable[[asyncio.Task[Any]], object] | None = None,
     ) -> None:
         self.store = store
@@ -106,6 +108,7 @@ class JobRunner:
         self.approvals = approvals
         self.locks = locks
         self.dry_run = dry_run
+        self.fence: Fence = fence or Unfenced()
         self._watch = watch
         self.jobs: dict[str, Entry] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -250,7 +253,13 @@ class JobRunner:
 
     async def _run(self, name: str, config: JobConfig, trigger: str, scheduled_at: float) -> None:
         started = self.clock.now()
-        run_id = await self.store.add_job_run(name, trigger, scheduled_at, started)
+        try:
+            async with self.store.batch():
+                await self.fence.check()  # only the leader runs jobs
+                run_id = await self.store.add_job_run(name, trigger, scheduled_at, started)
+        except Fenced:
+            log.info("job not run: another replica leads", job=name)
+            return
         self.metrics.running.labels(name).set(1)
         try:
             outcome, detail, data = await self._execute(name, config, run_id, trigger, scheduled_at)
@@ -279,6 +288,8 @@ class JobRunner:
             refused = await self._approved(incident, config.run, action, action_config)
             if refused is not None:
                 return refused
+            if not self.fence.may_act():  # the lease ran out since the run was recorded
+                return "interrupted", "this replica lost the lead before the action ran", {}
             timeout = config.timeout or action_config.timeout
             log.info("job started", job=name, run=run_id, trigger=trigger, action=config.run)
             try:

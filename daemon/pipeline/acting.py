@@ -14,10 +14,11 @@ import structlog
 from daemon.core.clock import Clock
 from daemon.core.models import RESOLVE_PHASE, Incident, RemediationResult, Step, StepFacts
 from daemon.engine.timeline import Recorder
+from daemon.pipeline.fence import Fence, Unfenced
 from daemon.pipeline.plan import Plan, Run, Stopped
 from daemon.pipeline.progress import PLANS
 from daemon.runtime.metrics import Metrics
-from daemon.store.protocol import Store
+from daemon.store.protocol import Fenced, Store
 from remediations.base import Remediation, RemediationConfig, RemediationContext
 
 log = structlog.get_logger("runbookd.pipeline")
@@ -69,6 +70,7 @@ class Actor:
         recorder: Recorder,
         metrics: Metrics,
         clock: Clock,
+        fence: Fence | None = None,
     ) -> None:
         # `plan` changes on a reload; `ctx` may be swapped (tests): both are read per call.
         self.plan = plan
@@ -77,6 +79,7 @@ class Actor:
         self.recorder = recorder
         self.metrics = metrics
         self.clock = clock
+        self.fence: Fence = fence or Unfenced()
         self.tasks = Tasks()
         self.stopping = False  # a drain began: no new action starts
         # Remediation calls under way (execute or resolve): what a drain waits for.
@@ -113,8 +116,8 @@ class Actor:
     def _acting_on(self) -> Iterator[None]:
         """A remediation call, from its ledger entry to its recorded result: what a drain
         waits for, so a result is never cut off from its action."""
-        if self.stopping:
-            raise Stopped
+        if self.stopping or not self.fence.may_act():
+            raise Stopped  # stopping, or another replica leads: the plan resumes there
         self.acting += 1
         self._quiet.clear()
         try:
@@ -172,9 +175,15 @@ class Actor:
         started = self.clock.now()
         # One transaction: the timeline never says "running" without the ledger's row, which
         # is what a restart finds interrupted.
-        async with self.recorder.batch():
-            await self.recorder.record(incident, Step.ACTION, message, **base)
-            action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
+        try:
+            async with self.recorder.batch():
+                await self.fence.check()  # a takeover cannot commit between this and the claim
+                await self.recorder.record(incident, Step.ACTION, message, **base)
+                action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
+        except Fenced:
+            raise Stopped from None  # nothing was recorded: the new leader takes the step
+        if not self.fence.may_act():  # the lease ran out since (a pause): do not send
+            raise Stopped  # the ledger says running: the new leader records it interrupted
         returned, outcome = await self._bounded(
             remediation.execute(self.ctx_for(name), incident), config, remediation
         )
@@ -203,6 +212,10 @@ class Actor:
     ) -> RemediationResult | None:
         """The remediation's `resolve` hook (a page's resolution, a scale-out's scale-in)."""
         with self._acting_on():
+            try:
+                await self.fence.check()
+            except Fenced:
+                raise Stopped from None  # the resolution stays in the outbox for the leader
             result, _ = await self._bounded(
                 remediation.resolve(self.ctx_for(name), incident), config, remediation
             )

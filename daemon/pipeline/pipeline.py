@@ -26,6 +26,7 @@ from daemon.core.models import Incident
 from daemon.engine.timeline import Recorder
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.approvals import Approvals
+from daemon.pipeline.fence import Fence
 from daemon.pipeline.notices import Notices
 from daemon.pipeline.plan import Plan, Run
 from daemon.pipeline.plans import PlanRunner
@@ -64,13 +65,20 @@ class Pipeline:
         recorder: Recorder,
         metrics: Metrics,
         clock: Clock,
+        fence: Fence | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.metrics = metrics
         self.clock = clock
         self.actor = Actor(
-            plan, ctx=ctx, store=store, recorder=recorder, metrics=metrics, clock=clock
+            plan,
+            ctx=ctx,
+            store=store,
+            recorder=recorder,
+            metrics=metrics,
+            clock=clock,
+            fence=fence,
         )
         self.approvals = Approvals(clock)
         self.locks = TargetLocks()

@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from daemon.core.clock import Clock
-from daemon.store.protocol import Lease, Store
+from daemon.store.protocol import Fenced, Lease, Store
 
 log = structlog.get_logger("runbookd.leadership")
 
@@ -77,6 +77,17 @@ class Leadership:
         # NaN until the store first answers: unknown, not "just now".
         return math.nan if self.last_answer is None else self.clock.now() - self.last_answer
 
+    # -- the fence (daemon/pipeline/fence.py) --------------------------------------------------
+
+    def may_act(self) -> bool:
+        return self.acting_epoch() is not None
+
+    async def check(self) -> None:
+        epoch = self.acting_epoch()
+        if epoch is None:
+            raise Fenced(f"{self.holder} does not lead now")
+        await self.store.check_epoch(self.holder, epoch)
+
     def acting_epoch(self) -> int | None:
         """The epoch to act under, or None: not the leader, or the lease has run out."""
         if self.role is Role.LEADER and self.clock.now() < self.valid_until:
@@ -87,14 +98,14 @@ class Leadership:
         """Claim and renew until cancelled; then the lease is left to expire (`resign` ends it
         at once on a graceful stop)."""
         while True:
-            await self.claim()
+            await self.renew()
             delay = self.ttl / 3
             if self.role is Role.LEADER:  # wake no later than the lease runs out
                 delay = min(delay, max(0.0, self.valid_until - self.clock.now()))
             await self.clock.sleep(delay)
 
-    async def claim(self) -> None:
-        """One claim or renewal, and what follows from its answer."""
+    async def renew(self) -> None:
+        """One claim or renewal of the lease, and what follows from its answer."""
         sent = self.clock.now()
         lease: Lease | None = None
         try:

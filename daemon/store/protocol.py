@@ -70,6 +70,10 @@ class JobRun:
         }
 
 
+class Fenced(Exception):
+    """This replica's epoch is no longer the lease's: another replica leads now."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """Who leads, with which fencing epoch, and for how many seconds more, as the store's
@@ -218,3 +222,8 @@ class Store(Protocol):
 
     async def release_lease(self, holder: str) -> None:
         """End `holder`'s lease now (a graceful stop): a standby need not wait for its expiry."""
+
+    async def check_epoch(self, holder: str, epoch: int) -> None:
+        """`Fenced` unless `holder` holds the lease with `epoch` and it has not expired, on
+        the store's clock. Inside a batch, a takeover cannot commit between this check and
+        the batch's other writes."""

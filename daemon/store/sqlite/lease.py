@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from daemon.store.protocol import Lease
+from daemon.store.protocol import Fenced, Lease
 from daemon.store.sqlite.group_commit import GroupCommit
 
 NAME = "leader"
@@ -51,5 +51,19 @@ class Leases(GroupCommit):
             conn.execute(
                 "UPDATE lease SET expires_at = ? WHERE name = ? AND holder = ?", (now, NAME, holder)
             )
+
+        await self._write(op)
+
+    async def check_epoch(self, holder: str, epoch: int) -> None:
+        now = self.wall()
+
+        def op(conn: sqlite3.Connection) -> None:
+            found = conn.execute(
+                "SELECT 1 FROM lease"
+                " WHERE name = ? AND holder = ? AND epoch = ? AND expires_at > ?",
+                (NAME, holder, epoch, now),
+            ).fetchone()
+            if found is None:
+                raise Fenced(f"{holder} no longer holds the lease with epoch {epoch}")
 
         await self._write(op)
