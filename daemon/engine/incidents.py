@@ -7,7 +7,7 @@ The rules decide when; this part decides what opening and resolving write, and i
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 from typing import Any, Protocol
 
 from daemon.core.models import Incident, IncidentStatus, Step
@@ -27,9 +27,20 @@ class Actions(Protocol):
     def healthy(self, rule: RuleConfig) -> None: ...
 
 
-def new_incident_id(ts: float) -> str:
-    # Time-ordered and unique; doubles as the PagerDuty dedup_key, so it must stay stable.
-    return f"inc-{int(ts * 1000):x}-{secrets.token_hex(3)}"
+def new_incident_id(ms: int, rule: str) -> str:
+    """Time-ordered, and derived from the rule and the episode's start (in ms) alone: it
+    doubles as the PagerDuty dedup_key, so the same episode paged again (after a failover) is
+    one page."""
+    digest = hashlib.sha256(rule.encode()).hexdigest()[:6]
+    return f"inc-{ms:x}-{digest}"
+
+
+def _start_of(incident_id: str) -> int:
+    """The start in ms an incident id carries ("inc-<hex ms>-..."); -1 if it carries none."""
+    try:
+        return int(incident_id.split("-")[1], 16)
+    except (IndexError, ValueError):
+        return -1
 
 
 class OpenIncidents:
@@ -44,6 +55,17 @@ class OpenIncidents:
         self.actions = actions
         self.metrics = metrics
         self.by_rule: dict[str, Incident] = {}
+        # Each rule's last episode start, in ms: an episode that starts in the millisecond the
+        # last one ended (a resolved and a firing alert in one request) takes the next one.
+        self._last_start: dict[str, int] = {}
+
+    async def _start_ms(self, rule: str, ts: float) -> int:
+        if rule not in self._last_start:  # since a restart: the store's newest says
+            newest = await self.store.list_incidents(rule=rule, limit=1)
+            self._last_start[rule] = _start_of(newest[0].id) if newest else -1
+        ms = max(int(ts * 1000), self._last_start[rule] + 1)
+        self._last_start[rule] = ms
+        return ms
 
     def rule_of(self, incident_id: str) -> str | None:
         """The key of the open incident `incident_id`, if it is open."""
@@ -74,7 +96,7 @@ class OpenIncidents:
         ts: float,
     ) -> None:
         incident = Incident(
-            id=new_incident_id(ts),
+            id=new_incident_id(await self._start_ms(rule, ts), rule),
             rule=rule,
             check=check,
             severity=config.severity,
