@@ -9,8 +9,9 @@ from importlib.metadata import version
 import pytest
 
 import daemon
-from daemon.cli.main import ONCE_EXIT_CODES, _parser, main, source
+from daemon.cli.main import ONCE_EXIT_CODES, _parser, main
 from daemon.cli.once import AGAIN_AFTER_MAX, OnceExit, exit_code
+from daemon.cli.output import source
 from daemon.core.models import Status
 
 
