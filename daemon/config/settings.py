@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import ByteSize, Field, SecretStr, StringConstraints, field_validator, model_validator
 
+from daemon.config.store import SqliteStoreSettings, StoreSettings
 from daemon.core.units import (
     DAY,
     Duration,
@@ -164,6 +165,15 @@ class AlertLimits(StrictModel):
 class DaemonSettings(StrictModel):
     listen: str = "127.0.0.1:9464"
     state_dir: str = "./state"
+    store: StoreSettings = Field(
+        default_factory=SqliteStoreSettings,
+        description=(
+            "Where incidents, timelines, the action ledger and the outbox live: "
+            "{type: sqlite} (the default: a file in state_dir, one daemon per directory) or "
+            "{type: postgres, dsn: ...} for several replicas, in a database of its own, not the "
+            "application's, so runbookd is not blind when the application's database is down."
+        ),
+    )
     # Global dry-run: the timeline says what would have run, nothing runs.
     dry_run: bool = False
     budget: BudgetConfig = BudgetConfig()

@@ -86,15 +86,21 @@ def test_a_taken_port_exits_at_once_with_one_line(
 @pytest.mark.parametrize(
     ("make_state", "reason"),
     [
-        # A file where the state directory should be: it cannot be created.
-        (lambda tmp: (tmp / "state").write_text("x") and tmp / "state", "File exists: {state}"),
+        # A file where the state directory should be: it cannot be created, nor its lock.
+        (
+            lambda tmp: (tmp / "state").write_text("x") and tmp / "state",
+            "cannot lock the state directory {state}: File exists: {state}",
+        ),
         # A directory where the database file should be: SQLite, on its own thread, refuses.
         (
             lambda tmp: (tmp / "state" / "runbookd.db").mkdir(parents=True) or tmp / "state",
-            "unable to open database file",
+            "cannot open the store {state}/runbookd.db: unable to open database file",
         ),
         # Under /proc nothing can be created, not even by root.
-        (lambda tmp: Path("/proc/runbookd-test"), "No such file or directory: {state}"),
+        (
+            lambda tmp: Path("/proc/runbookd-test"),
+            "cannot lock the state directory {state}: No such file or directory: {state}",
+        ),
     ],
     ids=["state-dir-is-a-file", "database-is-a-directory", "state-dir-cannot-be-created"],
 )
@@ -107,8 +113,7 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(
     state = make_state(tmp_path)
     done, took = run_cli(write_config(tmp_path, app_state[1], state=state))
     assert done.returncode == ExitCode.START_FAILED, done.stderr
-    expected = f"cannot open the store {state / 'runbookd.db'}: {reason.format(state=state)}"
-    assert done.stderr == f"runbookd: could not start: {expected}\n"
+    assert done.stderr == f"runbookd: could not start: {reason.format(state=state)}\n"
     assert took < 10, f"took {took:.2f}s to exit"
 
 
