@@ -22,6 +22,7 @@ from daemon.runtime.daemon import Daemon, ExitCode
 from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
 from tests.paths import ROOT
+from tests.utils import free_port
 
 WAIT = 30.0
 
@@ -114,6 +115,28 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(
     done, took = run_cli(write_config(tmp_path, app_state[1], state=state))
     assert done.returncode == ExitCode.START_FAILED, done.stderr
     assert done.stderr == f"runbookd: could not start: {reason.format(state=state)}\n"
+    assert took < 10, f"took {took:.2f}s to exit"
+
+
+def test_a_postgres_store_that_cannot_be_reached_exits_at_once_naming_where(
+    tmp_path: Path, app_state: tuple[dict[str, object], str]
+) -> None:
+    path = write_config(tmp_path, app_state[1])
+    port = free_port()
+    dsn = f"postgresql://runbookd:hunter2-secret@127.0.0.1:{port}/runbookd"
+    path.write_text(
+        path.read_text().replace(
+            "runbookd:\n", f"runbookd:\n  store: {{type: postgres, dsn: '{dsn}'}}\n", 1
+        )
+    )
+    done, took = run_cli(path)
+    assert done.returncode == ExitCode.START_FAILED, done.stderr
+    assert done.stderr == (
+        "runbookd: could not start: cannot open the store: PostgreSQL at "
+        f"runbookd@127.0.0.1:{port}/runbookd: Connection refused\n"
+    )
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout
     assert took < 10, f"took {took:.2f}s to exit"
 
 
