@@ -247,6 +247,8 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.config.runbookd
+        with starting("cannot build the checks and remediations"):
+            checks, plan = build_checks(self.config), build_plan(self.config)
         if (lock := self._state_lock) is not None:
             try:
                 lock.acquire()  # StateDirInUse goes through: `runbookd run` exits 2
@@ -254,8 +256,6 @@ class Daemon:
                 where = f"cannot lock the state directory {lock.directory}"
                 raise StartFailed(f"{where}: {_reason(exc)}") from exc
             self._opened.callback(lock.release)
-        with starting("cannot build the checks and remediations"):
-            checks, plan = build_checks(self.config), build_plan(self.config)
         where = f" {self.store.path}" if isinstance(self.store, SqliteStore) else ""
         with starting(f"cannot open the store{where}"):
             await self.store.open()
