@@ -89,10 +89,14 @@ def closed(conn: Connection) -> bool:
         return True
 
 
-def drop(conn: Connection) -> None:
-    """Close `conn` so that the pool connects afresh rather than hand it out again."""
+def drop_if_lost(error: BaseException, conn: Connection) -> bool:
+    """If `error` shows `conn` is gone, close it, so that the pool connects afresh rather
+    than hand it out again; whether it was."""
+    if not lost(error, conn):
+        return False
     with contextlib.suppress(pgerr.InterfaceError):  # asyncpg already did
         conn.terminate()
+    return True
 
 
 async def _keep_session(conn: object) -> None:
@@ -102,15 +106,12 @@ async def _keep_session(conn: object) -> None:
     back by asyncpg before this runs.)"""
 
 
-async def open_pool(
-    dsn: str, *, min_size: int, max_size: int, connect_timeout: float
-) -> tuple[Pool, str]:
-    """A pool with `min_size` connections made (so a bad DSN or a server down fails here),
-    and where it points, for messages. StoreUnavailable says why it could not connect."""
-    where = dsn_location(dsn)
+async def open_pool(dsn: str, *, min_size: int, max_size: int, connect_timeout: float) -> Pool:
+    """A pool with `min_size` connections made (so a bad DSN or a server down fails here);
+    StoreUnavailable says why it could not connect."""
     try:
         # asyncpg has no type hints: the pool is used through the `Pool` protocol.
-        pool = await asyncpg.create_pool(  # type: ignore[no-untyped-call]
+        created = await asyncpg.create_pool(  # type: ignore[no-untyped-call]
             dsn,
             min_size=min_size,
             max_size=max_size,
@@ -122,7 +123,8 @@ async def open_pool(
     except DATABASE_ERRORS as exc:
         # `from None`: the driver's own exception may quote connection parameters.
         raise StoreUnavailable(unreachable(dsn, exc, connect_timeout)) from None
-    return pool, where
+    pool: Pool = created
+    return pool
 
 
 def unreachable(dsn: str, exc: BaseException, timeout: float) -> str:

@@ -41,8 +41,7 @@ from daemon.store.postgres.connection import (
     Pool,
     close_pool,
     closed,
-    drop,
-    lost,
+    drop_if_lost,
     open_pool,
     unreachable,
 )
@@ -113,7 +112,7 @@ class GroupCommit:
         """Connect and migrate; StoreUnavailable, naming where, if it cannot."""
         if self._pool is not None:
             return
-        pool, _ = await open_pool(
+        pool = await open_pool(
             self._dsn, min_size=1, max_size=self.pool_size, connect_timeout=self.connect_timeout
         )
         try:
@@ -203,7 +202,7 @@ class GroupCommit:
             try:
                 await conn.execute("BEGIN")
             except BaseException as exc:
-                gone = _drop_if_lost(exc, conn)
+                gone = drop_if_lost(exc, conn)
                 await held.aclose()
                 if gone and not last:
                     continue
@@ -221,7 +220,7 @@ class GroupCommit:
                 while todo := await self._attempt(conn, units, todo, outcomes):
                     await conn.execute("BEGIN")
             except BaseException as exc:
-                _drop_if_lost(exc, conn)
+                drop_if_lost(exc, conn)
                 raise
         return outcomes
 
@@ -236,7 +235,7 @@ class GroupCommit:
                 outcomes[i] = (None, await _run(conn, units[i].ops))
             except Exception as exc:
                 outcomes[i] = (exc, None)
-                if _drop_if_lost(exc, conn):
+                if drop_if_lost(exc, conn):
                     for j in [*applied, *todo[n + 1 :]]:
                         outcomes[j] = (exc, None)
                     return []
@@ -248,7 +247,7 @@ class GroupCommit:
         try:
             await _commit(conn)
         except Exception as exc:
-            _drop_if_lost(exc, conn)
+            drop_if_lost(exc, conn)
             for i in applied:
                 outcomes[i] = (exc, None)
             return []
@@ -309,7 +308,7 @@ class GroupCommit:
             # All or nothing, even if the block goes on after catching this.
             batch.failed = exc
             if batch.conn is not None:
-                _drop_if_lost(exc, batch.conn)
+                drop_if_lost(exc, batch.conn)
             raise
         return conn
 
@@ -321,7 +320,7 @@ class GroupCommit:
             # A statement the server refused, or cut short, took the transaction with it; a
             # statement that changed nothing (a KeyError) did not.
             refused = isinstance(exc, pgerr.PostgresError)
-            if _drop_if_lost(exc, conn) or refused or not isinstance(exc, Exception):
+            if drop_if_lost(exc, conn) or refused or not isinstance(exc, Exception):
                 batch.failed = exc
             raise
 
@@ -337,7 +336,7 @@ class GroupCommit:
                 try:
                     await _commit(conn)
                 except BaseException as exc:
-                    _drop_if_lost(exc, conn)
+                    drop_if_lost(exc, conn)
                     raise
                 self.commits += 1
                 return
@@ -386,7 +385,7 @@ class GroupCommit:
                 try:
                     return await op(conn)
                 except Exception as exc:
-                    if not _drop_if_lost(exc, conn) or last or isinstance(exc, TimeoutError):
+                    if not drop_if_lost(exc, conn) or last or isinstance(exc, TimeoutError):
                         raise
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -402,12 +401,3 @@ async def _commit(conn: Connection) -> None:
     # COMMIT of a transaction a failed statement aborted answers ROLLBACK, without an error.
     if await conn.execute("COMMIT") != "COMMIT":
         raise BatchRolledBack(ROLLED_BACK)
-
-
-def _drop_if_lost(error: BaseException, conn: Connection) -> bool:
-    """If `error` shows `conn` is gone, close it, so that the pool connects afresh rather
-    than hand it out again; whether it was."""
-    if not lost(error, conn):
-        return False
-    drop(conn)
-    return True
