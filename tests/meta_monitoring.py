@@ -84,9 +84,12 @@ remediations:
     url: {url}/broken
     retry: {{attempts: 1}}
     cooldown: 0s
+  nightly_hook:          # the job's own: not a target the rules act on
+    type: http
+    url: {url}/hook
 jobs:
   nightly:               # run by hand below
-    run: notify
+    run: nightly_hook
     schedule: "0 2 * * *"
 """
 

@@ -1,15 +1,17 @@
-"""A fresh PostgreSQL database per test, created and dropped through an admin connection.
+"""A fresh PostgreSQL database per test, created and dropped through an admin connection;
+or one per test module, emptied before each test (`emptied`), which is faster.
 
 The server comes from RUNBOOKD_TEST_PG_DSN (a superuser, or a role allowed to create
-databases); tests are skipped, saying why, when it cannot be reached.
+databases); tests are skipped, saying why, when it cannot be reached (and fail under CI=true).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -69,5 +71,54 @@ async def fresh_database() -> AsyncIterator[Database]:
             yield Database(name, dsn_for(name), admin)
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@contextmanager
+def module_database() -> Iterator[str]:
+    """The DSN of an empty database for a whole test module (from a sync module fixture:
+    the database is made and dropped on loops of their own)."""
+
+    async def create() -> tuple[str, str]:
+        async with _admin() as admin:
+            name = f"runbookd_test_{secrets.token_hex(6)}"
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            return name, dsn_for(name)
+
+    async def drop(name: str) -> None:
+        async with _admin() as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    name, dsn = asyncio.run(create())
+    try:
+        yield dsn
+    finally:
+        asyncio.run(drop(name))
+
+
+async def emptied(dsn: str, deletes: str) -> None:
+    """Run `deletes` (statements that empty the tables) and restart every sequence. DELETE
+    rather than TRUNCATE: on a few rows it takes ~25 ms, not ~190."""
+    conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    try:
+        # A test that left a transaction open on a table would make this wait: fail instead.
+        await conn.execute("SET lock_timeout = '5s'")
+        await conn.execute(deletes)
+        await conn.execute(
+            "SELECT setval(oid::regclass, 1, false) FROM pg_class WHERE relkind = 'S'"
+        )
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def _admin() -> AsyncIterator[Any]:
+    try:
+        admin = await asyncpg.connect(ADMIN_DSN, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, pgerr.PostgresError, pgerr.InterfaceError) as exc:
+        missing(f"PostgreSQL not reachable at {_where(ADMIN_DSN)} (RUNBOOKD_TEST_PG_DSN): {exc}")
+    try:
+        yield admin
     finally:
         await admin.close()

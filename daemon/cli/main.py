@@ -342,6 +342,7 @@ def cmdrun_on_loop(config_file: str) -> int:
     from daemon.config.loader import load_config
     from daemon.config.problems import ConfigError
     from daemon.runtime.daemon import Daemon, ExitCode, StartFailed
+    from daemon.store.sqlite.lock import StateDirInUse
 
     path = Path(config_file)
     try:
@@ -355,6 +356,9 @@ def cmdrun_on_loop(config_file: str) -> int:
     except StartFailed as exc:
         print(f"runbookd: could not start: {exc}", file=sys.stderr)
         return ExitCode.START_FAILED
+    except StateDirInUse as exc:
+        print(f"runbookd: could not start: {exc}", file=sys.stderr)
+        return ExitCode.STATE_DIR_IN_USE
 
 
 def cmd_once(config_file: str, names: Sequence[str]) -> int:

@@ -97,6 +97,32 @@ def _port(text: str) -> int:
     return port
 
 
+def dsn_location(dsn: str) -> str:
+    """Where a DSN points, for messages: user, host:port (each of a list) and database, never
+    the password, e.g. "runbookd@db:5432/runbookd". The defaults asyncpg would take are
+    spelled out (port 5432; the database named as the user)."""
+    try:
+        parts = urlsplit(dsn)
+        query = {key: items[-1] for key, items in parse_qs(parts.query).items()}
+    except ValueError:
+        return "(a DSN that does not parse)"
+    userinfo, at, hostspec = parts.netloc.partition("@")
+    if not at:
+        userinfo, hostspec = "", parts.netloc
+    user = unquote(userinfo.partition(":")[0]) or query.get("user", "")
+    ports = query.get("port", "5432").split(",")
+    hosts = (unquote(hostspec) or query.get("host") or "localhost").split(",")
+    shown = []
+    for n, host in enumerate(hosts):
+        has_port = host.startswith("/") or (
+            host.rpartition("]")[2].startswith(":") if host.startswith("[") else ":" in host
+        )
+        shown.append(host if has_port else f"{host}:{ports[min(n, len(ports) - 1)]}")
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname") or user
+    where = f"{user}@{','.join(shown)}" if user else ",".join(shown)
+    return f"{where}/{database}" if database else where
+
+
 def dsn_passwords(dsn: str) -> set[str]:
     """The DSN's password (userinfo or `?password=`, a DSN option asyncpg accepts too), as
     written and decoded; empty when there is none or the DSN does not parse."""

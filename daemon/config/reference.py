@@ -221,8 +221,12 @@ class _Writer:
     def name(self, key: str, nested: list[tuple[Model, str]], model: Model) -> str:
         """Where a nested model is documented: here, the first time it appears."""
         if model not in self.documented:
-            self.documented[model] = f"`{key}`"
-            nested.append((model, key))
+            # A choice of models under one key (`store: {type: ...}`) names each by its type.
+            tag = model.model_fields.get("type")
+            choice = get_args(tag.annotation) if tag is not None else ()
+            label = f"{key} (type: {choice[0]})" if len(choice) == 1 else key
+            self.documented[model] = f"`{label}`"
+            nested.append((model, label))
         return f"see {self.documented[model]}"
 
     def model(
@@ -252,10 +256,10 @@ class _Writer:
             row = [f"`{field_key}`", kind, _default(field, _unit(tp, found)), limits, meaning]
             rows.append("| " + " | ".join(_cell(c) for c in row) + " |")
         self.out.append("\n".join(rows) + "\n")
-        for sub, key in nested:
-            self.heading(level + 1, f"`{key}`")
+        for sub, label in nested:
+            self.heading(level + 1, f"`{label}`")
             self.text(sub.__doc__, once=True)
-            self.model(sub, key, level + 1)
+            self.model(sub, label.split(" ")[0], level + 1)
 
 
 def _own_fields(model: Model, base: Model) -> set[str]:

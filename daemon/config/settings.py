@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import ByteSize, Field, SecretStr, StringConstraints, field_validator, model_validator
 
+from daemon.config.store import SqliteStoreSettings, StoreSettings
 from daemon.core.units import (
     DAY,
     Duration,
@@ -260,6 +261,15 @@ class DaemonSettings(StrictModel):
         default="./state",
         description="The directory of the SQLite store (incidents, timelines, cooldowns, "
         "budget, outbox); one daemon per directory.",
+    )
+    store: StoreSettings = Field(
+        default_factory=SqliteStoreSettings,
+        description=(
+            "Where incidents, timelines, the action ledger and the outbox live: "
+            "{type: sqlite} (the default: a file in state_dir, one daemon per directory) or "
+            "{type: postgres, dsn: ...}, in a database of its own, not the "
+            "application's, so runbookd is not blind when the application's database is down."
+        ),
     )
     dry_run: bool = Field(
         default=False,

@@ -41,8 +41,10 @@ from daemon.runtime.metrics import Metrics
 from daemon.runtime.operations import Operations
 from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.storage import build_store, describe
 from daemon.runtime.supervisor import Supervisor
-from daemon.store.protocol import Store
+from daemon.store.protocol import Store, StoreUnavailable
+from daemon.store.sqlite.lock import StateDirLock
 from daemon.store.sqlite.repository import SqliteStore
 from remediations.base import REMEDIATIONS, Remediation, RemediationConfig, RemediationContext
 
@@ -57,6 +59,9 @@ class ExitCode(IntEnum):
 
     OK = 0  # stopped by SIGTERM or SIGINT
     CONFIG_INVALID = 2  # restarting cannot help: systemd does not (RestartPreventExitStatus=)
+    # Another runbookd holds the state directory (daemon/store/sqlite/lock.py): a restart
+    # cannot help either.
+    STATE_DIR_IN_USE = 2
     START_FAILED = 3  # e.g. the port is taken, the state directory cannot be written
     CORE_TASK_DIED = 4  # a core task ended while the daemon ran (daemon/supervisor.py)
 
@@ -66,9 +71,9 @@ class StartFailed(Exception):
 
 
 # Failures of the machine rather than of runbookd (a port taken, a directory not writable, a
-# database file that cannot be opened): told in one line. Anything else is a bug, and logged
-# with its traceback too.
-EXPECTED_START_FAILURES = (OSError, sqlite3.Error)
+# database file that cannot be opened, a database server down): told in one line. Anything
+# else is a bug, and logged with its traceback too.
+EXPECTED_START_FAILURES = (OSError, sqlite3.Error, StoreUnavailable)
 
 
 @contextlib.contextmanager
@@ -131,8 +136,12 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        state_dir = Path(config.runbookd.state_dir)
-        self.store: Store = store or SqliteStore(state_dir / "runbookd.db")
+        # A store given (tests) is the caller's; one built from the config is the daemon's,
+        # with the SQLite state directory's lock, taken first thing at start.
+        self._state_lock: StateDirLock | None = None
+        if store is None:
+            store, self._state_lock = build_store(config.runbookd)
+        self.store: Store = store
         self.recorder = Recorder(self.store, self.clock)
         self.port: int | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -241,6 +250,13 @@ class Daemon:
         settings = self.config.runbookd
         with starting("cannot build the checks and remediations"):
             checks, plan = build_checks(self.config), build_plan(self.config)
+        if (lock := self._state_lock) is not None:
+            try:
+                lock.acquire()  # StateDirInUse goes through: `runbookd run` exits 2
+            except OSError as exc:
+                where = f"cannot lock the state directory {lock.directory}"
+                raise StartFailed(f"{where}: {_reason(exc)}") from exc
+            self._opened.callback(lock.release)
         where = f" {self.store.path}" if isinstance(self.store, SqliteStore) else ""
         with starting(f"cannot open the store{where}"):
             await self.store.open()
@@ -277,6 +293,7 @@ class Daemon:
         log.info(
             "started",
             listen=f"{host}:{self.port}",
+            store=describe(self.store),
             checks=len(self.config.checks),
             rules=len(self.config.rules),
             remediations=len(self.config.remediations),

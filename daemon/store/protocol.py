@@ -1,7 +1,8 @@
 """Where incidents, timelines and the action ledger live, behind one protocol.
 
-The embedded default is SQLite in the state directory (daemon/store/sqlite/); a
-PostgreSQL implementation joins later for several replicas. Both pass the same tests.
+The embedded default is SQLite in the state directory (daemon/store/sqlite/); PostgreSQL
+(daemon/store/postgres/) is for several replicas. Both pass the same tests
+(tests/store_contract.py).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class Lease:
     holder: str
     epoch: int
     remaining: float
+
+
+class StoreUnavailable(RuntimeError):
+    """The store's database cannot be used: unreachable, refusing us, or holding a schema
+    newer than this runbookd knows. The message says where, never with a password."""
 
 
 class Pruned(NamedTuple):

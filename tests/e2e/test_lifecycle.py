@@ -22,6 +22,7 @@ from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
 from tests.lifecycle import WAIT, write_config
 from tests.paths import ROOT
+from tests.utils import free_port
 
 # --- a start that fails -----------------------------------------------------------------------
 
@@ -52,15 +53,21 @@ def test_a_taken_port_exits_at_once_with_one_line(
 @pytest.mark.parametrize(
     ("make_state", "reason"),
     [
-        # A file where the state directory should be: it cannot be created.
-        (lambda tmp: (tmp / "state").write_text("x") and tmp / "state", "File exists: {state}"),
+        # A file where the state directory should be: it cannot be created, nor its lock.
+        (
+            lambda tmp: (tmp / "state").write_text("x") and tmp / "state",
+            "cannot lock the state directory {state}: File exists: {state}",
+        ),
         # A directory where the database file should be: SQLite, on its own thread, refuses.
         (
             lambda tmp: (tmp / "state" / "runbookd.db").mkdir(parents=True) or tmp / "state",
-            "unable to open database file",
+            "cannot open the store {state}/runbookd.db: unable to open database file",
         ),
         # Under /proc nothing can be created, not even by root.
-        (lambda tmp: Path("/proc/runbookd-test"), "No such file or directory: {state}"),
+        (
+            lambda tmp: Path("/proc/runbookd-test"),
+            "cannot lock the state directory {state}: No such file or directory: {state}",
+        ),
     ],
     ids=["state-dir-is-a-file", "database-is-a-directory", "state-dir-cannot-be-created"],
 )
@@ -73,8 +80,29 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(
     state = make_state(tmp_path)
     done, took = run_cli(write_config(tmp_path, app_state[1], state=state))
     assert done.returncode == ExitCode.START_FAILED, done.stderr
-    expected = f"cannot open the store {state / 'runbookd.db'}: {reason.format(state=state)}"
-    assert done.stderr == f"runbookd: could not start: {expected}\n"
+    assert done.stderr == f"runbookd: could not start: {reason.format(state=state)}\n"
+    assert took < 10, f"took {took:.2f}s to exit"
+
+
+def test_a_postgres_store_that_cannot_be_reached_exits_at_once_naming_where(
+    tmp_path: Path, app_state: tuple[dict[str, object], str]
+) -> None:
+    path = write_config(tmp_path, app_state[1])
+    port = free_port()
+    dsn = f"postgresql://runbookd:hunter2-secret@127.0.0.1:{port}/runbookd"
+    path.write_text(
+        path.read_text().replace(
+            "runbookd:\n", f"runbookd:\n  store: {{type: postgres, dsn: '{dsn}'}}\n", 1
+        )
+    )
+    done, took = run_cli(path)
+    assert done.returncode == ExitCode.START_FAILED, done.stderr
+    assert done.stderr == (
+        "runbookd: could not start: cannot open the store: PostgreSQL at "
+        f"runbookd@127.0.0.1:{port}/runbookd: Connection refused\n"
+    )
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout
     assert took < 10, f"took {took:.2f}s to exit"
 
 

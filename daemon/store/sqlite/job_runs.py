@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from daemon.store import records
 from daemon.store.protocol import JobRun
 from daemon.store.sqlite.group_commit import GroupCommit
-from daemon.store.sqlite.rows import dumps
-
-
-def _run(row: sqlite3.Row) -> JobRun:
-    return JobRun(
-        id=row["id"],
-        job=row["job"],
-        trigger=row["trigger"],
-        scheduled_at=row["scheduled_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        outcome=row["outcome"],
-        detail=row["detail"],
-        data=json.loads(row["data"]),
-    )
 
 
 def prune_job_runs(conn: sqlite3.Connection, before: float) -> int:
@@ -55,7 +40,7 @@ class JobRuns(GroupCommit):
     async def finish_job_run(
         self, run_id: int, ended_at: float, outcome: str, detail: str, data: Mapping[str, Any]
     ) -> None:
-        params = (ended_at, outcome, detail, dumps(dict(data)), run_id)
+        params = (ended_at, outcome, detail, records.dumps(dict(data)), run_id)
 
         def op(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
@@ -78,7 +63,7 @@ class JobRuns(GroupCommit):
             " FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT ?",
             (job, limit),
         )
-        return [_run(row) for row in found]
+        return [records.job_run(row) for row in found]
 
     async def latest_job_runs(self, outcome: str | None = None) -> dict[str, JobRun]:
         found = await self._fetchall(
@@ -91,11 +76,11 @@ class JobRuns(GroupCommit):
             """,
             (outcome,),
         )
-        return {row["job"]: _run(row) for row in found}
+        return {row["job"]: records.job_run(row) for row in found}
 
     async def unfinished_job_runs(self) -> list[JobRun]:
         found = await self._fetchall(
             "SELECT id, job, trigger, scheduled_at, started_at, ended_at, outcome, detail, data"
             " FROM job_runs WHERE outcome IS NULL ORDER BY id"
         )
-        return [_run(row) for row in found]
+        return [records.job_run(row) for row in found]

@@ -1,0 +1,118 @@
+"""How the models map to a store's rows and back, for every backend.
+
+JSON columns hold compact text with unicode kept as is, so what comes back is exactly what
+went in (key order, big integers, float digits), whatever the database.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from daemon.core.models import Incident, IncidentStatus, TimelineEntry
+from daemon.store.protocol import ActionRecord, JobRun, OutboxItem
+
+
+class Row(Protocol):
+    """A result row read by column name: sqlite3.Row and asyncpg's Record both are."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; a value JSON cannot hold is a TypeError."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- models to parameters ---------------------------------------------------------------------
+
+
+def incident_params(incident: Incident) -> tuple[Any, ...]:
+    """An incident's columns in the order of the stores' INSERT statements (the timeline goes
+    in apart): id, rule, check_name, severity, summary, status, opened_at, resolved_at,
+    trigger, acknowledged_by, acknowledged_at, resolved_by."""
+    return (
+        incident.id,
+        incident.rule,
+        incident.check,
+        incident.severity,
+        incident.summary,
+        incident.status.value,
+        incident.opened_at,
+        incident.resolved_at,
+        dumps(incident.trigger),
+        incident.acknowledged_by,
+        incident.acknowledged_at,
+        incident.resolved_by,
+    )
+
+
+def entry_params(incident_id: str, e: TimelineEntry) -> tuple[str, float, str, str, str]:
+    """A timeline row: incident_id, ts, kind, message, data."""
+    return (incident_id, e.ts, e.kind, e.message, dumps(e.data))
+
+
+# -- rows to models ---------------------------------------------------------------------------
+
+
+def incident(row: Row, timeline: list[TimelineEntry] | None = None) -> Incident:
+    return Incident(
+        id=row["id"],
+        rule=row["rule"],
+        check=row["check_name"],
+        severity=row["severity"],
+        summary=row["summary"],
+        opened_at=row["opened_at"],
+        status=IncidentStatus(row["status"]),
+        resolved_at=row["resolved_at"],
+        trigger=json.loads(row["trigger"]),
+        timeline=timeline if timeline is not None else [],
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=row["acknowledged_at"],
+        resolved_by=row["resolved_by"],
+    )
+
+
+def entry(row: Row) -> TimelineEntry:
+    return TimelineEntry(
+        ts=row["ts"], kind=row["kind"], message=row["message"], data=json.loads(row["data"])
+    )
+
+
+def action(row: Row) -> ActionRecord:
+    return ActionRecord(
+        id=row["id"],
+        # NULL only on SQLite rows from schema version 1, which are never running.
+        incident_id=row["incident_id"] or "",
+        rule=row["rule"],
+        remediation=row["remediation"],
+        ts=row["ts"],
+        outcome=row["outcome"],
+    )
+
+
+def outbox_item(row: Row) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        remediation=row["remediation"],
+        phase=row["phase"],
+        created_at=row["created_at"],
+        next_at=row["next_at"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+    )
+
+
+def job_run(row: Row) -> JobRun:
+    return JobRun(
+        id=row["id"],
+        job=row["job"],
+        trigger=row["trigger"],
+        scheduled_at=row["scheduled_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        outcome=row["outcome"],
+        detail=row["detail"],
+        data=json.loads(row["data"]),
+    )
