@@ -14,7 +14,7 @@ class SqliteStoreSettings(StrictModel):
     """The embedded default: one SQLite file, `runbookd.db`, in `runbookd.state_dir`, which
     one daemon holds at a time (a lock file beside it)."""
 
-    type: Literal["sqlite"] = Field("sqlite", description="`sqlite`: the embedded store.")
+    type: Literal["sqlite"] = Field(default="sqlite", description="`sqlite`: the embedded store.")
 
 
 class PostgresStoreSettings(SecretsModel):
