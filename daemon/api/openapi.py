@@ -18,8 +18,7 @@ from aiohttp import web
 from daemon import __version__
 from daemon.api.routes import OPERATIONS, Auth, Operation, Schema
 from daemon.core.models import IncidentStatus, RuleState
-from daemon.deploys.config import KINDS
-from daemon.deploys.models import SOURCES, DeployStatus
+from daemon.deploys.models import KINDS, SOURCES, DeployStatus
 
 REF = "#/components/schemas/{model}"
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from daemon.core.units import StrictModel, parse_duration, parse_time
-from daemon.deploys.config import Kind
+from daemon.deploys.models import Kind
 
 MAX_LIMIT = 1000
 MAX_SILENCE = 90 * 86400.0

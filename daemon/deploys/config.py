@@ -4,15 +4,13 @@ when one breaks what the runbook's "Rollback if" names."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from daemon.config.settings import long_enough
 from daemon.core.units import Duration, PositiveDuration, Ratio, SecretsModel, StrictModel
 
-Kind = Literal["standard", "hotfix", "migration"]
-KINDS: tuple[Kind, ...] = ("standard", "hotfix", "migration")
 _VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_-]*$")
 
 

@@ -7,7 +7,10 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+Kind = Literal["standard", "hotfix", "migration"]
+KINDS: tuple[Kind, ...] = ("standard", "hotfix", "migration")
 
 
 class DeployStatus(enum.StrEnum):
