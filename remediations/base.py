@@ -138,8 +138,9 @@ class Announcer(Protocol):
     channel). Optional: a remediation without `announce` cannot be named where announcements
     go (`deploys.announce`)."""
 
-    async def announce(self, ctx: RemediationContext, message: Announcement) -> RemediationResult:
-        ...
+    async def announce(
+        self, ctx: RemediationContext, message: Announcement
+    ) -> RemediationResult: ...
 
 
 def can_announce(remediation: object) -> bool:
