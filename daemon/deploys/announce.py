@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -21,6 +21,7 @@ from daemon.deploys.timeline import DeployRecorder
 from daemon.store.protocol import Deploy
 from remediations.base import (
     Announcement,
+    Announcer,
     Remediation,
     RemediationConfig,
     RemediationContext,
@@ -89,10 +90,10 @@ class Announcements:
             why = f"dry run: would post through {name}: {message.text}"
             await self.recorder.record(deploy, DeployStep.ANNOUNCED, why, **base, ok=None)
             return
-        announce = getattr(remediation, "announce")  # noqa: B009  (an optional hook)
+        announcer = cast(Announcer, remediation)  # `can_announce` said it has the hook
         try:
             async with self.clock.timeout(config.deadline()):
-                result = await announce(self.ctx_for(name), message)
+                result = await announcer.announce(self.ctx_for(name), message)
             ok, detail = bool(result.ok), str(result.detail)
         except TimeoutError:
             ok, detail = False, f"timed out after {config.deadline():g}s"
