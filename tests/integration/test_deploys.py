@@ -213,6 +213,12 @@ async def test_a_signed_promotion_starts_a_watch_forged_and_stale_ones_change_no
     status, error = await setup.post(*signed(stale, SECRET))
     assert status == 401
     assert error["error"].startswith("stale delivery: createdAt is 1h before runbookd's clock")
+    # Signed, but with a number JSON does not have: 400.
+    not_finite = body.replace(b'"createdAt": ', b'"createdAt": 1e400, "x": ')
+    status, error = await setup.post(*signed(json.loads(not_finite), SECRET))
+    # (json.loads reads 1e400 as inf; sent again, it is written as Infinity)
+    assert status == 400
+    assert error["error"].startswith("body: NaN, Infinity and numbers beyond")
     # Signed but not a delivery: 400 naming the field.
     status, error = await setup.post(
         *signed({"id": "evt_x", "type": "deployment.promoted"}, SECRET)
