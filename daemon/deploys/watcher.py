@@ -129,7 +129,7 @@ class DeployWatcher:
 
     async def deploy(self, event: DeployEvent) -> tuple[Deploy, str]:
         """A deploy from CI (or any source): the deploy, and what became of the event:
-        "watching", "recorded" (not watched), "noted" (on another deploy) or "duplicate"."""
+        "watching", "recorded" (not watched) or "noted" (on another deploy)."""
         self._settings()
         async with self._lock:
             return await self._deploy(event, self.clock.now())
@@ -158,7 +158,9 @@ class DeployWatcher:
                 deploy, action = await self._build_failed(event, now)
             else:
                 deploy, action = await self._deploy(event, now)
-        return answer | {"action": action, "deploy": deploy.id, "reason": deploy.status}
+        # What the deploy's timeline says last (before the announcements, posted later).
+        reason = deploy.timeline[-1].message if deploy.timeline else deploy.status
+        return answer | {"action": action, "deploy": deploy.id, "reason": reason}
 
     # -- what the daemon feeds it --------------------------------------------------------------
 
@@ -221,7 +223,11 @@ class DeployWatcher:
         if event.environment != config.environment:
             deploy = self._new(event, now, None, {}, DeployStatus.NOT_WATCHED)
             deploy.ended_at = now
-            deploy.timeline.append(self._entry(DeployStep.RECEIVED, _received(deploy)))
+            why = f"not watched: {config.environment} is"
+            deploy.timeline += [
+                self._entry(DeployStep.RECEIVED, _received(deploy)),
+                self._entry(DeployStep.NOTE, why),
+            ]
             await self.store.create_deploy(deploy)
             return deploy, "recorded"
         if self.watch is not None:

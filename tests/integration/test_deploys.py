@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,10 +125,10 @@ def quiet() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+@asynccontextmanager
+async def servers(tmp_path: Path) -> AsyncIterator[tuple[Path, FakeVercel, FakeSlack, App]]:
+    """The fakes on loopback, and a config that points the daemon at them."""
     vercel, slack, app = FakeVercel(now=time.time), FakeSlack(), App()
-    project = vercel.add_project("prj_store", "storefront")
     async with (
         serve(vercel.app) as vercel_url,
         serve(slack.app) as slack_url,
@@ -144,6 +145,13 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
                 secret=SECRET,
             )
         )
+        yield path, vercel, slack, app
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    async with servers(tmp_path) as (path, vercel, slack, app):
+        project = vercel.add_project("prj_store", "storefront")
         async with run_daemon(path) as daemon, aiohttp.ClientSession() as session:
             yield Setup(daemon, vercel, project, slack, app, session)
 
@@ -340,3 +348,26 @@ async def test_without_a_deploys_section_deploys_are_refused(
         body, headers = signed({"id": "evt_1", "type": "deployment.promoted"}, SECRET)
         async with session.post(f"{url}/api/v1/vercel/events", data=body, headers=headers) as r:
             assert r.status == 401
+
+
+async def test_a_watch_goes_on_after_a_restart(tmp_path: Path) -> None:
+    async with servers(tmp_path) as (path, _, slack, _):
+        body = {"version": "v2", "environment": "production", "kind": "hotfix"}
+        async with run_daemon(path) as daemon, aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{daemon.port}/api/v1/deploys"
+            async with session.post(url, json=body) as r:
+                deploy_id = (await r.json())["deploy"]["id"]
+            started = daemon.clock.now()
+        async with run_daemon(path) as daemon:
+            watch = daemon.deploys.watch
+            assert watch is not None
+            assert watch.deploy.id == deploy_id
+            # It ends when it would have: the hotfix's 4s after the deploy, not after the start.
+            assert watch.ends_at == pytest.approx(started + 4, abs=0.05)
+            await wait_for(lambda: daemon.deploys.watch is None)
+            deploy = await daemon.store.get_deploy(deploy_id)
+            assert deploy is not None
+            kinds = [e.kind for e in deploy.timeline]
+            assert kinds.index("resumed") < kinds.index("completed")
+            assert deploy.status == "completed"
+        assert [m["text"] for m in slack.messages][-1] == "✅ Deployment of v2 completed"
