@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from remediations.slack import SlackConfig, SlackRemediation, duration
-from tests.fakes.slack import WEBHOOK_PATH, FakeSlack
+from remediations.base import Announcement, can_announce
+from remediations.slack import SlackConfig, SlackRemediation, announcement_message, duration
+from tests.fakes.slack import WEBHOOK_PATH, FakeSlack, check_message
 from tests.utils import serve
 
 
@@ -62,10 +63,6 @@ def test_flags() -> None:
 
 
 def test_an_announcement_is_a_message_slack_takes_with_its_text_escaped() -> None:
-    from remediations.base import Announcement, can_announce
-    from remediations.slack import announcement_message
-    from tests.fakes.slack import check_message
-
     facts = tuple((f"Fact {i}", f"value <{i}>") for i in range(12))
     message = announcement_message(Announcement("Rolled back <@channel> & more", facts))
     assert check_message(message) is None
