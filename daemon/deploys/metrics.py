@@ -29,7 +29,8 @@ class DeployMetrics:
         )
         self.last_good = Gauge(
             "runbookd_deploy_last_good_timestamp_seconds",
-            "When a watch last ended clean (unset: not since runbookd keeps history).",
+            "When a watch last ended clean, the version becoming the last known good (0: none "
+            "recorded).",
             registry=registry,
         )
         # Every outcome's series exists from the start at 0, so increase() sees the first.

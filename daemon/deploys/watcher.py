@@ -526,6 +526,9 @@ class DeployWatcher:
             return
         now = self.clock.now()
         key = incident_key(config)
+        good = await self.store.get_value(LAST_GOOD, config.environment)
+        if isinstance(good, dict) and isinstance(at := good.get("at"), int | float):
+            self.metrics.last_good.set(at)
         for deploy in await self.store.list_deploys(status=DeployStatus.ROLLING_BACK):
             full = await self.store.get_deploy(deploy.id) or deploy
             incident = self.incidents.by_rule.get(key)

@@ -295,6 +295,8 @@ async def test_a_restart_during_the_watch_resumes_it() -> None:
     again = make_deploy_world(data=data, clock=w.clock)
     await again.watcher.restore()
     assert again.watcher.watch is not None
+    registry = again.world.metrics.registry
+    assert registry.get_sample_value("runbookd_deploy_watching", {}) == 1
     assert "resumed" in steps(await again.deploy_record(deploy.id))
     # It ends when it would have: five minutes after the deploy.
     await again.run(200)
