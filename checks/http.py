@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
+import re
 import time
 from typing import Annotated, ClassVar, Literal
 
@@ -36,6 +38,7 @@ def _json_path(value: str) -> str:
 
 
 JsonPath = Annotated[str, AfterValidator(_json_path)]
+_VALUE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class HttpCheckConfig(CheckConfig):
@@ -76,15 +79,26 @@ class HttpCheckConfig(CheckConfig):
     max_latency: PositiveDuration | None = Field(
         None, description="Slower than this, but otherwise fine, is WARN (`up` stays 1)."
     )
+    values: dict[str, JsonPath] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Values read from the JSON body: name -> dotted path, e.g. `{build: "
+        "build.number}` for `deploys.version_from: version.build`. A JSON number there is the "
+        "value; anything else (a missing field, a text such as `v1.2.3`) leaves it out, so a "
+        "rule on it holds.",
+    )
 
     @model_validator(mode="after")
     def _head_has_no_body(self) -> HttpCheckConfig:
-        if self.method == "HEAD" and (self.expect_json or self.expect_body):
-            raise ValueError("a HEAD response has no body: expect_json/expect_body need GET")
+        if self.method == "HEAD" and (self.expect_json or self.expect_body or self.values):
+            raise ValueError("a HEAD response has no body: expect_json/expect_body/values need GET")
+        for name in self.values:
+            if name in VALUE_NAMES or not _VALUE_NAME.match(name):
+                raise ValueError(f"values: {name!r} is not a name a value can have")
         return self
 
     def value_names(self) -> frozenset[str]:
-        return VALUE_NAMES
+        return VALUE_NAMES | frozenset(self.values)
 
 
 _MISSING = object()
@@ -140,7 +154,8 @@ class HttpCheck(Stateless):
             (path, tuple(path.split(".")), expected)
             for path, expected in (config.expect_json or {}).items()
         )
-        self._read_body = bool(self._needle or self._json)
+        self._values = tuple((name, tuple(path.split("."))) for name, path in config.values.items())
+        self._read_body = bool(self._needle or self._json or self._values)
         self._max_latency = config.max_latency
 
     async def run(self, ctx: CheckContext) -> CheckResult:
@@ -157,6 +172,8 @@ class HttpCheck(Stateless):
             return CheckResult(Status.CRITICAL, {"up": 0.0}, describe_failure(exc, self._timeout_s))
         latency = time.perf_counter() - start
         values = {"up": 0.0, "latency_seconds": latency, "status_code": float(code)}
+        if self._values and body is not None:
+            values |= self._read_values(body)
         problem = self._problem(code, body)
         if problem is not None:
             return CheckResult(Status.CRITICAL, values, problem)
@@ -177,6 +194,24 @@ class HttpCheck(Stateless):
         if self._needle is not None and self._needle not in body:
             return f"body does not contain {_show(self.config.expect_body)}"
         return self._json_problem(body) if self._json else None
+
+    def _read_values(self, body: bytes) -> dict[str, float]:
+        """The configured values that are JSON numbers in the body (true is not 1)."""
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return {}
+        found: dict[str, float] = {}
+        for name, keys in self._values:
+            value = _lookup(doc, keys)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except OverflowError:  # an integer beyond a double
+                    continue
+                if math.isfinite(number):
+                    found[name] = number
+        return found
 
     def _json_problem(self, body: bytes) -> str | None:
         try:

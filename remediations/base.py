@@ -123,6 +123,30 @@ class Remediation(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A message for people about something other than an incident: a deploy starting,
+    completing, rolled back. `text` is one line; `facts` are (label, value) pairs shown
+    beside it."""
+
+    text: str
+    facts: tuple[tuple[str, str], ...] = ()
+
+
+class Announcer(Protocol):
+    """A notifier that can also post an `Announcement` (a `slack` remediation posts it to its
+    channel). Optional: a remediation without `announce` cannot be named where announcements
+    go (`deploys.announce`)."""
+
+    async def announce(
+        self, ctx: RemediationContext, message: Announcement
+    ) -> RemediationResult: ...
+
+
+def can_announce(remediation: object) -> bool:
+    return callable(getattr(remediation, "announce", None))
+
+
 class Hooks:
     """Default hooks for remediations with nothing to do on resolve or while healthy."""
 

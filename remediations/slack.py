@@ -22,7 +22,13 @@ from yarl import URL
 
 from daemon.core.models import Incident, RemediationResult, Step, TimelineEntry
 from daemon.core.units import PositiveDuration
-from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
+from remediations.base import (
+    REMEDIATIONS,
+    Announcement,
+    Hooks,
+    RemediationConfig,
+    RemediationContext,
+)
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
 # Slack Block Kit limits: header text 150 characters, a section field 2000 (and at most
@@ -263,6 +269,19 @@ def resolved_message(
     return _message(f"{RESOLVED_MARK} Resolved: {incident.rule}", fallback, incident, template)
 
 
+def announcement_message(message: Announcement) -> dict[str, Any]:
+    """An announcement (a deploy starting, completed, rolled back): its line, then its facts
+    as fields (at most ten, Slack's limit)."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(escape(message.text), 3000)}}
+    ]
+    if message.facts:
+        fields = [_field(label, value) for label, value in message.facts[:10]]
+        blocks.append({"type": "section", "fields": fields})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "runbookd"}]})
+    return {"text": escape(message.text), "blocks": blocks}
+
+
 def posted_before(incident: Incident, own: str) -> bool:
     """This remediation already posted about the incident (it runs again in `escalate:`)."""
     return any(entry.succeeded(own) for entry in incident.timeline)
@@ -299,8 +318,17 @@ class SlackRemediation(Hooks):
         message = resolved_message(incident, self.config, own=self.name, now=ctx.clock.now())
         return await self._post(ctx, incident, message)
 
+    async def announce(self, ctx: RemediationContext, message: Announcement) -> RemediationResult:
+        """Post an announcement to the channel (the deployments channel)."""
+        return await self._send(ctx, announcement_message(message), "Slack announcement")
+
     async def _post(
         self, ctx: RemediationContext, incident: Incident, message: dict[str, Any]
+    ) -> RemediationResult:
+        return await self._send(ctx, message, f"Slack message for {incident.id}")
+
+    async def _send(
+        self, ctx: RemediationContext, message: dict[str, Any], what: str
     ) -> RemediationResult:
         url = self.config.webhook_url.get_secret_value()
         retry = self.config.retry
@@ -316,4 +344,4 @@ class SlackRemediation(Hooks):
             redact_values=_secret_parts(url),
         )
         request = {"url": safe_url(url), "text": message["text"]}
-        return outcome.result(f"Slack message for {incident.id}", request)
+        return outcome.result(what, request)

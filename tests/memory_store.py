@@ -15,10 +15,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, Fenced, JobRun, Lease, OutboxItem, Pruned
+from daemon.store.protocol import (
+    ActionRecord,
+    Deploy,
+    DeployEntry,
+    Fenced,
+    JobRun,
+    Lease,
+    OutboxItem,
+    Pruned,
+)
 
 RUNNING = "running"
 
@@ -37,6 +46,7 @@ class MemoryData:
     values: dict[tuple[str, str], str] = field(default_factory=dict)
     outbox: dict[int, OutboxRow] = field(default_factory=dict)
     job_runs: dict[int, JobRun] = field(default_factory=dict)
+    deploys: dict[str, Deploy] = field(default_factory=dict)
     # Ids are never reused, even after prune (AUTOINCREMENT in SQLite).
     action_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     outbox_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -52,6 +62,7 @@ class MemoryData:
             dict(self.values),
             copy.deepcopy(self.outbox),
             dict(self.job_runs),  # JobRun is frozen; its data is replaced, never changed
+            copy.deepcopy(self.deploys),
             self.action_ids,
             self.outbox_ids,
             self.job_run_ids,
@@ -62,6 +73,7 @@ class MemoryData:
         self.incidents, self.actions = work.incidents, work.actions
         self.values, self.outbox = work.values, work.outbox
         self.job_runs = work.job_runs
+        self.deploys = work.deploys
 
 
 @dataclass
@@ -300,7 +312,10 @@ class MemoryStore:
         ]
         for run_id in runs:
             del d.job_runs[run_id]
-        return Pruned(len(old), len(actions), len(runs))
+        ended = [k for k, r in d.deploys.items() if r.ended_at is not None and r.ended_at < before]
+        for deploy_id in ended:
+            del d.deploys[deploy_id]
+        return Pruned(len(old), len(actions), len(runs), len(ended))
 
     # -- job runs ----------------------------------------------------------------------------
 
@@ -364,3 +379,60 @@ class MemoryStore:
         lease = self.data.lease
         if not lease or lease[0][:2] != (holder, epoch) or lease[0][2] <= self.wall():
             raise Fenced(f"{holder} no longer holds the lease with epoch {epoch}")
+
+    # -- deploys -----------------------------------------------------------------------------
+
+    async def create_deploy(self, deploy: Deploy) -> None:
+        d = await self._data()
+        if deploy.id in d.deploys:
+            raise ValueError(f"deploy {deploy.id!r} already exists")
+        d.deploys[deploy.id] = _as_stored(deploy)
+
+    async def append_deploy_timeline(self, deploy_id: str, entry: DeployEntry) -> None:
+        d = await self._data()
+        d.deploys[deploy_id].timeline.append(_as_stored(entry))
+
+    async def update_deploy(
+        self,
+        deploy_id: str,
+        *,
+        status: str,
+        ended_at: float | None = None,
+        incident: str | None = None,
+    ) -> None:
+        d = await self._data()
+        deploy = d.deploys[deploy_id]
+        if deploy.ended_at is not None:  # its first end stays
+            return
+        deploy.status, deploy.ended_at = status, ended_at
+        if incident is not None:
+            deploy.incident = incident
+
+    async def get_deploy(self, deploy_id: str) -> Deploy | None:
+        d = await self._data()
+        deploy = d.deploys.get(deploy_id)
+        return copy.deepcopy(deploy) if deploy is not None else None
+
+    async def list_deploys(self, *, status: str | None = None, limit: int = 100) -> list[Deploy]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        d = await self._data()
+        found = [r for r in d.deploys.values() if status is None or r.status == status]
+        found.sort(key=lambda r: (r.started_at, r.id), reverse=True)
+        return [dataclasses.replace(copy.deepcopy(r), timeline=[]) for r in found[:limit]]
+
+
+T = TypeVar("T", Deploy, DeployEntry)
+
+
+def _as_stored(record: T) -> T:
+    """A copy as the JSON columns would give it back (a kind enum becomes its text)."""
+    stored = copy.deepcopy(record)
+    if isinstance(stored, DeployEntry):
+        stored.kind = str(stored.kind)
+        stored.data = json.loads(json.dumps(stored.data))
+    else:
+        stored.baseline = json.loads(json.dumps(stored.baseline))
+        stored.data = json.loads(json.dumps(stored.data))
+        stored.timeline = [_as_stored(e) for e in stored.timeline]
+    return stored

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, Fenced, JobRun, OutboxItem, Store
+from daemon.store.protocol import (
+    ActionRecord,
+    Deploy,
+    DeployEntry,
+    Fenced,
+    JobRun,
+    OutboxItem,
+    Store,
+)
 
 T0 = 1_800_000_000.0
 
@@ -44,6 +52,32 @@ def make_incident(
         summary=f"{rule} firing",
         opened_at=opened_at,
         trigger=trigger if trigger is not None else {"error_ratio": 0.07, "threshold": 0.05},
+        timeline=timeline if timeline is not None else [],
+    )
+
+
+def make_deploy(
+    id: str = "dep-1",
+    *,
+    started_at: float = T0,
+    status: str = "watching",
+    baseline: dict[str, float | None] | None = None,
+    data: dict[str, Any] | None = None,
+    timeline: list[DeployEntry] | None = None,
+) -> Deploy:
+    return Deploy(
+        id=id,
+        version="v1.2.3",
+        environment="production",
+        kind="hotfix",
+        source="ci",
+        started_at=started_at,
+        commit="4f2a9c1",
+        by="ana",
+        previous="v1.2.2",
+        baseline=baseline if baseline is not None else {"traffic.error_ratio": 0.004},
+        data=data if data is not None else {},
+        status=status,
         timeline=timeline if timeline is not None else [],
     )
 
@@ -597,6 +631,73 @@ class StoreContract:
         lease = await restarted.claim_lease("c", 10.0)
         assert (lease.holder, lease.epoch) == ("c", 3)
 
+    # -- deploys ----------------------------------------------------------------------------
+
+    async def test_a_deploy_round_trips_with_its_timeline(self, store: Store) -> None:
+        deploy = make_deploy(
+            "dep-1",
+            baseline={"traffic.error_ratio": 0.004, "traffic.p95_seconds": None},
+            data={"deployment": {"id": "dpl_1", "url": "app-ü.vercel.app"}, "deep": RICH_TRIGGER},
+            timeline=[
+                DeployEntry(T0, "announced", "Starting deployment of v1.2.3", {"ok": True}),
+                DeployEntry(T0 + 1, "baseline", "ünïcødé ✓", {"deep": RICH_TRIGGER}),
+            ],
+        )
+        await store.create_deploy(deploy)
+        assert await store.get_deploy("dep-1") == deploy
+        assert await store.get_deploy("dep-2") is None
+        with pytest.raises(ValueError, match="dep-1"):
+            await store.create_deploy(make_deploy("dep-1"))
+        await store.append_deploy_timeline("dep-1", DeployEntry(T0 + 2, "completed", "done"))
+        got = await store.get_deploy("dep-1")
+        assert got is not None
+        assert [e.kind for e in got.timeline] == ["announced", "baseline", "completed"]
+        with pytest.raises(KeyError):
+            await store.append_deploy_timeline("nope", DeployEntry(T0, "note", ""))
+
+    async def test_a_deploy_ends_once(self, store: Store) -> None:
+        await store.create_deploy(make_deploy("dep-1"))
+        await store.update_deploy("dep-1", status="rolling_back", incident="inc-9")
+        got = await store.get_deploy("dep-1")
+        assert got is not None
+        assert (got.status, got.ended_at, got.incident) == ("rolling_back", None, "inc-9")
+        # The incident stays when an update does not give one.
+        await store.update_deploy("dep-1", status="rolled_back", ended_at=T0 + 30)
+        await store.update_deploy("dep-1", status="completed", ended_at=T0 + 99, incident="x")
+        got = await store.get_deploy("dep-1")
+        assert got is not None
+        assert (got.status, got.ended_at, got.incident) == ("rolled_back", T0 + 30, "inc-9")
+        with pytest.raises(KeyError):
+            await store.update_deploy("nope", status="completed", ended_at=T0)
+
+    async def test_deploys_newest_first_by_status_without_timelines(self, store: Store) -> None:
+        for index, status in enumerate(["completed", "watching", "completed", "rolled_back"]):
+            deploy = make_deploy(f"dep-{index}", started_at=T0 + index, status=status)
+            deploy.timeline = [DeployEntry(T0, "announced", "x")]
+            await store.create_deploy(deploy)
+        assert [d.id for d in await store.list_deploys()] == ["dep-3", "dep-2", "dep-1", "dep-0"]
+        assert [d.id for d in await store.list_deploys(limit=2)] == ["dep-3", "dep-2"]
+        listed = await store.list_deploys(status="completed")
+        assert [d.id for d in listed] == ["dep-2", "dep-0"]
+        assert all(d.timeline == [] for d in listed)
+        assert [d.id for d in await store.list_deploys(status="watching")] == ["dep-1"]
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_deploys(limit=-1)
+
+    async def test_deploys_survive_restart_and_ended_ones_are_pruned(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        await store.create_deploy(make_deploy("old", started_at=T0))
+        await store.append_deploy_timeline("old", DeployEntry(T0, "announced", "old"))
+        await store.update_deploy("old", status="completed", ended_at=T0 + 300)
+        await store.create_deploy(make_deploy("watched", started_at=T0 + 10))
+        await store.close()
+        restarted = await reopen()
+        assert [d.id for d in await restarted.list_deploys(status="watching")] == ["watched"]
+        assert (await restarted.prune(T0 + 1000)).deploys == 1
+        assert await restarted.get_deploy("old") is None
+        assert [d.id for d in await restarted.list_deploys()] == ["watched"]
+
     # -- values ------------------------------------------------------------------------------
 
     async def test_value_round_trip(self, store: Store) -> None:
@@ -1028,7 +1129,7 @@ class StoreContract:
         await act(store, "r", "page", cutoff, "ok")
 
         # Outbox items are pruned too, but `Pruned` does not count them.
-        assert tuple(await store.prune(cutoff)) == (1, 2, 0)
+        assert tuple(await store.prune(cutoff)) == (1, 2, 0, 0)
 
         assert await store.get_incident("resolved-old") is None
         assert await store.get_incident("resolved-at-cutoff") is not None
@@ -1039,7 +1140,7 @@ class StoreContract:
         assert await store.last_action("r", "page") == cutoff
         assert await store.count_actions(0.0) == 1
         assert await store.running_actions() == []
-        assert tuple(await store.prune(cutoff)) == (0, 0, 0)
+        assert tuple(await store.prune(cutoff)) == (0, 0, 0, 0)
         # The id of a pruned incident is free again, with an empty timeline.
         await store.create_incident(make_incident("resolved-old"))
         reused = await store.get_incident("resolved-old")

@@ -1,6 +1,7 @@
 """The HTTP interface: health, readiness, Prometheus metrics, and the /api/v1 routes of
-operator.py (incidents, approvals, silences, rules, checks) and intake.py (alerts pushed by
-other systems), all reaching the daemon through port.py only.
+operator.py (incidents, approvals, silences, rules, checks, jobs), intake.py (alerts pushed by
+other systems) and deploys.py (deploys, Vercel's webhooks), all reaching the daemon through
+port.py only.
 
 Every request passes, outermost first: a count by route template and status class, the
 rewriting of every error (and any unexpected exception) as JSON, and auth.py's guard (rate
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from daemon.api.auth import Guard, route_of
 from daemon.api.bodies import json_error, json_response
+from daemon.api.deploys import deploy_handlers
 from daemon.api.intake import intake_handlers
 from daemon.api.operator import operator_handlers
 from daemon.api.port import DaemonView
@@ -92,8 +94,13 @@ def build_app(
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[HTTP_LIMITS] = limits or http_limits(settings)
     health = Health(daemon)
-    handlers = {"healthz": health.healthz, "readyz": health.readyz, "metrics": health.metrics}
-    app.router.add_routes(bind(handlers | operator_handlers(daemon) | intake_handlers(daemon)))
+    handlers: dict[str, Handler] = {
+        "healthz": health.healthz,
+        "readyz": health.readyz,
+        "metrics": health.metrics,
+    }
+    handlers |= operator_handlers(daemon) | intake_handlers(daemon) | deploy_handlers(daemon)
+    app.router.add_routes(bind(handlers))
     return app
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from daemon import __version__
 from daemon.api.routes import OPERATIONS, Auth, Operation, Schema
 from daemon.core.models import IncidentStatus, RuleState
+from daemon.deploys.models import KINDS, SOURCES, DeployStatus
 
 REF = "#/components/schemas/{model}"
 
@@ -106,6 +107,26 @@ JOB_RUN: Final[Schema] = strict(
         "data": {"type": "object"},
     }
 )
+DEPLOY: Final[Schema] = {
+    "id": STRING,
+    "version": STRING,
+    "environment": STRING,
+    "kind": {"enum": list(KINDS)},
+    "source": {"enum": list(SOURCES)},
+    "started_at": NUMBER,
+    "commit": NULLABLE_STRING,
+    "by": NULLABLE_STRING,
+    # The last known good version when it began.
+    "previous": NULLABLE_STRING,
+    # CHECK.VALUE -> its baseline before the deploy (null: unknown).
+    "baseline": {"type": "object", "additionalProperties": NULLABLE_NUMBER},
+    # What its source told (a Vercel deployment's id and url).
+    "data": {"type": "object"},
+    "status": {"enum": [s.value for s in DeployStatus]},
+    "ended_at": NULLABLE_NUMBER,
+    # The incident that rolled it back, or paged about it.
+    "incident": NULLABLE_STRING,
+}
 SILENCE: Final[Schema] = strict(
     {
         "id": STRING,
@@ -168,6 +189,26 @@ ANSWERS: Final[dict[str, Schema]] = {
     ),
     "JobList": listing("jobs", "Job"),
     "JobStarted": strict({"job": STRING, "started": {"const": True}}),
+    "DeploySummary": strict(DEPLOY),
+    "Deploy": strict(DEPLOY | {"timeline": {"type": "array", "items": TIMELINE_ENTRY}}),
+    "DeployList": listing("deploys", "DeploySummary"),
+    "DeployAnnounced": strict(
+        {
+            # watching; recorded (another environment: not watched).
+            "action": {"enum": ["watching", "recorded"]},
+            "deploy": ref("Deploy"),
+        }
+    ),
+    "VercelEventReceived": strict(
+        {
+            "received": STRING,
+            # watching, recorded (a failed build, another environment), noted (the rollback
+            # seen again), duplicate (a delivery received before), ignored (another event).
+            "action": {"enum": ["watching", "recorded", "noted", "duplicate", "ignored"]},
+            "deploy": NULLABLE_STRING,
+            "reason": STRING,
+        }
+    ),
     "Reloaded": strict({"reloaded": {"const": True}, "config_hash": STRING}),
     "AlertsReceived": strict({"received": COUNT, "matched": COUNT}),
     "AlertsRefused": strict(
@@ -195,6 +236,7 @@ SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
     "write": [{"bearer": ["write"]}],
     "intake": [{"bearer": ["intake"]}],
     "webhook": [{"webhookSignature": []}, {"webhookToken": []}],
+    "vercel": [{"vercelSignature": []}],
     # {}: no requirement, unless runbookd.api.protect_metrics is on.
     "metrics": [{}, {"bearer": ["read"]}],
     "open": [],
@@ -218,6 +260,13 @@ SECURITY_SCHEMES: Final[Schema] = {
         "description": "sha256=HEX: HMAC-SHA256 with webhooks.NAME.auth.hmac_secret over "
         "`TIMESTAMP.BODY`, TIMESTAMP being the X-Runbookd-Timestamp header (unix seconds).",
     },
+    "vercelSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-vercel-signature",
+        "description": "HEX: HMAC-SHA1 with deploys.vercel.webhook_secret over the body, as "
+        "Vercel signs its webhooks.",
+    },
 }
 
 
@@ -230,7 +279,7 @@ def _error_codes(op: Operation) -> set[int]:
     codes = {400, 408, 429}
     if op.auth in ("read", "write", "intake", "metrics"):
         codes |= {401, 403}
-    elif op.auth == "webhook":
+    elif op.auth in ("webhook", "vercel"):
         codes.add(401)
     if op.method == "post":  # runbookd.api.max_body, whether the route reads a body or not
         codes.add(413)
@@ -266,6 +315,12 @@ def _responses(op: Operation) -> Schema:
         out["401"] = _json(
             ref("Error"),
             "No credentials, or not this webhook's; a webhook that does not exist answers the same",
+        )
+    if op.auth == "vercel":
+        out["401"] = _json(
+            ref("Error"),
+            "No signature or a bad one (no deploys.vercel answers the same), or a delivery "
+            "whose createdAt is further than deploys.vercel.max_age from runbookd's clock",
         )
     return out
 
@@ -346,8 +401,8 @@ def document() -> Schema:
         "info": {
             "title": "runbookd",
             "version": __version__,
-            "description": "Incidents, approvals, silences, rule states and alert intake of "
-            'a runbookd daemon. Every error answer is {"error": "<reason>"}.',
+            "description": "Incidents, approvals, silences, rule states, jobs, deploys and "
+            'alert intake of a runbookd daemon. Every error answer is {"error": "<reason>"}.',
         },
         "paths": paths,
         "components": {"schemas": ANSWERS | _model_schemas(), "securitySchemes": SECURITY_SCHEMES},

@@ -12,11 +12,13 @@ from prometheus_client import CollectorRegistry
 from daemon.config.document import RunbookConfig
 from daemon.core.clock import Clock
 from daemon.core.models import Incident
+from daemon.deploys.models import DeployEvent
+from daemon.deploys.vercel import VercelDelivery
 from daemon.engine.alerts import Alert
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
 from daemon.runtime.metrics import Metrics
-from daemon.store.protocol import JobRun, Store
+from daemon.store.protocol import Deploy, JobRun, Store
 
 
 class DaemonView(Protocol):
@@ -107,3 +109,14 @@ class Operations(Protocol):
         ...
 
     def run_job(self, job: str) -> RunStart: ...
+
+    async def deploy(self, event: DeployEvent) -> tuple[Deploy, str]:
+        """A deploy announced (by CI): the deploy, and what became of the event ("watching",
+        "recorded" for another environment, "noted" on another deploy). NotConfigured if the
+        config has no `deploys:`."""
+        ...
+
+    async def vercel_event(self, delivery: VercelDelivery) -> dict[str, Any]:
+        """A verified Vercel delivery: what it came to. NotConfigured without `deploys:`;
+        ValueError naming the field for a deployment event without a deployment."""
+        ...

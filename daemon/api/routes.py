@@ -16,15 +16,17 @@ from typing import Any, Final, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from daemon.api.schemas import MAX_LIMIT, SilenceBody, Who
+from daemon.api.schemas import MAX_LIMIT, DeployBody, SilenceBody, Who
 from daemon.core.models import IncidentStatus
+from daemon.deploys.models import DeployStatus
 from daemon.engine.alerts import AlertmanagerWebhook
 
 Schema = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Who may call a route: a token scope; "webhook": the webhook's own token or signature;
-# "metrics": open unless runbookd.api.protect_metrics asks for a read token; "open".
-Auth = Literal["read", "write", "intake", "webhook", "metrics", "open"]
+# "vercel": Vercel's signature with deploys.vercel's secret; "metrics": open unless
+# runbookd.api.protect_metrics asks for a read token; "open".
+Auth = Literal["read", "write", "intake", "webhook", "vercel", "metrics", "open"]
 
 PATH = "/api/v1/openapi.json"
 
@@ -66,6 +68,7 @@ LIMIT = Param(
     "at most this many, newest first",
 )
 EXPIRED = Param("expired", {"type": "boolean", "default": False}, "also silences that ended")
+DEPLOY_STATUS = Param("status", {"enum": [s.value for s in DeployStatus]}, "only deploys in it")
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation("get", "/healthz", "healthz", "Liveness", "open", 200, "Health", tag="health"),
@@ -198,6 +201,50 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         202,
         "JobStarted",
         conflict="a run of the job is going on",
+    ),
+    Operation(
+        "post",
+        "/api/v1/deploys",
+        "announceDeploy",
+        "Announce a deploy (CI): recorded, announced and watched against the values before it",
+        "write",
+        201,
+        "DeployAnnounced",
+        body=DeployBody,
+        conflict="the config has no deploys: section",
+        tag="deploys",
+    ),
+    Operation(
+        "get",
+        "/api/v1/deploys",
+        "listDeploys",
+        "Deploys, newest first, without their timelines",
+        "read",
+        200,
+        "DeployList",
+        query=(DEPLOY_STATUS, LIMIT),
+        tag="deploys",
+    ),
+    Operation(
+        "get",
+        "/api/v1/deploys/{id}",
+        "getDeploy",
+        "One deploy with its timeline",
+        "read",
+        200,
+        "Deploy",
+        tag="deploys",
+    ),
+    Operation(
+        "post",
+        "/api/v1/vercel/events",
+        "vercelEvents",
+        "Vercel's deployment webhooks, signed in x-vercel-signature (deploys.vercel)",
+        "vercel",
+        200,
+        "VercelEventReceived",
+        body="object",
+        tag="deploys",
     ),
     Operation(
         "post",

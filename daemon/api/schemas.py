@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from daemon.core.units import StrictModel, parse_duration, parse_time
+from daemon.deploys.models import Kind
 
 MAX_LIMIT = 1000
 MAX_SILENCE = 90 * 86400.0
@@ -58,3 +59,17 @@ class SilenceBody(StrictModel):
         start = self.starts_at if self.starts_at is not None else now
         end = self.ends_at if self.ends_at is not None else start + parse_duration(self.duration)
         return start, end
+
+
+# Printable text on one line: it goes to Slack, the timeline and terminals.
+_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
+
+
+class DeployBody(StrictModel):
+    """A deploy, as CI announces it (`runbookd deploy announce`)."""
+
+    version: str = Field(min_length=1, max_length=200, pattern=_ONE_LINE)
+    environment: str = Field(min_length=1, max_length=64, pattern=_ONE_LINE)
+    kind: Kind = "standard"
+    commit: str | None = Field(None, min_length=1, max_length=200, pattern=_ONE_LINE)
+    by: str | None = Field(None, min_length=1, max_length=200, pattern=_ONE_LINE)

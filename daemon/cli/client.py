@@ -1,4 +1,5 @@
-"""A small client of the operator API, for `runbookd incidents` and `runbookd silence`.
+"""A small client of the operator API, for `runbookd incidents`, `silence`, `jobs` and
+`deploys`.
 
 Two kinds of failure, kept apart because the command line exits differently on each: the
 daemon answered no (`ApiError`, with its JSON reason), or there was no daemon to ask
@@ -122,6 +123,17 @@ class Client:
 
     async def run_job(self, job: str) -> Answer:
         return await self.call("POST", "jobs", job, "run")
+
+    # -- deploys -----------------------------------------------------------------------------
+
+    async def announce_deploy(self, body: dict[str, Any]) -> Answer:
+        return await self.call("POST", "deploys", body=body)
+
+    async def deploys(self, *, status: str | None = None, limit: int | None = None) -> Answer:
+        return await self.call("GET", "deploys", query={"status": status, "limit": limit})
+
+    async def deploy(self, deploy_id: str) -> Answer:
+        return await self.call("GET", "deploys", deploy_id)
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The `runbookd` command: run, check-config, config reference, once, demo, completion;
-incidents, silence and jobs talk to a running daemon over its HTTP API (exit 0 ok, 1 the API
-said no, 2 usage or no daemon).
+incidents, silence, jobs, deploy and deploys talk to a running daemon over its HTTP API (exit 0
+ok, 1 the API said no, 2 usage or no daemon).
 
 Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
 a daemon has none for the daemon itself. One parser and one short function per command, read
@@ -21,18 +21,24 @@ from typing import Any
 
 from daemon import __version__
 from daemon.cli import completion as completions
-from daemon.cli.client import DEFAULT_URL, Answer, ApiError, Client, Unreachable, base_url
-from daemon.cli.output import (
+from daemon.cli import deploys as deploys_cli
+from daemon.cli.client import Answer, ApiError, Client, Unreachable, base_url
+from daemon.cli.common import (
     Unexpected,
+    action,
+    api_token,
+    connection_options,
     entries,
+    shown,
+    text,
+)
+from daemon.cli.output import (
     incident_detail,
     incident_table,
     job_table,
     run_table,
-    shown,
     silence_created,
     silence_table,
-    text,
 )
 from daemon.runtime.eventloop import run as run_on_loop
 from daemon.runtime.logs import configure  # before any other module imports structlog: see there
@@ -73,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     completion.add_argument("shell", choices=completions.SHELLS)
+    deploys_cli.add_parsers(sub)
     return parser
 
 
@@ -109,33 +116,6 @@ class _Version(argparse.Action):
 # -- talking to a running daemon -----------------------------------------------------------------
 
 
-def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """--url, --token, --json. Given to a command and to each of its actions, so they may come
-    before or after the action; an action's SUPPRESS defaults never undo the command's."""
-
-    def default(value: object) -> object:
-        return value if defaults else argparse.SUPPRESS
-
-    url = os.environ.get("RUNBOOKD_URL", DEFAULT_URL)
-    parser.add_argument("--url", default=default(url), help=f"the daemon (default: {url})")
-    tokens = parser.add_mutually_exclusive_group()
-    tokens.add_argument(
-        "--token", default=default(None), help="API token (default: $RUNBOOKD_TOKEN)"
-    )
-    tokens.add_argument("--token-file", default=default(None), help="read the API token here")
-    parser.add_argument(
-        "--json", action="store_true", default=default(False), help="print the raw JSON answer"
-    )
-
-
-def _action(
-    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
-) -> argparse.ArgumentParser:
-    parser = actions.add_parser(name, help=summary)
-    _connection_options(parser, defaults=False)
-    return parser
-
-
 def _who(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", metavar="ID")
     parser.add_argument("--by", required=True, help="who acts (kept on the timeline)")
@@ -144,30 +124,30 @@ def _who(parser: argparse.ArgumentParser) -> None:
 
 def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("incidents", help="list, show, acknowledge, resolve incidents")
-    _connection_options(parser, defaults=True)
+    connection_options(parser, defaults=True)
     parser.set_defaults(status=None, rule=None, limit=None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    listing = _action(actions, "list", "incidents, newest first (the default)")
+    listing = action(actions, "list", "incidents, newest first (the default)")
     listing.add_argument("--status", choices=["open", "resolved"])
     listing.add_argument("--rule", help="only this rule's incidents")
     listing.add_argument("--limit", type=int, help="at most this many (default 100)")
-    _action(actions, "show", "one incident with its timeline").add_argument("id", metavar="ID")
-    _who(_action(actions, "ack", "someone is on it: no more escalation"))
-    _who(_action(actions, "resolve", "close it; its rule starts afresh"))
-    _who(_action(actions, "approve", "approve the step waiting for approval"))
-    _who(_action(actions, "reject", "reject the step waiting for approval"))
+    action(actions, "show", "one incident with its timeline").add_argument("id", metavar="ID")
+    _who(action(actions, "ack", "someone is on it: no more escalation"))
+    _who(action(actions, "resolve", "close it; its rule starts afresh"))
+    _who(action(actions, "approve", "approve the step waiting for approval"))
+    _who(action(actions, "reject", "reject the step waiting for approval"))
 
 
 def _jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("jobs", help="list scheduled jobs, show their runs, run one now")
-    _connection_options(parser, defaults=True)
+    connection_options(parser, defaults=True)
     parser.set_defaults(limit=None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    _action(actions, "list", "every job with its last run (the default)")
-    show = _action(actions, "show", "a job's runs, newest first")
+    action(actions, "list", "every job with its last run (the default)")
+    show = action(actions, "show", "a job's runs, newest first")
     show.add_argument("name", metavar="NAME")
     show.add_argument("--limit", type=int, help="at most this many (default 100)")
-    _action(actions, "run", "run a job now, whatever its schedule").add_argument(
+    action(actions, "run", "run a job now, whatever its schedule").add_argument(
         "name", metavar="NAME"
     )
 
@@ -191,12 +171,12 @@ def _duration(text: str) -> str:
 
 def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("silence", help="list, add, expire silences and maintenance windows")
-    _connection_options(parser, defaults=True)
+    connection_options(parser, defaults=True)
     parser.set_defaults(expired=False)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    listing = _action(actions, "list", "silences that have not ended (the default)")
+    listing = action(actions, "list", "silences that have not ended (the default)")
     listing.add_argument("--expired", action="store_true", help="also those that ended")
-    add = _action(actions, "add", "silence a rule, a check or labels for a while")
+    add = action(actions, "add", "silence a rule, a check or labels for a while")
     add.add_argument("--rule", help="match incidents of this rule")
     add.add_argument("--check", help="match incidents of this check")
     add.add_argument(
@@ -208,19 +188,7 @@ def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--starts-at", help="later start: a maintenance window (default: now)")
     add.add_argument("--by", required=True, help="who silences")
     add.add_argument("--comment", required=True, help="why")
-    _action(actions, "expire", "end a silence now").add_argument("id", metavar="ID")
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file is not None:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read {args.token_file}: {exc.strerror}") from None
-        if not token:
-            raise ValueError(f"{args.token_file} is empty")
-        return token
-    return args.token or os.environ.get("RUNBOOKD_TOKEN") or None
+    action(actions, "expire", "end a silence now").add_argument("id", metavar="ID")
 
 
 def _time(text: str | None) -> float | str | None:
@@ -250,7 +218,7 @@ def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_api(args: argparse.Namespace) -> int:
     args.action = args.action or "list"
     try:
-        token = _token(args)
+        token = api_token(args)
         base_url(args.url)
         body = _silence_body(args) if (args.command, args.action) == ("silence", "add") else None
     except ValueError as exc:
@@ -304,6 +272,8 @@ async def _perform(api: Client, args: argparse.Namespace, body: Answer | None) -
         case "silence", "add":
             assert body is not None
             return await api.create_silence(body)
+        case command, _ if command in deploys_cli.COMMANDS:
+            return await deploys_cli.perform(api, args)
         case _:
             return await api.expire_silence(args.id)
 
@@ -329,6 +299,8 @@ def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
             return silence_table(entries(answer, "silences"), now)
         case "silence", "add":
             return silence_created(answer, now)
+        case command, _ if command in deploys_cli.COMMANDS:
+            return deploys_cli.render(args, answer)
         case _:
             return f"expired {text(answer, 'id')}"
 
@@ -401,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmdrun_on_loop(args.config)
     if args.command == "once":
         return cmd_once(args.config, args.checks)
-    if args.command in ("incidents", "silence", "jobs"):
+    if args.command in ("incidents", "silence", "jobs", *deploys_cli.COMMANDS):
         return cmd_api(args)
     if args.command == "completion":
         print(completions.script(_parser(), args.shell), end="")

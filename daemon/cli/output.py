@@ -1,89 +1,11 @@
-"""What the commands that talk to a daemon print: tables and details for people.
-
-Whatever the daemon (or whatever answers at its address) says is printed through `text`,
-`when` and `shown`: a field that is missing prints "?", one of the wrong type or out of range
-too, and no text can move the cursor, retitle the terminal or start a row of its own.
-"""
+"""What the commands that talk to a daemon print: tables and details for people, through
+daemon/cli/common.py's `text`, `when` and `shown` (a field missing or of the wrong type prints
+"?", and no text can move the cursor or start a row of its own)."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Sequence
-from datetime import UTC, datetime
-
 from daemon.cli.client import Answer
-
-
-class Unexpected(Exception):
-    """The answer lacks what a command prints; the message says what."""
-
-
-MISSING = object()
-# C0 and C1 controls, DEL, and the line separators and direction overrides of Unicode, which
-# would break or reorder a line: shown as \xNN or \uNNNN, the rest of Unicode as it is.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def shown(value: object) -> str:
-    """`value` as one line of printable text: strings as they are, controls escaped."""
-    try:
-        line = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):  # too deep, or an int too long to write
-        return "?"
-    return _CONTROLS.sub(_escaped, line)
-
-
-def field(doc: object, key: str) -> object:
-    """`doc[key]`, or MISSING when `doc` is not an object or lacks it."""
-    return doc.get(key, MISSING) if isinstance(doc, dict) else MISSING
-
-
-def text(doc: object, key: str) -> str:
-    """A field to print: "?" if missing, "-" if null."""
-    value = field(doc, key)
-    return "?" if value is MISSING else "-" if value is None else shown(value)
-
-
-def entries(doc: object, key: str) -> list[object]:
-    found = field(doc, key)
-    if not isinstance(found, list):
-        raise Unexpected(f"no list {key!r} in it")
-    return found
-
-
-def instant(ts: object) -> datetime | None:
-    """Epoch seconds as a UTC time; None for what is not one a calendar holds."""
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        return None
-    try:
-        return datetime.fromtimestamp(ts, UTC)
-    except (OverflowError, OSError, ValueError):  # NaN, or beyond the years datetime knows
-        return None
-
-
-def when(ts: object) -> str:
-    """An epoch time as ISO 8601 UTC; "-" for null, "?" for what is not a printable time."""
-    if ts is None:
-        return "-"
-    moment = instant(ts)
-    if moment is None:
-        return "?"
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; the last one runs free."""
-    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [headers, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+from daemon.cli.common import MISSING, field, instant, shown, table, text, when
 
 
 def incident_table(incidents: list[object]) -> str:

@@ -19,10 +19,11 @@ from daemon.config.settings import DaemonSettings, Name, is_loopback
 from daemon.config.webhooks import WebhookConfig
 from daemon.core import plugins
 from daemon.core.units import StrictModel
+from daemon.deploys.config import DeploysConfig, split_ref
 from daemon.jobs.config import VALUE_NAMES as JOB_VALUES
 from daemon.jobs.config import JobConfig
 from daemon.rules.config import RuleConfig
-from remediations.base import REMEDIATIONS, RemediationConfig
+from remediations.base import REMEDIATIONS, RemediationConfig, can_announce
 
 
 class RunbookConfig(StrictModel):
@@ -65,6 +66,13 @@ class RunbookConfig(StrictModel):
         description="Scheduled work. Each entry runs one of the `remediations:` on a cron "
         "schedule (a backup, a restore drill, maintenance), one run at a time; every run is "
         "recorded, and `JOB.failed` is a value rules can page on.",
+    )
+
+    deploys: DeploysConfig | None = Field(
+        None,
+        description="Deploys watched: each deploy (from CI, Vercel's webhooks or a changed "
+        "check value) is announced, watched against the values before it, and rolled back "
+        'when it breaks what the runbook\'s "Rollback if" names.',
     )
 
     @field_validator(
@@ -166,6 +174,52 @@ def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
         if name in config.checks:
             message = f"{name!r} is a check too: rules could not tell their values apart"
             found.append((("jobs", name), message))
+    if config.deploys is not None:
+        found += _deploy_problems(config, config.deploys)
+    return found
+
+
+def _deploy_problems(config: RunbookConfig, deploys: DeploysConfig) -> list[tuple[YamlPath, str]]:
+    """What `deploys:` names that the config does not have, or that cannot do its part."""
+    found: list[tuple[YamlPath, str]] = []
+
+    def at(where: str) -> YamlPath:
+        return ("deploys", *(int(p) if p.isdigit() else p for p in where.split(".")))
+
+    refs = {"version_from": deploys.version_from}
+    for key in ("error_ratio", "p95"):
+        limit = getattr(deploys.rollback_if, key)
+        refs[f"rollback_if.{key}.value"] = limit.value if limit is not None else None
+    for where, check_name in deploys.checks():
+        check = config.checks.get(check_name)
+        if check is None:
+            message = f"no check named {check_name!r} ({_listing(config.checks)})"
+            found.append((at(where), message))
+            continue
+        ref = refs.get(where)
+        value = split_ref(ref)[1] if ref is not None else "up"
+        if (values := check.value_names()) is not None and value not in values:
+            message = f"check {check_name!r} has no value {value!r} ({_listing(values)})"
+            found.append((at(where), message))
+    remediations = config.remediations
+    rollback = remediations.get(deploys.rollback)
+    if rollback is None:
+        message = f"no remediation named {deploys.rollback!r} ({_listing(remediations)})"
+        found.append((at("rollback"), message))
+    elif _notifies(rollback):
+        found.append((at("rollback"), f"{deploys.rollback!r} is a notifier: it cannot roll back"))
+    for section in ("announce", "page"):
+        for index, name in enumerate(getattr(deploys, section)):
+            entry = remediations.get(name)
+            if entry is None:
+                message = f"no remediation named {name!r} ({_listing(remediations)})"
+            elif section == "announce" and not can_announce(REMEDIATIONS.get(entry.type)):
+                message = f"{name!r} ({entry.type}) cannot post announcements (slack can)"
+            elif section == "page" and not _notifies(entry):
+                message = f"{name!r} is not a notifier: `page` only ever pages"
+            else:
+                continue
+            found.append((at(f"{section}.{index}"), message))
     return found
 
 

@@ -36,6 +36,7 @@ from daemon.core.units import (
     is_duration_parser,
     parse_ratio,
 )
+from daemon.deploys.config import DeploysConfig
 from daemon.jobs.config import JobConfig
 from daemon.rules.config import THRESHOLD_ONLY, AlertMatch, RuleConfig
 from daemon.rules.expr import Condition
@@ -338,4 +339,8 @@ def reference() -> str:
     w.text(fields["jobs"].description, JobConfig.__doc__)
     w.model(JobConfig, "jobs.NAME", 2)
     w.example(JobConfig)
+    w.heading(2, "`deploys:`")
+    w.text(fields["deploys"].description, DeploysConfig.__doc__)
+    w.model(DeploysConfig, "deploys", 2)
+    w.example(DeploysConfig)
     return "\n".join(w.out)

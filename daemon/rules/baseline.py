@@ -39,6 +39,11 @@ class Baseline:
         self._samples += 1
         self._evict(ts)
 
+    @property
+    def samples(self) -> int:
+        """The samples in the window as of the last `add` or `value`."""
+        return self._samples
+
     def value(self, now: float) -> float | None:
         self._evict(now)
         if not self._buckets or self._first_ts is None:

@@ -30,6 +30,10 @@ from daemon.config.document import RunbookConfig
 from daemon.config.loader import config_hash, load_config
 from daemon.config.problems import ConfigError
 from daemon.core.clock import Clock, SystemClock
+from daemon.core.models import Observation
+from daemon.deploys.announce import Announcements
+from daemon.deploys.timeline import DeployRecorder
+from daemon.deploys.watcher import DeployWatcher
 from daemon.engine.alerts import Alert, AlertCapReached
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
@@ -272,10 +276,13 @@ class Daemon:
             await self._start_api()
         # Drained before the API closes: approvals and /readyz are answered while plans finish.
         self._opened.push_async_callback(self.pipeline.drain, settings.drain_grace)
+        self._opened.push_async_callback(self.deploys.stop)
         with starting("cannot resume plans"):
             await self.engine.announce_restored()
-            # With the plans of the incidents the engine raised itself (alert caps).
-            plans = dict(self.config.rules) | self.engine.incident_plans()
+            await self.deploys.restore()
+            # With the plans of the incidents the engine raised itself (alert caps), and
+            # those of deploys.
+            plans = dict(self.config.rules) | self.engine.incident_plans() | self.deploys.plans()
             await self.pipeline.recover(self.engine.incidents.values(), plans)
             self.supervisor.watch(self.pipeline.start_outbox())
         self._loaded(self.config)
@@ -320,10 +327,28 @@ class Daemon:
             limits=self.config.runbookd.alerts,
             notifiers=lambda: self.pipeline.plan.notifiers(),
         )
+        announcements = Announcements(
+            DeployRecorder(self.store, self.clock),
+            clock=self.clock,
+            lookup=self._action,
+            ctx_for=lambda name: self.pipeline.actor.ctx_for(name),
+            dry_run=lambda: self.config.runbookd.dry_run,
+        )
+        self.deploys = DeployWatcher(
+            self.config.deploys,
+            store=self.store,
+            clock=self.clock,
+            incidents=self.engine.open_incidents,
+            healthy=self.pipeline.healthy,
+            announcements=announcements,
+            metrics=self.metrics.deploys,
+            staleness=staleness(self.config),
+        )
+        self.recorder.listeners.append(self.deploys.on_entry)
         self.scheduler = Scheduler(
             ctx=CheckContext(session, self.clock),
             clock=self.clock,
-            sink=self.engine.observe,
+            sink=self._observe,
             metrics=self.metrics,
             max_in_flight=self.config.runbookd.max_checks_in_flight,
             watch=self.supervisor.watch,
@@ -341,8 +366,17 @@ class Daemon:
             watch=self.supervisor.watch,
         )
 
+    async def _observe(self, obs: Observation) -> None:
+        """A check's observation: to the rules, then to the deploy watch."""
+        await self.engine.observe(obs)
+        try:
+            await self.deploys.observe(obs)
+        except Exception:  # the rules have it; the deploy watch misses one, which is logged
+            log.exception("deploy watch: observation handling failed", check=obs.check)
+
     def _action(self, name: str) -> tuple[Remediation, RemediationConfig] | None:
-        """A remediation a job runs, from the plan in force (a reload swaps it)."""
+        """A remediation a job runs or an announcement goes through, from the plan in force
+        (a reload swaps it)."""
         plan = self.pipeline.plan
         if name not in plan.remediations:
             return None
@@ -378,6 +412,10 @@ class Daemon:
         while True:
             now = self.clock.now()
             await self.engine.tick(now)
+            try:
+                await self.deploys.tick(now)
+            except Exception:  # a watch that cannot end now ends at a later tick
+                log.exception("deploy watch: tick failed")
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY
                 pruned = await self.store.prune(now - self.config.runbookd.history_retention)
@@ -412,6 +450,7 @@ class Daemon:
         self.engine.set_rules(dict(config.rules), staleness(config))
         await self.scheduler.set_checks(checks)
         await self.jobs.configure(config.jobs)
+        self.deploys.configure(config.deploys, staleness(config))
         self.config = config
         self._loaded(config)
         self.reload_problems = []

@@ -39,6 +39,7 @@ from prometheus_client.utils import floatToGoString
 
 from daemon import __version__
 from daemon.core.models import Observation, Status
+from daemon.deploys.metrics import DeployMetrics
 from daemon.jobs.metrics import JobMetrics
 
 # Process-wide (prometheus_client reads it at collect time); runbookd exports no `_created`.
@@ -225,6 +226,7 @@ class Metrics:
             registry=core,
         )
         self.jobs = JobMetrics(core)
+        self.deploys = DeployMetrics(core)
         self.build = Info("runbookd_build", "Build information.", registry=core)
         self.build.info({"version": __version__})
 

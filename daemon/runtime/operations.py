@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.api.port import RunStart
 from daemon.core.models import Incident, RuleState, Step
+from daemon.deploys.models import DeployEvent
+from daemon.deploys.vercel import VercelDelivery
 from daemon.jobs.runner import JobBusy, UnknownJob
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
-from daemon.store.protocol import JobRun
+from daemon.store.protocol import Deploy, JobRun
 
 if TYPE_CHECKING:
     from daemon.runtime.daemon import Daemon
@@ -135,3 +137,9 @@ class Operations:
         except JobBusy:
             return RunStart.RUNNING
         return RunStart.STARTED
+
+    async def deploy(self, event: DeployEvent) -> tuple[Deploy, str]:
+        return await self._daemon.deploys.deploy(event)
+
+    async def vercel_event(self, delivery: VercelDelivery) -> dict[str, Any]:
+        return await self._daemon.deploys.vercel(delivery)

@@ -90,12 +90,71 @@ class StoreUnavailable(RuntimeError):
     newer than this runbookd knows. The message says where, never with a password."""
 
 
+@dataclass(slots=True)
+class DeployEntry:
+    """One step on a deploy's timeline (daemon/deploys/models.py names the kinds)."""
+
+    ts: float
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ts": self.ts, "kind": self.kind, "message": self.message, "data": self.data}
+
+
+@dataclass(slots=True)
+class Deploy:
+    """One deploy and what its watch came to. `status` is "watching" or "rolling_back" until
+    the deploy ends (`ended_at` set); `previous` is the last known good version when it
+    began, `baseline` the watched values before it (None: unknown), `incident` the incident
+    that rolled it back or paged about it, `data` what its source told (a Vercel deployment)."""
+
+    id: str
+    version: str
+    environment: str
+    kind: str
+    source: str
+    started_at: float
+    commit: str | None = None
+    by: str | None = None
+    previous: str | None = None
+    baseline: dict[str, float | None] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str = "watching"
+    ended_at: float | None = None
+    incident: str | None = None
+    timeline: list[DeployEntry] = field(default_factory=list)
+
+    def to_json(self, *, with_timeline: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "version": self.version,
+            "environment": self.environment,
+            "kind": self.kind,
+            "source": self.source,
+            "started_at": self.started_at,
+            "commit": self.commit,
+            "by": self.by,
+            "previous": self.previous,
+            "baseline": self.baseline,
+            "data": self.data,
+            "status": self.status,
+            "ended_at": self.ended_at,
+            "incident": self.incident,
+        }
+        if with_timeline:
+            out["timeline"] = [e.to_json() for e in self.timeline]
+        return out
+
+
 class Pruned(NamedTuple):
     """How many rows `Store.prune` deleted."""
 
     incidents: int
     actions: int
     job_runs: int = 0
+    deploys: int = 0
 
 
 class Store(Protocol):
@@ -196,7 +255,8 @@ class Store(Protocol):
 
     async def prune(self, before: float) -> Pruned:
         """Delete incidents resolved before `before` (with their timelines), ledger entries
-        and finished outbox items older than it. Open incidents are never pruned."""
+        and finished outbox items older than it, deploys that ended before it (with their
+        timelines). Open incidents and deploys still watched are never pruned."""
 
     # -- job runs ----------------------------------------------------------------------------
 
@@ -233,3 +293,30 @@ class Store(Protocol):
         """`Fenced` unless `holder` holds the lease with `epoch` and it has not expired, on
         the store's clock. Inside a batch, a takeover cannot commit between this check and
         the batch's other writes."""
+
+    # -- deploys -----------------------------------------------------------------------------
+
+    async def create_deploy(self, deploy: Deploy) -> None:
+        """Insert a new deploy with its timeline so far; a duplicate id is a ValueError."""
+
+    async def append_deploy_timeline(self, deploy_id: str, entry: DeployEntry) -> None:
+        """Unknown deploy: KeyError."""
+
+    async def update_deploy(
+        self,
+        deploy_id: str,
+        *,
+        status: str,
+        ended_at: float | None = None,
+        incident: str | None = None,
+    ) -> None:
+        """Set the status, and the end and the incident when given (None leaves them). A
+        deploy that has ended keeps its first end: later updates change nothing. Unknown
+        deploy: KeyError."""
+
+    async def get_deploy(self, deploy_id: str) -> Deploy | None:
+        """The deploy with its whole timeline, oldest entry first."""
+
+    async def list_deploys(self, *, status: str | None = None, limit: int = 100) -> list[Deploy]:
+        """Newest first (by started_at, then id, descending), without timelines; limit < 0:
+        ValueError."""

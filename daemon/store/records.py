@@ -10,7 +10,7 @@ import json
 from typing import Any, Protocol
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, JobRun, OutboxItem
+from daemon.store.protocol import ActionRecord, Deploy, DeployEntry, JobRun, OutboxItem
 
 
 class Row(Protocol):
@@ -116,3 +116,50 @@ def job_run(row: Row) -> JobRun:
         detail=row["detail"],
         data=json.loads(row["data"]),
     )
+
+
+def deploy_params(d: Deploy) -> tuple[Any, ...]:
+    return (
+        d.id,
+        d.version,
+        d.environment,
+        d.kind,
+        d.source,
+        d.started_at,
+        d.commit,
+        d.by,
+        d.previous,
+        dumps(d.baseline),
+        dumps(d.data),
+        d.status,
+        d.ended_at,
+        d.incident,
+    )
+
+
+def deploy_entry_params(deploy_id: str, e: DeployEntry) -> tuple[str, float, str, str, str]:
+    return (deploy_id, e.ts, str(e.kind), e.message, dumps(e.data))
+
+
+def deploy(row: Row, timeline: list[DeployEntry] | None = None) -> Deploy:
+    return Deploy(
+        id=row["id"],
+        version=row["version"],
+        environment=row["environment"],
+        kind=row["kind"],
+        source=row["source"],
+        started_at=row["started_at"],
+        commit=row["commit_id"],
+        by=row["deployed_by"],
+        previous=row["previous"],
+        baseline=json.loads(row["baseline"]),
+        data=json.loads(row["data"]),
+        status=row["status"],
+        ended_at=row["ended_at"],
+        incident=row["incident"],
+        timeline=timeline if timeline is not None else [],
+    )
+
+
+def deploy_entry(row: Row) -> DeployEntry:
+    return DeployEntry(row["ts"], row["kind"], row["message"], json.loads(row["data"]))

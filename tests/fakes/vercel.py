@@ -47,6 +47,16 @@ Provider behaviours the fake reproduces, each with where it is documented:
   Source: https://vercel.com/docs/limits#rate-limits
 - Lists are paged: `pagination.next` goes back as `until` for the next page.
   Source: https://vercel.com/docs/rest-api/reference/welcome#pagination
+- Deployment webhooks: `deployment.created` when a build starts, `deployment.succeeded` or
+  `deployment.error` when it settles, `deployment.canceled`, and `deployment.promoted` when
+  production's domains are assigned to it (automatically after a production build, or by a
+  promote). Each delivery is `{id, type, createdAt (epoch ms), region, payload}`, the payload
+  with `team.id`, `user.id`, `deployment` ({id, meta, url, name}), `links` ({deployment,
+  project}), `target`, `project.id`, `plan` and `regions`; it is signed in
+  `x-vercel-signature` with the hex HMAC-SHA1 of the body under the webhook's secret. The
+  fake queues them in `deliveries`; `deliver` POSTs them. A rollback sends none of these.
+  Source: https://vercel.com/docs/webhooks, https://vercel.com/docs/webhooks/webhooks-api,
+  https://vercel.com/changelog/new-webhook-for-promotion-events
 
 Every route takes `teamId` or `slug`: a project outside the scope asked for is 404. Errors
 are {"error": {"code", "message"}}; Vercel documents the statuses but few codes, so other
@@ -56,6 +66,8 @@ creators), which puts a list well past one KiB.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
 import math
@@ -63,6 +75,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from tests.fakes import Failure, retry_after_headers
@@ -220,8 +233,11 @@ class FakeVercel:
         self.projects: dict[str, Project] = {}
         self.deployments: dict[str, Deployment] = {}
         self.calls: list[Call] = []
+        # Webhook deliveries not yet sent (`deliver`), oldest first.
+        self.deliveries: list[dict[str, Any]] = []
         self._failures: list[tuple[str | None, str | None, Failure]] = []
         self._ids = itertools.count(1)
+        self._delivery_ids = itertools.count(1)
         self._clock_ms = START_MS
         self.app = web.Application(middlewares=[self._middleware])
         self._routes()
@@ -244,6 +260,7 @@ class FakeVercel:
         """A deployment created after every one before it; READY production ones become
         production, as a git push to the production branch does, unless `staged`."""
         deployment = self._new_deployment(project, state, target)
+        self._settled(deployment)
         if state == "READY" and target == "production":
             if staged:
                 deployment.substate = "STAGED"
@@ -251,9 +268,61 @@ class FakeVercel:
                 self._serve(project, deployment)
         return deployment
 
-    def _serve(self, project: Project, deployment: Deployment) -> None:
+    def _serve(self, project: Project, deployment: Deployment, *, promoted: bool = True) -> None:
         project.production_id = deployment.id
         deployment.served, deployment.substate = True, "PROMOTED"
+        if promoted:
+            self._event("deployment.promoted", deployment)
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def _settled(self, deployment: Deployment) -> None:
+        kinds = {"READY": "succeeded", "ERROR": "error", "CANCELED": "canceled"}
+        if deployment.state in kinds:
+            self._event(f"deployment.{kinds[deployment.state]}", deployment)
+
+    def _event(self, kind: str, deployment: Deployment) -> None:
+        project = self.projects[deployment.project_id]
+        payload: dict[str, Any] = {
+            "team": {"id": project.team_id},
+            "user": {"id": "usr_fake"},
+            "deployment": {
+                "id": deployment.id,
+                "meta": _git_meta(deployment.id),
+                "url": deployment.url,
+                "name": deployment.name,
+            },
+            "links": {
+                "deployment": f"https://vercel.com/acme/{deployment.name}/{deployment.id[4:]}",
+                "project": f"https://vercel.com/acme/{deployment.name}",
+            },
+            "target": deployment.target,
+            "project": {"id": project.id},
+            "plan": "pro",
+            "regions": ["iad1"],
+        }
+        if kind == "deployment.created":
+            payload["alias"] = [f"{deployment.name}-acme.vercel.app"]
+        delivery = {
+            "id": f"evt_{next(self._delivery_ids):04d}{'w' * 16}",
+            "type": kind,
+            "createdAt": int(self.now() * 1000),
+            "region": "iad1",
+            "payload": payload,
+        }
+        self.deliveries.append(delivery)
+
+    async def deliver(
+        self, session: aiohttp.ClientSession, url: str, secret: str
+    ) -> list[tuple[int, Any]]:
+        """POST the queued deliveries to `url`, signed with `secret`: each answer's status and
+        JSON body, in order."""
+        answers: list[tuple[int, Any]] = []
+        while self.deliveries:
+            body, headers = signed(self.deliveries.pop(0), secret)
+            async with session.post(url, data=body, headers=headers) as response:
+                answers.append((response.status, await response.json()))
+        return answers
 
     def fail_next(
         self,
@@ -360,6 +429,7 @@ class FakeVercel:
         deployment = Deployment(ident, project.id, project.name, state, target, self._clock_ms)
         deployment.env = dict(env or {})
         self.deployments[ident] = deployment
+        self._event("deployment.created", deployment)
         return deployment
 
     # -- deployments -------------------------------------------------------------------------
@@ -402,6 +472,7 @@ class FakeVercel:
 
     def _settle(self, deployment: Deployment) -> None:
         deployment.state = deployment.outcome
+        self._settled(deployment)
         if deployment.state == "READY" and deployment.target == "production":
             project = self.projects[deployment.project_id]
             if project.auto_assign:
@@ -437,6 +508,7 @@ class FakeVercel:
         if deployment.state not in ("BUILDING", "INITIALIZING", "QUEUED"):
             raise _invalid(f"a {deployment.state} deployment cannot be canceled")
         deployment.state, deployment.reads_left = "CANCELED", 0
+        self._settled(deployment)
         return web.json_response(deployment.json())
 
     # -- projects: production ----------------------------------------------------------------
@@ -451,7 +523,8 @@ class FakeVercel:
         return web.json_response(self._project_json(project))
 
     def _switched(self, project: Project, deployment: Deployment) -> None:
-        self._serve(project, deployment)
+        request = project.last_alias_request or {}
+        self._serve(project, deployment, promoted=request.get("type") == "promote")
         if project.last_alias_request is not None:
             project.last_alias_request["jobStatus"] = "succeeded"
 
@@ -573,6 +646,13 @@ class FakeVercel:
                 project.envs.remove(env)
                 return web.json_response(env.json())
         raise ApiError(404, "not_found", "Environment Variable not found")
+
+
+def signed(delivery: dict[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:
+    """A delivery as Vercel sends it: the JSON body, and its hex HMAC-SHA1 under the secret."""
+    body = json.dumps(delivery).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+    return body, {"Content-Type": "application/json", "x-vercel-signature": signature}
 
 
 def _page(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,10 @@ def _app(release: asyncio.Event) -> web.Application:
     async def text(request: web.Request) -> web.Response:
         return web.Response(text="all systems go")
 
+    async def version(request: web.Request) -> web.Response:
+        build = {"number": 1234, "name": "v1.2.3", "flag": True, "huge": 10**400}
+        return web.Response(text=json.dumps({"build": build}), content_type="application/json")
+
     async def no_content(request: web.Request) -> web.Response:
         return web.Response(status=204)
 
@@ -49,6 +54,7 @@ def _app(release: asyncio.Event) -> web.Application:
     app.router.add_get("/unavailable", unavailable)
     app.router.add_get("/degraded", degraded)
     app.router.add_get("/text", text)
+    app.router.add_get("/version", version)
     app.router.add_get("/no-content", no_content)
     app.router.add_get("/header", echo_header)
     app.router.add_get("/slow", slow)
@@ -123,6 +129,19 @@ async def test_nested_json_path(ctx: CheckContext, base_url: str) -> None:
     # JSON true is not the number 1.
     typed = await run(ctx, url, expect_json={"replicas.0.ok": 1})
     assert typed.reason == "json field replicas.0.ok = true, expected 1"
+
+
+async def test_values_read_from_the_json_body(ctx: CheckContext, base_url: str) -> None:
+    values = {"build": "build.number", "name": "build.name", "flag": "build.flag"}
+    values |= {"huge": "build.huge", "gone": "build.nope"}
+    result = await run(ctx, f"{base_url}/version", values=values)
+    assert result.status is Status.OK
+    # Only numbers are values: a text, a boolean, a number beyond a double or a missing field
+    # leave the value out (a rule on it holds), never 0.
+    assert result.values["build"] == 1234.0
+    assert not {"name", "flag", "huge", "gone"} & result.values.keys()
+    text = await run(ctx, f"{base_url}/text", values={"build": "build.number"})
+    assert (text.status, "build" in text.values) == (Status.OK, False)
 
 
 async def test_body_substring(ctx: CheckContext, base_url: str) -> None:

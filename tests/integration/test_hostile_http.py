@@ -510,10 +510,11 @@ NOT_NUMBERS = [
     b"1" + b"0" * 400,  # an integer beyond a double
     b"1" + b"0" * 250 + b"e99",
 ]
+# Vercel's webhook verifies its signature before it reads the body as JSON (test_deploys.py).
 BODY_ROUTES = [
     op.path.replace("{id}", "some-incident").replace("{name}", "grafana")
     for op in routes.OPERATIONS
-    if op.method == "post" and op.body is not None
+    if op.method == "post" and op.body is not None and op.auth != "vercel"
 ]
 
 
@@ -521,7 +522,7 @@ BODY_ROUTES = [
 async def test_every_body_refuses_nan_infinity_and_overflowing_numbers(
     tmp_path: Path, session: aiohttp.ClientSession, number: bytes
 ) -> None:
-    assert len(BODY_ROUTES) == 7
+    assert len(BODY_ROUTES) == 8
     async with run_daemon(write_config(tmp_path)) as daemon:
         for path in BODY_ROUTES:
             token = WEBHOOK_TOKEN if "webhooks" in path else WRITE

@@ -68,6 +68,11 @@ webhooks:
       status: state
     auth:
       token: {webhook_token}
+deploys:
+  rollback_if: {{}}
+  rollback: fix
+  vercel:
+    webhook_secret: vercel-webhook-secret-0123456789
 """
 
 
@@ -108,11 +113,13 @@ async def test_document_lists_exactly_the_routes_the_app_serves(tmp_path: Path) 
 
 def documented_scopes() -> dict[tuple[str, str], str | None]:
     """(method, path) -> the bearer role the document asks for (None: no API token). Not the
-    webhooks: they take their own token or signature, never an API token (test_webhooks.py)."""
+    webhooks: they take their own token or signature, never an API token (test_webhooks.py,
+    test_deploys.py)."""
     found: dict[tuple[str, str], str | None] = {}
     for path, operations in openapi.document()["paths"].items():
         for method, operation in operations.items():
-            if {"webhookToken": []} in operation["security"]:
+            security = operation["security"]
+            if {"webhookToken": []} in security or {"vercelSignature": []} in security:
                 continue
             roles = [r["bearer"] for r in operation["security"] if "bearer" in r]
             optional = {} in operation["security"]

@@ -25,7 +25,8 @@ from tests.store_contract import T0, Reopen, StoreContract, make_incident
 
 EMPTY = (
     "DELETE FROM timeline; DELETE FROM incidents; DELETE FROM actions; DELETE FROM kv;"
-    " DELETE FROM outbox; DELETE FROM job_runs; DELETE FROM lease"
+    " DELETE FROM outbox; DELETE FROM job_runs; DELETE FROM lease; DELETE FROM deploy_timeline;"
+    " DELETE FROM deploys"
 )
 
 
@@ -116,6 +117,8 @@ async def test_migrates_an_empty_database(fresh: Database) -> None:
         "outbox",
         "job_runs",
         "lease",
+        "deploys",
+        "deploy_timeline",
     }
     # Opened again: nothing to migrate, the data is there.
     again = PostgresStore(fresh.dsn)

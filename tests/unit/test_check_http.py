@@ -17,6 +17,10 @@ def test_registered_and_value_names() -> None:
     assert config.value_names() == {"up", "latency_seconds", "status_code"}
     assert config.expect_status == (200,)
     assert config.method == "GET"
+    versioned = HttpCheckConfig.model_validate(
+        {"type": "http", "url": "https://example.com/api/version", "values": {"build": "b.n"}}
+    )
+    assert versioned.value_names() == {"up", "latency_seconds", "status_code", "build"}
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,10 @@ def test_registered_and_value_names() -> None:
         ({"headers": {"X-A": "1\r\nX-B: 2"}}, "line breaks"),
         ({"max_latency": "fast"}, "not a duration"),
         ({"expected_status": [200]}, "Extra inputs are not permitted"),
+        ({"values": {"up": "build"}}, "not a name a value can have"),
+        ({"values": {"build no": "build"}}, "not a name a value can have"),
+        ({"values": {"build": "a..b"}}, "not a JSON path"),
+        ({"method": "HEAD", "values": {"build": "build"}}, "HEAD response has no body"),
     ],
 )
 def test_config_validation(fields: dict[str, Any], message: str) -> None:

@@ -321,9 +321,10 @@ runbookd: {log_level: loud}
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text("a: 1\nb: 2\n", "c.yaml")
+    known = "checks, deploys, jobs, remediations, rules, runbookd, webhooks"
     assert str(info.value).splitlines() == [
-        "c.yaml:1 a: unknown field (known: checks, jobs, remediations, rules, runbookd, webhooks)",
-        "c.yaml:2 b: unknown field (known: checks, jobs, remediations, rules, runbookd, webhooks)",
+        f"c.yaml:1 a: unknown field (known: {known})",
+        f"c.yaml:2 b: unknown field (known: {known})",
     ]
 
 

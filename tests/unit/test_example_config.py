@@ -56,4 +56,17 @@ def test_every_procedure_of_the_runbook_is_there() -> None:
     assert config.checks["certificate"].interval == 7 * 86400
     assert config.checks["backups"].rpo == 86400  # type: ignore[attr-defined]
     assert config.remediations["rollback"].type == "compose_rollback"
+    # deploys are announced, watched 5 minutes (15 for a hotfix) and rolled back if the error
+    # rate rises more than 5 points, critical functionality or the database breaks, or
+    # performance degrades by more than 50%
+    deploys = config.deploys
+    assert deploys is not None
+    assert (deploys.watch_for.standard, deploys.watch_for.hotfix) == (300, 900)
+    limits = deploys.rollback_if
+    assert limits.error_ratio is not None
+    assert limits.error_ratio.above_baseline_by == 0.05
+    assert limits.p95 is not None
+    assert limits.p95.factor == 1.5
+    assert (limits.critical, limits.database) == (["health", "tasks_api"], "database")
+    assert (deploys.rollback, deploys.announce) == ("rollback", ["notify_team"])
     assert config.remediations["scale_out"].type == "compose_scale"

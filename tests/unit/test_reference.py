@@ -21,6 +21,7 @@ from daemon.config.reference import reference
 from daemon.config.settings import DaemonSettings
 from daemon.config.webhooks import WebhookConfig
 from daemon.core import plugins
+from daemon.deploys.config import DeploysConfig
 from daemon.jobs.config import JobConfig
 from daemon.rules.config import AlertMatch, RuleConfig
 from remediations.base import REMEDIATIONS
@@ -39,6 +40,7 @@ EXAMPLES |= {
     "rules (on alerts)": AlertMatch,
     "webhooks": WebhookConfig,
     "jobs": JobConfig,
+    "deploys": DeploysConfig,
 }
 
 

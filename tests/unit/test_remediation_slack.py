@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from remediations.slack import SlackConfig, SlackRemediation, duration
+from remediations.base import Announcement, can_announce
+from remediations.slack import SlackConfig, SlackRemediation, announcement_message, duration
+from tests.fakes.slack import check_message
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,14 @@ def test_flags() -> None:
     # A repeat posts the message twice: noise, not harm, but not idempotent either.
     assert SlackRemediation.idempotent is False
     assert SlackRemediation.destructive is False
+
+
+def test_an_announcement_is_a_message_slack_takes_with_its_text_escaped() -> None:
+    facts = tuple((f"Fact {i}", f"value <{i}>") for i in range(12))
+    message = announcement_message(Announcement("Rolled back <@channel> & more", facts))
+    assert check_message(message) is None
+    assert message["text"] == "Rolled back &lt;@channel&gt; &amp; more"
+    fields = message["blocks"][1]["fields"]
+    assert len(fields) == 10  # Slack's limit
+    assert fields[0]["text"] == "*Fact 0*\nvalue &lt;0&gt;"
+    assert can_announce(SlackRemediation)

@@ -109,9 +109,9 @@ class TestSqliteStore(StoreContract):
 
     async def test_schema_version_and_tables(self, store: SqliteStore, path: Path) -> None:
         with raw(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        assert {"incidents", "timeline", "actions", "kv", "outbox", "job_runs"} <= names
+        assert {"incidents", "timeline", "actions", "kv", "outbox", "job_runs", "deploys"} <= names
         assert {
             "actions_ts",
             "actions_rule_remediation_ts",

@@ -129,6 +129,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 2 -> 3: deploys and their timelines (`commit` and `by` are keywords: the column names).
+    (
+        """
+        CREATE TABLE deploys (
+            id          text COLLATE "C" PRIMARY KEY,
+            version     text NOT NULL,
+            environment text NOT NULL,
+            kind        text NOT NULL,
+            source      text NOT NULL,
+            started_at  double precision NOT NULL,
+            commit_id   text,
+            deployed_by text,
+            previous    text,
+            baseline    text NOT NULL DEFAULT '{}',
+            data        text NOT NULL DEFAULT '{}',
+            status      text NOT NULL,
+            ended_at    double precision,
+            incident    text
+        )
+        """,
+        "CREATE INDEX deploys_started ON deploys (started_at, id)",
+        "CREATE INDEX deploys_status ON deploys (status, started_at)",
+        """
+        CREATE TABLE deploy_timeline (
+            id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            deploy_id text COLLATE "C" NOT NULL REFERENCES deploys (id) ON DELETE CASCADE,
+            ts        double precision NOT NULL,
+            kind      text NOT NULL,
+            message   text NOT NULL,
+            data      text NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,6 +22,8 @@ from daemon.store.postgres.connection import Connection, Record, clean
 from daemon.store.postgres.group_commit import GroupCommit, Op
 from daemon.store.protocol import (
     ActionRecord,
+    Deploy,
+    DeployEntry,
     Fenced,
     JobRun,
     Lease,
@@ -295,7 +297,7 @@ class PostgresStore(GroupCommit):
 
         async def op(conn: Connection) -> Pruned:
             row = (await conn.fetch(sql.PRUNE, before))[0]
-            return Pruned(incidents=row[0], actions=row[1], job_runs=row[2])
+            return Pruned(incidents=row[0], actions=row[1], job_runs=row[2], deploys=row[3])
 
         pruned: Pruned = await self._write_returning(op)
         return pruned
@@ -328,6 +330,63 @@ class PostgresStore(GroupCommit):
 
     async def unfinished_job_runs(self) -> list[JobRun]:
         return [records.job_run(r) for r in await self._read(_fetch(sql.UNFINISHED_JOB_RUNS))]
+
+    # -- deploys -----------------------------------------------------------------------------
+
+    async def create_deploy(self, deploy: Deploy) -> None:
+        entries = deploy.timeline
+        created = _fetchval(
+            sql.CREATE_DEPLOY,
+            *records.deploy_params(deploy),
+            [e.ts for e in entries],
+            [str(e.kind) for e in entries],
+            [e.message for e in entries],
+            [records.dumps(e.data) for e in entries],
+        )
+
+        async def op(conn: Connection) -> None:
+            if not await created(conn):
+                raise ValueError(f"deploy {deploy.id!r} already exists")
+
+        await self._write(op)
+
+    async def append_deploy_timeline(self, deploy_id: str, entry: DeployEntry) -> None:
+        args = clean(records.deploy_entry_params(deploy_id, entry))
+
+        async def op(conn: Connection) -> None:
+            if await conn.execute(sql.APPEND_DEPLOY_ENTRY, *args) == "INSERT 0 0":
+                raise KeyError(deploy_id)
+
+        await self._write(op)
+
+    async def update_deploy(
+        self,
+        deploy_id: str,
+        *,
+        status: str,
+        ended_at: float | None = None,
+        incident: str | None = None,
+    ) -> None:
+        op = _fetchval(sql.UPDATE_DEPLOY, deploy_id, status, ended_at, incident)
+        await self._write(_checked(op, deploy_id))
+
+    async def get_deploy(self, deploy_id: str) -> Deploy | None:
+        found = await self._read(_fetch(sql.GET_DEPLOY, deploy_id))
+        if not found:
+            return None
+        row = found[0]
+        columns = ("entry_ts", "entry_kind", "entry_message", "entry_data")
+        timeline = [
+            DeployEntry(ts, kind, message, json.loads(data))
+            for ts, kind, message, data in zip(*(row[c] or [] for c in columns), strict=True)
+        ]
+        return records.deploy(row, timeline)
+
+    async def list_deploys(self, *, status: str | None = None, limit: int = 100) -> list[Deploy]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        found = await self._read(_fetch(sql.LIST_DEPLOYS, status, limit))
+        return [records.deploy(row) for row in found]
 
     # -- the leader's lease ------------------------------------------------------------------
 

@@ -139,9 +139,11 @@ PRUNE = """
         DELETE FROM job_runs
         WHERE ended_at < $1 AND id NOT IN (SELECT max(id) FROM job_runs GROUP BY job)
         RETURNING 1
+    ), deploys_gone AS (
+        DELETE FROM deploys WHERE ended_at < $1 RETURNING 1
     )
     SELECT (SELECT count(*) FROM incidents_gone), (SELECT count(*) FROM actions_gone),
-           (SELECT count(*) FROM runs_gone)
+           (SELECT count(*) FROM runs_gone), (SELECT count(*) FROM deploys_gone)
 """
 
 # -- job runs ---------------------------------------------------------------------------------
@@ -209,4 +211,60 @@ CHECK_EPOCH = """
     SELECT 1 FROM lease
     WHERE name = 'leader' AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp()
     FOR SHARE
+"""
+
+# -- deploys ----------------------------------------------------------------------------------
+
+# A deploy with its timeline so far in one statement; false when the id exists already.
+CREATE_DEPLOY = """
+    WITH created AS (
+        INSERT INTO deploys
+            (id, version, environment, kind, source, started_at, commit_id, deployed_by,
+             previous, baseline, data, status, ended_at, incident)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    ), entries AS (
+        INSERT INTO deploy_timeline (deploy_id, ts, kind, message, data)
+        SELECT created.id, e.ts, e.kind, e.message, e.data
+        FROM created, unnest($15::float8[], $16::text[], $17::text[], $18::text[])
+            WITH ORDINALITY AS e (ts, kind, message, data, n)
+        ORDER BY e.n
+    )
+    SELECT EXISTS (SELECT 1 FROM created)
+"""
+APPEND_DEPLOY_ENTRY = """
+    INSERT INTO deploy_timeline (deploy_id, ts, kind, message, data)
+    SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM deploys WHERE id = $1)
+"""
+# Whether the deploy exists; only one that has not ended changes (its first end stays).
+UPDATE_DEPLOY = """
+    WITH changed AS (
+        UPDATE deploys SET status = $2, ended_at = $3, incident = coalesce($4, incident)
+        WHERE id = $1 AND ended_at IS NULL
+        RETURNING 1
+    )
+    SELECT 1 FROM changed UNION ALL SELECT 1 FROM deploys WHERE id = $1 LIMIT 1
+"""
+# The deploy and its timeline in one statement, the entries as arrays in order.
+GET_DEPLOY = """
+    SELECT d.id, d.version, d.environment, d.kind, d.source, d.started_at, d.commit_id,
+           d.deployed_by, d.previous, d.baseline, d.data, d.status, d.ended_at, d.incident,
+           t.entry_ts, t.entry_kind, t.entry_message, t.entry_data
+    FROM deploys d
+    LEFT JOIN LATERAL (
+        SELECT array_agg(ts ORDER BY id) AS entry_ts, array_agg(kind ORDER BY id) AS entry_kind,
+               array_agg(message ORDER BY id) AS entry_message,
+               array_agg(data ORDER BY id) AS entry_data
+        FROM deploy_timeline WHERE deploy_id = d.id
+    ) t ON true
+    WHERE d.id = $1
+"""
+LIST_DEPLOYS = """
+    SELECT id, version, environment, kind, source, started_at, commit_id, deployed_by,
+           previous, baseline, data, status, ended_at, incident
+    FROM deploys
+    WHERE $1::text IS NULL OR status = $1
+    ORDER BY started_at DESC, id DESC
+    LIMIT $2
 """

@@ -148,6 +148,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 6 -> 7: deploys and their timelines. `commit` and `by` are SQL keywords, hence the
+    # column names.
+    (
+        """
+        CREATE TABLE deploys (
+            id          TEXT PRIMARY KEY,
+            version     TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            source      TEXT NOT NULL,
+            started_at  REAL NOT NULL,
+            commit_id   TEXT,
+            deployed_by TEXT,
+            previous    TEXT,
+            baseline    TEXT NOT NULL DEFAULT '{}',
+            data        TEXT NOT NULL DEFAULT '{}',
+            status      TEXT NOT NULL,
+            ended_at    REAL,
+            incident    TEXT
+        )
+        """,
+        "CREATE INDEX deploys_started ON deploys (started_at, id)",
+        "CREATE INDEX deploys_status ON deploys (status, started_at)",
+        """
+        CREATE TABLE deploy_timeline (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            deploy_id   TEXT NOT NULL REFERENCES deploys (id) ON DELETE CASCADE,
+            ts          REAL NOT NULL,
+            kind        TEXT NOT NULL,
+            message     TEXT NOT NULL,
+            data        TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

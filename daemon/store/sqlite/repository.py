@@ -21,6 +21,7 @@ from typing import Any
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from daemon.store.protocol import ActionRecord, OutboxItem, Pruned
 from daemon.store.sqlite import rows
+from daemon.store.sqlite.deploys import Deploys, prune_deploys
 from daemon.store.sqlite.job_runs import JobRuns, prune_job_runs
 from daemon.store.sqlite.lease import Leases
 
@@ -41,7 +42,7 @@ _DELETE_VALUE = "DELETE FROM kv WHERE namespace = ? AND key = ?"
 RUNNING = "running"
 
 
-class SqliteStore(JobRuns, Leases):
+class SqliteStore(JobRuns, Leases, Deploys):
     """The `Store` protocol on one SQLite file; parent directories are created on `open()`.
 
     Beyond the protocol: unknown incident ids raise KeyError (append, resolve), a duplicate id
@@ -351,8 +352,8 @@ class SqliteStore(JobRuns, Leases):
     async def prune(self, before: float) -> Pruned:
         """Delete history older than `before` (epoch seconds): resolved incidents resolved
         before it, with their timelines, ledger entries begun before it, finished outbox
-        items created before it (`Pruned` does not count those), and finished job runs that
-        ended before it, except each job's newest.
+        items created before it (`Pruned` does not count those), finished job runs that
+        ended before it, except each job's newest, and deploys that ended before it.
 
         Open incidents and unfinished outbox items are never pruned, however old. Anything at
         or after `before` stays, so cooldowns and `count_actions(since)` with `since >= before`
@@ -370,6 +371,7 @@ class SqliteStore(JobRuns, Leases):
                 "DELETE FROM outbox WHERE finished_at IS NOT NULL AND created_at < ?", (before,)
             )
             job_runs = prune_job_runs(conn, before)
-            return Pruned(incidents=incidents, actions=actions, job_runs=job_runs)
+            deploys = prune_deploys(conn, before)
+            return Pruned(incidents, actions, job_runs, deploys)
 
         return await self._write_returning(op)
