@@ -81,6 +81,14 @@ class CommandConfig(RemediationConfig):
         description="Declares that running it twice does no harm; a run a crash interrupted is "
         "never repeated whatever it says.",
     )
+    notifier: bool = Field(
+        False,
+        description="Declares that it only tells people (a page, a chat message): like the "
+        "`pagerduty` and `slack` types, it then goes through the paging outbox (retried until "
+        "delivered), is exempt from the cooldown, the budget, the target lock and the circuit "
+        "breaker, so every incident is told, and may be used in `on_blind`. Leave false for "
+        "anything that changes the application.",
+    )
 
     _no_nul = field_validator("argv")(check_argv)
     _env_names = field_validator("env")(check_env)
@@ -98,8 +106,10 @@ class CommandRemediation(Hooks):
     def __init__(self, name: str, config: CommandConfig) -> None:
         self.name = name
         self.config = config
-        # The operator knows whether the command tolerates running twice.
+        # The operator knows whether the command tolerates running twice, and whether it
+        # only tells people.
         self.idempotent = config.idempotent
+        self.notifier = config.notifier
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
         argv = self.config.argv

@@ -137,6 +137,14 @@ class HttpRemediationConfig(RetryingConfig):
         description="Declares that the same call twice does no harm; a run a crash "
         "interrupted is never repeated whatever it says.",
     )
+    notifier: bool = Field(
+        False,
+        description="Declares that it only tells people (a page, a chat message): like the "
+        "`pagerduty` and `slack` types, it then goes through the paging outbox (retried until "
+        "delivered), is exempt from the cooldown, the budget, the target lock and the circuit "
+        "breaker, so every incident is told, and may be used in `on_blind`. Leave false for "
+        "anything that changes the application.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -168,8 +176,10 @@ class HttpRemediation(Hooks):
     def __init__(self, name: str, config: HttpRemediationConfig) -> None:
         self.name = name
         self.config = config
-        # The operator knows whether the endpoint tolerates the same call twice.
+        # The operator knows whether the endpoint tolerates the same call twice, and whether
+        # it only tells people.
         self.idempotent = config.idempotent
+        self.notifier = config.notifier
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
         body = render(self.config.body, incident_fields(incident))

@@ -135,7 +135,8 @@ def _listing(names: Collection[str]) -> str:
 
 
 def _notifies(config: RemediationConfig) -> bool:
-    return bool(REMEDIATIONS.get(config.type).notifier)
+    """A notifier by its type (pagerduty, slack) or by its config (`notifier: true`)."""
+    return bool(getattr(config, "notifier", False) or REMEDIATIONS.get(config.type).notifier)
 
 
 def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
@@ -165,7 +166,11 @@ def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
                     message = f"no remediation named {action!r} ({defined})"
                     found.append((("rules", name, section, index), message))
                 elif section == "on_blind" and not _notifies(config.remediations[action]):
-                    message = f"{action!r} is not a notifier: being blind only ever pages"
+                    message = (
+                        f"{action!r} is not a notifier: being blind only ever pages (use a "
+                        "pagerduty or slack remediation, or a command or http one with "
+                        "`notifier: true`)"
+                    )
                     found.append((("rules", name, section, index), message))
     for name, job in config.jobs.items():
         if job.run not in config.remediations:

@@ -632,9 +632,9 @@ remediations:
 """
     with pytest.raises(ConfigError) as err:
         load_config_text(text, "c.yaml")
-    assert (
-        str(err.value)
-        == "c.yaml:7 rules.r.on_blind.0: 'act' is not a notifier: being blind only ever pages"
+    assert str(err.value) == (
+        "c.yaml:7 rules.r.on_blind.0: 'act' is not a notifier: being blind only ever pages (use "
+        "a pagerduty or slack remediation, or a command or http one with `notifier: true`)"
     )
 
 

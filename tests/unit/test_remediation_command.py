@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from daemon.config.loader import load_config_text
 from remediations.base import RemediationContext
 from remediations.command import CommandConfig, CommandRemediation
 from tests.fakes import make_incident
@@ -46,6 +47,8 @@ async def test_resolve_does_nothing_and_flags(ctx: RemediationContext) -> None:
     assert CommandRemediation.idempotent is False
     assert CommandRemediation.destructive is False
     assert CommandRemediation.notifier is False
+    assert make(["/bin/true"]).notifier is False
+    assert make(["/bin/true"], notifier=True).notifier is True  # a pager script
 
 
 def test_runs_without_a_shell() -> None:
@@ -53,3 +56,19 @@ def test_runs_without_a_shell() -> None:
     source = Path(sys.modules[CommandRemediation.__module__].__file__ or "").read_text()
     assert "create_subprocess_shell" not in source
     assert "shell=True" not in source
+
+
+def test_a_command_or_http_remediation_declared_a_notifier_may_page_when_blind() -> None:
+    text = """
+checks:
+  api: {type: http, url: "http://127.0.0.1:9/health"}
+rules:
+  r:
+    when: api.up < 1
+    on_blind: [page_script, page_hook]
+remediations:
+  page_script: {type: command, argv: [/usr/local/bin/page], notifier: true}
+  page_hook: {type: http, url: "http://127.0.0.1:9/page", notifier: true}
+"""
+    config = load_config_text(text, "c.yaml")
+    assert config.rules["r"].on_blind == ["page_script", "page_hook"]

@@ -46,3 +46,5 @@ def test_side_effect_flags() -> None:
     assert HttpRemediation.notifier is False
     assert make("http://example.com/").idempotent is False
     assert make("http://example.com/", idempotent=True).idempotent is True
+    assert make("http://example.com/").notifier is False
+    assert make("http://example.com/", notifier=True).notifier is True  # a paging webhook
