@@ -24,7 +24,9 @@ def connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> No
         return value if defaults else argparse.SUPPRESS
 
     url = os.environ.get("RUNBOOKD_URL", DEFAULT_URL)
-    parser.add_argument("--url", default=default(url), help=f"the daemon (default: {url})")
+    parser.add_argument(
+        "--url", default=default(url), help=f"the daemon (default: $RUNBOOKD_URL or {url})"
+    )
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument(
         "--token", default=default(None), help="API token (default: $RUNBOOKD_TOKEN)"

@@ -53,9 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
+    run.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default: {DEFAULT_CONFIG})"
+    )
     check = sub.add_parser("check-config", help="validate a config file; exit 2 if invalid")
-    check.add_argument("file")
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("file", nargs="?", help="the config file (YAML)")
+    where.add_argument(
+        "--config", "-c", dest="config_file", help="the same, as `run` and `once` take it"
+    )
     config = sub.add_parser("config", help="about the config file")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     config_actions.add_parser("reference", help="print the configuration reference (Markdown)")
@@ -65,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=ONCE_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    once.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file (YAML)")
+    once.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default: {DEFAULT_CONFIG})"
+    )
     once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
     demo = sub.add_parser("demo", help="a bad deploy, detected and rolled back, end to end")
     demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
@@ -363,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         from daemon.config.check import check_config_main
 
-        return check_config_main(args.file)
+        return check_config_main(args.file or args.config_file)
     if args.command == "config":  # its one action: reference
         from daemon.config.reference import reference
 

@@ -87,7 +87,7 @@ def job_table(jobs: list[object]) -> str:
                 text(job, "run"),
             ]
         )
-    return table(["JOB", "SCHEDULE", "NEXT", "LAST", "LAST SUCCESS", "RUNS"], rows)
+    return table(["JOB", "SCHEDULE", "NEXT", "LAST", "LAST SUCCESS", "ACTION"], rows)
 
 
 def run_table(runs: list[object]) -> str:

@@ -19,5 +19,7 @@ def check_config_main(path: str) -> int:
         f"{len(config.checks)} checks, {len(config.rules)} rules, "
         f"{len(config.remediations)} remediations"
     )
+    if config.jobs:
+        counts += f", {len(config.jobs)} jobs"
     print(f"{path}: ok ({counts})")
     return 0

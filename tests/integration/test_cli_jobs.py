@@ -52,7 +52,7 @@ async def runbookd(daemon: Daemon, *argv: str) -> int:
 async def test_list_run_and_show_a_job(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
     assert await runbookd(daemon, "jobs") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["JOB", "SCHEDULE", "NEXT", "LAST", "LAST", "SUCCESS", "RUNS"]
+    assert out[0].split() == ["JOB", "SCHEDULE", "NEXT", "LAST", "LAST", "SUCCESS", "ACTION"]
     assert out[1].split()[:7] == ["maintenance", "0", "4", "*", "*", "0", "Europe/Berlin"]
     assert "never ran" in out[1]
 
