@@ -31,7 +31,7 @@ from daemon.clients.processes import SpawnError, describe_exit, streaming_proces
 from daemon.clients.s3 import describe_s3_failure, is_lasting, s3_client, s3_errors
 from daemon.clients.s3_upload import MIN_PART_SIZE, MultipartUpload, TooManyParts
 from daemon.core.models import Incident, RemediationResult
-from daemon.core.units import PositiveDuration
+from daemon.core.units import PositiveDuration, format_duration
 from remediations.backups import (
     BackupStoreConfig,
     Failed,
@@ -120,7 +120,7 @@ class PgBackupRemediation(Hooks):
         except Failed as failed:
             detail, ok, recoverable = failed.detail, False, failed.recoverable
         except TimeoutError:
-            detail = f"timed out after {self.config.timeout:g}s; upload aborted"
+            detail = f"timed out after {format_duration(self.config.timeout)}; upload aborted"
             ok, recoverable = False, True
         data["duration_seconds"] = round(time.perf_counter() - started, 3)
         if not ok:
@@ -170,7 +170,8 @@ class PgBackupRemediation(Hooks):
         try:
             status = (await client.get_bucket_versioning(Bucket=config.bucket)).get("Status")
         except s3_errors() as exc:
-            reason = f"cannot read the bucket's versioning: {describe_s3_failure(exc, 0)}"
+            failure = describe_s3_failure(exc, config.request_timeout)
+            reason = f"cannot read the bucket's versioning: {failure}"
             if config.versioning == "require" or not is_lasting(exc):
                 raise Failed(reason, not is_lasting(exc)) from None
             warnings.append(reason)

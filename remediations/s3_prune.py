@@ -155,7 +155,7 @@ def _summary(plan: Retention, config: S3PruneConfig, now: float) -> str:
     kept = f"kept {len(plan.keep)}"
     if plan.keep:
         oldest = min(plan.keep, key=lambda obj: obj.order)
-        kept += f", the oldest {format_duration(round(max(0.0, now - oldest.modified)))} old"
+        kept += f", the oldest {max(0.0, now - oldest.modified) / DAY:.1f} days old"
     if not count:
         return f"nothing older than {config.keep_days} days to delete; {kept}"
     verb = "would delete" if config.dry_run else "deleted"

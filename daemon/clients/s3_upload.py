@@ -56,7 +56,7 @@ class MultipartUpload:
         self.completed: dict[str, Any] | None = None
         self.aborted = False
         self.abort_error: BaseException | None = None
-        self._buffer = bytearray()
+        self._part = io.BytesIO()  # the part being filled
         self._parts: dict[int, str] = {}  # part number -> ETag
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_part = 1
@@ -79,7 +79,7 @@ class MultipartUpload:
 
     def room(self) -> int:
         """How many bytes the current part still takes: read at most this much next."""
-        return self.part_size - len(self._buffer)
+        return self.part_size - self._part.tell()
 
     async def write(self, data: bytes) -> None:
         """Take `data`; once a part is full, start uploading it (waiting first while
@@ -89,14 +89,14 @@ class MultipartUpload:
         view = memoryview(data)
         while view:
             taken = view[: self.room()]
-            self._buffer += taken
+            self._part.write(taken)
             view = view[len(taken) :]
-            if len(self._buffer) >= self.part_size:
+            if self.room() <= 0:
                 await self._send()
 
     async def complete(self) -> dict[str, Any]:
         """Upload the last part and complete the object: from now on it exists."""
-        if self._buffer or self._next_part == 1:
+        if self._part.tell() or self._next_part == 1:
             await self._send()  # the last part may be short, even empty
         await self._wait(0)
         parts = [{"ETag": etag, "PartNumber": n} for n, etag in sorted(self._parts.items())]
@@ -114,11 +114,10 @@ class MultipartUpload:
         if number > MAX_PARTS:
             raise TooManyParts(f"more than {MAX_PARTS} parts of {self.part_size} bytes")
         self._next_part += 1
-        # A file object, not bytes: aiohttp then sends it in chunks instead of in one write
-        # (and says so otherwise). BytesIO shares the bytes object, so the part is copied
-        # once, out of the buffer the next part is read into.
-        body = io.BytesIO(bytes(self._buffer))
-        self._buffer = bytearray()
+        # The part is uploaded from the file object it was written into (no copy); aiohttp
+        # sends a file object in chunks, where bytes would go in one write.
+        body, self._part = self._part, io.BytesIO()
+        body.seek(0)
         task = asyncio.create_task(self._upload(number, body))
         self._tasks.add(task)
 
@@ -158,4 +157,4 @@ class MultipartUpload:
             self.aborted = True
         except s3_errors() as exc:
             self.abort_error = exc
-        self._buffer = bytearray()
+        self._part = io.BytesIO()

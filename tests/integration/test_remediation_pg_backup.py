@@ -386,7 +386,7 @@ async def test_timeout_midway_aborts(
         result = await asyncio.wait_for(task, 60)
     assert not result.ok
     assert result.recoverable
-    assert result.detail == "backup failed: timed out after 3600s; upload aborted"
+    assert result.detail == "backup failed: timed out after 1h; upload aborted"
     assert versions(s3, bucket) == []
     assert children_named("pg_dump") == []
 

@@ -84,7 +84,8 @@ async def test_old_backups_go_with_their_manifests_but_keep_min_stay(
 
     assert result.ok, result.detail
     assert result.detail == (
-        "deleted 2 backups older than 30 days, manifests with them; kept 3, the oldest 31d old"
+        "deleted 2 backups older than 30 days, manifests with them; "
+        "kept 3, the oldest 31.0 days old"
     )
     assert [entry["key"] for entry in result.data["deleted"]] == made[1::-1]
     assert result.data["deleted"][0]["age_days"] == pytest.approx(31, abs=0.01)
@@ -100,7 +101,7 @@ async def test_young_backups_are_kept(
     made = backups(s3, bucket, STAMPS)
     await clock.advance(29 * DAY)
     result = await prune(endpoint, bucket, keep_min=1).execute(ctx, make_incident())
-    assert result.detail == "nothing older than 30 days to delete; kept 5, the oldest 29d old"
+    assert result.detail == "nothing older than 30 days to delete; kept 5, the oldest 29.0 days old"
     assert len(keys(s3, bucket)) == 2 * len(made)
     result = await prune(endpoint, bucket, keep_min=1, keep_days=28).execute(ctx, make_incident())
     assert len(result.data["deleted"]) == 4
