@@ -1,5 +1,6 @@
-"""`python -m bench.backup [--tasks N] [--trials N]`: pg_backup against the standard tools
-doing the same work, side by side in one run, and the memory it needs.
+"""`python -m bench.backup [--tasks N] [--trials N] [--drills N]`: pg_backup and restore_drill
+against the standard tools doing the same work, side by side in one run, and the memory they
+need (bench/README.md, "Backups").
 
 The same database is backed up into the same S3 server (moto, a separate process on
 127.0.0.1) by:
@@ -10,12 +11,12 @@ The same database is backed up into the same S3 server (moto, a separate process
   transfer (s3transfer, what `aws s3 cp` uses) with the same part size and concurrency, in a
   worker too. Its time is the dump plus the upload.
 
-Both dump plain SQL at gzip level 6. Each worker samples its own RSS every 10 ms from
-/proc/self/status; the growth is the peak minus the RSS just before the backup starts (after
-imports). Trials alternate between the two. The database (a few hundred MB: "User" and
-"Task" rows with text) is created for the run and dropped after it, as are the temp dir, the
-S3 server and everything uploaded. Results: a table on stdout and JSON in
-bench/results/backup-<UTC timestamp>.json.
+Both dump plain SQL at gzip level 6. Then restore_drill against the procedure by hand
+(download, `gunzip -c | psql` into a scratch database, counts). Each worker samples its own
+RSS every 10 ms (bench/backup_workers.py). Trials alternate between the two. The database
+(~800 MiB by default: "User" and "Task" rows with text) is created for the run and dropped
+after it, as are the temp dir, the S3 server, everything uploaded and the scratch databases.
+Results: a table on stdout and JSON in bench/results/backup-<UTC timestamp>.json.
 
 Needs the PostgreSQL server of RUNBOOKD_TEST_PG_DSN (default root@127.0.0.1:5432), pg_dump,
 psql and gzip.
@@ -30,20 +31,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.backup_workers import ADMIN_DSN, KEYS, PART
 from bench.procs import HOST, Processes, free_port, wait_http
 
-ADMIN_DSN = os.environ.get("RUNBOOKD_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
 DATABASE = "runbookd_bench_backup"
-PART = 8 * 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results"
 TOOLS = {name: shutil.which(name) or name for name in ("psql", "pg_dump", "gzip")}
-KEYS = {"aws_access_key_id": "AKIDBENCH", "aws_secret_access_key": "bench-secret"}
 
 SCHEMA = """
 CREATE TABLE "User" (id text PRIMARY KEY, email text NOT NULL, name text,
@@ -79,179 +77,9 @@ def psql(dsn: str, sql: str) -> str:
     return run.stdout.decode().strip()
 
 
-# --- workers: each measures its own RSS ------------------------------------------------------
-
-
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-class PeakRss:
-    """The highest RSS seen by a thread sampling every 10 ms."""
-
-    def __init__(self) -> None:
-        self.start = rss()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss())
-
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss())
-        return {"rss_start": self.start, "rss_peak": self.peak}
-
-
-def worker_ours(args: dict[str, Any]) -> dict[str, Any]:
-    """Two backups in one process: the first pays for loading what a first S3 call needs
-    (botocore's service model, asyncpg's codecs), the second is the daily run of a daemon
-    that has done one before. The libraries themselves are imported before measuring."""
-    import aioboto3  # noqa: F401  (imported before measuring: a daemon has them loaded)
-    import aiohttp
-    import asyncpg  # noqa: F401
-    import botocore.session  # noqa: F401
-
-    from daemon.core.clock import SystemClock
-    from daemon.core.models import Incident
-    from daemon.runtime import eventloop
-    from remediations.base import RemediationContext
-    from remediations.pg_backup import PgBackupConfig, PgBackupRemediation
-
-    config = PgBackupConfig.model_validate(
-        {
-            "type": "pg_backup",
-            "dsn": args["dsn"],
-            "bucket": args["bucket"],
-            "prefix": "ours/",
-            "endpoint_url": args["endpoint"],
-            "access_key_id": KEYS["aws_access_key_id"],
-            "secret_access_key": KEYS["aws_secret_access_key"],
-            "count_tables": ["User", "Task"],
-            "part_size": PART,
-            "versioning": "warn",
-        }
-    )
-    remediation = PgBackupRemediation("bench", config)
-    incident = Incident("bench", "bench", "bench", "info", "scheduled backup", time.time())
-
-    async def backup() -> Any:
-        async with aiohttp.ClientSession() as session:
-            return await remediation.execute(RemediationContext(session, SystemClock()), incident)
-
-    runs = []
-    for _ in range(2):
-        times = os.times()
-        peak = PeakRss()
-        started = time.perf_counter()
-        result = eventloop.run(backup())
-        seconds = time.perf_counter() - started
-        after = os.times()
-        if not result.ok:
-            raise RuntimeError(result.detail)
-        runs.append(
-            {
-                "seconds": seconds,
-                "bytes": result.data["bytes"],
-                "cpu_self": after.user + after.system - times.user - times.system,
-                "cpu_children": after.children_user
-                + after.children_system
-                - times.children_user
-                - times.children_system,
-                **peak.stop(),
-            }
-        )
-    return {**runs[0], "warm": runs[1]}
-
-
-def worker_upload(args: dict[str, Any]) -> dict[str, Any]:
-    import boto3
-    from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=args["endpoint"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-        **KEYS,
-    )
-    transfer = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=2)
-    times = os.times()
-    peak = PeakRss()
-    started = time.perf_counter()
-    s3.upload_file(
-        args["file"],
-        args["bucket"],
-        "tools/backup.sql.gz",
-        ExtraArgs={"ServerSideEncryption": "AES256"},
-        Config=transfer,
-    )
-    seconds = time.perf_counter() - started
-    after = os.times()
-    return {
-        "seconds": seconds,
-        "bytes": Path(args["file"]).stat().st_size,
-        "cpu_self": after.user + after.system - times.user - times.system,
-        **peak.stop(),
-    }
-
-
-def worker_drill(args: dict[str, Any]) -> dict[str, Any]:
-    import aioboto3  # noqa: F401  (imported before measuring, as in worker_ours)
-    import aiohttp
-    import asyncpg  # noqa: F401
-
-    from daemon.core.clock import SystemClock
-    from daemon.core.models import Incident
-    from daemon.runtime import eventloop
-    from remediations.base import RemediationContext
-    from remediations.restore_drill import RestoreDrillConfig, RestoreDrillRemediation
-
-    config = RestoreDrillConfig.model_validate(
-        {
-            "type": "restore_drill",
-            "dsn": ADMIN_DSN,
-            "bucket": args["bucket"],
-            "prefix": "ours/",
-            "endpoint_url": args["endpoint"],
-            "access_key_id": KEYS["aws_access_key_id"],
-            "secret_access_key": KEYS["aws_secret_access_key"],
-        }
-    )
-    drill = RestoreDrillRemediation("bench", config)
-    incident = Incident("bench", "bench", "bench", "info", "restore drill", time.time())
-
-    async def run() -> Any:
-        async with aiohttp.ClientSession() as session:
-            return await drill.execute(RemediationContext(session, SystemClock()), incident)
-
-    peak = PeakRss()
-    started = time.perf_counter()
-    result = eventloop.run(run())
-    seconds = time.perf_counter() - started
-    if not result.ok:
-        raise RuntimeError(result.detail)
-    report = result.data
-    return {
-        "seconds": seconds,
-        "time_to_recover": report["time_to_recover_seconds"],
-        "restore": report["restore_seconds"],
-        "verify": report["verify_seconds"],
-        **peak.stop(),
-    }
-
-
 def worker(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run a worker in a fresh Python process: its RSS is its own."""
-    argv = [sys.executable, "-m", "bench.backup", "--worker", kind, json.dumps(args)]
+    argv = [sys.executable, "-m", "bench.backup_workers", kind, json.dumps(args)]
     out = subprocess.run(argv, capture_output=True, check=False, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed: {out.stderr.decode()[-2000:]}")
@@ -463,13 +291,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2_500_000)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--drills", type=int, default=1)
-    parser.add_argument("--worker", nargs=2, metavar=("KIND", "ARGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        kind, raw = args.worker
-        run_worker = {"ours": worker_ours, "upload": worker_upload, "drill": worker_drill}[kind]
-        print(json.dumps(run_worker(json.loads(raw))))
-        return 0
     results = run(args.tasks, args.trials, args.drills)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
