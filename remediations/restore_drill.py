@@ -245,7 +245,10 @@ class RestoreDrillRemediation(Hooks):
         dsn = with_database(config.dsn.get_secret_value(), name)
         async with session(dsn, "connecting to the restored database") as conn:
             limit = f"{max(1, round(config.check_timeout * 1000))}ms"
-            await conn.execute("SELECT set_config('statement_timeout', $1, false)", limit)
+            try:
+                await conn.execute("SELECT set_config('statement_timeout', $1, false)", limit)
+            except pg_errors() as exc:
+                raise Failed(f"preparing the verification: {message(exc)}", True) from None
             for table, expected in manifest.row_counts.items():
                 report.row_counts.append(await self._count(conn, table, expected))
             for sql in config.checks:
