@@ -17,16 +17,23 @@ makes it 0.
 from __future__ import annotations
 
 import builtins
-import functools
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field
 
 from checks.base import CHECKS, CheckConfig, CheckContext, CheckResult
-from daemon.clients.http import HttpUrl, describe_failure
+from daemon.clients.s3 import (
+    MANIFEST_SUFFIX,
+    S3Location,
+    client_config,
+    describe_s3_failure,
+    is_no_bucket,
+    new_session,
+    s3_errors,
+)
 from daemon.clients.timeouts import request_timeout
 from daemon.core.models import Status
 from daemon.core.units import Duration, Ratio
@@ -43,28 +50,13 @@ VALUE_NAMES = frozenset(
     }
 )
 
-# A bucket that does not exist, or credentials S3 refuses, as S3 names them.
-_NO_BUCKET = frozenset({"NoSuchBucket"})
-_DENIED = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
-_REJECTED = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
-)
 
-
-@functools.cache
-def s3_errors() -> tuple[type[BaseException], ...]:
-    """Every expected failure of an S3 call; anything else is a bug and should surface."""
-    # botocore ships no type hints (mypy says so once per file: at the first import).
-    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
-
-    return (BotoCoreError, ClientError, TimeoutError, OSError)
-
-
-class S3BackupCheckConfig(CheckConfig):
+class S3BackupCheckConfig(CheckConfig, S3Location):
     """The newest object under `prefix` (by LastModified) is the latest backup: older than
     `rpo`, smaller than `min_size` or missing is CRITICAL; much smaller than the one before it,
     or not encrypted at rest, is WARN. `fresh` (1/0) carries the CRITICAL verdict for rules,
-    also when there is no backup at all. AWS, or an S3-compatible store (MinIO, R2) through
+    also when there is no backup at all. A manifest beside a backup (`*.manifest.json`, as
+    `pg_backup` writes) is not a backup. AWS, or an S3-compatible store (MinIO, R2) through
     `endpoint_url`."""
 
     example: ClassVar[str] = """
@@ -79,19 +71,6 @@ class S3BackupCheckConfig(CheckConfig):
         """
 
     type: Literal["s3_backup"]
-    bucket: str = Field(min_length=1, pattern=r"^[^/\s]+$", description="The bucket's name.")
-    prefix: str = Field("", description="Only keys starting with this are backups.")
-    endpoint_url: HttpUrl | None = Field(
-        None, description="An S3-compatible store's URL; unset: AWS."
-    )
-    region: str = Field("us-east-1", min_length=1, description="The bucket's region.")
-    access_key_id: SecretStr | None = Field(
-        None,
-        description="Unset, with the secret key: the default credential chain (environment, "
-        "profile, instance role).",
-    )
-    secret_access_key: SecretStr | None = Field(None, description="Goes with `access_key_id`.")
-    session_token: SecretStr | None = Field(None, description="For temporary credentials.")
     rpo: Duration = Field(
         86400.0,
         gt=0,
@@ -109,11 +88,6 @@ class S3BackupCheckConfig(CheckConfig):
     min_size: int = Field(
         1, ge=0, description="A newest backup of fewer bytes is CRITICAL (default: an empty one)."
     )
-    addressing_style: Literal["auto", "path", "virtual"] | None = Field(
-        None,
-        description="S3 addressing; default: `path` with `endpoint_url` (most S3-compatible "
-        "stores), else `auto`.",
-    )
     page_size: int = Field(
         1000, ge=1, le=1000, description="Keys per ListObjectsV2 page (S3's maximum is 1000)."
     )
@@ -123,14 +97,6 @@ class S3BackupCheckConfig(CheckConfig):
         description="Listing stops after this many keys, so a huge bucket cannot make a run "
         "unbounded.",
     )
-
-    @model_validator(mode="after")
-    def _whole_key_pair(self) -> S3BackupCheckConfig:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("give both access_key_id and secret_access_key, or neither")
-        if self.session_token is not None and self.access_key_id is None:
-            raise ValueError("session_token needs access_key_id and secret_access_key")
-        return self
 
     def value_names(self) -> frozenset[str]:
         return VALUE_NAMES if self.require_encryption else VALUE_NAMES - {"encrypted"}
@@ -163,8 +129,8 @@ class _Listing:
     def add(self, obj: dict[str, Any]) -> None:
         self.listed += 1
         key = str(obj["Key"])
-        if key.endswith("/"):
-            return  # a "directory" placeholder made by consoles and sync tools
+        if key.endswith(("/", MANIFEST_SUFFIX)):
+            return  # a "directory" placeholder made by consoles and sync tools, or a manifest
         modified: datetime | None = obj.get("LastModified")
         if modified is None:  # which backup is the newest cannot be told
             raise _UnreadableListing(f"the store did not report when {key[:80]!r} was written")
@@ -194,31 +160,6 @@ def _bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def describe_s3_failure(exc: BaseException, timeout: float) -> str:
-    """A short reason for a failed S3 call; never the error message, which may echo keys."""
-    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", "")) or "unknown"
-        if code in _DENIED:
-            return "access denied"
-        if code in _REJECTED:
-            return f"credentials rejected ({code})"
-        return f"S3 error {code}"
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return "no AWS credentials found (set access_key_id or the default chain)"
-    inner = getattr(exc, "kwargs", {}).get("error")  # botocore wraps the aiohttp error
-    if isinstance(inner, BaseException):
-        return f"cannot reach the S3 endpoint: {describe_failure(inner, timeout)}"
-    return f"S3 client failed: {type(exc).__name__}"
-
-
-def _is_no_bucket(exc: BaseException) -> bool:
-    from botocore.exceptions import ClientError
-
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _NO_BUCKET
-
-
 @CHECKS.register
 class S3BackupCheck:
     """Lists the backups under the prefix and judges the newest. A failure to look (endpoint
@@ -240,28 +181,12 @@ class S3BackupCheck:
     def _new_session(self) -> Any:
         """E.g. AWS_PROFILE naming a missing profile raises here: start() lets it pass, and
         each run() tries again and says why."""
-        from aioboto3.session import Session
-
-        secret = self.config.secret_access_key
-        return Session(  # type: ignore[no-untyped-call]  # aioboto3 is untyped
-            aws_access_key_id=_reveal(self.config.access_key_id),
-            aws_secret_access_key=_reveal(secret),
-            aws_session_token=_reveal(self.config.session_token),
-            region_name=self.config.region,
-        )
+        return new_session(self.config)
 
     def _client_config(self) -> Any:
-        from aiobotocore.config import AioConfig
-
-        style = self.config.addressing_style or ("path" if self.config.endpoint_url else "auto")
-        # One retry (botocore's max_attempts counts retries) rides over a pooled connection
-        # the store closed while idle between runs; the next run is the retry for the rest.
-        return AioConfig(  # type: ignore[no-untyped-call]  # aiobotocore is untyped
-            connect_timeout=self._timeout_s,
-            read_timeout=self._timeout_s,
-            retries={"max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": style},
-        )
+        # One retry rides over a pooled connection the store closed while idle between
+        # runs; the next run is the retry for the rest.
+        return client_config(self.config, self._timeout_s, retries=1)
 
     async def start(self, ctx: CheckContext) -> None:
         # Best effort: creating a client resolves credentials but makes no S3 call. If it
@@ -302,7 +227,7 @@ class S3BackupCheck:
         except _UnreadableListing as exc:
             return CheckResult.unknown(str(exc))
         except s3_errors() as exc:
-            if _is_no_bucket(exc):
+            if is_no_bucket(exc):
                 # CRITICAL, not UNKNOWN: S3 answered authoritatively that there is no such
                 # bucket, so there is no backup to restore, whether it was deleted or never
                 # existed (a typo fails loudly at deploy). We did look; the answer is bad.
@@ -415,7 +340,3 @@ class S3BackupCheck:
             values["fresh"] = 1.0  # else its size is unknown: not vouched for
         reason = f"newest backup seen is {_span(age)} old; {stopped}"
         return CheckResult(Status.WARN, values, reason)
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return secret.get_secret_value() if secret is not None else None

@@ -1,6 +1,6 @@
-"""PostgreSQL DSNs for the `postgres` check and the `postgres_maintenance` remediation:
-checked when the config is loaded, their passwords masked in what we report, and
-identifiers quoted.
+"""PostgreSQL DSNs for the `postgres` check and the PostgreSQL remediations: checked when the
+config is loaded, their passwords masked in what we report, identifiers quoted, and handed to
+the libpq tools (pg_dump, psql, pg_restore) without the password on the command line.
 
 asyncpg reads a DSN only when it connects: a port of `abc` would pass `check-config` and
 then fail every run. This reads it the way asyncpg's `_parse_connect_dsn_and_args` does, with
@@ -12,7 +12,7 @@ tests/unit/test_hostile_config.py holds the two to agreeing.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, unquote, urlparse, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlparse, urlsplit
 
 from pydantic import SecretStr
 
@@ -152,3 +152,31 @@ def quote_ident(part: str) -> str:
     """PostgreSQL's identifier quoting (as quote_ident() and asyncpg do): double quotes,
     inner quotes doubled."""
     return '"' + part.replace('"', '""') + '"'
+
+
+def with_database(dsn: str, database: str) -> str:
+    """`dsn` naming another database on the same server (a scratch database)."""
+    parts = urlsplit(dsn)
+    return _unsplit(parts.scheme, parts.netloc, "/" + quote(database, safe=""), parts.query)
+
+
+def libpq_target(dsn: str) -> tuple[str, dict[str, str]]:
+    """For a libpq tool: the DSN without its password, for `--dbname`, and the environment
+    that carries the password (PGPASSWORD). A command line is visible to every local user
+    (ps, /proc); a process's environment only to its owner."""
+    parts = urlsplit(dsn)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    passwords = [value for key, value in pairs if key == "password"]
+    # asyncpg splits userinfo from the hosts at the first @ (check_postgres_dsn).
+    userinfo, at, hosts = parts.netloc.partition("@")
+    user, colon, written = userinfo.partition(":")
+    password = unquote(written) if colon and written else (passwords[-1] if passwords else "")
+    netloc = f"{user}@{hosts}" if at else parts.netloc
+    query = urlencode([(key, value) for key, value in pairs if key != "password"])
+    target = _unsplit(parts.scheme, netloc, parts.path, query)
+    return target, ({"PGPASSWORD": password} if password else {})
+
+
+def _unsplit(scheme: str, netloc: str, path: str, query: str) -> str:
+    # Not urlunsplit: it drops the empty host of postgresql:///db (the local socket).
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")

@@ -1,8 +1,9 @@
 """Run a program from an argv list: never through a shell, in a session (and process group)
 of its own, with bounded output, and a timeout that takes the whole group down.
 
-Shared by the `command` remediation and the `nagios` check. The argv always comes from the
-config; nothing here builds a command line out of text.
+Shared by the `command` remediation and the `nagios` check; `streaming_process` runs the
+PostgreSQL tools whose output or input is streamed (`pg_backup`, `restore_drill`). The argv
+always comes from the config; nothing here builds a command line out of text.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 OUTPUT_LIMIT = 4096
+# How long a killed group may take to be reaped before we stop waiting for it.
+KILL_WAIT = 5.0
 # The daemon's own settings (API tokens among them) are not a child's business; the names are
 # reserved for what runbookd itself hands to a child (the incident it acts on).
 RESERVED_ENV_PREFIX = "RUNBOOKD_"
@@ -207,3 +210,99 @@ async def _wait(proc: asyncio.subprocess.Process, limit: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(limit):
             await proc.wait()
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+class SpawnError(Exception):
+    """The program did not start; the message says why (`spawn_failure`)."""
+
+
+class StreamingProcess:
+    """A running program whose stdout the caller reads, or whose stdin it writes, in chunks
+    (a dump or a restore too large to hold); its stderr is kept, bounded, by a task."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, output_limit: int) -> None:
+        self.proc = proc
+        self._stderr = _Capture(output_limit)
+        self._drain = asyncio.create_task(self._stderr.drain(proc.stderr))
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        assert self.proc.stdout is not None, "started without stdout=True"
+        return self.proc.stdout
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter:
+        assert self.proc.stdin is not None, "started without stdin=True"
+        return self.proc.stdin
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.text()
+
+    async def finish(self) -> int:
+        """Close stdin (end of input), wait for the exit and the end of stderr; the exit
+        status (negative: killed by that signal)."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await self.proc.stdin.wait_closed()
+        code = await self.proc.wait()
+        await self._drain
+        return code
+
+    def kill(self) -> None:
+        """The whole group at once: what it would still write is of no use."""
+        if self.proc.returncode is None:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+
+    async def _close(self, grace: float) -> None:
+        """Kill the group and let the pipes end: asyncio closes a process's transport only
+        once every pipe is closed, and a stdout we stopped reading would stay open."""
+        self.kill()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(grace):
+                while self.proc.stdout is not None and await self.proc.stdout.read(1 << 20):
+                    pass  # what the killed group had written: of no use
+                await self.proc.wait()
+        self._drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._drain
+
+
+@contextlib.asynccontextmanager
+async def streaming_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: bool = False,
+    stdout: bool = False,
+    buffer: int = 1 << 20,
+    output_limit: int = OUTPUT_LIMIT,
+) -> AsyncIterator[StreamingProcess]:
+    """Start `argv` (its own session and process group, the minimal environment plus `env`)
+    with the pipes asked for (else /dev/null). Leaving the block with the program still
+    running (an error, a cancellation) kills its group. `buffer`: how much of its stdout
+    may wait unread before the pipe pushes back."""
+    pipe, null = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=pipe if stdin else null,
+            stdout=pipe if stdout else null,
+            stderr=pipe,
+            env=child_env(env or {}),
+            start_new_session=True,
+            limit=buffer,
+        )
+    except (OSError, ValueError) as exc:
+        raise SpawnError(spawn_failure(argv[0], None, exc)) from None
+    running = StreamingProcess(proc, output_limit)
+    try:
+        yield running
+    finally:
+        await running._close(KILL_WAIT)

@@ -230,6 +230,19 @@ async def test_prefix_filters_and_placeholders_are_ignored(
     assert "previous_size_bytes" not in result.values
 
 
+async def test_a_manifest_is_not_a_backup(
+    ctx: CheckContext, endpoint: str, bucket: str, s3: Any
+) -> None:
+    # pg_backup writes <key>.manifest.json after the backup: newer, and much smaller.
+    put(s3, bucket, "daily/backup-20240501-020000.sql.gz", 1000)
+    put(s3, bucket, "daily/backup-20240502-020000.sql.gz", 900)
+    put(s3, bucket, "daily/backup-20240502-020000.sql.gz.manifest.json", 400)
+    result = await run(ctx, endpoint, bucket, prefix="daily/")
+    assert result.status is Status.OK, result.reason
+    assert result.values["backup_size_bytes"] == 900
+    assert result.values["backup_count"] == 2
+
+
 @pytest.mark.parametrize("prefix", ["", "weekly/"])
 async def test_no_backups_is_critical(
     ctx: CheckContext, endpoint: str, bucket: str, s3: Any, prefix: str

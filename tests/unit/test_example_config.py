@@ -14,7 +14,8 @@ EXAMPLE = ROOT / "config" / "runbookd.example.yaml"
 
 def test_check_config_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(EXAMPLE)) == 0
-    assert capsys.readouterr().out.strip().endswith("ok (9 checks, 14 rules, 5 remediations)")
+    summary = "ok (9 checks, 18 rules, 10 remediations, 5 jobs)"
+    assert capsys.readouterr().out.strip().endswith(summary)
 
 
 def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
