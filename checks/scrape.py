@@ -13,6 +13,9 @@ requests might be errors, so no ratio over the others can be trusted.
 
 A metrics source that cannot be read, or too little traffic, is UNKNOWN: never a failing app,
 never a healthy one.
+
+Over 400 lines: the exposition parser, the windows and the status labels serve this one
+check and are read with it.
 """
 
 from __future__ import annotations

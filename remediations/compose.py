@@ -3,6 +3,9 @@
 Both run `docker compose` (the v2 plugin) as argv lists through remediations.tools, never
 through a shell. Every argument comes from the config or from docker's own output (the image
 a container runs); nothing from an alert or a check reaches a command line.
+
+Over 400 lines: two types (rollback, scale) that share how docker compose is found,
+called and read.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Recent Changes and next to the incident. It is a type of its own rather than an 
 severity), says what changed rather than what is wrong, notifies nobody and cannot be
 resolved, and a page and a change record are placed differently in a rule (the page first,
 the change record after the actions it reports).
+
+Over 400 lines: two types (events and change events) that share the provider's request
+format, limits and retries.
 """
 
 from __future__ import annotations

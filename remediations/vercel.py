@@ -15,6 +15,9 @@ Both switch production asynchronously, so each polls the project until productio
 the deployment (or the alias job says it failed), within `verify_timeout`. Neither rebuilds
 anything: a rollback or promote only moves the production domains between deployments
 that already exist.
+
+Over 400 lines: two types (rollback, promote) on one API client, its pagination and
+its readiness polling.
 """
 
 from __future__ import annotations

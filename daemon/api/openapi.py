@@ -4,6 +4,9 @@ The document is generated from the route table (routes.py) that the router is bu
 and from the pydantic models the handlers validate request bodies with, so a field added to
 a model shows up here by itself. tests/integration/test_openapi.py fuzzes a running daemon
 against it.
+
+Over 400 lines because the answers' schemas are data, kept in one place with the
+generator that reads them.
 """
 
 from __future__ import annotations

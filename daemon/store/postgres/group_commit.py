@@ -21,6 +21,9 @@ id): then it takes a connection of its own, opens its transaction with its write
 the rest there, and commits when the block ends. Reads outside a batch run side by side on the
 pool's connections. Other processes on the database (replicas) are not held by a batch; they
 see it once it commits, never half done.
+
+Just over 400 lines: the trips, the batches and their connections share one state and
+are read together.
 """
 
 from __future__ import annotations

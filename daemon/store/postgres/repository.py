@@ -6,6 +6,8 @@ Each call is one statement (sql.py), so it is atomic alone and costs one round t
 incident and its timeline are read by one statement too, so no write lands between them.
 
 History does not prune itself: call `prune()` periodically (e.g. daily with now - 30 days).
+
+Over 400 lines: one short method per call of the `Store` protocol, in the protocol's order.
 """
 
 from __future__ import annotations
