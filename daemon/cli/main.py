@@ -136,9 +136,14 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(status=None, rule=None, limit=None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     listing = action(actions, "list", "incidents, newest first (the default)")
-    listing.add_argument("--status", choices=["open", "resolved"])
-    listing.add_argument("--rule", help="only this rule's incidents")
-    listing.add_argument("--limit", type=int, help="at most this many (default 100)")
+    # Also before the action: `runbookd incidents --status open` lists, as `list` would.
+    for where in (parser, listing):
+        hidden = argparse.SUPPRESS  # the defaults above, unless given at either place
+        where.add_argument("--status", choices=["open", "resolved"], default=hidden)
+        where.add_argument("--rule", help="only this rule's incidents", default=hidden)
+        where.add_argument(
+            "--limit", type=int, help="at most this many (default 100)", default=hidden
+        )
     action(actions, "show", "one incident with its timeline").add_argument("id", metavar="ID")
     _who(action(actions, "ack", "someone is on it: no more escalation"))
     _who(action(actions, "resolve", "close it; its rule starts afresh"))

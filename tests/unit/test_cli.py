@@ -101,3 +101,22 @@ def test_once_help_states_its_exit_codes_and_pause() -> None:
     for code in OnceExit:
         assert f"\n  {int(code)}  " in ONCE_EXIT_CODES
     assert f"at most {AGAIN_AFTER_MAX:g}s" in ONCE_EXIT_CODES
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["incidents", "--status", "open"], (None, "open", None, None)),
+        (
+            ["incidents", "list", "--status", "resolved", "--limit", "5"],
+            ("list", "resolved", None, 5),
+        ),
+        (["incidents", "--rule", "errors", "list"], ("list", None, "errors", None)),
+        (["incidents"], (None, None, None, None)),
+    ],
+)
+def test_incidents_take_the_list_options_before_or_after_list(
+    argv: list[str], expected: tuple[object, ...]
+) -> None:
+    args = _parser().parse_args(argv)
+    assert (args.action, args.status, args.rule, args.limit) == expected
