@@ -24,7 +24,7 @@ from daemon.api.deploys import deploy_handlers
 from daemon.api.intake import intake_handlers
 from daemon.api.operator import operator_handlers
 from daemon.api.port import DaemonView
-from daemon.api.routes import bind
+from daemon.api.routes import auth_of, bind
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 from daemon.config.settings import ApiSettings
 from daemon.runtime.metrics import Metrics
@@ -51,6 +51,27 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         # keeps the traceback, and the daemon goes on serving.
         log.exception("api request failed", method=request.method, route=route_of(request))
         return json_error(500, "internal error")
+
+
+# What a standby refuses: what would change state or feed the engine, which only the leader
+# runs. Reads of the store (incidents, jobs, deploys) are answered by every replica.
+ACTS = frozenset({"write", "intake", "webhook", "vercel"})
+
+
+def leader_only(daemon: DaemonView) -> Middleware:
+    """Among several replicas, a standby answers 503 to what only the leader may do, after
+    the guard (a caller without a token learns nothing of the replicas)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if daemon.role() == "standby" and auth_of(request.method, route_of(request)) in ACTS:
+            leader = daemon.leader() or "no replica"
+            return json_error(
+                503, f"this replica is a standby and {leader} leads: send this to every replica"
+            )
+        return await handler(request)
+
+    return middleware
 
 
 def count_requests(metrics: Metrics) -> Middleware:
@@ -90,7 +111,12 @@ def build_app(
     replace runbookd.api's connection limits (tests shorten them)."""
     settings = daemon.config.runbookd.api
     guard = Guard.from_settings(settings, monotonic)
-    middlewares = [count_requests(daemon.metrics), errors_as_json, guard.middleware]
+    middlewares = [
+        count_requests(daemon.metrics),
+        errors_as_json,
+        guard.middleware,
+        leader_only(daemon),
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[HTTP_LIMITS] = limits or http_limits(settings)
     health = Health(daemon)
@@ -122,6 +148,8 @@ class Health:
         body = {
             "status": "ready" if ready else "not ready",
             "reason": why,
+            # single: one daemon on its own store; leader or standby among replicas.
+            "role": self.daemon.role(),
             # Readiness does not wait for the first round; its progress, for people and scripts.
             "checks": checks,
             "checks_run": ran,

@@ -153,6 +153,7 @@ ANSWERS: Final[dict[str, Schema]] = {
         {
             "status": {"enum": ["ready", "not ready"]},
             "reason": STRING,
+            "role": {"enum": ["single", "leader", "standby"]},
             # The first round: checks that have run at least once, of all configured.
             "checks": COUNT,
             "checks_run": COUNT,
@@ -233,6 +234,8 @@ ERRORS: Final[dict[int, str]] = {
     413: "Body larger than runbookd.api.max_body",
     415: "Content-Type is not application/json",
     429: "Rate limit exceeded: see Retry-After",
+    503: "This replica is a standby: only the leader of several replicas acts (the reason "
+    "names it)",
 }
 SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
     "read": [{"bearer": ["read"]}],
@@ -292,6 +295,8 @@ def _error_codes(op: Operation) -> set[int]:
         codes.add(404)
     if op.conflict:
         codes.add(409)
+    if op.auth in ("write", "intake", "webhook", "vercel"):  # api/app.py's leader_only
+        codes.add(503)
     return codes
 
 

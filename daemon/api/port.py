@@ -38,6 +38,14 @@ class DaemonView(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
 
+    def role(self) -> str:
+        """ "single", "leader" or "standby" (runtime/leadership.py)."""
+        ...
+
+    def leader(self) -> str | None:
+        """The replica that holds the lease, as last seen; None when unknown or alone."""
+        ...
+
     def health(self) -> tuple[bool, str]:
         """(alive, why not): not alive once a core task died."""
         ...

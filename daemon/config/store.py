@@ -18,8 +18,9 @@ class SqliteStoreSettings(StrictModel):
 
 
 class PostgresStoreSettings(SecretsModel):
-    """A PostgreSQL database. Its schema holds the leader's lease for several replicas, but the
-    daemon does not elect a leader yet: run one daemon per database."""
+    """A PostgreSQL database, which several replicas of runbookd can share: they elect one
+    leader through a lease in it, and only the leader acts (runs rules, plans, the paging
+    outbox and jobs); the others serve the API's reads and take over when the leader is gone."""
 
     # Errors must not show the input: the URL may hold a password.
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -38,6 +39,14 @@ class PostgresStoreSettings(SecretsModel):
         ge=2,
         le=100,
         description="Connections at most: one commits, the others read (the API, restarts).",
+    )
+    lease_ttl: PositiveDuration = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="How long the leader's lease lasts: replicas on this database elect one "
+        "to act, and a standby takes over at most this long after the leader is gone. Renewed "
+        "every third of it.",
     )
     connect_timeout: PositiveDuration = Field(
         default=10.0,

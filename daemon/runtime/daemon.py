@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import gc
 import os
+import secrets
 import signal
+import socket
 import sqlite3
 from collections.abc import Iterator
 from enum import IntEnum
@@ -29,6 +31,7 @@ from daemon.api.servers import start_site
 from daemon.config.document import RunbookConfig
 from daemon.config.loader import config_hash, load_config
 from daemon.config.problems import ConfigError
+from daemon.config.store import PostgresStoreSettings
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.models import Observation
 from daemon.deploys.announce import Announcements
@@ -41,6 +44,7 @@ from daemon.jobs.runner import JobRunner
 from daemon.pipeline.pipeline import Pipeline
 from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
+from daemon.runtime.leadership import Leadership, Role
 from daemon.runtime.metrics import Metrics
 from daemon.runtime.operations import Operations
 from daemon.runtime.scheduler import Scheduler
@@ -68,6 +72,7 @@ class ExitCode(IntEnum):
     STATE_DIR_IN_USE = 2
     START_FAILED = 3  # e.g. the port is taken, the state directory cannot be written
     CORE_TASK_DIED = 4  # a core task ended while the daemon ran (daemon/supervisor.py)
+    LOST_LEASE = 5  # a replica that led lost the lease; it starts again as a standby
 
 
 class StartFailed(Exception):
@@ -147,6 +152,20 @@ class Daemon:
             store, self._state_lock = build_store(config.runbookd)
         self.store: Store = store
         self.recorder = Recorder(self.store, self.clock)
+        # Several replicas on one PostgreSQL database elect the one that acts.
+        self.leadership: Leadership | None = None
+        self.acting = False
+        self.lost_lease = False
+        chosen = config.runbookd.store
+        if isinstance(chosen, PostgresStoreSettings):
+            holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+            self.leadership = Leadership(
+                self.store,
+                self.clock,
+                holder,
+                ttl=chosen.lease_ttl,
+                metrics=self.metrics.leader_metrics(),
+            )
         self.port: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -175,6 +194,8 @@ class Daemon:
             return False, "stopping"
         if not self._started.is_set():
             return False, "starting"
+        if self.role() == "standby":
+            return True, f"standby: {self.leader() or 'no replica'} leads"
         ran, checks = self.first_round()
         return True, (f"first round: {ran}/{checks} checks have run" if ran < checks else "ok")
 
@@ -269,11 +290,36 @@ class Daemon:
         self._session = session = aiohttp.ClientSession(connector=connector)
         self._opened.push_async_callback(session.close)
         self._build(session, plan)
-        with starting("cannot restore incidents"):
-            await self.engine.restore(announce=False)
         host, port = settings.listen_address
-        with starting(f"cannot listen on {host}:{port}"):
-            await self._start_api()
+        if self.leadership is None:  # one daemon alone: it acts from the start
+            with starting("cannot restore incidents"):
+                await self.engine.restore(announce=False)
+            with starting(f"cannot listen on {host}:{port}"):
+                await self._start_api()
+            await self._act(checks)
+        else:  # one of several replicas: it acts once it holds the lease
+            with starting(f"cannot listen on {host}:{port}"):
+                await self._start_api()
+            with starting("cannot claim the lease"):
+                await self._follow_the_lease(checks)
+        self._loaded(self.config)
+        self._started.set()
+        log.info(
+            "started",
+            listen=f"{host}:{self.port}",
+            store=describe(self.store),
+            role=self.role(),
+            checks=len(self.config.checks),
+            rules=len(self.config.rules),
+            remediations=len(self.config.remediations),
+            dry_run=settings.dry_run,
+        )
+
+    async def _act(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
+        """Resume plans, deploys and the outbox, start the checks and the jobs: what the one
+        daemon, or the leader of several replicas, does."""
+        settings = self.config.runbookd
+        self.acting = True
         # Drained before the API closes: approvals and /readyz are answered while plans finish.
         self._opened.push_async_callback(self.pipeline.drain, settings.drain_grace)
         self._opened.push_async_callback(self.deploys.stop)
@@ -285,7 +331,6 @@ class Daemon:
             plans = dict(self.config.rules) | self.engine.incident_plans() | self.deploys.plans()
             await self.pipeline.recover(self.engine.incidents.values(), plans)
             self.supervisor.watch(self.pipeline.start_outbox())
-        self._loaded(self.config)
         self._opened.push_async_callback(self._stop_checking)
         with starting("cannot start the checks"):
             await self.scheduler.set_checks(checks)
@@ -296,16 +341,59 @@ class Daemon:
         with starting("cannot start the jobs"):
             await self.jobs.configure(self.config.jobs)
             await self.jobs.start()
-        self._started.set()
-        log.info(
-            "started",
-            listen=f"{host}:{self.port}",
-            store=describe(self.store),
-            checks=len(self.config.checks),
-            rules=len(self.config.rules),
-            remediations=len(self.config.remediations),
-            dry_run=settings.dry_run,
-        )
+
+    # -- several replicas: one acts, the others wait (runtime/leadership.py) -------------------
+
+    def leader(self) -> str | None:
+        return self.leadership.leader if self.leadership is not None else None
+
+    def role(self) -> str:
+        """ "single" (one daemon on its own store), "leader", or "standby"."""
+        if self.leadership is None:
+            return "single"
+        return "leader" if self.acting else "standby"
+
+    async def _follow_the_lease(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
+        """Claim the lease now and renew it from here on; act once it is ours. A leader that
+        loses it stops the daemon (exit 5): what it had in flight is fenced, and it starts
+        again as a standby with nothing of its old role left in memory."""
+        leadership = self.leadership
+        assert leadership is not None
+        await leadership.renew()
+        renewing = asyncio.create_task(leadership.run(), name="lease")
+        self.supervisor.watch(renewing)
+
+        async def resign() -> None:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+            await leadership.resign()
+
+        self._opened.push_async_callback(resign)
+        await self._take_role(leadership, checks)  # the first answer, before start returns
+        following = asyncio.create_task(self._follow(leadership, checks), name="leadership")
+        self.supervisor.watch(following)
+        self._opened.push_async_callback(_cancel, following)
+
+    async def _follow(
+        self, leadership: Leadership, checks: dict[str, tuple[Check, CheckConfig]]
+    ) -> None:
+        while True:
+            await leadership.changed.wait()
+            await self._take_role(leadership, checks)
+
+    async def _take_role(
+        self, leadership: Leadership, checks: dict[str, tuple[Check, CheckConfig]]
+    ) -> None:
+        leadership.changed.clear()
+        if leadership.role is Role.LEADER and not self.acting:
+            log.info("taking over: this replica leads", epoch=leadership.epoch)
+            await self.engine.restore(announce=False)
+            await self._act(checks)
+        elif leadership.role is Role.STANDBY and self.acting:
+            log.error("lost the lease: stopping, to start again as a standby")
+            self.lost_lease = True
+            self.request_stop()
+            await asyncio.Event().wait()  # until the stop cancels it
 
     def _build(self, session: aiohttp.ClientSession, plan: Plan) -> None:
         self.pipeline = Pipeline(
@@ -315,6 +403,7 @@ class Daemon:
             recorder=self.recorder,
             metrics=self.metrics,
             clock=self.clock,
+            fence=self.leadership,  # None: one daemon alone, always free to act
         )
         self.engine = Engine(
             dict(self.config.rules),
@@ -363,6 +452,7 @@ class Daemon:
             approvals=self.pipeline.approvals,
             locks=self.pipeline.locks,
             dry_run=lambda: self.config.runbookd.dry_run,
+            fence=self.leadership,
             watch=self.supervisor.watch,
         )
 
@@ -511,7 +601,9 @@ class Daemon:
                 await self.stop()
             finally:
                 await self.notifier.close()
-        return ExitCode.OK if self.supervisor.failure is None else ExitCode.CORE_TASK_DIED
+        if self.supervisor.failure is not None:
+            return ExitCode.CORE_TASK_DIED
+        return ExitCode.LOST_LEASE if self.lost_lease else ExitCode.OK
 
     async def reload_announced(self) -> bool:
         """A reload framed for systemd; READY=1 also after a refusal: the old config runs."""
@@ -546,3 +638,8 @@ def release_free_memory() -> None:
     except (ImportError, OSError, AttributeError):
         return
     trim(0)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -41,6 +41,7 @@ from daemon import __version__
 from daemon.core.models import Observation, Status
 from daemon.deploys.metrics import DeployMetrics
 from daemon.jobs.metrics import JobMetrics
+from daemon.runtime.leadership import LeaderMetrics
 
 # Process-wide (prometheus_client reads it at collect time); runbookd exports no `_created`.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -229,6 +230,10 @@ class Metrics:
         self.deploys = DeployMetrics(core)
         self.build = Info("runbookd_build", "Build information.", registry=core)
         self.build.info({"version": __version__})
+
+    def leader_metrics(self) -> LeaderMetrics:
+        """The leadership's gauges, for a daemon among several replicas only."""
+        return LeaderMetrics(self._core)
 
     def check_series(self, check: str, type: str) -> CheckSeries:
         """The series of `check`; the same object again for a check a reload changed."""

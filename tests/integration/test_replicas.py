@@ -1,0 +1,120 @@
+"""Two daemons on one PostgreSQL database: one leads and acts, the other serves reads and
+refuses what only the leader may do, takes over when the leader stops, and a leader that
+loses the lease stops acting and asks to be restarted as a standby."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from daemon.runtime.daemon import Daemon
+from tests.integration.test_alerts import alert, webhook
+from tests.pg import Database, fresh_database
+from tests.utils import run_daemon, wait_for
+
+CONFIG = """
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+  store: {{type: postgres, dsn_file: {dsn_file}, lease_ttl: 1s}}
+rules:
+  errors:
+    when: {{alert: HighErrorRate, labels: {{service: web}}}}
+    do: [hook]
+remediations:
+  hook:
+    type: http
+    url: {url}/hook
+    body: {{incident: "{{{{ incident.id }}}}"}}
+"""
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[Database]:
+    async with fresh_database() as database:
+        yield database
+
+
+def config(directory: Path, database: Database, url: str) -> Path:
+    directory.mkdir()
+    dsn_file = directory / "dsn"
+    dsn_file.write_text(database.dsn + "\n")
+    path = directory / "runbookd.yaml"
+    path.write_text(CONFIG.format(state=directory / "state", dsn_file=dsn_file, url=url))
+    return path
+
+
+async def post(session: aiohttp.ClientSession, daemon: Daemon, body: object) -> tuple[int, object]:
+    async with session.post(f"http://127.0.0.1:{daemon.port}/api/v1/alerts", json=body) as r:
+        return r.status, await r.json()
+
+
+async def readiness(session: aiohttp.ClientSession, daemon: Daemon) -> dict[str, object]:
+    async with session.get(f"http://127.0.0.1:{daemon.port}/readyz") as r:
+        body: dict[str, object] = await r.json()
+        return body
+
+
+async def test_one_replica_acts_the_other_waits_then_takes_over(
+    tmp_path: Path,
+    database: Database,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    state, url = app_state
+    first = config(tmp_path / "a", database, url)
+    second = config(tmp_path / "b", database, url)
+    async with contextlib.AsyncExitStack() as b_stack:
+        a_stack = contextlib.AsyncExitStack()
+        leader = await a_stack.enter_async_context(run_daemon(first))  # claims first: leads
+        standby = await b_stack.enter_async_context(run_daemon(second))
+        try:
+            assert (leader.role(), standby.role()) == ("leader", "standby")
+            assert (await readiness(session, standby))["role"] == "standby"
+            assert (await readiness(session, leader))["role"] == "leader"
+            status, refusal = await post(session, standby, webhook(alert()))
+            assert status == 503
+            assert "standby" in str(refusal)
+            assert await post(session, leader, webhook(alert())) == (
+                200,
+                {"received": 1, "matched": 1},
+            )
+            await wait_for(lambda: bool(state.get("hooks")) and not leader.pipeline.busy)
+            (incident,) = leader.engine.incidents.values()
+            # The standby reads what the leader wrote.
+            async with session.get(
+                f"http://127.0.0.1:{standby.port}/api/v1/incidents/{incident.id}"
+            ) as r:
+                assert r.status == 200
+        finally:
+            await a_stack.aclose()  # the leader stops and releases the lease
+        await wait_for(lambda: standby.role() == "leader", within=10)
+        assert [i.id for i in standby.engine.incidents.values()] == [incident.id]
+        assert await post(session, standby, webhook(alert("resolved"))) == (
+            200,
+            {"received": 1, "matched": 1},
+        )
+        await wait_for(lambda: not standby.engine.incidents)
+    assert len(state["hooks"]) == 1  # type: ignore[arg-type]  # acted once, by one replica
+
+
+async def test_a_leader_that_loses_the_lease_stops_acting_and_asks_to_restart(
+    tmp_path: Path, database: Database, app_state: tuple[dict[str, object], str]
+) -> None:
+    _, url = app_state
+    async with run_daemon(config(tmp_path / "a", database, url)) as leader:
+        assert leader.role() == "leader"
+        assert leader.leadership is not None
+        conn = await asyncpg.connect(database.dsn)
+        try:  # another replica took the lease (its epoch is the next)
+            await conn.execute("UPDATE lease SET holder = 'elsewhere', epoch = epoch + 1")
+        finally:
+            await conn.close()
+        await wait_for(lambda: leader.lost_lease, within=10)
+        assert leader.leadership.acting_epoch() is None  # fenced from now on
+        assert leader.ready() == (False, "stopping")
