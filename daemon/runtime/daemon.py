@@ -388,7 +388,7 @@ class Daemon:
         if leadership.role is Role.LEADER and not self.acting:
             log.info("taking over: this replica leads", epoch=leadership.epoch)
             await self.engine.restore(announce=False)
-            await self._act(checks)
+            await self._act(checks if not self._started.is_set() else build_checks(self.config))
         elif leadership.role is Role.STANDBY and self.acting:
             log.error("lost the lease: stopping, to start again as a standby")
             self.lost_lease = True
@@ -538,8 +538,9 @@ class Daemon:
             log.warning("settings under 'runbookd:' change only on restart")
         self.pipeline.set_plan(plan)
         self.engine.set_rules(dict(config.rules), staleness(config))
-        await self.scheduler.set_checks(checks)
-        await self.jobs.configure(config.jobs)
+        if self.acting:  # a standby runs no checks or jobs: it takes them from the config later
+            await self.scheduler.set_checks(checks)
+            await self.jobs.configure(config.jobs)
         self.deploys.configure(config.deploys, staleness(config))
         self.config = config
         self._loaded(config)
