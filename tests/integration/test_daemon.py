@@ -38,6 +38,7 @@ async def test_api_health_readiness_metrics_and_errors(
             assert await r.json() == {
                 "status": "ready",
                 "reason": "ok",
+                "role": "single",
                 "checks": 1,
                 "checks_run": 1,
             }
@@ -93,6 +94,7 @@ async def test_ready_once_started_and_the_first_round_counted(
             assert await r.json() == {
                 "status": "ready",
                 "reason": "first round: 0/2 checks have run",
+                "role": "single",
                 "checks": 2,
                 "checks_run": 0,
             }
@@ -111,6 +113,7 @@ async def test_ready_once_started_and_the_first_round_counted(
             assert await r.json() == {
                 "status": "ready",
                 "reason": "ok",
+                "role": "single",
                 "checks": 2,
                 "checks_run": 2,
             }
