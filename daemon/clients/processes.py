@@ -184,8 +184,11 @@ async def _communicate(
                 await asyncio.gather(out.drain(proc.stdout), err.drain(proc.stderr))
         return True
     except asyncio.CancelledError:
-        # The daemon is shutting down or gave up on us: leave nothing running behind.
+        # The daemon is shutting down or gave up on us: leave nothing running behind, and
+        # reap the child before going (bounded): one left unreaped outlives the event loop.
         _signal_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(_wait(proc, KILL_WAIT))
         raise
 
 
