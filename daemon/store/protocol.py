@@ -7,6 +7,7 @@ The embedded default is SQLite in the state directory (daemon/store/sqlite/); Po
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -58,17 +59,7 @@ class JobRun:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "job": self.job,
-            "trigger": self.trigger,
-            "scheduled_at": self.scheduled_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "data": self.data,
-        }
+        return dataclasses.asdict(self)
 
 
 class Fenced(Exception):

@@ -19,7 +19,7 @@ CONFIG = """
 runbookd:
   listen: 127.0.0.1:0
   state_dir: {state}
-  store: {{type: postgres, dsn_file: {dsn_file}}}
+  store: {{type: postgres, dsn_file: {dsn_file}{store_extra}}}
 rules:
   errors:
     when: {{alert: HighErrorRate, labels: {{service: web}}}}
@@ -38,11 +38,17 @@ async def database() -> AsyncIterator[Database]:
         yield database
 
 
-def config(tmp_path: Path, database: Database, url: str) -> Path:
-    dsn_file = tmp_path / "dsn"
+def config(directory: Path, database: Database, url: str, store_extra: str = "") -> Path:
+    """A daemon on `database` acting on HighErrorRate alerts through `url`/hook; its config,
+    DSN file and state in `directory`. `store_extra`: more keys of runbookd.store."""
+    directory.mkdir(exist_ok=True)
+    dsn_file = directory / "dsn"
     dsn_file.write_text(database.dsn + "\n")
-    path = tmp_path / "runbookd.yaml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", dsn_file=dsn_file, url=url))
+    path = directory / "runbookd.yaml"
+    text = CONFIG.format(
+        state=directory / "state", dsn_file=dsn_file, url=url, store_extra=store_extra
+    )
+    path.write_text(text)
     return path
 
 

@@ -14,24 +14,9 @@ import pytest
 
 from daemon.runtime.daemon import Daemon
 from tests.integration.test_alerts import alert, webhook
+from tests.integration.test_daemon_postgres import config as daemon_config
 from tests.pg import Database, fresh_database
 from tests.utils import run_daemon, wait_for
-
-CONFIG = """
-runbookd:
-  listen: 127.0.0.1:0
-  state_dir: {state}
-  store: {{type: postgres, dsn_file: {dsn_file}, lease_ttl: 1s}}
-rules:
-  errors:
-    when: {{alert: HighErrorRate, labels: {{service: web}}}}
-    do: [hook]
-remediations:
-  hook:
-    type: http
-    url: {url}/hook
-    body: {{incident: "{{{{ incident.id }}}}"}}
-"""
 
 
 @pytest.fixture
@@ -41,12 +26,8 @@ async def database() -> AsyncIterator[Database]:
 
 
 def config(directory: Path, database: Database, url: str) -> Path:
-    directory.mkdir()
-    dsn_file = directory / "dsn"
-    dsn_file.write_text(database.dsn + "\n")
-    path = directory / "runbookd.yaml"
-    path.write_text(CONFIG.format(state=directory / "state", dsn_file=dsn_file, url=url))
-    return path
+    """tests/integration/test_daemon_postgres.py's daemon, with a lease of one second."""
+    return daemon_config(directory, database, url, store_extra=", lease_ttl: 1s")
 
 
 async def post(session: aiohttp.ClientSession, daemon: Daemon, body: object) -> tuple[int, object]:

@@ -22,7 +22,7 @@ def test_each_operation_is_bound_to_its_handler_and_gets_answer_heads() -> None:
     assert rows == {(op.method.upper(), op.path) for op in routes.OPERATIONS}
     gets = [r for r in bound if isinstance(r, web.RouteDef) and r.method == "GET"]
     assert gets
-    assert all(r.kwargs.get("allow_head", True) for r in gets)
+    assert all(r.kwargs.get("allow_head") is True for r in gets)
 
 
 def test_a_missing_or_unknown_handler_is_refused_by_name() -> None:
