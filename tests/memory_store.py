@@ -23,6 +23,7 @@ from daemon.store.protocol import (
     Deploy,
     DeployEntry,
     Fenced,
+    Forwarded,
     JobRun,
     Lease,
     OutboxItem,
@@ -53,6 +54,10 @@ class MemoryData:
     job_run_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # The lease: (holder, epoch, expires_at); it is never part of a batch's working copy.
     lease: list[tuple[str, int, float]] = field(default_factory=list)
+    # Requests forwarded to the leader: [request, taken, answer as JSON text]; like the lease,
+    # never part of a batch's working copy.
+    forwarded: dict[int, list[Any]] = field(default_factory=dict)
+    forwarded_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def working_copy(self) -> MemoryData:
         """What a batch writes to; the id counters stay shared, so ids are never reused."""
@@ -67,6 +72,8 @@ class MemoryData:
             self.outbox_ids,
             self.job_run_ids,
             self.lease,
+            self.forwarded,
+            self.forwarded_ids,
         )
 
     def commit(self, work: MemoryData) -> None:
@@ -288,8 +295,44 @@ class MemoryStore:
 
     # -- retention ---------------------------------------------------------------------------
 
+    # -- requests forwarded to the leader -------------------------------------------------------
+
+    async def forward(self, operation: str, args: Mapping[str, Any], received_at: float) -> int:
+        item_id = next(self.data.forwarded_ids)
+        request = Forwarded(item_id, operation, json.loads(json.dumps(dict(args))), received_at)
+        self.data.forwarded[item_id] = [request, False, None]
+        return item_id
+
+    async def take_forwarded(self, limit: int = 100) -> list[Forwarded]:
+        waiting = sorted(k for k, row in self.data.forwarded.items() if not row[1])[:limit]
+        for item_id in waiting:
+            self.data.forwarded[item_id][1] = True
+        return [self.data.forwarded[k][0] for k in waiting]
+
+    async def answer_forwarded(self, item_id: int, answer: Mapping[str, Any]) -> None:
+        row = self.data.forwarded.get(item_id)
+        if row is not None and row[1]:
+            row[2] = json.dumps(dict(answer))
+
+    async def collect_answer(self, item_id: int) -> dict[str, Any] | None:
+        row = self.data.forwarded.get(item_id)
+        if row is None or row[2] is None:
+            return None
+        del self.data.forwarded[item_id]
+        return dict(json.loads(row[2]))
+
+    async def withdraw_forwarded(self, item_id: int) -> bool:
+        row = self.data.forwarded.get(item_id)
+        if row is None or row[1]:
+            return False
+        del self.data.forwarded[item_id]
+        return True
+
     async def prune(self, before: float) -> Pruned:
         d = await self._data()
+        for item_id, (request, taken, answer) in list(self.data.forwarded.items()):
+            if request.received_at < before and (answer is not None or not taken):
+                del self.data.forwarded[item_id]
         old = [
             k
             for k, i in d.incidents.items()

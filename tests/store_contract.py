@@ -25,6 +25,7 @@ from daemon.store.protocol import (
     Deploy,
     DeployEntry,
     Fenced,
+    Forwarded,
     JobRun,
     OutboxItem,
     Store,
@@ -630,6 +631,53 @@ class StoreContract:
         restarted = await reopen()
         lease = await restarted.claim_lease("c", 10.0)
         assert (lease.holder, lease.epoch) == ("c", 3)
+
+    # -- requests forwarded from a standby to the leader -------------------------------------
+
+    async def test_a_forwarded_request_is_taken_once_answered_once_and_collected_once(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        args = {"incident": "inc-ü", "by": "ana", "alerts": [{"labels": {"a": "\x00"}}]}
+        first = await store.forward("acknowledge", args, T0)
+        second = await store.forward("intake", {}, T0 + 1)
+        assert await store.collect_answer(first) is None  # nobody answered yet
+        await store.close()
+        store = await reopen()  # left for the leader: it outlives a restart
+        taken = await store.take_forwarded(limit=1)
+        assert taken == [Forwarded(first, "acknowledge", args, T0)]
+        assert [i.id for i in await store.take_forwarded()] == [second]
+        assert await store.take_forwarded() == []  # another replica never gets them again
+        assert not await store.withdraw_forwarded(first)  # taken: too late to withdraw
+        await store.answer_forwarded(first, {"status": 200, "body": {"ok": "✓"}})
+        await store.answer_forwarded(404_404, {"status": 200})  # withdrawn or pruned: nothing
+        assert await store.collect_answer(first) == {"status": 200, "body": {"ok": "✓"}}
+        assert await store.collect_answer(first) is None  # collected: gone
+
+    async def test_a_request_nobody_took_can_be_withdrawn_and_is_never_taken(
+        self, store: Store
+    ) -> None:
+        item = await store.forward("decide", {"approved": True}, T0)
+        assert await store.withdraw_forwarded(item)
+        assert not await store.withdraw_forwarded(item)
+        assert await store.take_forwarded() == []
+        await store.answer_forwarded(item, {"status": 200})  # a late leader: nothing happens
+        assert await store.collect_answer(item) is None
+
+    async def test_prune_takes_forwarded_requests_done_with_not_those_taken_and_unanswered(
+        self, store: Store
+    ) -> None:
+        answered = await store.forward("intake", {}, T0)
+        working = await store.forward("intake", {}, T0)
+        await store.take_forwarded()
+        never_taken = await store.forward("intake", {}, T0)
+        recent = await store.forward("intake", {}, T0 + 100)
+        await store.answer_forwarded(answered, {"status": 200})
+        await store.prune(T0 + 10)
+        assert not await store.withdraw_forwarded(never_taken)  # pruned
+        assert await store.collect_answer(answered) is None  # pruned
+        await store.answer_forwarded(working, {"status": 200})  # still there to answer
+        assert await store.collect_answer(working) == {"status": 200}
+        assert await store.withdraw_forwarded(recent)
 
     # -- deploys ----------------------------------------------------------------------------
 

@@ -76,6 +76,17 @@ class Lease:
     remaining: float
 
 
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """A request a standby received and left in the store for the leader to carry out
+    (daemon/api/acts.py names the operations; daemon/runtime/forwarding.py moves them)."""
+
+    id: int
+    operation: str
+    args: dict[str, Any]
+    received_at: float
+
+
 class StoreUnavailable(RuntimeError):
     """The store's database cannot be used: unreachable, refusing us, or holding a schema
     newer than this runbookd knows. The message says where, never with a password."""
@@ -247,7 +258,8 @@ class Store(Protocol):
     async def prune(self, before: float) -> Pruned:
         """Delete incidents resolved before `before` (with their timelines), ledger entries
         and finished outbox items older than it, deploys that ended before it (with their
-        timelines). Open incidents and deploys still watched are never pruned."""
+        timelines), and forwarded requests received before it that were answered or never
+        taken. Open incidents and deploys still watched are never pruned."""
 
     # -- job runs ----------------------------------------------------------------------------
 
@@ -284,6 +296,25 @@ class Store(Protocol):
         """`Fenced` unless `holder` holds the lease with `epoch` and it has not expired, on
         the store's clock. Inside a batch, a takeover cannot commit between this check and
         the batch's other writes."""
+
+    # -- requests forwarded from a standby to the leader --------------------------------------
+
+    async def forward(self, operation: str, args: Mapping[str, Any], received_at: float) -> int:
+        """Leave a request for the leader; its id."""
+
+    async def take_forwarded(self, limit: int = 100) -> list[Forwarded]:
+        """The requests nobody took yet, oldest first, marked taken: another call (another
+        replica's) never gets them again."""
+
+    async def answer_forwarded(self, item_id: int, answer: Mapping[str, Any]) -> None:
+        """The leader's answer to a request it took (unknown id: nothing happens, the standby
+        withdrew it or it was pruned)."""
+
+    async def collect_answer(self, item_id: int) -> dict[str, Any] | None:
+        """The answer to a request, removing the request with it; None while unanswered."""
+
+    async def withdraw_forwarded(self, item_id: int) -> bool:
+        """Remove a request no leader took yet: True; False if one took it already."""
 
     # -- deploys -----------------------------------------------------------------------------
 

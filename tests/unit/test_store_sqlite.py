@@ -109,9 +109,10 @@ class TestSqliteStore(StoreContract):
 
     async def test_schema_version_and_tables(self, store: SqliteStore, path: Path) -> None:
         with raw(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        assert {"incidents", "timeline", "actions", "kv", "outbox", "job_runs", "deploys"} <= names
+        tables = {"incidents", "timeline", "actions", "kv", "outbox", "job_runs", "deploys"}
+        assert tables | {"forwarded"} <= names
         assert {
             "actions_ts",
             "actions_rule_remediation_ts",

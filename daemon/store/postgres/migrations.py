@@ -163,6 +163,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
     ),
+    # 3 -> 4: requests a standby leaves for the leader.
+    (
+        """
+        CREATE TABLE forwarded (
+            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            operation   text NOT NULL,
+            args        text NOT NULL,
+            received_at double precision NOT NULL,
+            taken       boolean NOT NULL DEFAULT false,
+            answer      text
+        )
+        """,
+        "CREATE INDEX forwarded_waiting ON forwarded (id) WHERE NOT taken",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

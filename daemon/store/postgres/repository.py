@@ -21,7 +21,9 @@ from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from daemon.store import records
 from daemon.store.postgres import sql
 from daemon.store.postgres.connection import Connection, Record, clean
-from daemon.store.postgres.group_commit import GroupCommit, Op
+from daemon.store.postgres.forwarded import PRUNE as PRUNE_FORWARDED
+from daemon.store.postgres.forwarded import ForwardedRequests
+from daemon.store.postgres.group_commit import Op
 from daemon.store.protocol import (
     ActionRecord,
     Deploy,
@@ -74,7 +76,7 @@ def _fetchval(statement: str, *args: Any) -> Op[Any]:
     return op
 
 
-class PostgresStore(GroupCommit):
+class PostgresStore(ForwardedRequests):
     """The `Store` protocol on a PostgreSQL database (its own: not the application's, so that
     runbookd still sees and acts when the application's database is down).
 
@@ -294,11 +296,12 @@ class PostgresStore(GroupCommit):
     async def prune(self, before: float) -> Pruned:
         """Delete history older than `before` (epoch seconds), as SqliteStore.prune does:
         resolved incidents resolved before it, with their timelines, ledger entries begun
-        before it, and finished outbox items created before it (not counted). Open incidents
-        and unfinished outbox items are never pruned."""
+        before it, finished outbox items created before it (not counted) and forwarded requests
+        done with. Open incidents and unfinished outbox items are never pruned."""
 
         async def op(conn: Connection) -> Pruned:
             row = (await conn.fetch(sql.PRUNE, before))[0]
+            await conn.execute(PRUNE_FORWARDED, before)
             return Pruned(incidents=row[0], actions=row[1], job_runs=row[2], deploys=row[3])
 
         pruned: Pruned = await self._write_returning(op)

@@ -183,6 +183,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
     ),
+    # 7 -> 8: requests a standby leaves for the leader (the same table on every backend).
+    (
+        """
+        CREATE TABLE forwarded (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            operation   TEXT NOT NULL,
+            args        TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            taken       INTEGER NOT NULL DEFAULT 0,
+            answer      TEXT
+        )
+        """,
+        "CREATE INDEX forwarded_waiting ON forwarded (id) WHERE NOT taken",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

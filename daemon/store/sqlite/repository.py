@@ -22,6 +22,7 @@ from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from daemon.store.protocol import ActionRecord, OutboxItem, Pruned
 from daemon.store.sqlite import rows
 from daemon.store.sqlite.deploys import Deploys, prune_deploys
+from daemon.store.sqlite.forwarded import ForwardedRequests, prune_forwarded
 from daemon.store.sqlite.job_runs import JobRuns, prune_job_runs
 from daemon.store.sqlite.lease import Leases
 
@@ -42,7 +43,7 @@ _DELETE_VALUE = "DELETE FROM kv WHERE namespace = ? AND key = ?"
 RUNNING = "running"
 
 
-class SqliteStore(JobRuns, Leases, Deploys):
+class SqliteStore(JobRuns, Leases, Deploys, ForwardedRequests):
     """The `Store` protocol on one SQLite file; parent directories are created on `open()`.
 
     Beyond the protocol: unknown incident ids raise KeyError (append, resolve), a duplicate id
@@ -353,7 +354,8 @@ class SqliteStore(JobRuns, Leases, Deploys):
         """Delete history older than `before` (epoch seconds): resolved incidents resolved
         before it, with their timelines, ledger entries begun before it, finished outbox
         items created before it (`Pruned` does not count those), finished job runs that
-        ended before it, except each job's newest, and deploys that ended before it.
+        ended before it, except each job's newest, deploys that ended before it, and forwarded
+        requests received before it that were answered or never taken.
 
         Open incidents and unfinished outbox items are never pruned, however old. Anything at
         or after `before` stays, so cooldowns and `count_actions(since)` with `since >= before`
@@ -372,6 +374,7 @@ class SqliteStore(JobRuns, Leases, Deploys):
             )
             job_runs = prune_job_runs(conn, before)
             deploys = prune_deploys(conn, before)
+            prune_forwarded(conn, before)
             return Pruned(incidents, actions, job_runs, deploys)
 
         return await self._write_returning(op)
