@@ -1,7 +1,8 @@
 """The HTTP interface: health, readiness, Prometheus metrics, and the /api/v1 routes of
 operator.py (incidents, approvals, silences, rules, checks, jobs), intake.py (alerts pushed by
 other systems) and deploys.py (deploys, Vercel's webhooks), all reaching the daemon through
-port.py only.
+port.py only. What only the leader of several replicas can do goes through acts.py, which
+hands it over from a standby.
 
 Every request passes, outermost first: a count by route template and status class, the
 rewriting of every error (and any unexpected exception) as JSON, and auth.py's guard (rate
@@ -24,7 +25,7 @@ from daemon.api.deploys import deploy_handlers
 from daemon.api.intake import intake_handlers
 from daemon.api.operator import operator_handlers
 from daemon.api.port import DaemonView
-from daemon.api.routes import auth_of, bind
+from daemon.api.routes import bind
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 from daemon.config.settings import ApiSettings
 from daemon.runtime.metrics import Metrics
@@ -51,27 +52,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         # keeps the traceback, and the daemon goes on serving.
         log.exception("api request failed", method=request.method, route=route_of(request))
         return json_error(500, "internal error")
-
-
-# What a standby refuses: what would change state or feed the engine, which only the leader
-# runs. Reads of the store (incidents, jobs, deploys) are answered by every replica.
-ACTS = frozenset({"write", "intake", "webhook", "vercel"})
-
-
-def leader_only(daemon: DaemonView) -> Middleware:
-    """Among several replicas, a standby answers 503 to what only the leader may do, after
-    the guard (a caller without a token learns nothing of the replicas)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if daemon.role() == "standby" and auth_of(request.method, route_of(request)) in ACTS:
-            leader = daemon.leader() or "no replica"
-            return json_error(
-                503, f"this replica is a standby and {leader} leads: send this to every replica"
-            )
-        return await handler(request)
-
-    return middleware
 
 
 def count_requests(metrics: Metrics) -> Middleware:
@@ -115,7 +95,6 @@ def build_app(
         count_requests(daemon.metrics),
         errors_as_json,
         guard.middleware,
-        leader_only(daemon),
     ]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[HTTP_LIMITS] = limits or http_limits(settings)

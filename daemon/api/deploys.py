@@ -9,9 +9,12 @@ too late to judge the deploy by. A delivery received before answers 200 and chan
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import structlog
 from aiohttp import web
 
+from daemon.api.acts import VERCEL_CHALLENGE, perform
 from daemon.api.auth import NOBODYS_SECRET, unauthorized
 from daemon.api.bodies import (
     json_error,
@@ -29,12 +32,10 @@ from daemon.api.schemas import DeployBody
 from daemon.core.units import format_duration
 from daemon.deploys.models import DeployEvent, DeployStatus
 from daemon.deploys.vercel import SIGNATURE_HEADER, VercelDelivery, signature_problem
-from daemon.deploys.watcher import NotConfigured
 
 log = structlog.get_logger("runbookd.api")
 
-CHALLENGE = 'Signature realm="runbookd-vercel"'
-NOT_CONFIGURED = "no deploys: section in the config: deploys are not watched"
+CHALLENGE = VERCEL_CHALLENGE
 
 
 def deploy_handlers(daemon: DaemonView) -> dict[str, Handler]:
@@ -50,11 +51,7 @@ def deploy_handlers(daemon: DaemonView) -> dict[str, Handler]:
             commit=body.commit,
             by=body.by,
         )
-        try:
-            deploy, action = await daemon.operations.deploy(event)
-        except NotConfigured:
-            return json_error(409, NOT_CONFIGURED)
-        return json_response({"action": action, "deploy": deploy.to_json()}, status=201)
+        return await perform(daemon, "announceDeploy", {"event": asdict(event)})
 
     async def listing(request: web.Request) -> web.Response:
         status = request.query.get("status")
@@ -95,13 +92,7 @@ def deploy_handlers(daemon: DaemonView) -> dict[str, Handler]:
             )
             log.info("vercel delivery refused", reason=reason, delivery=delivery.id)
             raise unauthorized(reason, CHALLENGE)
-        try:
-            answer = await daemon.operations.vercel_event(delivery)
-        except NotConfigured:  # a reload took it away meanwhile
-            raise unauthorized("bad signature", CHALLENGE) from None
-        except ValueError as exc:
-            return json_error(400, str(exc))
-        return json_response(answer)
+        return await perform(daemon, "vercelEvent", {"delivery": delivery.model_dump(mode="json")})
 
     return {
         "announceDeploy": announce,

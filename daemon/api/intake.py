@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from daemon.api import acts
+from daemon.api.acts import alerts_args, respond
 from daemon.api.auth import (
     BEARER_REFUSED,
     NO_CREDENTIALS,
@@ -28,7 +30,6 @@ from daemon.api.auth import (
 )
 from daemon.api.bodies import (
     json_error,
-    json_response,
     parse_json,
     parse_model,
     read_body,
@@ -39,16 +40,13 @@ from daemon.api.port import DaemonView
 from daemon.api.routes import Handler
 from daemon.config.settings import GrafanaSigning
 from daemon.config.webhooks import WebhookAuth, WebhookConfig
-from daemon.engine.alerts import Alert, AlertCapReached, AlertmanagerWebhook, alerts_from_json
+from daemon.engine.alerts import Alert, AlertmanagerWebhook, alerts_from_json
 
 log = structlog.get_logger("runbookd.api")
 
 REPLAYED = "X-Runbookd-Signature: this signed request was accepted already (a replay?)"
 GRAFANA_REPLAYED = "this signed Grafana request was accepted already (a replay?)"
 GRAFANA_CHALLENGE = 'Signature realm="runbookd-grafana"'
-# When a sender may try again alerts refused at a cap: about when some of those firing may
-# have resolved. Alertmanager retries with its own backoff, and resends at its group_interval.
-CAP_RETRY_AFTER = 60
 # The tolerance of a signed request to a webhook that has no secret (or does not exist).
 DEFAULT_TOLERANCE = WebhookAuth.model_fields["tolerance"].default
 
@@ -113,11 +111,9 @@ def intake_handlers(daemon: DaemonView) -> dict[str, Handler]:
         return response
 
     async def take(alerts: list[Alert]) -> web.Response:
-        try:
-            matched = await daemon.intake(alerts)
-        except AlertCapReached as exc:
-            return over_cap(alerts, exc)
-        return json_response({"received": len(alerts), "matched": matched})
+        if daemon.role() == "standby":  # the leader takes them; alerts_args only then
+            return respond(await daemon.forward("intake", alerts_args(alerts)))
+        return respond(await acts.take(daemon, alerts))
 
     async def webhook(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -162,22 +158,6 @@ def intake_handlers(daemon: DaemonView) -> dict[str, Handler]:
 def validate(raw: bytes) -> AlertmanagerWebhook:
     """The body as Alertmanager's (or Grafana's) webhook, or 400 naming the field."""
     return parse_model(raw, AlertmanagerWebhook)
-
-
-def over_cap(alerts: list[Alert], exc: AlertCapReached) -> web.Response:
-    """429: Alertmanager retries it (not another 4xx), resending the whole group, and what was
-    applied of it changes nothing the second time."""
-    body = {
-        "error": (
-            f"{exc.refused} new firing alerts refused: their rule or runbookd has as many "
-            "alerts firing as its cap (runbookd.alerts); the rest of the request was applied; "
-            "send it again later"
-        ),
-        "received": len(alerts),
-        "matched": sum(1 for rules in exc.routed if rules),
-        "refused": exc.refused,
-    }
-    return json_response(body, status=429, headers={"Retry-After": str(CAP_RETRY_AFTER)})
 
 
 async def authenticated_body(

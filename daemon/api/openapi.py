@@ -19,6 +19,7 @@ from typing import Final
 from aiohttp import web
 
 from daemon import __version__
+from daemon.api.acts import LASTING
 from daemon.api.routes import OPERATIONS, Auth, Operation, Schema
 from daemon.core.models import IncidentStatus, RuleState
 from daemon.deploys.models import KINDS, SOURCES, DeployStatus
@@ -218,6 +219,7 @@ ANSWERS: Final[dict[str, Schema]] = {
     "AlertsRefused": strict(
         {"error": STRING, "received": COUNT, "matched": COUNT, "refused": COUNT}
     ),
+    "Queued": strict({"queued": {"type": "integer"}, "reason": STRING}),
 }
 
 # -- the document ------------------------------------------------------------------------------
@@ -234,8 +236,10 @@ ERRORS: Final[dict[int, str]] = {
     413: "Body larger than runbookd.api.max_body",
     415: "Content-Type is not application/json",
     429: "Rate limit exceeded: see Retry-After",
-    503: "This replica is a standby: only the leader of several replicas acts (the reason "
-    "names it)",
+    503: "This replica is a standby and no leader took the request in time (or the store "
+    "cannot be reached): nothing was done; send it again",
+    504: "This replica is a standby; the leader took the request but did not answer in time: "
+    "it may have taken effect",
 }
 SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
     "read": [{"bearer": ["read"]}],
@@ -295,8 +299,8 @@ def _error_codes(op: Operation) -> set[int]:
         codes.add(404)
     if op.conflict:
         codes.add(409)
-    if op.auth in ("write", "intake", "webhook", "vercel"):  # api/app.py's leader_only
-        codes.add(503)
+    if op.act:  # performed by the leader: a standby hands it over (api/acts.py)
+        codes |= {503, 504}
     return codes
 
 
@@ -318,6 +322,12 @@ def _responses(op: Operation) -> Schema:
             {"oneOf": [ref("Error"), ref("AlertsRefused")]},
             "Rate limit exceeded, or new firing alerts refused at the caps of runbookd.alerts "
             "(the rest of the request was applied; send it again): see Retry-After",
+        )
+    if op.act in LASTING:
+        out["202"] = _json(
+            ref("Queued"),
+            "This replica is a standby and no leader answered in time: the request is kept "
+            "in the store for whichever replica leads next",
         )
     if op.auth == "webhook":
         out["401"] = _json(

@@ -7,17 +7,18 @@ is JSON; every bad request gets a 4xx with a reason naming the field.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from daemon.api import openapi
+from daemon.api.acts import perform
 from daemon.api.bodies import json_error, json_response, read_json
-from daemon.api.port import DaemonView, RunStart
+from daemon.api.port import DaemonView
 from daemon.api.routes import Handler
 from daemon.api.schemas import MAX_AHEAD, MAX_LIMIT, MAX_SILENCE, SilenceBody, Who
 from daemon.core.models import IncidentStatus
-from daemon.pipeline.approvals import Decision
 from daemon.pipeline.silences import Silence, new_silence_id
 
 
@@ -77,49 +78,26 @@ class Operator:
 
     async def acknowledge(self, request: web.Request) -> web.Response:
         """Someone is on it: no more escalation for this incident."""
-        incident_id = request.match_info["id"]
-        who = await read_json(request, Who)
-        incident = self.daemon.operations.open_incident(incident_id)
-        if incident is None:
-            return json_error(404, f"no open incident {incident_id!r}")
-        if not await self.daemon.operations.acknowledge(incident, who.by, who.reason):
-            return json_error(409, f"incident {incident_id!r} is already acknowledged")
-        return json_response({"incident": incident_id, "acknowledged_by": who.by})
+        return await self._about_incident(request, "acknowledge")
 
     async def resolve(self, request: web.Request) -> web.Response:
-        incident_id = request.match_info["id"]
-        who = await read_json(request, Who)
-        if not await self.daemon.operations.resolve(incident_id, who.by, who.reason):
-            return json_error(404, f"no open incident {incident_id!r}")
-        return json_response({"incident": incident_id, "resolved_by": who.by})
+        return await self._about_incident(request, "resolve")
 
     # -- approvals ---------------------------------------------------------------------------
 
     async def approve(self, request: web.Request) -> web.Response:
-        return await self._decide(request, approved=True)
+        return await self._about_incident(request, "decide", approved=True)
 
     async def reject(self, request: web.Request) -> web.Response:
-        return await self._decide(request, approved=False)
+        return await self._about_incident(request, "decide", approved=False)
 
-    async def _decide(self, request: web.Request, *, approved: bool) -> web.Response:
-        incident_id = request.match_info["id"]
+    async def _about_incident(self, request: web.Request, act: str, **extra: Any) -> web.Response:
         who = await read_json(request, Who)
-        decision = Decision(approved, who.by, who.reason)
-        if not self.daemon.operations.decide(incident_id, decision):
-            return json_error(404, f"incident {incident_id!r} has no step waiting for approval")
-        return json_response({"incident": incident_id, "approved": approved, "by": who.by})
+        args = {"incident": request.match_info["id"], "by": who.by, "reason": who.reason}
+        return await perform(self.daemon, act, args | extra)
 
     async def list_approvals(self, request: web.Request) -> web.Response:
-        pending = [
-            {
-                "incident": p.incident_id,
-                "remediation": p.remediation,
-                "asked_at": p.asked_at,
-                "deadline": p.deadline,
-            }
-            for p in self.daemon.operations.pending_approvals()
-        ]
-        return json_response({"approvals": pending})
+        return await perform(self.daemon, "listApprovals", {})
 
     # -- silences ----------------------------------------------------------------------------
 
@@ -130,9 +108,7 @@ class Operator:
         )
         if expired is None:
             return json_error(400, "expired: must be true or false")
-        now = self.daemon.clock.now()
-        silences = self.daemon.operations.silences(now, include_expired=expired)
-        return json_response({"silences": [s.to_json(now) for s in silences]})
+        return await perform(self.daemon, "listSilences", {"expired": expired})
 
     async def create_silence(self, request: web.Request) -> web.Response:
         body = await read_json(request, SilenceBody)
@@ -156,42 +132,26 @@ class Operator:
             check=body.check,
             labels=body.labels,
         )
-        await self.daemon.operations.add_silence(silence)
-        return json_response(silence.to_json(now), status=201)
+        return await perform(self.daemon, "createSilence", {"silence": asdict(silence)})
 
     async def expire_silence(self, request: web.Request) -> web.Response:
-        silence_id = request.match_info["id"]
-        now = self.daemon.clock.now()
-        silence = await self.daemon.operations.expire_silence(silence_id, now)
-        if silence is None:
-            return json_error(404, f"no silence {silence_id!r}")
-        return json_response(silence.to_json(now))
+        return await perform(self.daemon, "expireSilence", {"silence": request.match_info["id"]})
 
     # -- rules and checks --------------------------------------------------------------------
 
     async def list_rules(self, request: web.Request) -> web.Response:
-        return json_response({"rules": await self.daemon.operations.rules()})
+        return await perform(self.daemon, "listRules", {})
 
     async def reset_circuit(self, request: web.Request) -> web.Response:
-        rule = request.match_info["rule"]
-        if not self.daemon.operations.has_rule(rule):
-            return json_error(404, f"no rule {rule!r}")
-        was_open = await self.daemon.operations.reset_circuit(rule)
-        return json_response({"rule": rule, "was_open": was_open})
+        return await perform(self.daemon, "resetCircuit", {"rule": request.match_info["rule"]})
 
     async def run_check(self, request: web.Request) -> web.Response:
-        check = request.match_info["check"]
-        run = self.daemon.operations.run_check(check)
-        if run is RunStart.UNKNOWN:
-            return json_error(404, f"no check {check!r}")
-        if run is RunStart.RUNNING:
-            return json_error(409, f"check {check!r} is running already")
-        return json_response({"check": check, "started": True}, status=202)
+        return await perform(self.daemon, "runCheck", {"check": request.match_info["check"]})
 
     # -- jobs ----------------------------------------------------------------------------------
 
     async def list_jobs(self, request: web.Request) -> web.Response:
-        return json_response({"jobs": await self.daemon.operations.jobs()})
+        return await perform(self.daemon, "listJobs", {})
 
     async def list_job_runs(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -201,13 +161,7 @@ class Operator:
         return json_response({"runs": [run.to_json() for run in runs]})
 
     async def run_job(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        run = self.daemon.operations.run_job(name)
-        if run is RunStart.UNKNOWN:
-            return json_error(404, f"no job {name!r}")
-        if run is RunStart.RUNNING:
-            return json_error(409, f"a run of job {name!r} is going on")
-        return json_response({"job": name, "started": True}, status=202)
+        return await perform(self.daemon, "runJob", {"job": request.match_info["name"]})
 
     # -- the config ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ past it into the engine or the pipeline."""
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,27 @@ from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
 from daemon.runtime.metrics import Metrics
 from daemon.store.protocol import Deploy, JobRun, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an act (api/acts.py) comes to: the status and JSON body of the route's answer,
+    whichever replica performed it."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, status: int, reason: str, headers: dict[str, str] | None = None) -> Answer:
+        return cls(status, {"error": reason}, headers or {})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "body": self.body, "headers": self.headers}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Answer:
+        return cls(int(doc["status"]), dict(doc["body"]), dict(doc.get("headers") or {}))
 
 
 class DaemonView(Protocol):
@@ -60,6 +82,11 @@ class DaemonView(Protocol):
 
     async def intake(self, alerts: list[Alert]) -> int:
         """Feed alerts to the engine; returns how many matched at least one rule."""
+        ...
+
+    async def forward(self, act: str, args: dict[str, Any]) -> Answer:
+        """A standby's: hand the act to the leader through the store; the leader's answer, or
+        why there is none."""
         ...
 
 

@@ -54,6 +54,9 @@ class Operation:
     query: tuple[Param, ...] = ()
     conflict: str = ""  # why the route may answer 409
     tag: str = "operator"
+    # What the leader does for it (api/acts.py), which a standby hands over through the store;
+    # "" for a route every replica answers itself.
+    act: str = ""
 
     @property
     def path_params(self) -> list[str]:
@@ -98,6 +101,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "Acknowledged",
         body=Who,
         conflict="already acknowledged",
+        act="acknowledge",
     ),
     Operation(
         "post",
@@ -108,6 +112,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         200,
         "ResolvedByOperator",
         body=Who,
+        act="resolve",
     ),
     Operation(
         "post",
@@ -118,6 +123,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         200,
         "Decision",
         body=Who,
+        act="decide",
     ),
     Operation(
         "post",
@@ -128,9 +134,17 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         200,
         "Decision",
         body=Who,
+        act="decide",
     ),
     Operation(
-        "get", "/api/v1/approvals", "listApprovals", "Steps waiting", "read", 200, "ApprovalList"
+        "get",
+        "/api/v1/approvals",
+        "listApprovals",
+        "Steps waiting",
+        "read",
+        200,
+        "ApprovalList",
+        act="listApprovals",
     ),
     Operation(
         "get",
@@ -141,6 +155,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         200,
         "SilenceList",
         query=(EXPIRED,),
+        act="listSilences",
     ),
     Operation(
         "post",
@@ -151,6 +166,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         201,
         "Silence",
         body=SilenceBody,
+        act="createSilence",
     ),
     Operation(
         "delete",
@@ -160,8 +176,18 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "write",
         200,
         "Silence",
+        act="expireSilence",
     ),
-    Operation("get", "/api/v1/rules", "listRules", "Every rule's state", "read", 200, "RuleList"),
+    Operation(
+        "get",
+        "/api/v1/rules",
+        "listRules",
+        "Every rule's state",
+        "read",
+        200,
+        "RuleList",
+        act="listRules",
+    ),
     Operation(
         "post",
         "/api/v1/rules/{rule}/reset",
@@ -170,6 +196,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "write",
         200,
         "CircuitReset",
+        act="resetCircuit",
     ),
     Operation(
         "post",
@@ -180,8 +207,18 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         202,
         "CheckStarted",
         conflict="the check is running already",
+        act="runCheck",
     ),
-    Operation("get", "/api/v1/jobs", "listJobs", "Every scheduled job", "read", 200, "JobList"),
+    Operation(
+        "get",
+        "/api/v1/jobs",
+        "listJobs",
+        "Every scheduled job",
+        "read",
+        200,
+        "JobList",
+        act="listJobs",
+    ),
     Operation(
         "get",
         "/api/v1/jobs/{name}/runs",
@@ -201,6 +238,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         202,
         "JobStarted",
         conflict="a run of the job is going on",
+        act="runJob",
     ),
     Operation(
         "post",
@@ -213,6 +251,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         body=DeployBody,
         conflict="the config has no deploys: section",
         tag="deploys",
+        act="announceDeploy",
     ),
     Operation(
         "get",
@@ -245,6 +284,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "VercelEventReceived",
         body="object",
         tag="deploys",
+        act="vercelEvent",
     ),
     Operation(
         "post",
@@ -266,6 +306,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "AlertsReceived",
         body=AlertmanagerWebhook,
         tag="intake",
+        act="intake",
     ),
     Operation(
         "post",
@@ -278,6 +319,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         body="object",
         tag="intake",
         conflict="this signed request was accepted already (a replay)",
+        act="intake",
     ),
 )
 

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
@@ -26,7 +27,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
+from daemon.api.acts import ACTS
 from daemon.api.app import build_app
+from daemon.api.port import Answer
 from daemon.api.servers import start_site
 from daemon.config.document import RunbookConfig
 from daemon.config.loader import config_hash, load_config
@@ -44,6 +47,7 @@ from daemon.jobs.runner import JobRunner
 from daemon.pipeline.pipeline import Pipeline
 from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
+from daemon.runtime.forwarding import ForwardedRequests, Forwarder
 from daemon.runtime.leadership import Leadership, Role
 from daemon.runtime.metrics import Metrics
 from daemon.runtime.operations import Operations
@@ -166,6 +170,7 @@ class Daemon:
                 ttl=chosen.lease_ttl,
                 metrics=self.metrics.leader_metrics(),
             )
+        self.forwarder = Forwarder(self.store, self.clock)
         self.port: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -255,6 +260,9 @@ class Daemon:
             self.metrics.alerts.labels(*labels).inc(count)
         return sum(1 for rules in routed if rules)
 
+    async def forward(self, act: str, args: dict[str, Any]) -> Answer:
+        return await self.forwarder.forward(act, args)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -341,6 +349,18 @@ class Daemon:
         with starting("cannot start the jobs"):
             await self.jobs.configure(self.config.jobs)
             await self.jobs.start()
+        if self.leadership is not None:  # what standbys hand over
+            requests = ForwardedRequests(self.store, self.clock, self.leadership, self._perform)
+            serving = asyncio.create_task(requests.serve(), name="forwarded-requests")
+            self.supervisor.watch(serving)
+            self._opened.push_async_callback(_cancel, serving)
+
+    async def _perform(self, act: str, args: dict[str, Any]) -> Answer:
+        """An act a standby handed over, as if its request had come here."""
+        perform = ACTS.get(act)
+        if perform is None:  # a replica of another version
+            return Answer.error(400, f"this replica does not know the act {act!r}")
+        return await perform(self, args)
 
     # -- several replicas: one acts, the others wait (runtime/leadership.py) -------------------
 

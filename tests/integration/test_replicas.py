@@ -1,6 +1,6 @@
 """Two daemons on one PostgreSQL database: one leads and acts, the other serves reads and
-refuses what only the leader may do, takes over when the leader stops, and a leader that
-loses the lease stops acting and asks to be restarted as a standby."""
+hands what only the leader may do to it through the store, takes over when the leader stops,
+and a leader that loses the lease stops acting and asks to be restarted as a standby."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from daemon.runtime.daemon import Daemon
+from daemon.store.postgres.repository import PostgresStore
 from tests.integration.test_alerts import alert, webhook
 from tests.integration.test_daemon_postgres import config as daemon_config
 from tests.pg import Database, fresh_database
@@ -32,6 +33,14 @@ def config(directory: Path, database: Database, url: str) -> Path:
 
 async def post(session: aiohttp.ClientSession, daemon: Daemon, body: object) -> tuple[int, object]:
     async with session.post(f"http://127.0.0.1:{daemon.port}/api/v1/alerts", json=body) as r:
+        return r.status, await r.json()
+
+
+async def call(
+    session: aiohttp.ClientSession, daemon: Daemon, method: str, path: str, body: object = None
+) -> tuple[int, object]:
+    url = f"http://127.0.0.1:{daemon.port}/api/v1/{path}"
+    async with session.request(method, url, json=body) as r:
         return r.status, await r.json()
 
 
@@ -58,13 +67,13 @@ async def test_one_replica_acts_the_other_waits_then_takes_over(
             assert (leader.role(), standby.role()) == ("leader", "standby")
             assert (await readiness(session, standby))["role"] == "standby"
             assert (await readiness(session, leader))["role"] == "leader"
-            status, refusal = await post(session, standby, webhook(alert()))
-            assert status == 503
-            assert "standby" in str(refusal)
-            assert await post(session, leader, webhook(alert())) == (
-                200,
-                {"received": 1, "matched": 1},
-            )
+            # Alertmanager sends to every replica: the standby hands its copy to the leader
+            # and relays the leader's answer; one incident, one action.
+            for replica in (standby, leader, standby):
+                assert await post(session, replica, webhook(alert())) == (
+                    200,
+                    {"received": 1, "matched": 1},
+                )
             await wait_for(lambda: bool(state.get("hooks")) and not leader.pipeline.busy)
             (incident,) = leader.engine.incidents.values()
             # The standby reads what the leader wrote.
@@ -72,6 +81,27 @@ async def test_one_replica_acts_the_other_waits_then_takes_over(
                 f"http://127.0.0.1:{standby.port}/api/v1/incidents/{incident.id}"
             ) as r:
                 assert r.status == 200
+            # An operator's command sent to the standby takes effect on the leader.
+            ack, path = {"by": "ana", "reason": "on it"}, f"incidents/{incident.id}/acknowledge"
+            answer = await call(session, standby, "post", path, ack)
+            assert answer == (200, {"incident": incident.id, "acknowledged_by": "ana"})
+            assert incident.acknowledged_by == "ana"  # the leader's own incident
+            again = await call(session, standby, "post", path, ack)
+            assert again[0] == 409  # the leader's answer, relayed
+            silence = {"rule": "errors", "duration": "1h", "created_by": "ana", "comment": "x"}
+            status, created = await call(session, standby, "post", "silences", silence)
+            assert status == 201
+            assert isinstance(created, dict)
+            # What only the leader holds in memory, read from either replica alike.
+            assert [s.id for s in leader.pipeline.silences.list(leader.clock.now())] == [
+                created["id"]
+            ]
+            for replica in (standby, leader):
+                status, listed = await call(session, replica, "get", "silences")
+                assert (status, listed) == (200, {"silences": [created | {"active": True}]})
+            assert await call(session, standby, "get", "rules") == await call(
+                session, leader, "get", "rules"
+            )
         finally:
             await a_stack.aclose()  # the leader stops and releases the lease
         await wait_for(lambda: standby.role() == "leader", within=10)
@@ -99,3 +129,43 @@ async def test_a_leader_that_loses_the_lease_stops_acting_and_asks_to_restart(
         await wait_for(lambda: leader.lost_lease, within=10)
         assert leader.leadership.acting_epoch() is None  # fenced from now on
         assert leader.ready() == (False, "stopping")
+
+
+async def test_without_a_leader_commands_are_refused_and_alerts_kept_for_the_next(
+    tmp_path: Path,
+    database: Database,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    """A leader gone silent (paused, cut off) still holds its lease: a standby cannot hand it
+    anything. A command is withdrawn and refused, never done later behind its caller's back;
+    alerts stay in the store and are taken by whichever replica leads next."""
+    state, url = app_state
+    absent = PostgresStore(database.dsn)
+    await absent.open()
+    try:
+        await absent.claim_lease("a leader gone silent", 60.0)
+    finally:
+        await absent.close()
+    async with run_daemon(config(tmp_path, database, url)) as standby:
+        assert standby.role() == "standby"
+        standby.forwarder.wait = 0.3  # the caller's wait for an answer, shortened
+        silence = {"rule": "errors", "duration": "1h", "created_by": "ana", "comment": "x"}
+        status, refused = await call(session, standby, "post", "silences", silence)
+        assert status == 503
+        assert "nothing was done" in str(refused)
+        status, kept = await post(session, standby, webhook(alert()))
+        assert status == 202
+        assert isinstance(kept, dict)
+        assert "kept in the store" in kept["reason"]
+        assert "hooks" not in state
+        conn = await asyncpg.connect(database.dsn)
+        try:  # the silent leader's lease runs out
+            await conn.execute("UPDATE lease SET expires_at = now()")
+        finally:
+            await conn.close()
+        await wait_for(lambda: standby.role() == "leader", within=10)
+        await wait_for(lambda: bool(state.get("hooks")) and not standby.pipeline.busy)
+        assert len(standby.engine.incidents) == 1  # the kept alert, taken by the new leader
+        assert standby.pipeline.silences.list(standby.clock.now()) == []  # never done
+    assert len(state["hooks"]) == 1  # type: ignore[arg-type]
