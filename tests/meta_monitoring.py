@@ -31,10 +31,14 @@ RECEIVER = ROOT / "config" / "alertmanager" / "receiver.example.yml"
 DASHBOARD = ROOT / "config" / "grafana" / "runbookd-dashboard.json"
 
 
-def exported_names() -> dict[str, str]:
-    """Every sample name daemon/runtime/metrics.py can expose -> its family name."""
+def exported_names(*, replicas: bool = True) -> dict[str, str]:
+    """Every sample name daemon/runtime/metrics.py can expose -> its family name; with
+    `replicas`, also those only a replica on PostgreSQL exposes (the lease's)."""
     names: dict[str, str] = {}
-    for family in Metrics(CollectorRegistry()).registry.collect():
+    metrics = Metrics(CollectorRegistry())
+    if replicas:
+        metrics.leader_metrics()
+    for family in metrics.registry.collect():
         suffixes = {
             "counter": ("_total",),
             "histogram": ("_bucket", "_count", "_sum"),
@@ -131,7 +135,7 @@ def app_under_watch(state: dict[str, bool]) -> web.Application:
 async def drive_a_daemon(tmp: Path) -> str:
     """Run a daemon until every metric family has samples; returns its /metrics text."""
     state = {"up": True}
-    families = set(exported_names().values())
+    families = set(exported_names(replicas=False).values())
     async with serve(app_under_watch(state)) as url, aiohttp.ClientSession() as session:
         config = tmp / "runbookd.yaml"
         config.write_text(DAEMON_CONFIG.format(state=tmp / "state", url=url))
@@ -159,7 +163,7 @@ async def drive_a_daemon(tmp: Path) -> str:
 
 def sampled_families(text: str) -> set[str]:
     """The families of daemon/runtime/metrics.py with at least one sample in an exposition."""
-    names = exported_names()
+    names = exported_names(replicas=False)
     return {
         names[sample.name]
         for family in text_string_to_metric_families(text)
