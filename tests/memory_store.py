@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from daemon.store.protocol import (
     ActionRecord,
+    Claimed,
     Deploy,
     DeployEntry,
     Fenced,
@@ -48,6 +49,8 @@ class MemoryData:
     outbox: dict[int, OutboxRow] = field(default_factory=dict)
     job_runs: dict[int, JobRun] = field(default_factory=dict)
     deploys: dict[str, Deploy] = field(default_factory=dict)
+    # (incident id, claim) -> the action that claimed it; gone with its action (prune).
+    claims: dict[tuple[str, str], int] = field(default_factory=dict)
     # Ids are never reused, even after prune (AUTOINCREMENT in SQLite).
     action_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     outbox_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -68,6 +71,7 @@ class MemoryData:
             copy.deepcopy(self.outbox),
             dict(self.job_runs),  # JobRun is frozen; its data is replaced, never changed
             copy.deepcopy(self.deploys),
+            dict(self.claims),
             self.action_ids,
             self.outbox_ids,
             self.job_run_ids,
@@ -81,6 +85,7 @@ class MemoryData:
         self.values, self.outbox = work.values, work.outbox
         self.job_runs = work.job_runs
         self.deploys = work.deploys
+        self.claims = work.claims
 
 
 @dataclass
@@ -183,9 +188,15 @@ class MemoryStore:
 
     # -- action ledger -----------------------------------------------------------------------
 
-    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
+    async def begin_action(
+        self, incident_id: str, rule: str, remediation: str, ts: float, claim: str | None = None
+    ) -> int:
         d = await self._data()
+        if claim is not None and (incident_id, claim) in d.claims:
+            raise Claimed(f"{incident_id}: {claim} was claimed already")
         action_id = next(d.action_ids)
+        if claim is not None:
+            d.claims[(incident_id, claim)] = action_id
         d.actions[action_id] = ActionRecord(action_id, incident_id, rule, remediation, ts, RUNNING)
         return action_id
 
@@ -343,6 +354,7 @@ class MemoryStore:
         actions = [k for k, a in d.actions.items() if a.ts < before]
         for action_id in actions:
             del d.actions[action_id]
+        d.claims = {k: v for k, v in d.claims.items() if v in d.actions}
         for item_id in [
             k for k, r in d.outbox.items() if r.outcome is not None and r.item.created_at < before
         ]:

@@ -22,6 +22,7 @@ import pytest
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
 from daemon.store.protocol import (
     ActionRecord,
+    Claimed,
     Deploy,
     DeployEntry,
     Fenced,
@@ -631,6 +632,32 @@ class StoreContract:
         restarted = await reopen()
         lease = await restarted.claim_lease("c", 10.0)
         assert (lease.holder, lease.epoch) == ("c", 3)
+
+    # -- claims: a plan's step begins once per incident ------------------------------------------
+
+    async def test_a_claimed_step_cannot_begin_again_and_a_rolled_back_claim_is_free(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        first = await store.begin_action("inc-1", "r", "rollback", T0, "do/0")
+        with pytest.raises(Claimed):
+            await store.begin_action("inc-1", "r", "rollback", T0 + 1, "do/0")
+        await store.begin_action("inc-2", "r", "rollback", T0, "do/0")  # another incident
+        await store.begin_action("inc-1", "r", "page", T0, None)  # unclaimed: any number
+        await store.begin_action("inc-1", "r", "page", T0, None)
+
+        async def rolled_back() -> None:
+            async with store.batch():
+                await store.begin_action("inc-1", "r", "scale", T0, "escalate/0")
+                raise RuntimeError("the batch fails")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        await store.close()
+        store = await reopen()
+        with pytest.raises(Claimed):  # it outlives a restart
+            await store.begin_action("inc-1", "r", "rollback", T0 + 2, "do/0")
+        await store.begin_action("inc-1", "r", "scale", T0, "escalate/0")  # was rolled back
+        assert next(a.id for a in await store.running_actions()) == first
 
     # -- requests forwarded from a standby to the leader -------------------------------------
 

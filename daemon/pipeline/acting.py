@@ -18,7 +18,7 @@ from daemon.pipeline.fence import Fence, Unfenced
 from daemon.pipeline.plan import Plan, Run, Stopped
 from daemon.pipeline.progress import PLANS
 from daemon.runtime.metrics import Metrics
-from daemon.store.protocol import Fenced, Store
+from daemon.store.protocol import Claimed, Fenced, Store
 from remediations.base import Remediation, RemediationConfig, RemediationContext
 
 log = structlog.get_logger("runbookd.pipeline")
@@ -153,9 +153,13 @@ class Actor:
         retry: bool = False,
     ) -> RemediationResult:
         """Execute with the ledger written before and after, so a crash mid-run is found. The
-        end, its result and the plan's move past the step are one transaction."""
+        end, its result and the plan's move past the step are one transaction. A plan's step
+        is claimed in the ledger (its stage and index): never run twice. A page is not: the
+        outbox row is its claim, and its dedup key makes a delivery again after a crash one
+        page at the provider."""
+        claim = run.progress.claim if run is not None else None
         with self._acting_on():
-            return await self._act(incident, name, remediation, config, phase, run, retry)
+            return await self._act(incident, name, remediation, config, phase, run, retry, claim)
 
     async def _act(
         self,
@@ -166,6 +170,7 @@ class Actor:
         phase: str,
         run: Run | None,
         retry: bool,
+        claim: str | None,
     ) -> RemediationResult:
         kind = remediation.type
         base = StepFacts(name, kind, phase).data()
@@ -179,7 +184,12 @@ class Actor:
             async with self.recorder.batch():
                 await self.fence.check()  # a takeover cannot commit between this and the claim
                 await self.recorder.record(incident, Step.ACTION, message, **base)
-                action_id = await self.store.begin_action(incident.id, incident.rule, name, started)
+                action_id = await self.store.begin_action(
+                    incident.id, incident.rule, name, started, claim
+                )
+        except Claimed:  # a bug, or a leader the fence let through: loud, and not run again
+            log.error("step claimed already: not run again", incident=incident.id, claim=claim)
+            raise Stopped from None
         except Fenced:
             raise Stopped from None  # nothing was recorded: the new leader takes the step
         if not self.fence.may_act():  # the lease ran out since (a pause): do not send

@@ -49,6 +49,11 @@ class Progress:
             return self.escalate
         return self.notify if self.stage == "notify" else []
 
+    @property
+    def claim(self) -> str:
+        """The step at `index`, as the action ledger claims it: once per incident."""
+        return f"{self.stage}/{self.index}"
+
     def next_step(self) -> None:
         """The step at `index` is over (whatever its outcome): on to the next."""
         self.index += 1

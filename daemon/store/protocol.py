@@ -66,6 +66,11 @@ class Fenced(Exception):
     """This replica's epoch is no longer the lease's: another replica leads now."""
 
 
+class Claimed(Fenced):
+    """The step was claimed already (`begin_action`'s `claim`): by another replica that led,
+    or by an earlier run of this one. Never run twice."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """Who leads, with which fencing epoch, and for how many seconds more, as the store's
@@ -204,8 +209,12 @@ class Store(Protocol):
 
     # -- the action ledger: cooldowns, the budget, run limits, crash recovery -----------------
 
-    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
-        """Write "running" BEFORE executing, so a crash mid-run is found at restart."""
+    async def begin_action(
+        self, incident_id: str, rule: str, remediation: str, ts: float, claim: str | None = None
+    ) -> int:
+        """Write "running" BEFORE executing, so a crash mid-run is found at restart. `claim`
+        names the step and its attempt within the incident: a second begin with the same
+        claim raises `Claimed` and writes nothing."""
 
     async def end_action(self, action_id: int, outcome: str) -> None:
         """Unknown id: KeyError."""

@@ -100,3 +100,20 @@ async def test_a_replica_that_does_not_lead_runs_no_job() -> None:
     assert action.calls == []
     assert await store_a.job_runs("backup") == []
     await runner.stop()
+
+
+async def test_a_step_claimed_already_is_not_run_again_even_past_the_fence() -> None:
+    """Defence in depth: the ledger's claim on (incident, stage/index) is unique, so a step
+    another replica claimed (a fence that let both through) does not run here too."""
+    probe = build_world(MemoryStore(), {"errors": RULE}, clock=ManualClock())
+    await fire(probe)
+    await probe.settle()
+    (incident_id,) = probe.actions["rollback"].calls  # the same episode, the same id
+    data = MemoryData()
+    other = MemoryStore(data)  # the replica that claimed the plan's first step
+    await other.begin_action(incident_id, "errors", "rollback", 0.0, "do/0")
+    w = build_world(MemoryStore(data), {"errors": RULE}, clock=ManualClock())
+    await fire(w)
+    await w.settle()
+    assert w.actions["rollback"].calls == []
+    assert "action" not in [e.kind for e in await w.timeline()]

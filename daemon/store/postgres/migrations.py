@@ -163,8 +163,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
     ),
-    # 3 -> 4: requests a standby leaves for the leader.
+    # 3 -> 4: requests a standby leaves for the leader, and each action's claim: its step and
+    # attempt, at most once per incident.
     (
+        'ALTER TABLE actions ADD COLUMN claim text COLLATE "C"',
+        "CREATE UNIQUE INDEX actions_claim ON actions (incident_id, claim) WHERE claim IS NOT NULL",
         """
         CREATE TABLE forwarded (
             id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -26,6 +26,7 @@ from daemon.store.postgres.forwarded import ForwardedRequests
 from daemon.store.postgres.group_commit import Op
 from daemon.store.protocol import (
     ActionRecord,
+    Claimed,
     Deploy,
     DeployEntry,
     Fenced,
@@ -162,17 +163,14 @@ class PostgresStore(ForwardedRequests):
 
     # -- action ledger -----------------------------------------------------------------------
 
-    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
-        action_id: int = await self._write_returning(
-            _fetchval(
-                "INSERT INTO actions (incident_id, rule, remediation, ts, outcome)"
-                " VALUES ($1, $2, $3, $4, 'running') RETURNING id",
-                incident_id,
-                rule,
-                remediation,
-                ts,
-            )
+    async def begin_action(
+        self, incident_id: str, rule: str, remediation: str, ts: float, claim: str | None = None
+    ) -> int:
+        action_id: int | None = await self._write_returning(
+            _fetchval(sql.BEGIN_ACTION, incident_id, rule, remediation, ts, claim)
         )
+        if action_id is None:
+            raise Claimed(f"{incident_id}: {claim} was claimed already")
         return action_id
 
     async def end_action(self, action_id: int, outcome: str) -> None:

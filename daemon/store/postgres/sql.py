@@ -128,6 +128,13 @@ OUTBOX_PENDING = """
     ORDER BY id
 """
 # Timelines go with their incident through ON DELETE CASCADE. Each job's newest run stays.
+# Nothing is inserted for a claim taken already: no id comes back.
+BEGIN_ACTION = """
+    INSERT INTO actions (incident_id, rule, remediation, ts, outcome, claim)
+    VALUES ($1, $2, $3, $4, 'running', $5)
+    ON CONFLICT (incident_id, claim) WHERE claim IS NOT NULL DO NOTHING
+    RETURNING id
+"""
 PRUNE = """
     WITH incidents_gone AS (
         DELETE FROM incidents WHERE status = 'resolved' AND resolved_at < $1 RETURNING 1

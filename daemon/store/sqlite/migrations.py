@@ -183,8 +183,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
     ),
-    # 7 -> 8: requests a standby leaves for the leader (the same table on every backend).
+    # 7 -> 8: requests a standby leaves for the leader (the same table on every backend), and
+    # each action's claim: its step and attempt, at most once per incident.
     (
+        "ALTER TABLE actions ADD COLUMN claim TEXT",
+        "CREATE UNIQUE INDEX actions_claim ON actions (incident_id, claim) WHERE claim IS NOT NULL",
         """
         CREATE TABLE forwarded (
             id          INTEGER PRIMARY KEY AUTOINCREMENT,

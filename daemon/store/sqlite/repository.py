@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
-from daemon.store.protocol import ActionRecord, OutboxItem, Pruned
+from daemon.store.protocol import ActionRecord, Claimed, OutboxItem, Pruned
 from daemon.store.sqlite import rows
 from daemon.store.sqlite.deploys import Deploys, prune_deploys
 from daemon.store.sqlite.forwarded import ForwardedRequests, prune_forwarded
@@ -184,15 +184,20 @@ class SqliteStore(JobRuns, Leases, Deploys, ForwardedRequests):
 
     # -- action ledger -----------------------------------------------------------------------
 
-    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
+    async def begin_action(
+        self, incident_id: str, rule: str, remediation: str, ts: float, claim: str | None = None
+    ) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO actions (incident_id, rule, remediation, ts, outcome)"
-                " VALUES (?, ?, ?, ?, 'running')",
-                (incident_id, rule, remediation, ts),
-            )
-            assert cur.lastrowid is not None  # set by any successful INSERT
-            return cur.lastrowid
+            found = conn.execute(
+                "INSERT INTO actions (incident_id, rule, remediation, ts, outcome, claim)"
+                " VALUES (?, ?, ?, ?, 'running', ?)"
+                " ON CONFLICT (incident_id, claim) WHERE claim IS NOT NULL DO NOTHING"
+                " RETURNING id",
+                (incident_id, rule, remediation, ts, claim),
+            ).fetchone()
+            if found is None:
+                raise Claimed(f"{incident_id}: {claim} was claimed already")
+            return int(found[0])
 
         return await self._write_returning(op)
 
