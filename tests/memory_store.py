@@ -57,6 +57,8 @@ class MemoryData:
     job_run_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # The lease: (holder, epoch, expires_at); it is never part of a batch's working copy.
     lease: list[tuple[str, int, float]] = field(default_factory=list)
+    # Procedure runs as JSON text, by id.
+    procedure_runs: dict[str, str] = field(default_factory=dict)
     # Requests forwarded to the leader: [request, taken, answer as JSON text]; like the lease,
     # never part of a batch's working copy.
     forwarded: dict[int, list[Any]] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class MemoryData:
             self.outbox_ids,
             self.job_run_ids,
             self.lease,
+            dict(self.procedure_runs),
             self.forwarded,
             self.forwarded_ids,
         )
@@ -86,6 +89,7 @@ class MemoryData:
         self.job_runs = work.job_runs
         self.deploys = work.deploys
         self.claims = work.claims
+        self.procedure_runs = work.procedure_runs
 
 
 @dataclass
@@ -306,6 +310,34 @@ class MemoryStore:
 
     # -- retention ---------------------------------------------------------------------------
 
+    # -- procedure runs ------------------------------------------------------------------------
+
+    async def save_procedure_run(self, run: Mapping[str, Any]) -> None:
+        d = await self._data()
+        d.procedure_runs[run["id"]] = json.dumps(dict(run))
+
+    async def get_procedure_run(self, run_id: str) -> dict[str, Any] | None:
+        text = (await self._data()).procedure_runs.get(run_id)
+        return None if text is None else dict(json.loads(text))
+
+    async def list_procedure_runs(
+        self, *, procedure: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        runs = [json.loads(t) for t in (await self._data()).procedure_runs.values()]
+        runs = [
+            r for r in runs if procedure in (None, r["procedure"]) and status in (None, r["status"])
+        ]
+        runs.sort(key=lambda r: (r["started_at"], r["id"]), reverse=True)
+        return runs[:limit]
+
+    async def unfinished_procedure_runs(self) -> list[dict[str, Any]]:
+        runs = [json.loads(t) for t in (await self._data()).procedure_runs.values()]
+        return sorted(
+            (r for r in runs if r["ended_at"] is None), key=lambda r: (r["started_at"], r["id"])
+        )
+
     # -- requests forwarded to the leader -------------------------------------------------------
 
     async def forward(self, operation: str, args: Mapping[str, Any], received_at: float) -> int:
@@ -341,6 +373,11 @@ class MemoryStore:
 
     async def prune(self, before: float) -> Pruned:
         d = await self._data()
+        d.procedure_runs = {
+            k: t
+            for k, t in d.procedure_runs.items()
+            if (ended := json.loads(t)["ended_at"]) is None or ended >= before
+        }
         for item_id, (request, taken, answer) in list(self.data.forwarded.items()):
             if request.received_at < before and (answer is not None or not taken):
                 del self.data.forwarded[item_id]

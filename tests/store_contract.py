@@ -659,6 +659,36 @@ class StoreContract:
         await store.begin_action("inc-1", "r", "scale", T0, "escalate/0")  # was rolled back
         assert next(a.id for a in await store.running_actions()) == first
 
+    # -- procedure runs ------------------------------------------------------------------------
+
+    async def test_procedure_runs_are_saved_listed_resumed_and_pruned(
+        self, store: Store, reopen: Reopen
+    ) -> None:
+        def run(run_id: str, started: float, **extra: Any) -> dict[str, Any]:
+            doc = {"id": run_id, "procedure": "migrate", "status": "running"}
+            return doc | {"started_at": started, "ended_at": None, "steps": []} | extra
+
+        await store.save_procedure_run(run("run-1", T0, params={"version": "v1.2.3 ✓"}))
+        await store.save_procedure_run(run("run-2", T0 + 1, procedure="rollback"))
+        await store.save_procedure_run(run("run-3", T0 + 2))
+        ended = run("run-1", T0, status="succeeded", ended_at=T0 + 5, params={})
+        await store.save_procedure_run(ended)  # replaced whole
+        await store.close()
+        store = await reopen()
+        assert await store.get_procedure_run("run-1") == ended
+        assert await store.get_procedure_run("nope") is None
+        listed = await store.list_procedure_runs()
+        assert [r["id"] for r in listed] == ["run-3", "run-2", "run-1"]
+        only = await store.list_procedure_runs(procedure="migrate", status="running")
+        assert [r["id"] for r in only] == ["run-3"]
+        assert [r["id"] for r in await store.list_procedure_runs(limit=1)] == ["run-3"]
+        assert [r["id"] for r in await store.unfinished_procedure_runs()] == ["run-2", "run-3"]
+        await store.prune(T0 + 10)
+        assert await store.get_procedure_run("run-1") is None  # ended before: gone
+        assert [r["id"] for r in await store.unfinished_procedure_runs()] == ["run-2", "run-3"]
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_procedure_runs(limit=-1)
+
     # -- requests forwarded from a standby to the leader -------------------------------------
 
     async def test_a_forwarded_request_is_taken_once_answered_once_and_collected_once(

@@ -267,8 +267,9 @@ class Store(Protocol):
     async def prune(self, before: float) -> Pruned:
         """Delete incidents resolved before `before` (with their timelines), ledger entries
         and finished outbox items older than it, deploys that ended before it (with their
-        timelines), and forwarded requests received before it that were answered or never
-        taken. Open incidents and deploys still watched are never pruned."""
+        timelines), procedure runs that ended before it, and forwarded requests received
+        before it that were answered or never taken. Open incidents and deploys still watched
+        are never pruned."""
 
     # -- job runs ----------------------------------------------------------------------------
 
@@ -305,6 +306,22 @@ class Store(Protocol):
         """`Fenced` unless `holder` holds the lease with `epoch` and it has not expired, on
         the store's clock. Inside a batch, a takeover cannot commit between this check and
         the batch's other writes."""
+
+    # -- procedure runs (daemon/procedures/models.py gives the documents their shape) ---------
+
+    async def save_procedure_run(self, run: Mapping[str, Any]) -> None:
+        """Insert or replace the run `run["id"]` (a JSON document with `procedure`, `status`,
+        `started_at` and `ended_at`)."""
+
+    async def get_procedure_run(self, run_id: str) -> dict[str, Any] | None: ...
+
+    async def list_procedure_runs(
+        self, *, procedure: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Newest first (by started_at, then id); limit < 0: ValueError."""
+
+    async def unfinished_procedure_runs(self) -> list[dict[str, Any]]:
+        """Runs without an end, oldest first: what a new leader (or a restart) resumes."""
 
     # -- requests forwarded from a standby to the leader --------------------------------------
 

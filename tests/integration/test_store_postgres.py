@@ -26,7 +26,8 @@ from tests.store_contract import T0, Reopen, StoreContract, make_incident
 EMPTY = (
     "DELETE FROM timeline; DELETE FROM incidents; DELETE FROM actions; DELETE FROM kv;"
     " DELETE FROM outbox; DELETE FROM job_runs; DELETE FROM lease; DELETE FROM deploy_timeline;"
-    " DELETE FROM deploys; DELETE FROM forwarded"
+    " DELETE FROM deploys; DELETE FROM forwarded;"
+    " DELETE FROM procedure_runs"
 )
 
 
@@ -120,6 +121,7 @@ async def test_migrates_an_empty_database(fresh: Database) -> None:
         "deploys",
         "deploy_timeline",
         "forwarded",
+        "procedure_runs",
     }
     # Opened again: nothing to migrate, the data is there.
     again = PostgresStore(fresh.dsn)

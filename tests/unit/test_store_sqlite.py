@@ -112,7 +112,7 @@ class TestSqliteStore(StoreContract):
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         tables = {"incidents", "timeline", "actions", "kv", "outbox", "job_runs", "deploys"}
-        assert tables | {"forwarded"} <= names
+        assert tables | {"forwarded", "procedure_runs"} <= names
         assert {
             "actions_ts",
             "actions_rule_remediation_ts",

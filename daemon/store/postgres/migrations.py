@@ -163,8 +163,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
     ),
-    # 3 -> 4: requests a standby leaves for the leader, and each action's claim: its step and
-    # attempt, at most once per incident.
+    # 3 -> 4: requests a standby leaves for the leader, each action's claim (its step, at most
+    # once per incident), and procedure runs.
     (
         'ALTER TABLE actions ADD COLUMN claim text COLLATE "C"',
         "CREATE UNIQUE INDEX actions_claim ON actions (incident_id, claim) WHERE claim IS NOT NULL",
@@ -179,6 +179,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX forwarded_waiting ON forwarded (id) WHERE NOT taken",
+        """
+        CREATE TABLE procedure_runs (
+            id          text COLLATE "C" PRIMARY KEY,
+            procedure   text NOT NULL,
+            status      text NOT NULL,
+            started_at  double precision NOT NULL,
+            ended_at    double precision,
+            doc         text NOT NULL
+        )
+        """,
+        "CREATE INDEX procedure_runs_started ON procedure_runs (started_at, id)",
+        """
+        CREATE INDEX procedure_runs_unfinished ON procedure_runs (started_at)
+        WHERE ended_at IS NULL
+        """,
     ),
 )
 

@@ -22,8 +22,9 @@ from daemon.store import records
 from daemon.store.postgres import sql
 from daemon.store.postgres.connection import Connection, Record, clean
 from daemon.store.postgres.forwarded import PRUNE as PRUNE_FORWARDED
-from daemon.store.postgres.forwarded import ForwardedRequests
 from daemon.store.postgres.group_commit import Op
+from daemon.store.postgres.procedure_runs import PRUNE as PRUNE_PROCEDURE_RUNS
+from daemon.store.postgres.procedure_runs import ProcedureRuns
 from daemon.store.protocol import (
     ActionRecord,
     Claimed,
@@ -77,7 +78,7 @@ def _fetchval(statement: str, *args: Any) -> Op[Any]:
     return op
 
 
-class PostgresStore(ForwardedRequests):
+class PostgresStore(ProcedureRuns):
     """The `Store` protocol on a PostgreSQL database (its own: not the application's, so that
     runbookd still sees and acts when the application's database is down).
 
@@ -300,6 +301,7 @@ class PostgresStore(ForwardedRequests):
         async def op(conn: Connection) -> Pruned:
             row = (await conn.fetch(sql.PRUNE, before))[0]
             await conn.execute(PRUNE_FORWARDED, before)
+            await conn.execute(PRUNE_PROCEDURE_RUNS, before)
             return Pruned(incidents=row[0], actions=row[1], job_runs=row[2], deploys=row[3])
 
         pruned: Pruned = await self._write_returning(op)

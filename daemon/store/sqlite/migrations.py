@@ -183,8 +183,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX deploy_timeline_deploy ON deploy_timeline (deploy_id, id)",
     ),
-    # 7 -> 8: requests a standby leaves for the leader (the same table on every backend), and
-    # each action's claim: its step and attempt, at most once per incident.
+    # 7 -> 8: requests a standby leaves for the leader (the same table on every backend), each
+    # action's claim (its step, at most once per incident), and procedure runs.
     (
         "ALTER TABLE actions ADD COLUMN claim TEXT",
         "CREATE UNIQUE INDEX actions_claim ON actions (incident_id, claim) WHERE claim IS NOT NULL",
@@ -199,6 +199,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX forwarded_waiting ON forwarded (id) WHERE NOT taken",
+        """
+        CREATE TABLE procedure_runs (
+            id          TEXT PRIMARY KEY,
+            procedure   TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            started_at  REAL NOT NULL,
+            ended_at    REAL,
+            doc         TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX procedure_runs_started ON procedure_runs (started_at, id)",
+        """
+        CREATE INDEX procedure_runs_unfinished ON procedure_runs (started_at)
+        WHERE ended_at IS NULL
+        """,
     ),
 )
 

@@ -25,6 +25,7 @@ from daemon.store.sqlite.deploys import Deploys, prune_deploys
 from daemon.store.sqlite.forwarded import ForwardedRequests, prune_forwarded
 from daemon.store.sqlite.job_runs import JobRuns, prune_job_runs
 from daemon.store.sqlite.lease import Leases
+from daemon.store.sqlite.procedure_runs import ProcedureRuns, prune_procedure_runs
 
 # Inserts nothing for an unknown incident, which the row count then tells.
 _APPEND_ENTRY = """
@@ -43,7 +44,7 @@ _DELETE_VALUE = "DELETE FROM kv WHERE namespace = ? AND key = ?"
 RUNNING = "running"
 
 
-class SqliteStore(JobRuns, Leases, Deploys, ForwardedRequests):
+class SqliteStore(JobRuns, Leases, Deploys, ForwardedRequests, ProcedureRuns):
     """The `Store` protocol on one SQLite file; parent directories are created on `open()`.
 
     Beyond the protocol: unknown incident ids raise KeyError (append, resolve), a duplicate id
@@ -380,6 +381,7 @@ class SqliteStore(JobRuns, Leases, Deploys, ForwardedRequests):
             job_runs = prune_job_runs(conn, before)
             deploys = prune_deploys(conn, before)
             prune_forwarded(conn, before)
+            prune_procedure_runs(conn, before)
             return Pruned(incidents, actions, job_runs, deploys)
 
         return await self._write_returning(op)
