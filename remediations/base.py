@@ -159,10 +159,18 @@ class Hooks:
         return None
 
 
+def run_params(incident: Incident) -> dict[str, str]:
+    """The parameters of the procedure run a remediation acts for (none for an incident)."""
+    params = incident.trigger.get("params")
+    return {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
+
+
 def incident_fields(incident: Incident) -> dict[str, Any]:
-    """The incident facts a template may insert, as plain data (never evaluated)."""
+    """The incident facts a template may insert, as plain data (never evaluated); for a
+    procedure's run, its parameters too (`params.NAME`)."""
     trigger = incident.trigger
-    return {
+    params = {f"{PARAMS}{k}": v for k, v in run_params(incident).items()}
+    return params | {
         "incident.id": incident.id,
         "incident.rule": incident.rule,
         "incident.check": incident.check,
@@ -174,5 +182,8 @@ def incident_fields(incident: Incident) -> dict[str, Any]:
         "incident.threshold": trigger.get("threshold"),
     }
 
+
+# The prefix of a procedure's parameters among a template's fields.
+PARAMS = "params."
 
 REMEDIATIONS: Registry[type[Remediation]] = Registry("remediation")

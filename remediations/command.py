@@ -25,7 +25,13 @@ from daemon.clients.processes import (
 )
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.units import Duration
-from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
+from remediations.base import (
+    REMEDIATIONS,
+    Hooks,
+    RemediationConfig,
+    RemediationContext,
+    run_params,
+)
 
 __all__ = ["ENV_PREFIX", "EX_TEMPFAIL", "OUTPUT_LIMIT", "CommandConfig", "CommandRemediation"]
 
@@ -40,7 +46,8 @@ class CommandConfig(RemediationConfig):
     """Runs a fixed argv, never through a shell, in its own process group, with stdin from
     /dev/null. Nothing from a check or an alert reaches its arguments: the incident comes only
     as environment variables, `RUNBOOKD_INCIDENT_ID` (the incident's id), `RUNBOOKD_RULE` (the
-    rule's name) and `RUNBOOKD_CHECK` (the check's name; empty for a rule on alerts). Of the
+    rule's name) and `RUNBOOKD_CHECK` (the check's name; empty for a rule on alerts), and in a
+    procedure's step its parameters as `RUNBOOKD_PARAM_NAME` (upper case). Of the
     daemon's own environment it inherits only PATH, HOME, USER, LOGNAME, TMPDIR, TZ and the
     locale. Success is an exit code in `ok_exit_codes`; exit 75 (EX_TEMPFAIL) fails as
     recoverable, and a timeout kills the process group. Output is kept on the timeline, up to
@@ -140,6 +147,8 @@ class CommandRemediation(Hooks):
             "RUNBOOKD_INCIDENT_ID": incident.id,
             "RUNBOOKD_RULE": incident.rule,
             "RUNBOOKD_CHECK": incident.check,
+            # A procedure's parameters (validated against its patterns when the run began).
+            **{f"RUNBOOKD_PARAM_{k.upper()}": v for k, v in run_params(incident).items()},
         }
 
     def _result(self, run: ProcessResult, data: dict[str, Any]) -> RemediationResult:

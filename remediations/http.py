@@ -16,6 +16,7 @@ from pydantic import Field, JsonValue, SecretStr, field_validator, model_validat
 
 from daemon.core.models import Incident, RemediationResult
 from remediations.base import (
+    PARAMS,
     REMEDIATIONS,
     Hooks,
     RemediationConfig,
@@ -50,7 +51,7 @@ def check_template(template: JsonValue) -> None:
     if isinstance(template, str):
         for match in _PLACEHOLDER.finditer(template):
             name = match.group(1).strip()
-            if name not in TEMPLATE_FIELDS:
+            if name not in TEMPLATE_FIELDS and not name.startswith(PARAMS):
                 known = ", ".join(sorted(TEMPLATE_FIELDS))
                 raise ValueError(f"unknown placeholder {match.group(0)!r} (known: {known})")
     elif isinstance(template, list):
@@ -78,9 +79,10 @@ def _render_text(text: str, fields: Mapping[str, Any]) -> JsonValue:
     whole = _PLACEHOLDER.fullmatch(text)
     if whole:
         # The raw value: a number stays a number, a missing value becomes null.
-        value: JsonValue = fields[whole.group(1).strip()]
+        # A parameter outside a procedure's run is missing: null.
+        value: JsonValue = fields.get(whole.group(1).strip())
         return value
-    return _PLACEHOLDER.sub(lambda m: _as_text(fields[m.group(1).strip()]), text)
+    return _PLACEHOLDER.sub(lambda m: _as_text(fields.get(m.group(1).strip())), text)
 
 
 def _as_text(value: object) -> str:
@@ -92,8 +94,9 @@ class HttpRemediationConfig(RetryingConfig):
     deploy system's rollback hook. Placeholders in the body's string values,
     `{{ incident.id }}`, `incident.rule`, `incident.check`, `incident.severity`,
     `incident.summary`, `incident.status`, `incident.opened_at`, `incident.value`,
-    `incident.threshold`, are filled in as JSON data, never evaluated: a string that is one
-    placeholder takes its value as is (a number stays a number, a missing value is null).
+    `incident.threshold`, and in a procedure's step `params.NAME`, are filled in as JSON data,
+    never evaluated: a string that is one placeholder takes its value as is (a number stays a
+    number, a missing value is null).
     Success is a status in `expect_status`, by default any 2xx; redirects are not followed
     (and fail). Failed calls are retried as `retry` says."""
 

@@ -25,6 +25,7 @@ from daemon.deploys.watcher import NotConfigured
 from daemon.engine.alerts import Alert, AlertCapReached
 from daemon.pipeline.approvals import Decision
 from daemon.pipeline.silences import Silence
+from daemon.procedures.runner import PreconditionsNotMet, Refused, UnknownProcedure
 
 Act = Callable[[DaemonView, dict[str, Any]], Awaitable[Answer]]
 
@@ -81,7 +82,7 @@ async def resolve(daemon: DaemonView, args: dict[str, Any]) -> Answer:
 async def decide(daemon: DaemonView, args: dict[str, Any]) -> Answer:
     incident_id, approved, by = args["incident"], args["approved"], args["by"]
     if not daemon.operations.decide(incident_id, Decision(approved, by, args["reason"])):
-        return Answer.error(404, f"incident {incident_id!r} has no step waiting for approval")
+        return Answer.error(404, f"{incident_id!r} has no step waiting for approval")
     return Answer(200, {"incident": incident_id, "approved": approved, "by": by})
 
 
@@ -167,6 +168,31 @@ async def run_job(daemon: DaemonView, args: dict[str, Any]) -> Answer:
     if run is RunStart.RUNNING:
         return Answer.error(409, f"a run of job {name!r} is going on")
     return Answer(202, {"job": name, "started": True})
+
+
+# -- procedures ------------------------------------------------------------------------------------
+
+
+@act("startProcedure")
+async def start_procedure(daemon: DaemonView, args: dict[str, Any]) -> Answer:
+    name = args["procedure"]
+    try:
+        run = await daemon.operations.start_procedure(name, args["params"], args["by"])
+    except UnknownProcedure:
+        return Answer.error(404, f"no procedure {name!r}")
+    except PreconditionsNotMet as exc:
+        return Answer.error(409, str(exc))
+    except Refused as exc:
+        return Answer.error(400, str(exc))
+    return Answer(201, run.to_json())
+
+
+@act("cancelProcedure")
+async def cancel_procedure(daemon: DaemonView, args: dict[str, Any]) -> Answer:
+    run_id = args["run"]
+    if not daemon.operations.cancel_procedure(run_id, args["by"], args["reason"]):
+        return Answer.error(404, f"no run {run_id!r} going on")
+    return Answer(202, {"run": run_id, "cancelling": True})
 
 
 # -- deploys -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from daemon.api.deploys import deploy_handlers
 from daemon.api.intake import intake_handlers
 from daemon.api.operator import operator_handlers
 from daemon.api.port import DaemonView
+from daemon.api.procedures import procedure_handlers
 from daemon.api.routes import bind
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 from daemon.config.settings import ApiSettings
@@ -105,6 +106,7 @@ def build_app(
         "metrics": health.metrics,
     }
     handlers |= operator_handlers(daemon) | intake_handlers(daemon) | deploy_handlers(daemon)
+    handlers |= procedure_handlers(daemon)
     app.router.add_routes(bind(handlers))
     return app
 

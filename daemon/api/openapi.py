@@ -23,6 +23,7 @@ from daemon.api.acts import LASTING
 from daemon.api.routes import OPERATIONS, Auth, Operation, Schema
 from daemon.core.models import IncidentStatus, RuleState
 from daemon.deploys.models import KINDS, SOURCES, DeployStatus
+from daemon.procedures.models import RunStatus, StepStatus
 
 REF = "#/components/schemas/{model}"
 
@@ -131,6 +132,27 @@ DEPLOY: Final[Schema] = {
     # The incident that rolled it back, or paged about it.
     "incident": NULLABLE_STRING,
 }
+PROCEDURE_RUN: Final[Schema] = {
+    "id": STRING,
+    "procedure": STRING,
+    "params": {"type": "object", "additionalProperties": STRING},
+    "by": STRING,
+    "started_at": NUMBER,
+    "steps": {
+        "type": "array",
+        "items": strict(
+            {
+                "name": STRING,
+                "status": {"enum": [s.value for s in StepStatus]},
+                "started_at": NULLABLE_NUMBER,
+                "ended_at": NULLABLE_NUMBER,
+                "detail": STRING,
+            }
+        ),
+    },
+    "status": {"enum": [s.value for s in RunStatus]},
+    "ended_at": NULLABLE_NUMBER,
+}
 SILENCE: Final[Schema] = strict(
     {
         "id": STRING,
@@ -220,6 +242,38 @@ ANSWERS: Final[dict[str, Schema]] = {
         {"error": STRING, "received": COUNT, "matched": COUNT, "refused": COUNT}
     ),
     "Queued": strict({"queued": {"type": "integer"}, "reason": STRING}),
+    "Procedure": strict(
+        {
+            "name": STRING,
+            "description": STRING,
+            "params": {
+                "type": "object",
+                "additionalProperties": strict(
+                    {"description": STRING, "default": NULLABLE_STRING, "pattern": NULLABLE_STRING}
+                ),
+            },
+            "preconditions": {"type": "array", "items": STRING},
+            "steps": {
+                "type": "array",
+                "items": strict(
+                    {
+                        "name": STRING,
+                        "kind": {"enum": ["run", "job", "wait_for", "approval"]},
+                        "target": STRING,
+                        "undo": {"type": "array", "items": STRING},
+                    }
+                ),
+            },
+            "on_failure": {"type": "array", "items": STRING},
+        }
+    ),
+    "ProcedureList": listing("procedures", "Procedure"),
+    "ProcedureRun": strict(
+        PROCEDURE_RUN | {"timeline": {"type": "array", "items": TIMELINE_ENTRY}}
+    ),
+    "ProcedureRunSummary": strict(PROCEDURE_RUN),
+    "ProcedureRunList": listing("runs", "ProcedureRunSummary"),
+    "RunCancelling": strict({"run": STRING, "cancelling": {"const": True}}),
 }
 
 # -- the document ------------------------------------------------------------------------------

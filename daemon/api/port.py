@@ -18,6 +18,7 @@ from daemon.deploys.vercel import VercelDelivery
 from daemon.engine.alerts import Alert
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
+from daemon.procedures.models import ProcedureRun
 from daemon.runtime.metrics import Metrics
 from daemon.store.protocol import Deploy, JobRun, Store
 
@@ -149,6 +150,15 @@ class Operations(Protocol):
         """A deploy announced (by CI): the deploy, and what became of the event ("watching",
         "recorded" for another environment, "noted" on another deploy). NotConfigured if the
         config has no `deploys:`."""
+        ...
+
+    async def start_procedure(self, name: str, params: dict[str, str], by: str) -> ProcedureRun:
+        """A run under way (daemon/procedures/runner.py): UnknownProcedure, or Refused (a
+        parameter; PreconditionsNotMet)."""
+        ...
+
+    def cancel_procedure(self, run_id: str, by: str, reason: str) -> bool:
+        """Cancel a run going on; False if there is none with that id."""
         ...
 
     async def vercel_event(self, delivery: VercelDelivery) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from typing import Any, Final, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from daemon.api.schemas import MAX_LIMIT, DeployBody, SilenceBody, Who
+from daemon.api.schemas import MAX_LIMIT, DeployBody, RunBody, SilenceBody, Who
 from daemon.core.models import IncidentStatus
 from daemon.deploys.models import DeployStatus
 from daemon.engine.alerts import AlertmanagerWebhook
+from daemon.procedures.models import RunStatus
 
 Schema = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,6 +72,8 @@ LIMIT = Param(
     "at most this many, newest first",
 )
 EXPIRED = Param("expired", {"type": "boolean", "default": False}, "also silences that ended")
+RUN_STATUS = Param("status", {"enum": [s.value for s in RunStatus]}, "only runs in it")
+PROCEDURE = Param("procedure", {"type": "string"}, "only runs of this procedure")
 DEPLOY_STATUS = Param("status", {"enum": [s.value for s in DeployStatus]}, "only deploys in it")
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
@@ -239,6 +242,86 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "JobStarted",
         conflict="a run of the job is going on",
         act="runJob",
+    ),
+    Operation(
+        "get",
+        "/api/v1/procedures",
+        "listProcedures",
+        "The procedures configured, with their parameters and steps",
+        "read",
+        200,
+        "ProcedureList",
+        tag="procedures",
+    ),
+    Operation(
+        "post",
+        "/api/v1/procedures/{name}/runs",
+        "startProcedure",
+        "Start a run of a procedure: recorded, then its steps run in order on the leader",
+        "write",
+        201,
+        "ProcedureRun",
+        body=RunBody,
+        conflict="a precondition is not met (the reason names the check)",
+        tag="procedures",
+        act="startProcedure",
+    ),
+    Operation(
+        "get",
+        "/api/v1/procedure-runs",
+        "listProcedureRuns",
+        "Procedure runs, newest first, without their timelines",
+        "read",
+        200,
+        "ProcedureRunList",
+        query=(PROCEDURE, RUN_STATUS, LIMIT),
+        tag="procedures",
+    ),
+    Operation(
+        "get",
+        "/api/v1/procedure-runs/{id}",
+        "getProcedureRun",
+        "One procedure run with its steps and timeline",
+        "read",
+        200,
+        "ProcedureRun",
+        tag="procedures",
+    ),
+    Operation(
+        "post",
+        "/api/v1/procedure-runs/{id}/approve",
+        "approveRunStep",
+        "Approve the run's step waiting for an operator",
+        "write",
+        200,
+        "Decision",
+        body=Who,
+        tag="procedures",
+        act="decide",
+    ),
+    Operation(
+        "post",
+        "/api/v1/procedure-runs/{id}/reject",
+        "rejectRunStep",
+        "Reject the run's step waiting for an operator: the run fails and undoes what it did",
+        "write",
+        200,
+        "Decision",
+        body=Who,
+        tag="procedures",
+        act="decide",
+    ),
+    Operation(
+        "post",
+        "/api/v1/procedure-runs/{id}/cancel",
+        "cancelProcedureRun",
+        "Cancel a run: the step going on is cut short and what the run did is undone",
+        "write",
+        202,
+        "RunCancelling",
+        body=Who,
+        tag="procedures",
+        act="cancelProcedure",
     ),
     Operation(
         "post",

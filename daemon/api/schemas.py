@@ -73,3 +73,10 @@ class DeployBody(StrictModel):
     kind: Kind = "standard"
     commit: str | None = Field(None, min_length=1, max_length=200, pattern=_ONE_LINE)
     by: str | None = Field(None, min_length=1, max_length=200, pattern=_ONE_LINE)
+
+
+class RunBody(StrictModel):
+    """A procedure's run, as `runbookd procedure run` asks for it."""
+
+    params: dict[str, str] = Field(default_factory=dict, max_length=32)
+    by: str = Field(min_length=1, max_length=200, pattern=_ONE_LINE)

@@ -22,6 +22,7 @@ from daemon.core.units import StrictModel
 from daemon.deploys.config import DeploysConfig, split_ref
 from daemon.jobs.config import VALUE_NAMES as JOB_VALUES
 from daemon.jobs.config import JobConfig
+from daemon.procedures.config import ProcedureConfig
 from daemon.rules.config import RuleConfig
 from remediations.base import REMEDIATIONS, RemediationConfig, can_announce
 
@@ -68,6 +69,12 @@ class RunbookConfig(StrictModel):
         "recorded, and `JOB.failed` is a value rules can page on.",
     )
 
+    procedures: dict[Name, ProcedureConfig] = Field(
+        default_factory=dict,
+        description="The runbook's procedures (a migration, a rollback, a restore): steps run "
+        "in order on request (`runbookd procedure run NAME`), each gated and recorded, "
+        "undone where a later one fails.",
+    )
     deploys: DeploysConfig | None = Field(
         None,
         description="Deploys watched: each deploy (from CI, Vercel's webhooks or a changed "
@@ -76,7 +83,14 @@ class RunbookConfig(StrictModel):
     )
 
     @field_validator(
-        "runbookd", "checks", "remediations", "rules", "webhooks", "jobs", mode="before"
+        "runbookd",
+        "checks",
+        "remediations",
+        "rules",
+        "webhooks",
+        "jobs",
+        "procedures",
+        mode="before",
     )
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
@@ -181,6 +195,38 @@ def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
             found.append((("jobs", name), message))
     if config.deploys is not None:
         found += _deploy_problems(config, config.deploys)
+    for name, procedure in config.procedures.items():
+        found += _procedure_problems(config, name, procedure)
+    return found
+
+
+def _procedure_problems(
+    config: RunbookConfig, name: str, procedure: ProcedureConfig
+) -> list[tuple[YamlPath, str]]:
+    """What a procedure names that the config does not define."""
+    sections: dict[str, Collection[str]] = {
+        "run": config.remediations,
+        "job": config.jobs,
+        "wait_for": config.checks,
+    }
+    kinds = {"run": "remediation", "job": "job", "wait_for": "check"}
+    found: list[tuple[YamlPath, str]] = []
+
+    def need(where: YamlPath, kind: str, ref: str) -> None:
+        defined = sections[kind]
+        if ref not in defined:
+            found.append((where, f"no {kinds[kind]} named {ref!r} ({_listing(defined)})"))
+
+    base: YamlPath = ("procedures", name)
+    for index, check in enumerate(procedure.preconditions):
+        need((*base, "preconditions", index), "wait_for", check)
+    for index, step in enumerate(procedure.steps):
+        if step.kind != "approval":
+            need((*base, "steps", index, step.kind), step.kind, step.target)
+        for position, action in enumerate(step.undo):
+            need((*base, "steps", index, "undo", position), "run", action)
+    for index, action in enumerate(procedure.on_failure):
+        need((*base, "on_failure", index), "run", action)
     return found
 
 

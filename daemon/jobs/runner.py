@@ -61,7 +61,7 @@ class JobBusy(RuntimeError):
 class Entry:
     config: JobConfig
     schedule: Schedule
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[tuple[str, str]] | None = None
     due: float | None = None  # the next scheduled time; heap entries for others are stale
 
     @property
@@ -185,7 +185,8 @@ class JobRunner:
         runs = await self.store.job_runs(name, limit=50)
         since = await self.store.get_value(SINCE, name)
         anchor = since.get("at") if isinstance(since, dict) else None
-        last = next((r.scheduled_at for r in runs if r.trigger != "manual"), None)
+        scheduled = (r.scheduled_at for r in runs if r.trigger not in ("manual", "procedure"))
+        last = next(scheduled, None)
         after = max((t for t in (anchor, last) if isinstance(t, int | float)), default=None)
         if after is None:
             return False
@@ -246,12 +247,28 @@ class JobRunner:
             raise JobBusy(name)
         self._begin(name, entry, "manual", self.clock.now())
 
-    def _begin(self, name: str, entry: Entry, trigger: str, scheduled_at: float) -> None:
+    async def run_and_wait(self, name: str) -> tuple[str, str]:
+        """A run now for a procedure's step, after the run going on if there is one (a backup
+        before a migration is a fresh one): its outcome and detail. UnknownJob."""
+        entry = self.jobs.get(name)
+        if entry is None:
+            raise UnknownJob(name)
+        if entry.task is not None and not entry.task.done():
+            await asyncio.wait({entry.task})
+        return await self._begin(name, entry, "procedure", self.clock.now())
+
+    def _begin(
+        self, name: str, entry: Entry, trigger: str, scheduled_at: float
+    ) -> asyncio.Task[tuple[str, str]]:
         entry.task = asyncio.create_task(
             self._run(name, entry.config, trigger, scheduled_at), name=f"job-{name}"
         )
+        return entry.task
 
-    async def _run(self, name: str, config: JobConfig, trigger: str, scheduled_at: float) -> None:
+    async def _run(
+        self, name: str, config: JobConfig, trigger: str, scheduled_at: float
+    ) -> tuple[str, str]:
+        """The run, recorded; its outcome and detail."""
         started = self.clock.now()
         try:
             async with self.store.batch():
@@ -259,7 +276,7 @@ class JobRunner:
                 run_id = await self.store.add_job_run(name, trigger, scheduled_at, started)
         except Fenced:
             log.info("job not run: another replica leads", job=name)
-            return
+            return "interrupted", "another replica leads"
         self.metrics.running.labels(name).set(1)
         try:
             outcome, detail, data = await self._execute(name, config, run_id, trigger, scheduled_at)
@@ -270,6 +287,7 @@ class JobRunner:
         finally:
             self.metrics.running.labels(name).set(0)
         await self._finish(run_id, name, outcome, detail, data, started)
+        return outcome, detail
 
     async def _execute(
         self, name: str, config: JobConfig, run_id: int, trigger: str, scheduled_at: float

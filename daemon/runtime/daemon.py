@@ -47,9 +47,11 @@ from daemon.jobs.runner import JobRunner
 from daemon.pipeline.pipeline import Pipeline
 from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
+from daemon.procedures.runner import ProcedureRunner
 from daemon.runtime.forwarding import ForwardedRequests, Forwarder
 from daemon.runtime.leadership import Leadership, Role
 from daemon.runtime.metrics import Metrics
+from daemon.runtime.observed import Observed
 from daemon.runtime.operations import Operations
 from daemon.runtime.scheduler import Scheduler
 from daemon.runtime.sdnotify import Notifier
@@ -171,6 +173,7 @@ class Daemon:
                 metrics=self.metrics.leader_metrics(),
             )
         self.forwarder = Forwarder(self.store, self.clock)
+        self.observed = Observed(lambda: self.scheduler)
         self.port: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -349,6 +352,9 @@ class Daemon:
         with starting("cannot start the jobs"):
             await self.jobs.configure(self.config.jobs)
             await self.jobs.start()
+        self._opened.push_async_callback(self.procedures.stop)
+        with starting("cannot resume procedures"):
+            await self.procedures.resume()
         if self.leadership is not None:  # what standbys hand over
             requests = ForwardedRequests(self.store, self.clock, self.leadership, self._perform)
             serving = asyncio.create_task(requests.serve(), name="forwarded-requests")
@@ -475,9 +481,24 @@ class Daemon:
             fence=self.leadership,
             watch=self.supervisor.watch,
         )
+        self.procedures = ProcedureRunner(
+            store=self.store,
+            clock=self.clock,
+            metrics=self.metrics.procedures,
+            procedures=lambda: self.config.procedures,
+            actions=self._action,
+            jobs=self.jobs,
+            checks=self.observed,
+            ctx_for=lambda name: self.pipeline.actor.ctx_for(name),
+            approvals=self.pipeline.approvals,
+            locks=self.pipeline.locks,
+            dry_run=lambda: self.config.runbookd.dry_run,
+            fence=self.leadership,
+        )
 
     async def _observe(self, obs: Observation) -> None:
         """A check's observation: to the rules, then to the deploy watch."""
+        self.observed.note(obs)
         await self.engine.observe(obs)
         try:
             await self.deploys.observe(obs)

@@ -41,6 +41,7 @@ from daemon import __version__
 from daemon.core.models import Observation, Status
 from daemon.deploys.metrics import DeployMetrics
 from daemon.jobs.metrics import JobMetrics
+from daemon.procedures.metrics import ProcedureMetrics
 from daemon.runtime.leadership import LeaderMetrics
 
 # Process-wide (prometheus_client reads it at collect time); runbookd exports no `_created`.
@@ -228,6 +229,7 @@ class Metrics:
         )
         self.jobs = JobMetrics(core)
         self.deploys = DeployMetrics(core)
+        self.procedures = ProcedureMetrics(core)
         self.build = Info("runbookd_build", "Build information.", registry=core)
         self.build.info({"version": __version__})
 

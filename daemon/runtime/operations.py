@@ -12,6 +12,7 @@ from daemon.deploys.vercel import VercelDelivery
 from daemon.jobs.runner import JobBusy, UnknownJob
 from daemon.pipeline.approvals import Decision, Pending
 from daemon.pipeline.silences import Silence
+from daemon.procedures.models import ProcedureRun
 from daemon.store.protocol import Deploy, JobRun
 
 if TYPE_CHECKING:
@@ -143,3 +144,9 @@ class Operations:
 
     async def vercel_event(self, delivery: VercelDelivery) -> dict[str, Any]:
         return await self._daemon.deploys.vercel(delivery)
+
+    async def start_procedure(self, name: str, params: dict[str, str], by: str) -> ProcedureRun:
+        return await self._daemon.procedures.start(name, params, by)
+
+    def cancel_procedure(self, run_id: str, by: str, reason: str) -> bool:
+        return self._daemon.procedures.cancel(run_id, by, reason)

@@ -44,7 +44,7 @@ class OutboxItem:
 
 @dataclass(frozen=True, slots=True)
 class JobRun:
-    """One run of a scheduled job. `trigger`: "schedule", "catch_up" or "manual".
+    """One run of a scheduled job. `trigger`: "schedule", "catch_up", "manual" or "procedure".
     `started_at` is None for a run that never started (missed, skipped); `outcome` is None
     while the run goes on."""
 

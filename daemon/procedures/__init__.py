@@ -1,0 +1,1 @@
+"""Procedures: the runbook's step lists, run on request (config, runner, records)."""
