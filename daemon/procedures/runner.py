@@ -256,7 +256,9 @@ class ProcedureRunner:
             if seen is not None and seen.ts >= started and seen.status is Status.OK:
                 return Outcome(True, f"{check} is OK")
             if self.clock.now() >= deadline:
-                last = "no run yet" if seen is None else f"{seen.status.value}: {seen.reason}"
+                last = (
+                    "no run yet" if seen is None else f"{seen.status.name.lower()}: {seen.reason}"
+                )
                 return Outcome(False, f"{check} not OK within {deadline - started:g}s ({last})")
             self.checks.run_now(check)
             await self.clock.sleep(min(POLL, max(0.0, deadline - self.clock.now())))
@@ -364,7 +366,7 @@ class ProcedureRunner:
         if seen is None:
             return f"{check} has not run yet"
         if seen.status is not Status.OK:
-            return f"{check} is {seen.status.value}: {seen.reason}"
+            return f"{check} is {_described(seen)}"
         return ""
 
 
@@ -398,6 +400,10 @@ def _values(config: ProcedureConfig, given: Mapping[str, str]) -> dict[str, str]
             raise Refused(f"params.{name}: {value!r} does not match {param.pattern!r}")
         values[name] = value
     return values
+
+
+def _described(seen: Observation) -> str:
+    return f"{seen.status.name.lower()}: {seen.reason}"
 
 
 def _what(step: StepConfig) -> str:
