@@ -1,6 +1,6 @@
 """The `runbookd` command: run, check-config, config reference, once, demo, completion;
-incidents, silence, jobs, deploy and deploys talk to a running daemon over its HTTP API (exit 0
-ok, 1 the API said no, 2 usage or no daemon).
+incidents, silence, jobs, deploy, deploys and procedure talk to a running daemon over its HTTP
+API (exit 0 ok, 1 the API said no, 2 usage or no daemon).
 
 Each command imports what it runs when it runs: `run` has no use for the demo, and talking to
 a daemon has none for the daemon itself. One parser and one short function per command, read
@@ -22,6 +22,7 @@ from typing import Any
 from daemon import __version__
 from daemon.cli import completion as completions
 from daemon.cli import deploys as deploys_cli
+from daemon.cli import procedures as procedures_cli
 from daemon.cli.client import Answer, ApiError, Client, Unreachable, base_url
 from daemon.cli.common import (
     Unexpected,
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=completions.SHELLS)
     deploys_cli.add_parsers(sub)
+    procedures_cli.add_parsers(sub)
     return parser
 
 
@@ -234,6 +236,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         token = api_token(args)
         base_url(args.url)
         body = _silence_body(args) if (args.command, args.action) == ("silence", "add") else None
+        if (args.command, args.action) == ("procedure", "run"):
+            procedures_cli.params(args.param)  # a malformed --param: exit 2, nothing sent
     except ValueError as exc:
         print(f"runbookd: {exc}", file=sys.stderr)
         return 2
@@ -287,6 +291,8 @@ async def _perform(api: Client, args: argparse.Namespace, body: Answer | None) -
             return await api.create_silence(body)
         case command, _ if command in deploys_cli.COMMANDS:
             return await deploys_cli.perform(api, args)
+        case command, _ if command in procedures_cli.COMMANDS:
+            return await procedures_cli.perform(api, args)
         case _:
             return await api.expire_silence(args.id)
 
@@ -314,6 +320,8 @@ def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
             return silence_created(answer, now)
         case command, _ if command in deploys_cli.COMMANDS:
             return deploys_cli.render(args, answer)
+        case command, _ if command in procedures_cli.COMMANDS:
+            return procedures_cli.render(args, answer)
         case _:
             return f"expired {text(answer, 'id')}"
 
@@ -386,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmdrun_on_loop(args.config)
     if args.command == "once":
         return cmd_once(args.config, args.checks)
-    if args.command in ("incidents", "silence", "jobs", *deploys_cli.COMMANDS):
+    talking = ("incidents", "silence", "jobs", *deploys_cli.COMMANDS, *procedures_cli.COMMANDS)
+    if args.command in talking:
         return cmd_api(args)
     if args.command == "completion":
         print(completions.script(_parser(), args.shell), end="")
