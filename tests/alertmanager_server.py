@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ class AlertmanagerServer:
 
 
 def alertmanager_config(
-    webhook_url: str,
+    webhook_url: str | Sequence[str],
     *,
     bearer_token: str | None,
     group_wait: str,
@@ -60,12 +60,19 @@ def alertmanager_config(
     max_alerts: int = 0,
 ) -> dict[str, Any]:
     """Every alert, grouped by name, to one webhook receiver; resolutions are sent too.
+    Several URLs (replicas of one runbookd) make one webhook_config each: Alertmanager sends
+    every notification to each, and retries each on its own.
     `max_alerts` > 0 caps the alerts of one notification (the rest are `truncatedAlerts`)."""
-    webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": True}
-    if max_alerts:
-        webhook["max_alerts"] = max_alerts
-    if bearer_token is not None:
-        webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials": bearer_token}}
+    urls = [webhook_url] if isinstance(webhook_url, str) else list(webhook_url)
+    webhooks: list[dict[str, Any]] = []
+    for url in urls:
+        webhook: dict[str, Any] = {"url": url, "send_resolved": True}
+        if max_alerts:
+            webhook["max_alerts"] = max_alerts
+        if bearer_token is not None:
+            credentials = {"type": "Bearer", "credentials": bearer_token}
+            webhook["http_config"] = {"authorization": credentials}
+        webhooks.append(webhook)
     return {
         "route": {
             "receiver": RECEIVER,
@@ -74,7 +81,7 @@ def alertmanager_config(
             "group_interval": group_interval,
             "repeat_interval": repeat_interval,
         },
-        "receivers": [{"name": RECEIVER, "webhook_configs": [webhook]}],
+        "receivers": [{"name": RECEIVER, "webhook_configs": webhooks}],
     }
 
 
@@ -102,7 +109,7 @@ async def _wait_ready(proc: asyncio.subprocess.Process, server: AlertmanagerServ
 
 @contextlib.asynccontextmanager
 async def alertmanager_server(
-    webhook_url: str,
+    webhook_url: str | Sequence[str],
     *,
     bearer_token: str | None = None,
     group_wait: str = "1s",
@@ -111,7 +118,8 @@ async def alertmanager_server(
     max_alerts: int = 0,
     ready_timeout: float = 20.0,
 ) -> AsyncIterator[AlertmanagerServer]:
-    """Run Alertmanager sending every alert to `webhook_url` (with `bearer_token`, if given);
+    """Run Alertmanager sending every alert to `webhook_url`, or to each of several (with
+    `bearer_token`, if given);
     yields once it answers /-/ready, stops it (by its PID) and removes its directory after."""
     require_alertmanager()
     config = alertmanager_config(

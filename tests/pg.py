@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import asyncpg
 import asyncpg.exceptions as pgerr
 
+from daemon.store.postgres.repository import PostgresStore
 from tests.services import missing
 
 ADMIN_DSN = os.environ.get("RUNBOOKD_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
@@ -95,6 +96,28 @@ def module_database() -> Iterator[str]:
         yield dsn
     finally:
         asyncio.run(drop(name))
+
+
+# Every row of runbookd's PostgreSQL store (for `emptied`), children before parents.
+EMPTY_STORE = (
+    "DELETE FROM timeline; DELETE FROM incidents; DELETE FROM actions; DELETE FROM kv;"
+    " DELETE FROM outbox; DELETE FROM job_runs; DELETE FROM lease; DELETE FROM deploy_timeline;"
+    " DELETE FROM deploys; DELETE FROM forwarded; DELETE FROM procedure_runs"
+)
+
+
+@contextmanager
+def module_store_database() -> Iterator[str]:
+    """`module_database` with runbookd's store schema made in it (what EMPTY_STORE empties)."""
+
+    async def migrated(dsn: str) -> None:
+        store = PostgresStore(dsn)
+        await store.open()
+        await store.close()
+
+    with module_database() as dsn:
+        asyncio.run(migrated(dsn))
+        yield dsn
 
 
 async def emptied(dsn: str, deletes: str) -> None:

@@ -100,7 +100,14 @@ class Actor:
     # -- the plan's progress -----------------------------------------------------------------
 
     async def save(self, run: Run) -> None:
-        await self.store.put_value(PLANS, run.incident.id, run.progress.to_json())
+        """The plan's progress, written only under our epoch: once another replica leads,
+        the plan is its own (a leader paused past its lease must not move it on waking)."""
+        async with self.recorder.batch():
+            try:
+                await self.fence.check()
+            except Fenced:
+                raise Stopped from None  # what the batch holds is rolled back with it
+            await self.store.put_value(PLANS, run.incident.id, run.progress.to_json())
         run.saved = True
 
     async def past(self, run: Run, kind: Step, message: str, **data: Any) -> None:
@@ -203,18 +210,31 @@ class Actor:
         verdict = "succeeded" if result.ok else "failed"
         if run is not None:
             run.progress.next_step()
-        async with self.recorder.batch():
-            await self.store.end_action(action_id, outcome)
-            await self.recorder.record(
-                incident,
-                Step.RESULT,
-                f"{name} {verdict}: {result.detail}",
-                # What the remediation reports comes first, so it cannot mask the step's facts.
-                **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
+        try:
+            async with self.recorder.batch():
+                await self.store.end_action(action_id, outcome)
+                await self.recorder.record(
+                    incident,
+                    Step.RESULT,
+                    f"{name} {verdict}: {result.detail}",
+                    # What the remediation reports comes first, so it cannot mask the step's
+                    # facts.
+                    **{**result.data, **base, "ok": result.ok, "recoverable": result.recoverable},
+                    outcome=outcome,
+                )
+                if run is not None:
+                    await self.save(run)
+        except Stopped:
+            # This replica no longer leads: the leader records the action interrupted (it is
+            # still running in the ledger) and owns the plan. Only this log keeps its end.
+            log.warning(
+                "result not recorded: this replica no longer leads",
+                incident=incident.id,
+                remediation=name,
                 outcome=outcome,
+                detail=result.detail,
             )
-            if run is not None:
-                await self.save(run)
+            raise
         return result
 
     async def undo(

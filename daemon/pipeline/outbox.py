@@ -52,13 +52,30 @@ class Outbox:
         return OutboxItem(item_id, incident_id, remediation, phase, now, now, 0, "")
 
     async def run(self) -> None:
-        """Retry what is due, for as long as the daemon runs."""
+        """Retry what is due, for as long as the daemon runs. A store that cannot be reached
+        (a database restarting) is tried again at the next round: the items wait in it, and
+        a leader that stays cut off steps down by its lease, not by this loop dying."""
+        unreachable = False
         while True:
-            self._finished.clear()
-            for item in await self.store.outbox_due(self.clock.now()):
-                if item.id not in self._in_flight and item.id not in self._finished:
-                    await self.attempt(item, retry=True)
+            try:
+                await self._retry_due()
+            except Exception as exc:  # the store is down or slow
+                if not unreachable:
+                    log.warning(
+                        "outbox: cannot reach the store", error=f"{type(exc).__name__}: {exc}"
+                    )
+                unreachable = True
+            else:
+                if unreachable:
+                    log.info("outbox: the store is reachable again")
+                unreachable = False
             await self.clock.sleep(POLL_SECONDS)
+
+    async def _retry_due(self) -> None:
+        self._finished.clear()
+        for item in await self.store.outbox_due(self.clock.now()):
+            if item.id not in self._in_flight and item.id not in self._finished:
+                await self.attempt(item, retry=True)
 
     async def _unsent_page(self, item: OutboxItem) -> OutboxItem | None:
         """The unfinished page (execute) that a resolution item must wait for, if any."""

@@ -20,34 +20,20 @@ from daemon.core.models import TimelineEntry
 from daemon.store.postgres.migrations import SCHEMA_VERSION
 from daemon.store.postgres.repository import PostgresStore
 from daemon.store.protocol import Fenced, StoreUnavailable
-from tests.pg import Database, emptied, fresh_database, module_database
+from tests.pg import EMPTY_STORE, Database, emptied, fresh_database, module_store_database
 from tests.store_contract import T0, Reopen, StoreContract, make_incident
-
-EMPTY = (
-    "DELETE FROM timeline; DELETE FROM incidents; DELETE FROM actions; DELETE FROM kv;"
-    " DELETE FROM outbox; DELETE FROM job_runs; DELETE FROM lease; DELETE FROM deploy_timeline;"
-    " DELETE FROM deploys; DELETE FROM forwarded;"
-    " DELETE FROM procedure_runs"
-)
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """The module's database, migrated (what `emptied` empties)."""
-
-    async def migrated(dsn: str) -> None:
-        store = PostgresStore(dsn)
-        await store.open()
-        await store.close()
-
-    with module_database() as dsn:
-        asyncio.run(migrated(dsn))
+    with module_store_database() as dsn:
         yield dsn
 
 
 @pytest.fixture
 async def dsn(database: str) -> str:
-    await emptied(database, EMPTY)
+    await emptied(database, EMPTY_STORE)
     return database
 
 

@@ -10,6 +10,7 @@ from daemon.jobs.config import JobConfig
 from daemon.jobs.metrics import JobMetrics
 from daemon.jobs.runner import JobRunner
 from daemon.pipeline.approvals import Approvals
+from daemon.pipeline.progress import PLANS
 from daemon.pipeline.safety import TargetLocks
 from daemon.runtime.leadership import LeaderMetrics, Leadership, Role
 from remediations.base import RemediationContext
@@ -117,3 +118,28 @@ async def test_a_step_claimed_already_is_not_run_again_even_past_the_fence() -> 
     await w.settle()
     assert w.actions["rollback"].calls == []
     assert "action" not in [e.kind for e in await w.timeline()]
+
+
+async def test_a_leader_paused_mid_action_leaves_the_plan_to_the_new_leader() -> None:
+    """Its lease ran out while its action ran: on waking it records neither the action's end
+    nor the plan's move past it. Both are the new leader's, which finds the action running,
+    records it interrupted and escalates; a progress written over that would make a later
+    leader resume the plan at a step the plan had abandoned."""
+    clock, data = ManualClock(), MemoryData()
+    store_a, a = replica("a", data, clock)
+    _, b = replica("b", data, clock)
+    await a.renew()
+    rollback, scale = FakeAction("rollback", hang=True), FakeAction("scale")
+    rule = RULE | {"do": ["rollback", "scale"]}
+    w = build_world(store_a, {"errors": rule}, {"rollback": rollback, "scale": scale}, clock=clock)
+    w.pipeline.actor.fence = a
+    await fire(w)
+    await w.settle_until(lambda: rollback.calls)
+    progress = await store_a.values(PLANS)
+    await clock.advance(10.0)  # a was paused past its lease
+    await b.renew()
+    rollback.release.set()  # the action ends as a wakes
+    await w.settle()
+    assert scale.calls == []
+    assert await store_a.values(PLANS) == progress
+    assert [r.remediation for r in await store_a.running_actions()] == ["rollback"]
