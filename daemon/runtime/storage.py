@@ -25,6 +25,8 @@ def build_store(settings: DaemonSettings) -> tuple[Store, StateDirLock | None]:
             chosen.dsn.get_secret_value(),
             pool_size=chosen.pool_size,
             connect_timeout=chosen.connect_timeout,
+            # A leader idle that long mid-transaction has lost its lease anyway.
+            idle_limit=chosen.lease_ttl,
         )
         return store, None
     state_dir = Path(settings.state_dir)

@@ -252,6 +252,40 @@ async def test_repr_names_where_without_the_password() -> None:
     assert "hunter2" not in store.where
 
 
+async def test_a_leader_cut_off_mid_transaction_does_not_block_the_takeover(dsn: str) -> None:
+    """A leader whose batch checked its epoch, then went silent (a process frozen, a network
+    gone without a close): the server ends its transaction after `idle_limit`, so a standby's
+    claim waits that long at most, not until TCP keepalive notices (hours)."""
+    leader = PostgresStore(dsn, idle_limit=0.5)
+    standby = PostgresStore(dsn)
+    await leader.open()
+    await standby.open()
+    raw = await asyncpg.connect(dsn)
+    frozen = asyncio.Event()
+    try:
+        await leader.claim_lease("a", 30.0)
+
+        async def silent_leader() -> None:
+            async with leader.batch():
+                await leader.check_epoch("a", 1)  # holds the lease's row...
+                await frozen.wait()  # ...and says nothing more
+
+        held = asyncio.create_task(silent_leader())
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):  # without the limit: blocked for good
+            await raw.execute("UPDATE lease SET expires_at = clock_timestamp()")  # it expired
+            lease = await standby.claim_lease("b", 30.0)
+        assert (lease.holder, lease.epoch) == ("b", 2)
+        frozen.set()
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the server ended it: any error
+            await held
+    finally:
+        frozen.set()
+        await raw.close()
+        await leader.close()
+        await standby.close()
+
+
 async def test_no_takeover_commits_while_a_fenced_claim_is_open(dsn: str) -> None:
     """The leader's batch that checked its epoch holds the lease row until it commits: a
     standby's takeover waits, so it cannot land between the check and the claim."""

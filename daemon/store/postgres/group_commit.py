@@ -91,11 +91,27 @@ class GroupCommit:
     begun, they are committed (or fail) with the others, as a cancelled COMMIT would be.
     """
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        idle_limit: float = 30.0,
+    ) -> None:
         self._dsn = dsn  # a secret: never logged, never in a message
         self.where = dsn_location(dsn)
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        # How long a transaction of ours may sit idle before the server ends it: a replica
+        # cut off mid-transaction (its network gone, not closed) would otherwise hold the
+        # lease's row for as long as TCP keepalive takes, hours, and no standby could take
+        # over. Set per transaction (SET LOCAL, in BEGIN's round trip), so it holds behind a
+        # transaction-pooling proxy, which drops session settings.
+        self._begin_statement = (
+            "BEGIN; SET LOCAL idle_in_transaction_session_timeout = "
+            f"'{max(1, round(idle_limit * 1000)):d}ms'"
+        )
         self._pool: Pool | None = None
         # Held by a batch for its whole block, and taken by any other call to start: other
         # tasks wait until the block ends.
@@ -203,7 +219,7 @@ class GroupCommit:
             held = AsyncExitStack()
             conn = await held.enter_async_context(pool.acquire())
             try:
-                await conn.execute("BEGIN")
+                await conn.execute(self._begin_statement)
             except BaseException as exc:
                 gone = drop_if_lost(exc, conn)
                 await held.aclose()
@@ -221,7 +237,7 @@ class GroupCommit:
         async with held:
             try:
                 while todo := await self._attempt(conn, units, todo, outcomes):
-                    await conn.execute("BEGIN")
+                    await conn.execute(self._begin_statement)
             except BaseException as exc:
                 drop_if_lost(exc, conn)
                 raise
