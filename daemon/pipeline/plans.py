@@ -24,6 +24,7 @@ from daemon.pipeline.progress import PLANS, Progress
 from daemon.pipeline.safety import CircuitBreaker, TargetLocks
 from daemon.pipeline.stages import Attempt, Gate, Stage, stop_resolved
 from daemon.rules.config import RuleConfig
+from daemon.store.protocol import Fenced
 
 log = structlog.get_logger("runbookd.pipeline")
 
@@ -148,6 +149,10 @@ class PlanRunner:
         if not (counted or run.saved):
             return  # a plan with no steps: nothing to write
         async with self.actor.recorder.batch():
+            try:
+                await self.actor.fence.check()  # the plan is the leader's to end
+            except Fenced:
+                raise Stopped from None
             if progress.helped is not None and progress.acted:
                 await self._count_for_breaker(run, progress.helped)
             await self.actor.store.put_value(PLANS, run.incident.id, None)
