@@ -31,6 +31,7 @@ Format = Literal["plain", "custom"]
 SUFFIXES: dict[str, str] = {"plain": ".sql.gz", "custom": ".dump"}
 MANIFEST_VERSION = 1
 MAX_MANIFEST = 1 << 20  # bytes: a manifest is a few hundred
+BACKUP_NAME = re.compile(r"backup-\d{8}-\d{6}(\.sql\.gz|\.dump)")
 
 
 class Failed(Exception):
@@ -62,6 +63,11 @@ class BackupStoreConfig(RemediationConfig, S3Location):
 def backup_key(prefix: str, when: float, fmt: str) -> str:
     stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%d-%H%M%S")
     return f"{prefix}backup-{stamp}{SUFFIXES[fmt]}"
+
+
+def is_backup_name(key: str, prefix: str) -> bool:
+    """Named like a backup, here or in a folder under the prefix."""
+    return BACKUP_NAME.fullmatch(key.removeprefix(prefix).rpartition("/")[2]) is not None
 
 
 def manifest_key(key: str) -> str:

@@ -14,16 +14,22 @@ transaction stays open until pg_dump is done, as the export requires.
 
 A run that does not finish (pg_dump failing, an upload error, the timeout, a cancellation)
 aborts the multipart upload: no partial object ever appears. The manifest is written only
-after the backup object is complete. The DSN's password reaches pg_dump through PGPASSWORD in
-its environment, never its command line.
+after the backup object is complete. A process killed outright cannot abort, and S3 keeps
+(and bills) the parts it stored: each run first aborts the uploads of backups under the
+prefix begun longer than `timeout` ago (plus a margin for clocks), which no run can still be
+writing, so another replica's run in progress is never touched. The DSN's password reaches
+pg_dump through PGPASSWORD in its environment, never its command line.
 """
 
 from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
+import structlog
 from pydantic import AfterValidator, ByteSize, Field, SecretStr, field_validator, model_validator
 
 from daemon.clients.postgres import checked_postgres_dsn, dsn_passwords, libpq_target
@@ -33,6 +39,7 @@ from daemon.clients.s3_upload import MIN_PART_SIZE, MultipartUpload, TooManyPart
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.units import PositiveDuration, format_duration
 from remediations.backups import (
+    BACKUP_NAME,
     BackupStoreConfig,
     Failed,
     Format,
@@ -49,6 +56,11 @@ from remediations.postgres_maintenance import TableName, describe_target
 
 MAX_PART_SIZE = 5 * 1024**3  # S3's maximum part size
 READ_CHUNK = 1 << 20  # bytes read from pg_dump's stdout at a time
+# An upload is left behind once begun longer than `timeout` ago; this much more, because
+# S3 stamps it with its own clock, not ours.
+CLOCK_MARGIN = 300.0
+
+log = structlog.get_logger("runbookd.remediations.pg_backup")
 
 
 def _part_size(value: ByteSize) -> ByteSize:
@@ -65,8 +77,10 @@ class PgBackupConfig(BackupStoreConfig):
     or on disk), encrypted at rest, as `PREFIXbackup-YYYYmmdd-HHMMSS.sql.gz` (or `.dump`), with
     a manifest beside it (`KEY.manifest.json`: sha256, size, row counts taken in the dump's
     snapshot) written only once the backup is complete. A failed, timed-out or interrupted run
-    aborts its upload: no partial object ever looks like the newest backup. Give the bucket
-    the lifecycle rule `AbortIncompleteMultipartUpload` for a process killed outright."""
+    aborts its upload: no partial object ever looks like the newest backup. A process killed
+    outright cannot abort: the next run aborts the uploads of backups under the prefix begun
+    more than `timeout` (and 5 minutes) before it; the bucket's lifecycle rule
+    `AbortIncompleteMultipartUpload` does it where listing uploads is not allowed."""
 
     example: ClassVar[str] = """
         remediations:
@@ -116,7 +130,11 @@ class PgBackupConfig(BackupStoreConfig):
         description='Tables whose rows are counted in the dump\'s snapshot, e.g. ["User", '
         '"Task"]: the manifest keeps them, and `restore_drill` checks them.',
     )
-    timeout: PositiveDuration = Field(7200.0, description="How long a backup may take.")
+    timeout: PositiveDuration = Field(
+        7200.0,
+        description="How long a backup may take. An upload of a backup under the prefix begun "
+        "longer ago (and 5 minutes) is left behind by a killed process: a run aborts it.",
+    )
 
     _postgres_url = field_validator("dsn")(checked_postgres_dsn)
 
@@ -174,6 +192,7 @@ class PgBackupRemediation(Hooks):
         try:
             async with s3_client(config, config.request_timeout) as client:
                 await self._check_versioning(client, warnings)
+                await self._abort_left_behind(client, ctx.clock.now(), data)
                 async with open_snapshot(
                     config.dsn.get_secret_value(), config.count_tables
                 ) as snapshot:
@@ -222,6 +241,40 @@ class PgBackupRemediation(Hooks):
         if config.versioning == "require":
             raise Failed(f"{reason} (versioning: require)", False)
         warnings.append(f"{reason}: one overwrite or delete loses a backup")
+
+    async def _abort_left_behind(self, client: Any, now: float, data: dict[str, Any]) -> None:
+        """Abort the uploads a killed run left behind (see `left_behind`), from one listing
+        page (the rest next run). Best effort: a store that refuses is a warning, not a
+        failed backup."""
+        config = self.config
+        warnings: list[str] = data["warnings"]
+        try:
+            page = await client.list_multipart_uploads(Bucket=config.bucket, Prefix=config.prefix)
+        except s3_errors() as exc:
+            reason = describe_s3_failure(exc, config.request_timeout)
+            warnings.append(f"cannot list unfinished uploads ({reason}): none aborted")
+            return
+        aborted: list[str] = []
+        for key, upload_id in left_behind(
+            page.get("Uploads", ()), config.prefix, now - config.timeout - CLOCK_MARGIN
+        ):
+            try:
+                await client.abort_multipart_upload(
+                    Bucket=config.bucket, Key=key, UploadId=upload_id
+                )
+            except s3_errors() as exc:
+                reason = describe_s3_failure(exc, config.request_timeout)
+                warnings.append(f"cannot abort the unfinished upload of {key} ({reason})")
+                break  # the next would be refused the same way
+            aborted.append(key)
+        if aborted:
+            data["aborted_uploads"] = aborted
+            log.warning(
+                "aborted uploads a stopped run left behind",
+                remediation=self.name,
+                bucket=config.bucket,
+                keys=aborted,
+            )
 
     async def _upload(self, client: Any, key: str, snapshot: Snapshot) -> MultipartUpload:
         config = self.config
@@ -292,3 +345,22 @@ class PgBackupRemediation(Hooks):
             reason = describe_s3_failure(exc, self.config.request_timeout)
             detail = f"{manifest.key} stored, but its manifest could not be written: {reason}"
             raise Failed(detail, not is_lasting(exc)) from None
+
+
+def left_behind(
+    uploads: Iterable[Mapping[str, Any]], prefix: str, begun_before: float
+) -> list[tuple[str, str]]:
+    """(key, upload id) of the multipart uploads of backups (named as `pg_backup` names them,
+    right under `prefix`) that S3 says began before `begun_before`: no run bounded by the
+    timeout can still be writing them. Anything else under the prefix is not ours to abort."""
+    found: list[tuple[str, str]] = []
+    for upload in uploads:
+        key, upload_id = upload.get("Key"), upload.get("UploadId")
+        initiated = upload.get("Initiated")  # a datetime, as botocore parses it
+        if not (isinstance(key, str) and isinstance(upload_id, str)):
+            continue
+        if not key.startswith(prefix) or BACKUP_NAME.fullmatch(key[len(prefix) :]) is None:
+            continue
+        if isinstance(initiated, datetime) and initiated.timestamp() < begun_before:
+            found.append((key, upload_id))
+    return found

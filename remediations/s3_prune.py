@@ -16,7 +16,6 @@ the bucket's lifecycle rule (NoncurrentVersionExpiration) decides when that goes
 from __future__ import annotations
 
 import builtins
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -33,11 +32,17 @@ from daemon.clients.s3 import (
 )
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.units import DAY, PositiveDuration, format_duration
-from remediations.backups import Backups, BackupStoreConfig, Failed, Redactor, manifest_key
+from remediations.backups import (
+    Backups,
+    BackupStoreConfig,
+    Failed,
+    Redactor,
+    is_backup_name,
+    manifest_key,
+)
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
 
 BATCH = 1000  # keys per DeleteObjects call (S3's maximum)
-_BACKUP_NAME = re.compile(r"backup-\d{8}-\d{6}(\.sql\.gz|\.dump)")
 
 
 class S3PruneConfig(BackupStoreConfig):
@@ -89,10 +94,6 @@ def plan_retention(
     for rank, obj in enumerate(newest_first):
         (keep if rank < max(1, keep_min) or obj.modified >= cutoff else delete).append(obj)
     return Retention(keep, delete)
-
-
-def is_backup_name(key: str, prefix: str) -> bool:
-    return _BACKUP_NAME.fullmatch(key.removeprefix(prefix).rpartition("/")[2]) is not None
 
 
 @REMEDIATIONS.register

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import secrets
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -172,12 +174,15 @@ def read_object(s3: Any, bucket: str, key: str) -> bytes:
 
 # Decides about one request: None passes it on; a Response answers it instead. It may wait.
 Gate = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+# Changes the body of moto's answer to a request before it goes back.
+Rewrite = Callable[[web.Request, bytes], bytes]
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 
 
 @asynccontextmanager
-async def s3_proxy(endpoint: str, gate: Gate) -> AsyncIterator[str]:
-    """An endpoint that forwards everything to moto, each request first through `gate`."""
+async def s3_proxy(endpoint: str, gate: Gate, rewrite: Rewrite | None = None) -> AsyncIterator[str]:
+    """An endpoint that forwards everything to moto, each request first through `gate`, each
+    answer's body through `rewrite`."""
     async with aiohttp.ClientSession(auto_decompress=False) as upstream:
 
         async def forward(request: web.Request) -> web.StreamResponse:
@@ -190,6 +195,8 @@ async def s3_proxy(endpoint: str, gate: Gate) -> AsyncIterator[str]:
             url = endpoint + request.path_qs
             async with upstream.request(request.method, url, headers=headers, data=body) as resp:
                 body = await resp.read()
+                if rewrite is not None:
+                    body = rewrite(request, body)
                 back = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
                 return web.Response(status=resp.status, headers=back, body=body)
 
@@ -222,6 +229,33 @@ class Hold:
 
     def release(self) -> None:
         self._release.set()
+
+
+class Initiated:
+    """A rewrite for the proxy: moto lists every multipart upload as begun in 2010; this makes
+    ListMultipartUploads say, as S3 would, when each upload in `begun` (id -> epoch seconds)
+    began. Uploads not in it keep moto's date."""
+
+    _UPLOAD = re.compile(rb"<Upload>.*?</Upload>", re.DOTALL)
+    _ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
+    _AT = re.compile(rb"<Initiated>[^<]*</Initiated>")
+
+    def __init__(self) -> None:
+        self.begun: dict[str, float] = {}
+
+    def __call__(self, request: web.Request, body: bytes) -> bytes:
+        if request.method != "GET" or "uploads" not in request.query:
+            return body
+        return self._UPLOAD.sub(self._dated, body)
+
+    def _dated(self, match: re.Match[bytes]) -> bytes:
+        upload = match.group(0)
+        found = self._ID.search(upload)
+        when = self.begun.get(found.group(1).decode()) if found else None
+        if when is None:
+            return upload
+        stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return self._AT.sub(f"<Initiated>{stamp}</Initiated>".encode(), upload)
 
 
 def part_number(request: web.Request) -> int | None:

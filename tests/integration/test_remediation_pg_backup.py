@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from aiohttp import web
 
 import remediations.pg_backup as pg_backup
@@ -34,6 +35,7 @@ from tests.backups import (
     PASSWORD,
     SECRET,
     Hold,
+    Initiated,
     assert_all_encrypted,
     children_named,
     keys,
@@ -248,6 +250,89 @@ async def test_unversioned_bucket_warns_when_told_to(
     assert result.detail.endswith(f"; {warning}")
     assert len(keys(s3, bucket)) == 2
     assert_all_encrypted(s3, bucket)
+
+
+# --- uploads a run killed outright left behind -------------------------------------------------
+
+
+async def passes(request: web.Request) -> None:
+    return None
+
+
+def uploading(s3: Any, bucket: str, key: str) -> str:
+    """A multipart upload with one part stored, never completed nor aborted; its id."""
+    upload_id: str = s3.create_multipart_upload(
+        Bucket=bucket, Key=key, ServerSideEncryption="AES256"
+    )["UploadId"]
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"partial")
+    return upload_id
+
+
+def abort_all(s3: Any, bucket: str) -> None:
+    for upload in pending_uploads(s3, bucket):
+        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
+async def test_uploads_a_killed_run_left_behind_are_aborted_and_no_other(
+    ctx: RemediationContext, clock: ManualClock, endpoint: str, s3: Any, bucket: str, source: str
+) -> None:
+    now, timeout = clock.now(), 7200.0  # the default timeout
+    dated = Initiated()
+    stale = now - timeout - pg_backup.CLOCK_MARGIN - 1
+    left = "daily/backup-20240101-020000.sql.gz"
+    killed = uploading(s3, bucket, left)
+    running = uploading(s3, bucket, "daily/backup-20240102-020000.sql.gz")
+    foreign = uploading(s3, bucket, "daily/export-20240101.tar")
+    elsewhere = uploading(s3, bucket, "weekly/backup-20240101-020000.sql.gz")
+    dated.begun = {killed: stale, running: now - 60, foreign: stale, elsewhere: stale}
+
+    with structlog.testing.capture_logs() as logs:
+        async with s3_proxy(endpoint, passes, dated) as proxy:
+            result = await make(proxy, bucket, source).execute(ctx, make_incident())
+
+    assert result.ok, result.detail
+    assert result.data["aborted_uploads"] == [left]
+    assert result.data["warnings"] == []
+    # Another replica's run going on, another tool's upload, another prefix: untouched.
+    assert {u["UploadId"] for u in pending_uploads(s3, bucket)} == {running, foreign, elsewhere}
+    (said,) = [e for e in logs if e["event"] == "aborted uploads a stopped run left behind"]
+    assert (said["bucket"], said["keys"], said["log_level"]) == (bucket, [left], "warning")
+    assert keys(s3, bucket) == [result.data["key"], result.data["manifest"]]
+    abort_all(s3, bucket)
+
+
+async def test_a_store_refusing_to_list_or_abort_uploads_only_warns(
+    ctx: RemediationContext, clock: ManualClock, endpoint: str, s3: Any, bucket: str, source: str
+) -> None:
+    async def deny_listing(request: web.Request) -> web.Response | None:
+        listing = request.method == "GET" and "uploads" in request.query
+        return s3_error("AccessDenied", 403) if listing else None
+
+    async with s3_proxy(endpoint, deny_listing) as proxy:
+        result = await make(proxy, bucket, source).execute(ctx, make_incident())
+    assert result.ok, result.detail
+    warning = "cannot list unfinished uploads (access denied): none aborted"
+    assert result.data["warnings"] == [warning]
+    assert "aborted_uploads" not in result.data
+
+    left = "daily/backup-20240101-020000.sql.gz"
+    dated = Initiated()
+    dated.begun[uploading(s3, bucket, left)] = clock.now() - 86400
+
+    async def deny_abort(request: web.Request) -> web.Response | None:
+        aborting = request.method == "DELETE" and "uploadId" in request.query
+        return s3_error("AccessDenied", 403) if aborting else None
+
+    await clock.advance(1)  # a second backup, under a name of its own
+    async with s3_proxy(endpoint, deny_abort, dated) as proxy:
+        result = await make(proxy, bucket, source).execute(ctx, make_incident())
+    assert result.ok, result.detail
+    assert result.data["warnings"] == [
+        f"cannot abort the unfinished upload of {left} (access denied)"
+    ]
+    assert "aborted_uploads" not in result.data
+    assert [u["Key"] for u in pending_uploads(s3, bucket)] == [left]
+    abort_all(s3, bucket)
 
 
 # --- failures before any byte is stored --------------------------------------------------------

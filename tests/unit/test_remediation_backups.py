@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from daemon.config.problems import ConfigError
 from remediations.backups import Backups, Manifest, Redactor, backup_key, error_line
 from remediations.base import REMEDIATIONS
 from remediations.drill_report import DrillReport, TableCount, render_markdown
-from remediations.pg_backup import PgBackupConfig, PgBackupRemediation
+from remediations.pg_backup import PgBackupConfig, PgBackupRemediation, left_behind
 from remediations.restore_drill import RestoreDrillRemediation, scratch_name
 from remediations.restore_stream import INFLATE_STEP, GunzipStream
 from remediations.s3_prune import S3PruneConfig, S3PruneRemediation, is_backup_name, plan_retention
@@ -163,6 +164,34 @@ def test_only_backup_names_are_pruned() -> None:
     assert is_backup_name("backup-20240101-020000.dump", "")
     for key in ("daily/backup-20240101-020000.sql.gz.tmp", "daily/notes.txt", "daily/backup-1.sql"):
         assert not is_backup_name(key, "daily/")
+
+
+def test_only_backup_uploads_begun_before_the_cutoff_are_left_behind() -> None:
+    def upload(key: str, begun: float | None, upload_id: str = "u") -> dict[str, Any]:
+        found: dict[str, Any] = {"Key": key, "UploadId": upload_id}
+        if begun is not None:
+            found["Initiated"] = datetime.fromtimestamp(begun, UTC)
+        return found
+
+    old, cutoff = NOW - 3 * 3600, NOW - 7200
+    uploads = [
+        upload("daily/backup-20240101-020000.sql.gz", old, "a"),
+        upload("daily/backup-20240101-020001.dump", old, "b"),
+        upload("daily/backup-20240102-020000.sql.gz", cutoff + 1, "young"),  # may be running
+        upload("daily/backup-20240102-020000.sql.gz", cutoff, "at-the-cutoff"),
+        upload("daily/backup-20240103-020000.sql.gz", None, "undated"),  # age unknown: kept
+        upload("daily/other-tool.tar", old),  # not ours
+        upload("daily/nested/backup-20240101-020000.sql.gz", old),  # not where pg_backup writes
+        upload("weekly/backup-20240101-020000.sql.gz", old),  # another prefix
+        {"Key": "daily/backup-20240101-030000.sql.gz"},  # no id: nothing to abort
+    ]
+    assert left_behind(uploads, "daily/", cutoff) == [
+        ("daily/backup-20240101-020000.sql.gz", "a"),
+        ("daily/backup-20240101-020001.dump", "b"),
+    ]
+    assert left_behind([upload("backup-20240101-020000.sql.gz", old)], "", cutoff) == [
+        ("backup-20240101-020000.sql.gz", "u")
+    ]
 
 
 def test_backups_pair_with_their_manifests() -> None:
