@@ -95,6 +95,10 @@ jobs:
   nightly:               # run by hand below
     run: nightly_hook
     schedule: "0 2 * * *"
+procedures:
+  smoke:                 # run by hand below
+    steps:
+      - {{name: hook, run: nightly_hook}}
 """
 
 
@@ -152,6 +156,9 @@ async def drive_a_daemon(tmp: Path) -> str:
                 assert r.status == 200, await r.text()  # the circuit gauge: closed
             async with session.post(f"{base}/api/v1/jobs/nightly/run") as r:
                 assert r.status == 202, await r.text()
+            runs = f"{base}/api/v1/procedures/smoke/runs"
+            async with session.post(runs, json={"by": "meta"}) as r:
+                assert r.status == 201, await r.text()
 
             def complete() -> bool:
                 return families <= sampled_families(generate_latest(daemon.registry).decode())

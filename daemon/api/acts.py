@@ -82,7 +82,8 @@ async def resolve(daemon: DaemonView, args: dict[str, Any]) -> Answer:
 async def decide(daemon: DaemonView, args: dict[str, Any]) -> Answer:
     incident_id, approved, by = args["incident"], args["approved"], args["by"]
     if not daemon.operations.decide(incident_id, Decision(approved, by, args["reason"])):
-        return Answer.error(404, f"{incident_id!r} has no step waiting for approval")
+        subject = args.get("subject", "incident")  # or "procedure run"
+        return Answer.error(404, f"{subject} {incident_id!r} has no step waiting for approval")
     return Answer(200, {"incident": incident_id, "approved": approved, "by": by})
 
 

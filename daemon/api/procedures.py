@@ -50,6 +50,7 @@ def procedure_handlers(daemon: DaemonView) -> dict[str, Handler]:
     async def decide(request: web.Request, approved: bool) -> web.Response:
         who = await read_json(request, Who)
         args = {"incident": request.match_info["id"], "approved": approved}
+        args |= {"subject": "procedure run"}
         return await perform(daemon, "decide", args | {"by": who.by, "reason": who.reason})
 
     async def approve(request: web.Request) -> web.Response:
