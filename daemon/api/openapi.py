@@ -152,6 +152,8 @@ PROCEDURE_RUN: Final[Schema] = {
     },
     "status": {"enum": [s.value for s in RunStatus]},
     "ended_at": NULLABLE_NUMBER,
+    # The undo and on_failure remediations begun: undo/STEP/NAME, on_failure/NAME.
+    "claims": {"type": "array", "items": STRING},
 }
 SILENCE: Final[Schema] = strict(
     {

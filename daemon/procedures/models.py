@@ -53,6 +53,9 @@ class ProcedureRun:
     status: RunStatus = RunStatus.RUNNING
     ended_at: float | None = None
     timeline: list[RunEntry] = field(default_factory=list)
+    # The undo and on_failure remediations begun (`undo/STEP/NAME`, `on_failure/NAME`): each
+    # runs at most once, a restart in the middle of one does not repeat it.
+    claims: list[str] = field(default_factory=list)
 
     @property
     def current(self) -> int:
@@ -81,6 +84,7 @@ class ProcedureRun:
             status=RunStatus(doc["status"]),
             ended_at=doc["ended_at"],
             timeline=[RunEntry(**e) for e in doc["timeline"]],
+            claims=list(doc.get("claims", [])),
         )
 
 

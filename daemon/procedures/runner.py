@@ -47,6 +47,8 @@ from remediations.base import RemediationContext
 log = structlog.get_logger("runbookd.procedures")
 
 POLL = 2.0  # how often a `wait_for` step looks at its check
+# A run whose step is in one of these was undoing what it did when runbookd stopped.
+UNWINDING = (StepStatus.FAILED, StepStatus.CANCELLED)
 DETAIL_LIMIT = 2000
 
 
@@ -170,7 +172,13 @@ class ProcedureRunner:
 
     async def _drive(self, run: ProcedureRun, config: ProcedureConfig) -> None:
         try:
-            for index in range(run.current, len(config.steps)):
+            at = run.current
+            if at < len(run.steps) and (ending := run.steps[at].status) in UNWINDING:
+                # runbookd stopped while undoing: carry on from where it was
+                cancelled = ending is StepStatus.CANCELLED
+                await self._unwind(run, config, at, run.steps[at].detail, cancelled=cancelled)
+                return
+            for index in range(at, len(config.steps)):
                 step, record = config.steps[index], run.steps[index]
                 outcome = await self._step(run, step, record)
                 if not outcome.ok:
@@ -183,7 +191,9 @@ class ProcedureRunner:
             cancel = self._cancels.pop(run.id, None)
             if cancel is None:
                 raise  # runbookd stops: the run resumes at the next start
-            await asyncio.shield(self._cancelled(run, config, *cancel))
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()  # handled: the undo runs in this task, which a stop still cuts
+            await self._cancelled(run, config, *cancel)
         except Exception as exc:  # a bug: the run fails loudly, its undo still runs
             log.exception("procedure crashed", run=run.id)
             await self._unwind(run, config, run.current, f"internal error: {exc!r}")
@@ -308,25 +318,37 @@ class ProcedureRunner:
     # -- how a run ends --------------------------------------------------------------------------
 
     async def _unwind(
-        self, run: ProcedureRun, config: ProcedureConfig, failed: int, why: str
+        self,
+        run: ProcedureRun,
+        config: ProcedureConfig,
+        at: int,
+        why: str,
+        *,
+        cancelled: bool = False,
     ) -> None:
-        await self._undo(run, config, failed)
+        """Undo the steps done before `at`, newest first; after a failure, `on_failure`."""
+        await self._undo(run, config, at)
+        if cancelled:
+            await self._end(run, RunStatus.CANCELLED, "cancelled; what it did was undone")
+            return
         for name in config.on_failure:
-            outcome = await self._remediation(run, name, "on_failure", None)
-            self._note(run, "on_failure", outcome.detail, remediation=name, ok=outcome.ok)
-        await self._end(run, RunStatus.FAILED, f"{config.steps[failed].name} failed: {why}")
+            await self._once(run, f"on_failure/{name}", name, "on_failure")
+        await self._end(run, RunStatus.FAILED, f"{config.steps[at].name} failed: {why}")
 
     async def _cancelled(
         self, run: ProcedureRun, config: ProcedureConfig, by: str, reason: str
     ) -> None:
-        index = run.current
-        if index < len(run.steps) and run.steps[index].status is StepStatus.RUNNING:
-            record = run.steps[index]
+        at = run.current
+        if at < len(run.steps):
+            record = run.steps[at]
+            if record.status is StepStatus.RUNNING:
+                record.detail = f"cut short by {by}'s cancel: its effect is unknown"
+            else:
+                record.detail = f"not run: cancelled by {by}"
             record.status, record.ended_at = StepStatus.CANCELLED, self.clock.now()
-            record.detail = "cut short by a cancel: its effect is unknown"
         self._note(run, "cancel", f"cancelled by {by}: {reason}", by=by, reason=reason)
-        await self._undo(run, config, index)
-        await self._end(run, RunStatus.CANCELLED, f"cancelled by {by}: {reason}")
+        await self._save(run)
+        await self._unwind(run, config, at, reason, cancelled=True)
 
     async def _undo(self, run: ProcedureRun, config: ProcedureConfig, before: int) -> None:
         """The undo of each step done before `before`, newest first."""
@@ -334,14 +356,27 @@ class ProcedureRunner:
             step, record = config.steps[index], run.steps[index]
             if record.status is not StepStatus.SUCCEEDED or not step.undo:
                 continue
-            results = []
-            for name in step.undo:
-                outcome = await self._remediation(run, name, f"undo {step.name}", None)
-                results.append(outcome.ok)
-                self._note(run, "undo", outcome.detail, step=step.name, ok=outcome.ok)
+            results = [
+                await self._once(run, f"undo/{step.name}/{name}", name, f"undo {step.name}")
+                for name in step.undo
+            ]
             if all(results):
                 record.status = StepStatus.UNDONE
-            await self._save(run)
+                await self._save(run)
+
+    async def _once(self, run: ProcedureRun, claim: str, name: str, why: str) -> bool:
+        """A remediation of the unwinding, claimed in the run's record before it runs: after
+        a restart in the middle of it, it is not run again (its effect is unknown)."""
+        if claim in run.claims:
+            message = f"{name} ({why}) was running when runbookd stopped: not repeated"
+            self._note(run, "unknown", message, remediation=name)
+            return False
+        run.claims.append(claim)
+        await self._save(run)
+        outcome = await self._remediation(run, name, why, None)
+        self._note(run, why.split()[0], outcome.detail, remediation=name, ok=outcome.ok)
+        await self._save(run)
+        return outcome.ok
 
     async def _end(self, run: ProcedureRun, status: RunStatus, why: str) -> None:
         run.status, run.ended_at = status, self.clock.now()

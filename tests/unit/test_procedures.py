@@ -4,139 +4,20 @@ a step whose effect is unknown runs again only once an operator approves."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from prometheus_client import CollectorRegistry
 
 from daemon.config.document import config_model
-from daemon.core.clock import ManualClock
-from daemon.core.models import Observation, Status
-from daemon.jobs.config import JobConfig
-from daemon.jobs.metrics import JobMetrics
-from daemon.jobs.runner import JobRunner
-from daemon.pipeline.approvals import Approvals, Decision
-from daemon.pipeline.safety import TargetLocks
+from daemon.core.models import Status
+from daemon.pipeline.approvals import Decision
 from daemon.procedures.config import ProcedureConfig
-from daemon.procedures.metrics import ProcedureMetrics
-from daemon.procedures.models import ProcedureRun, RunStatus, StepStatus
+from daemon.procedures.models import RunStatus, StepStatus
 from daemon.procedures.runner import (
     PreconditionsNotMet,
-    ProcedureRunner,
     Refused,
     UnknownProcedure,
 )
-from remediations.base import RemediationContext
-from tests.memory_store import MemoryData, MemoryStore
-from tests.world import FakeAction, FakeConfig
-
-MIGRATION = {
-    "params": {"version": {"pattern": r"v\d+\.\d+\.\d+"}},
-    "preconditions": ["database"],
-    "steps": [
-        {"name": "backup", "job": "nightly_backup"},
-        {"name": "maintenance_on", "run": "maintenance_on", "undo": ["maintenance_off"]},
-        {"name": "migrate", "run": "migrate", "timeout": "10m"},
-        {"name": "maintenance_off", "run": "maintenance_off"},
-        {"name": "healthy", "wait_for": "app", "timeout": "1m"},
-    ],
-    "on_failure": ["page"],
-}
-
-
-class Checks:
-    def __init__(self, clock: ManualClock) -> None:
-        self.clock = clock
-        self.status: dict[str, Status] = {"database": Status.OK, "app": Status.OK}
-        self.seen: dict[str, Observation] = {}
-        self.runs: list[str] = []
-
-    def latest(self, check: str) -> Observation | None:
-        return self.seen.get(check)
-
-    def run_now(self, check: str) -> bool:
-        self.runs.append(check)
-        status = self.status[check]
-        self.seen[check] = Observation(check, status, {}, self.clock.now(), reason="seen")
-        return True
-
-
-class Calls(list[str]):
-    """A FakeAction's calls that also note the action's name in one shared order."""
-
-    def __init__(self, name: str, order: list[str]) -> None:
-        super().__init__()
-        self.name, self.order = name, order
-
-    def append(self, item: str) -> None:
-        super().append(item)
-        self.order.append(self.name)
-
-
-class Harness:
-    def __init__(self, data: MemoryData | None = None, **procedure: Any) -> None:
-        self.clock = clock = ManualClock()
-        self.data = data or MemoryData()
-        self.store = MemoryStore(self.data)
-        self.actions = {
-            name: FakeAction(name)
-            for name in ("backup", "maintenance_on", "maintenance_off", "migrate", "page")
-        }
-        self.order: list[str] = []  # every remediation call, in order
-        for action in self.actions.values():
-            action.calls = Calls(action.name, self.order)
-        self.config = ProcedureConfig.model_validate(procedure or MIGRATION)
-        self.approvals = Approvals(clock)
-        self.checks = Checks(clock)
-        self.checks.run_now("database")
-        locks = TargetLocks()
-
-        def actions(name: str) -> tuple[FakeAction, FakeConfig] | None:
-            found = self.actions.get(name)
-            return (found, FakeConfig()) if found else None
-
-        ctx = RemediationContext(None, clock)  # type: ignore[arg-type]
-        self.jobs = JobRunner(
-            store=self.store,
-            clock=clock,
-            metrics=JobMetrics(CollectorRegistry()),
-            sink=self._sink,
-            actions=actions,
-            ctx_for=lambda name: ctx,
-            approvals=self.approvals,
-            locks=locks,
-        )
-        self.runner = ProcedureRunner(
-            store=self.store,
-            clock=clock,
-            metrics=ProcedureMetrics(CollectorRegistry()),
-            procedures=lambda: {"migrate": self.config},
-            actions=actions,
-            jobs=self.jobs,
-            checks=self.checks,
-            ctx_for=lambda name: ctx,
-            approvals=self.approvals,
-            locks=locks,
-        )
-
-    async def _sink(self, obs: Observation) -> None:
-        return None
-
-    async def open(self) -> Harness:
-        job = JobConfig(run="backup", schedule="0 2 * * *")
-        await self.jobs.configure({"nightly_backup": job})
-        await self.jobs.start()
-        await self.runner.resume()
-        return self
-
-    async def stored(self, run_id: str) -> ProcedureRun:
-        doc = await self.store.get_procedure_run(run_id)
-        assert doc is not None
-        return ProcedureRun.from_json(doc)
-
-    async def close(self) -> None:
-        await self.runner.stop()
-        await self.jobs.stop()
+from tests.memory_store import MemoryData
+from tests.procedure_world import Harness
 
 
 def ran(h: Harness) -> dict[str, int]:
