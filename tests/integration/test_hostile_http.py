@@ -522,7 +522,7 @@ BODY_ROUTES = [
 async def test_every_body_refuses_nan_infinity_and_overflowing_numbers(
     tmp_path: Path, session: aiohttp.ClientSession, number: bytes
 ) -> None:
-    assert len(BODY_ROUTES) == 8
+    assert len(BODY_ROUTES) == 12
     async with run_daemon(write_config(tmp_path)) as daemon:
         for path in BODY_ROUTES:
             token = WEBHOOK_TOKEN if "webhooks" in path else WRITE
