@@ -294,7 +294,9 @@ class ProcedureRunner:
                     return Outcome(False, f"{name} not run: {why}")
             if not self.fence.may_act():
                 raise Fenced("this replica lost the lead before the action ran")
-            limit = limit or config.timeout
+            # deadline(), not timeout: for an API remediation `timeout` bounds one attempt,
+            # and cutting a redeploy short would leave its variable set with no undo.
+            limit = limit or config.deadline()
             try:
                 async with self.clock.timeout(limit):
                     result = await action.execute(self.ctx_for(name), incident)

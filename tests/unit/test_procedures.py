@@ -196,6 +196,29 @@ async def test_a_check_that_does_not_come_back_fails_the_run_after_its_timeout()
     await h.close()
 
 
+class RetryingConfig(FakeConfig):
+    """Like an API remediation's: `timeout` bounds one attempt, `deadline()` the retries and
+    waits of one execution."""
+
+    def deadline(self) -> float:
+        return 4 * self.timeout
+
+
+async def test_a_remediation_step_is_bounded_by_its_deadline_not_by_one_attempt() -> None:
+    h = await Harness().open()
+    config = RetryingConfig()
+    h.runner.actions = lambda name: (h.actions[name], config) if name in h.actions else None
+    h.actions["maintenance_on"].hang = True  # a redeploy still building
+    run = await h.runner.start("migrate", {"version": "v1.2.3"}, "ana")
+    await h.clock.advance(2 * config.timeout)
+    assert (await h.stored(run.id)).steps[1].status is StepStatus.RUNNING
+    h.actions["maintenance_on"].release.set()
+    await h.clock.advance(5)
+    stored = await h.stored(run.id)
+    assert stored.status is RunStatus.SUCCEEDED, stored.timeline[-1].message
+    await h.close()
+
+
 async def test_bad_params_and_unmet_preconditions_refuse_the_start_and_record_nothing() -> None:
     h = await Harness().open()
     with pytest.raises(Refused, match=r"params.version: required"):
