@@ -271,14 +271,14 @@ class ProcedureRunner:
         return Outcome(outcome in ("succeeded", "dry_run"), f"job {step.job} {outcome}: {detail}")
 
     async def _remediation(
-        self, run: ProcedureRun, name: str, step: str, limit: float | None
+        self, run: ProcedureRun, name: str, step: str, limit: float | None, failure: str = ""
     ) -> Outcome:
         """One remediation for the run: the target locked, a destructive one approved."""
         found = self.actions(name)
         if found is None:
             return Outcome(False, f"no remediation named {name!r}")
         action, config = found
-        incident = run_incident(run, step)
+        incident = run_incident(run, step, failure)
         target = config.target or name
         if (holder := self.locks.acquire(target, incident.id)) is not None:
             return Outcome(False, f"target {target!r} is busy: incident {holder} is acting on it")
@@ -313,10 +313,11 @@ class ProcedureRunner:
         self, run: ProcedureRun, config: ProcedureConfig, failed: int, why: str
     ) -> None:
         await self._undo(run, config, failed)
+        failure = f"{config.steps[failed].name} failed: {why}"
         for name in config.on_failure:
-            outcome = await self._remediation(run, name, "on_failure", None)
+            outcome = await self._remediation(run, name, "on_failure", None, failure)
             self._note(run, "on_failure", outcome.detail, remediation=name, ok=outcome.ok)
-        await self._end(run, RunStatus.FAILED, f"{config.steps[failed].name} failed: {why}")
+        await self._end(run, RunStatus.FAILED, failure)
 
     async def _cancelled(
         self, run: ProcedureRun, config: ProcedureConfig, by: str, reason: str
@@ -372,15 +373,21 @@ class ProcedureRunner:
         return ""
 
 
-def run_incident(run: ProcedureRun, step: str) -> Incident:
+def run_incident(run: ProcedureRun, step: str, failure: str = "") -> Incident:
     """What a remediation is told it runs for: the procedure's run (never stored as an
-    incident); its parameters reach a `command`'s environment and an `http` body."""
+    incident); its parameters reach a `command`'s environment and an `http` body. For
+    `on_failure`, the run's failure: a page says what failed, and is critical, since a run
+    stopped halfway may have left the application changed."""
+    if failure:
+        severity, summary = "critical", f"procedure {run.procedure} failed: {failure}"
+    else:
+        severity, summary = "info", f"procedure {run.procedure}, step {step}"
     return Incident(
         id=run.id,
         rule=run.procedure,
         check=step,
-        severity="info",
-        summary=f"procedure {run.procedure}, step {step}",
+        severity=severity,
+        summary=summary[:DETAIL_LIMIT],
         opened_at=run.started_at,
         trigger={"procedure": run.procedure, "run": run.id, "params": dict(run.params)},
     )

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.config.document import config_model
 from daemon.core.clock import ManualClock
-from daemon.core.models import Observation, Status
+from daemon.core.models import Incident, Observation, RemediationResult, Status
 from daemon.jobs.config import JobConfig
 from daemon.jobs.metrics import JobMetrics
 from daemon.jobs.runner import JobRunner
@@ -178,6 +178,27 @@ async def test_a_failed_step_undoes_the_steps_done_newest_first_then_pages() -> 
     assert h.order == ["backup", "maintenance_on", "migrate", "maintenance_off", "page"]
     assert h.actions["page"].calls == [run.id]
     assert "migrate failed" in stored.timeline[-1].message
+    await h.close()
+
+
+async def test_the_page_says_what_failed_and_is_critical() -> None:
+    h = await Harness().open()
+    h.actions["migrate"].outcomes = [False]
+    seen: list[Incident] = []
+    page = h.actions["page"]
+    execute = page.execute
+
+    async def noted(ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        seen.append(incident)
+        return await execute(ctx, incident)
+
+    page.execute = noted  # type: ignore[method-assign]
+    run = await h.runner.start("migrate", {"version": "v1.2.3"}, "ana")
+    await h.clock.advance(5)
+    [incident] = seen
+    assert incident.severity == "critical"  # "info" pages nobody awake
+    assert incident.summary == "procedure migrate failed: migrate failed: migrate: it broke"
+    assert (incident.id, incident.trigger["params"]) == (run.id, {"version": "v1.2.3"})
     await h.close()
 
 
