@@ -5,6 +5,8 @@ redeploy of the deployment production serves, watched until READY and then until
 serves it: after a rollback Vercel no longer assigns production domains to new builds, which
 settle READY with `readySubstate: STAGED` and never serve. BLOCKED is final, like ERROR.
 The redeploy is never retried blindly: a retry after a timeout could start a second build.
+With `remove: true` a run deletes the variable and redeploys instead: maintenance mode off as
+a procedure's step or undo (a procedure runs remediations, it does not resolve them).
 Variable lists are paged (`pagination.next` goes back as `until`). Documented endpoints:
 POST /v10/projects/{idOrName}/env?upsert=true with {"key", "value", "type", "target"}
 (answers {"created": ..., "failed": [...]}), GET /v10/projects/{idOrName}/env ({"envs"}),
@@ -49,7 +51,9 @@ class EnvConfig(VercelConfig):
     production serves, and reports it on once production serves the rebuilt deployment. When
     the incident resolves the variable is deleted and production redeployed again. After a
     `vercel_rollback`, undo it with `vercel_promote` first, or the rebuild stays staged and
-    this fails, taking the variable back. A redeploy is never retried blindly."""
+    this fails, taking the variable back. A redeploy is never retried blindly. With
+    `remove: true` a run deletes the variable and redeploys instead (maintenance mode off,
+    for a procedure), and needs no approval."""
 
     example: ClassVar[str] = """
         remediations:
@@ -69,6 +73,11 @@ class EnvConfig(VercelConfig):
         description="The variable's name.",
     )
     value: str = Field("true", description="Its value while the incident is open.")
+    remove: bool = Field(
+        False,
+        description="true: a run deletes the variable and redeploys (maintenance mode off: a "
+        "procedure's step or undo); `value` is not used and resolve does nothing.",
+    )
     # Named env_*: our own `target` and `type` name the lock target and the remediation.
     env_target: list[EnvTarget] = Field(
         default_factory=lambda: list[EnvTarget](["production"]),
@@ -112,13 +121,17 @@ class VercelEnv(VercelRemediation):
     def __init__(self, name: str, config: EnvConfig) -> None:
         self.name = name
         self.config = config
+        # Taking maintenance mode off gives the site back: no approval by default.
+        self.destructive = not config.remove
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
-        return await self._run(ctx, self.config, self._set)
+        return await self._run(ctx, self.config, self._unset if self.config.remove else self._set)
 
     async def resolve(
         self, ctx: RemediationContext, incident: Incident
     ) -> RemediationResult | None:
+        if self.config.remove:
+            return None
         return await self._run(ctx, self.config, self._unset)
 
     async def _set(self, client: VercelClient) -> RemediationResult:

@@ -1,6 +1,6 @@
-"""config/examples/: the example configs, and made-up credential files for the ones they read
-(the examples take every secret from $CREDENTIALS_DIRECTORY, as systemd's LoadCredential=
-hands them to the daemon)."""
+"""config/examples/ and config/procedures/: the example configs and the runbook's procedures
+(complete configs too), and made-up credential files for the ones they read (they take every
+secret from $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= hands them to the daemon)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,22 @@ from tests.paths import ROOT
 
 FOLDER = ROOT / "config" / "examples"
 EXAMPLES = sorted(FOLDER.glob("*.yaml"))
+PROCEDURES_FOLDER = ROOT / "config" / "procedures"
+PROCEDURES = sorted(PROCEDURES_FOLDER.glob("*.yaml"))
+# Every complete config shipped for people to copy from: each must pass check-config.
+CONFIGS = EXAMPLES + PROCEDURES
 RECEIVER = ROOT / "config" / "alertmanager" / "receiver.example.yml"
 CREDENTIAL = re.compile(r"\$\{CREDENTIALS_DIRECTORY\}/(runbookd_[A-Za-z0-9_]+)")
 
 
 def credential_names() -> set[str]:
-    return {name for path in EXAMPLES for name in CREDENTIAL.findall(path.read_text())}
+    return {name for path in CONFIGS for name in CREDENTIAL.findall(path.read_text())}
 
 
 def write_credentials(directory: Path, variant: str = "a") -> Path:
-    """Every credential file the examples read, each with a value of its own (`variant` makes
-    another set) that passes as a token, a URL, a password and a secret; a DSN for `*_dsn`."""
+    """Every credential file the examples and procedures read, each with a value of its own
+    (`variant` makes another set) that passes as a token, a URL, a password and a secret; a
+    DSN for `*_dsn`."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in credential_names():
         if name.endswith("_dsn"):

@@ -88,8 +88,9 @@ class StepConfig(StrictModel):
     approval: bool = Field(False, description="true: wait for an operator to approve or reject.")
     timeout: PositiveDuration | None = Field(
         None,
-        description="How long the step may take. Unset: the remediation's own `timeout`, the "
-        "job's, 5m for `wait_for`, 1h for `approval`.",
+        description="How long the step may take. Unset: as long as the remediation may take "
+        "(its `timeout`, with its retries and waits), the job's, 5m for `wait_for`, 1h for "
+        "`approval`.",
     )
     undo: list[str] = Field(
         default_factory=list,

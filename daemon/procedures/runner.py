@@ -281,14 +281,14 @@ class ProcedureRunner:
         return Outcome(outcome in ("succeeded", "dry_run"), f"job {step.job} {outcome}: {detail}")
 
     async def _remediation(
-        self, run: ProcedureRun, name: str, step: str, limit: float | None
+        self, run: ProcedureRun, name: str, step: str, limit: float | None, failure: str = ""
     ) -> Outcome:
         """One remediation for the run: the target locked, a destructive one approved."""
         found = self.actions(name)
         if found is None:
             return Outcome(False, f"no remediation named {name!r}")
         action, config = found
-        incident = run_incident(run, step)
+        incident = run_incident(run, step, failure)
         target = config.target or name
         if (holder := self.locks.acquire(target, incident.id)) is not None:
             return Outcome(False, f"target {target!r} is busy: incident {holder} is acting on it")
@@ -304,7 +304,9 @@ class ProcedureRunner:
                     return Outcome(False, f"{name} not run: {why}")
             if not self.fence.may_act():
                 raise Fenced("this replica lost the lead before the action ran")
-            limit = limit or config.timeout
+            # deadline(), not timeout: for an API remediation `timeout` bounds one attempt,
+            # and cutting a redeploy short would leave its variable set with no undo.
+            limit = limit or config.deadline()
             try:
                 async with self.clock.timeout(limit):
                     result = await action.execute(self.ctx_for(name), incident)
@@ -331,9 +333,10 @@ class ProcedureRunner:
         if cancelled:
             await self._end(run, RunStatus.CANCELLED, "cancelled; what it did was undone")
             return
+        failure = f"{config.steps[at].name} failed: {why}"
         for name in config.on_failure:
-            await self._once(run, f"on_failure/{name}", name, "on_failure")
-        await self._end(run, RunStatus.FAILED, f"{config.steps[at].name} failed: {why}")
+            await self._once(run, f"on_failure/{name}", name, "on_failure", failure)
+        await self._end(run, RunStatus.FAILED, failure)
 
     async def _cancelled(
         self, run: ProcedureRun, config: ProcedureConfig, by: str, reason: str
@@ -364,7 +367,9 @@ class ProcedureRunner:
                 record.status = StepStatus.UNDONE
                 await self._save(run)
 
-    async def _once(self, run: ProcedureRun, claim: str, name: str, why: str) -> bool:
+    async def _once(
+        self, run: ProcedureRun, claim: str, name: str, why: str, failure: str = ""
+    ) -> bool:
         """A remediation of the unwinding, claimed in the run's record before it runs: after
         a restart in the middle of it, it is not run again (its effect is unknown)."""
         if claim in run.claims:
@@ -373,7 +378,7 @@ class ProcedureRunner:
             return False
         run.claims.append(claim)
         await self._save(run)
-        outcome = await self._remediation(run, name, why, None)
+        outcome = await self._remediation(run, name, why, None, failure)
         self._note(run, why.split()[0], outcome.detail, remediation=name, ok=outcome.ok)
         await self._save(run)
         return outcome.ok
@@ -405,15 +410,21 @@ class ProcedureRunner:
         return ""
 
 
-def run_incident(run: ProcedureRun, step: str) -> Incident:
+def run_incident(run: ProcedureRun, step: str, failure: str = "") -> Incident:
     """What a remediation is told it runs for: the procedure's run (never stored as an
-    incident); its parameters reach a `command`'s environment and an `http` body."""
+    incident); its parameters reach a `command`'s environment and an `http` body. For
+    `on_failure`, the run's failure: a page says what failed, and is critical, since a run
+    stopped halfway may have left the application changed."""
+    if failure:
+        severity, summary = "critical", f"procedure {run.procedure} failed: {failure}"
+    else:
+        severity, summary = "info", f"procedure {run.procedure}, step {step}"
     return Incident(
         id=run.id,
         rule=run.procedure,
         check=step,
-        severity="info",
-        summary=f"procedure {run.procedure}, step {step}",
+        severity=severity,
+        summary=summary[:DETAIL_LIMIT],
         opened_at=run.started_at,
         trigger={"procedure": run.procedure, "run": run.id, "params": dict(run.params)},
     )

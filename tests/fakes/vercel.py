@@ -233,6 +233,8 @@ class FakeVercel:
         self.projects: dict[str, Project] = {}
         self.deployments: dict[str, Deployment] = {}
         self.calls: list[Call] = []
+        # Every variable created, deleted ones too: a test names the id a DELETE must carry.
+        self.created_envs: list[Env] = []
         # Webhook deliveries not yet sent (`deliver`), oldest first.
         self.deliveries: list[dict[str, Any]] = []
         self._failures: list[tuple[str | None, str | None, Failure]] = []
@@ -627,6 +629,7 @@ class FakeVercel:
             self._clock_ms,
         )
         project.envs.append(env)
+        self.created_envs.append(env)
         return env
 
     async def _list_env(self, request: web.Request) -> web.Response:

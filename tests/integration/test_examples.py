@@ -1,6 +1,6 @@
-"""config/examples/ run with `runbookd once` against the demo application: every check that
-reads the application (`http`, `scrape` at APP_URL) is OK, and a bad deploy shows in the error
-ratio the scrape measures between its two scrapes."""
+"""config/examples/ and config/procedures/ run with `runbookd once` against the demo
+application: every check that reads the application (`http`, `scrape` at APP_URL) is OK, and
+a bad deploy shows in the error ratio the scrape measures between its two scrapes."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from daemon.cli.demo.app import DemoApp
 from daemon.cli.once import OnceExit, run_once
 from daemon.config.document import RunbookConfig
 from daemon.config.loader import load_config
-from tests.examples import EXAMPLES, write_credentials
+from tests.examples import CONFIGS, EXAMPLES, write_credentials
 from tests.utils import PauseClock, requests_to, serve
 
-ON_THE_APP = [p for p in EXAMPLES if "${APP_URL" in p.read_text()]
+ON_THE_APP = [p for p in CONFIGS if "${APP_URL" in p.read_text()]
 
 
 def app_checks(config: RunbookConfig, app_url: str) -> list[str]:
@@ -31,7 +31,7 @@ def credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(write_credentials(tmp_path / "credentials")))
 
 
-@pytest.mark.parametrize("example", ON_THE_APP, ids=lambda p: p.stem)
+@pytest.mark.parametrize("example", ON_THE_APP, ids=lambda p: f"{p.parent.name}/{p.stem}")
 @pytest.mark.usefixtures("credentials")
 async def test_once_runs_the_examples_app_checks_against_the_demo_app(
     example: Path, monkeypatch: pytest.MonkeyPatch

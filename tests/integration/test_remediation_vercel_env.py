@@ -179,6 +179,41 @@ async def test_resolve_with_the_variable_already_gone_has_nothing_to_do(
     assert fake.requests("POST", CREATE) == []
 
 
+async def test_remove_takes_maintenance_mode_off_as_a_remediation_of_its_own(
+    ctx: RemediationContext,
+    session: aiohttp.ClientSession,
+    clock: ManualClock,
+    fake: FakeVercel,
+    deployments: dict[str, Deployment],
+    api_url: str,
+) -> None:
+    await make(api_url).execute(ctx, make_incident())
+    in_maintenance = newest(fake)
+    data = config(api_url, "vercel_env", remove=True)
+    off = VercelEnv("maintenance_off", EnvConfig.model_validate(data))
+    own = RemediationContext(session=session, clock=clock)  # its own state: found by key
+
+    result = await off.execute(own, make_incident())
+
+    assert result.ok, result.detail
+    assert variables(fake) == {}
+    rebuilt = newest(fake)
+    assert rebuilt.env == {}
+    assert production(fake) == rebuilt.id
+    assert result.data["redeploy"]["from"] == in_maintenance.id
+    deleted = [c.path for c in fake.calls if c.method == "DELETE"]
+    assert deleted == [f"/v9/projects/prj_store/env/{await ctx.state.get(ENV_ID)}"]
+    assert len(fake.requests("GET", ENV)) == 1
+    # Run again (an undo after a step that already turned it off): nothing set, no build.
+    builds = len(fake.requests("POST", CREATE))
+    again = await off.execute(own, make_incident())
+    assert again.ok, again.detail
+    assert again.detail == "MAINTENANCE_MODE is not set: nothing to undo"
+    assert len(fake.requests("POST", CREATE)) == builds
+    assert await off.resolve(own, make_incident()) is None
+    assert_no_secret(result)
+
+
 async def test_an_existing_variable_is_updated_in_place(
     ctx: RemediationContext, fake: FakeVercel, deployments: dict[str, Deployment], api_url: str
 ) -> None:

@@ -1,5 +1,6 @@
-"""config/examples/: each example is valid under `runbookd check-config`, keeps every secret
-out of its text, and the Alertmanager receiver example's rule is runbookd's real schema."""
+"""config/examples/ and config/procedures/: each file is valid under `runbookd check-config` and
+keeps every secret out of its text; the Alertmanager receiver example's rule is runbookd's
+real schema; the runbook's procedures are shipped, each in its folder's README."""
 
 from __future__ import annotations
 
@@ -13,9 +14,23 @@ from pydantic import BaseModel, SecretStr
 from daemon.config.check import check_config_main
 from daemon.config.loader import load_config, load_config_text
 from daemon.rules.config import AlertMatch
-from tests.examples import EXAMPLES, FOLDER, RECEIVER, write_credentials
+from tests.examples import (
+    CONFIGS,
+    EXAMPLES,
+    FOLDER,
+    PROCEDURES,
+    PROCEDURES_FOLDER,
+    RECEIVER,
+    write_credentials,
+)
 
 PLATFORMS = {"vercel", "docker-compose", "host-systemd", "host-pm2", "alertmanager"}
+# The runbook's procedures shipped so far: file -> the procedure it defines.
+SHIPPED_PROCEDURES = {
+    "migration-deploy": "migration_deploy",
+    "app-rollback": "app_rollback",
+    "app-rollback-compose": "app_rollback",
+}
 
 
 @pytest.fixture
@@ -32,7 +47,19 @@ def test_the_folder_has_an_example_per_platform_each_in_its_readme() -> None:
         assert f"({example.name})" in readme, f"README.md does not link {example.name}"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.usefixtures("credentials")
+def test_the_procedures_folder_ships_the_runbooks_procedures_each_in_its_readme() -> None:
+    assert {p.stem for p in PROCEDURES} >= SHIPPED_PROCEDURES.keys()
+    readme = (PROCEDURES_FOLDER / "README.md").read_text()
+    for path in PROCEDURES:
+        assert f"({path.name})" in readme, f"README.md does not link {path.name}"
+        config = load_config(path)
+        if path.stem in SHIPPED_PROCEDURES:
+            assert SHIPPED_PROCEDURES[path.stem] in config.procedures
+        assert config.procedures, f"{path.name} defines no procedure"
+
+
+@pytest.mark.parametrize("example", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 @pytest.mark.usefixtures("credentials")
 def test_check_config_passes(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(example)) == 0, capsys.readouterr().err
@@ -62,7 +89,7 @@ def keyless_url(value: str) -> bool:
     return parts.scheme in ("postgresql", "redis", "rediss") and parts.password is None
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("example", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_secret_comes_from_a_credential_file(
     example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

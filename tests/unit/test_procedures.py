@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.config.document import config_model
-from daemon.core.models import Status
+from daemon.core.models import Incident, RemediationResult, Status
 from daemon.pipeline.approvals import Decision
 from daemon.procedures.config import ProcedureConfig
 from daemon.procedures.models import RunStatus, StepStatus
@@ -16,8 +16,10 @@ from daemon.procedures.runner import (
     Refused,
     UnknownProcedure,
 )
+from remediations.base import RemediationContext
 from tests.memory_store import MemoryData
 from tests.procedure_world import Harness
+from tests.world import FakeConfig
 
 
 def ran(h: Harness) -> dict[str, int]:
@@ -74,6 +76,50 @@ async def test_a_check_that_does_not_come_back_fails_the_run_after_its_timeout()
     assert stored.status is RunStatus.FAILED
     assert "app not OK within 60s (critical: seen)" in stored.steps[-1].detail
     assert h.actions["page"].calls == [run.id]
+    await h.close()
+
+
+async def test_the_page_says_what_failed_and_is_critical() -> None:
+    h = await Harness().open()
+    h.actions["migrate"].outcomes = [False]
+    seen: list[Incident] = []
+    page = h.actions["page"]
+    execute = page.execute
+
+    async def noted(ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        seen.append(incident)
+        return await execute(ctx, incident)
+
+    page.execute = noted  # type: ignore[method-assign]
+    run = await h.runner.start("migrate", {"version": "v1.2.3"}, "ana")
+    await h.clock.advance(5)
+    [incident] = seen
+    assert incident.severity == "critical"  # "info" pages nobody awake
+    assert incident.summary == "procedure migrate failed: migrate failed: migrate: it broke"
+    assert (incident.id, incident.trigger["params"]) == (run.id, {"version": "v1.2.3"})
+    await h.close()
+
+
+class RetryingConfig(FakeConfig):
+    """Like an API remediation's: `timeout` bounds one attempt, `deadline()` the retries and
+    waits of one execution."""
+
+    def deadline(self) -> float:
+        return 4 * self.timeout
+
+
+async def test_a_remediation_step_is_bounded_by_its_deadline_not_by_one_attempt() -> None:
+    h = await Harness().open()
+    config = RetryingConfig()
+    h.runner.actions = lambda name: (h.actions[name], config) if name in h.actions else None
+    h.actions["maintenance_on"].hang = True  # a redeploy still building
+    run = await h.runner.start("migrate", {"version": "v1.2.3"}, "ana")
+    await h.clock.advance(2 * config.timeout)
+    assert (await h.stored(run.id)).steps[1].status is StepStatus.RUNNING
+    h.actions["maintenance_on"].release.set()
+    await h.clock.advance(5)
+    stored = await h.stored(run.id)
+    assert stored.status is RunStatus.SUCCEEDED, stored.timeline[-1].message
     await h.close()
 
 

@@ -24,6 +24,15 @@ def test_config_defaults_and_registration() -> None:
     assert REMEDIATIONS.get("vercel_env") is VercelEnv
     assert VercelEnv.idempotent
     assert VercelEnv.destructive
+    assert not parsed.remove
+
+
+def test_removing_the_variable_needs_no_approval() -> None:
+    data = {"type": "vercel_env", "token": TOKEN, "project_id": "x", "remove": True}
+    off = VercelEnv("maintenance_off", EnvConfig.model_validate(data))
+    on = VercelEnv("maintenance_on", EnvConfig.model_validate({**data, "remove": False}))
+
+    assert (off.destructive, on.destructive) == (False, True)
 
 
 @pytest.mark.parametrize(
