@@ -86,7 +86,9 @@ class JobConfig(StrictModel):
         "change skips runs at the first time after it; a time that happens twice runs once.",
     )
     timeout: PositiveDuration | None = Field(
-        None, description="How long a run may take; unset: the action's own `timeout`."
+        None,
+        description="How long a run may take; unset: the action's own limit (its `timeout`, "
+        "with its retries for an action that retries).",
     )
     catch_up: Duration = Field(
         0.0,

@@ -308,7 +308,8 @@ class JobRunner:
                 return refused
             if not self.fence.may_act():  # the lease ran out since the run was recorded
                 return "interrupted", "this replica lost the lead before the action ran", {}
-            timeout = config.timeout or action_config.timeout
+            # deadline(): an API action's `timeout` bounds one attempt, not its retries.
+            timeout = config.timeout or action_config.deadline()
             log.info("job started", job=name, run=run_id, trigger=trigger, action=config.run)
             try:
                 async with self.clock.timeout(timeout):

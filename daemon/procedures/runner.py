@@ -275,9 +275,15 @@ class ProcedureRunner:
 
     async def _job(self, step: StepConfig) -> Outcome:
         try:
-            outcome, detail = await self.jobs.run_and_wait(step.job or "")
+            if step.timeout is None:  # the job's own timeout bounds its run
+                outcome, detail = await self.jobs.run_and_wait(step.job or "")
+            else:
+                async with self.clock.timeout(step.timeout):
+                    outcome, detail = await self.jobs.run_and_wait(step.job or "")
         except UnknownJob:
             return Outcome(False, f"no job named {step.job!r}")
+        except TimeoutError:  # the run was cut short and recorded as interrupted
+            return Outcome(False, f"job {step.job} did not finish within {step.timeout:g}s")
         return Outcome(outcome in ("succeeded", "dry_run"), f"job {step.job} {outcome}: {detail}")
 
     async def _remediation(

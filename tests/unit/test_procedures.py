@@ -123,6 +123,28 @@ async def test_a_remediation_step_is_bounded_by_its_deadline_not_by_one_attempt(
     await h.close()
 
 
+async def test_a_job_step_is_bounded_by_its_timeout_and_its_run_recorded_interrupted() -> None:
+    procedure = {
+        "steps": [
+            {"name": "on", "run": "maintenance_on", "undo": ["maintenance_off"]},
+            {"name": "backup", "job": "nightly_backup", "timeout": "20s"},  # the job's: 30s
+        ]
+    }
+    h = await Harness(**procedure).open()
+    h.actions["backup"].hang = True
+    run = await h.runner.start("migrate", {}, "ana")
+    await h.clock.advance(19)
+    assert (await h.stored(run.id)).status is RunStatus.RUNNING
+    await h.clock.advance(2)
+    stored = await h.stored(run.id)
+    assert stored.status is RunStatus.FAILED
+    assert stored.steps[1].detail == "job nightly_backup did not finish within 20s"
+    (job_run,) = await h.store.job_runs("nightly_backup")
+    assert job_run.outcome == "interrupted"
+    assert h.actions["maintenance_off"].calls == [run.id]
+    await h.close()
+
+
 async def test_bad_params_and_unmet_preconditions_refuse_the_start_and_record_nothing() -> None:
     h = await Harness().open()
     with pytest.raises(Refused, match=r"params.version: required"):
