@@ -31,6 +31,7 @@ BUILTIN_REMEDIATIONS = {
     "pagerduty": "remediations.pagerduty",
     "pagerduty_change": "remediations.pagerduty",
     "pg_backup": "remediations.pg_backup",
+    "pg_restore": "remediations.pg_restore",
     "postgres_maintenance": "remediations.postgres_maintenance",
     "redis_flush": "remediations.redis_flush",
     "restore_drill": "remediations.restore_drill",
