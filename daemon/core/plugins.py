@@ -42,6 +42,7 @@ BUILTIN_REMEDIATIONS = {
     "vercel_rollback": "remediations.vercel",
     "vercel_promote": "remediations.vercel",
     "vercel_env": "remediations.vercel_env",
+    "vercel_secret": "remediations.vercel_secret",
 }
 BUILTIN_MODULES = tuple(dict.fromkeys([*BUILTIN_CHECKS.values(), *BUILTIN_REMEDIATIONS.values()]))
 
