@@ -17,6 +17,7 @@ the server (e.g. postgres); the server needs room for a second copy while it run
 from __future__ import annotations
 
 import builtins
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -196,23 +197,20 @@ class PgRestoreRemediation(Hooks):
         ]
 
     async def _create_copy(self, admin: str, copy: str) -> None:
-        """A new database with the live one's owner, encoding and collation."""
+        """A new database with the live one's owner, encoding, collation and locale provider."""
         database = self.config.database
         async with session(admin, "connecting to the server") as conn:
             try:
-                row = await conn.fetchrow(
-                    "SELECT pg_get_userbyid(datdba) AS owner, "
-                    "pg_encoding_to_char(encoding) AS encoding, datcollate, datctype "
-                    "FROM pg_database WHERE datname = $1",
+                # As JSON: the locale columns differ between server versions.
+                raw = await conn.fetchval(
+                    "SELECT to_jsonb(d) - 'datacl' || jsonb_build_object("
+                    "'owner', pg_get_userbyid(datdba), 'encoding_name', "
+                    "pg_encoding_to_char(encoding)) FROM pg_database d WHERE datname = $1",
                     database,
                 )
-                if row is None:
+                if raw is None:
                     raise Failed(f"the server has no database {database!r}", False)
-                await conn.execute(
-                    f"CREATE DATABASE {quote_ident(copy)} TEMPLATE template0 "
-                    f"OWNER {quote_ident(row['owner'])} ENCODING '{row['encoding']}' "
-                    f"LC_COLLATE {_literal(row['datcollate'])} LC_CTYPE {_literal(row['datctype'])}"
-                )
+                await conn.execute(f"CREATE DATABASE {quote_ident(copy)} {_like(json.loads(raw))}")
             except pg_errors() as exc:
                 raise Failed(f"creating {copy}: {message(exc)}", False) from None
 
@@ -274,6 +272,21 @@ class PgRestoreRemediation(Hooks):
                 f"DATABASE {live} WITH ALLOW_CONNECTIONS true",
                 False,
             ) from None
+
+
+def _like(row: dict[str, Any]) -> str:
+    """CREATE DATABASE options that make a database like the one `row` of pg_database is."""
+    options = [
+        "TEMPLATE template0",
+        f"OWNER {quote_ident(row['owner'])}",
+        f"ENCODING {_literal(row['encoding_name'])}",
+        f"LC_COLLATE {_literal(row['datcollate'])}",
+        f"LC_CTYPE {_literal(row['datctype'])}",
+    ]
+    if row.get("datlocprovider") == "i":  # ICU (PostgreSQL 15+): its locale's column varies
+        icu = row.get("daticulocale") or row.get("datlocale")
+        options += ["LOCALE_PROVIDER icu", f"ICU_LOCALE {_literal(str(icu))}"]
+    return " ".join(options)
 
 
 def _literal(text: str) -> str:

@@ -7,6 +7,7 @@ and page."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -39,12 +40,14 @@ from tests.backups import (
 from tests.fakes import make_incident
 from tests.fakes.pagerduty import ROUTING_KEY, FakePagerDuty
 from tests.fakes.vercel import TEAM, TOKEN, FakeVercel
+from tests.leaks import find_leaks
 from tests.moto_server import moto_server
 from tests.pg import ADMIN_DSN, dsn_for
-from tests.procedure_daemon import Runbookd, credentials, runbookd, shipped
+from tests.procedure_daemon import Runbookd, credentials, runbookd, shipped, state_files
 from tests.utils import serve
 
 PROCEDURE = "restore_from_backup"
+MISSING = "postgres/backup-20000101-000000.sql.gz"
 LOST = 500  # tasks deleted from the live database after its backup
 DAMAGE = f'DELETE FROM "Task" WHERE id IN (SELECT id FROM "Task" LIMIT {LOST})'  # noqa: S608
 
@@ -163,6 +166,11 @@ async def world(tmp_path: Path, endpoint: str, live: str) -> AsyncIterator[tuple
         config = shipped("restore-from-backup.yaml", changes)
         async with runbookd(config, tmp_path, env) as daemon:
             yield World(vercel, pager, daemon, bucket), str(made.data["key"])
+            await daemon.call("get", "procedure-runs")
+            outputs = {"log": daemon.log.read_bytes()} | state_files(daemon.state)
+            outputs |= {f"answer {i}": answer for i, answer in enumerate(daemon.answers)}
+            given = {"db": PASSWORD, "s3": SECRET, "vercel": TOKEN, "pd": ROUTING_KEY}
+            assert find_leaks(given, outputs) == []
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -184,8 +192,19 @@ async def test_a_run_restores_the_chosen_backup_into_the_live_database(
     run_id = await w.daemon.start(PROCEDURE, {"backup": key})
     await w.daemon.at_step(run_id, "approve")
     assert w.maintenance() == "true"  # users see the maintenance page before anyone approves
-    await approve(w.daemon, run_id)
-    run = await w.daemon.ended(run_id)
+    # A session the application's pool still holds: ended for the swap, not waited for.
+    held = ["--no-psqlrc", f"--dbname={dsn_for(live)}", "-c", "SELECT pg_sleep(60)"]
+    session = await asyncio.create_subprocess_exec(PSQL, *held, stderr=asyncio.subprocess.PIPE)
+    try:
+        await approve(w.daemon, run_id)
+        run = await w.daemon.ended(run_id)
+        _, said = await asyncio.wait_for(session.communicate(), 10)
+    finally:
+        if session.returncode is None:
+            session.kill()
+            await session.wait()
+    assert session.returncode != 0
+    assert b"terminat" in said
 
     assert run["status"] == "succeeded", run
     assert [s["status"] for s in run["steps"]] == ["succeeded"] * 6
@@ -219,7 +238,7 @@ def miscount(endpoint: str, bucket: str, key: str) -> None:
     put_object(s3, bucket, key + ".manifest.json", json.dumps(manifest).encode())
 
 
-@pytest.mark.parametrize("failure", ["rejected", "checksum", "row_counts"])
+@pytest.mark.parametrize("failure", ["rejected", "missing", "checksum", "row_counts"])
 async def test_a_failed_run_leaves_the_live_database_as_it_was_turns_maintenance_off_and_pages(
     world: tuple[World, str], live: str, endpoint: str, failure: str
 ) -> None:
@@ -228,7 +247,9 @@ async def test_a_failed_run_leaves_the_live_database_as_it_was_turns_maintenance
         corrupt(endpoint, w.bucket, key)
     elif failure == "row_counts":
         miscount(endpoint, w.bucket, key)
-    run_id = await w.daemon.start(PROCEDURE)  # `latest`: the backup made above
+    # `latest`, the backup made above; or one that is not there
+    params = {"backup": MISSING} if failure == "missing" else {}
+    run_id = await w.daemon.start(PROCEDURE, params)
     await approve(w.daemon, run_id, "reject" if failure == "rejected" else "approve")
     run = await w.daemon.ended(run_id)
 
@@ -241,6 +262,7 @@ async def test_a_failed_run_leaves_the_live_database_as_it_was_turns_maintenance
         assert statuses == ["undone", "succeeded", "failed", "pending", "pending", "pending"]
         detail = run["steps"][2]["detail"]
         expected = {
+            "missing": f"restore failed: {MISSING}: ",
             "checksum": f"restore failed: checksum mismatch: {key}",
             "row_counts": "restore failed: row count of User: 2000 rows restored, 2001 in the",
         }[failure]
