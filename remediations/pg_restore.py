@@ -6,9 +6,9 @@ the newest complete one) is streamed into a new database beside it
 its sha256 is checked against the manifest, and the row counts of the manifest's tables are
 compared with it. Only then are the two swapped in one transaction: the live database is
 renamed `<database>_before_restore_<timestamp>` and kept (runbookd never drops it), the
-restored one takes its name. New connections to the live database are refused for the
-swap and its sessions ended (the application should be in maintenance mode by then). A
-backup that fails any check leaves the live database as it was, and the copy is dropped.
+restored one takes its name. The live database's sessions are ended for the swap (the
+application should be in maintenance mode by then). A backup that fails any check leaves the
+live database as it was, and the copy is dropped; so is a copy an interrupted run left.
 
 `dsn` names a role that owns the database or a superuser, connected to another database of
 the server (e.g. postgres); the server needs room for a second copy while it runs.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -110,6 +111,8 @@ class RestoreReport:
     restored_bytes: int | None = None
     restore_seconds: float | None = None
     copy: str | None = None  # the database restored into before the swap
+    # Copies an interrupted run left (never live: only a swap makes a copy live), dropped.
+    leftovers: list[str] = field(default_factory=list)
     row_counts: list[TableCount] = field(default_factory=list)
     swapped: bool = False
     previous: str | None = None  # the replaced database, kept under this name
@@ -169,6 +172,7 @@ class PgRestoreRemediation(Hooks):
             report.key, report.format = manifest.key, manifest.format
             report.backup_bytes, report.backup_taken_at = manifest.size, manifest.started_at
             report.sha256_expected = manifest.sha256
+            report.leftovers = await self._drop_leftovers(admin, report)
             now = ctx.clock.now()
             copy = suffixed(config.database, "restoring", now)
             await self._create_copy(admin, copy)
@@ -196,6 +200,23 @@ class PgRestoreRemediation(Hooks):
             f"after the swap, {f}" for f in count_failures(report.counts_after_swap)
         ]
 
+    async def _drop_leftovers(self, admin: str, report: RestoreReport) -> list[str]:
+        """Drop the copies of this database a run cut short left behind (runbookd stopped
+        mid-restore): named as only a copy is, and never live, since the swap renames it."""
+        named = re.compile(re.escape(self.config.database[:NAME_ROOM]) + r"_restoring_\d{8}_\d{6}")
+        async with session(admin, "connecting to the server") as conn:
+            try:
+                names = [r[0] for r in await conn.fetch("SELECT datname FROM pg_database")]
+            except pg_errors() as exc:
+                raise Failed(f"listing databases: {message(exc)}", True) from None
+        dropped = []
+        for name in sorted(n for n in names if named.fullmatch(n)):
+            if why := await drop_database(admin, name):
+                report.failures.append(f"{name}, left by an interrupted restore: {why}")
+            else:
+                dropped.append(name)
+        return dropped
+
     async def _create_copy(self, admin: str, copy: str) -> None:
         """A new database with the live one's owner, encoding, collation and locale provider."""
         database = self.config.database
@@ -219,59 +240,35 @@ class PgRestoreRemediation(Hooks):
             return await count_against(conn, manifest, self.config.tolerance)
 
     async def _swap(self, admin: str, copy: str, previous: str, report: RestoreReport) -> None:
-        """The restored copy takes the database's name in one transaction; the database it
-        replaces is kept as `previous`. Its sessions are ended and new ones refused meanwhile."""
+        """The restored copy takes the database's name, the database it replaces is kept as
+        `previous`: in one transaction, so a crash leaves one or the other, never neither.
+        The database's sessions are ended in it; a session opening meanwhile waits on the
+        rename's lock and is then refused (its database was renamed), and reconnects."""
         live, copy_, previous_ = (
             quote_ident(self.config.database),
             quote_ident(copy),
             quote_ident(previous),
         )
         async with session(admin, "connecting to swap the databases") as conn:
-            try:
-                await conn.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false")
-                for attempt in range(1, SWAP_ATTEMPTS + 1):
-                    await conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                        self.config.database,
-                    )
-                    try:
-                        async with conn.transaction():
-                            await conn.execute(f"ALTER DATABASE {live} RENAME TO {previous_}")
-                            await conn.execute(f"ALTER DATABASE {copy_} RENAME TO {live}")
-                            await conn.execute(
-                                f"ALTER DATABASE {previous_} WITH ALLOW_CONNECTIONS true"
-                            )
-                        report.swapped, report.previous = True, previous
-                        return
-                    except pg_errors() as exc:
-                        # Sessions ended take a moment to go (the rename waits up to 5 s).
-                        if attempt == SWAP_ATTEMPTS or "being accessed" not in str(exc):
-                            why = f"swapping in the restored database: {message(exc)}"
-                            raise Failed(why, True) from None
-            except pg_errors() as exc:
-                raise Failed(f"swapping in the restored database: {message(exc)}", True) from None
-            finally:
-                await self._allow_connections(conn)
-
-    async def _allow_connections(self, conn: Any) -> None:
-        """The name is the live database again (swapped or not): it takes connections. On a
-        new session if the swap's broke."""
-        live = quote_ident(self.config.database)
-        allow = f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true"
-        failures: tuple[type[BaseException], ...] = (Failed, *pg_errors())
-        try:
-            try:
-                await conn.execute(allow)
-            except pg_errors():
-                async with session(self.config.dsn.get_secret_value(), "reconnecting") as again:
-                    await again.execute(allow)
-        except failures as exc:
-            raise Failed(
-                f"{self.config.database} may refuse connections ({message(exc)}): run ALTER "
-                f"DATABASE {live} WITH ALLOW_CONNECTIONS true",
-                False,
-            ) from None
+            for attempt in range(1, SWAP_ATTEMPTS + 1):
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                            self.config.database,
+                        )
+                        # Waits up to 5 s for the ended sessions to go.
+                        await conn.execute(f"ALTER DATABASE {live} RENAME TO {previous_}")
+                        await conn.execute(f"ALTER DATABASE {copy_} RENAME TO {live}")
+                except pg_errors() as exc:
+                    # A session that opened before the rename took its lock: once more.
+                    if attempt == SWAP_ATTEMPTS or "being accessed" not in str(exc):
+                        why = f"swapping in the restored database: {message(exc)}"
+                        raise Failed(why, True) from None
+                else:
+                    report.swapped, report.previous = True, previous
+                    return
 
 
 def _like(row: dict[str, Any]) -> str:
@@ -302,8 +299,9 @@ def _detail(report: RestoreReport) -> str:
         return f"restore failed: {first}{tail}{kept}"
     counts = ", ".join(f"{c.table} {c.restored}" for c in report.row_counts)
     taken = utc(report.backup_taken_at) if report.backup_taken_at is not None else "?"
+    left = f"; dropped {', '.join(report.leftovers)} (an interrupted restore's copy)"
     return (
         f"restored {report.key} ({format_bytes(report.backup_bytes or 0)}, data of {taken}) "
         f"into {report.database}; row counts match the manifest ({counts or 'none listed'}); "
-        f"the replaced database is kept as {report.previous}"
+        f"the replaced database is kept as {report.previous}" + (left if report.leftovers else "")
     )

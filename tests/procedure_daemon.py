@@ -55,7 +55,13 @@ class Runbookd:
     log: Path
     state: Path
     session: aiohttp.ClientSession
+    process: asyncio.subprocess.Process
     answers: list[bytes] = field(default_factory=list)
+
+    async def kill(self) -> None:
+        """kill -9: nothing runs on the way out."""
+        self.process.kill()
+        await self.process.wait()
 
     async def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         async with self.session.request(method, f"{self.url}/api/v1/{path}", json=body) as r:
@@ -117,13 +123,14 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
 async def runbookd(
     config: dict[str, Any], directory: Path, env: dict[str, str]
 ) -> AsyncIterator[Runbookd]:
-    """`runbookd run` on `config` (its listen address and state directory set here)."""
+    """`runbookd run` on `config` (its listen address and state directory set here); run
+    again on the same directory, it carries on from the state a previous one left."""
     port = free_port()
     config["runbookd"] |= {"listen": f"127.0.0.1:{port}", "state_dir": str(directory / "state")}
     path = directory / "runbookd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = directory / "runbookd.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -149,7 +156,7 @@ async def runbookd(
                     pass
                 assert time.monotonic() < deadline, log.read_text(errors="replace")
                 await asyncio.sleep(0.05)
-            yield Runbookd(url, log, directory / "state", session)
+            yield Runbookd(url, log, directory / "state", session, proc)
     finally:
         await stop_process(proc)
 

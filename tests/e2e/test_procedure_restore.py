@@ -11,7 +11,8 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ from tests.backups import (
     SECRET,
     TASKS,
     USERS,
+    Hold,
     databases,
     new_bucket,
     psql,
     put_object,
     read_object,
     s3_for,
+    s3_proxy,
     source_database,
 )
 from tests.fakes import make_incident
@@ -86,10 +89,17 @@ def beside(name: str, what: str) -> list[str]:
 
 
 class World:
-    def __init__(
-        self, vercel: FakeVercel, pager: FakePagerDuty, daemon: Runbookd, bucket: str
-    ) -> None:
-        self.vercel, self.pager, self.daemon, self.bucket = vercel, pager, daemon, bucket
+    def __init__(self, vercel: FakeVercel, pager: FakePagerDuty, bucket: str) -> None:
+        self.vercel, self.pager, self.bucket = vercel, pager, bucket
+        self.daemon: Runbookd
+        self.daemons: list[Runbookd] = []  # each process, a restart's too
+        self.hold_downloads = False
+        # The daemon's requests to S3 go through this: it holds the download of a backup
+        # (not of its manifest) while hold_downloads is set.
+        self.gate = Hold(
+            lambda r: self.hold_downloads and r.method == "GET" and r.path.endswith(".sql.gz")
+        )
+        self.restart: Callable[[], AbstractAsyncContextManager[Runbookd]]
 
     def maintenance(self) -> str | None:
         """MAINTENANCE_MODE as production serves it (the build's), and as the project has it."""
@@ -128,18 +138,19 @@ async def world(tmp_path: Path, endpoint: str, live: str) -> AsyncIterator[tuple
     vercel = FakeVercel(teams={TEAM: "acme"}, ready_after=1)
     project = vercel.add_project("prj_store", "storefront", TEAM)
     vercel.add_deployment(project)
-    pager = FakePagerDuty()
+    w = World(vercel, FakePagerDuty(), bucket)
     health = web.Application()
     health.router.add_get("/api/health", healthy)
     async with (
         serve(vercel.app) as vercel_url,
-        serve(pager.app) as pager_url,
+        serve(w.pager.app) as pager_url,
         serve(health) as app_url,
+        s3_proxy(endpoint, w.gate) as s3_url,
     ):
         maintenance = {"api_url": vercel_url, "poll_interval": "50ms", "verify_timeout": "10s"}
         changes: dict[str, Any] = {
             "checks.database.dsn": dsn_for(live),
-            "remediations.restore_database.endpoint_url": endpoint,
+            "remediations.restore_database.endpoint_url": s3_url,
             "remediations.restore_database.access_key_id": KEY_ID,
             "remediations.restore_database.secret_access_key": SECRET,
             "remediations.restore_database.database": live,
@@ -164,17 +175,29 @@ async def world(tmp_path: Path, endpoint: str, live: str) -> AsyncIterator[tuple
             "BACKUP_BUCKET": bucket,
         }
         config = shipped("restore-from-backup.yaml", changes)
-        async with runbookd(config, tmp_path, env) as daemon:
-            yield World(vercel, pager, daemon, bucket), str(made.data["key"])
-            await daemon.call("get", "procedure-runs")
-            outputs = {"log": daemon.log.read_bytes()} | state_files(daemon.state)
-            outputs |= {f"answer {i}": answer for i, answer in enumerate(daemon.answers)}
-            given = {"db": PASSWORD, "s3": SECRET, "vercel": TOKEN, "pd": ROUTING_KEY}
-            assert find_leaks(given, outputs) == []
+
+        @asynccontextmanager
+        async def start() -> AsyncIterator[Runbookd]:
+            async with runbookd(config, tmp_path, env) as daemon:
+                w.daemon = daemon
+                w.daemons.append(daemon)
+                yield daemon
+
+        w.restart = start
+        async with start() as daemon:
+            yield w, str(made.data["key"])
+        outputs = {"log": daemon.log.read_bytes()} | state_files(daemon.state)
+        answers = [answer for d in w.daemons for answer in d.answers]
+        outputs |= {f"answer {i}": answer for i, answer in enumerate(answers)}
+        given = {"db": PASSWORD, "s3": SECRET, "vercel": TOKEN, "pd": ROUTING_KEY}
+        assert find_leaks(given, outputs) == []
 
 
 async def healthy(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+AGAIN = {"by": "lead", "reason": "the copy was not swapped in: run it again"}
 
 
 async def approve(daemon: Runbookd, run_id: str, verb: str = "approve") -> None:
@@ -188,6 +211,8 @@ async def test_a_run_restores_the_chosen_backup_into_the_live_database(
     world: tuple[World, str], live: str
 ) -> None:
     w, key = world
+    leftover = f"{live}_restoring_20000101_000000"  # a copy a run cut short left behind
+    psql(ADMIN_DSN, f'CREATE DATABASE "{leftover}"')
     began = time.monotonic()
     run_id = await w.daemon.start(PROCEDURE, {"backup": key})
     await w.daemon.at_step(run_id, "approve")
@@ -214,9 +239,11 @@ async def test_a_run_restores_the_chosen_backup_into_the_live_database(
     assert counts(live) == {"User": USERS, "Task": TASKS}
     (previous,) = beside(live, "before_restore")  # kept, never dropped
     assert f"kept as {previous}" in restored
+    assert f"dropped {leftover} (an interrupted restore's copy)" in restored
     assert counts(previous) == {"User": USERS, "Task": TASKS - LOST}
     assert beside(live, "restoring") == []
-    assert w.maintenance() == "false"
+    assert w.maintenance() is None  # the variable removed, and production rebuilt
+    assert len(w.vercel.deployments) == 3  # the first, maintenance on, maintenance off
     assert w.pager.events == []
     print(f"restore procedure: {time.monotonic() - began:.1f}s")
 
@@ -270,6 +297,43 @@ async def test_a_failed_run_leaves_the_live_database_as_it_was_turns_maintenance
     assert counts(live) == {"User": USERS, "Task": TASKS - LOST}  # untouched
     assert beside(live, "before_restore") == []
     assert beside(live, "restoring") == []  # the copy dropped
-    assert w.maintenance() == "false"
+    assert w.maintenance() is None  # the variable removed, and production rebuilt
+    assert len(w.vercel.deployments) == 3  # the first, maintenance on, maintenance off
     (page,) = w.pager.events
     assert page["event_action"] == "trigger"
+
+
+async def test_killed_mid_restore_the_run_resumes_and_once_approved_restores_again(
+    world: tuple[World, str], live: str
+) -> None:
+    """kill -9 while the backup streams into the copy: the live database is untouched; after
+    the restart the restore's effect is unknown, so it runs again only once approved, and
+    the copy the killed run left is dropped by the new one."""
+    w, key = world
+    w.hold_downloads = True
+    run_id = await w.daemon.start(PROCEDURE, {"backup": key})
+    await approve(w.daemon, run_id)
+    await asyncio.wait_for(w.gate.held.wait(), 20)  # the copy made, the download under way
+    (copy,) = beside(live, "restoring")
+    await w.daemon.kill()
+    assert counts(live) == {"User": USERS, "Task": TASKS - LOST}
+    w.hold_downloads = False
+
+    async with w.restart() as daemon:
+        run = await daemon.at_step(run_id, "restore")
+        deadline = time.monotonic() + 20
+        while (await daemon.call("post", f"procedure-runs/{run_id}/approve", AGAIN))[0] >= 400:
+            assert time.monotonic() < deadline, await daemon.run(run_id)
+            await asyncio.sleep(0.05)
+        run = await daemon.ended(run_id)
+
+    assert run["status"] == "succeeded", run
+    unknown = [e["message"] for e in run["timeline"] if e["kind"] == "unknown"]
+    assert unknown == [
+        "restore was running when runbookd stopped; its effect is unknown: approve to run it "
+        "again, reject to stop here and undo"
+    ]
+    assert f"dropped {copy} (an interrupted restore's copy)" in run["steps"][2]["detail"]
+    assert counts(live) == {"User": USERS, "Task": TASKS}
+    assert beside(live, "restoring") == []
+    assert w.maintenance() is None
