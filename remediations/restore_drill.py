@@ -16,7 +16,6 @@ there, as on the server backed up.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import time
 from collections.abc import AsyncIterator
@@ -26,33 +25,23 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.clients.postgres import (
-    checked_postgres_dsn,
-    dsn_passwords,
-    libpq_target,
-    quote_ident,
-    with_database,
-)
-from daemon.clients.s3 import describe_s3_failure, is_lasting, list_prefix, s3_client, s3_errors
+from daemon.clients.postgres import checked_postgres_dsn, dsn_passwords, quote_ident, with_database
+from daemon.clients.s3 import s3_client
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.units import PositiveDuration, Ratio, format_duration
-from remediations.backups import (
-    MAX_MANIFEST,
-    Backups,
-    BackupStoreConfig,
-    Failed,
-    Manifest,
-    Redactor,
-    format_bytes,
-    manifest_key,
-)
+from remediations.backups import BackupStoreConfig, Failed, Manifest, Redactor, format_bytes
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext
-from remediations.drill_report import CheckOutcome, DrillReport, TableCount
-from remediations.pg_snapshot import count_rows, message, pg_errors, session
-from remediations.restore_stream import stream_restore
+from remediations.drill_report import CheckOutcome, DrillReport
+from remediations.pg_snapshot import message, pg_errors, session
+from remediations.restoring import (
+    count_against,
+    count_failures,
+    drop_database,
+    find_manifest,
+    restore_into,
+)
 
 SCRATCH_PREFIX = "test_recovery_db_"
-DROP_TIMEOUT = 120.0
 
 Sql = Annotated[str, Field(min_length=1, max_length=10_000)]
 
@@ -174,38 +163,11 @@ class RestoreDrillRemediation(Hooks):
                 report.fail(f"recovery took {took}: over the RTO of {format_duration(config.rto)}")
 
     async def _newest(self, client: Any, report: DrillReport) -> Manifest:
-        """The newest complete backup's manifest, after checking that the object is the
-        size the manifest says (a truncated or replaced backup fails here)."""
-        config = self.config
-        try:
-            listing = await list_prefix(client, config.bucket, config.prefix, config.max_keys)
-            backups = Backups.of(listing)
-            if backups.truncated:
-                raise Failed(f"listing stopped at {config.max_keys} keys: narrow the prefix", False)
-            newest, report.skipped_newer = backups.newest_complete()
-            if newest is None:
-                where = config.where()
-                raise Failed(f"no complete backup (one with a manifest) under {where}", False)
-            report.key = newest.key
-            raw = await _read_small(client, config.bucket, manifest_key(newest.key))
-        except s3_errors() as exc:
-            reason = describe_s3_failure(exc, config.request_timeout)
-            raise Failed(reason, not is_lasting(exc)) from None
-        try:
-            manifest = Manifest.parse(raw)
-        except ValueError as exc:
-            raise Failed(f"{manifest_key(newest.key)}: {exc}", False) from None
-        if manifest.key != newest.key:
-            other = f"{manifest_key(newest.key)} describes another backup: {manifest.key}"
-            raise Failed(other, False)
+        """The newest complete backup's manifest (remediations.restoring.find_manifest)."""
+        manifest = await find_manifest(client, self.config, skipped=report.skipped_newer)
+        report.key = manifest.key
         report.format, report.backup_bytes = manifest.format, manifest.size
         report.sha256_expected = manifest.sha256
-        if newest.size is not None and newest.size != manifest.size:
-            raise Failed(
-                f"{newest.key} is {newest.size} bytes, its manifest says {manifest.size}: "
-                "truncated or replaced",
-                False,
-            )
         return manifest
 
     @asynccontextmanager
@@ -225,19 +187,8 @@ class RestoreDrillRemediation(Hooks):
             report.dropped = await self._drop(name, report)
 
     async def _drop(self, name: str, report: DrillReport) -> bool:
-        try:
-            async with asyncio.timeout(DROP_TIMEOUT):
-                async with session(self.config.dsn.get_secret_value(), "dropping") as conn:
-                    # FORCE: a restore tool still connected is ended, not waited for.
-                    drop = f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"
-                    await conn.execute(drop)
-        except Failed as exc:
-            reason = exc.detail
-        except TimeoutError:
-            reason = f"timeout after {DROP_TIMEOUT:g}s"
-        except pg_errors() as exc:
-            reason = message(exc)
-        else:
+        reason = await drop_database(self.config.dsn.get_secret_value(), name)
+        if reason is None:
             return True
         report.fail(f"the scratch database {name} was not dropped ({reason}): drop it by hand")
         return False
@@ -246,36 +197,15 @@ class RestoreDrillRemediation(Hooks):
         self, client: Any, manifest: Manifest, name: str, report: DrillReport
     ) -> bool:
         """Stream the backup into the scratch database; False if it is not a faithful copy."""
-        config = self.config
-        target, env = libpq_target(with_database(config.dsn.get_secret_value(), name))
-        if manifest.format == "plain":
-            argv = ["psql", "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1"]
-        else:
-            argv = ["pg_restore", "--exit-on-error", "--no-password"]
         started = time.perf_counter()
-        done = await stream_restore(
-            client,
-            config.bucket,
-            manifest.key,
-            [*argv, f"--dbname={target}"],
-            env,
-            gzipped=manifest.format == "plain",
-            request_timeout=config.request_timeout,
-        )
+        dsn = self.config.dsn.get_secret_value()
+        done, failures = await restore_into(client, self.config, manifest, dsn, name)
         report.restore_seconds = round(time.perf_counter() - started, 3)
         report.sha256, report.downloaded_bytes = done.sha256, done.downloaded
         report.restored_bytes = done.restored
-        intact = done.sha256 == manifest.sha256 and done.downloaded == manifest.size
-        if not intact:
-            # The cause, before its symptoms (a gzip or SQL error).
-            report.fail(
-                f"checksum mismatch: {manifest.key} ({done.downloaded} bytes) has sha256 "
-                f"{done.sha256[:16]}…, its manifest says {manifest.sha256[:16]}… "
-                f"({manifest.size} bytes): the backup is corrupt"
-            )
-        for failure in done.failures:
-            report.fail(f"restore: {failure}")
-        return intact and not done.failures
+        for failure in failures:
+            report.fail(failure)
+        return not failures
 
     async def _verify(self, name: str, manifest: Manifest, report: DrillReport) -> None:
         config = self.config
@@ -287,38 +217,13 @@ class RestoreDrillRemediation(Hooks):
                 await conn.execute("SELECT set_config('statement_timeout', $1, false)", limit)
             except pg_errors() as exc:
                 raise Failed(f"preparing the verification: {message(exc)}", True) from None
-            for table, expected in manifest.row_counts.items():
-                report.row_counts.append(await self._count(conn, table, expected))
+            report.row_counts += await count_against(conn, manifest, config.tolerance)
             for sql in config.checks:
                 report.checks.append(await _run_check(conn, sql))
         report.verify_seconds = round(time.perf_counter() - started, 3)
-        for count in report.row_counts:
-            if not count.ok:
-                restored = "unknown" if count.restored is None else count.restored
-                why = count.error or f"{restored} rows restored, {count.expected} in the backup"
-                report.fail(f"row count of {count.table}: {why}")
+        for failure in count_failures(report.row_counts):
+            report.fail(failure)
         report.failures += [f"check {c.sql!r}: {c.result}" for c in report.checks if not c.ok]
-
-    async def _count(self, conn: Any, table: str, expected: int) -> TableCount:
-        count = TableCount(table, expected)
-        try:
-            count.restored = (await count_rows(conn, [table]))[table]
-        except (Failed, ValueError) as exc:
-            count.error = exc.detail if isinstance(exc, Failed) else f"not a table name: {exc}"
-            return count
-        count.ok = abs(count.restored - expected) <= self.config.tolerance * expected
-        return count
-
-
-async def _read_small(client: Any, bucket: str, key: str) -> bytes:
-    """An object of at most MAX_MANIFEST bytes (one more is read, for Manifest.parse to
-    refuse); its body is read until the end or that bound."""
-    body = (await client.get_object(Bucket=bucket, Key=key))["Body"]
-    raw = bytearray()
-    async with body:
-        while len(raw) <= MAX_MANIFEST and (chunk := await body.read(MAX_MANIFEST + 1)):
-            raw += chunk
-    return bytes(raw)
 
 
 async def _run_check(conn: Any, sql: str) -> CheckOutcome:

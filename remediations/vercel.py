@@ -177,6 +177,10 @@ class VercelClient:
         self.config = config
         self._secrets = [config.token.get_secret_value()]
 
+    def conceal(self, *values: str) -> None:
+        """Mask these values too (secrets sent or read) in every reply and failure."""
+        self._secrets.extend(value for value in values if value)
+
     @property
     def project_path(self) -> tuple[str, ...]:
         return ("projects", self.config.project_id)

@@ -159,15 +159,7 @@ class VercelEnv(VercelRemediation):
     ) -> RemediationResult:
         """The variable is set but not in effect, and resolve only follows a success: left
         alone, the next deploy would turn maintenance on with nobody to turn it off."""
-        undo: dict[str, Any] = {}
-        redeploy = result.data.get("redeploy")
-        if isinstance(redeploy, dict) and result.data.get("ready_state") not in SETTLED:
-            path = ("v12", "deployments", str(redeploy["id"]), "cancel")
-            reply = await client.request("PATCH", path)
-            if reply.ok:
-                undo["cancelled"] = redeploy["id"]
-            else:
-                undo["cancel_error"] = client.failure("cancel redeploy", reply).detail
+        undo = await cancel_redeploy(client, result)
         try:
             undo["variable_removed"] = await self._delete(client, env_id) is not None
             await client.ctx.state.put(ENV_ID, None)
@@ -239,94 +231,112 @@ class VercelEnv(VercelRemediation):
     async def _redeploy(
         self, client: VercelClient, action: str, data: dict[str, Any]
     ) -> RemediationResult:
-        """Rebuild the deployment production serves, so the variable change takes effect."""
         data = {"project": self.config.project_id, **self.config.as_data(), **data}
-        project = await client.project()
-        if project.production_id is None:
-            detail = f"{action}, but the project has no production deployment to redeploy"
-            return RemediationResult(False, detail, recoverable=False, data=data)
-        body = {"name": project.name, "deploymentId": project.production_id, "target": "production"}
-        created = await self._create(client, body)
-        deployment = Deployment.parse(created)
-        if deployment is None:
-            raise VercelFailure(unexpected("redeploy", "no deployment id"))
-        data["redeploy"] = {"from": project.production_id, **deployment.as_data()}
-        try:
-            return await self._await_ready(client, action, deployment, data)
-        except VercelFailure as failure:
-            # Keep the build's id with the failure: a pending build may need cancelling.
-            failure.result.data["redeploy"] = data["redeploy"]
-            raise
+        return await redeploy_production(client, action, data)
 
-    async def _create(self, client: VercelClient, body: dict[str, Any]) -> Any:
-        """POST the build; sent again only after a 429 (after its Retry-After) or a connection
-        never made: a request that timed out or got a 5xx may still have started a build."""
-        # forceNew: a build of the same source must not be skipped as a duplicate.
-        path, query = ("v13", "deployments"), {"forceNew": "1"}
-        reply = await client.request("POST", path, query=query, body=body, idempotent=False)
+
+async def redeploy_production(
+    client: VercelClient, action: str, data: dict[str, Any]
+) -> RemediationResult:
+    """Rebuild the deployment production serves, so the variable change takes effect."""
+    project = await client.project()
+    if project.production_id is None:
+        detail = f"{action}, but the project has no production deployment to redeploy"
+        return RemediationResult(False, detail, recoverable=False, data=data)
+    body = {"name": project.name, "deploymentId": project.production_id, "target": "production"}
+    created = await _create(client, body)
+    deployment = Deployment.parse(created)
+    if deployment is None:
+        raise VercelFailure(unexpected("redeploy", "no deployment id"))
+    data["redeploy"] = {"from": project.production_id, **deployment.as_data()}
+    try:
+        return await _await_ready(client, action, deployment, data)
+    except VercelFailure as failure:
+        # Keep the build's id with the failure: a pending build may need cancelling.
+        failure.result.data["redeploy"] = data["redeploy"]
+        raise
+
+
+async def cancel_redeploy(client: VercelClient, result: RemediationResult) -> dict[str, Any]:
+    """Cancel the build a failed redeploy left unsettled, so it never serves; what was done."""
+    undo: dict[str, Any] = {}
+    redeploy = result.data.get("redeploy")
+    if isinstance(redeploy, dict) and result.data.get("ready_state") not in SETTLED:
+        path = ("v12", "deployments", str(redeploy["id"]), "cancel")
+        reply = await client.request("PATCH", path)
         if reply.ok:
-            return reply.body
-        result = client.failure("redeploy", reply)
-        if not reply.recoverable and (reply.status is None or reply.status >= 500):
-            result = RemediationResult(
-                False,
-                f"{result.detail}; not retried: Vercel may have started the build",
-                recoverable=False,
-                data=result.data,
-            )
-        raise VercelFailure(result)
+            undo["cancelled"] = redeploy["id"]
+        else:
+            undo["cancel_error"] = client.failure("cancel redeploy", reply).detail
+    return undo
 
-    async def _await_ready(
-        self, client: VercelClient, action: str, deployment: Deployment, data: dict[str, Any]
-    ) -> RemediationResult:
-        state, substate = deployment.state, deployment.substate
 
-        async def ready() -> bool:
-            nonlocal state, substate
-            body = await client.call(
-                "read deployment", "GET", ("v13", "deployments", deployment.id)
-            )
-            parsed = Deployment.parse(body)
-            state, substate = (parsed.state, parsed.substate) if parsed else ("", None)
-            return state in SETTLED
+async def _create(client: VercelClient, body: dict[str, Any]) -> Any:
+    """POST the build; sent again only after a 429 (after its Retry-After) or a connection
+    never made: a request that timed out or got a 5xx may still have started a build."""
+    # forceNew: a build of the same source must not be skipped as a duplicate.
+    path, query = ("v13", "deployments"), {"forceNew": "1"}
+    reply = await client.request("POST", path, query=query, body=body, idempotent=False)
+    if reply.ok:
+        return reply.body
+    result = client.failure("redeploy", reply)
+    if not reply.recoverable and (reply.status is None or reply.status >= 500):
+        result = RemediationResult(
+            False,
+            f"{result.detail}; not retried: Vercel may have started the build",
+            recoverable=False,
+            data=result.data,
+        )
+    raise VercelFailure(result)
 
-        _, polls = await client.poll(ready)
-        data = {**data, "polls": polls, "ready_state": state, "ready_substate": substate}
-        if state == "READY":
-            return await self._served(client, action, deployment, substate, data)
-        if state in FAILED_STATES:
-            # A failed build fails again from the same source: a person has to look.
-            detail = f"{action}, but the redeploy {deployment.id} ended {state}"
-            return RemediationResult(False, detail, recoverable=False, data=data)
-        timeout = self.config.verify_timeout
-        detail = f"{action}, but the redeploy {deployment.id} is {state} after {timeout:g}s"
-        return RemediationResult(False, detail, recoverable=True, data=data)
 
-    async def _served(
-        self,
-        client: VercelClient,
-        action: str,
-        deployment: Deployment,
-        substate: str | None,
-        data: dict[str, Any],
-    ) -> RemediationResult:
-        """READY is not live: the change is in effect only once production serves the build."""
-        if substate == "STAGED":
-            # Production domains are not auto-assigned (after a rollback): it never serves.
-            detail = (
-                f"{action}, but the redeploy {deployment.id} is staged, not served: production "
-                "domains are not assigned automatically (after a rollback, for instance)"
-            )
-            return RemediationResult(False, detail, recoverable=False, data=data)
-        served, polls = await client.poll(lambda: client.serves(deployment.id))
-        data = {**data, "serve_polls": polls}
-        if served:
-            return RemediationResult(
-                True, f"{action}; production serves {deployment.id}", data=data
-            )
-        timeout = self.config.verify_timeout
-        detail = f"{action}, but production does not serve {deployment.id} after {timeout:g}s"
-        return RemediationResult(False, detail, recoverable=True, data=data)
+async def _await_ready(
+    client: VercelClient, action: str, deployment: Deployment, data: dict[str, Any]
+) -> RemediationResult:
+    state, substate = deployment.state, deployment.substate
+
+    async def ready() -> bool:
+        nonlocal state, substate
+        body = await client.call("read deployment", "GET", ("v13", "deployments", deployment.id))
+        parsed = Deployment.parse(body)
+        state, substate = (parsed.state, parsed.substate) if parsed else ("", None)
+        return state in SETTLED
+
+    _, polls = await client.poll(ready)
+    data = {**data, "polls": polls, "ready_state": state, "ready_substate": substate}
+    if state == "READY":
+        return await _served(client, action, deployment, substate, data)
+    if state in FAILED_STATES:
+        # A failed build fails again from the same source: a person has to look.
+        detail = f"{action}, but the redeploy {deployment.id} ended {state}"
+        return RemediationResult(False, detail, recoverable=False, data=data)
+    timeout = client.config.verify_timeout
+    detail = f"{action}, but the redeploy {deployment.id} is {state} after {timeout:g}s"
+    return RemediationResult(False, detail, recoverable=True, data=data)
+
+
+async def _served(
+    client: VercelClient,
+    action: str,
+    deployment: Deployment,
+    substate: str | None,
+    data: dict[str, Any],
+) -> RemediationResult:
+    """READY is not live: the change is in effect only once production serves the build."""
+    if substate == "STAGED":
+        # Production domains are not auto-assigned (after a rollback): it never serves.
+        detail = (
+            f"{action}, but the redeploy {deployment.id} is staged, not served: production "
+            "domains are not assigned automatically (after a rollback, for instance)"
+        )
+        return RemediationResult(False, detail, recoverable=False, data=data)
+    served, polls = await client.poll(lambda: client.serves(deployment.id))
+    data = {**data, "serve_polls": polls}
+    if served:
+        return RemediationResult(True, f"{action}; production serves {deployment.id}", data=data)
+    timeout = client.config.verify_timeout
+    detail = f"{action}, but production does not serve {deployment.id} after {timeout:g}s"
+    return RemediationResult(False, detail, recoverable=True, data=data)
 
 
 def _next_page(body: object) -> str | None:

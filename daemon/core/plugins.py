@@ -31,6 +31,7 @@ BUILTIN_REMEDIATIONS = {
     "pagerduty": "remediations.pagerduty",
     "pagerduty_change": "remediations.pagerduty",
     "pg_backup": "remediations.pg_backup",
+    "pg_restore": "remediations.pg_restore",
     "postgres_maintenance": "remediations.postgres_maintenance",
     "redis_flush": "remediations.redis_flush",
     "restore_drill": "remediations.restore_drill",
@@ -41,6 +42,7 @@ BUILTIN_REMEDIATIONS = {
     "vercel_rollback": "remediations.vercel",
     "vercel_promote": "remediations.vercel",
     "vercel_env": "remediations.vercel_env",
+    "vercel_secret": "remediations.vercel_secret",
 }
 BUILTIN_MODULES = tuple(dict.fromkeys([*BUILTIN_CHECKS.values(), *BUILTIN_REMEDIATIONS.values()]))
 

@@ -11,6 +11,13 @@ https://vercel.com/docs/rest-api (paths, versions, query parameters, bodies, sta
 - PATCH /v12/deployments/{id}/cancel: a build that has not settled.
 - POST /v10/projects/{idOrName}/env?upsert=true, GET /v10/projects/{idOrName}/env (paged),
   DELETE /v9/projects/{idOrName}/env/{id}.
+- GET /v1/projects/{idOrName}/env/{id}: one variable with its value decrypted
+  (`decrypted: true`), except a sensitive one, whose value is never given back
+  (`decrypted: false`, no value). PATCH /v9/projects/{idOrName}/env/{id} with any of
+  {"key", "target", "type", "value", "comment"}: the variable edited, answered decrypted.
+  Source: https://vercel.com/docs/rest-api/projects/retrieve-the-decrypted-value-of-an-environment-variable-of-a-project-by-id,
+  https://vercel.com/docs/rest-api/projects/edit-an-environment-variable,
+  https://vercel.com/docs/environment-variables/sensitive-environment-variables
 
 Provider behaviours the fake reproduces, each with where it is documented:
 
@@ -360,6 +367,7 @@ class FakeVercel:
         add("POST", "/v10/projects/{idOrName}/env", self._create_env)
         add("GET", "/v10/projects/{idOrName}/env", self._list_env)
         add("DELETE", "/v9/projects/{idOrName}/env/{id}", self._delete_env)
+        self._one_env_routes()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -649,6 +657,55 @@ class FakeVercel:
                 project.envs.remove(env)
                 return web.json_response(env.json())
         raise ApiError(404, "not_found", "Environment Variable not found")
+
+    # -- projects: one variable, read decrypted and edited (vercel_secret) -------------------
+
+    def _one_env_routes(self) -> None:
+        add = self.app.router.add_route
+        add("GET", "/v1/projects/{idOrName}/env/{id}", self._get_env_decrypted)
+        add("PATCH", "/v9/projects/{idOrName}/env/{id}", self._edit_env)
+
+    def _env_by_id(self, request: web.Request) -> tuple[Project, Env]:
+        project = self._project(request, request.match_info["idOrName"])
+        for env in project.envs:
+            if env.id == request.match_info["id"]:
+                return project, env
+        raise ApiError(404, "not_found", "Environment Variable not found")
+
+    async def _get_env_decrypted(self, request: web.Request) -> web.Response:
+        _, env = self._env_by_id(request)
+        return web.json_response(_decrypted(env))
+
+    async def _edit_env(self, request: web.Request) -> web.Response:
+        project, env = self._env_by_id(request)
+        body = await _json_object(request)
+        if unknown := set(body) - {"key", "target", "gitBranch", "type", "value", "comment"}:
+            raise _invalid(f"should NOT have additional property `{sorted(unknown)[0]}`")
+        edited: dict[str, Any] = {
+            "key": env.key,
+            "value": env.value,
+            "type": env.type,
+            "target": env.target,
+        }
+        edited |= {k: v for k, v in body.items() if k in edited}
+        _check_env(edited)
+        clash = _overlapping(project, edited["key"], edited["target"])
+        if clash is not None and clash is not env:
+            error = _exists(clash)
+            raise ApiError(400, error["code"], error["message"])
+        env.key, env.value, env.type = edited["key"], edited["value"], edited["type"]
+        env.target = list(edited["target"])
+        self._clock_ms += 1_000
+        return web.json_response(_decrypted(env))
+
+
+def _decrypted(env: Env) -> dict[str, Any]:
+    """A variable as the decrypting endpoints answer it: sensitive values never come back."""
+    shown = env.json()
+    if env.type == "sensitive":
+        del shown["value"]
+        return shown | {"decrypted": False}
+    return shown | {"value": env.value, "decrypted": True}
 
 
 def signed(delivery: dict[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:

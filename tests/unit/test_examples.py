@@ -30,6 +30,8 @@ SHIPPED_PROCEDURES = {
     "migration-deploy": "migration_deploy",
     "app-rollback": "app_rollback",
     "app-rollback-compose": "app_rollback",
+    "restore-from-backup": "restore_from_backup",
+    "rotate-secrets": "rotate_secrets",
 }
 
 
