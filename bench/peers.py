@@ -7,6 +7,7 @@ describes; runbookd runs as `.venv/bin/runbookd run --config <generated>`; the P
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -227,6 +228,40 @@ def api_settings() -> dict[str, Any]:
     return settings
 
 
+# BENCH_STORE=postgres: every daemon on a fresh PostgreSQL database of its own (created
+# through BENCH_PG_ADMIN_DSN), so the same scenarios measure the PostgreSQL store beside the
+# SQLite default.
+STORE = os.environ.get("BENCH_STORE", "sqlite")
+PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://root@127.0.0.1:5432/postgres")
+
+
+def store_settings(state_dir: Path) -> dict[str, Any]:
+    """`runbookd.store` for a fresh daemon whose state goes to `state_dir`."""
+    if STORE == "sqlite":
+        return {}
+    if STORE != "postgres":
+        raise BenchError(f"BENCH_STORE must be sqlite or postgres, not {STORE!r}")
+    import asyncio
+
+    import asyncpg
+
+    name = f"runbookd_bench_{state_dir.name.replace('-', '_')}_{os.getpid()}"
+
+    async def admin(*statements: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    asyncio.run(admin(drop, f'CREATE DATABASE "{name}"'))
+    atexit.register(lambda: asyncio.run(admin(drop)))  # after the run, its daemons stopped
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return {"store": {"type": "postgres", "dsn": f"{base}/{name}"}}
+
+
 def runbookd_config(
     state_dir: Path,
     port: int,
@@ -240,6 +275,7 @@ def runbookd_config(
         "listen": f"{HOST}:{port}",
         "state_dir": str(state_dir),
         **api_settings(),
+        **store_settings(state_dir),
         **(settings or {}),
     }
     return {
