@@ -27,7 +27,7 @@ from daemon.config.loader import load_config
 from daemon.core.models import Incident, Step, TimelineEntry
 from daemon.core.units import format_duration
 from daemon.deploys.criteria import percent, seconds
-from daemon.deploys.watcher import LAST_GOOD
+from daemon.deploys.state import LAST_GOOD
 from daemon.runtime.daemon import Daemon
 
 DEPLOY_CONFIG = bundled_config("demo-deploy.yaml")
