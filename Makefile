@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PACKAGES := daemon checks remediations
 
-.PHONY: demo test check lint format clean services
+.PHONY: demo demo-deploy test check lint format clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/runbookd demo
+
+# The deploy watch: a good deploy completed, a bad one rolled back against its baseline (~20 s).
+demo-deploy: $(STAMP)
+	$(BIN)/runbookd demo deploy
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PACKAGES) tests

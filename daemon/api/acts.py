@@ -20,8 +20,8 @@ from aiohttp import web
 from daemon.api.bodies import json_response
 from daemon.api.port import Answer, DaemonView, RunStart
 from daemon.deploys.models import DeployEvent
+from daemon.deploys.state import NotConfigured
 from daemon.deploys.vercel import VercelDelivery
-from daemon.deploys.watcher import NotConfigured
 from daemon.engine.alerts import Alert, AlertCapReached
 from daemon.pipeline.approvals import Decision
 from daemon.pipeline.silences import Silence

@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     once.add_argument("checks", nargs="*", metavar="CHECK", help="only these checks")
     demo = sub.add_parser("demo", help="a bad deploy, detected and rolled back, end to end")
+    demo.add_argument(
+        "scenario",
+        nargs="?",
+        choices=["deploy"],
+        help="deploy: deploys announced by CI and watched; a good one completes, a bad one "
+        "is rolled back against its pre-deploy baseline",
+    )
     demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
     _incidents_parser(sub)
     _silence_parser(sub)
@@ -372,10 +379,14 @@ def cmd_once(config_file: str, names: Sequence[str]) -> int:
     return run_on_loop(run_once(config, names))
 
 
-def cmd_demo(config_file: str | None) -> int:
+def cmd_demo(config_file: str | None, scenario: str | None) -> int:
+    configure("warning", stream=sys.stderr)
+    if scenario == "deploy":
+        from daemon.cli.demo.deploy import DEPLOY_CONFIG, run_deploy_demo
+
+        return run_on_loop(run_deploy_demo(Path(config_file) if config_file else DEPLOY_CONFIG))
     from daemon.cli.demo.run import DEFAULT_CONFIG, run_demo
 
-    configure("warning", stream=sys.stderr)
     return run_on_loop(run_demo(Path(config_file) if config_file else DEFAULT_CONFIG))
 
 
@@ -400,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "completion":
         print(completions.script(_parser(), args.shell), end="")
         return 0
-    return cmd_demo(args.config)
+    return cmd_demo(args.config, args.scenario)
 
 
 if __name__ == "__main__":

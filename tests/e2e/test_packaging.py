@@ -98,5 +98,6 @@ def test_the_wheel_builds_from_the_copied_files_alone(wheel: zipfile.ZipFile) ->
     assert "runbookd = daemon.cli.main:main" in wheel.read(entry_points).decode()
 
 
-def test_the_wheel_ships_the_demo_config(wheel: zipfile.ZipFile) -> None:
-    assert [name for name in wheel.namelist() if name.endswith("demo.yaml")]
+def test_the_wheel_ships_the_demo_configs(wheel: zipfile.ZipFile) -> None:
+    for config in ("demo.yaml", "demo-deploy.yaml"):
+        assert [name for name in wheel.namelist() if name.endswith(f"/share/runbookd/{config}")]

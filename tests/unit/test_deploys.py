@@ -8,7 +8,7 @@ import pytest
 
 from daemon.core.models import IncidentStatus
 from daemon.deploys.models import DeployEvent, DeployStatus
-from daemon.deploys.watcher import LAST_GOOD
+from daemon.deploys.state import LAST_GOOD
 from tests.deploy_world import INTERVAL, NORMAL, DeployWorld, make_deploy_world
 from tests.memory_store import MemoryData
 

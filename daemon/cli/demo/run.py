@@ -23,15 +23,15 @@ from daemon.core.models import Incident, Step, TimelineEntry
 from daemon.runtime.daemon import Daemon
 
 
-def _demo_config() -> Path:
-    """config/demo.yaml of a source checkout, else the copy a wheel installs under
+def bundled_config(name: str) -> Path:
+    """config/NAME of a source checkout, else the copy a wheel installs under
     <prefix>/share/runbookd."""
-    checkout = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
-    installed = Path(sys.prefix) / "share" / "runbookd" / "demo.yaml"
+    checkout = Path(__file__).resolve().parents[3] / "config" / name
+    installed = Path(sys.prefix) / "share" / "runbookd" / name
     return checkout if checkout.exists() else installed
 
 
-DEFAULT_CONFIG = _demo_config()
+DEFAULT_CONFIG = bundled_config("demo.yaml")
 TRAFFIC_PER_SECOND = 50
 STEP_TIMEOUT = 25.0
 
@@ -45,15 +45,16 @@ async def traffic(session: aiohttp.ClientSession, url: str) -> None:
 
 
 class Stage:
-    def __init__(self, out: Callable[[str], None]) -> None:
+    def __init__(self, out: Callable[[str], None], step_timeout: float = STEP_TIMEOUT) -> None:
         self.out = out
+        self.step_timeout = step_timeout  # how long each step may take to happen
         self.t0 = time.monotonic()
 
     def say(self, text: str) -> None:
         self.out(f"[{time.monotonic() - self.t0:5.1f}s] {text}")
 
     async def until(self, what: str, done: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + STEP_TIMEOUT
+        deadline = time.monotonic() + self.step_timeout
         while not done():
             if time.monotonic() > deadline:
                 raise DemoFailed(what)
