@@ -28,6 +28,7 @@ from remediations.base import (
     Hooks,
     RemediationConfig,
     RemediationContext,
+    run_params,
 )
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
 
@@ -82,7 +83,7 @@ class SlackConfig(RetryingConfig):
         default=None,
         min_length=1,
         description='The template\'s Impact ("Checkout unavailable for EU customers"); '
-        "default: the incident's summary.",
+        "default: the incident's summary. In a procedure's step, the message's first words.",
     )
     update_every: PositiveDuration = Field(
         1800.0, description="When the message promises the next update, from now."
@@ -282,6 +283,24 @@ def announcement_message(message: Announcement) -> dict[str, Any]:
     return {"text": escape(message.text), "blocks": blocks}
 
 
+def procedure_message(incident: Incident, said: str | None = None) -> dict[str, Any] | None:
+    """For a step of a procedure's run (daemon/procedures): what the run is and who started
+    it, with its parameters, after `said` (the config's `impact`) when given; None for an
+    incident. A failed run's page says what failed."""
+    trigger = incident.trigger
+    procedure = trigger.get("procedure")
+    if not isinstance(procedure, str):
+        return None
+    started = f"run {incident.id}, started by {trigger.get('by', '?')} at "
+    started += utc_iso(incident.opened_at)
+    if incident.severity == "critical":
+        text = f"{SEVERITY_MARK['critical']} {incident.summary} ({started})"
+    else:
+        text = f"Procedure {procedure}, step {incident.check} ({started})"
+        text = f"{said}. {text}" if said else text
+    return announcement_message(Announcement(text, tuple(run_params(incident).items())))
+
+
 def posted_before(incident: Incident, own: str) -> bool:
     """This remediation already posted about the incident (it runs again in `escalate:`)."""
     return any(entry.succeeded(own) for entry in incident.timeline)
@@ -306,6 +325,8 @@ class SlackRemediation(Hooks):
         self.config = config
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        if (message := procedure_message(incident, self.config.impact)) is not None:
+            return await self._post(ctx, incident, message)
         update = posted_before(incident, self.name)
         message = incident_message(
             incident, self.config, own=self.name, now=ctx.clock.now(), update=update

@@ -433,7 +433,12 @@ def run_incident(run: ProcedureRun, step: str, failure: str = "") -> Incident:
         severity=severity,
         summary=summary[:DETAIL_LIMIT],
         opened_at=run.started_at,
-        trigger={"procedure": run.procedure, "run": run.id, "params": dict(run.params)},
+        trigger={
+            "procedure": run.procedure,
+            "run": run.id,
+            "by": run.by,
+            "params": dict(run.params),
+        },
     )
 
 

@@ -53,3 +53,21 @@ def test_an_announcement_is_a_message_slack_takes_with_its_text_escaped() -> Non
     assert len(fields) == 10  # Slack's limit
     assert fields[0]["text"] == "*Fact 0*\nvalue &lt;0&gt;"
     assert can_announce(SlackRemediation)
+
+
+async def test_a_procedure_step_posts_what_runs_and_who_started_it() -> None:
+    from daemon.procedures.models import ProcedureRun
+    from daemon.procedures.runner import run_incident
+    from remediations.slack import procedure_message
+
+    run = ProcedureRun("run-1", "app_rollback", {"version": "v1.2.2"}, "ana", 0.0, [])
+    message = procedure_message(run_incident(run, "announce"))
+    assert message is not None
+    assert message["text"] == (
+        "Procedure app_rollback, step announce (run run-1, started by ana at 1970-01-01T00:00:00Z)"
+    )
+    fields = message["blocks"][1]["fields"]
+    assert [f["text"] for f in fields] == ["*version*\nv1.2.2"]
+    failed = procedure_message(run_incident(run, "on_failure", "rollback failed: HTTP 400"))
+    assert failed is not None
+    assert failed["text"].startswith("🔴 procedure app_rollback failed: rollback failed: HTTP 400")
