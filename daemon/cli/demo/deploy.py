@@ -22,9 +22,9 @@ import aiohttp
 
 from daemon.api.servers import serve
 from daemon.cli.demo.app import Channel, DemoApp, Pager
-from daemon.cli.demo.run import DemoFailed, Stage, bundled_config, traffic
+from daemon.cli.demo.run import DemoFailed, Stage, bundled_config, show_timelines, traffic
 from daemon.config.loader import load_config
-from daemon.core.models import Incident, Step, TimelineEntry
+from daemon.core.models import Incident
 from daemon.core.units import format_duration
 from daemon.deploys.criteria import percent, seconds
 from daemon.deploys.state import LAST_GOOD
@@ -71,14 +71,7 @@ async def run_deploy_demo(
                 RUNBOOKD_STATE_DIR=state_dir,
             )
             daemon = Daemon(load_config(config_path), config_path=config_path)
-            opened: list[Incident] = []
-
-            def show(incident: Incident, entry: TimelineEntry) -> None:
-                if entry.kind == Step.OPENED:
-                    opened.append(incident)
-                stage.say(f"  timeline {incident.id} {entry.kind:>9}: {entry.message}")
-
-            daemon.recorder.listeners.append(show)
+            opened = show_timelines(stage, daemon)
             async with aiohttp.ClientSession() as session:
                 users = [
                     asyncio.create_task(traffic(session, f"{app_url}/api/tasks"))

@@ -62,6 +62,19 @@ class Stage:
         self.say(f"✓ {what}")
 
 
+def show_timelines(stage: Stage, daemon: Daemon) -> list[Incident]:
+    """Print every timeline entry as it is recorded; the incidents opened, as they open."""
+    opened: list[Incident] = []
+
+    def show(incident: Incident, entry: TimelineEntry) -> None:
+        if entry.kind == Step.OPENED:
+            opened.append(incident)
+        stage.say(f"  timeline {incident.id} {entry.kind:>9}: {entry.message}")
+
+    daemon.recorder.listeners.append(show)
+    return opened
+
+
 class DemoFailed(Exception):
     pass
 
@@ -75,14 +88,7 @@ async def run_demo(config_path: Path = DEFAULT_CONFIG, out: Callable[[str], None
                 DEMO_APP_URL=app_url, DEMO_PAGER_URL=pager_url, RUNBOOKD_STATE_DIR=state_dir
             )
             daemon = Daemon(load_config(config_path), config_path=config_path)
-            opened: list[Incident] = []
-
-            def show(incident: Incident, entry: TimelineEntry) -> None:
-                if entry.kind == Step.OPENED:
-                    opened.append(incident)
-                stage.say(f"  timeline {incident.id} {entry.kind:>9}: {entry.message}")
-
-            daemon.recorder.listeners.append(show)
+            opened = show_timelines(stage, daemon)
             async with aiohttp.ClientSession() as session:
                 load = asyncio.create_task(traffic(session, f"{app_url}/api/tasks"))
                 await daemon.start()
