@@ -339,6 +339,7 @@ class Process:
             actions=self.pipeline,
             metrics=self.metrics,
             clock=self.clock,
+            fence=self.leadership,
         )
 
     # -- SIGSTOP / SIGCONT ---------------------------------------------------------------------
