@@ -1,8 +1,8 @@
 """The world of the replicas' model-based test (tests/unit/test_model_replicas.py): several
-runbookd processes on one database, each with the real Leadership, engine, pipeline and fence,
-wired as daemon/runtime/daemon.py wires them (`_follow_the_lease`, `_take_role`, `_act`), on
-one ManualClock, with the single daemon's model (tests/model_world.py): its rules, its fakes,
-its `quiesce` and `advance`.
+runbookd processes on one database, each with the real Leadership, engine, pipeline, job
+runner and fence, wired as daemon/runtime/daemon.py wires them (`_follow_the_lease`,
+`_take_role`, `_act`), on one ManualClock, with the single daemon's model
+(tests/model_world.py): its rules, its fakes, its `quiesce` and `advance`.
 
 - `Database`: the one PostgreSQL: the MemoryStore's data shared by every process, its clock
   (the lease's), one transaction at a time, and the lease row's FOR SHARE lock: a claim waits
@@ -15,8 +15,8 @@ its `quiesce` and `advance`.
 - `Slot`: systemd for one replica: starts a process, and starts a new one when it exits (it
   lost the lease: exit 5; or a start or a core task failed).
 
-Every action and every ledger claim is witnessed: who made it, under which epoch, and what the
-store's lease said at that instant (`Database.violations`).
+Every call of a fake target, every ledger claim and every job run is witnessed: who made it,
+under which epoch, and what the store's lease said at that instant (`Database.violations`).
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ from daemon.core.clock import ManualClock
 from daemon.core.models import Incident, RemediationResult
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
+from daemon.jobs.config import JobConfig
+from daemon.jobs.metrics import JobMetrics
+from daemon.jobs.runner import JobRunner
 from daemon.pipeline.pipeline import Pipeline
 from daemon.pipeline.plan import Plan
 from daemon.runtime.leadership import LeaderMetrics, Leadership, Role
 from daemon.runtime.metrics import Metrics
 from daemon.store.protocol import Lease
-from remediations.base import Hooks, RemediationContext
+from remediations.base import Hooks, RemediationConfig, RemediationContext
 from tests.memory_store import Batch, MemoryData, MemoryStore
 from tests.model_world import (
     BREAKER_AFTER,
@@ -48,6 +51,7 @@ from tests.model_world import (
     STALE_AFTER,
     Fake,
     forever,
+    make_fakes,
     remediation_configs,
     rule_configs,
 )
@@ -55,6 +59,19 @@ from tests.world import FakeConfig
 
 TTL = 9.0
 RESTART_SEC = 1.0  # systemd's RestartSec
+# A job every minute whose run may hang, caught up after a failover if it is under 2 min late.
+JOBS = {
+    "backup": JobConfig.model_validate({"run": "backup", "schedule": "* * * * *", "catch_up": "2m"})
+}
+
+
+def make_targets() -> dict[str, Fake]:
+    """The single daemon's fakes (tests/model_world.py), and the job's."""
+    return make_fakes() | {"backup": Fake("backup")}
+
+
+def job_configs() -> dict[str, RemediationConfig]:
+    return remediation_configs() | {"backup": FakeConfig.model_validate({"timeout": "20s"})}
 
 
 class StoreDown(ConnectionRefusedError):
@@ -80,6 +97,7 @@ class Database:
     share: Batch | None = None  # the transaction holding the lease row FOR SHARE
     down: bool = False
     claims: dict[int, tuple[str, int]] = field(default_factory=dict)  # action id -> holder, epoch
+    run_claims: dict[int, tuple[str, int]] = field(default_factory=dict)  # job run id -> ...
     calls: list[Call] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     expired: dict[int, float] = field(default_factory=dict)  # epoch -> its lease's last expiry
@@ -103,6 +121,7 @@ class Pending:
 
     checked: tuple[str, int] | None = None  # the epoch its check_epoch found current
     actions: list[tuple[int, str, int | None]] = field(default_factory=list)
+    runs: list[tuple[int, str, int | None]] = field(default_factory=list)  # job runs
 
 
 class ReplicaStore(MemoryStore):
@@ -166,14 +185,26 @@ class ReplicaStore(MemoryStore):
             batch.done.set()
 
     def _commit_claims(self, pending: Pending) -> None:
-        for action_id, holder, epoch in pending.actions:
-            lease = self.db.lease()
-            if pending.checked != (holder, epoch) or lease is None or lease[:2] != (holder, epoch):
-                self.db.violations.append(
-                    f"action {action_id} committed by {holder} under epoch {epoch}: its "
-                    f"transaction checked {pending.checked}, the lease is {lease}"
-                )
-            self.db.claims[action_id] = (holder, epoch or 0)
+        lease = self.db.lease()
+        for what, claims, into in (
+            ("action", pending.actions, self.db.claims),
+            ("job run", pending.runs, self.db.run_claims),
+        ):
+            for claim_id, holder, epoch in claims:
+                if (
+                    pending.checked != (holder, epoch)
+                    or lease is None
+                    or lease[:2]
+                    != (
+                        holder,
+                        epoch,
+                    )
+                ):
+                    self.db.violations.append(
+                        f"{what} {claim_id} committed by {holder} under epoch {epoch}: its "
+                        f"transaction checked {pending.checked}, the lease is {lease}"
+                    )
+                into[claim_id] = (holder, epoch or 0)
 
     async def _lease_free(self) -> None:
         """An UPDATE of the lease row waits for the transaction holding it FOR SHARE."""
@@ -209,6 +240,18 @@ class ReplicaStore(MemoryStore):
         else:
             self._commit_claims(Pending(None, [(action_id, holder, epoch)]))
         return action_id
+
+    async def add_job_run(
+        self, job: str, trigger: str, scheduled_at: float, started_at: float | None
+    ) -> int:
+        run_id = await super().add_job_run(job, trigger, scheduled_at, started_at)
+        if started_at is not None:  # a run that acts (not a missed or skipped one's record)
+            holder, epoch = self.process.holder, self.process.leadership.epoch
+            pending = self.pending[id(b)] if (b := self._own_batch()) is not None else Pending()
+            pending.runs.append((run_id, holder, epoch))
+            if b is None:
+                self._commit_claims(pending)
+        return run_id
 
 
 class ReplicaClock:
@@ -323,7 +366,7 @@ class Process:
         # Built here, not from a config: Witnessed has no (name, config) constructor.
         remediations: dict[str, Any] = {n: Witnessed(f, self) for n, f in fakes.items()}
         self.pipeline = Pipeline(
-            Plan(remediations, remediation_configs(), budget=BUDGET, breaker_after=BREAKER_AFTER),
+            Plan(remediations, job_configs(), budget=BUDGET, breaker_after=BREAKER_AFTER),
             ctx=RemediationContext(None, self.clock),  # type: ignore[arg-type]
             store=self.store,
             recorder=self.recorder,
@@ -340,6 +383,19 @@ class Process:
             metrics=self.metrics,
             clock=self.clock,
             fence=self.leadership,
+        )
+        configs = job_configs()
+        self.jobs = JobRunner(
+            store=self.store,
+            clock=self.clock,
+            metrics=JobMetrics(CollectorRegistry()),
+            sink=self.engine.observe,
+            actions=lambda name: (remediations[name], configs[name]),
+            ctx_for=lambda name: self.pipeline.actor.ctx_for(name),
+            approvals=self.pipeline.approvals,
+            locks=self.pipeline.locks,
+            fence=self.leadership,
+            watch=self.watch,
         )
 
     # -- SIGSTOP / SIGCONT ---------------------------------------------------------------------
@@ -439,6 +495,8 @@ class Process:
                 self.engine.incidents.values(), dict(self.rules) | self.engine.incident_plans()
             )
             self.watch(self.pipeline.start_outbox())
+            await self.jobs.configure(JOBS)
+            await self.jobs.start()
         elif leadership.role is Role.STANDBY and self.acting:
             self.exited.set()  # lost the lease: exit 5, to start again as a standby
             await forever()
@@ -452,6 +510,7 @@ class Process:
             await self.leadership.resign()
         finally:
             if self.acting:
+                await self.jobs.stop()
                 await self.pipeline.drain(0)
             await self.cancel_all()
             self.store.dead = True
@@ -465,6 +524,7 @@ class Process:
         await self.cancel_all()
 
     async def cancel_all(self) -> None:
+        self.tasks.update(e.task for e in self.jobs.jobs.values() if e.task is not None)
         for _ in range(100):
             tasks = [t for t in self.tasks if not t.done() and t is not asyncio.current_task()]
             if not tasks:

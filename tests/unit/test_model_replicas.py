@@ -1,19 +1,22 @@
 """A model-based test of several replicas on one database (issue 14): Hypothesis interleaves
-observations and alerts, remediations that hang and return, time, renewals, pauses (SIGSTOP,
-also in the middle of a store transaction), kill -9 and restarts, a database that goes down and
-a replica cut off from it, with the replicas' clocks offset and running a little fast or slow,
-over the real Leadership, engine, pipeline and fence (tests/replica_world.py), and checks:
+observations and alerts, remediations and a scheduled job's action that hang and return, time,
+renewals, pauses (SIGSTOP, also in the middle of a store transaction), kill -9 and restarts, a
+database that goes down and a replica cut off from it, with the replicas' clocks offset and
+running a little fast or slow, over the real Leadership, engine, pipeline, job runner and fence
+(tests/replica_world.py), and checks:
 
 1. One holder per epoch: no two processes ever act under the same epoch.
 2. At any instant at most one process may act (`may_act()`), checked at every timer: two
    overlap only while a slow clock's lease outlives the store's, by at most ttl x its drift.
-3. Every action in the ledger was claimed in a transaction that found its epoch current, and
-   the lease still had that epoch when it committed; claims' epochs never go down.
-4. Every remediation call (the fake target's side) came from the holder of the lease that is
-   current on the store's clock at that instant.
+3. Every action in the ledger, and every job run that acts, was claimed in a transaction that
+   found its epoch current, and the lease still had that epoch when it committed; the
+   ledger's epochs never go down.
+4. Every remediation or job action called (the fake target's side) came from the holder of
+   the lease that is current on the store's clock at that instant.
 5. No step runs twice for an incident: one ledger row and at most one call per incident and
    remediation (pages excepted: they are redelivered and deduplicated at the provider); an
-   interrupted step is recorded, not repeated; no call without its ledger row.
+   interrupted step is recorded, not repeated; no call without its ledger row; a job's
+   scheduled time runs once.
 6. The timeline and the ledger agree; one open incident per rule in the store.
 7. Epochs only grow: the lease's, and each new leader's above every earlier one.
 
@@ -49,16 +52,15 @@ from tests.model_world import (
     GOOD,
     Fake,
     advance,
-    make_fakes,
     observation,
     quiesce,
 )
-from tests.replica_world import TTL, Database, Process, Slot, StoreDown
+from tests.replica_world import TTL, Database, Process, Slot, StoreDown, make_targets
 
 EXAMPLES = int(os.environ.get("SOAK_EXAMPLES", "0"))
 NAMES = ("a", "b", "c")
 NOTIFIERS = frozenset({"page"})
-ACTIONS = ("rollback", "restart", "flush")
+ACTIONS = ("rollback", "restart", "flush", "backup")
 # Around the lease (ttl 9 s, renewed every 3 s), and the rules' and remediations' times.
 STEPS = (0.5, 1.0, 3.0, 4.5, 9.0, 10.0, 31.0, 45.0, 125.0)
 OFFSETS = (0.0, -2.5, 4.0)
@@ -126,7 +128,11 @@ class Invariants:
         twice = {k: n for k, n in calls.items() if n > 1 and k[1] not in NOTIFIERS}
         assert not twice, f"5: steps run twice: {twice} ({db.calls})"
         by_name = Counter(a.remediation for a in actions)
-        executed = Counter(c.remediation for c in db.calls if c.phase == "execute")
+        executed = Counter(
+            c.remediation
+            for c in db.calls
+            if c.phase == "execute" and not c.incident.startswith("job-")
+        )
         for name, n in executed.items():
             assert n <= by_name[name], f"5: {name} called {n} times, {by_name[name]} in the ledger"
         said: Counter[tuple[str, str]] = Counter()
@@ -135,6 +141,12 @@ class Invariants:
                 if e.kind == "action":
                     said[(incident.id, str(e.data.get("remediation")))] += 1
         assert said == rows, f"6: timeline 'action' entries {dict(said)} != ledger {dict(rows)}"
+        runs = [r for r in db.data.job_runs.values() if r.started_at is not None]
+        unclaimed_runs = [r for r in runs if r.id not in db.run_claims]
+        assert not unclaimed_runs, f"3: job runs nobody claimed: {unclaimed_runs}"
+        slots = Counter((r.job, r.scheduled_at) for r in runs if r.trigger != "manual")
+        again = {k: n for k, n in slots.items() if n > 1}
+        assert not again, f"5: scheduled job runs run twice: {again}"
         open_by_rule = Counter(i.rule for i in db.data.incidents.values() if i.is_open)
         assert all(n == 1 for n in open_by_rule.values()), f"6: open per rule {open_by_rule}"
 
@@ -147,7 +159,7 @@ class ReplicasMachine(RuleBasedStateMachine):
         self.logs.__enter__()
         self.clock = ManualClock()
         self.db = Database(self.clock)
-        self.fakes: dict[str, Fake] = make_fakes()
+        self.fakes: dict[str, Fake] = make_targets()
         self.slots: dict[str, Slot] = {}
         self.check = Invariants(self.db, self.slots)
         self.episode: float | None = None  # the alert's episode start, while it fires
@@ -176,7 +188,7 @@ class ReplicasMachine(RuleBasedStateMachine):
         n=st.sampled_from([2, 3]),
         offsets=st.lists(st.sampled_from(OFFSETS), min_size=3, max_size=3),
         rates=st.lists(st.sampled_from(RATES), min_size=3, max_size=3),
-        modes=st.lists(st.sampled_from(["ok", "hang", "hang", "fail"]), min_size=3, max_size=3),
+        modes=st.lists(st.sampled_from(["ok", "hang", "hang", "fail"]), min_size=4, max_size=4),
     )
     def boot(self, n: int, offsets: list[float], rates: list[float], modes: list[str]) -> None:
         for name, mode in zip(ACTIONS, modes, strict=True):
