@@ -30,7 +30,7 @@ from tests.model_world import (
     start_daemon,
     stop_daemon,
 )
-from tests.replica_world import Database, Process, Slot
+from tests.replica_world import Database, Process, Slot, make_targets
 
 
 class Box:
@@ -178,7 +178,7 @@ async def test_a_slow_rollback_outlived_by_its_incident_pages_nobody_after(box: 
 async def replicas() -> AsyncIterator[tuple[ManualClock, Database, Slot, Slot]]:
     clock = ManualClock()
     db = Database(clock)
-    fakes = make_fakes()
+    fakes = make_targets()
     a, b = Slot("a", db, fakes), Slot("b", db, fakes)
     a.start()
     await quiesce()
@@ -219,4 +219,29 @@ async def test_a_leader_paused_past_its_lease_opens_no_incident_when_it_resumes(
     pa.flush()
     await quiesce()
     assert [i.id for i in db.data.incidents.values() if i.is_open] == opened
+    assert not db.violations
+
+
+async def test_a_leader_back_under_a_new_epoch_does_not_run_a_job_time_again(
+    replicas: tuple[ManualClock, Database, Slot, Slot],
+) -> None:
+    """a leads, its job due at the next minute; SIGSTOP past its lease; b leads and runs that
+    minute's job; b dies. On SIGCONT a claims the lease again, now under epoch 3: its memory is
+    from epoch 1 (the job still due), so it must not go on as the leader and run the job again."""
+    clock, db, a, b = replicas
+    pa = running(a)
+    await advance(clock, 50.0, stop=lambda: False)
+    assert pa.leadership.may_act()
+    pa.pause()
+    await advance(clock, 12.0, stop=lambda: False)  # b leads from 59 s and runs the 60 s job
+    (run,) = db.data.job_runs.values()
+    assert db.run_claims[run.id] == (running(b).holder, 2)
+    await b.kill()
+    await advance(clock, 12.0, stop=lambda: False)  # b's lease runs out
+    pa.resume()
+    await quiesce()
+    assert [(r.job, r.scheduled_at) for r in db.data.job_runs.values()] == [
+        (run.job, run.scheduled_at)
+    ]
+    assert [c.incident for c in db.calls] == [f"job-backup-{run.id}"]
     assert not db.violations
