@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -50,12 +51,15 @@ from tests.model_world import (
     CHECKS,
     STALE_AFTER,
     Fake,
+    _quiescing,
     forever,
     make_fakes,
     remediation_configs,
     rule_configs,
 )
 from tests.world import FakeConfig
+
+T = TypeVar("T")
 
 TTL = 9.0
 RESTART_SEC = 1.0  # systemd's RestartSec
@@ -72,6 +76,29 @@ def make_targets() -> dict[str, Fake]:
 
 def job_configs() -> dict[str, RemediationConfig]:
     return remediation_configs() | {"backup": FakeConfig.model_validate({"timeout": "20s"})}
+
+
+async def finished(task: asyncio.Task[T]) -> T:
+    """`task`'s result, once it ends; AssertionError if the loop goes quiet first: it waits on
+    something nothing will ever give (a deadlock), and a hung step would hang the test."""
+    loop = asyncio.get_running_loop()
+    token = object()
+    _quiescing.insert(0, token)  # a `quiesce` inside the task expects this loop to be ready
+    try:
+        idle = 0
+        while not task.done():
+            await asyncio.sleep(0)
+            scheduled = loop._scheduled  # type: ignore[attr-defined]
+            due = bool(scheduled) and scheduled[0].when() <= loop.time() + 0.01
+            busy = bool(loop._ready)  # type: ignore[attr-defined]
+            idle = 0 if busy or due else idle + 1
+            if idle >= 3 and not task.done():
+                stack = "".join(traceback.format_stack(task.get_stack()[-1]))
+                task.cancel()
+                raise AssertionError(f"the step never ends; it waits at\n{stack}")
+    finally:
+        _quiescing.remove(token)
+    return task.result()
 
 
 class StoreDown(ConnectionRefusedError):
@@ -525,15 +552,19 @@ class Process:
 
     async def cancel_all(self) -> None:
         self.tasks.update(e.task for e in self.jobs.jobs.values() if e.task is not None)
-        for _ in range(100):
-            tasks = [t for t in self.tasks if not t.done() and t is not asyncio.current_task()]
-            if not tasks:
-                return
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=0)
-            await asyncio.sleep(0)
-        raise AssertionError(f"tasks of {self.holder} kept running")
+        await cancel_until_done(self.tasks, self.holder)
+
+
+async def cancel_until_done(tasks: set[asyncio.Task[Any]], whose: str) -> None:
+    for _ in range(100):
+        left = [t for t in tasks if not t.done() and t is not asyncio.current_task()]
+        if not left:
+            return
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=0)
+        await asyncio.sleep(0)
+    raise AssertionError(f"tasks of {whose} kept running")
 
 
 @dataclass
@@ -574,10 +605,11 @@ class Slot:
             await self.db.clock.sleep(RESTART_SEC)
 
     async def kill(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.cancel()
-            await asyncio.gather(self.supervisor, return_exceptions=True)
+        """kill -9 of the process, and systemd told not to start another."""
+        if (supervisor := self.supervisor) is not None:
             self.supervisor = None
+            # Again until it ends: a stop under way awaits in its `finally` too.
+            await cancel_until_done({supervisor}, f"systemd {self.name}")
         if (process := self.process) is not None:
             await process.kill()
             self.stopped.append(process)

@@ -55,7 +55,15 @@ from tests.model_world import (
     observation,
     quiesce,
 )
-from tests.replica_world import TTL, Database, Process, Slot, StoreDown, make_targets
+from tests.replica_world import (
+    TTL,
+    Database,
+    Process,
+    Slot,
+    StoreDown,
+    finished,
+    make_targets,
+)
 
 EXAMPLES = int(os.environ.get("SOAK_EXAMPLES", "0"))
 NAMES = ("a", "b", "c")
@@ -166,20 +174,19 @@ class ReplicasMachine(RuleBasedStateMachine):
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         async def step() -> Any:
-            result = await coro
+            result = await finished(asyncio.create_task(coro))
             await quiesce()
             return result
 
         return self.runner.run(step())
 
     def teardown(self) -> None:
+        async def down() -> None:
+            for slot in self.slots.values():
+                await slot.kill()
+
         try:
-
-            async def down() -> None:
-                for slot in self.slots.values():
-                    await slot.kill()
-
-            self.runner.run(down())
+            self.run(down())
         finally:
             self.runner.close()
             self.logs.__exit__(None, None, None)
