@@ -240,8 +240,7 @@ class ReplicaStore(MemoryStore):
 
     async def claim_lease(self, holder: str, ttl: float) -> Lease:
         await self._reach()
-        await self._lease_free()
-        await self._reach()
+        await self._lease_free()  # then the UPDATE, with no await between
         lease = await super().claim_lease(holder, ttl)
         self.db.note_lease()
         return lease
