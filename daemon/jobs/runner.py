@@ -185,7 +185,9 @@ class JobRunner:
         runs = await self.store.job_runs(name, limit=50)
         since = await self.store.get_value(SINCE, name)
         anchor = since.get("at") if isinstance(since, dict) else None
-        last = next((r.scheduled_at for r in runs if r.trigger != "manual"), None)
+        # The latest time, not the latest record: a replica that led before may record an
+        # older time after a later leader ran a newer one.
+        last = max((r.scheduled_at for r in runs if r.trigger != "manual"), default=None)
         after = max((t for t in (anchor, last) if isinstance(t, int | float)), default=None)
         if after is None:
             return False
