@@ -191,7 +191,10 @@ class JobRunner:
         after = max((t for t in (anchor, last) if isinstance(t, int | float)), default=None)
         if after is None:
             return False
-        missed = entry.schedule.due_between(after, now)
+        # Not a time from `configure` on: the timer loop runs those (a start that lags its
+        # configure, across a scheduled time, would run that time twice).
+        due = entry.due if entry.due is not None else float("inf")
+        missed = [t for t in entry.schedule.due_between(after, now) if t < due]
         if not missed:
             return False
         newest = missed[-1]

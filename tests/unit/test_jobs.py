@@ -258,6 +258,24 @@ async def test_missed_times_count_from_the_latest_time_recorded_not_the_latest_r
     await h.runner.stop()
 
 
+async def test_a_time_between_configure_and_start_runs_once(clock: ManualClock) -> None:
+    """A replica taking over configures its jobs, then starts them; a scheduled time that
+    falls in between (a pause, a slow store) is the timer loop's, not a missed one as well."""
+    nightly = job(timezone="Europe/Berlin", catch_up="6h")
+    h = await started(clock, nightly=nightly)
+    await h.runner.stop()
+    await clock.advance(at(2026, 3, 28, 1, 59) - clock.now())
+    h = Harness(clock, h.store.data, h.action)
+    await h.runner.configure({"nightly": nightly})
+    await clock.advance(120)
+    await h.runner.start()
+    await clock.quiet()
+    assert [(r.trigger, r.scheduled_at) for r in await h.runs()] == [
+        ("schedule", at(2026, 3, 28, 2, 0))
+    ]
+    await h.runner.stop()
+
+
 async def test_without_catch_up_every_missed_run_is_recorded_and_fails(clock: ManualClock) -> None:
     h = await started(clock)
     await clock.advance(at(2026, 3, 28, 3, 0) - clock.now())
