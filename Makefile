@@ -60,7 +60,7 @@ bench: $(STAMP)
 	bench/setup.sh
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(FULL)),--full,)
 
-# The model-based test of the safety promise, long (tests/unit/test_model_based.py): SOAK_EXAMPLES
+# The model-based tests, long (tests/unit/test_model_based.py, test_model_replicas.py): SOAK_EXAMPLES
 # examples from a random seed, printed first; a failure replays with `make soak SEED=<seed>`
 # or with the @reproduce_failure line it prints.
 SOAK_EXAMPLES ?= 5000
@@ -72,4 +72,4 @@ endif
 soak: $(STAMP)
 	@echo "soak: $(SOAK_EXAMPLES) examples, seed $(SEED); replay: make soak SEED=$(SEED)"
 	SOAK_EXAMPLES=$(SOAK_EXAMPLES) $(BIN)/pytest -q --timeout=0 --hypothesis-seed=$(SEED) \
-		tests/unit/test_model_based.py
+		tests/unit/test_model_based.py tests/unit/test_model_replicas.py

@@ -21,6 +21,7 @@ from daemon.engine.incidents import Actions, OpenIncidents
 from daemon.engine.pushed_alerts import PushedAlerts
 from daemon.engine.thresholds import ThresholdRules
 from daemon.engine.timeline import Recorder
+from daemon.pipeline.fence import Fence
 from daemon.rules.config import RuleConfig
 from daemon.rules.machine import RuleEvaluator
 from daemon.runtime.metrics import Metrics
@@ -40,6 +41,7 @@ class Engine:
         clock: Clock,
         limits: AlertLimits | None = None,
         notifiers: Callable[[], frozenset[str]] = frozenset,
+        fence: Fence | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -52,7 +54,7 @@ class Engine:
         # incident runs those of its rule and nothing else.
         self.notifiers = notifiers
         self.open_incidents = OpenIncidents(
-            store=store, recorder=recorder, actions=actions, metrics=metrics
+            store=store, recorder=recorder, actions=actions, metrics=metrics, fence=fence
         )
         self.incidents: dict[str, Incident] = self.open_incidents.by_rule  # by rule
         self.thresholds = ThresholdRules(self.open_incidents, actions=actions, metrics=metrics)

@@ -10,11 +10,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Protocol
 
+import structlog
+
 from daemon.core.models import Incident, IncidentStatus, Step
 from daemon.engine.timeline import Recorder
+from daemon.pipeline.fence import Fence, Unfenced
 from daemon.rules.config import RuleConfig
 from daemon.runtime.metrics import Metrics
-from daemon.store.protocol import Store
+from daemon.store.protocol import Fenced, Store
+
+log = structlog.get_logger("runbookd.engine")
 
 
 class Actions(Protocol):
@@ -48,12 +53,21 @@ class OpenIncidents:
     `RULE:blind` and `RULE:alert_cap` for those the engine raises about a rule."""
 
     def __init__(
-        self, *, store: Store, recorder: Recorder, actions: Actions, metrics: Metrics
+        self,
+        *,
+        store: Store,
+        recorder: Recorder,
+        actions: Actions,
+        metrics: Metrics,
+        fence: Fence | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.actions = actions
         self.metrics = metrics
+        # A replica that no longer leads (paused past its lease, its engine fed before it
+        # learns so) neither opens nor resolves: the leader's incidents are the store's.
+        self.fence: Fence = fence or Unfenced()
         self.by_rule: dict[str, Incident] = {}
         # Each rule's last episode start, in ms: an episode that starts in the millisecond the
         # last one ended (a resolved and a firing alert in one request) takes the next one.
@@ -105,9 +119,17 @@ class OpenIncidents:
             trigger=trigger,
         )
         self.by_rule[rule] = incident
+        try:
+            async with self.recorder.batch():
+                await self.fence.check()
+                await self.recorder.open(incident, message, **trigger)
+        except Fenced:
+            if self.by_rule.get(rule) is incident:
+                del self.by_rule[rule]
+            log.warning("not opened: this replica does not lead", rule=rule, incident=incident.id)
+            return
         self.metrics.incidents_open.set(len(self.by_rule))
         self.metrics.incidents_opened.labels(rule).inc()
-        await self.recorder.open(incident, message, **trigger)
         self.actions.start(incident, config)
 
     async def resolve(
@@ -122,6 +144,14 @@ class OpenIncidents:
         # One transaction: the resolution and the notices it owes (the pages' resolutions,
         # queued in the outbox) survive a crash together, or not at all.
         async with self.recorder.batch():
+            try:
+                await self.fence.check()
+            except Fenced:
+                incident.status = IncidentStatus.OPEN
+                incident.resolved_at = incident.resolved_by = None
+                self.by_rule.setdefault(rule, incident)
+                log.warning("not resolved: this replica does not lead", incident=incident.id)
+                return
             await self.store.resolve_incident(incident.id, ts, by=by)
             await self.recorder.record(incident, Step.RESOLVED, message, **data)
             await self.actions.resolved(incident)

@@ -185,12 +185,17 @@ class JobRunner:
         runs = await self.store.job_runs(name, limit=50)
         since = await self.store.get_value(SINCE, name)
         anchor = since.get("at") if isinstance(since, dict) else None
+        # The latest time, not the latest record: a replica that led before may record an
+        # older time after a later leader ran a newer one.
         scheduled = (r.scheduled_at for r in runs if r.trigger not in ("manual", "procedure"))
-        last = next(scheduled, None)
+        last = max(scheduled, default=None)
         after = max((t for t in (anchor, last) if isinstance(t, int | float)), default=None)
         if after is None:
             return False
-        missed = entry.schedule.due_between(after, now)
+        # Not a time from `configure` on: the timer loop runs those (a start that lags its
+        # configure, across a scheduled time, would run that time twice).
+        due = entry.due if entry.due is not None else float("inf")
+        missed = [t for t in entry.schedule.due_between(after, now) if t < due]
         if not missed:
             return False
         newest = missed[-1]

@@ -441,6 +441,7 @@ class Daemon:
             clock=self.clock,
             limits=self.config.runbookd.alerts,
             notifiers=lambda: self.pipeline.plan.notifiers(),
+            fence=self.leadership,
         )
         announcements = Announcements(
             DeployRecorder(self.store, self.clock),

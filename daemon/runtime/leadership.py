@@ -122,7 +122,11 @@ class Leadership:
             self.metrics.epoch.set(lease.epoch)
         if lease is not None and lease.holder == self.holder:
             if self.role is Role.LEADER and lease.epoch != self.epoch:
+                # Another replica led in between: what this one holds in memory (plans, job
+                # times) is older than that. Down now, so the daemon restarts as a standby; not
+                # straight back up in the same breath, which it would never see.
                 self._step_down(f"the lease moved to epoch {lease.epoch} meanwhile")
+                return
             self.valid_until = sent + lease.remaining
             if self.role is Role.STANDBY:
                 self._lead(lease.epoch)

@@ -232,6 +232,50 @@ async def test_after_downtime_the_newest_missed_run_within_catch_up_runs_once(
     await h.runner.stop()
 
 
+async def test_missed_times_count_from_the_latest_time_recorded_not_the_latest_record(
+    clock: ManualClock,
+) -> None:
+    """Several replicas: a leader paused past its lease records, when it resumes, a time it
+    had due from before (skipped) after the next leader has run a later one. A start must
+    count missed times from the latest time, or it runs that later one again."""
+    nightly = job(timezone="Europe/Berlin", catch_up="6h")
+    h = await started(clock, nightly=nightly)
+    await h.runner.stop()
+    ran, stale = at(2026, 3, 29, 2, 0), at(2026, 3, 28, 2, 0)
+    await clock.advance(at(2026, 3, 29, 3, 0) - clock.now())
+    run_id = await h.store.add_job_run("nightly", "schedule", ran, ran)
+    await h.store.finish_job_run(run_id, ran + 60, "succeeded", "uploaded", {})
+    late = await h.store.add_job_run("nightly", "schedule", stale, None)
+    await h.store.finish_job_run(
+        late, clock.now(), "skipped", "the previous run was still going", {}
+    )
+    h = await restart(h, clock, 7200, nightly=nightly)
+    assert h.action.runs == []
+    assert [(r.scheduled_at, r.outcome) for r in await h.runs()] == [
+        (ran, "succeeded"),
+        (stale, "skipped"),
+    ]
+    await h.runner.stop()
+
+
+async def test_a_time_between_configure_and_start_runs_once(clock: ManualClock) -> None:
+    """A replica taking over configures its jobs, then starts them; a scheduled time that
+    falls in between (a pause, a slow store) is the timer loop's, not a missed one as well."""
+    nightly = job(timezone="Europe/Berlin", catch_up="6h")
+    h = await started(clock, nightly=nightly)
+    await h.runner.stop()
+    await clock.advance(at(2026, 3, 28, 1, 59) - clock.now())
+    h = Harness(clock, h.store.data, h.action)
+    await h.runner.configure({"nightly": nightly})
+    await clock.advance(120)
+    await h.runner.start()
+    await clock.quiet()
+    assert [(r.trigger, r.scheduled_at) for r in await h.runs()] == [
+        ("schedule", at(2026, 3, 28, 2, 0))
+    ]
+    await h.runner.stop()
+
+
 async def test_without_catch_up_every_missed_run_is_recorded_and_fails(clock: ManualClock) -> None:
     h = await started(clock)
     await clock.advance(at(2026, 3, 28, 3, 0) - clock.now())

@@ -146,3 +146,24 @@ async def test_a_leader_paused_past_its_lease_acts_on_nothing_when_it_resumes(
     await clock.quiet()
     assert (a.leadership.role, a.leadership.leader) == (Role.STANDBY, "b")
     assert leaders(a, b) == [("b", 2)]
+
+
+async def test_a_leader_that_gets_the_lease_back_under_a_new_epoch_steps_down_first(
+    clock: ManualClock, pair: tuple[Replica, Replica]
+) -> None:
+    """a is paused past its lease; b leads, then stops without a word; a resumes and its claim
+    takes the lease again, under a new epoch. What a holds in memory is from before b's epoch:
+    it must step down (its daemon restarts as a standby), not carry on as if it had led all
+    along."""
+    a, b = pair
+    await a.pause()
+    await clock.advance(12.0)
+    assert leaders(a, b) == [("b", 2)]
+    await b.pause()  # kill -9: its lease runs out
+    await clock.advance(12.0)
+    a.start()  # SIGCONT: its renewal comes first
+    await clock.quiet()
+    assert (a.leadership.role, a.leadership.epoch) == (Role.STANDBY, None)
+    assert leaders(a, b) == []
+    await clock.advance(3.0)  # a's next claim: a new holder would lead now, a does too
+    assert leaders(a, b) == [("a", 3)]

@@ -1,5 +1,7 @@
-"""What the model-based test (tests/unit/test_model_based.py) found beyond issue 11's A-H, each as a
-plain test on the same world: the real engine, pipeline and SQLite store (tests/model_world.py).
+"""What the model-based tests found, each as a plain test on the same world: beyond issue 11's
+A-H, the single daemon's (tests/unit/test_model_based.py: the real engine, pipeline and SQLite
+store, tests/model_world.py); then several replicas' (tests/unit/test_model_replicas.py: the real
+leadership and fence too, on one shared store, tests/replica_world.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.model_world import (
     start_daemon,
     stop_daemon,
 )
+from tests.replica_world import Database, Process, Slot, make_targets
 
 
 class Box:
@@ -166,3 +169,79 @@ async def test_a_slow_rollback_outlived_by_its_incident_pages_nobody_after(box: 
     pager = box.fakes["page"]
     paged = {i for i, _ in pager.calls}
     assert paged <= set(pager.resolved), (incident.id, pager.calls, pager.resolved)
+
+
+# -- several replicas (tests/unit/test_model_replicas.py, on tests/replica_world.py) ------------
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[tuple[ManualClock, Database, Slot, Slot]]:
+    clock = ManualClock()
+    db = Database(clock)
+    fakes = make_targets()
+    a, b = Slot("a", db, fakes), Slot("b", db, fakes)
+    a.start()
+    await quiesce()
+    b.start()
+    await quiesce()
+    yield clock, db, a, b
+    for slot in (a, b):
+        await slot.kill()
+
+
+def running(slot: Slot) -> Process:
+    assert slot.process is not None
+    return slot.process
+
+
+async def test_a_leader_paused_past_its_lease_opens_no_incident_when_it_resumes(
+    replicas: tuple[ManualClock, Database, Slot, Slot],
+) -> None:
+    """a leads and sees the app's error rate go up once (its rule pending); SIGSTOP past its
+    lease; b leads and opens the incident. On SIGCONT, a's check delivers before its renewal
+    runs: a must not open a second incident for the rule (nor record anything for it)."""
+    clock, db, a, b = replicas
+    pa = running(a)
+    await pa.engine.observe(observation("app", BAD, pa.clock.now()))
+    pa.pause()
+    await advance(clock, 10.0, stop=lambda: False)
+    pb = running(b)
+    assert pb.acting
+    assert pb.leadership.may_act()
+    await pb.engine.observe(observation("app", BAD, pb.clock.now()))
+    await advance(clock, 2.0, stop=lambda: False)
+    await pb.engine.observe(observation("app", BAD, pb.clock.now()))
+    await quiesce()
+    opened = [i.id for i in db.data.incidents.values() if i.is_open]
+    assert len(opened) == 1
+    pa.unpause()  # SIGCONT: its check's timer fires before its renewal's
+    await pa.engine.observe(observation("app", BAD, pa.clock.now()))
+    pa.flush()
+    await quiesce()
+    assert [i.id for i in db.data.incidents.values() if i.is_open] == opened
+    assert not db.violations
+
+
+async def test_a_leader_back_under_a_new_epoch_does_not_run_a_job_time_again(
+    replicas: tuple[ManualClock, Database, Slot, Slot],
+) -> None:
+    """a leads, its job due at the next minute; SIGSTOP past its lease; b leads and runs that
+    minute's job; b dies. On SIGCONT a claims the lease again, now under epoch 3: its memory is
+    from epoch 1 (the job still due), so it must not go on as the leader and run the job again."""
+    clock, db, a, b = replicas
+    pa = running(a)
+    await advance(clock, 50.0, stop=lambda: False)
+    assert pa.leadership.may_act()
+    pa.pause()
+    await advance(clock, 12.0, stop=lambda: False)  # b leads from 59 s and runs the 60 s job
+    (run,) = db.data.job_runs.values()
+    assert db.run_claims[run.id] == (running(b).holder, 2)
+    await b.kill()
+    await advance(clock, 12.0, stop=lambda: False)  # b's lease runs out
+    pa.resume()
+    await quiesce()
+    assert [(r.job, r.scheduled_at) for r in db.data.job_runs.values()] == [
+        (run.job, run.scheduled_at)
+    ]
+    assert [c.incident for c in db.calls] == [f"job-backup-{run.id}"]
+    assert not db.violations
