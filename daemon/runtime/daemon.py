@@ -539,21 +539,38 @@ class Daemon:
         self._opened.push_async_callback(self._runner.cleanup)
 
     async def _tick(self) -> None:
-        """Once a second: staleness. Once a day (and at start): history retention."""
+        """Once a second: staleness. Once a day (and at start): history retention. A tick
+        that fails (the store restarting) is logged, with its traceback, when it starts
+        failing and when it works again, and the next tick tries again: a blip of the
+        database must not stop the daemon (a leader cut off for longer steps down by its
+        lease)."""
         next_prune = self.clock.now()
+        failing = False
         while True:
             now = self.clock.now()
-            await self.engine.tick(now)
+            try:
+                await self.engine.tick(now)
+                if now >= next_prune:
+                    await self._prune(now)
+                    next_prune = now + PRUNE_EVERY
+            except Exception:
+                if not failing:
+                    log.exception("engine tick failed: trying again every second")
+                failing = True
+            else:
+                if failing:
+                    log.info("engine tick works again")
+                failing = False
             try:
                 await self.deploys.tick(now)
             except Exception:  # a watch that cannot end now ends at a later tick
                 log.exception("deploy watch: tick failed")
-            if now >= next_prune:
-                next_prune = now + PRUNE_EVERY
-                pruned = await self.store.prune(now - self.config.runbookd.history_retention)
-                if any(pruned):
-                    log.info("history pruned", incidents=pruned.incidents, actions=pruned.actions)
             await self.clock.sleep(TICK_SECONDS)
+
+    async def _prune(self, now: float) -> None:
+        pruned = await self.store.prune(now - self.config.runbookd.history_retention)
+        if any(pruned):
+            log.info("history pruned", incidents=pruned.incidents, actions=pruned.actions)
 
     # -- reload ------------------------------------------------------------------------------
 

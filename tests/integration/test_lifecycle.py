@@ -178,3 +178,30 @@ async def test_a_stop_cancels_core_tasks_without_a_failure(
     assert daemon.supervisor.failure is None
     assert daemon.supervisor.watched == 0
     assert not [e for e in logs if str(e["event"]).startswith("core task")]
+
+
+async def test_the_engine_ticker_outlives_a_store_that_blinks(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], serving: None
+) -> None:
+    """A database restarting makes a few ticks fail: logged when it starts and when it ends,
+    and the daemon goes on (a core task dying would stop it, exit 4)."""
+    path = write_config(tmp_path, app_state[1])
+    daemon = Daemon(load_config(path), config_path=path)
+    with capture_logs() as logs:
+        serving_task = asyncio.create_task(daemon.serve())
+        await wait_for(lambda: daemon.ready()[0])
+        tick, failures = daemon.engine.tick, [OSError("connection refused")] * 2
+
+        async def blinking(now: float) -> None:
+            if failures:
+                raise failures.pop()
+            await tick(now)
+
+        daemon.engine.tick = blinking  # type: ignore[method-assign]
+        await wait_for(lambda: "engine tick works again" in [str(e["event"]) for e in logs])
+        assert daemon.health() == (True, "ok")
+        daemon.request_stop()
+        assert await asyncio.wait_for(serving_task, WAIT) == ExitCode.OK
+    events = [str(e["event"]) for e in logs]
+    assert events.count("engine tick failed: trying again every second") == 1
+    assert daemon.supervisor.failure is None
