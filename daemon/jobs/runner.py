@@ -223,9 +223,7 @@ class JobRunner:
                 entry.due = entry.schedule.next_due(due)
                 self._push(entry.due, name)
                 if entry.running:
-                    detail = "the previous run was still going"
-                    run_id = await self.store.add_job_run(name, "schedule", due, None)
-                    await self._finish(run_id, name, "skipped", detail, {})
+                    await self._skipped(name, due)
                 else:
                     self._begin(name, entry, "schedule", due)
             await self._sleep(self._heap[0][0] - now if self._heap else None)
@@ -240,6 +238,15 @@ class JobRunner:
         except TimeoutError:
             pass
         self._wake.clear()
+
+    async def _skipped(self, name: str, due: float) -> None:
+        """A time that came while the last run still goes on: recorded as skipped (logged
+        only, when the store cannot record it: the schedule goes on)."""
+        try:
+            run_id = await self.store.add_job_run(name, "schedule", due, None)
+            await self._finish(run_id, name, "skipped", "the previous run was still going", {})
+        except Exception:
+            log.exception("job time skipped and not recorded", job=name)
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -282,6 +289,11 @@ class JobRunner:
         except Fenced:
             log.info("job not run: another replica leads", job=name)
             return "interrupted", "another replica leads"
+        except Exception as exc:  # the store is down: nothing may run unrecorded
+            detail = f"not run: the store cannot record it ({type(exc).__name__}: {exc})"
+            log.error("job not run", job=name, reason=detail)
+            self.metrics.runs.labels(name, "failed").inc()
+            return "failed", detail
         self.metrics.running.labels(name).set(1)
         try:
             outcome, detail, data = await self._execute(name, config, run_id, trigger, scheduled_at)

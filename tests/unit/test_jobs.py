@@ -174,6 +174,29 @@ async def test_a_run_still_going_is_never_overlapped(clock: ManualClock) -> None
     await h.runner.stop()
 
 
+async def test_a_store_that_cannot_record_a_run_runs_nothing_and_the_schedule_goes_on(
+    clock: ManualClock,
+) -> None:
+    h = await Harness(clock, MemoryData(), Action(clock)).start(minutely=job(schedule="* * * * *"))
+    add = h.store.add_job_run
+
+    async def down(*args: Any) -> int:
+        raise OSError("connection refused")
+
+    h.store.add_job_run = down  # type: ignore[method-assign]
+    await clock.advance(60)  # 12:01: the store is down
+    assert h.action.runs == []  # nothing acts unrecorded
+    failed = h.registry.get_sample_value(
+        "runbookd_job_runs_total", {"job": "minutely", "outcome": "failed"}
+    )
+    assert failed == 1
+    h.store.add_job_run = add  # type: ignore[method-assign]
+    await clock.advance(60)  # 12:02: back
+    assert len(h.action.runs) == 1
+    assert [r.outcome for r in await h.runs("minutely")] == ["succeeded"]
+    await h.runner.stop()
+
+
 async def test_a_failed_a_raising_and_a_timed_out_run_each_count_as_failed(
     clock: ManualClock,
 ) -> None:
