@@ -40,6 +40,7 @@ def operator_handlers(daemon: DaemonView) -> dict[str, Handler]:
         "listRules": api.list_rules,
         "resetCircuit": api.reset_circuit,
         "runCheck": api.run_check,
+        "listChecks": api.list_checks,
         "listJobs": api.list_jobs,
         "listJobRuns": api.list_job_runs,
         "runJob": api.run_job,
@@ -147,6 +148,9 @@ class Operator:
 
     async def run_check(self, request: web.Request) -> web.Response:
         return await perform(self.daemon, "runCheck", {"check": request.match_info["check"]})
+
+    async def list_checks(self, request: web.Request) -> web.Response:
+        return await perform(self.daemon, "listChecks", {})
 
     # -- jobs ----------------------------------------------------------------------------------
 
