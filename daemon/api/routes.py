@@ -83,6 +83,9 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("get", "/incidents/{id}/live.json", "uiIncidentLive", "Its live part", "session"),
     ui("get", "/incidents/{id}/report.md", "uiReport", "Its report, in Markdown", "session"),
     ui("post", "/incidents/{id}/{action}", "uiIncidentAct", "Act on an incident", "session"),
+    ui("get", "/silences", "uiSilences", "Silences and maintenance windows", "session"),
+    ui("post", "/silences", "uiSilenceCreate", "Create a silence", "session"),
+    ui("post", "/silences/{id}/expire", "uiSilenceExpire", "End a silence now", "session"),
     ui("get", "/static/{name}", "uiStatic", "The console's script and style", "open"),
 )
 

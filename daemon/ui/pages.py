@@ -7,7 +7,6 @@ with 403 and the reason, and does nothing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from importlib import resources
@@ -27,18 +26,10 @@ from daemon.api.routes import Handler
 from daemon.api.schemas import Who
 from daemon.core.models import Step
 from daemon.ui import report, views
+from daemon.ui.responses import NO_STORE, SECURITY_HEADERS, etag_of, see_other
 from daemon.ui.sessions import COOKIE, Session, Sessions, same_csrf
+from daemon.ui.silences import SilencePages
 
-SECURITY_HEADERS = {
-    # Only this origin's own files; no inline script or style, no framing, forms post here.
-    "Content-Security-Policy": "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; "
-    "form-action 'self'; object-src 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-}
-# Pages carry CSRF tokens and incident data: never kept by a cache.
-NO_STORE = {"Cache-Control": "no-store"}
 LOGIN = "/ui/login"
 # What a form's button asks, as the API's act and its arguments.
 INCIDENT_ACTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -67,14 +58,6 @@ def _value(v: Any) -> str:
     if v is None:
         return "none"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def see_other(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location} | SECURITY_HEADERS)
-
-
-def etag_of(text: str) -> str:
-    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
 
 def is_tls(request: web.Request) -> bool:
@@ -111,13 +94,13 @@ class Console:
         tokens = self._settings.tokens
         return self.sessions.get(request.cookies.get(COOKIE), tokens, now=self.daemon.clock.now())
 
-    def _viewer(self, request: web.Request) -> Session:
+    def viewer(self, request: web.Request) -> Session:
         session = self.session(request)
         if session is None:
             raise web.HTTPSeeOther(LOGIN)
         return session
 
-    def _page(
+    def page(
         self, request: web.Request, template: str, context: dict[str, Any], status: int = 200
     ) -> web.Response:
         session: Session | None = context.get("session")
@@ -136,17 +119,17 @@ class Console:
         response.headers.update(SECURITY_HEADERS | NO_STORE)
         return response
 
-    def _refused(self, request: web.Request, status: int, reason: str) -> web.Response:
-        return self._page(request, "error.html", {"reason": reason, "status": status}, status)
+    def refused(self, request: web.Request, status: int, reason: str) -> web.Response:
+        return self.page(request, "error.html", {"reason": reason, "status": status}, status)
 
     async def login_form(self, request: web.Request) -> web.StreamResponse:
         if self.session(request) is not None:
             raise web.HTTPSeeOther("/ui/")
-        return self._page(request, "login.html", {"open_api": not self._settings.tokens})
+        return self.page(request, "login.html", {"open_api": not self._settings.tokens})
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if not same_origin(request):
-            return self._refused(request, 403, "this form was sent from another site")
+            return self.refused(request, 403, "this form was sent from another site")
         form = await request.post()
         settings = self._settings
         token = None
@@ -155,10 +138,10 @@ class Console:
             token = TokenTable(settings.tokens).identify(presented) if presented else None
             if token is None:
                 context = {"open_api": False, "error": "invalid token"}
-                return self._page(request, "login.html", context, 401)
+                return self.page(request, "login.html", context, 401)
             if "read" not in GRANTS[token.scope]:
                 reason = f"token {token.name!r} has scope {token.scope}: the console needs read"
-                return self._refused(request, 403, reason)
+                return self.refused(request, 403, reason)
         session = self.sessions.create(token, now=self.daemon.clock.now(), ttl=settings.session_ttl)
         response = see_other("/ui/")
         response.set_cookie(
@@ -173,7 +156,7 @@ class Console:
         return response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        got = await self._form(request, need_write=False)
+        got = await self.form(request, need_write=False)
         if isinstance(got, web.Response):
             return got
         session, _ = got
@@ -182,29 +165,29 @@ class Console:
         response.del_cookie(COOKIE, path="/ui")
         return response
 
-    async def _form(
+    async def form(
         self, request: web.Request, *, need_write: bool
     ) -> tuple[Session, MultiDictProxy[str | bytes | bytearray | FileField]] | web.Response:
         """The session a form comes from and its fields, or the refusal."""
         if not same_origin(request):
-            return self._refused(request, 403, "this form was sent from another site")
+            return self.refused(request, 403, "this form was sent from another site")
         session = self.session(request)
         if session is None:
-            return self._refused(request, 403, "no session (expired?): log in again")
+            return self.refused(request, 403, "no session (expired?): log in again")
         form = await request.post()
         if not same_csrf(session, str(form.get("csrf", ""))):
-            return self._refused(request, 403, "this form's CSRF token is not this session's")
+            return self.refused(request, 403, "this form's CSRF token is not this session's")
         if need_write and "write" not in GRANTS[session.scope]:
             reason = f"token {session.name!r} has scope {session.scope}; acting needs write"
-            return self._refused(request, 403, reason)
+            return self.refused(request, 403, reason)
         return session, form
 
     # -- pages ---------------------------------------------------------------------------------
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
-        session = self._viewer(request)
+        session = self.viewer(request)
         live = await self._overview_live(session)
-        return self._page(request, "overview.html", {"session": session} | live)
+        return self.page(request, "overview.html", {"session": session} | live)
 
     async def overview_live(self, request: web.Request) -> web.StreamResponse:
         session = self._live_viewer(request)
@@ -216,12 +199,12 @@ class Console:
         return {"live_html": html, "live_etag": etag_of(html), "live_url": "/ui/live.json"}
 
     async def incident(self, request: web.Request) -> web.StreamResponse:
-        session = self._viewer(request)
+        session = self.viewer(request)
         live = await self._incident_live(session, request.match_info["id"])
         if live is None:
             reason = f"no incident {request.match_info['id']!r}"
-            return self._page(request, "error.html", {"reason": reason, "status": 404}, 404)
-        return self._page(request, "incident.html", {"session": session} | live)
+            return self.page(request, "error.html", {"reason": reason, "status": 404}, 404)
+        return self.page(request, "incident.html", {"session": session} | live)
 
     async def incident_live(self, request: web.Request) -> web.StreamResponse:
         session = self._live_viewer(request)
@@ -254,11 +237,11 @@ class Console:
         }
 
     async def report(self, request: web.Request) -> web.StreamResponse:
-        self._viewer(request)
+        self.viewer(request)
         incident = await self.daemon.store.get_incident(request.match_info["id"])
         if incident is None:
             reason = f"no incident {request.match_info['id']!r}"
-            return self._page(request, "error.html", {"reason": reason, "status": 404}, 404)
+            return self.page(request, "error.html", {"reason": reason, "status": 404}, 404)
         text = report.render(incident, now=self.daemon.clock.now())
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", incident.id)[:100]
         headers = SECURITY_HEADERS | NO_STORE
@@ -268,15 +251,15 @@ class Console:
     async def act(self, request: web.Request) -> web.StreamResponse:
         incident_id, action = request.match_info["id"], request.match_info["action"]
         if action not in INCIDENT_ACTS:
-            return self._refused(request, 404, f"no action {action!r}")
-        got = await self._form(request, need_write=True)
+            return self.refused(request, 404, f"no action {action!r}")
+        got = await self.form(request, need_write=True)
         if isinstance(got, web.Response):
             return got
         session, form = got
         try:
             who = Who(by=session.name, reason=str(form.get("reason", "")).strip())
         except ValidationError as exc:
-            return self._refused(request, 400, f"reason: {exc.errors()[0]['msg']}")
+            return self.refused(request, 400, f"reason: {exc.errors()[0]['msg']}")
         name, extra = INCIDENT_ACTS[action]
         args = {"incident": incident_id, "by": who.by, "reason": who.reason} | extra
         done = await answer(self.daemon, name, args)
@@ -332,7 +315,7 @@ class Console:
             "uiReport": self.report,
             "uiIncidentAct": self.act,
             "uiStatic": self.static_file,
-        }
+        } | SilencePages(self).handlers()
 
 
 def console_handlers(daemon: DaemonView, app: web.Application) -> dict[str, Handler]:

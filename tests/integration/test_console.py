@@ -347,3 +347,46 @@ async def test_the_report_downloads_as_markdown_from_the_timeline(
         assert "## Follow-ups" in html  # shown on the page too
         assert (await page(client, f"{base(daemon)}/ui/incidents/nope"))[0] == 404
     assert URL(f"{base(daemon)}/ui/").path == "/ui/"
+
+
+# -- silences -----------------------------------------------------------------------------------
+
+
+async def test_a_silence_is_created_listed_and_ended_through_the_console(daemon: Daemon) -> None:
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/silences")
+        assert "No silence." in html
+        csrf = csrf_of(html)
+        form = {"csrf": csrf, "rule": "down", "duration": "2h", "comment": "db migration"}
+        async with client.post(f"{base(daemon)}/ui/silences", data=form) as r:
+            html = await r.text()
+        assert r.url.path == "/ui/silences"
+        assert "silence " in html
+        assert "created" in html
+        assert "db migration" in html
+        (silence,) = daemon.pipeline.silences.list(daemon.clock.now())
+        assert (silence.rule, silence.created_by) == ("down", "ops")
+        assert silence.ends_at - silence.starts_at == 7200
+        bad = form | {"duration": "soon"}
+        async with client.post(f"{base(daemon)}/ui/silences", data=bad) as r:
+            assert "duration" in await r.text()
+        async with client.post(
+            f"{base(daemon)}/ui/silences", data=form | {"duration": "100d"}
+        ) as r:
+            assert "a silence lasts at most 90 days" in await r.text()
+        url = f"{base(daemon)}/ui/silences/{silence.id}/expire"
+        async with client.post(url, data={"csrf": csrf}) as r:
+            html = await r.text()
+        assert f"silence {silence.id} ended" in html
+        assert "No silence." in html
+        assert daemon.pipeline.silences.list(daemon.clock.now()) == []
+
+
+async def test_a_read_session_lists_silences_but_cannot_create_or_end_them(daemon: Daemon) -> None:
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/silences")
+        assert 'action="/ui/silences"' not in html
+        form = {"csrf": csrf_of(html), "rule": "down", "duration": "1h", "comment": "x"}
+        async with client.post(f"{base(daemon)}/ui/silences", data=form) as r:
+            assert r.status == 403
+    assert daemon.pipeline.silences.list(daemon.clock.now()) == []
