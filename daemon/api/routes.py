@@ -87,6 +87,9 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("post", "/silences", "uiSilenceCreate", "Create a silence", "session"),
     ui("post", "/silences/{id}/expire", "uiSilenceExpire", "End a silence now", "session"),
     ui("get", "/static/{name}", "uiStatic", "The console's script and style", "open"),
+    # The public status page (status_page:, opt-in): no token, nothing internal.
+    Operation("get", "/status", "statusPage", "The status page", "open", 200, "", tag="ui"),
+    Operation("get", "/status.json", "statusFeed", "Its JSON feed", "open", 200, "", tag="ui"),
 )
 
 STATUS = Param("status", {"enum": [s.value for s in IncidentStatus]}, "only incidents in it")

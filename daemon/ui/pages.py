@@ -29,6 +29,7 @@ from daemon.ui import report, views
 from daemon.ui.responses import NO_STORE, SECURITY_HEADERS, etag_of, see_other
 from daemon.ui.sessions import COOKIE, Session, Sessions, same_csrf
 from daemon.ui.silences import SilencePages
+from daemon.ui.status import StatusPages
 
 LOGIN = "/ui/login"
 # What a form's button asks, as the API's act and its arguments.
@@ -304,20 +305,29 @@ class Console:
     def handlers(self, app: web.Application) -> dict[str, Handler]:
         self._app = app
         setup_templates(app)
-        return {
-            "uiOverview": self.overview,
-            "uiOverviewLive": self.overview_live,
-            "uiLoginForm": self.login_form,
-            "uiLogin": self.login,
-            "uiLogout": self.logout,
-            "uiIncident": self.incident,
-            "uiIncidentLive": self.incident_live,
-            "uiReport": self.report,
-            "uiIncidentAct": self.act,
-            "uiStatic": self.static_file,
-        } | SilencePages(self).handlers()
+        return (
+            {
+                "uiOverview": self.overview,
+                "uiOverviewLive": self.overview_live,
+                "uiLoginForm": self.login_form,
+                "uiLogin": self.login,
+                "uiLogout": self.logout,
+                "uiIncident": self.incident,
+                "uiIncidentLive": self.incident_live,
+                "uiReport": self.report,
+                "uiIncidentAct": self.act,
+                "uiStatic": self.static_file,
+            }
+            | SilencePages(self).handlers()
+            | status_handlers(self.daemon)
+        )
 
 
 def console_handlers(daemon: DaemonView, app: web.Application) -> dict[str, Handler]:
     """The console's handlers, by operation id (routes.UI_OPERATIONS)."""
     return Console(daemon).handlers(app)
+
+
+def status_handlers(daemon: DaemonView) -> dict[str, Handler]:
+    pages = StatusPages(daemon)
+    return {"statusPage": pages.page, "statusFeed": pages.feed}

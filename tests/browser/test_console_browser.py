@@ -53,6 +53,12 @@ async def test_an_incident_appears_live_is_approved_and_its_report_downloads(
         assert await page.evaluate("window.sameDocument === true")
         await page.screenshot(path=screenshots / "incident.png", full_page=True)
 
+        public = await browser.new_page()  # the status page, as the public sees it
+        await public.goto(f"{url}/status")
+        assert await public.inner_text("#overall") == "Some systems are down"
+        assert "health" not in await public.inner_text("body")
+        await public.screenshot(path=screenshots / "status.png", full_page=True)
+
         async with page.expect_download() as info:
             await page.click("#report-download")
         download = await info.value

@@ -45,6 +45,10 @@ remediations:
     body: {{approved: true}}
     require_approval: true
     approval_timeout: 1m
+status_page:
+  title: Example status
+  components:
+    - {{name: The application, checks: [health]}}
 """
 TOKENS = f"""\
       - {{name: ops, token: {WRITE}, scope: write}}

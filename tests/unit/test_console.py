@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from daemon.api import openapi, routes
 from daemon.config.settings import ApiToken
 from daemon.core.models import Incident, IncidentStatus, Step, TimelineEntry
-from daemon.ui import report, sessions
+from daemon.ui import report, sessions, status
 from daemon.ui.sessions import Sessions, same_csrf
 
 OPS = ApiToken(name="ops", token=SecretStr("w-0123456789abcdef"), scope="write")
@@ -61,7 +61,7 @@ def test_unknown_ids_csrf_and_the_cap() -> None:
 def test_ui_routes_are_served_but_not_documented_as_api() -> None:
     ui = [op for op in routes.OPERATIONS if op.tag == "ui"]
     assert ui
-    assert all(op.path.startswith("/ui/") for op in ui)
+    assert all(op.path.startswith(("/ui/", "/status")) for op in ui)
     assert all(op.auth in ("session", "open") for op in ui)
     paths = openapi.document()["paths"]
     assert not [p for p in paths if p.startswith("/ui")]
@@ -130,3 +130,21 @@ def test_the_report_keeps_text_from_breaking_its_markdown() -> None:
 
 def test_the_report_escapes_markup_but_not_every_underscore() -> None:
     assert report.inline("min_samples _x_ <b> a|b") == "min_samples \\_x\\_ \\<b\\> a\\|b"
+
+
+def test_the_status_stage_follows_the_timeline() -> None:
+    inc = incident()
+    inc.status, inc.resolved_at, inc.acknowledged_by = IncidentStatus.OPEN, None, None
+    opened, ack, action, result, verified, _ = inc.timeline
+    inc.timeline = [opened]
+    assert status.stage(inc) == "investigating"
+    inc.timeline = [opened, action, result]
+    assert status.stage(inc) == "identified"
+    inc.timeline = [opened, action, result, verified]
+    assert status.stage(inc) == "monitoring"
+    inc.timeline = [opened, verified, action]  # acted again since it was verified
+    assert status.stage(inc) == "identified"
+    inc.timeline, inc.acknowledged_by = [opened, ack], "ana"
+    assert status.stage(inc) == "identified"
+    inc.status = IncidentStatus.RESOLVED
+    assert status.stage(inc) == "resolved"
