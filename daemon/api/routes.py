@@ -74,6 +74,7 @@ def ui(
 # The console (daemon/ui): HTML pages and forms, not in the OpenAPI document. Pages ask for a
 # session (any scope), forms a session of scope write and its CSRF token (daemon/ui/pages.py).
 UI_OPERATIONS: Final[tuple[Operation, ...]] = (
+    ui("get", "", "uiRoot", "To the overview", "open"),
     ui("get", "/", "uiOverview", "Open incidents, rules, checks, jobs, deploys", "session"),
     ui("get", "/live.json", "uiOverviewLive", "The overview's live part", "session"),
     ui("get", "/login", "uiLoginForm", "Log in with an API token", "open"),

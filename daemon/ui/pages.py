@@ -185,6 +185,9 @@ class Console:
 
     # -- pages ---------------------------------------------------------------------------------
 
+    async def root(self, request: web.Request) -> web.StreamResponse:
+        return see_other("/ui/")
+
     async def overview(self, request: web.Request) -> web.StreamResponse:
         session = self.viewer(request)
         live = await self._overview_live(session)
@@ -307,7 +310,8 @@ class Console:
         setup_templates(app)
         return (
             {
-                "uiOverview": self.overview,
+                "uiRoot": self.root,
+            "uiOverview": self.overview,
                 "uiOverviewLive": self.overview_live,
                 "uiLoginForm": self.login_form,
                 "uiLogin": self.login,

@@ -122,6 +122,8 @@ async def test_without_a_session_pages_go_to_login_and_live_parts_are_401(daemon
     async with aiohttp.ClientSession() as client:
         async with client.get(f"{base(daemon)}/ui/", allow_redirects=False) as r:
             assert r.headers["Location"] == "/ui/login"
+        async with client.get(f"{base(daemon)}/ui", allow_redirects=False) as r:
+            assert r.headers["Location"] == "/ui/"
         async with client.get(f"{base(daemon)}/ui/live.json") as r:
             assert r.status == 401
             assert "log in" in (await r.json())["error"]
