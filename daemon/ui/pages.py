@@ -311,7 +311,7 @@ class Console:
         return (
             {
                 "uiRoot": self.root,
-            "uiOverview": self.overview,
+                "uiOverview": self.overview,
                 "uiOverviewLive": self.overview_live,
                 "uiLoginForm": self.login_form,
                 "uiLogin": self.login,
