@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the integration tests talk to, when it is missing: Debian's
-# Prometheus and monitoring plugins, zsh and fish, and a PostgreSQL and a Redis server on
+# Prometheus and monitoring plugins, zsh and fish, Chromium, and a PostgreSQL and a Redis server on
 # 127.0.0.1.
 # Idempotent and quiet when everything is there; tests skip (saying why) what it could not set up.
 set -uo pipefail
@@ -27,6 +27,8 @@ command -v systemd-analyze >/dev/null || apt_install systemd
 # The shells whose completion scripts the tests parse (bash is there already).
 command -v zsh >/dev/null || apt_install zsh
 command -v fish >/dev/null || apt_install fish
+# The browser the console's tests drive (tests/browser), launched by path: never a download.
+[ -x /usr/bin/chromium ] || apt_install chromium
 
 # PostgreSQL on 127.0.0.1:5432 with trust auth for local tests.
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

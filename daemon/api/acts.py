@@ -47,9 +47,14 @@ def act(name: str) -> Callable[[Act], Act]:
 
 async def perform(daemon: DaemonView, name: str, args: dict[str, Any]) -> web.Response:
     """The act's answer, from this replica if it acts, else from the leader."""
+    return respond(await answer(daemon, name, args))
+
+
+async def answer(daemon: DaemonView, name: str, args: dict[str, Any]) -> Answer:
+    """The act's `Answer` (the console renders it as a page)."""
     if daemon.role() == "standby":
-        return respond(await daemon.forward(name, args))
-    return respond(await ACTS[name](daemon, args))
+        return await daemon.forward(name, args)
+    return await ACTS[name](daemon, args)
 
 
 def respond(answer: Answer) -> web.Response:
@@ -153,6 +158,11 @@ async def run_check(daemon: DaemonView, args: dict[str, Any]) -> Answer:
     if run is RunStart.RUNNING:
         return Answer.error(409, f"check {check!r} is running already")
     return Answer(202, {"check": check, "started": True})
+
+
+@act("listChecks")
+async def list_checks(daemon: DaemonView, args: dict[str, Any]) -> Answer:
+    return Answer(200, {"checks": daemon.operations.checks()})
 
 
 @act("listJobs")

@@ -1,8 +1,8 @@
 """The HTTP interface: health, readiness, Prometheus metrics, and the /api/v1 routes of
 operator.py (incidents, approvals, silences, rules, checks, jobs), intake.py (alerts pushed by
-other systems) and deploys.py (deploys, Vercel's webhooks), all reaching the daemon through
-port.py only. What only the leader of several replicas can do goes through acts.py, which
-hands it over from a standby.
+other systems) and deploys.py (deploys, Vercel's webhooks), and the console under /ui/
+(daemon/ui), all reaching the daemon through port.py only. What only the leader of several
+replicas can do goes through acts.py, which hands it over from a standby.
 
 Every request passes, outermost first: a count by route template and status class, the
 rewriting of every error (and any unexpected exception) as JSON, and auth.py's guard (rate
@@ -30,6 +30,7 @@ from daemon.api.routes import bind
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 from daemon.config.settings import ApiSettings
 from daemon.runtime.metrics import Metrics
+from daemon.ui.pages import console_handlers
 
 log = structlog.get_logger("runbookd.api")
 
@@ -106,7 +107,7 @@ def build_app(
         "metrics": health.metrics,
     }
     handlers |= operator_handlers(daemon) | intake_handlers(daemon) | deploy_handlers(daemon)
-    handlers |= procedure_handlers(daemon)
+    handlers |= procedure_handlers(daemon) | console_handlers(daemon, app)
     app.router.add_routes(bind(handlers))
     return app
 

@@ -86,7 +86,8 @@ def required_scope(request: web.Request, *, protect_metrics: bool) -> Scope | No
     """The scope the route table asks for. Deny by default: a request the table does not
     list (a 404, a 405) needs a token all the same."""
     match auth_of(request.method, route_of(request)):
-        case "open" | "webhook" | "vercel":  # a webhook checks its caller itself, with its secret
+        # A webhook checks its caller itself, with its secret; a console page, its session.
+        case "open" | "webhook" | "vercel" | "session":
             return None
         case "metrics":
             return "read" if protect_metrics else None

@@ -201,6 +201,20 @@ ANSWERS: Final[dict[str, Schema]] = {
     "RuleList": listing("rules", "Rule"),
     "CircuitReset": strict({"rule": STRING, "was_open": BOOLEAN}),
     "CheckStarted": strict({"check": STRING, "started": {"const": True}}),
+    "Check": strict(
+        {
+            "name": STRING,
+            "type": STRING,
+            "interval": NUMBER,
+            # null until the check has run once (or on a standby: the leader runs checks).
+            "status": {"enum": ["ok", "warn", "critical", "unknown", None]},
+            "values": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+            "reason": STRING,
+            "at": NULLABLE_NUMBER,
+            "duration": NULLABLE_NUMBER,
+        }
+    ),
+    "CheckList": listing("checks", "Check"),
     "JobRun": JOB_RUN,
     "JobRunList": listing("runs", "JobRun"),
     "Job": strict(
@@ -306,6 +320,7 @@ SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
     # {}: no requirement, unless runbookd.api.protect_metrics is on.
     "metrics": [{}, {"bearer": ["read"]}],
     "open": [],
+    "session": [],  # the console's pages: not in the document
 }
 SECURITY_SCHEMES: Final[Schema] = {
     "bearer": {
@@ -469,6 +484,8 @@ def document() -> Schema:
     """The whole document, a fresh copy: it shares no dict with this module's constants."""
     paths: dict[str, Schema] = {}
     for op in OPERATIONS:
+        if op.tag == "ui":  # HTML pages and forms, not an API
+            continue
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     doc = {
         "openapi": "3.1.0",

@@ -40,6 +40,7 @@ def operator_handlers(daemon: DaemonView) -> dict[str, Handler]:
         "listRules": api.list_rules,
         "resetCircuit": api.reset_circuit,
         "runCheck": api.run_check,
+        "listChecks": api.list_checks,
         "listJobs": api.list_jobs,
         "listJobRuns": api.list_job_runs,
         "runJob": api.run_job,
@@ -112,26 +113,9 @@ class Operator:
 
     async def create_silence(self, request: web.Request) -> web.Response:
         body = await read_json(request, SilenceBody)
-        now = self.daemon.clock.now()
-        start, end = body.window(now)
-        if start > now + MAX_AHEAD:
-            ahead = MAX_AHEAD / 86400
-            return json_error(400, f"starts_at: a silence starts at most {ahead:g} days ahead")
-        if end <= max(start, now):
-            return json_error(400, "ends_at: must be in the future and after starts_at")
-        if end - start > MAX_SILENCE:
-            return json_error(400, f"ends_at: a silence lasts at most {MAX_SILENCE / 86400:g} days")
-        silence = Silence(
-            id=new_silence_id(),
-            starts_at=start,
-            ends_at=end,
-            created_by=body.created_by,
-            comment=body.comment,
-            created_at=now,
-            rule=body.rule,
-            check=body.check,
-            labels=body.labels,
-        )
+        silence = silence_from(body, self.daemon.clock.now())
+        if isinstance(silence, str):
+            return json_error(400, silence)
         return await perform(self.daemon, "createSilence", {"silence": asdict(silence)})
 
     async def expire_silence(self, request: web.Request) -> web.Response:
@@ -147,6 +131,9 @@ class Operator:
 
     async def run_check(self, request: web.Request) -> web.Response:
         return await perform(self.daemon, "runCheck", {"check": request.match_info["check"]})
+
+    async def list_checks(self, request: web.Request) -> web.Response:
+        return await perform(self.daemon, "listChecks", {})
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -172,6 +159,28 @@ class Operator:
             problems = "; ".join(daemon.reload_problems)
             return json_error(409, f"config not reloaded, the running one stays: {problems}")
         return json_response({"reloaded": True, "config_hash": daemon.config_hash})
+
+
+def silence_from(body: SilenceBody, now: float) -> Silence | str:
+    """The silence a request asks for, or why it is refused (naming the field)."""
+    start, end = body.window(now)
+    if start > now + MAX_AHEAD:
+        return f"starts_at: a silence starts at most {MAX_AHEAD / 86400:g} days ahead"
+    if end <= max(start, now):
+        return "ends_at: must be in the future and after starts_at"
+    if end - start > MAX_SILENCE:
+        return f"ends_at: a silence lasts at most {MAX_SILENCE / 86400:g} days"
+    return Silence(
+        id=new_silence_id(),
+        starts_at=start,
+        ends_at=end,
+        created_by=body.created_by,
+        comment=body.comment,
+        created_at=now,
+        rule=body.rule,
+        check=body.check,
+        labels=body.labels,
+    )
 
 
 def query_limit(request: web.Request) -> int:

@@ -136,6 +136,10 @@ class Operations(Protocol):
 
     def run_check(self, check: str) -> RunStart: ...
 
+    def checks(self) -> list[dict[str, Any]]:
+        """Every check configured with its last observation (None fields until it has run)."""
+        ...
+
     async def jobs(self) -> list[dict[str, Any]]:
         """Every job: its schedule, whether a run goes on, its next time and its last run."""
         ...

@@ -26,8 +26,9 @@ Schema = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Who may call a route: a token scope; "webhook": the webhook's own token or signature;
 # "vercel": Vercel's signature with deploys.vercel's secret; "metrics": open unless
-# runbookd.api.protect_metrics asks for a read token; "open".
-Auth = Literal["read", "write", "intake", "webhook", "vercel", "metrics", "open"]
+# runbookd.api.protect_metrics asks for a read token; "open"; "session": a console page, which
+# checks its session cookie itself (daemon/ui), the guard asking for no bearer token.
+Auth = Literal["read", "write", "intake", "webhook", "vercel", "metrics", "open", "session"]
 
 PATH = "/api/v1/openapi.json"
 
@@ -63,6 +64,34 @@ class Operation:
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)
 
+
+def ui(
+    method: Literal["get", "post"], path: str, operation_id: str, summary: str, auth: Auth
+) -> Operation:
+    return Operation(method, "/ui" + path, operation_id, summary, auth, 200, "", tag="ui")
+
+
+# The console (daemon/ui): HTML pages and forms, not in the OpenAPI document. Pages ask for a
+# session (any scope), forms a session of scope write and its CSRF token (daemon/ui/pages.py).
+UI_OPERATIONS: Final[tuple[Operation, ...]] = (
+    ui("get", "", "uiRoot", "To the overview", "open"),
+    ui("get", "/", "uiOverview", "Open incidents, rules, checks, jobs, deploys", "session"),
+    ui("get", "/live.json", "uiOverviewLive", "The overview's live part", "session"),
+    ui("get", "/login", "uiLoginForm", "Log in with an API token", "open"),
+    ui("post", "/login", "uiLogin", "A token for a session cookie", "open"),
+    ui("post", "/logout", "uiLogout", "End the session", "session"),
+    ui("get", "/incidents/{id}", "uiIncident", "An incident and its timeline", "session"),
+    ui("get", "/incidents/{id}/live.json", "uiIncidentLive", "Its live part", "session"),
+    ui("get", "/incidents/{id}/report.md", "uiReport", "Its report, in Markdown", "session"),
+    ui("post", "/incidents/{id}/{action}", "uiIncidentAct", "Act on an incident", "session"),
+    ui("get", "/silences", "uiSilences", "Silences and maintenance windows", "session"),
+    ui("post", "/silences", "uiSilenceCreate", "Create a silence", "session"),
+    ui("post", "/silences/{id}/expire", "uiSilenceExpire", "End a silence now", "session"),
+    ui("get", "/static/{name}", "uiStatic", "The console's script and style", "open"),
+    # The public status page (status_page:, opt-in): no token, nothing internal.
+    Operation("get", "/status", "statusPage", "The status page", "open", 200, "", tag="ui"),
+    Operation("get", "/status.json", "statusFeed", "Its JSON feed", "open", 200, "", tag="ui"),
+)
 
 STATUS = Param("status", {"enum": [s.value for s in IncidentStatus]}, "only incidents in it")
 RULE_NAME = Param("rule", {"type": "string"}, "only incidents of this rule")
@@ -211,6 +240,16 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "CheckStarted",
         conflict="the check is running already",
         act="runCheck",
+    ),
+    Operation(
+        "get",
+        "/api/v1/checks",
+        "listChecks",
+        "Every check with its last observation (status, values, reason)",
+        "read",
+        200,
+        "CheckList",
+        act="listChecks",
     ),
     Operation(
         "get",
@@ -404,6 +443,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         conflict="this signed request was accepted already (a replay)",
         act="intake",
     ),
+    *UI_OPERATIONS,
 )
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from checks.base import CHECKS, CheckConfig
 from daemon.config.problems import YamlPath
 from daemon.config.settings import DaemonSettings, Name, is_loopback
+from daemon.config.status_page import StatusPageConfig
 from daemon.config.webhooks import WebhookConfig
 from daemon.core import plugins
 from daemon.core.units import StrictModel
@@ -80,6 +81,11 @@ class RunbookConfig(StrictModel):
         description="Deploys watched: each deploy (from CI, Vercel's webhooks or a changed "
         "check value) is announced, watched against the values before it, and rolled back "
         'when it breaks what the runbook\'s "Rollback if" names.',
+    )
+    status_page: StatusPageConfig | None = Field(
+        None,
+        description="A public status page at `/status`: components from the checks and open "
+        "incidents, no internal values. Unset: no status page.",
     )
 
     @field_validator(
@@ -197,6 +203,12 @@ def reference_problems(config: RunbookConfig) -> list[tuple[YamlPath, str]]:
         found += _deploy_problems(config, config.deploys)
     for name, procedure in config.procedures.items():
         found += _procedure_problems(config, name, procedure)
+    if config.status_page is not None:
+        for i, component in enumerate(config.status_page.components):
+            for j, needed in enumerate(component.checks):
+                if needed not in config.checks:
+                    message = f"no check named {needed!r} ({_listing(config.checks)})"
+                    found.append((("status_page", "components", i, "checks", j), message))
     return found
 
 

@@ -27,6 +27,7 @@ from daemon.config.document import RunbookConfig
 from daemon.config.loader import load_config_text
 from daemon.config.problems import ConfigError
 from daemon.config.settings import DaemonSettings
+from daemon.config.status_page import StatusPageConfig
 from daemon.config.webhooks import WebhookConfig
 from daemon.core import plugins
 from daemon.core.units import (
@@ -343,4 +344,8 @@ def reference() -> str:
     w.text(fields["deploys"].description, DeploysConfig.__doc__)
     w.model(DeploysConfig, "deploys", 2)
     w.example(DeploysConfig)
+    w.heading(2, "`status_page:`")
+    w.text(fields["status_page"].description, StatusPageConfig.__doc__)
+    w.model(StatusPageConfig, "status_page", 2)
+    w.example(StatusPageConfig)
     return "\n".join(w.out)

@@ -165,6 +165,13 @@ class ApiSettings(StrictModel):
         description="Connections open at once (never more than half the open-file limit); at "
         "the cap the oldest idle one is closed to make room.",
     )
+    session_ttl: PositiveDuration = Field(
+        default=12 * 3600.0,
+        ge=60,
+        le=7 * 86400,
+        description="How long a console session (`/ui/`, a token exchanged for a cookie) lasts. "
+        "Sessions are kept in memory: a restart logs everyone out.",
+    )
     grafana: GrafanaSigning | None = Field(
         default=None,
         description="Grafana's signed webhooks to `POST /api/v1/alerts`; unset: unsigned "

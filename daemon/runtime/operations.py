@@ -3,6 +3,7 @@ engine, the pipeline and the scheduler of the moment (a reload may replace them)
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from daemon.api.port import RunStart
@@ -101,6 +102,29 @@ class Operations:
         if check not in scheduler.jobs:
             return RunStart.UNKNOWN
         return RunStart.STARTED if scheduler.run_now(check) else RunStart.RUNNING
+
+    def checks(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = []
+        for name, config in sorted(self._daemon.config.checks.items()):
+            obs = self._daemon.observed.latest(name)
+            listed.append(
+                {
+                    "name": name,
+                    "type": config.type,
+                    "interval": config.interval,
+                    "status": obs.status.name.lower() if obs else None,
+                    # JSON has no NaN: a value that is not a number is shown as none.
+                    "values": {
+                        k: (v if math.isfinite(v) else None) for k, v in sorted(obs.values.items())
+                    }
+                    if obs
+                    else {},
+                    "reason": obs.reason if obs else "",
+                    "at": obs.ts if obs else None,
+                    "duration": obs.duration if obs else None,
+                }
+            )
+        return listed
 
     async def jobs(self) -> list[dict[str, Any]]:
         runner = self._daemon.jobs

@@ -98,6 +98,15 @@ def test_the_wheel_builds_from_the_copied_files_alone(wheel: zipfile.ZipFile) ->
     assert "runbookd = daemon.cli.main:main" in wheel.read(entry_points).decode()
 
 
+def test_the_wheel_ships_the_consoles_templates_and_files(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    for name in ("base.html", "overview.html", "incident.html", "silences.html", "status.html"):
+        assert f"daemon/ui/templates/{name}" in names
+    assert {"daemon/ui/static/console.js", "daemon/ui/static/console.css"} <= names
+    script = wheel.getinfo("daemon/ui/static/console.js").file_size
+    assert script < 50 * 1024  # the JavaScript a console page loads, all of it
+
+
 def test_the_wheel_ships_the_demo_configs(wheel: zipfile.ZipFile) -> None:
     for config in ("demo.yaml", "demo-deploy.yaml"):
         assert [name for name in wheel.namelist() if name.endswith(f"/share/runbookd/{config}")]

@@ -211,6 +211,7 @@ async def test_demo_scenario_end_to_end() -> None:
     lines: list[str] = []
     assert await run_demo(out=lines.append) == 0, "\n".join(lines)
     text = "\n".join(lines)
+    assert "console: http://127.0.0.1:" in text
     for step in (
         "✓ incident opened",
         "✓ rolled back to v1",

@@ -321,7 +321,9 @@ runbookd: {log_level: loud}
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text("a: 1\nb: 2\n", "c.yaml")
-    known = "checks, deploys, jobs, procedures, remediations, rules, runbookd, webhooks"
+    known = (
+        "checks, deploys, jobs, procedures, remediations, rules, runbookd, status_page, webhooks"
+    )
     assert str(info.value).splitlines() == [
         f"c.yaml:1 a: unknown field (known: {known})",
         f"c.yaml:2 b: unknown field (known: {known})",

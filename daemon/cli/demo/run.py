@@ -112,6 +112,7 @@ async def _scenario(
     session: aiohttp.ClientSession,
 ) -> int:
     stage.say(f"application v1 serving {TRAFFIC_PER_SECOND} req/s; runbookd on port {daemon.port}")
+    stage.say(f"console: http://127.0.0.1:{daemon.port}/ui/ (browsable while the demo runs)")
     await stage.until(
         "runbookd ready: every check ran once", lambda: daemon.scheduler.first_round.is_set()
     )

@@ -1,0 +1,91 @@
+"""The console's silences and maintenance windows: the list, a form to create one (a rule or a
+check, for a duration or until a time), a button to end one now. The same validation and the
+same acts as POST /api/v1/silences and DELETE /api/v1/silences/{id}."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from daemon.api.acts import answer
+from daemon.api.operator import silence_from
+from daemon.api.routes import Handler
+from daemon.api.schemas import SilenceBody
+from daemon.ui.responses import see_other
+
+if TYPE_CHECKING:
+    from daemon.ui.pages import Console
+
+PAGE = "/ui/silences"
+
+
+class SilencePages:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.daemon = console.daemon
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "uiSilences": self.listing,
+            "uiSilenceCreate": self.create,
+            "uiSilenceExpire": self.expire,
+        }
+
+    async def listing(self, request: web.Request) -> web.StreamResponse:
+        session = self.console.viewer(request)
+        got = await answer(self.daemon, "listSilences", {"expired": False})
+        silences: list[dict[str, Any]] = got.body.get("silences", []) if got.status == 200 else []
+        rules = sorted(self.daemon.config.rules)
+        checks = sorted(self.daemon.config.checks)
+        context = {
+            "session": session,
+            "silences": sorted(silences, key=lambda s: s["starts_at"]),
+            "error": "" if got.status == 200 else str(got.body.get("error")),
+            "rules": rules,
+            "checks": checks,
+        }
+        return self.console.page(request, "silences.html", context)
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        got = await self.console.form(request, need_write=True)
+        if isinstance(got, web.Response):
+            return got
+        session, form = got
+        fields = {
+            key: str(form.get(key, "")).strip() for key in ("rule", "check", "duration", "comment")
+        }
+        body: dict[str, Any] = {k: v for k, v in fields.items() if v}
+        try:
+            silence = silence_from(
+                SilenceBody.model_validate(body | {"created_by": session.name}),
+                self.daemon.clock.now(),
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            silence = f"{where}: {error['msg']}" if where else str(error["msg"])
+        if isinstance(silence, str):
+            session.flash, session.flash_ok = silence, False
+        else:
+            done = await answer(self.daemon, "createSilence", {"silence": asdict(silence)})
+            session.flash_ok = done.status < 400
+            session.flash = (
+                f"silence {silence.id} created" if session.flash_ok else str(done.body.get("error"))
+            )
+        return see_other(PAGE)
+
+    async def expire(self, request: web.Request) -> web.StreamResponse:
+        got = await self.console.form(request, need_write=True)
+        if isinstance(got, web.Response):
+            return got
+        session, _ = got
+        silence_id = request.match_info["id"]
+        done = await answer(self.daemon, "expireSilence", {"silence": silence_id})
+        session.flash_ok = done.status < 400
+        session.flash = (
+            f"silence {silence_id} ended" if session.flash_ok else str(done.body.get("error"))
+        )
+        return see_other(PAGE)

@@ -1,0 +1,162 @@
+"""The public status page (`/status`, `/status.json`): each component operational, degraded or
+in outage, from its checks and the open incidents on them; the incidents users should know of,
+in the runbook's Incident Update template; the last 90 days. Opt-in (`status_page:`), open to
+anyone who reaches the listener, so it shows nothing internal: no values, thresholds, rule or
+check names, URLs, hosts or summaries (a summary carries values): only the components' names
+the config gives, states, and times."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from daemon.api.port import DaemonView
+from daemon.config.status_page import StatusPageConfig
+from daemon.core.models import Incident, IncidentStatus, Step
+from daemon.ui.responses import SECURITY_HEADERS, etag_of
+from daemon.ui.views import listed
+
+HISTORY_DAYS = 90
+HISTORY_LIMIT = 1000
+RANK = {"operational": 0, "degraded": 1, "outage": 2}
+# The runbook's Incident Update: what its Status and Current status say at each stage.
+STAGES = {
+    "investigating": "We are looking into it.",
+    "identified": "The team is working on it.",
+    "monitoring": "A fix is in place and we are watching it.",
+    "resolved": "This incident is resolved.",
+}
+
+
+@dataclass(slots=True)
+class Component:
+    name: str
+    state: str = "operational"
+    measured: bool = False  # False: none of its checks has a value yet (no data is not bad)
+
+
+@dataclass(slots=True)
+class Update:
+    """One incident in the runbook's Incident Update template."""
+
+    status: str
+    impact: str
+    started: float
+    last_update: float
+    what_happened: str
+    current_status: str
+    next_update: float | None
+    resolved: float | None = None
+    components: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StatusPage:
+    title: str
+    state: str
+    components: list[Component]
+    active: list[Update]
+    history: list[Update]
+    generated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stage(incident: Incident) -> str:
+    if not incident.is_open:
+        return "resolved"
+    kinds = [e.kind for e in incident.timeline]
+    last_action = max((i for i, k in enumerate(kinds) if k == Step.ACTION), default=-1)
+    if any(k in (Step.VERIFY, Step.VERIFIED) for k in kinds[last_action + 1 :]):
+        return "monitoring"
+    acted = last_action >= 0 or Step.APPROVED in kinds
+    return "identified" if incident.acknowledged_by or acted else "investigating"
+
+
+def touched(config: StatusPageConfig, incident: Incident) -> list[str]:
+    return [c.name for c in config.components if incident.check in c.checks]
+
+
+def update(config: StatusPageConfig, incident: Incident, names: list[str], impact: str) -> Update:
+    status = stage(incident)
+    last = max([incident.opened_at, *(e.ts for e in incident.timeline)])
+    open_ = incident.is_open
+    return Update(
+        status=status,
+        impact=impact,
+        started=incident.opened_at,
+        last_update=last,
+        what_happened=f"{' and '.join(names)}: {'outage' if impact == 'outage' else 'degraded'}.",
+        current_status=STAGES[status],
+        next_update=last + config.update_every if open_ else None,
+        resolved=incident.resolved_at,
+        components=names,
+    )
+
+
+async def build(daemon: DaemonView, config: StatusPageConfig) -> StatusPage:
+    now = daemon.clock.now()
+    checks = {c["name"]: c for c in (await listed(daemon, "listChecks", "checks")).items}
+    opened = await daemon.store.open_incidents()
+    components: list[Component] = []
+    for spec in config.components:
+        component = Component(spec.name)
+        for name in spec.checks:
+            status = (checks.get(name) or {}).get("status")
+            if status in ("ok", "warn", "critical"):
+                component.measured = True
+            if status in ("warn", "critical"):
+                component.state = "degraded"
+        for incident in opened:
+            if incident.check in spec.checks:
+                bad = "outage" if incident.severity == "critical" else "degraded"
+                component.state = max(component.state, bad, key=RANK.__getitem__)
+        components.append(component)
+    state = max((c.state for c in components), key=RANK.__getitem__, default="operational")
+    active = []
+    for incident in sorted(opened, key=lambda i: i.opened_at, reverse=True):
+        if names := touched(config, incident):
+            impact = "outage" if incident.severity == "critical" else "degraded"
+            active.append(update(config, incident, names, impact))
+    since = now - HISTORY_DAYS * 86400
+    resolved = await daemon.store.list_incidents(
+        status=IncidentStatus.RESOLVED, limit=HISTORY_LIMIT
+    )
+    history = [
+        update(config, i, names, "outage" if i.severity == "critical" else "degraded")
+        for i in resolved
+        if i.opened_at >= since and (names := touched(config, i))
+    ]
+    return StatusPage(config.title, state, components, active, history, now)
+
+
+class StatusPages:
+    def __init__(self, daemon: DaemonView) -> None:
+        self.daemon = daemon
+
+    def _config(self) -> StatusPageConfig:
+        config = self.daemon.config.status_page
+        if config is None:
+            raise web.HTTPNotFound(reason="no status page: the config has no status_page:")
+        return config
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        status = await build(self.daemon, self._config())
+        context = {"page": status, "now": status.generated_at}
+        response = aiohttp_jinja2.render_template("status.html", request, context)
+        # Public and the same for everyone: a cache may keep it a little.
+        response.headers.update(SECURITY_HEADERS | {"Cache-Control": "public, max-age=15"})
+        return response
+
+    async def feed(self, request: web.Request) -> web.StreamResponse:
+        body = json.dumps((await build(self.daemon, self._config())).to_json() | {"v": 1})
+        tag = etag_of(json.dumps({**json.loads(body), "generated_at": None}))
+        headers = SECURITY_HEADERS | {"ETag": tag, "Cache-Control": "public, max-age=15"}
+        if request.headers.get("If-None-Match") == tag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(text=body, content_type="application/json", headers=headers)

@@ -1,0 +1,398 @@
+"""The console (/ui/) on a real daemon on loopback: login and its cookie, sessions, CSRF,
+scopes, escaping, the live parts' ETags, actions through the API's acts, and the report."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from daemon.core.models import Incident, Step, TimelineEntry
+from daemon.runtime.daemon import Daemon
+from tests.utils import run_daemon, wait_for
+
+WRITE = "w-console-0123456789-write"
+READ = "r-console-0123456789-read"
+INTAKE = "i-console-0123456789-intake"
+
+CONFIG = """\
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+  api:
+    tokens:
+{tokens}
+checks:
+  health:
+    type: http
+    url: {url}/health
+    interval: 100ms
+    timeout: 1s
+rules:
+  down:
+    when: health.up < 1
+    do: [notify]
+remediations:
+  notify:
+    type: http
+    url: {url}/hook
+    body: {{approved: true}}
+    require_approval: true
+    approval_timeout: 1m
+status_page:
+  title: Example status
+  components:
+    - {{name: The application, checks: [health]}}
+"""
+TOKENS = f"""\
+      - {{name: ops, token: {WRITE}, scope: write}}
+      - {{name: viewer, token: {READ}, scope: read}}
+      - {{name: am, token: {INTAKE}, scope: intake}}
+"""
+
+
+def write_config(directory: Path, url: str, tokens: str = TOKENS) -> Path:
+    path = directory / "runbookd.yaml"
+    text = CONFIG.format(state=directory / "state", url=url, tokens=tokens)
+    if not tokens:
+        text = text.replace("  api:\n    tokens:\n", "")
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> AsyncIterator[Daemon]:
+    async with run_daemon(write_config(tmp_path, app_state[1])) as d:
+        yield d
+
+
+def base(daemon: Daemon) -> str:
+    return f"http://127.0.0.1:{daemon.port}"
+
+
+@asynccontextmanager
+async def logged_in(daemon: Daemon, token: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A browser-like client (it keeps cookies for 127.0.0.1) with a session."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        async with client.post(f"{base(daemon)}/ui/login", data={"token": token}) as r:
+            assert r.status == 200, await r.text()  # followed the 303 to the overview
+            assert r.url.path == "/ui/"
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF field in the page"
+    return found[1]
+
+
+async def page(client: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with client.get(url, allow_redirects=False) as r:
+        return r.status, await r.text()
+
+
+# -- access -------------------------------------------------------------------------------------
+
+
+async def test_login_sets_a_strict_httponly_expiring_cookie(daemon: Daemon) -> None:
+    async with aiohttp.ClientSession() as client:
+        url = f"{base(daemon)}/ui/login"
+        async with client.post(url, data={"token": WRITE}, allow_redirects=False) as r:
+            assert (r.status, r.headers["Location"]) == (303, "/ui/")
+            cookie = SimpleCookie(r.headers["Set-Cookie"])["runbookd_session"]
+        assert cookie["httponly"] is True
+        assert cookie["samesite"] == "Strict"
+        assert cookie["path"] == "/ui"
+        assert cookie["max-age"] == str(12 * 3600)
+        assert not cookie["secure"]  # plain HTTP: a Secure cookie would never come back
+        headers = {"X-Forwarded-Proto": "https"}
+        async with client.post(
+            url, data={"token": WRITE}, headers=headers, allow_redirects=False
+        ) as r:
+            assert SimpleCookie(r.headers["Set-Cookie"])["runbookd_session"]["secure"] is True
+
+
+async def test_without_a_session_pages_go_to_login_and_live_parts_are_401(daemon: Daemon) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{base(daemon)}/ui/", allow_redirects=False) as r:
+            assert r.headers["Location"] == "/ui/login"
+        async with client.get(f"{base(daemon)}/ui", allow_redirects=False) as r:
+            assert r.headers["Location"] == "/ui/"
+        async with client.get(f"{base(daemon)}/ui/live.json") as r:
+            assert r.status == 401
+            assert "log in" in (await r.json())["error"]
+        status, html = await page(client, f"{base(daemon)}/ui/login")
+        assert status == 200
+        assert 'name="token"' in html
+
+
+async def test_a_wrong_token_or_an_intake_token_gets_no_session(daemon: Daemon) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        async with client.post(f"{base(daemon)}/ui/login", data={"token": WRITE + "x"}) as r:
+            assert r.status == 401
+            assert "invalid token" in await r.text()
+        async with client.post(f"{base(daemon)}/ui/login", data={"token": INTAKE}) as r:
+            assert r.status == 403
+            assert "scope intake: the console needs read" in await r.text()
+        assert len(client.cookie_jar) == 0
+        assert (await page(client, f"{base(daemon)}/ui/"))[0] == 303
+
+
+async def test_pages_forbid_inline_script_and_caching(daemon: Daemon) -> None:
+    async with logged_in(daemon, READ) as client:
+        async with client.get(f"{base(daemon)}/ui/") as r:
+            csp = r.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in csp
+            assert "unsafe-inline" not in csp
+            assert r.headers["Cache-Control"] == "no-store"
+            html = await r.text()
+        assert "<script>" not in html
+        assert " style=" not in html
+        assert '<script src="/ui/static/console.js" defer>' in html
+        async with client.get(f"{base(daemon)}/ui/static/console.js") as r:
+            assert r.content_type == "text/javascript"
+            assert len(await r.read()) < 50 * 1024
+        async with client.get(f"{base(daemon)}/ui/static/..%2Fpages.py") as r:
+            assert r.status == 404
+
+
+async def test_logout_ends_the_session(daemon: Daemon) -> None:
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/")
+        async with client.post(f"{base(daemon)}/ui/logout", data={"csrf": csrf_of(html)}) as r:
+            assert r.url.path == "/ui/login"
+        assert (await page(client, f"{base(daemon)}/ui/"))[0] == 303
+
+
+async def test_with_no_token_configured_the_console_opens_as_the_api_does(
+    tmp_path: Path, app_state: tuple[dict[str, object], str]
+) -> None:
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with (
+        run_daemon(write_config(tmp_path, app_state[1], tokens="")) as d,
+        aiohttp.ClientSession(cookie_jar=jar) as client,
+    ):
+        status, html = await page(client, f"{base(d)}/ui/login")
+        assert status == 200
+        assert 'name="token"' not in html
+        assert "Open the console" in html
+        async with client.post(f"{base(d)}/ui/login") as r:
+            assert r.url.path == "/ui/"
+            html = await r.text()
+        assert "local" in html
+        assert "scope-write" in html
+
+
+# -- acting -------------------------------------------------------------------------------------
+
+
+async def waiting_incident(daemon: Daemon, state: dict[str, object]) -> str:
+    state["up"] = False
+    await wait_for(lambda: bool(daemon.pipeline.approvals.pending))
+    return next(iter(daemon.pipeline.approvals.pending.values())).incident_id
+
+
+async def test_a_read_session_sees_no_buttons_and_its_forged_post_is_refused(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, READ) as client:
+        status, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
+        assert status == 200
+        assert "waits for approval" in html
+        assert f'action="/ui/incidents/{incident_id}/' not in html
+        assert html.count("<button") == 1  # log out, and nothing else
+        assert "you see, a <code>write</code> token acts" in html
+        csrf = csrf_of(html)  # the logout form's: a read session has one too
+        url = f"{base(daemon)}/ui/incidents/{incident_id}/approve"
+        async with client.post(url, data={"csrf": csrf, "reason": "me"}) as r:
+            assert r.status == 403
+            assert "token &#39;viewer&#39; has scope read; acting needs write" in await r.text()
+    assert daemon.pipeline.approvals.pending  # nothing was decided
+
+
+async def test_a_form_without_its_sessions_csrf_token_or_from_elsewhere_is_refused(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, WRITE) as client, logged_in(daemon, WRITE) as other:
+        _, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
+        _, other_html = await page(other, f"{base(daemon)}/ui/incidents/{incident_id}")
+        url = f"{base(daemon)}/ui/incidents/{incident_id}/approve"
+        for data, headers, reason in [
+            ({}, {}, "CSRF token is not this session"),
+            ({"csrf": csrf_of(other_html)}, {}, "CSRF token is not this session"),
+            ({"csrf": csrf_of(html)}, {"Origin": "http://evil.example"}, "from another site"),
+        ]:
+            async with client.post(url, data=data, headers=headers) as r:
+                assert r.status == 403
+                assert reason in await r.text()
+        async with (
+            aiohttp.ClientSession() as stranger,  # no session at all
+            stranger.post(url, data={"csrf": csrf_of(html)}) as r,
+        ):
+            assert r.status == 403
+    assert daemon.pipeline.approvals.pending
+
+
+async def test_approving_through_the_console_runs_the_step_and_the_live_part_changes(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    state = app_state[0]
+    incident_id = await waiting_incident(daemon, state)
+    async with logged_in(daemon, WRITE) as client:
+        live = f"{base(daemon)}/ui/incidents/{incident_id}/live.json"
+        async with client.get(live) as r:
+            assert r.status == 200
+            etag = r.headers["ETag"]
+            assert "Approve notify" in (await r.json())["html"]
+        async with client.get(live, headers={"If-None-Match": etag}) as r:
+            assert r.status == 304
+            assert await r.read() == b""
+        _, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
+        data = {"csrf": csrf_of(html), "reason": "checked the dashboard"}
+        url = f"{base(daemon)}/ui/incidents/{incident_id}/approve"
+        async with client.post(url, data=data) as r:
+            assert r.url.path == f"/ui/incidents/{incident_id}"
+            html = await r.text()
+        assert "approve: done" in html
+        assert "notify approved by ops: checked the dashboard" in html
+        await wait_for(lambda: bool(state.get("hooks")))
+        async with client.get(live, headers={"If-None-Match": etag}) as r:
+            assert r.status == 200
+            assert "Approve notify" not in (await r.json())["html"]
+
+
+async def test_acknowledge_and_resolve_say_what_they_came_to(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
+        csrf = csrf_of(html)
+        url = f"{base(daemon)}/ui/incidents/{incident_id}"
+        async with client.post(f"{url}/acknowledge", data={"csrf": csrf, "reason": "on it"}) as r:
+            html = await r.text()
+        assert "acknowledge: done" in html
+        assert "acknowledged by ops: on it" in html
+        async with client.post(f"{url}/acknowledge", data={"csrf": csrf}) as r:
+            assert "is already acknowledged" in await r.text()
+        async with client.post(f"{url}/resolve", data={"csrf": csrf, "reason": "fixed"}) as r:
+            html = await r.text()
+        assert "resolve: done" in html
+        assert 'id="incident-status">resolved<' in html
+        assert "/resolve" not in html  # a closed incident has no buttons
+        async with client.post(f"{url}/explode", data={"csrf": csrf}) as r:
+            assert r.status == 404
+
+
+# -- what pages show ----------------------------------------------------------------------------
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+async def test_markup_in_a_summary_or_a_timeline_is_shown_as_text(daemon: Daemon) -> None:
+    now = daemon.clock.now()
+    incident = Incident(
+        id="evil-1",
+        rule="down",
+        check="health",
+        severity="critical",
+        summary=HOSTILE,
+        opened_at=now,
+        trigger={"value": 0.0, "threshold": 1.0},
+    )
+    await daemon.store.create_incident(incident)
+    entry = TimelineEntry(now, Step.OPENED, '<img src=x onerror="alert(1)">', {"k": HOSTILE})
+    await daemon.store.append_timeline(incident.id, entry)
+    async with logged_in(daemon, READ) as client:
+        for url in ("/ui/", "/ui/incidents/evil-1"):
+            status, html = await page(client, base(daemon) + url)
+            assert status == 200
+            assert HOSTILE not in html
+            assert "<img src=x" not in html
+            assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+        async with client.get(f"{base(daemon)}/ui/live.json") as r:
+            assert HOSTILE not in (await r.json())["html"]
+
+
+async def test_the_overview_lists_incidents_checks_and_rules(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/")
+    assert f'href="/ui/incidents/{incident_id}"' in html
+    assert 'Open incidents <span class="count">1</span>' in html
+    assert "status-critical" in html
+    assert "up=0" in html
+    assert "health.up &lt; 1" in html
+    assert "state-firing" in html
+
+
+async def test_the_report_downloads_as_markdown_from_the_timeline(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, READ) as client:
+        async with client.get(f"{base(daemon)}/ui/incidents/{incident_id}/report.md") as r:
+            assert r.status == 200
+            assert r.content_type == "text/markdown"
+            assert r.headers["Content-Disposition"].startswith('attachment; filename="incident-')
+            text = await r.text()
+        for heading in ("What happened", "Impact", "Timeline", "Actions", "What was verified"):
+            assert f"## {heading}" in text
+        assert "waiting for approval" in text or "waits for approval" in text
+        _status, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
+        assert "## Follow-ups" in html  # shown on the page too
+        assert (await page(client, f"{base(daemon)}/ui/incidents/nope"))[0] == 404
+    assert URL(f"{base(daemon)}/ui/").path == "/ui/"
+
+
+# -- silences -----------------------------------------------------------------------------------
+
+
+async def test_a_silence_is_created_listed_and_ended_through_the_console(daemon: Daemon) -> None:
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/silences")
+        assert "No silence." in html
+        csrf = csrf_of(html)
+        form = {"csrf": csrf, "rule": "down", "duration": "2h", "comment": "db migration"}
+        async with client.post(f"{base(daemon)}/ui/silences", data=form) as r:
+            html = await r.text()
+        assert r.url.path == "/ui/silences"
+        assert "silence " in html
+        assert "created" in html
+        assert "db migration" in html
+        (silence,) = daemon.pipeline.silences.list(daemon.clock.now())
+        assert (silence.rule, silence.created_by) == ("down", "ops")
+        assert silence.ends_at - silence.starts_at == 7200
+        bad = form | {"duration": "soon"}
+        async with client.post(f"{base(daemon)}/ui/silences", data=bad) as r:
+            assert "duration" in await r.text()
+        async with client.post(
+            f"{base(daemon)}/ui/silences", data=form | {"duration": "100d"}
+        ) as r:
+            assert "a silence lasts at most 90 days" in await r.text()
+        url = f"{base(daemon)}/ui/silences/{silence.id}/expire"
+        async with client.post(url, data={"csrf": csrf}) as r:
+            html = await r.text()
+        assert f"silence {silence.id} ended" in html
+        assert "No silence." in html
+        assert daemon.pipeline.silences.list(daemon.clock.now()) == []
+
+
+async def test_a_read_session_lists_silences_but_cannot_create_or_end_them(daemon: Daemon) -> None:
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/silences")
+        assert 'action="/ui/silences"' not in html
+        form = {"csrf": csrf_of(html), "rule": "down", "duration": "1h", "comment": "x"}
+        async with client.post(f"{base(daemon)}/ui/silences", data=form) as r:
+            assert r.status == 403
+    assert daemon.pipeline.silences.list(daemon.clock.now()) == []

@@ -1,0 +1,126 @@
+"""The public status page on a real daemon: opt-in, open without a token, degraded then
+operational as its check fails and recovers, the runbook's Incident Update for the open
+incident, its history, a JSON feed with ETags, and nothing internal on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daemon.config.loader import ConfigError, load_config
+from daemon.runtime.daemon import Daemon
+from tests.integration.test_console import READ, TOKENS
+from tests.utils import run_daemon, wait_for
+
+CONFIG = """\
+runbookd:
+  listen: 127.0.0.1:0
+  state_dir: {state}
+  api:
+    tokens:
+{tokens}
+checks:
+  health:
+    type: http
+    url: {url}/health
+    interval: 100ms
+    timeout: 1s
+  spare:
+    type: http
+    url: {url}/health
+    interval: 1h
+rules:
+  down:
+    when: health.up < 1
+    severity: warning
+status_page:
+  title: Example status
+  update_every: 30m
+  components:
+    - {{name: The application, checks: [health]}}
+    - {{name: The database, checks: [spare]}}
+"""
+
+
+def write_config(directory: Path, url: str, *, page: bool = True) -> Path:
+    path = directory / "runbookd.yaml"
+    text = CONFIG.format(state=directory / "state", url=url, tokens=TOKENS)
+    if not page:
+        text = text[: text.index("status_page:")]
+    path.write_text(text)
+    return path
+
+
+async def status(session: aiohttp.ClientSession, daemon: Daemon) -> tuple[int, str]:
+    async with session.get(f"http://127.0.0.1:{daemon.port}/status") as r:
+        return r.status, await r.text()
+
+
+async def test_the_status_page_goes_degraded_then_operational_and_tells_nothing_internal(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
+) -> None:
+    state, url = app_state
+    async with run_daemon(write_config(tmp_path, url)) as daemon:
+        await wait_for(lambda: daemon.observed.latest("health") is not None)
+        code, html = await status(session, daemon)  # no token: it is public
+        assert code == 200
+        assert 'id="overall">\nAll systems operational' in html
+        assert 'The database</span> <span class="badge state-operational">no data yet' in html
+
+        state["up"] = False
+        await wait_for(lambda: bool(daemon.engine.incidents))
+        code, html = await status(session, daemon)
+        assert "Some systems are degraded" in html
+        assert 'The application</span> <span class="badge state-degraded">degraded' in html
+        for field in ("Status", "Impact", "Started", "Last update", "What happened"):
+            assert f"<dt>{field}</dt>" in html
+        assert "<dt>Current status</dt><dd>We are looking into it.</dd>" in html
+        assert "<dt>Next update</dt>" in html
+        for internal in ("health", "down", "up &lt; 1", "127.0.0.1", "/health", "503", url):
+            assert internal not in html, internal
+
+        feed_url = f"http://127.0.0.1:{daemon.port}/status.json"
+        async with session.get(feed_url) as r:
+            feed = await r.json()
+            etag = r.headers["ETag"]
+        assert feed["state"] == "degraded"
+        (active,) = feed["active"]
+        assert active["components"] == ["The application"]
+        assert active["next_update"] == active["last_update"] + 1800
+        assert "health" not in str(feed)
+        async with session.get(feed_url, headers={"If-None-Match": etag}) as r:
+            assert r.status == 304
+
+        state["up"] = True
+        await wait_for(lambda: not daemon.engine.incidents)
+        code, html = await status(session, daemon)
+        assert "All systems operational" in html
+        assert "The application: degraded. Resolved after" in html  # the history
+        async with session.get(feed_url, headers={"If-None-Match": etag}) as r:
+            assert r.status == 200
+            assert (await r.json())["active"] == []
+
+
+async def test_without_status_page_config_there_is_none(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
+) -> None:
+    async with run_daemon(write_config(tmp_path, app_state[1], page=False)) as daemon:
+        code, body = await status(session, daemon)
+        assert code == 404
+        assert "no status page" in body
+        async with session.get(
+            f"http://127.0.0.1:{daemon.port}/status.json",
+            headers={"Authorization": f"Bearer {READ}"},
+        ) as r:
+            assert r.status == 404
+
+
+def test_a_component_naming_an_unknown_check_is_a_config_problem(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    path.write_text(path.read_text().replace("checks: [spare]", "checks: [nope]"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "no check named 'nope'" in str(info.value)
+    assert "status_page" in str(info.value)
