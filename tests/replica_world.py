@@ -258,8 +258,10 @@ class ReplicaStore(MemoryStore):
             self.db.share = batch
             self.pending[id(batch)].checked = (holder, epoch)
 
-    async def begin_action(self, incident_id: str, rule: str, remediation: str, ts: float) -> int:
-        action_id = await super().begin_action(incident_id, rule, remediation, ts)
+    async def begin_action(
+        self, incident_id: str, rule: str, remediation: str, ts: float, claim: str | None = None
+    ) -> int:
+        action_id = await super().begin_action(incident_id, rule, remediation, ts, claim)
         holder, epoch = self.process.holder, self.process.leadership.epoch
         if (batch := self._own_batch()) is not None:
             self.pending[id(batch)].actions.append((action_id, holder, epoch))

@@ -145,6 +145,8 @@ class Invariants:
             assert n <= by_name[name], f"5: {name} called {n} times, {by_name[name]} in the ledger"
         said: Counter[tuple[str, str]] = Counter()
         for incident in db.data.incidents.values():
+            crashed = [e.message for e in incident.timeline if e.kind == "error"]
+            assert not crashed, f"7: a plan stopped on an internal error: {crashed}"
             for e in incident.timeline:
                 if e.kind == "action":
                     said[(incident.id, str(e.data.get("remediation")))] += 1
