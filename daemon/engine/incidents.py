@@ -7,6 +7,7 @@ The rules decide when; this part decides what opening and resolving write, and i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any, Protocol
 
@@ -69,6 +70,10 @@ class OpenIncidents:
         # learns so) neither opens nor resolves: the leader's incidents are the store's.
         self.fence: Fence = fence or Unfenced()
         self.by_rule: dict[str, Incident] = {}
+        # Rules whose incident is being written: set when the write is over. A resolution
+        # that comes meanwhile (a check observed while a slow store commits the opening)
+        # waits for it, or it would resolve an incident the store does not have yet.
+        self._opening: dict[str, asyncio.Event] = {}
         # Each rule's last episode start, in ms: an episode that starts in the millisecond the
         # last one ended (a resolved and a firing alert in one request) takes the next one.
         self._last_start: dict[str, int] = {}
@@ -119,15 +124,22 @@ class OpenIncidents:
             trigger=trigger,
         )
         self.by_rule[rule] = incident
+        self._opening[rule] = written = asyncio.Event()
         try:
             async with self.recorder.batch():
                 await self.fence.check()
                 await self.recorder.open(incident, message, **trigger)
-        except Fenced:
+        except BaseException as exc:  # not stored, so not open
             if self.by_rule.get(rule) is incident:
                 del self.by_rule[rule]
+            if not isinstance(exc, Fenced):
+                raise
             log.warning("not opened: this replica does not lead", rule=rule, incident=incident.id)
             return
+        finally:
+            written.set()
+            if self._opening.get(rule) is written:
+                del self._opening[rule]
         self.metrics.incidents_open.set(len(self.by_rule))
         self.metrics.incidents_opened.labels(rule).inc()
         self.actions.start(incident, config)
@@ -136,6 +148,8 @@ class OpenIncidents:
         self, rule: str, ts: float, message: str, data: dict[str, Any], *, by: str | None = None
     ) -> None:
         """`by`: the operator who closed it by hand (None: it cleared)."""
+        if (opening := self._opening.get(rule)) is not None:
+            await opening.wait()
         incident = self.by_rule.pop(rule, None)
         if incident is None:
             return
