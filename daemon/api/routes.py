@@ -87,6 +87,10 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("get", "/silences", "uiSilences", "Silences and maintenance windows", "session"),
     ui("post", "/silences", "uiSilenceCreate", "Create a silence", "session"),
     ui("post", "/silences/{id}/expire", "uiSilenceExpire", "End a silence now", "session"),
+    ui("get", "/procedures", "uiProcedures", "Procedures, and their recent runs", "session"),
+    ui("post", "/procedures/{name}/runs", "uiProcedureStart", "Start a run", "session"),
+    ui("get", "/procedure-runs/{id}", "uiProcedureRun", "A run: its steps and timeline", "session"),
+    ui("post", "/procedure-runs/{id}/{action}", "uiProcedureRunAct", "Act on a run", "session"),
     ui("get", "/static/{name}", "uiStatic", "The console's script and style", "open"),
     # The public status page (status_page:, opt-in): no token, nothing internal.
     Operation("get", "/status", "statusPage", "The status page", "open", 200, "", tag="ui"),

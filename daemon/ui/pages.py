@@ -26,6 +26,7 @@ from daemon.api.routes import Handler
 from daemon.api.schemas import Who
 from daemon.core.models import Step
 from daemon.ui import report, views
+from daemon.ui.procedures import ProcedurePages
 from daemon.ui.responses import NO_STORE, SECURITY_HEADERS, etag_of, see_other
 from daemon.ui.sessions import COOKIE, Session, Sessions, same_csrf
 from daemon.ui.silences import SilencePages
@@ -323,6 +324,7 @@ class Console:
                 "uiStatic": self.static_file,
             }
             | SilencePages(self).handlers()
+            | ProcedurePages(self).handlers()
             | status_handlers(self.daemon)
         )
 
