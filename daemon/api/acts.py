@@ -54,7 +54,16 @@ async def answer(daemon: DaemonView, name: str, args: dict[str, Any]) -> Answer:
     """The act's `Answer` (the console renders it as a page)."""
     if daemon.role() == "standby":
         return await daemon.forward(name, args)
-    return await ACTS[name](daemon, args)
+    return await carry_out(daemon, name, args)
+
+
+async def carry_out(daemon: DaemonView, name: str, args: dict[str, Any]) -> Answer:
+    """The act done here: a request that came to this replica, or one a standby handed over
+    (which may name an act this replica's version does not know)."""
+    perform = ACTS.get(name)
+    if perform is None:
+        return Answer.error(400, f"this replica does not know the act {name!r}")
+    return await perform(daemon, args)
 
 
 def respond(answer: Answer) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import secrets
@@ -27,7 +28,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
-from daemon.api.acts import ACTS
+from daemon.api.acts import carry_out
 from daemon.api.app import build_app
 from daemon.api.port import Answer
 from daemon.api.servers import start_site
@@ -356,17 +357,11 @@ class Daemon:
         with starting("cannot resume procedures"):
             await self.procedures.resume()
         if self.leadership is not None:  # what standbys hand over
-            requests = ForwardedRequests(self.store, self.clock, self.leadership, self._perform)
+            perform = functools.partial(carry_out, self)
+            requests = ForwardedRequests(self.store, self.clock, self.leadership, perform)
             serving = asyncio.create_task(requests.serve(), name="forwarded-requests")
             self.supervisor.watch(serving)
             self._opened.push_async_callback(_cancel, serving)
-
-    async def _perform(self, act: str, args: dict[str, Any]) -> Answer:
-        """An act a standby handed over, as if its request had come here."""
-        perform = ACTS.get(act)
-        if perform is None:  # a replica of another version
-            return Answer.error(400, f"this replica does not know the act {act!r}")
-        return await perform(self, args)
 
     # -- several replicas: one acts, the others wait (runtime/leadership.py) -------------------
 

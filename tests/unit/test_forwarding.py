@@ -144,3 +144,11 @@ def test_every_act_a_route_names_exists_and_every_act_has_a_route() -> None:
     named = {op.act for op in OPERATIONS if op.act}
     assert named == set(ACTS)
     assert set(LASTING) <= named
+
+
+async def test_an_act_this_replica_does_not_know_is_answered_400() -> None:
+    """A standby of another version may hand over an act the leader lacks."""
+    from daemon.api.acts import carry_out
+
+    answer = await carry_out(None, "renamedLater", {})  # type: ignore[arg-type]
+    assert answer == Answer.error(400, "this replica does not know the act 'renamedLater'")
