@@ -183,6 +183,16 @@ def incident_fields(incident: Incident) -> dict[str, Any]:
     }
 
 
+# The `notifier` option of the types that may either act or only tell people (command, http).
+NOTIFIER_FIELD: Any = Field(
+    False,
+    description="Declares that it only tells people (a page, a chat message): like the "
+    "`pagerduty` and `slack` types, it then goes through the paging outbox (retried until "
+    "delivered), is exempt from the cooldown, the budget, the target lock and the circuit "
+    "breaker, so every incident is told, and may be used in `on_blind`. Leave false for "
+    "anything that changes the application.",
+)
+
 # The prefix of a procedure's parameters among a template's fields.
 PARAMS = "params."
 

@@ -26,6 +26,7 @@ from daemon.clients.processes import (
 from daemon.core.models import Incident, RemediationResult
 from daemon.core.units import Duration
 from remediations.base import (
+    NOTIFIER_FIELD,
     REMEDIATIONS,
     Hooks,
     RemediationConfig,
@@ -88,14 +89,7 @@ class CommandConfig(RemediationConfig):
         description="Declares that running it twice does no harm; a run a crash interrupted is "
         "never repeated whatever it says.",
     )
-    notifier: bool = Field(
-        False,
-        description="Declares that it only tells people (a page, a chat message): like the "
-        "`pagerduty` and `slack` types, it then goes through the paging outbox (retried until "
-        "delivered), is exempt from the cooldown, the budget, the target lock and the circuit "
-        "breaker, so every incident is told, and may be used in `on_blind`. Leave false for "
-        "anything that changes the application.",
-    )
+    notifier: bool = NOTIFIER_FIELD
 
     _no_nul = field_validator("argv")(check_argv)
     _env_names = field_validator("env")(check_env)

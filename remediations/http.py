@@ -16,6 +16,7 @@ from pydantic import Field, JsonValue, SecretStr, field_validator, model_validat
 
 from daemon.core.models import Incident, RemediationResult
 from remediations.base import (
+    NOTIFIER_FIELD,
     PARAMS,
     REMEDIATIONS,
     Hooks,
@@ -140,14 +141,7 @@ class HttpRemediationConfig(RetryingConfig):
         description="Declares that the same call twice does no harm; a run a crash "
         "interrupted is never repeated whatever it says.",
     )
-    notifier: bool = Field(
-        False,
-        description="Declares that it only tells people (a page, a chat message): like the "
-        "`pagerduty` and `slack` types, it then goes through the paging outbox (retried until "
-        "delivered), is exempt from the cooldown, the budget, the target lock and the circuit "
-        "breaker, so every incident is told, and may be used in `on_blind`. Leave false for "
-        "anything that changes the application.",
-    )
+    notifier: bool = NOTIFIER_FIELD
 
     @field_validator("url")
     @classmethod

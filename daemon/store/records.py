@@ -7,6 +7,7 @@ went in (key order, big integers, float digits), whatever the database.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
@@ -163,3 +164,9 @@ def deploy(row: Row, timeline: list[DeployEntry] | None = None) -> Deploy:
 
 def deploy_entry(row: Row) -> DeployEntry:
     return DeployEntry(row["ts"], row["kind"], row["message"], json.loads(row["data"]))
+
+
+def procedure_run_params(run: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A procedure run's row: the columns a listing filters and orders by, then the document."""
+    columns = (run["id"], run["procedure"], run["status"], run["started_at"], run["ended_at"])
+    return (*columns, dumps(dict(run)))

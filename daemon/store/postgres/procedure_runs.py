@@ -29,16 +29,7 @@ PRUNE = "DELETE FROM procedure_runs WHERE ended_at < $1"
 
 class ProcedureRuns(ForwardedRequests):
     async def save_procedure_run(self, run: Mapping[str, Any]) -> None:
-        args = clean(
-            (
-                run["id"],
-                run["procedure"],
-                run["status"],
-                run["started_at"],
-                run["ended_at"],
-                records.dumps(dict(run)),
-            )
-        )
+        args = clean(records.procedure_run_params(run))
 
         async def op(conn: Connection) -> None:
             await conn.execute(SAVE, *args)

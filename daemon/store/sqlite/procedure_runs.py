@@ -25,14 +25,7 @@ def prune_procedure_runs(conn: sqlite3.Connection, before: float) -> None:
 
 class ProcedureRuns(GroupCommit):
     async def save_procedure_run(self, run: Mapping[str, Any]) -> None:
-        params = (
-            run["id"],
-            run["procedure"],
-            run["status"],
-            run["started_at"],
-            run["ended_at"],
-            records.dumps(dict(run)),
-        )
+        params = records.procedure_run_params(run)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(_SAVE, params)
