@@ -106,7 +106,8 @@ def render(args: argparse.Namespace, answer: Answer) -> str:
         case "runs":
             return run_table(entries(answer, "runs"))
         case "approve" | "reject":
-            return f"{args.action}d the step {text(answer, 'incident')} waited on"
+            done = {"approve": "approved", "reject": "rejected"}[args.action]
+            return f"{done} the step {text(answer, 'incident')} waited on"
         case "cancel":
             return f"cancelling {text(answer, 'run')}: the step going on stops, then undo runs"
         case _:

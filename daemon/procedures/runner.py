@@ -200,15 +200,17 @@ class ProcedureRunner:
             await self._unwind(run, config, run.current, f"internal error: {exc!r}")
 
     async def _step(self, run: ProcedureRun, step: StepConfig, record: StepRecord) -> Outcome:
+        refused = None  # a step of unknown effect an operator did not let run again
         if record.status is StepStatus.RUNNING and step.kind in ("run", "job"):
-            again = await self._run_again(run, step, record)
-            if again is not None:
-                return again
-        if record.status is not StepStatus.RUNNING or record.started_at is None:
-            record.status, record.started_at = StepStatus.RUNNING, self.clock.now()
-            self._note(run, "step", f"{step.name}: {_what(step)}", step=step.name)
-            await self._save(run)
-        outcome = await self._execute(run, step, record.started_at)
+            refused = await self._run_again(run, step, record)
+        if refused is not None:
+            outcome = refused
+        else:
+            if record.status is not StepStatus.RUNNING or record.started_at is None:
+                record.status, record.started_at = StepStatus.RUNNING, self.clock.now()
+                self._note(run, "step", f"{step.name}: {_what(step)}", step=step.name)
+                await self._save(run)
+            outcome = await self._execute(run, step, record.started_at)
         record.status = StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED
         record.ended_at, record.detail = self.clock.now(), outcome.detail[:DETAIL_LIMIT]
         verdict = "succeeded" if outcome.ok else "failed"

@@ -226,6 +226,28 @@ async def test_a_restart_resumes_at_the_step_and_asks_before_running_one_of_unkn
     await again.close()
 
 
+async def test_a_step_of_unknown_effect_not_let_run_again_ends_failed_and_is_undone() -> None:
+    """Tried as a user: after a restart mid-migration, a rejection left the run failed with
+    its step still "running"."""
+    data = MemoryData()
+    h = await Harness(data).open()
+    h.actions["migrate"].hang = True
+    run = await h.runner.start("migrate", {"version": "v1.2.3"}, "ana")
+    await h.clock.advance(1)
+    await h.close()
+    again = await Harness(data).open()
+    await again.clock.advance(1)
+    assert again.approvals.decide(run.id, Decision(False, "ana", "it ran: checked the db"))
+    await again.clock.advance(1)
+    stored = await again.stored(run.id)
+    assert stored.status is RunStatus.FAILED
+    assert stored.steps[2].status is StepStatus.FAILED
+    assert "rejected by ana: it ran: checked the db" in stored.steps[2].detail
+    assert stored.steps[1].status is StepStatus.UNDONE
+    assert again.actions["migrate"].calls == []
+    await again.close()
+
+
 def test_a_procedure_naming_what_the_config_lacks_is_refused_at_load() -> None:
     from daemon.config.document import reference_problems
 
