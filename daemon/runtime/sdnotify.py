@@ -101,9 +101,10 @@ class Notifier:
             self._failing = False
         return True
 
-    def ready(self, status: str) -> None:
+    def ready(self, status: str) -> bool:
+        """READY=1 with the status; whether it was handed to the socket."""
         self.announced, self._status = True, status
-        self.send("READY=1", _field("STATUS", status))
+        return self.send("READY=1", _field("STATUS", status))
 
     def reloading(self) -> None:
         # systemd >= 253 (Type=notify-reload) wants the time, to match the reload it asked for.
@@ -165,10 +166,13 @@ class Notifier:
 
     async def _announce(self, ready: asyncio.Event, status: Callable[[], str]) -> None:
         await ready.wait()
-        self.ready(_text(status))
+        sent = self.ready(_text(status))
         while True:
             await asyncio.sleep(STATUS_EVERY)
-            self.status(_text(status))
+            if not sent:  # dropped (the socket's queue was full): systemd still waits for it
+                sent = self.ready(_text(status))
+            else:
+                self.status(_text(status))
 
 
 def _text(status: Callable[[], str]) -> str:

@@ -94,3 +94,31 @@ def test_the_unit_restarts_unless_the_config_is_invalid() -> None:
     assert settings["RestartPreventExitStatus"].split() == [str(ExitCode.CONFIG_INVALID)]
     restarted = {ExitCode.START_FAILED, ExitCode.CORE_TASK_DIED}
     assert all(code not in (0, ExitCode.CONFIG_INVALID) for code in restarted)
+
+
+async def test_a_ready_dropped_by_a_full_socket_is_sent_again(
+    make_notifier: MakeNotifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The datagram socket's queue was full (systemd slow to read, the watchdog pinging):
+    READY=1 went nowhere, and systemd would have waited for it until its start timeout."""
+    monkeypatch.setattr("daemon.runtime.sdnotify.STATUS_EVERY", 0.01)
+    notifier = make_notifier({"NOTIFY_SOCKET": "/run/systemd/notify"})
+    sent: list[str] = []
+    dropped = ["READY=1"]  # the first READY=1 finds the queue full
+
+    def send(*fields: str) -> bool:
+        if dropped and fields[0] == dropped[0]:
+            dropped.pop()
+            return False
+        sent.append(fields[0])
+        return True
+
+    notifier.send = send  # type: ignore[method-assign]
+    started = asyncio.Event()
+    started.set()
+    notifier.start(lambda: "watching", started)
+    for _ in range(100):  # bounded: a few of the announcer's rounds
+        if "READY=1" in sent:
+            break
+        await asyncio.sleep(0.01)
+    assert sent.count("READY=1") == 1
