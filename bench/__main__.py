@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import detection, footprint, intake, polling
+from bench import console, detection, footprint, intake, polling
 from bench.harness import Mode, Params, Row, Run, clean, log
 from bench.measure import host_load
 from bench.peers import compile_sources, start_nginx
@@ -33,7 +33,7 @@ from bench.procs import Processes
 from daemon.runtime import eventloop
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("polling", "intake", "detection", "footprint")
+SCENARIOS = ("polling", "intake", "detection", "footprint", "console")
 
 
 def _version(argv: list[str]) -> str:
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     run.results["intake"] = intake.scenario(run)
                 elif name == "detection":
                     run.results["detection"] = detection.scenario(run)
+                elif name == "console":
+                    run.results["console"] = console.scenario(run)
                 else:
                     run.results["footprint"] = footprint.scenario(run, run.results.get("polling"))
             except Exception as exc:  # one scenario failing should not lose the others

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from daemon.api.bodies import json_response
+from daemon.api.check_query import CheckQuery
 from daemon.api.port import Answer, DaemonView, RunStart
 from daemon.deploys.models import DeployEvent
 from daemon.deploys.state import NotConfigured
@@ -171,7 +172,11 @@ async def run_check(daemon: DaemonView, args: dict[str, Any]) -> Answer:
 
 @act("listChecks")
 async def list_checks(daemon: DaemonView, args: dict[str, Any]) -> Answer:
-    return Answer(200, {"checks": daemon.operations.checks()})
+    try:
+        query = CheckQuery.from_args(args)
+    except ValueError as exc:
+        return Answer.error(400, str(exc))
+    return Answer(200, daemon.operations.checks(query))
 
 
 @act("listJobs")

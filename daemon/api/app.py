@@ -26,11 +26,10 @@ from daemon.api.intake import intake_handlers
 from daemon.api.operator import operator_handlers
 from daemon.api.port import DaemonView
 from daemon.api.procedures import procedure_handlers
-from daemon.api.routes import bind
+from daemon.api.routes import UI_OPERATIONS, bind
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 from daemon.config.settings import ApiSettings
 from daemon.runtime.metrics import Metrics
-from daemon.ui.pages import console_handlers
 
 log = structlog.get_logger("runbookd.api")
 
@@ -107,9 +106,27 @@ def build_app(
         "metrics": health.metrics,
     }
     handlers |= operator_handlers(daemon) | intake_handlers(daemon) | deploy_handlers(daemon)
-    handlers |= procedure_handlers(daemon) | console_handlers(daemon, app)
+    handlers |= procedure_handlers(daemon) | lazy_console(daemon)
     app.router.add_routes(bind(handlers))
     return app
+
+
+def lazy_console(daemon: DaemonView) -> dict[str, Handler]:
+    """The console's handlers (routes.UI_OPERATIONS), its modules and Jinja2 imported on the
+    first request to one: a daemon nobody browses does not carry them."""
+    loaded: dict[str, Handler] = {}
+
+    def handler(operation_id: str) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if not loaded:
+                from daemon.ui.pages import console_handlers
+
+                loaded.update(console_handlers(daemon))
+            return await loaded[operation_id](request)
+
+        return handle
+
+    return {op.operation_id: handler(op.operation_id) for op in UI_OPERATIONS}
 
 
 class Health:

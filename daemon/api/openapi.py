@@ -20,6 +20,7 @@ from aiohttp import web
 
 from daemon import __version__
 from daemon.api.acts import LASTING
+from daemon.api.check_query import STATUSES
 from daemon.api.routes import OPERATIONS, Auth, Operation, Schema
 from daemon.core.models import IncidentStatus, RuleState
 from daemon.deploys.models import KINDS, SOURCES, DeployStatus
@@ -41,12 +42,12 @@ COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
 NULLABLE_STRING: Final[Schema] = {"type": ["string", "null"]}
 
 
-def strict(properties: Schema) -> Schema:
-    """An object with exactly these properties, all present: a new field fails the tests
-    until it is documented."""
+def strict(properties: Schema, optional: Schema | None = None) -> Schema:
+    """An object with exactly these properties, all present (and the optional ones, when
+    asked for): a new field fails the tests until it is documented."""
     return {
         "type": "object",
-        "properties": properties,
+        "properties": properties | (optional or {}),
         "required": list(properties),
         "additionalProperties": False,
     }
@@ -212,9 +213,26 @@ ANSWERS: Final[dict[str, Schema]] = {
             "reason": STRING,
             "at": NULLABLE_NUMBER,
             "duration": NULLABLE_NUMBER,
+        },
+        # With history=true: the value plotted and its last values, oldest first (null: a
+        # run that gave none).
+        optional={
+            "plotted": STRING,
+            "recent": {"type": "array", "items": {"type": ["number", "null"]}},
+        },
+    ),
+    "CheckList": strict(
+        {
+            "checks": {"type": "array", "items": ref("Check")},
+            "total": {"type": "integer", "minimum": 0},
+            "counts": {
+                "type": "object",
+                "properties": {st: {"type": "integer", "minimum": 0} for st in STATUSES},
+                "required": list(STATUSES),
+                "additionalProperties": False,
+            },
         }
     ),
-    "CheckList": listing("checks", "Check"),
     "JobRun": JOB_RUN,
     "JobRunList": listing("runs", "JobRun"),
     "Job": strict(

@@ -133,7 +133,11 @@ class Operator:
         return await perform(self.daemon, "runCheck", {"check": request.match_info["check"]})
 
     async def list_checks(self, request: web.Request) -> web.Response:
-        return await perform(self.daemon, "listChecks", {})
+        # Strings as they came: the act parses them (and names a bad one), here or at the leader.
+        keys = ("status", "match", "order", "offset", "limit", "history")
+        return await perform(
+            self.daemon, "listChecks", {k: request.query[k] for k in keys if k in request.query}
+        )
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from daemon.api.check_query import CheckQuery
 from daemon.config.document import RunbookConfig
 from daemon.core.clock import Clock
 from daemon.core.models import Incident
@@ -136,8 +137,9 @@ class Operations(Protocol):
 
     def run_check(self, check: str) -> RunStart: ...
 
-    def checks(self) -> list[dict[str, Any]]:
-        """Every check configured with its last observation (None fields until it has run)."""
+    def checks(self, query: CheckQuery) -> dict[str, Any]:
+        """The checks the query selects with their last observations (None fields until a
+        check has run), `total` selected before paging, and `counts` by status of all."""
         ...
 
     async def jobs(self) -> list[dict[str, Any]]:

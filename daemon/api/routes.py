@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
+from daemon.api.check_query import MAX_MATCH, ORDERS, STATUSES
 from daemon.api.schemas import MAX_LIMIT, DeployBody, RunBody, SilenceBody, Who
 from daemon.core.models import IncidentStatus
 from daemon.deploys.models import DeployStatus
@@ -84,6 +85,7 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("get", "/incidents/{id}/live.json", "uiIncidentLive", "Its live part", "session"),
     ui("get", "/incidents/{id}/report.md", "uiReport", "Its report, in Markdown", "session"),
     ui("post", "/incidents/{id}/{action}", "uiIncidentAct", "Act on an incident", "session"),
+    ui("get", "/checks", "uiChecks", "Every check, a page at a time", "session"),
     ui("get", "/silences", "uiSilences", "Silences and maintenance windows", "session"),
     ui("post", "/silences", "uiSilenceCreate", "Create a silence", "session"),
     ui("post", "/silences/{id}/expire", "uiSilenceExpire", "End a silence now", "session"),
@@ -108,6 +110,15 @@ EXPIRED = Param("expired", {"type": "boolean", "default": False}, "also silences
 RUN_STATUS = Param("status", {"enum": [s.value for s in RunStatus]}, "only runs in it")
 PROCEDURE = Param("procedure", {"type": "string"}, "only runs of this procedure")
 DEPLOY_STATUS = Param("status", {"enum": [s.value for s in DeployStatus]}, "only deploys in it")
+
+CHECK_QUERY = (
+    Param("status", {"enum": list(STATUSES)}, "only checks in it (none: not run yet)"),
+    Param("match", {"type": "string", "maxLength": MAX_MATCH}, "only names containing it"),
+    Param("order", {"enum": list(ORDERS), "default": "name"}, "trouble: critical first, ok last"),
+    Param("offset", {"type": "integer", "minimum": 0, "default": 0}, "skip this many"),
+    Param("limit", {"type": "integer", "minimum": 1}, "at most this many (default: all)"),
+    Param("history", {"type": "boolean", "default": False}, "with each one's recent values"),
+)
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation("get", "/healthz", "healthz", "Liveness", "open", 200, "Health", tag="health"),
@@ -253,6 +264,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "read",
         200,
         "CheckList",
+        query=CHECK_QUERY,
         act="listChecks",
     ),
     Operation(

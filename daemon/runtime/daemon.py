@@ -174,7 +174,7 @@ class Daemon:
                 metrics=self.metrics.leader_metrics(),
             )
         self.forwarder = Forwarder(self.store, self.clock)
-        self.observed = Observed(lambda: self.scheduler)
+        self.observed = Observed(lambda: self.scheduler, lambda: self.config.rules)
         self.port: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -597,6 +597,7 @@ class Daemon:
             await self.jobs.configure(config.jobs)
         self.deploys.configure(config.deploys, staleness(config))
         self.config = config
+        self.observed.forget(config.checks.__contains__)
         self._loaded(config)
         self.reload_problems = []
         log.info("reloaded", checks=len(config.checks), rules=len(config.rules))

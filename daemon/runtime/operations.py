@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from daemon.api.check_query import STATUSES, TROUBLE_RANK, CheckQuery
 from daemon.api.port import RunStart
-from daemon.core.models import Incident, RuleState, Step
+from daemon.core.models import Incident, Observation, RuleState, Step
 from daemon.deploys.models import DeployEvent
 from daemon.deploys.vercel import VercelDelivery
 from daemon.jobs.runner import JobBusy, UnknownJob
@@ -103,28 +104,49 @@ class Operations:
             return RunStart.UNKNOWN
         return RunStart.STARTED if scheduler.run_now(check) else RunStart.RUNNING
 
-    def checks(self) -> list[dict[str, Any]]:
-        listed: list[dict[str, Any]] = []
-        for name, config in sorted(self._daemon.config.checks.items()):
-            obs = self._daemon.observed.latest(name)
-            listed.append(
-                {
-                    "name": name,
-                    "type": config.type,
-                    "interval": config.interval,
-                    "status": obs.status.name.lower() if obs else None,
-                    # JSON has no NaN: a value that is not a number is shown as none.
-                    "values": {
-                        k: (v if math.isfinite(v) else None) for k, v in sorted(obs.values.items())
-                    }
-                    if obs
-                    else {},
-                    "reason": obs.reason if obs else "",
-                    "at": obs.ts if obs else None,
-                    "duration": obs.duration if obs else None,
-                }
-            )
-        return listed
+    def checks(self, query: CheckQuery) -> dict[str, Any]:
+        """The checks the query selects, each with its last observation; `total` of them
+        before paging, and every check's count by status."""
+        daemon = self._daemon
+        configured = daemon.config.checks
+        counts = dict.fromkeys(STATUSES, 0)
+        chosen: list[tuple[int, str, Observation | None]] = []
+        for name in sorted(configured):
+            obs = daemon.observed.latest(name)
+            status = obs.status.name.lower() if obs else "none"
+            counts[status] += 1
+            if (query.status is None or status == query.status) and query.match in name:
+                rank = TROUBLE_RANK[status] if query.order == "trouble" else 0
+                chosen.append((rank, name, obs))
+        chosen.sort(key=lambda c: c[0])  # stable: by name within a rank
+        end = None if query.limit is None else query.offset + query.limit
+        items = [
+            self._check(name, configured[name].type, configured[name].interval, obs, query)
+            for _, name, obs in chosen[query.offset : end]
+        ]
+        return {"checks": items, "total": len(chosen), "counts": counts}
+
+    def _check(
+        self, name: str, type_: str, interval: float, obs: Observation | None, query: CheckQuery
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "name": name,
+            "type": type_,
+            "interval": interval,
+            "status": obs.status.name.lower() if obs else None,
+            # JSON has no NaN: a value that is not a number is shown as none.
+            "values": {k: (v if math.isfinite(v) else None) for k, v in sorted(obs.values.items())}
+            if obs
+            else {},
+            "reason": obs.reason if obs else "",
+            "at": obs.ts if obs else None,
+            "duration": obs.duration if obs else None,
+        }
+        if query.history:
+            observed = self._daemon.observed
+            item["plotted"] = observed.plotted(name)
+            item["recent"] = observed.recent(name)
+        return item
 
     async def jobs(self) -> list[dict[str, Any]]:
         runner = self._daemon.jobs

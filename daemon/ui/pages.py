@@ -12,8 +12,6 @@ import re
 from importlib import resources
 from typing import Any
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
@@ -25,7 +23,8 @@ from daemon.api.port import DaemonView
 from daemon.api.routes import Handler
 from daemon.api.schemas import Who
 from daemon.core.models import Step
-from daemon.ui import report, views
+from daemon.ui import rendering, report, views
+from daemon.ui.checks import CheckPages
 from daemon.ui.procedures import ProcedurePages
 from daemon.ui.responses import NO_STORE, SECURITY_HEADERS, etag_of, see_other
 from daemon.ui.sessions import COOKIE, Session, Sessions, same_csrf
@@ -42,24 +41,6 @@ INCIDENT_ACTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _STATIC_NAME = re.compile(r"^[a-z]+\.(js|css)$")
-
-
-def setup_templates(app: web.Application) -> None:
-    env = aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.PackageLoader("daemon.ui", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["utc"] = report.utc
-    env.filters["span"] = report.span
-    env.filters["value"] = _value
-
-
-def _value(v: Any) -> str:
-    if v is None:
-        return "none"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def is_tls(request: web.Request) -> bool:
@@ -117,7 +98,7 @@ class Console:
         if session is not None and session.flash:
             base["flash"], base["flash_ok"] = session.flash, session.flash_ok
             session.flash = ""
-        response = aiohttp_jinja2.render_template(template, request, base | context, status=status)
+        response = rendering.html(template, base | context, status)
         response.headers.update(SECURITY_HEADERS | NO_STORE)
         return response
 
@@ -281,8 +262,7 @@ class Console:
         return session
 
     def _fragment(self, template: str, context: dict[str, Any]) -> str:
-        env = aiohttp_jinja2.get_env(self._app)
-        return env.get_template(template).render(context)
+        return rendering.render(template, context)
 
     def _live(self, request: web.Request, html: str) -> web.Response:
         tag = etag_of(html)
@@ -304,11 +284,7 @@ class Console:
         suffix = name[name.rindex(".") :]
         return web.Response(body=body, content_type=STATIC_TYPES[suffix], headers=headers)
 
-    _app: web.Application
-
-    def handlers(self, app: web.Application) -> dict[str, Handler]:
-        self._app = app
-        setup_templates(app)
+    def handlers(self) -> dict[str, Handler]:
         return (
             {
                 "uiRoot": self.root,
@@ -323,15 +299,16 @@ class Console:
                 "uiIncidentAct": self.act,
                 "uiStatic": self.static_file,
             }
+            | CheckPages(self).handlers()
             | SilencePages(self).handlers()
             | ProcedurePages(self).handlers()
             | status_handlers(self.daemon)
         )
 
 
-def console_handlers(daemon: DaemonView, app: web.Application) -> dict[str, Handler]:
+def console_handlers(daemon: DaemonView) -> dict[str, Handler]:
     """The console's handlers, by operation id (routes.UI_OPERATIONS)."""
-    return Console(daemon).handlers(app)
+    return Console(daemon).handlers()
 
 
 def status_handlers(daemon: DaemonView) -> dict[str, Handler]:

@@ -11,12 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from daemon.api.port import DaemonView
 from daemon.config.status_page import StatusPageConfig
 from daemon.core.models import Incident, IncidentStatus, Step
+from daemon.ui import rendering
 from daemon.ui.responses import SECURITY_HEADERS, etag_of
 from daemon.ui.views import listed
 
@@ -148,7 +148,7 @@ class StatusPages:
     async def page(self, request: web.Request) -> web.StreamResponse:
         status = await build(self.daemon, self._config())
         context = {"page": status, "now": status.generated_at}
-        response = aiohttp_jinja2.render_template("status.html", request, context)
+        response = rendering.html("status.html", context)
         # Public and the same for everyone: a cache may keep it a little.
         response.headers.update(SECURITY_HEADERS | {"Cache-Control": "public, max-age=15"})
         return response

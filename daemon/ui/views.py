@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.api.acts import answer
+from daemon.api.check_query import CheckQuery
 from daemon.api.port import DaemonView
 from daemon.core.models import Incident
 from daemon.store.protocol import Deploy
 
 RECENT_INCIDENTS = 20
 RECENT_DEPLOYS = 10
+# The overview's checks: trouble first, this many; the checks page pages through them all.
+OVERVIEW_CHECKS = 25
+OVERVIEW_QUERY = CheckQuery(order="trouble", limit=OVERVIEW_CHECKS, history=True)
 
 
 @dataclass(slots=True)
@@ -22,13 +26,16 @@ class Section:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    body: dict[str, Any] = field(default_factory=dict)  # the whole answer (totals, counts)
 
 
-async def listed(daemon: DaemonView, act: str, key: str) -> Section:
-    got = await answer(daemon, act, {})
+async def listed(
+    daemon: DaemonView, act: str, key: str, args: dict[str, Any] | None = None
+) -> Section:
+    got = await answer(daemon, act, args or {})
     if got.status != 200:
         return Section(error=str(got.body.get("error", f"status {got.status}")))
-    return Section(items=list(got.body.get(key, [])))
+    return Section(items=list(got.body.get(key, [])), body=got.body)
 
 
 @dataclass(slots=True)
@@ -53,7 +60,7 @@ async def overview(daemon: DaemonView) -> Overview:
         open_incidents=opened,
         recent=recent,
         rules=await listed(daemon, "listRules", "rules"),
-        checks=await listed(daemon, "listChecks", "checks"),
+        checks=await listed(daemon, "listChecks", "checks", OVERVIEW_QUERY.to_args()),
         jobs=await listed(daemon, "listJobs", "jobs"),
         deploys=await store.list_deploys(limit=RECENT_DEPLOYS),
     )

@@ -195,6 +195,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE ended_at IS NULL
         """,
     ),
+    # The newest incidents, whatever their status or rule (the console's and the API's
+    # unfiltered list): without it, every listing sorted the whole table (3 ms at 10,000).
+    ("CREATE INDEX incidents_opened ON incidents (opened_at, id)",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

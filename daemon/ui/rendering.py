@@ -1,0 +1,41 @@
+"""The console's Jinja2 environment, built once on first use: templates from the package,
+every value escaped, an undefined name an error rather than an empty string."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from daemon.ui import report
+from daemon.ui.spark import sparkline
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("daemon.ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["utc"] = report.utc
+    env.filters["span"] = report.span
+    env.filters["value"] = value
+    env.filters["spark"] = sparkline
+    return env
+
+
+def value(v: Any) -> str:
+    if v is None:
+        return "none"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    return environment().get_template(template).render(context)
+
+
+def html(template: str, context: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(text=render(template, context), status=status, content_type="text/html")
