@@ -25,7 +25,9 @@ from daemon.api.port import DaemonView
 from daemon.api.routes import Handler
 from daemon.api.schemas import Who
 from daemon.core.models import Step
-from daemon.ui import report, views
+from daemon.ui import facts, report, views
+from daemon.ui.deploys import DeployPages
+from daemon.ui.jobs import JobPages
 from daemon.ui.procedures import ProcedurePages
 from daemon.ui.responses import NO_STORE, SECURITY_HEADERS, etag_of, see_other
 from daemon.ui.sessions import COOKIE, Session, Sessions, same_csrf
@@ -54,6 +56,7 @@ def setup_templates(app: web.Application) -> None:
     env.filters["utc"] = report.utc
     env.filters["span"] = report.span
     env.filters["value"] = _value
+    env.filters["seconds"] = facts.duration
 
 
 def _value(v: Any) -> str:
@@ -325,6 +328,8 @@ class Console:
             }
             | SilencePages(self).handlers()
             | ProcedurePages(self).handlers()
+            | JobPages(self).handlers()
+            | DeployPages(self).handlers()
             | status_handlers(self.daemon)
         )
 
