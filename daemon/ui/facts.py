@@ -4,7 +4,8 @@ failed), a deploy's source data, a timeline entry's facts.
 
 One general reading of the JSON a record holds, not one template per job type: a plugin's
 new field shows up without a console change. Names tell units: `bytes`, `*_bytes` are sizes,
-`*_seconds` durations, `*_at` times; None is "unknown", never 0. Nested values past what a
+`*seconds*` durations, `*_at` and `*_since` times; None is "unknown" (an `error`
+that is None is none), never 0. Nested values past what a
 table shows are written as compact JSON, cut at `MAX_TEXT`."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from daemon.ui.report import utc
 from remediations.backups import format_bytes
 
 MAX_TEXT = 300
+# A field whose None means "none" (no error), not "not measured".
+NO_PROBLEM = frozenset({"error", "errors", "reason", "warning"})
 MAX_ROWS = 500  # a table's rows (a drill's row counts of many tables): the rest are counted
 
 
@@ -55,15 +58,15 @@ def duration(seconds: float) -> str:
 def shown(name: str, value: Any) -> str:
     """A scalar as people read it, its unit from its name."""
     if value is None:
-        return "unknown"
+        return "" if name in NO_PROBLEM else "unknown"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
         if name == "bytes" or name.endswith("_bytes"):
             return format_bytes(value)
-        if name.endswith("_seconds"):
+        if "seconds" in name:
             return duration(value)
-        if name.endswith("_at"):
+        if name.endswith(("_at", "_since")):
             return utc(value)
         return f"{value:.4g}" if isinstance(value, float) else str(value)
     if isinstance(value, str):

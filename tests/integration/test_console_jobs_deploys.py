@@ -7,6 +7,7 @@ timeline show; unknown names are 404 pages; markup in what runs and deploys reco
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,20 +89,29 @@ class Setup:
         return base(self.daemon)
 
 
-@pytest.fixture
-async def setup(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> AsyncIterator[Setup]:
+@asynccontextmanager
+async def running(tmp_path: Path, state: dict[str, object], app_url: str) -> AsyncIterator[Setup]:
+    """A daemon with two jobs and a deploys: section, its Slack fake on loopback."""
     slack = FakeSlack()
     gate, log = tmp_path / "gate", tmp_path / "rollback.log"
     async with serve(slack.app) as slack_url:
         path = tmp_path / "runbookd.yaml"
         path.write_text(
             CONFIG.format(
-                state=tmp_path / "state", app=app_state[1], gate=gate, log=log, slack=slack_url
+                state=tmp_path / "state", app=app_url, gate=gate, log=log, slack=slack_url
             )
         )
-        async with run_daemon(path) as daemon:
-            yield Setup(daemon, app_state[0], gate, log, slack)
-        gate.touch()  # a run still waiting ends
+        try:
+            async with run_daemon(path) as daemon:
+                yield Setup(daemon, state, gate, log, slack)
+        finally:
+            gate.touch()  # a run still waiting ends
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> AsyncIterator[Setup]:
+    async with running(tmp_path, *app_state) as ready:
+        yield ready
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -153,7 +163,12 @@ async def test_a_job_run_now_runs_and_a_second_meanwhile_shows_why_it_is_refused
     assert len(await daemon.store.job_runs("nightly_backup")) == 1
 
 
-async def drill_run(daemon: Daemon, **changes: Any) -> int:
+async def drill_run(
+    daemon: Daemon,
+    outcome: str = "failed",
+    detail: str = f"drill failed: {HOSTILE}",
+    **changes: Any,
+) -> int:
     """A restore drill's run as the job runner records it: its report as the run's data."""
     report = DrillReport(1_700_000_000.0, 900.0, 86_400.0, "backups", key="db/2024.dump")
     report.backup_bytes = 52_428_800
@@ -169,8 +184,7 @@ async def drill_run(daemon: Daemon, **changes: Any) -> int:
     for key, value in changes.items():
         setattr(report, key, value)
     run_id = await daemon.store.add_job_run("restore_drill", "schedule", 1.7e9, 1.7e9)
-    detail = f"drill failed: {HOSTILE}"
-    await daemon.store.finish_job_run(run_id, 1.7e9 + 50, "failed", detail, report.to_dict())
+    await daemon.store.finish_job_run(run_id, 1.7e9 + 50, outcome, detail, report.to_dict())
     return run_id
 
 
@@ -187,6 +201,7 @@ async def test_a_restore_drills_report_shows_what_it_recorded(setup: Setup) -> N
         "<dt>within_rto</dt><dd>yes</dd>",
         '<dt>within_rpo</dt><dd class="bad">no</dd>',
         "6 rows restored, 7 in the backup",
+        "<td>120</td><td>120</td><td>yes</td><td></td>",  # no error: not "unknown"
         "SELECT count(*) &gt; 0 FROM users",
         "the backup is 30h old: over the RPO of 1d",
         "50s",  # the run's duration
