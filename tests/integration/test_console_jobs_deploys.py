@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from daemon.runtime.daemon import Daemon
+from daemon.store.protocol import Deploy, DeployEntry
 from remediations.drill_report import CheckOutcome, DrillReport, TableCount
 from tests.fakes.slack import FakeSlack
 from tests.integration.test_console import READ, WRITE, base, csrf_of, logged_in, page
@@ -315,3 +316,36 @@ async def test_a_deploy_rolled_back_and_one_completed_show_their_verdicts_and_ti
         assert f'href="/ui/deploys/{bad}"' in overview
         assert 'href="/ui/jobs/nightly_backup"' in overview
         assert 'href="/ui/deploys"' in overview
+
+
+async def test_a_deploy_recorded_with_little_shows_what_it_has_and_unknown_as_unknown(
+    setup: Setup,
+) -> None:
+    now = setup.daemon.clock.now()
+    deploy = Deploy(
+        "dep-sparse",
+        "v3",
+        "production",
+        "standard",
+        "vercel",
+        now,
+        baseline={"traffic.error_ratio": 0.004, "traffic.p95_seconds": None},
+        data={"deployment": {"url": HOSTILE}},
+        timeline=[
+            DeployEntry(now, "announced", "an entry from an older runbookd"),  # no text, no ok
+            DeployEntry(now, "breach", HOSTILE, {"failing_since": now, "note": HOSTILE}),
+        ],
+    )
+    await setup.daemon.store.create_deploy(deploy)
+    async with logged_in(setup.daemon, READ) as client:
+        status, html = await page(client, f"{setup.url}/ui/deploys/dep-sparse")
+        assert status == 200
+        assert "<td><code>traffic.error_ratio</code></td><td>0.004</td>" in html
+        assert '<code>traffic.p95_seconds</code></td><td><span class="quiet">unknown' in html
+        assert "an entry from an older runbookd" in html
+        assert 'http-equiv="refresh"' in html  # still watched: the page follows it
+        assert HOSTILE not in html
+        assert ESCAPED in html
+        status, html = await page(client, f"{setup.url}/ui/deploys")
+        assert status == 200
+        assert HOSTILE not in html
