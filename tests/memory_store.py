@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -512,6 +512,18 @@ class MemoryStore:
         found = [r for r in d.deploys.values() if status is None or r.status == status]
         found.sort(key=lambda r: (r.started_at, r.id), reverse=True)
         return [dataclasses.replace(copy.deepcopy(r), timeline=[]) for r in found[:limit]]
+
+    async def deploy_entries(
+        self, deploy_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[DeployEntry]]:
+        d = await self._data()
+        found: dict[str, list[DeployEntry]] = {}
+        for deploy_id in dict.fromkeys(deploy_ids):
+            deploy = d.deploys.get(deploy_id)
+            entries = [e for e in deploy.timeline if e.kind in kinds] if deploy else []
+            if entries:
+                found[deploy_id] = copy.deepcopy(entries)
+        return found
 
 
 T = TypeVar("T", Deploy, DeployEntry)

@@ -789,6 +789,34 @@ class StoreContract:
         with pytest.raises(ValueError, match="limit"):
             await store.list_deploys(limit=-1)
 
+    async def test_entries_of_some_kinds_for_many_deploys_in_one_read(self, store: Store) -> None:
+        for name in ("dep-a", "dep-b", "dep-c"):
+            await store.create_deploy(make_deploy(name))
+        entries = [
+            ("dep-a", "announced", "a1"),
+            ("dep-a", "breach", "a2"),
+            ("dep-b", "completed", "b1"),
+            ("dep-a", "rolled_back", "a3"),
+            ("dep-c", "announced", "c1"),
+        ]
+        for index, (deploy_id, kind, message) in enumerate(entries):
+            data = {"n": index, "deep": RICH_TRIGGER}
+            await store.append_deploy_timeline(
+                deploy_id, DeployEntry(T0 + index, kind, message, data)
+            )
+        kinds = {"breach", "rolled_back", "completed"}
+        found = await store.deploy_entries(["dep-a", "dep-b", "dep-c", "nope"], kinds)
+        assert {k: [e.message for e in v] for k, v in found.items()} == {
+            "dep-a": ["a2", "a3"],  # oldest first
+            "dep-b": ["b1"],
+        }
+        assert found["dep-a"][0] == DeployEntry(
+            T0 + 1, "breach", "a2", {"n": 1, "deep": RICH_TRIGGER}
+        )
+        assert await store.deploy_entries([], kinds) == {}
+        assert await store.deploy_entries(["dep-a"], set()) == {}
+        assert list(await store.deploy_entries(["dep-b"], kinds)) == ["dep-b"]
+
     async def test_deploys_survive_restart_and_ended_ones_are_pruned(
         self, store: Store, reopen: Reopen
     ) -> None:

@@ -93,6 +93,11 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("post", "/procedures/{name}/runs", "uiProcedureStart", "Start a run", "session"),
     ui("get", "/procedure-runs/{id}", "uiProcedureRun", "A run: its steps and timeline", "session"),
     ui("post", "/procedure-runs/{id}/{action}", "uiProcedureRunAct", "Act on a run", "session"),
+    ui("get", "/jobs", "uiJobs", "Scheduled jobs, their last runs, run one now", "session"),
+    ui("get", "/jobs/{name}", "uiJob", "A job and its recent runs with their reports", "session"),
+    ui("post", "/jobs/{name}/run", "uiJobRun", "Run a job now", "session"),
+    ui("get", "/deploys", "uiDeploys", "Recent deploys and their verdicts", "session"),
+    ui("get", "/deploys/{id}", "uiDeploy", "A deploy: baseline, timeline, verdict", "session"),
     ui("get", "/static/{name}", "uiStatic", "The console's script and style", "open"),
     # The public status page (status_page:, opt-in): no token, nothing internal.
     Operation("get", "/status", "statusPage", "The status page", "open", 200, "", tag="ui"),

@@ -8,7 +8,7 @@ The embedded default is SQLite in the state directory (daemon/store/sqlite/); Po
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -368,3 +368,10 @@ class Store(Protocol):
     async def list_deploys(self, *, status: str | None = None, limit: int = 100) -> list[Deploy]:
         """Newest first (by started_at, then id, descending), without timelines; limit < 0:
         ValueError."""
+
+    async def deploy_entries(
+        self, deploy_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[DeployEntry]]:
+        """Of these deploys, the timeline entries of these kinds, oldest first, by deploy id
+        (a deploy with none, or unknown, is absent): what a list of deploys shows of each
+        (its breach, its end) in one read, not one per deploy."""

@@ -25,6 +25,8 @@ from daemon.api.schemas import Who
 from daemon.core.models import Step
 from daemon.ui import rendering, report, views
 from daemon.ui.checks import CheckPages
+from daemon.ui.deploys import DeployPages
+from daemon.ui.jobs import JobPages
 from daemon.ui.procedures import ProcedurePages
 from daemon.ui.responses import NO_STORE, SECURITY_HEADERS, etag_of, see_other
 from daemon.ui.sessions import COOKIE, Session, Sessions, same_csrf
@@ -302,6 +304,8 @@ class Console:
             | CheckPages(self).handlers()
             | SilencePages(self).handlers()
             | ProcedurePages(self).handlers()
+            | JobPages(self).handlers()
+            | DeployPages(self).handlers()
             | status_handlers(self.daemon)
         )
 

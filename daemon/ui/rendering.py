@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from daemon.ui import report
+from daemon.ui import facts, report
 from daemon.ui.spark import sparkline
 
 
@@ -24,6 +24,7 @@ def environment() -> jinja2.Environment:
     env.filters["span"] = report.span
     env.filters["value"] = value
     env.filters["spark"] = sparkline
+    env.filters["seconds"] = facts.duration
     return env
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
@@ -392,6 +392,17 @@ class PostgresStore(ProcedureRuns):
             raise ValueError(f"limit must be >= 0, got {limit}")
         found = await self._read(_fetch(sql.LIST_DEPLOYS, status, limit))
         return [records.deploy(row) for row in found]
+
+    async def deploy_entries(
+        self, deploy_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[DeployEntry]]:
+        if not deploy_ids or not kinds:
+            return {}
+        rows = await self._read(_fetch(sql.DEPLOY_ENTRIES, list(deploy_ids), sorted(kinds)))
+        found: dict[str, list[DeployEntry]] = {}
+        for row in rows:
+            found.setdefault(row["deploy_id"], []).append(records.deploy_entry(row))
+        return found
 
     # -- the leader's lease ------------------------------------------------------------------
 

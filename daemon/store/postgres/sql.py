@@ -267,6 +267,11 @@ GET_DEPLOY = """
     ) t ON true
     WHERE d.id = $1
 """
+DEPLOY_ENTRIES = """
+    SELECT deploy_id, ts, kind, message, data FROM deploy_timeline
+    WHERE deploy_id = ANY($1::text[]) AND kind = ANY($2::text[])
+    ORDER BY deploy_id, id
+"""
 LIST_DEPLOYS = """
     SELECT id, version, environment, kind, source, started_at, commit_id, deployed_by,
            previous, baseline, data, status, ended_at, incident

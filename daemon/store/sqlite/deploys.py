@@ -3,7 +3,9 @@ part of SqliteStore."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Collection, Sequence
 
 from daemon.store import records
 from daemon.store.protocol import Deploy, DeployEntry
@@ -34,6 +36,13 @@ _INSERT = """
 _INSERT_ENTRY = (
     "INSERT INTO deploy_timeline (deploy_id, ts, kind, message, data) VALUES (?, ?, ?, ?, ?)"
 )
+# The ids and kinds as JSON arrays: one statement whatever their number.
+_SELECT_ENTRIES = """
+    SELECT deploy_id, ts, kind, message, data FROM deploy_timeline
+    WHERE deploy_id IN (SELECT value FROM json_each(?1))
+      AND kind IN (SELECT value FROM json_each(?2))
+    ORDER BY deploy_id, id
+"""
 # Inserts nothing for an unknown deploy, which the row count then tells.
 _APPEND_ENTRY = """
     INSERT INTO deploy_timeline (deploy_id, ts, kind, message, data)
@@ -112,3 +121,14 @@ class Deploys(GroupCommit):
             raise ValueError(f"limit must be >= 0, got {limit}")
         found = await self._fetchall(_SELECT_MANY, (status, limit))
         return [records.deploy(row) for row in found]
+
+    async def deploy_entries(
+        self, deploy_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[DeployEntry]]:
+        if not deploy_ids or not kinds:
+            return {}
+        params = (json.dumps(list(deploy_ids)), json.dumps(sorted(kinds)))
+        found: dict[str, list[DeployEntry]] = {}
+        for row in await self._fetchall(_SELECT_ENTRIES, params):
+            found.setdefault(row["deploy_id"], []).append(records.deploy_entry(row))
+        return found
