@@ -3,9 +3,9 @@ a procedure's preconditions and `wait_for` steps read (daemon/procedures/runner.
 and what the console plots.
 
 A check's plotted value is the one the first of its rules (by name) watches, the value on-call
-cares about; a check no rule watches plots its run's latency. The recent values are a ring of
-HISTORY floats per check, NaN where a run gave no value: missing data shows as a gap, never as
-a zero. Memory is fixed per check (HISTORY x 8 bytes), however long the daemon runs."""
+cares about; a check no rule watches plots its runs' duration ("duration"). The recent values
+are a ring of HISTORY floats per check, NaN where a run gave no value: missing data shows as a
+gap, never as a zero. Memory is fixed per check (HISTORY x 8 bytes) however long it runs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from daemon.rules.expr import Condition
 from daemon.runtime.scheduler import Scheduler
 
 HISTORY = 30
-LATENCY = "latency_seconds"  # what a check no rule watches plots: its run's duration
+DURATION = "duration"  # what a check no rule watches plots: its runs' duration, in seconds
 
 
 class Recent:
@@ -66,22 +66,25 @@ class Observed:
 
     def note(self, obs: Observation) -> None:
         self._last[obs.check] = obs
-        name = self.plotted(obs.check)
-        value = obs.duration if name == LATENCY else obs.values.get(name, math.nan)
+        name = self._watched().get(obs.check)
+        value = obs.duration if name is None else obs.values.get(name, math.nan)
         recent = self._recent.get(obs.check)
         if recent is None:
             recent = self._recent[obs.check] = Recent()
         recent.add(value)
 
     def plotted(self, check: str) -> str:
+        return self._watched().get(check, DURATION)
+
+    def _watched(self) -> dict[str, str]:
         rules = self._rules()
         if rules is not self._rules_seen:  # a reload: a plot whose value changed starts anew
             plotted = plotted_values(rules)
             for name in list(self._recent):
-                if plotted.get(name, LATENCY) != self._plotted.get(name, LATENCY):
+                if plotted.get(name) != self._plotted.get(name):
                     del self._recent[name]
             self._plotted, self._rules_seen = plotted, rules
-        return self._plotted.get(check, LATENCY)
+        return self._plotted
 
     def latest(self, check: str) -> Observation | None:
         return self._last.get(check)

@@ -69,9 +69,8 @@ async def test_the_api_lists_trouble_first_a_page_at_a_time_with_counts(daemon: 
     assert [c["status"] for c in checks[:3]] == ["critical"] * 3
     assert body["total"] == HEALTHY + FAILING
     assert body["counts"] == {"critical": 3, "warn": 0, "unknown": 0, "none": 0, "ok": HEALTHY}
-    # web_00's rule watches its latency; a check no rule watches plots latency too, and a
-    # failing check's latency is still a value (its up=0 is in `values`).
-    assert checks[3]["plotted"] == "latency_seconds"
+    # web_00's rule watches its latency; a check no rule watches plots its runs' duration.
+    assert [c["plotted"] for c in checks[2:]] == ["duration", "latency_seconds", "duration"]
     assert len(checks[3]["recent"]) >= 3
     assert all(isinstance(v, float) for v in checks[3]["recent"])
 
