@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         "is rolled back against its pre-deploy baseline",
     )
     demo.add_argument("--config", "-c", default=None, help="demo config (default: bundled)")
+    demo.add_argument(
+        "--stay",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the story, keep everything up for browsing the console until Ctrl-C "
+        "(default: when run from a terminal)",
+    )
     _incidents_parser(sub)
     _silence_parser(sub)
     _jobs_parser(sub)
@@ -379,15 +386,18 @@ def cmd_once(config_file: str, names: Sequence[str]) -> int:
     return run_on_loop(run_once(config, names))
 
 
-def cmd_demo(config_file: str | None, scenario: str | None) -> int:
+def cmd_demo(config_file: str | None, scenario: str | None, stay: bool | None) -> int:
     configure("warning", stream=sys.stderr)
     if scenario == "deploy":
         from daemon.cli.demo.deploy import DEPLOY_CONFIG, run_deploy_demo
 
         return run_on_loop(run_deploy_demo(Path(config_file) if config_file else DEPLOY_CONFIG))
-    from daemon.cli.demo.run import DEFAULT_CONFIG, run_demo
+    from daemon.cli.demo.run import DEFAULT_CONFIG, run_demo, until_interrupted
 
-    return run_on_loop(run_demo(Path(config_file) if config_file else DEFAULT_CONFIG))
+    # From a terminal, someone may open the console it printed: it stays up until Ctrl-C.
+    keep = sys.stdout.isatty() if stay is None else stay
+    path = Path(config_file) if config_file else DEFAULT_CONFIG
+    return run_on_loop(run_demo(path, stay=until_interrupted if keep else None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -411,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "completion":
         print(completions.script(_parser(), args.shell), end="")
         return 0
-    return cmd_demo(args.config, args.scenario)
+    return cmd_demo(args.config, args.scenario, args.stay)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 from pathlib import Path
 
 import aiohttp
@@ -209,9 +210,27 @@ async def test_reload_swaps_a_valid_config_and_keeps_the_old_on_error(
 
 async def test_demo_scenario_end_to_end() -> None:
     lines: list[str] = []
-    assert await run_demo(out=lines.append) == 0, "\n".join(lines)
+    browsed: list[str] = []
+
+    async def browse(console: str) -> None:
+        """After the story, as someone who opens the URL it printed: the console is up and
+        shows the resolved incident."""
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as client:
+            async with client.post(f"{console}login", data={}) as r:  # no tokens: loopback
+                assert (r.status, r.url.path) == (200, "/ui/")
+                overview = await r.text()
+            found = re.search(r'href="(/ui/incidents/[^"]+)"', overview)
+            assert found, overview
+            async with client.get(console.removesuffix("/ui/") + found[1]) as r:
+                browsed.append(await r.text())
+
+    assert await run_demo(out=lines.append, stay=browse) == 0, "\n".join(lines)
     text = "\n".join(lines)
     assert "console: http://127.0.0.1:" in text
+    assert "the console stays up at http://127.0.0.1:" in text
+    assert "high_error_rate" in browsed[0]
+    assert "rolled back" in browsed[0] or "rollback" in browsed[0]
     for step in (
         "✓ incident opened",
         "✓ rolled back to v1",

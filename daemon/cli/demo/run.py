@@ -1,17 +1,20 @@
 """`runbookd demo`: a bad deploy, detected, rolled back, paged, verified and resolved.
 
 Everything binds 127.0.0.1. The demo prints the incident timeline as it happens and exits 0
-once every step was seen, or 1 naming the step that did not happen.
+once every step was seen, or 1 naming the step that did not happen. Run from a terminal, it
+then stays up (the application, its traffic, the daemon and its console) until Ctrl-C, so the
+console's URL it printed can be browsed after the story ends, not only during its 20 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -79,7 +82,27 @@ class DemoFailed(Exception):
     pass
 
 
-async def run_demo(config_path: Path = DEFAULT_CONFIG, out: Callable[[str], None] = print) -> int:
+async def until_interrupted(console: str) -> None:
+    """Until Ctrl-C (SIGINT) or SIGTERM: the demo's end when it stays up for browsing."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def run_demo(
+    config_path: Path = DEFAULT_CONFIG,
+    out: Callable[[str], None] = print,
+    stay: Callable[[str], Awaitable[None]] | None = None,
+) -> int:
+    """The story, then, if it completed and `stay` is given, everything kept up until `stay`
+    (given the console's URL) returns."""
     stage = Stage(out)
     app, pager = DemoApp(), Pager()
     with tempfile.TemporaryDirectory(prefix="runbookd-demo-") as state_dir:
@@ -93,7 +116,12 @@ async def run_demo(config_path: Path = DEFAULT_CONFIG, out: Callable[[str], None
                 load = asyncio.create_task(traffic(session, f"{app_url}/api/tasks"))
                 await daemon.start()
                 try:
-                    return await _scenario(stage, daemon, app, app_url, pager, opened, session)
+                    await _scenario(stage, daemon, app, app_url, pager, opened, session)
+                    if stay is not None:
+                        console = f"http://127.0.0.1:{daemon.port}/ui/"
+                        stage.say(f"the console stays up at {console} (Ctrl-C ends the demo)")
+                        await stay(console)
+                    return 0
                 except DemoFailed as failed:
                     stage.say(f"✗ demo failed: this step did not happen: {failed}")
                     return 1
@@ -110,7 +138,7 @@ async def _scenario(
     pager: Pager,
     opened: list[Incident],
     session: aiohttp.ClientSession,
-) -> int:
+) -> None:
     stage.say(f"application v1 serving {TRAFFIC_PER_SECOND} req/s; runbookd on port {daemon.port}")
     stage.say(f"console: http://127.0.0.1:{daemon.port}/ui/ (browsable while the demo runs)")
     await stage.until(
@@ -139,4 +167,3 @@ async def _scenario(
     if stored["status"] != "resolved":
         raise DemoFailed("incident stored as resolved")
     stage.say("demo complete: detected, rolled back, paged, verified, resolved")
-    return 0
