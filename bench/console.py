@@ -160,7 +160,7 @@ def report(run: Run, out: dict[str, Any]) -> None:
             note=f"p50 {page['p50_ms']:.1f} ms, {page['bytes'] / 1000:.0f} KB",
         )
     live = out["overview_live"]
-    run.row(s, "overview's live part, p95", live["p95_ms"], "ms", note="polled every 5 s")
+    run.row(s, "overview's live part, p95", live["p95_ms"], "ms", note="polled every 2 s")
     added = out["rss_after_mb"] - out["rss_before_mb"]
     run.row(
         s,
