@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from daemon.core.redaction import excerpt
 from daemon.core.units import parse_time
@@ -181,22 +181,29 @@ JsonInt = Annotated[int, BeforeValidator(_integral)]
 Labels = dict[str, str]
 
 
+def _sent_time(value: Any) -> float | None:
+    """A time as the sender wrote it (ISO 8601 with a zone, between 2000 and 2100:
+    daemon.units.parse_time), as epoch seconds, parsed once; None when not set. A time no sender
+    means (year 9999, no zone) would decide which episode an alert belongs to."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("a time is a string, ISO 8601 with a zone")
+    return _timestamp(value)
+
+
+# In the model, a time is parsed once (it used to be checked there and parsed again after).
+SentTime = Annotated[float | None, BeforeValidator(_sent_time)]
+
+
 class WebhookAlert(_Lenient):
     status: Literal["firing", "resolved"]
     labels: Labels
     annotations: Labels | None = None  # Grafana may send null
-    startsAt: str | None = None  # camelCase: the sender's own field names
-    endsAt: str | None = None
+    startsAt: SentTime = None  # camelCase: the sender's own field names
+    endsAt: SentTime = None
     generatorURL: str = ""
     fingerprint: str = ""
-
-    @field_validator("startsAt", "endsAt")
-    @classmethod
-    def _a_time(cls, value: str | None) -> str | None:
-        # ISO 8601 with a zone, between 2000 and 2100 (daemon.units.parse_time): a time no
-        # sender means (year 9999, no zone) would decide which episode an alert belongs to.
-        _timestamp(value)
-        return value
 
     def to_alert(
         self, source: str, *, default_name: str = "", group: str = "", truncated: int = 0
@@ -212,8 +219,8 @@ class WebhookAlert(_Lenient):
             fingerprint=identity,
             labels=labels,
             annotations=annotations,
-            starts_at=_timestamp(self.startsAt),
-            ends_at=_timestamp(self.endsAt),
+            starts_at=self.startsAt,
+            ends_at=self.endsAt,
             generator_url=self.generatorURL[:MAX_TEXT],
             source=source,
             clipped="; ".join(label_notes + notes),
@@ -229,6 +236,10 @@ def clip(values: Labels, what: str) -> tuple[Labels, list[str]]:
     """`values` within the bounds (MAX_LABELS entries, keys of MAX_KEY and values of MAX_TEXT
     characters), and what was cut, for the timeline. Beyond MAX_LABELS, `alertname` is kept
     and the others in the order of their keys, so the same labels keep the same ones."""
+    if len(values) <= MAX_LABELS and all(
+        len(k) <= MAX_KEY and len(v) <= MAX_TEXT for k, v in values.items()
+    ):
+        return values, []  # within the bounds, as nearly every alert is: nothing to copy
     notes: list[str] = []
     keys = list(values)
     if len(keys) > MAX_LABELS:

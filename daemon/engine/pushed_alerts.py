@@ -63,6 +63,9 @@ class PushedAlerts:
         self.clock = clock
         self.limits = limits  # read at each use, like the notifiers
         self.alert_rules: dict[str, AlertRule] = {}
+        # The alert rules by the alert name they watch: an alert is tried only against the
+        # rules of its name, however many rules there are.
+        self.by_alert: dict[str, list[str]] = {}
         self.caps = AlertCaps(
             incidents,
             rules=lambda: self.alert_rules,
@@ -97,6 +100,11 @@ class PushedAlerts:
             self.metrics.alerts_over_cap.remove(name)
             self.metrics.alerts_firing.remove(name)
         self.alert_rules = alert_rules
+        by_alert: dict[str, list[str]] = {}
+        for name, rule in alert_rules.items():
+            assert rule.config.alert_match is not None  # only alert rules are kept above
+            by_alert.setdefault(rule.config.alert_match.alert, []).append(name)
+        self.by_alert = by_alert
 
     async def restore(self) -> None:
         """Take back each rule's firing alerts, truncated groups and lately resolved episodes."""
@@ -149,8 +157,10 @@ class PushedAlerts:
         counted, and opens the rule's `RULE:alert_cap` incident; the rest of the request is
         applied, then AlertCapReached is raised. Resolutions are never refused.
         """
-        rules = self.alert_rules
-        routed = [[name for name, rule in rules.items() if rule.matches(a)] for a in alerts]
+        rules, by_alert = self.alert_rules, self.by_alert
+        routed = [
+            [name for name in by_alert.get(a.name, ()) if rules[name].matches(a)] for a in alerts
+        ]
         over_cap = 0
         now = self.clock.now()
         for a, names in zip(alerts, routed, strict=True):

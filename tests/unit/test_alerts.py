@@ -17,6 +17,7 @@ from daemon.config.settings import AlertLimits
 from daemon.core.models import IncidentStatus
 from daemon.engine.alerts import RESOLVED_RETENTION, Alert, AlertCapReached, AlertmanagerWebhook
 from daemon.engine.pushed_alerts import JOINED_DETAILS
+from daemon.rules.config import RuleConfig
 from daemon.store.sqlite.repository import SqliteStore
 from tests.alertmanager_webhook import alert, webhook
 from tests.memory_store import MemoryData
@@ -60,6 +61,19 @@ async def test_alerts_that_do_not_match_are_ignored() -> None:
     w = make_world({"errors": RULE})
     assert await w.engine.alert(parse(webhook(alert(service="api")))[0]) == []
     assert w.opened == []
+
+
+async def test_a_reload_that_changes_the_watched_alert_routes_by_the_new_name() -> None:
+    w = make_world({"errors": RULE, "other": {"when": {"alert": "DiskFull"}}})
+    assert await w.engine.alert(parse(webhook(alert()))[0]) == ["errors"]
+    renamed = {"when": {"alert": "DiskFull", "labels": {"service": "web"}}, "do": ["rollback"]}
+    rules = {"errors": renamed, "other": {"when": {"alert": "DiskFull"}}}
+    configs = {name: RuleConfig.model_validate(rule) for name, rule in rules.items()}
+    w.engine.set_rules(configs, w.engine.staleness)
+    assert await w.engine.alert(parse(webhook(alert(fingerprint="x")))[0]) == []
+    disk = alert(fingerprint="d")
+    disk["labels"]["alertname"] = "DiskFull"
+    assert await w.engine.alert(parse(webhook(disk))[0]) == ["errors", "other"]
 
 
 async def test_firing_alerts_survive_a_restart() -> None:
