@@ -86,6 +86,7 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("get", "/incidents/{id}/report.md", "uiReport", "Its report, in Markdown", "session"),
     ui("post", "/incidents/{id}/{action}", "uiIncidentAct", "Act on an incident", "session"),
     ui("get", "/checks", "uiChecks", "Every check, a page at a time", "session"),
+    ui("get", "/approvals", "uiApprovals", "Steps waiting for a person", "session"),
     ui("get", "/silences", "uiSilences", "Silences and maintenance windows", "session"),
     ui("post", "/silences", "uiSilenceCreate", "Create a silence", "session"),
     ui("post", "/silences/{id}/expire", "uiSilenceExpire", "End a silence now", "session"),

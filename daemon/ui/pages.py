@@ -24,6 +24,7 @@ from daemon.api.routes import Handler
 from daemon.api.schemas import Who
 from daemon.core.models import Step
 from daemon.ui import rendering, report, views
+from daemon.ui.approvals import ApprovalPages
 from daemon.ui.checks import CheckPages
 from daemon.ui.deploys import DeployPages
 from daemon.ui.jobs import JobPages
@@ -302,6 +303,7 @@ class Console:
                 "uiStatic": self.static_file,
             }
             | CheckPages(self).handlers()
+            | ApprovalPages(self).handlers()
             | SilencePages(self).handlers()
             | ProcedurePages(self).handlers()
             | JobPages(self).handlers()

@@ -4,6 +4,7 @@ same acts as POST /api/v1/silences and DELETE /api/v1/silences/{id}."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
     from daemon.ui.pages import Console
 
 PAGE = "/ui/silences"
+
+
+_LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
+
+
+def utc_field(value: str) -> str:
+    """A browser's zone-less date and time, read as UTC; anything else as typed (the model
+    says what is wrong with it)."""
+    return value + "Z" if _LOCAL_TIME.match(value) else value
 
 
 class SilencePages:
@@ -54,9 +64,15 @@ class SilencePages:
         if isinstance(got, web.Response):
             return got
         session, form = got
-        fields = {
-            key: str(form.get(key, "")).strip() for key in ("rule", "check", "duration", "comment")
-        }
+        keys = ("rule", "check", "duration", "comment", "starts_at", "ends_at")
+        fields = {key: str(form.get(key, "")).strip() for key in keys}
+        # A maintenance window: a start and an end picked in the browser, in UTC as every time
+        # the console shows (an <input type=datetime-local> sends no zone).
+        for key in ("starts_at", "ends_at"):
+            if fields[key]:
+                fields[key] = utc_field(fields[key])
+        if fields["ends_at"]:
+            fields["duration"] = ""  # "until" wins over the default duration
         body: dict[str, Any] = {k: v for k, v in fields.items() if v}
         try:
             silence = silence_from(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -269,6 +270,29 @@ async def test_approving_through_the_console_runs_the_step_and_the_live_part_cha
             assert "Approve notify" not in (await r.json())["html"]
 
 
+async def test_the_approvals_page_lists_waiting_steps_and_decides_them(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/approvals")
+        assert "Nothing is waiting for a person." in html
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/approvals")
+        assert f'<a href="/ui/incidents/{incident_id}">down: down: health.up' in html
+        assert "<strong>notify</strong>" in html
+        assert "approve" not in html  # a read session: no forms
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/approvals")
+        form = {"csrf": csrf_of(html), "reason": "from the approvals page"}
+        url = f"{base(daemon)}/ui/incidents/{incident_id}/approve"
+        async with client.post(url, data=form) as r:
+            assert "approve: done" in await r.text()
+        await wait_for(lambda: not daemon.pipeline.approvals.pending)
+        _, html = await page(client, f"{base(daemon)}/ui/approvals")
+        assert "Nothing is waiting for a person." in html
+
+
 async def test_acknowledge_and_resolve_say_what_they_came_to(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:
@@ -386,6 +410,33 @@ async def test_a_silence_is_created_listed_and_ended_through_the_console(daemon:
         assert f"silence {silence.id} ended" in html
         assert "No silence." in html
         assert daemon.pipeline.silences.list(daemon.clock.now()) == []
+
+
+async def test_a_maintenance_window_is_planned_in_utc_and_shows_as_coming(daemon: Daemon) -> None:
+    def local(ts: float) -> str:  # what <input type=datetime-local> sends: no zone
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
+
+    start = (int(daemon.clock.now()) // 60 + 60) * 60  # on the minute, an hour on
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/silences")
+        form = {
+            "csrf": csrf_of(html),
+            "check": "health",
+            "duration": "1h",  # the form's default: the end given wins over it
+            "starts_at": local(start),
+            "ends_at": local(start + 3 * 3600),
+            "comment": "database upgrade",
+        }
+        async with client.post(f"{base(daemon)}/ui/silences", data=form) as r:
+            html = await r.text()
+        assert '<span class="badge">coming</span>' in html
+        (window,) = daemon.pipeline.silences.list(daemon.clock.now())
+        assert (window.starts_at, window.ends_at) == (start, start + 3 * 3600)
+        assert not window.active(daemon.clock.now())
+        backwards = form | {"ends_at": local(start - 3600)}
+        async with client.post(f"{base(daemon)}/ui/silences", data=backwards) as r:
+            assert "created" not in await r.text()
+    assert len(daemon.pipeline.silences.list(daemon.clock.now())) == 1
 
 
 async def test_a_read_session_lists_silences_but_cannot_create_or_end_them(daemon: Daemon) -> None:
