@@ -12,7 +12,14 @@ from typing import Any
 import structlog
 
 from daemon.core.clock import Clock
-from daemon.core.models import RESOLVE_PHASE, Incident, RemediationResult, Step, StepFacts
+from daemon.core.models import (
+    RESOLVE_PHASE,
+    UPDATE_PHASE,
+    Incident,
+    RemediationResult,
+    Step,
+    StepFacts,
+)
 from daemon.engine.timeline import Recorder
 from daemon.pipeline.fence import Fence, Unfenced
 from daemon.pipeline.plan import Plan, Run, Stopped
@@ -257,6 +264,35 @@ class Actor:
                     **result.data,
                     **StepFacts(name, phase=RESOLVE_PHASE, ok=result.ok).data(),
                 )
+            return result
+
+    async def tell(
+        self, incident: Incident, name: str, remediation: Remediation, config: RemediationConfig
+    ) -> RemediationResult:
+        """The remediation's `update` hook (a channel told where an open incident stands).
+        An update that comes up after the incident resolved is dropped: the resolution,
+        which says more, has gone or goes out."""
+        update = getattr(remediation, "update", None)
+        if not callable(update):
+            return RemediationResult(False, f"{name} ({remediation.type}) posts no updates")
+        if not incident.is_open:
+            return RemediationResult(True, "not sent: the incident resolved first")
+        with self._acting_on():
+            try:
+                await self.fence.check()
+            except Fenced:
+                raise Stopped from None  # the update stays in the outbox for the leader
+            result, _ = await self._bounded(
+                update(self.ctx_for(name), incident), config, remediation
+            )
+            result = result or RemediationResult(True, "done")
+            facts = StepFacts(name, remediation.type, UPDATE_PHASE, result.ok)
+            await self.recorder.record(
+                incident,
+                Step.RESULT,
+                f"{name} update: {result.detail}",
+                **{**result.data, **facts.data()},
+            )
             return result
 
     async def healthy(self, name: str, remediation: Remediation) -> None:
