@@ -22,12 +22,20 @@ STAGES = {
 }
 
 
+# The key an `action` entry of a notifier (a page, a chat message) carries: it tells people,
+# and says nothing of anyone working on the incident.
+NOTIFIER = "notifier"
+
+
 def stage(incident: Incident) -> str:
-    """investigating (nobody and nothing on it yet), identified (acknowledged, or an action
-    ran or was approved), monitoring (a verification after the last action), resolved."""
+    """investigating (nobody and nothing on it yet), identified (acknowledged, or a fix ran or
+    was approved), monitoring (a verification after the last fix), resolved."""
     if not incident.is_open:
         return "resolved"
-    kinds = [e.kind for e in incident.timeline]
+    kinds = [
+        None if e.kind == Step.ACTION and e.data.get(NOTIFIER) is True else e.kind
+        for e in incident.timeline
+    ]
     last_action = max((i for i, k in enumerate(kinds) if k == Step.ACTION), default=-1)
     if any(k in (Step.VERIFY, Step.VERIFIED) for k in kinds[last_action + 1 :]):
         return "monitoring"

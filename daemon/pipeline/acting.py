@@ -20,6 +20,7 @@ from daemon.core.models import (
     Step,
     StepFacts,
 )
+from daemon.core.updates import NOTIFIER
 from daemon.engine.timeline import Recorder
 from daemon.pipeline.fence import Fence, Unfenced
 from daemon.pipeline.plan import Plan, Run, Stopped
@@ -197,7 +198,10 @@ class Actor:
         try:
             async with self.recorder.batch():
                 await self.fence.check()  # a takeover cannot commit between this and the claim
-                await self.recorder.record(incident, Step.ACTION, message, **base)
+                # A notifier's run tells people and fixes nothing: the status page must not
+                # read it as the team at work (daemon/core/updates.py).
+                told = {NOTIFIER: True} if remediation.notifier else {}
+                await self.recorder.record(incident, Step.ACTION, message, **base, **told)
                 action_id = await self.store.begin_action(
                     incident.id, incident.rule, name, started, claim
                 )
