@@ -187,6 +187,7 @@ class Pipeline:
         """The open incidents' updates (daemon/pipeline/updates.py), for as long as the daemon
         runs; the caller watches the task."""
         updates = Updates(self.actor, self.outbox, incidents=incidents, public_every=public_every)
+        self.recorder.listeners.append(updates.on_entry)
         self._updates_task = asyncio.create_task(updates.run(), name="incident-updates")
         return self._updates_task
 

@@ -20,13 +20,14 @@ are owed its progress as they are owed its resolution.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
-from daemon.core.models import UPDATE_PHASE, Incident, Step
+from daemon.core.models import UPDATE_PHASE, Incident, Step, TimelineEntry
 from daemon.core.updates import UpdateFacts, last_public, last_told, stage
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.outbox import Outbox
@@ -37,14 +38,17 @@ from remediations.base import update_interval
 log = structlog.get_logger("runbookd.updates")
 
 POLL_SECONDS = 10.0
+MIN_PAUSE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """What an incident's update owes now: the public (status page) and these channels."""
+    """What an incident's update owes now: the public (status page) and these channels; and
+    when the next one falls due, once these are given (None: never, as things stand)."""
 
     public: bool
     channels: tuple[str, ...]
+    next_at: float | None = None
 
     def __bool__(self) -> bool:
         return self.public or bool(self.channels)
@@ -64,13 +68,30 @@ class Updates:
         self.incidents = incidents  # the engine's open incidents
         # How often the status page promises an update of the incident (None: not shown).
         self.public_every = public_every
+        self.next_at: float | None = None  # the next update due, as the last round saw
+        # Set by a new incident or announcement: the loop works out its next update at once.
+        self._news = asyncio.Event()
+
+    def on_entry(self, incident: Incident, entry: TimelineEntry) -> None:
+        """A timeline listener (daemon/engine/timeline.py): an incident opened or a channel
+        announced one, so an update falls due an interval from now, maybe before the loop's
+        next round."""
+        if entry.kind == Step.OPENED or entry.succeeded() is not None:
+            self._news.set()
 
     def due(self, incident: Incident, now: float) -> Due:
         """What is due for `incident` (as the store has it) at `now`."""
         if not incident.is_open:
             return Due(False, ())
+        next_at: list[float] = []
+
+        def falls_due(last: float, every: float) -> bool:
+            due = now >= last + every
+            next_at.append(now + every if due else last + every)
+            return due
+
         every = self.public_every(incident)
-        public = every is not None and now >= last_public(incident) + every
+        public = every is not None and falls_due(last_public(incident), every)
         plan = self.actor.plan
         channels = []
         for name, remediation in plan.remediations.items():
@@ -78,14 +99,16 @@ class Updates:
             if interval is None or name not in plan.configs:
                 continue
             told = last_told(incident, name)
-            if told is not None and now >= told + interval:
+            if told is not None and falls_due(told, interval):
                 channels.append(name)
-        return Due(public, tuple(channels))
+        return Due(public, tuple(channels), min(next_at, default=None))
 
     async def round(self) -> int:
-        """Post every update due now; the number of incidents updated."""
+        """Post every update due now; the number of incidents updated. `next_at` says when
+        the next one falls due."""
         actor = self.actor
         posted = 0
+        self.next_at = None
         for current in list(self.incidents()):
             if actor.stopping or not actor.fence.may_act():
                 return posted  # another replica leads: the updates are its own
@@ -93,6 +116,8 @@ class Updates:
             if stored is None:
                 continue
             due = self.due(stored, actor.clock.now())
+            if due.next_at is not None:
+                self.next_at = min(due.next_at, self.next_at or due.next_at)
             if due and await self._post(current, stage(stored), due):
                 posted += 1
         return posted
@@ -135,6 +160,7 @@ class Updates:
         next round tries again and, reading the timeline, owes the same updates."""
         failing = False
         while True:
+            self._news.clear()  # what comes during the round is seen by the next
             try:
                 await self.round()
             except Exception:
@@ -145,7 +171,15 @@ class Updates:
                 if failing:
                     log.info("incident updates work again")
                 failing = False
-            await self.actor.clock.sleep(POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with self.actor.clock.timeout(self._pause()):
+                    await self._news.wait()
+
+    def _pause(self) -> float:
+        """Until the next update due, when that comes before the next round."""
+        if self.next_at is None:
+            return POLL_SECONDS
+        return min(POLL_SECONDS, max(MIN_PAUSE, self.next_at - self.actor.clock.now()))
 
 
 def _message(facts: UpdateFacts) -> str:

@@ -5,6 +5,7 @@ long pause, none from a replica that does not lead."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from daemon.core.clock import ManualClock
@@ -91,6 +92,7 @@ async def test_an_update_falls_due_every_interval_and_only_then() -> None:
     assert await loop.round() == 1
     await w.clock.advance(0)
     assert await loop.round() == 0  # the same instant: not again
+    assert loop.next_at == w.clock.now() + EVERY  # the loop sleeps until then, or a round
     assert channel.updated == [announced + EVERY]
     [facts] = await posted(w, incident)
     # The announcement told people; nobody is on it yet.
@@ -218,3 +220,21 @@ async def test_a_replica_that_does_not_lead_posts_nothing() -> None:
 def test_only_a_remediation_with_an_update_hook_has_an_interval() -> None:
     assert update_interval(FakeChannel("tell")) == EVERY
     assert update_interval(FakePager("page")) is None
+
+
+async def test_the_loop_wakes_for_a_new_incident_and_keeps_time() -> None:
+    w, loop, _ = world(public=2.0)
+    w.pipeline.actor.recorder.listeners.append(loop.on_entry)
+    task = asyncio.create_task(loop.run())
+    try:
+        await w.clock.advance(0)  # a round: nothing open, so it would sleep its full 10 s
+        incident = await fire(w)
+        await w.clock.advance(5)
+        await w.settle()
+        stored = await w.stored(incident.id)
+        # Woken by the opening: due 2 s after it, then every 2 s, not at the next 10 s round.
+        first = incident.opened_at + 2
+        assert [p.ts for p in updates(stored)] == [first, first + 2]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
