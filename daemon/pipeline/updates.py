@@ -96,7 +96,7 @@ class Updates:
         channels = []
         for name, remediation in plan.remediations.items():
             interval = update_interval(remediation)
-            if interval is None or name not in plan.configs:
+            if interval is None or not remediation.notifier or name not in plan.configs:
                 continue
             told = last_told(incident, name)
             if told is not None and falls_due(told, interval):
