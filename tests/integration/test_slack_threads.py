@@ -93,7 +93,6 @@ async def test_updates_and_the_resolution_go_in_the_opening_messages_thread_acro
     await clock.advance(EVERY)
     assert await updating(w).round() == 1
     assert await w.pipeline.idle(5.0)
-    await w.pipeline.actor.calls_done(5.0)
     [first] = fake.thread(opening.ts)
     fields = fields_of(first.body)
     assert fields["Status"] == "critical, open: identified"  # the rollback ran
@@ -106,10 +105,9 @@ async def test_updates_and_the_resolution_go_in_the_opening_messages_thread_acro
     assert await loop.round() == 0
     await clock.advance(EVERY)
     assert await loop.round() == 1
-    await after.pipeline.actor.calls_done(5.0)
+    assert await after.pipeline.idle(5.0)
     await after.see(0.0)  # resolved
     assert await after.pipeline.idle(5.0)
-    await after.pipeline.actor.calls_done(5.0)
 
     replies = fake.thread(opening.ts)
     assert len(replies) == 3
@@ -254,3 +252,31 @@ def test_a_config_with_both_ways_names_the_file_and_line(tmp_path: Path) -> None
     assert f"{path}:6 remediations.tell-ops" in text  # the entry's line
     assert "not both" in text
     assert TOKEN not in text
+
+
+async def test_a_rate_limited_update_waits_in_the_outbox_then_goes_in_the_thread(
+    session: aiohttp.ClientSession, fake: FakeSlack, api_url: str
+) -> None:
+    clock = ManualClock()
+    w = world(session, api_url, MemoryData(), clock)
+    for _ in range(5):
+        await w.see(0.2)
+    assert await w.pipeline.idle(5.0)
+    [opening] = fake.posted
+    fake.fail_next(429, retry_after=120)
+    await clock.advance(EVERY)
+    assert await updating(w).round() == 1  # recorded and queued, whatever Slack says
+    assert await w.pipeline.idle(5.0)
+    assert fake.posted == [opening]
+    [waiting] = await w.store.outbox_pending(w.opened[0].id)
+    assert waiting.phase == UPDATE_PHASE
+    assert waiting.next_at == clock.now() + 120  # Slack's Retry-After, in full
+
+    await clock.advance(119)
+    await w.pipeline.outbox._retry_due()
+    assert fake.posted == [opening]  # not a single early retry
+    await clock.advance(1)
+    await w.pipeline.outbox._retry_due()
+    [reply] = fake.thread(opening.ts)
+    assert fields_of(reply.body)["Status"] == "critical, open: identified"
+    assert await w.store.outbox_pending(w.opened[0].id) == []
