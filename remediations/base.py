@@ -147,6 +147,25 @@ def can_announce(remediation: object) -> bool:
     return callable(getattr(remediation, "announce", None))
 
 
+class Updater(Protocol):
+    """A notifier that tells an open incident's progress where it announced it, every
+    `update_every` seconds (a `slack` remediation posts in the incident's thread). Optional:
+    the update loop (daemon/pipeline/updates.py) calls `update` only for an incident this
+    remediation announced, through the outbox."""
+
+    update_every: float
+
+    async def update(self, ctx: RemediationContext, incident: Incident) -> RemediationResult: ...
+
+
+def update_interval(remediation: object) -> float | None:
+    """How often `remediation` updates the incidents it announced; None: it does not."""
+    every = getattr(remediation, "update_every", None)
+    if not callable(getattr(remediation, "update", None)) or not isinstance(every, int | float):
+        return None
+    return float(every)
+
+
 class Hooks:
     """Default hooks for remediations with nothing to do on resolve or while healthy."""
 

@@ -1,13 +1,20 @@
-"""`slack`: post the incident to a Slack incoming webhook, and again when it resolves.
+"""`slack`: post the incident to Slack, an update every `update_every` while it is open, and
+a last message when it resolves.
 
 Messages follow the runbook's incident communication template, as Block Kit section fields:
 Status, Impact, Started, Last update, What happened, Current status, Next update. execute()
 posts the opening message (an update, if this remediation posted for the incident before,
-e.g. from `escalate:`); resolve() posts the resolved one with the same fields.
+e.g. from `escalate:`); update() the periodic update (daemon/pipeline/updates.py); resolve()
+the resolved one with the same fields.
 
-The webhook URL is the credential (anyone holding it can post), so it is a secret and only
-its scheme and host ever appear in results. Not idempotent: a repeat posts twice, which is
-noise rather than harm.
+Two ways to post. An incoming webhook (`webhook_url`) posts each message to its channel on
+its own: a webhook cannot reply in a thread. A bot token (`bot_token` and `channel`) posts
+with the Web API's chat.postMessage (remediations/slack_api.py): the opening message's `ts`
+is kept in its result on the incident's timeline, so the updates and the resolution go in
+its thread, after a restart too.
+
+The webhook URL and the token are credentials, so secrets: only the webhook's scheme and host
+ever appear in results. Not idempotent: a repeat posts twice, which is noise rather than harm.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from daemon.core.models import Incident, RemediationResult, Step, TimelineEntry
 from daemon.core.units import PositiveDuration
+from daemon.core.updates import stage
 from remediations.base import (
     REMEDIATIONS,
     Announcement,
@@ -31,6 +39,7 @@ from remediations.base import (
     run_params,
 )
 from remediations.retry import RetryingConfig, check_http_url, safe_url, send_json
+from remediations.slack_api import SLACK_API, Poster, Thread
 
 # Slack Block Kit limits: header text 150 characters, a section field 2000 (and at most
 # ten fields: the template has seven).
@@ -61,10 +70,13 @@ STATE_ORDER = (
 
 
 class SlackConfig(RetryingConfig):
-    """Posts the incident to a Slack incoming webhook, following the incident communication
-    template (Status, Impact, Started, Last update, What happened, Current status, Next
-    update), and again when it resolves; run again for the same incident (from `escalate:`),
-    it posts an update. Delivered through the outbox, like a page."""
+    """Posts the incident to Slack, following the incident communication template (Status,
+    Impact, Started, Last update, What happened, Current status, Next update), an update every
+    `update_every` while it is open (and when run again, from `escalate:`), and a last message
+    when it resolves. Through an incoming webhook (`webhook_url`), each is a message of its
+    own; with a bot token (`bot_token` and `channel`, Slack's chat.postMessage), the updates
+    and the resolution are replies in the opening message's thread. Delivered through the
+    outbox, like a page."""
 
     example: ClassVar[str] = """
         remediations:
@@ -75,9 +87,27 @@ class SlackConfig(RetryingConfig):
         """
 
     type: Literal["slack"]
-    webhook_url: SecretStr = Field(
+    webhook_url: SecretStr | None = Field(
+        None,
         description="`https://hooks.slack.com/services/T.../B.../...`: the credential itself "
-        "(anyone holding it can post), so a secret; prefer `webhook_url_file`."
+        "(anyone holding it can post), so a secret; prefer `webhook_url_file`. Give it or "
+        "`bot_token`, not both.",
+    )
+    bot_token: SecretStr | None = Field(
+        None,
+        description="A bot token (`xoxb-...`) with the `chat:write` scope, to post with "
+        "chat.postMessage so that updates go in the incident's thread; a secret: prefer "
+        "`bot_token_file`. Needs `channel`, and the bot must be in that channel.",
+    )
+    channel: str | None = Field(
+        None,
+        min_length=1,
+        max_length=80,
+        description="With `bot_token`: the channel to post to, by ID (`C0123456789`) or name.",
+    )
+    api_url: str = Field(
+        SLACK_API,
+        description="With `bot_token`: the Web API's base URL (a proxy, or a test server).",
     )
     impact: str | None = Field(
         default=None,
@@ -86,14 +116,32 @@ class SlackConfig(RetryingConfig):
         "default: the incident's summary. In a procedure's step, the message's first words.",
     )
     update_every: PositiveDuration = Field(
-        1800.0, description="When the message promises the next update, from now."
+        1800.0,
+        description="While an incident it announced is open, an update is posted this often "
+        "(the runbook's 30 minutes), and each message promises the next one.",
     )
 
     @field_validator("webhook_url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        check_http_url(value.get_secret_value())
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_http_url(value.get_secret_value())
         return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SlackConfig:
+        if (self.webhook_url is None) == (self.bot_token is None):
+            raise ValueError("give webhook_url (an incoming webhook) or bot_token, not both")
+        if self.bot_token is not None and self.channel is None:
+            raise ValueError("bot_token needs channel: the channel to post to")
+        if self.webhook_url is not None and self.channel is not None:
+            raise ValueError("channel goes with bot_token: a webhook posts to its own channel")
+        return self
 
 
 def escape(text: str) -> str:
@@ -155,7 +203,7 @@ def step_states(timeline: list[TimelineEntry], own: str) -> dict[str, str]:
     states: dict[str, str] = {}
     for entry in timeline:
         step = entry.step
-        if step is None or step.remediation == own or step.on_resolve:
+        if step is None or step.remediation == own or step.hook:
             continue
         state = STEP_STATES.get(entry.kind)
         if entry.kind == Step.RESULT and not step.ok:
@@ -239,7 +287,7 @@ def incident_message(
     """The opening message, or with `update` a later one about the same incident."""
     severity = incident.severity
     template = Template(
-        status=f"{severity}, open",
+        status=f"{severity}, open: {stage(incident)}" if update else f"{severity}, open",
         impact=impact(incident, config.impact),
         started=utc_iso(incident.opened_at),
         last_update=utc_iso(now),
@@ -306,6 +354,15 @@ def posted_before(incident: Incident, own: str) -> bool:
     return any(entry.succeeded(own) for entry in incident.timeline)
 
 
+def thread_of(incident: Incident, own: str) -> Thread | None:
+    """The thread of this remediation's opening message about the incident (bot-token mode),
+    from its result on the timeline: so it is found after a restart too."""
+    for entry in incident.timeline:
+        if entry.succeeded(own) and (thread := Thread.read(entry.data.get("thread"))):
+            return thread
+    return None
+
+
 def _secret_parts(url: str) -> list[str]:
     """The URL and its path (the part that identifies the webhook), to mask in results."""
     path = URL(url).path
@@ -323,6 +380,12 @@ class SlackRemediation(Hooks):
     def __init__(self, name: str, config: SlackConfig) -> None:
         self.name = name
         self.config = config
+        self.update_every = config.update_every  # remediations.base.Updater
+        self.poster: Poster | None = None
+        if config.bot_token is not None and config.channel is not None:
+            token = config.bot_token.get_secret_value()
+            poster = Poster(token, config.channel, config.api_url, config.timeout, config.retry)
+            self.poster = poster
 
     async def execute(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
         if (message := procedure_message(incident, self.config.impact)) is not None:
@@ -333,24 +396,45 @@ class SlackRemediation(Hooks):
         )
         return await self._post(ctx, incident, message)
 
+    async def update(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        """The periodic update of an open incident this remediation announced."""
+        message = incident_message(
+            incident, self.config, own=self.name, now=ctx.clock.now(), update=True
+        )
+        return await self._post(ctx, incident, message)
+
     async def resolve(
         self, ctx: RemediationContext, incident: Incident
     ) -> RemediationResult | None:
         message = resolved_message(incident, self.config, own=self.name, now=ctx.clock.now())
-        return await self._post(ctx, incident, message)
+        # In a thread, the resolution shows in the channel too: the news everyone waits for.
+        return await self._post(ctx, incident, message, broadcast=True)
 
     async def announce(self, ctx: RemediationContext, message: Announcement) -> RemediationResult:
         """Post an announcement to the channel (the deployments channel)."""
         return await self._send(ctx, announcement_message(message), "Slack announcement")
 
     async def _post(
-        self, ctx: RemediationContext, incident: Incident, message: dict[str, Any]
+        self,
+        ctx: RemediationContext,
+        incident: Incident,
+        message: dict[str, Any],
+        *,
+        broadcast: bool = False,
     ) -> RemediationResult:
-        return await self._send(ctx, message, f"Slack message for {incident.id}")
+        """A message about the incident: with a bot token, in its thread once there is one."""
+        what = f"Slack message for {incident.id}"
+        if self.poster is not None:
+            thread = thread_of(incident, self.name)
+            return await self.poster.post(ctx, message, what, thread=thread, broadcast=broadcast)
+        return await self._send(ctx, message, what)
 
     async def _send(
         self, ctx: RemediationContext, message: dict[str, Any], what: str
     ) -> RemediationResult:
+        if self.poster is not None:
+            return await self.poster.post(ctx, message, what)
+        assert self.config.webhook_url is not None  # the config has one way or the other
         url = self.config.webhook_url.get_secret_value()
         retry = self.config.retry
         outcome = await send_json(

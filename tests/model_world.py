@@ -88,6 +88,8 @@ REMEDIATIONS: dict[str, dict[str, Any]] = {
     "page": {"cooldown": "0s", "timeout": "10s"},
 }
 BUDGET = Budget(max_actions=3, window=600.0)
+# The status page, and the pager's channel, promise an update of an open incident this often.
+UPDATE_EVERY = 120.0
 BREAKER_AFTER = 2
 ALERT_NAME = "HighErrorRate"
 
@@ -110,6 +112,8 @@ class Fake(Hooks):
     type: ClassVar[str] = "fake"
     Config = FakeConfig
     idempotent: bool = False
+    # A notifier posts an incident's updates too (like `slack`), behaving as its mode says.
+    update_every: ClassVar[float] = UPDATE_EVERY
 
     def __init__(self, name: str, *, destructive: bool = False, notifier: bool = False) -> None:
         self.name = name
@@ -118,6 +122,7 @@ class Fake(Hooks):
         self.mode = "up" if notifier else "ok"
         self.calls: list[tuple[str, float]] = []  # (incident id, when)
         self.resolved: list[str] = []
+        self.updates: list[tuple[str, float]] = []  # (incident id, when)
         self.hanging: list[asyncio.Future[bool]] = []
         self.executing = 0  # calls of execute under way (the ledger has them as running)
 
@@ -128,6 +133,10 @@ class Fake(Hooks):
             return await self._behave()
         finally:
             self.executing -= 1
+
+    async def update(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        self.updates.append((incident.id, ctx.clock.now()))
+        return await self._behave()
 
     async def resolve(
         self, ctx: RemediationContext, incident: Incident
@@ -325,6 +334,8 @@ async def start_daemon(path: Path, clock: ManualClock, fakes: dict[str, Fake]) -
     await engine.restore()
     await pipeline.recover(engine.incidents.values(), dict(rules))
     outbox_task = pipeline.start_outbox()
+    # The status page shows every incident (daemon/runtime/daemon.py starts it so, too).
+    pipeline.start_updates(lambda: engine.incidents.values(), lambda incident: UPDATE_EVERY)
     return Daemon(store, engine, pipeline, recorder, outbox_task, clock)
 
 

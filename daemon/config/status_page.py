@@ -41,3 +41,7 @@ class StatusPageConfig(StrictModel):
         description="How often an open incident's update is promised (the runbook's 30 "
         "minutes): its `Next update`.",
     )
+
+    def shows(self, check: str) -> bool:
+        """An incident on `check` is shown: one of the components names it."""
+        return any(check in component.checks for component in self.components)

@@ -76,10 +76,12 @@ class Step(enum.StrEnum):
     VERIFY = "verify"
     VERIFIED = "verified"
     ESCALATE = "escalate"
+    UPDATE = "update"  # the incident's periodic update (daemon/core/updates.py)
     RESOLVED = "resolved"
 
 
 RESOLVE_PHASE = "resolve"  # a remediation's `resolve` hook, run as the incident resolves
+UPDATE_PHASE = "update"  # a remediation's `update` hook, run as an open incident's update is due
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,11 @@ class StepFacts:
     @property
     def on_resolve(self) -> bool:
         return self.phase == RESOLVE_PHASE
+
+    @property
+    def hook(self) -> bool:
+        """A call of a hook (resolve, update) rather than a step of the plan."""
+        return self.phase in (RESOLVE_PHASE, UPDATE_PHASE)
 
     def data(self) -> dict[str, Any]:
         """The entry's data keys; unknown facts are left out."""
@@ -136,10 +143,10 @@ class TimelineEntry:
         return StepFacts.read(self.data)
 
     def succeeded(self, remediation: str | None = None) -> StepFacts | None:
-        """A successful result of a plan step (not of a `resolve` hook), of the named
-        remediation if one is given."""
+        """A successful result of a plan step (not of a `resolve` or `update` hook), of the
+        named remediation if one is given."""
         facts = self.step if self.kind == Step.RESULT else None
-        if facts is None or facts.ok is not True or facts.on_resolve:
+        if facts is None or facts.ok is not True or facts.hook:
             return None
         return facts if remediation in (None, facts.remediation) else None
 

@@ -88,7 +88,7 @@ def _outcome(entry: TimelineEntry, rollback: str, *, acting: bool) -> DeployStat
     if entry.kind in STOPPED:
         return DeployStatus.NOT_ROLLED_BACK
     facts = entry.step
-    if facts is None or facts.remediation != rollback or facts.on_resolve:
+    if facts is None or facts.remediation != rollback or facts.hook:
         # Resolved before the rollback began: the values were back within their limits.
         resolved = entry.kind == Step.RESOLVED and not acting
         return DeployStatus.NOT_ROLLED_BACK if resolved else None

@@ -12,7 +12,15 @@ from typing import Any
 import structlog
 
 from daemon.core.clock import Clock
-from daemon.core.models import RESOLVE_PHASE, Incident, RemediationResult, Step, StepFacts
+from daemon.core.models import (
+    RESOLVE_PHASE,
+    UPDATE_PHASE,
+    Incident,
+    RemediationResult,
+    Step,
+    StepFacts,
+)
+from daemon.core.updates import NOTIFIER
 from daemon.engine.timeline import Recorder
 from daemon.pipeline.fence import Fence, Unfenced
 from daemon.pipeline.plan import Plan, Run, Stopped
@@ -190,7 +198,10 @@ class Actor:
         try:
             async with self.recorder.batch():
                 await self.fence.check()  # a takeover cannot commit between this and the claim
-                await self.recorder.record(incident, Step.ACTION, message, **base)
+                # A notifier's run tells people and fixes nothing: the status page must not
+                # read it as the team at work (daemon/core/updates.py).
+                told = {NOTIFIER: True} if remediation.notifier else {}
+                await self.recorder.record(incident, Step.ACTION, message, **base, **told)
                 action_id = await self.store.begin_action(
                     incident.id, incident.rule, name, started, claim
                 )
@@ -257,6 +268,35 @@ class Actor:
                     **result.data,
                     **StepFacts(name, phase=RESOLVE_PHASE, ok=result.ok).data(),
                 )
+            return result
+
+    async def tell(
+        self, incident: Incident, name: str, remediation: Remediation, config: RemediationConfig
+    ) -> RemediationResult:
+        """The remediation's `update` hook (a channel told where an open incident stands).
+        An update that comes up after the incident resolved is dropped: the resolution,
+        which says more, has gone or goes out."""
+        update = getattr(remediation, "update", None)
+        if not callable(update):
+            return RemediationResult(False, f"{name} ({remediation.type}) posts no updates")
+        if not incident.is_open:
+            return RemediationResult(True, "not sent: the incident resolved first")
+        with self._acting_on():
+            try:
+                await self.fence.check()
+            except Fenced:
+                raise Stopped from None  # the update stays in the outbox for the leader
+            result, _ = await self._bounded(
+                update(self.ctx_for(name), incident), config, remediation
+            )
+            result = result or RemediationResult(True, "done")
+            facts = StepFacts(name, remediation.type, UPDATE_PHASE, result.ok)
+            await self.recorder.record(
+                incident,
+                Step.RESULT,
+                f"{name} update: {result.detail}",
+                **{**result.data, **facts.data()},
+            )
             return result
 
     async def healthy(self, name: str, remediation: Remediation) -> None:

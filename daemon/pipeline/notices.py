@@ -10,7 +10,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Mapping
 
-from daemon.core.models import Incident, RemediationResult
+from daemon.core.models import UPDATE_PHASE, Incident, RemediationResult
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.outbox import Outbox
 from daemon.pipeline.plan import Run, Stopped
@@ -45,7 +45,7 @@ class Notices:
         task.add_done_callback(self._resolving[incident.rule].discard)
 
     async def deliver(self, item: OutboxItem, retry: bool) -> RemediationResult | None:
-        """One attempt at an outbox item (a page or its resolution)."""
+        """One attempt at an outbox item (a page, an update, or the page's resolution)."""
         actor = self.actor
         run = self.runs.get(item.incident_id)
         incident = run.incident if run else await actor.store.get_incident(item.incident_id)
@@ -58,6 +58,8 @@ class Notices:
             return await actor.run_action(
                 incident, item.remediation, remediation, config, phase, retry=retry
             )
+        if item.phase == UPDATE_PHASE:
+            return await actor.tell(incident, item.remediation, remediation, config)
         return await actor.undo(incident, item.remediation, remediation, config)
 
     async def _owed(self, incident: Incident) -> Owed:

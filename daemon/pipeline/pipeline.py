@@ -17,7 +17,7 @@ A thin facade. It builds the parts and wires them once:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -44,6 +44,7 @@ from daemon.pipeline.stages import (
     Stage,
     TargetLock,
 )
+from daemon.pipeline.updates import Updates
 from daemon.rules.config import RuleConfig
 from daemon.runtime.metrics import OUTCOMES, Metrics
 from daemon.store.protocol import Store
@@ -112,6 +113,7 @@ class Pipeline:
         self._tasks = self.actor.tasks.running
         self._healthy_at: dict[str, float] = {}
         self._outbox_task: asyncio.Task[None] | None = None
+        self._updates_task: asyncio.Task[None] | None = None
         self._zero_series(plan)
 
     @property
@@ -177,6 +179,18 @@ class Pipeline:
         self._outbox_task = asyncio.create_task(self.outbox.run(), name="outbox")
         return self._outbox_task
 
+    def start_updates(
+        self,
+        incidents: Callable[[], Iterable[Incident]],
+        public_every: Callable[[Incident], float | None],
+    ) -> asyncio.Task[None]:
+        """The open incidents' updates (daemon/pipeline/updates.py), for as long as the daemon
+        runs; the caller watches the task."""
+        updates = Updates(self.actor, self.outbox, incidents=incidents, public_every=public_every)
+        self.recorder.listeners.append(updates.on_entry)
+        self._updates_task = asyncio.create_task(updates.run(), name="incident-updates")
+        return self._updates_task
+
     async def recover(self, incidents: Iterable[Incident], rules: dict[str, RuleConfig]) -> None:
         """After a restart or a crash: resume every plan where its progress says.
 
@@ -206,9 +220,10 @@ class Pipeline:
         once: their progress is in the store and they resume after the restart. True if no
         running action had to be cancelled."""
         self.actor.stopping = True
-        if self._outbox_task is not None:
-            self._outbox_task.cancel()
-            await asyncio.gather(self._outbox_task, return_exceptions=True)
+        for loop in (self._outbox_task, self._updates_task):
+            if loop is not None:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
         finished = await self.actor.calls_done(grace)
         pending = set(self._tasks)
         for task in pending:

@@ -37,7 +37,7 @@ from daemon.config.loader import config_hash, load_config
 from daemon.config.problems import ConfigError
 from daemon.config.store import PostgresStoreSettings
 from daemon.core.clock import Clock, SystemClock
-from daemon.core.models import Observation
+from daemon.core.models import Incident, Observation
 from daemon.deploys.announce import Announcements
 from daemon.deploys.timeline import DeployRecorder
 from daemon.deploys.watcher import DeployWatcher
@@ -343,6 +343,9 @@ class Daemon:
             plans = dict(self.config.rules) | self.engine.incident_plans() | self.deploys.plans()
             await self.pipeline.recover(self.engine.incidents.values(), plans)
             self.supervisor.watch(self.pipeline.start_outbox())
+            self.supervisor.watch(
+                self.pipeline.start_updates(lambda: self.engine.incidents.values(), self._shown)
+            )
         self._opened.push_async_callback(self._stop_checking)
         with starting("cannot start the checks"):
             await self.scheduler.set_checks(checks)
@@ -500,6 +503,11 @@ class Daemon:
             await self.deploys.observe(obs)
         except Exception:  # the rules have it; the deploy watch misses one, which is logged
             log.exception("deploy watch: observation handling failed", check=obs.check)
+
+    def _shown(self, incident: Incident) -> float | None:
+        """How often the status page promises an update of `incident` (None: not shown)."""
+        page = self.config.status_page
+        return page.update_every if page is not None and page.shows(incident.check) else None
 
     def _action(self, name: str) -> tuple[Remediation, RemediationConfig] | None:
         """A remediation a job runs or an announcement goes through, from the plan in force

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from daemon.api.port import DaemonView
 from daemon.config.status_page import StatusPageConfig
-from daemon.core.models import Incident, IncidentStatus, Step
+from daemon.core.models import Incident, IncidentStatus
+from daemon.core.updates import STAGES, last_public, stage, updates
 from daemon.ui import rendering
 from daemon.ui.responses import SECURITY_HEADERS, etag_of
 from daemon.ui.views import listed
@@ -23,13 +24,6 @@ from daemon.ui.views import listed
 HISTORY_DAYS = 90
 HISTORY_LIMIT = 1000
 RANK = {"operational": 0, "degraded": 1, "outage": 2}
-# The runbook's Incident Update: what its Status and Current status say at each stage.
-STAGES = {
-    "investigating": "We are looking into it.",
-    "identified": "The team is working on it.",
-    "monitoring": "A fix is in place and we are watching it.",
-    "resolved": "This incident is resolved.",
-}
 
 
 @dataclass(slots=True)
@@ -39,9 +33,19 @@ class Component:
     measured: bool = False  # False: none of its checks has a value yet (no data is not bad)
 
 
+@dataclass(frozen=True, slots=True)
+class Said:
+    """One update the public was given: when, the stage, and its words for it."""
+
+    at: float
+    status: str
+    current_status: str
+
+
 @dataclass(slots=True)
 class Update:
-    """One incident in the runbook's Incident Update template."""
+    """One incident in the runbook's Incident Update template, with the updates given so far,
+    newest first (the opening last)."""
 
     status: str
     impact: str
@@ -52,6 +56,7 @@ class Update:
     next_update: float | None
     resolved: float | None = None
     components: list[str] = field(default_factory=list)
+    updates: list[Said] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -67,24 +72,25 @@ class StatusPage:
         return asdict(self)
 
 
-def stage(incident: Incident) -> str:
-    if not incident.is_open:
-        return "resolved"
-    kinds = [e.kind for e in incident.timeline]
-    last_action = max((i for i, k in enumerate(kinds) if k == Step.ACTION), default=-1)
-    if any(k in (Step.VERIFY, Step.VERIFIED) for k in kinds[last_action + 1 :]):
-        return "monitoring"
-    acted = last_action >= 0 or Step.APPROVED in kinds
-    return "identified" if incident.acknowledged_by or acted else "investigating"
-
-
 def touched(config: StatusPageConfig, incident: Incident) -> list[str]:
     return [c.name for c in config.components if incident.check in c.checks]
 
 
+def said(incident: Incident) -> list[Said]:
+    """The public updates of the incident (daemon/pipeline/updates.py), newest first, then
+    its opening: a status page's list of updates."""
+    given = [
+        Said(p.ts, p.facts.stage, STAGES[p.facts.stage])
+        for p in updates(incident)
+        if p.facts.public
+    ]
+    opening = Said(incident.opened_at, "investigating", STAGES["investigating"])
+    return [*reversed(given), opening]
+
+
 def update(config: StatusPageConfig, incident: Incident, names: list[str], impact: str) -> Update:
     status = stage(incident)
-    last = max([incident.opened_at, *(e.ts for e in incident.timeline)])
+    last = last_public(incident)
     open_ = incident.is_open
     return Update(
         status=status,
@@ -96,6 +102,7 @@ def update(config: StatusPageConfig, incident: Incident, names: list[str], impac
         next_update=last + config.update_every if open_ else None,
         resolved=incident.resolved_at,
         components=names,
+        updates=said(incident) if open_ else [],
     )
 
 

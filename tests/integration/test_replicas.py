@@ -5,6 +5,7 @@ and a leader that loses the lease stops acting and asks to be restarted as a sta
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,12 +13,14 @@ import aiohttp
 import asyncpg
 import pytest
 
+from daemon.core.updates import updates
 from daemon.runtime.daemon import Daemon
 from daemon.store.postgres.repository import PostgresStore
+from tests.fakes.slack import WEBHOOK_PATH, FakeSlack
 from tests.integration.test_alerts import alert, webhook
 from tests.integration.test_daemon_postgres import config as daemon_config
 from tests.pg import Database, fresh_database
-from tests.utils import run_daemon, wait_for
+from tests.utils import run_daemon, serve, wait_for
 
 
 @pytest.fixture
@@ -169,3 +172,48 @@ async def test_without_a_leader_commands_are_refused_and_alerts_kept_for_the_nex
         assert len(standby.engine.incidents) == 1  # the kept alert, taken by the new leader
         assert standby.pipeline.silences.list(standby.clock.now()) == []  # never done
     assert len(state["hooks"]) == 1  # type: ignore[arg-type]
+
+
+async def test_only_the_leader_posts_updates_and_the_next_leader_keeps_the_schedule(
+    tmp_path: Path,
+    database: Database,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    """Both replicas run the update loop's code; only the leader posts, once per interval,
+    and after a failover the new leader carries on from the store's timeline."""
+    _, url = app_state
+    slack = FakeSlack()
+    async with serve(slack.app) as slack_url, contextlib.AsyncExitStack() as b_stack:
+        paths = [config(tmp_path / name, database, url) for name in ("a", "b")]
+        for path in paths:
+            text = path.read_text().replace("do: [hook]", "do: [hook, tell]")
+            text += (
+                f"  tell:\n    type: slack\n    webhook_url: {slack_url}{WEBHOOK_PATH}\n"
+                "    update_every: 1s\n"
+            )
+            path.write_text(text)
+        a_stack = contextlib.AsyncExitStack()
+        leader = await a_stack.enter_async_context(run_daemon(paths[0]))
+        standby = await b_stack.enter_async_context(run_daemon(paths[1]))
+        try:
+            assert (leader.role(), standby.role()) == ("leader", "standby")
+            assert await post(session, standby, webhook(alert())) == (
+                200,
+                {"received": 1, "matched": 1},
+            )
+            await wait_for(lambda: len(slack.messages) >= 3, within=15)  # opening + updates
+        finally:
+            await a_stack.aclose()
+        await wait_for(lambda: standby.role() == "leader", within=10)
+        seen = len(slack.messages)
+        await wait_for(lambda: len(slack.messages) >= seen + 2, within=15)
+        (incident,) = standby.engine.incidents.values()
+        stored = await standby.store.get_incident(incident.id)
+        assert stored is not None
+        told = [p.ts for p in updates(stored) if "tell" in p.facts.told]
+        assert len(told) >= 4
+        gaps = [b - a for a, b in itertools.pairwise(told)]
+        assert all(gap >= 1.0 for gap in gaps), gaps  # never two in one interval
+        headers = [m["blocks"][0]["text"]["text"] for m in slack.messages]
+        assert sum(not h.split(" ", 1)[1].startswith("Update:") for h in headers) == 1

@@ -4,12 +4,14 @@ incident, its history, a JSON feed with ETags, and nothing internal on it."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from daemon.config.loader import ConfigError, load_config
+from daemon.core.updates import updates
 from daemon.runtime.daemon import Daemon
 from tests.integration.test_console import READ, TOKENS
 from tests.utils import run_daemon, wait_for
@@ -124,3 +126,44 @@ def test_a_component_naming_an_unknown_check_is_a_config_problem(tmp_path: Path)
         load_config(path)
     assert "no check named 'nope'" in str(info.value)
     assert "status_page" in str(info.value)
+
+
+async def test_an_open_incident_is_updated_every_update_every_newest_first(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
+) -> None:
+    state, url = app_state
+    path = write_config(tmp_path, url)
+    path.write_text(path.read_text().replace("update_every: 30m", "update_every: 1s"))
+    async with run_daemon(path) as daemon:
+        feed_url = f"http://127.0.0.1:{daemon.port}/status.json"
+        state["up"] = False
+        await wait_for(lambda: bool(daemon.engine.incidents))
+        (incident,) = daemon.engine.incidents.values()
+        await wait_for(lambda: len(updates(incident)) >= 2, within=10)
+        async with session.get(feed_url) as r:
+            (active,) = (await r.json())["active"]
+        said = active["updates"]
+        assert len(said) >= 3  # two updates at least, then the opening
+        assert [s["at"] for s in said] == sorted((s["at"] for s in said), reverse=True)
+        assert said[-1] == {
+            "at": incident.opened_at,
+            "status": "investigating",
+            "current_status": "We are looking into it.",
+        }
+        assert active["last_update"] == said[0]["at"]
+        assert active["next_update"] == said[0]["at"] + 1
+        # About one a second: no storm, none missed.
+        gaps = [a["at"] - b["at"] for a, b in itertools.pairwise(said)]
+        assert all(0.9 <= gap < 3 for gap in gaps), gaps
+
+        _, html = await status(session, daemon)
+        assert "<h3>Updates</h3>" in html
+        assert html.count("Investigating: We are looking into it.") >= 3
+        for internal in ("health", "down", "up &lt; 1", "127.0.0.1", "/health", "503", url):
+            assert internal not in html, internal
+        assert "health" not in str(active)
+
+        state["up"] = True
+        await wait_for(lambda: not daemon.engine.incidents)
+        async with session.get(feed_url) as r:
+            assert (await r.json())["active"] == []

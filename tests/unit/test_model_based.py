@@ -11,6 +11,8 @@ pipeline and SQLite store (tests/model_world.py), and checks after every step:
 5. No action runs twice because of a crash or a replay; one incident per rule episode.
 6. The timeline and the action ledger agree.
 7. Nothing acts for an incident opened under a silence; no plan stops on an internal error.
+8. An open incident's updates: at most one per `update_every` to the status page and to each
+   channel that announced it, and none once it resolved.
 
 `make test` runs a few examples with a fixed seed; `make soak` runs thousands
 (SOAK_EXAMPLES, SOAK_SEED: a failure prints the seed and a @reproduce_failure blob to replay).
@@ -19,6 +21,7 @@ pipeline and SQLite store (tests/model_world.py), and checks after every step:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import tempfile
@@ -56,6 +59,7 @@ from tests.model_world import (
     GOOD,
     RULE_CHECK,
     THRESHOLD,
+    UPDATE_EVERY,
     Daemon,
     Fake,
     advance,
@@ -208,7 +212,7 @@ def check_pages(snap: Snapshot) -> None:
         delivered = any(
             e.data.get("remediation") in NOTIFIERS
             and e.data.get("ok")
-            and e.data.get("phase") != "resolve"
+            and e.data.get("phase") not in ("resolve", "update")
             for _, e in entries(incident, "result")
         )
         pending = any(r["outcome"] is None for r in rows)
@@ -344,7 +348,8 @@ def check_ledger_agrees(snap: Snapshot) -> None:
             name = e.data.get("remediation")
             for later in incident.timeline[n + 1 :]:
                 ran = later.kind == "result" and later.data.get("remediation") == name
-                if not (ran and later.data.get("ok") and later.data.get("phase") != "resolve"):
+                hook = later.data.get("phase") in ("resolve", "update")
+                if not (ran and later.data.get("ok") and not hook):
                     continue
                 outbox_said = "outbox" in e.message or "outbox" in str(later.data.get("phase"))
                 delivered_page = name in NOTIFIERS and outbox_said
@@ -366,6 +371,31 @@ def check_silences_and_errors(model: Model, new: list[Incident], snap: Snapshot)
     for incident in snap.incidents:
         errors = [e.message for _, e in entries(incident, "error")]
         assert not errors, f"7: {incident.id}: {errors}"
+
+
+def check_updates(snap: Snapshot) -> None:
+    """8. At most one update per interval, to the public (from the opening on) and to each
+    channel (from its announcement on); none after the resolution."""
+    for incident in snap.incidents:
+        updates = entries(incident, "update")
+        resolved = [n for n, _ in entries(incident, "resolved")]
+        late = [e.ts for n, e in updates if resolved and n > resolved[0]]
+        assert not late, f"8: {incident.id}: updates after the resolution at {late}"
+        public = [incident.opened_at, *(e.ts for _, e in updates if e.data.get("public"))]
+        gaps = [b - a for a, b in itertools.pairwise(public)]
+        assert all(gap >= UPDATE_EVERY for gap in gaps), (
+            f"8: {incident.id}: public updates {gaps} s apart (every {UPDATE_EVERY:g} s)"
+        )
+        for name in NOTIFIERS:
+            announced = [e.ts for e in incident.timeline if e.succeeded(name)]
+            told = [e.ts for _, e in updates if name in e.data.get("told", [])]
+            for ts in told:
+                before = [t for t in [*announced, *told] if t < ts]
+                assert before, f"8: {incident.id}: {name} updated at {ts} before it announced"
+                assert ts - max(before) >= UPDATE_EVERY, (
+                    f"8: {incident.id}: {name} updated at {ts}, {ts - max(before):g} s after "
+                    f"it last told (every {UPDATE_EVERY:g} s)"
+                )
 
 
 # -- the machine ------------------------------------------------------------------------------
@@ -670,6 +700,7 @@ class DaemonMachine(RuleBasedStateMachine):
             "5": lambda: check_once(snap),
             "6": lambda: check_ledger_agrees(snap),
             "7": lambda: check_silences_and_errors(m, new, snap),
+            "8": lambda: check_updates(snap),
         }
         try:
             for number, check in checks.items():
