@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 PAGE = "/ui/silences"
 
 
+_INCIDENT_PAGE = re.compile(r"^/ui/incidents/[A-Za-z0-9._:-]{1,200}$")
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 
 
@@ -91,7 +92,9 @@ class SilencePages:
             session.flash = (
                 f"silence {silence.id} created" if session.flash_ok else str(done.body.get("error"))
             )
-        return see_other(PAGE)
+        # From an incident's page ("silence its rule"), back to it; never anywhere else.
+        back = str(form.get("back", ""))
+        return see_other(back if _INCIDENT_PAGE.match(back) else PAGE)
 
     async def expire(self, request: web.Request) -> web.StreamResponse:
         got = await self.console.form(request, need_write=True)

@@ -412,6 +412,33 @@ async def test_a_silence_is_created_listed_and_ended_through_the_console(daemon:
         assert daemon.pipeline.silences.list(daemon.clock.now()) == []
 
 
+async def test_an_incidents_rule_is_silenced_from_its_page_and_back_goes_only_there(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    incident_id = await waiting_incident(daemon, app_state[0])
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
+        assert 'id="silence-rule"' in html
+        form = {
+            "csrf": csrf_of(html),
+            "rule": "down",
+            "duration": "30m",
+            "comment": "known: the database is being moved",
+            "back": f"/ui/incidents/{incident_id}",
+        }
+        async with client.post(f"{base(daemon)}/ui/silences", data=form) as r:
+            assert r.url.path == f"/ui/incidents/{incident_id}"
+            assert "created" in await r.text()
+        (silence,) = daemon.pipeline.silences.list(daemon.clock.now())
+        assert (silence.rule, silence.ends_at - silence.starts_at) == ("down", 1800)
+        for elsewhere in ("https://evil.example/", "//evil.example/ui/incidents/x", "/ui/../x"):
+            async with client.post(
+                f"{base(daemon)}/ui/silences", data=form | {"back": elsewhere}
+            ) as r:
+                assert r.url.path == "/ui/silences"
+                assert r.url.host == "127.0.0.1"
+
+
 async def test_a_maintenance_window_is_planned_in_utc_and_shows_as_coming(daemon: Daemon) -> None:
     def local(ts: float) -> str:  # what <input type=datetime-local> sends: no zone
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
