@@ -11,15 +11,14 @@ difference is everything it adds (Jinja2, the templates, the sessions, any cache
 from __future__ import annotations
 
 import http.client
-import sys
 import time
 from importlib import resources
 from typing import Any
 
 from bench import measure as m
-from bench.footprint import _settled_rss
+from bench.footprint import _settled_rss, populated
 from bench.harness import Run, log
-from bench.peers import REPO, http_checks, runbookd_config, start_runbookd
+from bench.peers import http_checks, runbookd_config, start_runbookd
 from bench.procs import BenchError, free_port, http_get
 
 OPEN = 5  # open incidents, on checks that fail: the overview lists them first
@@ -101,16 +100,7 @@ def scenario(run: Run) -> dict[str, Any]:
     assert nginx is not None
     n_checks, n_incidents = 1000, run.params.incidents
     log(f"console: {n_checks} checks, {n_incidents} stored incidents")
-    state = run.tmp / "state-console"
-    state.mkdir()
-    populate = run.procs.spawn(
-        "populate-console",
-        [sys.executable, "-m", "bench.populate", str(state / "runbookd.db"), str(n_incidents)],
-        cwd=REPO,
-    )
-    if populate.popen.wait(timeout=300) != 0:
-        raise BenchError(f"populate failed:\n{populate.tail()}")
-    run.procs.stop(populate)
+    state = populated(run, "state-console", n_incidents)
     checks = http_checks(f"{nginx.url}/health", n_checks - OPEN)
     for i in range(OPEN):
         checks[f"broken_{i}"] = {"type": "http", "url": f"{nginx.url}/missing", "interval": "1s"}

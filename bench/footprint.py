@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import measure as m
@@ -47,19 +48,25 @@ def idle(run: Run) -> dict[str, Any]:
     return {"rss_mb": rss, "cpu_percent": cpu}
 
 
-def with_incidents(run: Run) -> dict[str, Any]:
-    n = run.params.incidents
-    log(f"footprint: runbookd over a store of {n} incidents")
-    state = run.tmp / "state-incidents"
+def populated(run: Run, name: str, incidents: int) -> Path:
+    """A state directory (under the run's tmp) whose store holds `incidents` resolved ones."""
+    state = run.tmp / name
     state.mkdir()
     populate = run.procs.spawn(
-        "populate",
-        [sys.executable, "-m", "bench.populate", str(state / "runbookd.db"), str(n)],
+        f"populate-{name}",
+        [sys.executable, "-m", "bench.populate", str(state / "runbookd.db"), str(incidents)],
         cwd=REPO,
     )
     if populate.popen.wait(timeout=300) != 0:
         raise BenchError(f"populate failed:\n{populate.tail()}")
     run.procs.stop(populate)
+    return state
+
+
+def with_incidents(run: Run) -> dict[str, Any]:
+    n = run.params.incidents
+    log(f"footprint: runbookd over a store of {n} incidents")
+    state = populated(run, "state-incidents", n)
     port = free_port()
     config = runbookd_config(state, port)
     server = start_runbookd(run.procs, run.tmp, "runbookd-incidents", config)

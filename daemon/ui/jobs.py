@@ -80,9 +80,5 @@ class JobPages:
             return got
         session, _ = got
         name = request.match_info["name"]
-        done = await answer(self.daemon, "runJob", {"job": name})
-        session.flash_ok = done.status < 400
-        session.flash = (
-            f"started a run of {name}" if session.flash_ok else str(done.body.get("error"))
-        )
+        session.tell(await answer(self.daemon, "runJob", {"job": name}), f"started a run of {name}")
         return see_other(f"{PAGE}/{name}" if name in self.daemon.config.jobs else PAGE)

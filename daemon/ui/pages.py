@@ -251,9 +251,7 @@ class Console:
             return self.refused(request, 400, f"reason: {exc.errors()[0]['msg']}")
         name, extra = INCIDENT_ACTS[action]
         args = {"incident": incident_id, "by": who.by, "reason": who.reason} | extra
-        done = await answer(self.daemon, name, args)
-        session.flash_ok = done.status < 400
-        session.flash = f"{action}: done" if session.flash_ok else str(done.body.get("error"))
+        session.tell(await answer(self.daemon, name, args), f"{action}: done")
         return see_other(f"/ui/incidents/{incident_id}")
 
     # -- live parts and files ------------------------------------------------------------------

@@ -88,7 +88,5 @@ class ProcedurePages:
         name, extra = RUN_ACTS[action]
         args = {"by": session.name, "reason": reason} | extra
         args |= {"incident": run_id} if name == "decide" else {"run": run_id}
-        done = await answer(self.daemon, name, args)
-        session.flash_ok = done.status < 400
-        session.flash = f"{action}: done" if session.flash_ok else str(done.body.get("error"))
+        session.tell(await answer(self.daemon, name, args), f"{action}: done")
         return see_other(f"/ui/procedure-runs/{run_id}")

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from daemon.api.port import Answer
 from daemon.config.settings import ApiToken, Scope
 
 COOKIE = "runbookd_session"
@@ -39,6 +40,11 @@ class Session:
     flash: str = ""
     flash_ok: bool = True
     scope: Scope = field(default="read")
+
+    def tell(self, got: Answer, done: str) -> None:
+        """What an act came to, for the next page: `done`, or the act's refusal as it gave it."""
+        self.flash_ok = got.status < 400
+        self.flash = done if self.flash_ok else str(got.body.get("error"))
 
 
 class Sessions:

@@ -88,10 +88,7 @@ class SilencePages:
             session.flash, session.flash_ok = silence, False
         else:
             done = await answer(self.daemon, "createSilence", {"silence": asdict(silence)})
-            session.flash_ok = done.status < 400
-            session.flash = (
-                f"silence {silence.id} created" if session.flash_ok else str(done.body.get("error"))
-            )
+            session.tell(done, f"silence {silence.id} created")
         # From an incident's page ("silence its rule"), back to it; never anywhere else.
         back = str(form.get("back", ""))
         return see_other(back if _INCIDENT_PAGE.match(back) else PAGE)
@@ -103,8 +100,5 @@ class SilencePages:
         session, _ = got
         silence_id = request.match_info["id"]
         done = await answer(self.daemon, "expireSilence", {"silence": silence_id})
-        session.flash_ok = done.status < 400
-        session.flash = (
-            f"silence {silence_id} ended" if session.flash_ok else str(done.body.get("error"))
-        )
+        session.tell(done, f"silence {silence_id} ended")
         return see_other(PAGE)
