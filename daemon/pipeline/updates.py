@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import structlog
 
 from daemon.core.models import UPDATE_PHASE, Incident, Step, TimelineEntry
+from daemon.core.streak import FailureStreak
 from daemon.core.updates import UpdateFacts, last_public, last_told, stage
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.outbox import Outbox
@@ -158,19 +159,15 @@ class Updates:
         """Post what falls due, for as long as this replica leads. A round that fails (the
         store restarting) is logged when it starts failing and when it works again; the
         next round tries again and, reading the timeline, owes the same updates."""
-        failing = False
+        streak = FailureStreak(log, "the incident update round", "trying again every round")
         while True:
             self._news.clear()  # what comes during the round is seen by the next
             try:
                 await self.round()
             except Exception:
-                if not failing:
-                    log.exception("incident updates failed: trying again every round")
-                failing = True
+                streak.failed()
             else:
-                if failing:
-                    log.info("incident updates work again")
-                failing = False
+                streak.worked()
             with contextlib.suppress(TimeoutError):
                 async with self.actor.clock.timeout(self._pause()):
                     await self._news.wait()

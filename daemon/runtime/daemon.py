@@ -38,6 +38,7 @@ from daemon.config.problems import ConfigError
 from daemon.config.store import PostgresStoreSettings
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.models import Incident, Observation
+from daemon.core.streak import FailureStreak
 from daemon.deploys.announce import Announcements
 from daemon.deploys.timeline import DeployRecorder
 from daemon.deploys.watcher import DeployWatcher
@@ -548,7 +549,7 @@ class Daemon:
         database must not stop the daemon (a leader cut off for longer steps down by its
         lease)."""
         next_prune = self.clock.now()
-        failing = False
+        streak = FailureStreak(log, "engine tick", "trying again every second")
         while True:
             now = self.clock.now()
             try:
@@ -557,13 +558,9 @@ class Daemon:
                     await self._prune(now)
                     next_prune = now + PRUNE_EVERY
             except Exception:
-                if not failing:
-                    log.exception("engine tick failed: trying again every second")
-                failing = True
+                streak.failed()
             else:
-                if failing:
-                    log.info("engine tick works again")
-                failing = False
+                streak.worked()
             try:
                 await self.deploys.tick(now)
             except Exception:  # a watch that cannot end now ends at a later tick
