@@ -171,8 +171,9 @@ async def test_a_stop_cancels_core_tasks_without_a_failure(
     with capture_logs() as logs:
         serving_task = asyncio.create_task(daemon.serve())
         await wait_for(lambda: daemon.ready()[0])
-        # The check loop, one worker, the ticker, the outbox, the jobs (no systemd).
-        assert daemon.supervisor.watched == 5
+        # The check loop, one worker, the ticker, the outbox, the incident updates, the jobs
+        # (no systemd).
+        assert daemon.supervisor.watched == 6
         daemon.request_stop()  # as SIGTERM does
         assert await asyncio.wait_for(serving_task, WAIT) == ExitCode.OK
     assert daemon.supervisor.failure is None
