@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.cli.client import DEFAULT_URL
+from daemon.core.text import one_line
 
 
 def connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -65,14 +65,6 @@ class Unexpected(Exception):
 
 
 MISSING = object()
-# C0 and C1 controls, DEL, and the line separators and direction overrides of Unicode, which
-# would break or reorder a line: shown as \xNN or \uNNNN, the rest of Unicode as it is.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def shown(value: object) -> str:
@@ -81,7 +73,7 @@ def shown(value: object) -> str:
         line = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):  # too deep, or an int too long to write
         return "?"
-    return _CONTROLS.sub(_escaped, line)
+    return one_line(line)
 
 
 def field(doc: object, key: str) -> object:

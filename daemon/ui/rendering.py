@@ -1,5 +1,6 @@
 """The console's Jinja2 environment, built once on first use: templates from the package,
-every value escaped, an undefined name an error rather than an empty string."""
+every value escaped (HTML, and controls shown as \\x1b or \\u202e), an undefined name an
+error rather than an empty string."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
+from daemon.core.text import visible
 from daemon.ui import facts, report
 from daemon.ui.spark import sparkline
 
@@ -19,6 +22,7 @@ def environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("daemon.ui", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=_visible,
     )
     env.filters["utc"] = report.utc
     env.filters["span"] = report.span
@@ -26,6 +30,11 @@ def environment() -> jinja2.Environment:
     env.filters["spark"] = sparkline
     env.filters["seconds"] = facts.duration
     return env
+
+
+def _visible(v: Any) -> Any:
+    # Markup is the console's own HTML (a sparkline); every other string came from outside.
+    return visible(v) if isinstance(v, str) and not isinstance(v, Markup) else v
 
 
 def value(v: Any) -> str:

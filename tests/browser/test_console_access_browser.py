@@ -1,8 +1,9 @@
 """The console's access and its forms in a real browser (Chromium): a silence created and
 ended; a session that expires sends the open page back to the login form and its forms are
 refused; a page of another origin on the same host (same site, so the browser sends the
-SameSite=Strict cookie) posting to the console is refused and does nothing; the public status
-page going degraded, then operational again."""
+SameSite=Strict cookie) posting to the console is refused and does nothing; an open page that
+says when the daemon stops answering; the public status page going degraded, then operational
+again."""
 
 from __future__ import annotations
 
@@ -92,6 +93,23 @@ async def test_an_expired_session_goes_back_to_login_and_its_forms_are_refused(
         assert daemon.pipeline.silences.list(daemon.clock.now()) == []
         page = await log_in(browser, url, WRITE)  # logging in again works
         assert await page.is_visible("text=Open incidents")
+
+
+async def test_an_open_page_says_when_the_daemon_stops_answering(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], browser: Any
+) -> None:
+    async with run_daemon(write_config(tmp_path, app_state[1])) as daemon:
+        url = f"http://127.0.0.1:{daemon.port}"
+        page = await log_in(browser, url, WRITE)
+        assert not await page.is_visible("p.stale")
+        # The daemon unreachable: its live part's polls fail as a refused connection does.
+        await page.route("**/ui/live.json*", lambda route: route.abort("connectionrefused"))
+        banner = page.locator("p.stale")
+        await banner.wait_for(timeout=10_000)
+        assert "runbookd is not answering" in await banner.inner_text()
+        assert await page.is_visible("text=Open incidents")  # what it knew stays shown
+        await page.unroute("**/ui/live.json*")
+        await banner.wait_for(state="detached", timeout=10_000)
 
 
 async def test_a_form_from_another_origin_on_the_same_host_is_refused(

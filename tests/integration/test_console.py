@@ -346,6 +346,28 @@ async def test_markup_in_a_summary_or_a_timeline_is_shown_as_text(daemon: Daemon
             assert HOSTILE not in (await r.json())["html"]
 
 
+async def test_controls_and_direction_overrides_are_shown_as_escapes(daemon: Daemon) -> None:
+    # "\u202e" would show "evil.exe" as "exe.live"; ESC and BEL would vanish from the page.
+    tricky = "db\u202eexe.live\x1b[31m\x07 fine"
+    now = daemon.clock.now()
+    incident = Incident(
+        id="tricky-1",
+        rule="down",
+        check="health",
+        severity="critical",
+        summary=tricky,
+        opened_at=now,
+        trigger={"value": 0.0, "threshold": 1.0},
+    )
+    await daemon.store.create_incident(incident)
+    async with logged_in(daemon, READ) as client:
+        for url in ("/ui/", "/ui/incidents/tricky-1"):
+            status, html = await page(client, base(daemon) + url)
+            assert status == 200
+            assert not {"\u202e", "\x1b", "\x07"} & set(html)
+            assert "db\\u202eexe.live\\x1b[31m\\x07 fine" in html
+
+
 async def test_the_overview_lists_incidents_checks_and_rules(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:

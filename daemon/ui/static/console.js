@@ -1,5 +1,6 @@
 // The console's live parts: the element with data-live is refreshed from its JSON endpoint
 // every few seconds (If-None-Match: a 304 when nothing changed). Pages work without it.
+// When the daemon stops answering, a banner says since when the page is stale.
 (function () {
   "use strict";
   var region = document.querySelector("[data-live]");
@@ -10,15 +11,41 @@
   var etag = region.getAttribute("data-etag");
   var every = 2000;
 
-  // Someone typing a reason in the live part: do not replace the form under them.
+  var banner = null;
+  var known = new Date(); // when the page last heard from the daemon
+
+  // Someone typing in the live part: do not replace the form under them. A field still
+  // holding the value it was served with (a silence's "1h") is not typing.
   function busy() {
     var fields = region.querySelectorAll("input[type=text], textarea");
     for (var i = 0; i < fields.length; i++) {
-      if (fields[i].value || fields[i] === document.activeElement) {
+      var field = fields[i];
+      if (field === document.activeElement || field.value !== field.defaultValue) {
         return true;
       }
     }
     return false;
+  }
+
+  function stale() {
+    if (banner) {
+      return;
+    }
+    banner = document.createElement("p");
+    banner.className = "flash bad stale";
+    banner.setAttribute("role", "alert");
+    banner.textContent =
+      "runbookd is not answering: this page shows what it knew at " +
+      known.toISOString().slice(11, 19) + " UTC.";
+    region.parentNode.insertBefore(banner, region);
+  }
+
+  function fresh() {
+    known = new Date();
+    if (banner) {
+      banner.parentNode.removeChild(banner);
+      banner = null;
+    }
   }
 
   function schedule() {
@@ -37,9 +64,15 @@
           window.location.reload(); // the session ended: the page goes to the login form
           return null;
         }
-        if (r.status !== 200) {
+        if (r.status === 304) {
+          fresh();
           return null;
         }
+        if (r.status !== 200) {
+          stale();
+          return null;
+        }
+        fresh();
         etag = r.headers.get("ETag");
         return r.json();
       })
@@ -49,7 +82,7 @@
           region.setAttribute("data-etag", etag || "");
         }
       })
-      .catch(function () {})
+      .catch(stale)
       .then(schedule);
   }
 
