@@ -91,7 +91,7 @@ def build_app(
     """The HTTP app; `monotonic` is the rate limiter's time source (tests move it), `limits`
     replace runbookd.api's connection limits (tests shorten them)."""
     settings = daemon.config.runbookd.api
-    guard = Guard.from_settings(settings, monotonic)
+    guard = Guard.from_settings(settings, monotonic, lambda: daemon.config.runbookd.api.tokens)
     middlewares = [
         count_requests(daemon.metrics),
         errors_as_json,

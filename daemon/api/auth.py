@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -141,28 +141,44 @@ def unauthorized(reason: str, challenge: str = REALM) -> web.HTTPUnauthorized:
     return web.HTTPUnauthorized(reason=reason, headers={"WWW-Authenticate": challenge})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Guard:
     """The middleware in front of every route: rate limit, body size, bearer token."""
 
-    tokens: TokenTable
+    configured: Callable[[], Sequence[ApiToken]]
     limiter: RateLimiter
     max_body: int
     protect_metrics: bool
+    _table: TokenTable = field(default_factory=lambda: TokenTable(()))
+    _source: Sequence[ApiToken] | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: ApiSettings, monotonic: Callable[[], float] = time.monotonic
+        cls,
+        settings: ApiSettings,
+        monotonic: Callable[[], float] = time.monotonic,
+        tokens: Callable[[], Sequence[ApiToken]] | None = None,
     ) -> Guard:
+        """`tokens` gives the running config's tokens (they change on reload); by default
+        the ones in `settings`."""
         rate = settings.rate_limit
         limiter = RateLimiter(rate.per_second, rate.burst, monotonic=monotonic)
-        tokens = TokenTable(settings.tokens)
-        return cls(tokens, limiter, settings.max_body, settings.protect_metrics)
+        configured = tokens or (lambda: settings.tokens)
+        return cls(configured, limiter, settings.max_body, settings.protect_metrics)
+
+    @property
+    def tokens(self) -> TokenTable:
+        # A reload adds or revokes tokens: a leaked one stops working without a restart.
+        source = self.configured()
+        if source is not self._source:
+            self._table, self._source = TokenTable(source), source
+        return self._table
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         presented = bearer(request.headers)
-        caller = self.tokens.identify(presented) if presented is not None else None
+        tokens = self.tokens
+        caller = tokens.identify(presented) if presented is not None else None
         # Unauthenticated (and wrong-token) callers share a bucket per address, so guessing
         # tokens is throttled too; a valid token cannot be starved by someone else.
         key = f"token:{caller.name}" if caller is not None else f"addr:{request.remote}"
@@ -170,7 +186,7 @@ class Guard:
         if (request.content_length or 0) > self.max_body:
             raise too_large(self.max_body)
         needed = required_scope(request, protect_metrics=self.protect_metrics)
-        if needed is not None and self.tokens:
+        if needed is not None and tokens:
             self._authorize(caller, presented is not None, needed)
         if caller is not None:
             request[CALLER] = caller.name

@@ -593,8 +593,9 @@ class Daemon:
             for problem in self.reload_problems:
                 log.error("reload refused: keeping the running config", problem=problem)
             return False
-        if config.runbookd != self.config.runbookd:
-            log.warning("settings under 'runbookd:' change only on restart")
+        if _restart_only(config) != _restart_only(self.config):
+            log.warning("settings under 'runbookd:' but the API's tokens change only on restart")
+        _log_token_changes(self.config, config)
         self.pipeline.set_plan(plan)
         self.engine.set_rules(dict(config.rules), staleness(config))
         if self.acting:  # a standby runs no checks or jobs: it takes them from the config later
@@ -676,6 +677,24 @@ class Daemon:
         finally:
             if announced:
                 self.notifier.ready(self.status_line())
+
+
+def _restart_only(config: RunbookConfig) -> object:
+    """The settings a reload cannot change: `runbookd:` but for the API's tokens."""
+    api = config.runbookd.api.model_copy(update={"tokens": []})
+    return config.runbookd.model_copy(update={"api": api})
+
+
+def _log_token_changes(old: RunbookConfig, new: RunbookConfig) -> None:
+    before = {t.name: t for t in old.runbookd.api.tokens}
+    after = {t.name: t for t in new.runbookd.api.tokens}
+    for name in sorted(before.keys() - after.keys()):
+        log.warning("api token revoked", token=name)
+    for name in sorted(after.keys() - before.keys()):
+        log.info("api token added", token=name, scope=after[name].scope)
+    for name in sorted(before.keys() & after.keys()):
+        if before[name] != after[name]:
+            log.info("api token changed", token=name, scope=after[name].scope)
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

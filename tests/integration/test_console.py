@@ -163,6 +163,31 @@ async def test_pages_forbid_inline_script_and_caching(daemon: Daemon) -> None:
             assert r.status == 404
 
 
+async def test_a_token_revoked_by_a_reload_is_refused_by_the_api_and_the_console(
+    tmp_path: Path, app_state: tuple[dict[str, object], str]
+) -> None:
+    config = write_config(tmp_path, app_state[1])
+    async with run_daemon(config) as daemon, logged_in(daemon, READ) as browser:
+        incidents = f"{base(daemon)}/api/v1/incidents"
+        async with aiohttp.ClientSession() as api:
+            async with api.get(incidents, headers={"Authorization": f"Bearer {READ}"}) as r:
+                assert r.status == 200
+            # The viewer's token leaked: it is taken out of the config, and a new one added.
+            new_read = "r-console-0123456789-fresh"
+            tokens = TOKENS.replace(READ, new_read)
+            config.write_text(
+                CONFIG.format(state=tmp_path / "state", url=app_state[1], tokens=tokens)
+            )
+            assert await daemon.reload()
+            async with api.get(incidents, headers={"Authorization": f"Bearer {READ}"}) as r:
+                assert r.status == 401
+                assert (await r.json())["error"] == "invalid token"
+            async with api.get(incidents, headers={"Authorization": f"Bearer {new_read}"}) as r:
+                assert r.status == 200
+        status, _ = await page(browser, f"{base(daemon)}/ui/")
+        assert status == 303  # the leaked token's session ended with it
+
+
 async def test_logout_ends_the_session(daemon: Daemon) -> None:
     async with logged_in(daemon, READ) as client:
         _, html = await page(client, f"{base(daemon)}/ui/")
