@@ -141,11 +141,18 @@ def parse_model(body: bytes, model: type[M]) -> M:
         # dicts it built took a tenth of the daemon's CPU under a stream of webhooks.
         return model.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
+        if exc.errors()[0]["type"] == "json_invalid":
             raise web.HTTPBadRequest(reason="body is not valid JSON") from None
-        where = _printable(".".join(str(p) for p in first["loc"])) or "body"
-        raise web.HTTPBadRequest(reason=f"{where}: {first['msg']}") from None
+        raise web.HTTPBadRequest(reason=problem(exc)) from None
+
+
+def problem(exc: ValidationError) -> str:
+    """The first thing wrong, for a person: "duration: must be at least 1m", without
+    pydantic's "Value error, " of a validator's own message."""
+    first = exc.errors()[0]
+    where = _printable(".".join(str(p) for p in first["loc"])) or "body"
+    message = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{where}: {message}"
 
 
 def json_response(

@@ -100,6 +100,8 @@ UI_OPERATIONS: Final[tuple[Operation, ...]] = (
     ui("get", "/deploys", "uiDeploys", "Recent deploys and their verdicts", "session"),
     ui("get", "/deploys/{id}", "uiDeploy", "A deploy: baseline, timeline, verdict", "session"),
     ui("get", "/static/{name}", "uiStatic", "The console's script and style", "open"),
+    # Last: any other address under /ui/ is a page that says so, not the API's JSON 401.
+    ui("get", "/{path:.+}", "uiNotFound", "No such page", "session"),
     # The public status page (status_page:, opt-in): no token, nothing internal.
     Operation("get", "/status", "statusPage", "The status page", "open", 200, "", tag="ui"),
     Operation("get", "/status.json", "statusFeed", "Its JSON feed", "open", 200, "", tag="ui"),
@@ -469,7 +471,14 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
 )
 
 
-_BY_ROUTE: Final[dict[tuple[str, str], Operation]] = {(op.method, op.path): op for op in OPERATIONS}
+def _template(path: str) -> str:
+    """A path as aiohttp names its route: "/ui/{path:.+}" is "/ui/{path}"."""
+    return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
+
+
+_BY_ROUTE: Final[dict[tuple[str, str], Operation]] = {
+    (op.method, _template(op.path)): op for op in OPERATIONS
+}
 
 
 def auth_of(method: str, path: str) -> Auth | None:

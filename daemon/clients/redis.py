@@ -34,6 +34,20 @@ def _verify_flags(value: str) -> list[Any]:
     return flags
 
 
+def _retry_on_error(value: str) -> list[type[Exception]]:
+    """`ConnectionError,TimeoutError`: redis-py's exception classes, imported only for a URL
+    that names some."""
+    from redis import exceptions
+
+    classes = []
+    for name in (part.strip() for part in value.replace("[", "").replace("]", "").split(",")):
+        found = getattr(exceptions, name, None) if name else None
+        if not (isinstance(found, type) and issubclass(found, Exception)):
+            raise ValueError(f"Unknown redis exception {name!r}")
+        classes.append(found)
+    return classes
+
+
 # The query options redis-py converts (redis.asyncio.connection.URL_QUERY_ARGUMENT_PARSERS);
 # others are kept as text.
 URL_QUERY_PARSERS: dict[str, Callable[[str], object]] = {
@@ -52,6 +66,7 @@ URL_QUERY_PARSERS: dict[str, Callable[[str], object]] = {
     "timeout": float,
     "protocol": int,
     "legacy_responses": _flag,
+    "retry_on_error": _retry_on_error,
 }
 
 

@@ -16,9 +16,11 @@ from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 from pydantic import ValidationError
+from yarl import URL
 
 from daemon.api.acts import answer
 from daemon.api.auth import GRANTS, TokenTable
+from daemon.api.bodies import problem
 from daemon.api.port import DaemonView
 from daemon.api.routes import Handler
 from daemon.api.schemas import Who
@@ -42,8 +44,17 @@ INCIDENT_ACTS: dict[str, tuple[str, dict[str, Any]]] = {
     "approve": ("decide", {"approved": True}),
     "reject": ("decide", {"approved": False}),
 }
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
-_STATIC_NAME = re.compile(r"^[a-z]+\.(js|css)$")
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+_STATIC_NAME = re.compile(r"^[a-z]+\.(js|css|svg)$")
+_RETURN = re.compile(r"/ui/[A-Za-z0-9._~%/?&=:+-]{0,500}")
+
+
+def return_to(path: str) -> str:
+    """Where the login form sends the browser after it: a page of this console, or the
+    overview; never another site (`//evil.example`, `/\\evil.example`) nor the form again."""
+    if _RETURN.fullmatch(path) and "//" not in path and not path.startswith(LOGIN):
+        return path
+    return "/ui/"
 
 
 def is_tls(request: web.Request) -> bool:
@@ -67,7 +78,7 @@ class Console:
         self.sessions = Sessions()
         self.static = {
             name: resources.files("daemon.ui").joinpath("static", name).read_bytes()
-            for name in ("console.js", "console.css")
+            for name in ("console.js", "console.css", "icon.svg")
         }
 
     # -- access --------------------------------------------------------------------------------
@@ -82,8 +93,9 @@ class Console:
 
     def viewer(self, request: web.Request) -> Session:
         session = self.session(request)
-        if session is None:
-            raise web.HTTPSeeOther(LOGIN)
+        if session is None:  # to the login form, and back here after it
+            here = request.path_qs
+            raise web.HTTPSeeOther(URL(LOGIN).with_query(next=here) if here != "/ui/" else LOGIN)
         return session
 
     def page(
@@ -106,30 +118,38 @@ class Console:
         return response
 
     def refused(self, request: web.Request, status: int, reason: str) -> web.Response:
-        return self.page(request, "error.html", {"reason": reason, "status": status}, status)
+        context = {"reason": reason, "status": status, "session": self.session(request)}
+        return self.page(request, "error.html", context, status)
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        self.viewer(request)  # who has no session learns nothing of what exists
+        return self.refused(request, 404, f"no page {request.path!r}")
 
     async def login_form(self, request: web.Request) -> web.StreamResponse:
+        after = return_to(request.query.get("next", ""))
         if self.session(request) is not None:
-            raise web.HTTPSeeOther("/ui/")
-        return self.page(request, "login.html", {"open_api": not self._settings.tokens})
+            raise web.HTTPSeeOther(after)
+        context = {"open_api": not self._settings.tokens, "next": after}
+        return self.page(request, "login.html", context)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if not same_origin(request):
             return self.refused(request, 403, "this form was sent from another site")
         form = await request.post()
+        after = return_to(str(form.get("next", "")))
         settings = self._settings
         token = None
         if settings.tokens:
             presented = str(form.get("token", "")).strip()
             token = TokenTable(settings.tokens).identify(presented) if presented else None
             if token is None:
-                context = {"open_api": False, "error": "invalid token"}
+                context = {"open_api": False, "error": "invalid token", "next": after}
                 return self.page(request, "login.html", context, 401)
             if "read" not in GRANTS[token.scope]:
                 reason = f"token {token.name!r} has scope {token.scope}: the console needs read"
                 return self.refused(request, 403, reason)
         session = self.sessions.create(token, now=self.daemon.clock.now(), ttl=settings.session_ttl)
-        response = see_other("/ui/")
+        response = see_other(after)
         response.set_cookie(
             COOKIE,
             session.id,
@@ -191,8 +211,7 @@ class Console:
         session = self.viewer(request)
         live = await self._incident_live(session, request.match_info["id"])
         if live is None:
-            reason = f"no incident {request.match_info['id']!r}"
-            return self.page(request, "error.html", {"reason": reason, "status": 404}, 404)
+            return self.refused(request, 404, f"no incident {request.match_info['id']!r}")
         return self.page(request, "incident.html", {"session": session} | live)
 
     async def incident_live(self, request: web.Request) -> web.StreamResponse:
@@ -229,8 +248,7 @@ class Console:
         self.viewer(request)
         incident = await self.daemon.store.get_incident(request.match_info["id"])
         if incident is None:
-            reason = f"no incident {request.match_info['id']!r}"
-            return self.page(request, "error.html", {"reason": reason, "status": 404}, 404)
+            return self.refused(request, 404, f"no incident {request.match_info['id']!r}")
         text = report.render(incident, now=self.daemon.clock.now())
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", incident.id)[:100]
         headers = SECURITY_HEADERS | NO_STORE
@@ -248,7 +266,7 @@ class Console:
         try:
             who = Who(by=session.name, reason=str(form.get("reason", "")).strip())
         except ValidationError as exc:
-            return self.refused(request, 400, f"reason: {exc.errors()[0]['msg']}")
+            return self.refused(request, 400, problem(exc))
         name, extra = INCIDENT_ACTS[action]
         args = {"incident": incident_id, "by": who.by, "reason": who.reason} | extra
         session.tell(await answer(self.daemon, name, args), f"{action}: done")
@@ -299,6 +317,7 @@ class Console:
                 "uiReport": self.report,
                 "uiIncidentAct": self.act,
                 "uiStatic": self.static_file,
+                "uiNotFound": self.not_found,
             }
             | CheckPages(self).handlers()
             | ApprovalPages(self).handlers()

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from daemon.api.acts import answer
+from daemon.api.bodies import problem
 from daemon.api.operator import silence_from
 from daemon.api.routes import Handler
 from daemon.api.schemas import SilenceBody
@@ -81,9 +82,7 @@ class SilencePages:
                 self.daemon.clock.now(),
             )
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            silence = f"{where}: {error['msg']}" if where else str(error["msg"])
+            silence = problem(exc)
         if isinstance(silence, str):
             session.flash, session.flash_ok = silence, False
         else:

@@ -203,24 +203,24 @@ async def test_create_list_and_expire_silences(api: Api) -> None:
     )
 
 
-OUT_OF_RANGE = "Value error, a time must lie between 2000-01-01 and 2100-01-01 (UTC)"
+OUT_OF_RANGE = "a time must lie between 2000-01-01 and 2100-01-01 (UTC)"
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"duration": "1h"}, "body: Value error, a silence needs a matcher: rule, check or labels"),
+        ({"duration": "1h"}, "body: a silence needs a matcher: rule, check or labels"),
         (
             {"rule": "down", "duration": "1h", "ends_at": in_hours(1)},
-            "body: Value error, give ends_at or duration (a silence always ends)",
+            "body: give ends_at or duration (a silence always ends)",
         ),
-        ({"rule": "down"}, "body: Value error, give ends_at or duration (a silence always ends)"),
+        ({"rule": "down"}, "body: give ends_at or duration (a silence always ends)"),
         (
             {"rule": "down", "ends_at": in_hours(-1)},
             "ends_at: must be in the future and after starts_at",
         ),
         ({"rule": "down", "duration": "91d"}, "ends_at: a silence lasts at most 90 days"),
-        ({"rule": "down", "duration": "soon"}, "duration: Value error, not a duration: 'soon' "),
+        ({"rule": "down", "duration": "soon"}, "duration: not a duration: 'soon' "),
         # Once a silence never active nor pruned, that `silence list` could not print.
         ({"rule": "down", "duration": "1h", "starts_at": 1e19}, f"starts_at: {OUT_OF_RANGE}"),
         ({"rule": "down", "duration": "1h", "starts_at": -5}, f"starts_at: {OUT_OF_RANGE}"),
@@ -232,7 +232,7 @@ OUT_OF_RANGE = "Value error, a time must lie between 2000-01-01 and 2100-01-01 (
         ),
         (
             {"rule": "down", "duration": "1h", "starts_at": True},
-            "starts_at: Value error, a time is",
+            "starts_at: a time is",
         ),
         (
             {"rule": "down", "duration": "1h", "starts_at": in_hours(24 * 91)},

@@ -133,6 +133,56 @@ async def test_without_a_session_pages_go_to_login_and_live_parts_are_401(daemon
         assert 'name="token"' in html
 
 
+async def test_login_returns_to_the_page_asked_for_and_only_to_this_console(
+    daemon: Daemon,
+) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        wanted = f"{base(daemon)}/ui/checks?status=critical&match=db"
+        async with client.get(wanted) as r:  # to the login form, which knows where to return
+            assert r.url.path == "/ui/login"
+            assert r.url.query["next"] == "/ui/checks?status=critical&match=db"
+            assert 'name="next" value="/ui/checks?status=critical&amp;match=db"' in await r.text()
+            login = r.url
+        async with client.post(login, data={"token": READ, "next": r.url.query["next"]}) as r:
+            assert r.status == 200
+            assert str(r.url) == wanted
+    for elsewhere in (
+        "//evil.example/ui/",
+        "https://evil.example/",
+        "/ui//evil.example",
+        "/ui/login",
+    ):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            form = {"token": READ, "next": elsewhere}
+            async with client.post(
+                f"{base(daemon)}/ui/login", data=form, allow_redirects=False
+            ) as r:
+                assert r.status == 303
+                assert r.headers["Location"] == "/ui/"
+
+
+async def test_an_unknown_console_address_is_a_page_with_the_console_around_it(
+    daemon: Daemon,
+) -> None:
+    # No session: to the login form first.
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"{base(daemon)}/ui/nowhere", allow_redirects=False) as r,
+    ):
+        assert r.status == 303
+        assert r.headers["Location"] == "/ui/login?next=/ui/nowhere"
+    async with logged_in(daemon, READ) as client:
+        for url in ("/ui/nowhere", "/ui/incidents/none-such"):
+            status, html = await page(client, base(daemon) + url)
+            assert status == 404
+            assert html.startswith("<!doctype html>")
+            assert '<a href="/ui/checks">Checks</a>' in html  # the console's navigation
+            assert "Log in" not in html
+        async with client.get(f"{base(daemon)}/ui/static/icon.svg") as r:
+            assert r.status == 200
+            assert r.content_type == "image/svg+xml"
+
+
 async def test_a_wrong_token_or_an_intake_token_gets_no_session(daemon: Daemon) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         async with client.post(f"{base(daemon)}/ui/login", data={"token": WRITE + "x"}) as r:

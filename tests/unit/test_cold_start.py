@@ -43,6 +43,11 @@ REDIS_URLS = [
     "redis://cache/0?socket_timeout=soon",
     "redis://cache/0?protocol=3.5",
     "rediss://cache/0?ssl_exclude_verify_flags=VERIFY_NO_SUCH_FLAG",
+    "redis://cache/0?retry_on_error=ConnectionError,TimeoutError",
+    "redis://cache/0?retry_on_error=[BusyLoadingError]",
+    "redis://cache/0?retry_on_error=NoSuchError",
+    "redis://cache/0?retry_on_error=ConnectionError,",
+    "rediss://cache/0?ssl_validate_ocsp=true&ssl_validate_ocsp_stapled=no",
 ]
 
 
