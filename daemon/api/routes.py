@@ -65,6 +65,11 @@ class Operation:
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)
 
+    @property
+    def template(self) -> str:
+        """The path as aiohttp names its route: "/ui/{path:.+}" is "/ui/{path}"."""
+        return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", self.path)
+
 
 def ui(
     method: Literal["get", "post"], path: str, operation_id: str, summary: str, auth: Auth
@@ -471,13 +476,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
 )
 
 
-def _template(path: str) -> str:
-    """A path as aiohttp names its route: "/ui/{path:.+}" is "/ui/{path}"."""
-    return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
-
-
 _BY_ROUTE: Final[dict[tuple[str, str], Operation]] = {
-    (op.method, _template(op.path)): op for op in OPERATIONS
+    (op.method, op.template): op for op in OPERATIONS
 }
 
 

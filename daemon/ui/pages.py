@@ -37,6 +37,7 @@ from daemon.ui.silences import SilencePages
 from daemon.ui.status import StatusPages
 
 LOGIN = "/ui/login"
+LIVE = "live"  # the query parameter asking for a page's live part
 # What a form's button asks, as the API's act and its arguments.
 INCIDENT_ACTS: dict[str, tuple[str, dict[str, Any]]] = {
     "acknowledge": ("acknowledge", {}),
@@ -93,6 +94,8 @@ class Console:
 
     def viewer(self, request: web.Request) -> Session:
         session = self.session(request)
+        if session is None and LIVE in request.query:
+            raise web.HTTPUnauthorized(reason="no session (expired?): log in again")
         if session is None:  # to the login form, and back here after it
             here = request.path_qs
             raise web.HTTPSeeOther(URL(LOGIN).with_query(next=here) if here != "/ui/" else LOGIN)
@@ -101,7 +104,10 @@ class Console:
     def page(
         self, request: web.Request, template: str, context: dict[str, Any], status: int = 200
     ) -> web.Response:
+        """A page. A viewer's page is live: the script polls its address with `?live` and gets
+        its main block again (the overview and an incident have live parts of their own)."""
         session: Session | None = context.get("session")
+        live = session is not None and status == 200 and "live_url" not in context
         base = {
             "role": self.daemon.role(),
             "session": session,
@@ -109,7 +115,10 @@ class Console:
             "now": self.daemon.clock.now(),
             "flash": "",
             "flash_ok": True,
+            "page_live_url": str(request.rel_url.update_query({LIVE: ""})) if live else "",
         }
+        if live and LIVE in request.query:
+            return self._live(request, rendering.block(template, "main", base | context))
         if session is not None and session.flash:
             base["flash"], base["flash_ok"] = session.flash, session.flash_ok
             session.flash = ""

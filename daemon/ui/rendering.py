@@ -47,5 +47,11 @@ def render(template: str, context: dict[str, Any]) -> str:
     return environment().get_template(template).render(context)
 
 
+def block(template: str, name: str, context: dict[str, Any]) -> str:
+    """One block of a page (its "main"), rendered alone: a live page's refreshed part."""
+    page = environment().get_template(template)
+    return "".join(page.blocks[name](page.new_context(context)))
+
+
 def html(template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(text=render(template, context), status=status, content_type="text/html")

@@ -2,8 +2,8 @@
 ended; a session that expires sends the open page back to the login form and its forms are
 refused; a page of another origin on the same host (same site, so the browser sends the
 SameSite=Strict cookie) posting to the console is refused and does nothing; an open page that
-says when the daemon stops answering; the public status page going degraded, then operational
-again."""
+says when the daemon stops answering; the approvals page showing a new step live; the public
+status page going degraded, then operational again."""
 
 from __future__ import annotations
 
@@ -110,6 +110,24 @@ async def test_an_open_page_says_when_the_daemon_stops_answering(
         assert await page.is_visible("text=Open incidents")  # what it knew stays shown
         await page.unroute("**/ui/live.json*")
         await banner.wait_for(state="detached", timeout=10_000)
+
+
+async def test_the_approvals_page_shows_a_new_waiting_step_without_a_reload(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], browser: Any
+) -> None:
+    state, app_url = app_state
+    async with run_daemon(write_config(tmp_path, app_url)) as daemon:
+        page = await log_in(browser, f"http://127.0.0.1:{daemon.port}", WRITE)
+        await page.click("nav a[href='/ui/approvals']")
+        await page.wait_for_selector("text=Nothing is waiting for a person.")
+        await page.evaluate("window.sameDocument = true")  # gone if the page reloads
+        state["up"] = False  # the rule fires; its step waits for a person
+        await page.wait_for_selector("#approvals strong:text('notify')", timeout=10_000)
+        assert await page.evaluate("window.sameDocument === true")
+        await page.fill("#approvals form[action$='/approve'] input[name=reason]", "seen it")
+        await page.click("#approvals form[action$='/approve'] button")
+        await page.wait_for_selector("text=approve: done")
+        await wait_for(lambda: not daemon.pipeline.approvals.pending)
 
 
 async def test_a_form_from_another_origin_on_the_same_host_is_refused(

@@ -368,6 +368,35 @@ async def test_the_approvals_page_lists_waiting_steps_and_decides_them(
         assert "Nothing is waiting for a person." in html
 
 
+async def test_every_viewers_page_is_live_its_main_part_polled_with_an_etag(
+    daemon: Daemon, app_state: tuple[dict[str, object], str]
+) -> None:
+    async with logged_in(daemon, READ) as client:
+        status, html = await page(client, f"{base(daemon)}/ui/approvals")
+        assert '<div id="live" data-live="/ui/approvals?live=" data-etag="">' in html
+        live = f"{base(daemon)}/ui/approvals?live="
+        async with client.get(live) as r:
+            assert r.status == 200
+            before, tag = (await r.json())["html"], r.headers["ETag"]
+        assert "Nothing is waiting for a person." in before
+        assert "<header" not in before  # the main part alone
+        async with client.get(live, headers={"If-None-Match": tag}) as r:
+            assert r.status == 304
+        incident_id = await waiting_incident(daemon, app_state[0])
+        async with client.get(live, headers={"If-None-Match": tag}) as r:
+            assert r.status == 200
+            assert f'href="/ui/incidents/{incident_id}"' in (await r.json())["html"]
+        for url in ("/ui/silences", "/ui/checks?order=trouble", "/ui/jobs", "/ui/deploys"):
+            status, html = await page(client, base(daemon) + url)
+            assert status == 200
+            assert 'data-live="' + url.replace("&", "&amp;") in html
+        status, html = await page(client, f"{base(daemon)}/ui/nowhere")
+        assert status == 404
+        assert "data-live" not in html  # a refusal is not polled
+    async with aiohttp.ClientSession() as anonymous, anonymous.get(live) as r:
+        assert r.status == 401  # the script reloads the page, which goes to the login form
+
+
 async def test_acknowledge_and_resolve_say_what_they_came_to(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:

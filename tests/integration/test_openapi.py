@@ -105,7 +105,7 @@ async def test_document_lists_exactly_the_routes_the_app_serves(tmp_path: Path) 
         # The console's HTML pages are no API: every one is a row of the route table all the same.
         and not route.resource.canonical.startswith(("/ui", "/status"))
     }
-    assert {op.path for op in routes.UI_OPERATIONS} <= {
+    assert {op.template for op in routes.UI_OPERATIONS} <= {
         r.resource.canonical for r in app.router.routes() if r.resource
     }
     documented = {

@@ -1,5 +1,6 @@
 // The console's live parts: the element with data-live is refreshed from its JSON endpoint
-// every few seconds (If-None-Match: a 304 when nothing changed). Pages work without it.
+// every few seconds (If-None-Match: a 304 when nothing changed): an incident's or the
+// overview's live part, or a whole page's main part. Pages work without it.
 // When the daemon stops answering, a banner says since when the page is stale.
 (function () {
   "use strict";
@@ -14,13 +15,33 @@
   var banner = null;
   var known = new Date(); // when the page last heard from the daemon
 
-  // Someone typing in the live part: do not replace the form under them. A field still
-  // holding the value it was served with (a silence's "1h") is not typing.
+  // Someone filling a form in the live part: do not replace it under them. A field still
+  // holding what it was served with (a silence's "1h", a rule picked by default) is not.
+  function changed(field) {
+    if (field.type === "hidden") {
+      return false;
+    }
+    if (field.type === "checkbox" || field.type === "radio") {
+      return field.checked !== field.defaultChecked;
+    }
+    if (field.options) {
+      for (var i = 0; i < field.options.length; i++) {
+        if (field.options[i].selected !== field.options[i].defaultSelected) {
+          return true;
+        }
+      }
+      return false;
+    }
+    return field.value !== field.defaultValue;
+  }
+
   function busy() {
-    var fields = region.querySelectorAll("input[type=text], textarea");
+    if (region.contains(document.activeElement) && document.activeElement.form) {
+      return true;
+    }
+    var fields = region.querySelectorAll("input, textarea, select");
     for (var i = 0; i < fields.length; i++) {
-      var field = fields[i];
-      if (field === document.activeElement || field.value !== field.defaultValue) {
+      if (changed(fields[i])) {
         return true;
       }
     }
