@@ -190,6 +190,18 @@ class MemoryStore:
             if i.status is IncidentStatus.OPEN
         ]
 
+    async def incident_entries(
+        self, incident_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[TimelineEntry]]:
+        d = await self._data()
+        found: dict[str, list[TimelineEntry]] = {}
+        for incident_id in dict.fromkeys(incident_ids):
+            incident = d.incidents.get(incident_id)
+            entries = [e for e in incident.timeline if e.kind in kinds] if incident else []
+            if entries:
+                found[incident_id] = copy.deepcopy(entries)
+        return found
+
     # -- action ledger -----------------------------------------------------------------------
 
     async def begin_action(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from daemon.core.models import Incident, IncidentStatus, TimelineEntry
+from daemon.core.models import Incident, IncidentStatus, Step, TimelineEntry
 from daemon.store.protocol import (
     ActionRecord,
     Claimed,
@@ -365,6 +365,38 @@ class StoreContract:
         assert [e.message for e in got[0].timeline] == ["", "m1"]
         assert [e.message for e in got[1].timeline] == ["n1"]
         assert got[0] == await store.get_incident("mid")
+
+    async def test_entries_of_some_kinds_for_many_incidents_in_one_read(self, store: Store) -> None:
+        opened = TimelineEntry(T0, Step.OPENED, "a0", {"value": 1})
+        await store.create_incident(make_incident("inc-a", timeline=[opened]))
+        for name in ("inc-b", "inc-c"):
+            await store.create_incident(make_incident(name))
+        entries = [
+            ("inc-a", Step.UPDATE, "a1"),
+            ("inc-b", Step.ACTION, "b1"),
+            ("inc-a", Step.ACTION, "a2"),
+            ("inc-b", Step.RESOLVED, "b2"),
+            ("inc-a", Step.RESOLVED, "a3"),
+            ("inc-c", Step.VERIFY, "c1"),
+            ("inc-a", Step.UPDATE, "a4"),
+        ]
+        for index, (incident_id, kind, message) in enumerate(entries):
+            data = {"n": index, "deep": RICH_TRIGGER}
+            await store.append_timeline(incident_id, TimelineEntry(T0 + index, kind, message, data))
+        kinds = {Step.OPENED, Step.UPDATE, "resolved"}  # members or their text
+        found = await store.incident_entries(["inc-a", "inc-b", "inc-c", "nope"], kinds)
+        assert {k: [e.message for e in v] for k, v in found.items()} == {
+            "inc-a": ["a0", "a1", "a3", "a4"],  # oldest first, the timeline it was created with too
+            "inc-b": ["b2"],
+        }
+        assert found["inc-a"][1] == TimelineEntry(
+            T0, Step.UPDATE, "a1", {"n": 0, "deep": RICH_TRIGGER}
+        )
+        assert found["inc-a"][0] == opened
+        assert await store.incident_entries([], kinds) == {}
+        assert await store.incident_entries(["inc-a"], set()) == {}
+        assert list(await store.incident_entries(["inc-b"], kinds)) == ["inc-b"]
+        assert await store.incident_entries(["inc-c"], kinds) == {}
 
     async def test_open_incidents_empty(self, store: Store) -> None:
         assert await store.open_incidents() == []

@@ -207,6 +207,14 @@ class Store(Protocol):
     async def open_incidents(self) -> list[Incident]:
         """Every open incident with its timeline, oldest first (what a restart resumes)."""
 
+    async def incident_entries(
+        self, incident_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[TimelineEntry]]:
+        """Of these incidents, the timeline entries of these kinds, oldest first, by incident
+        id (an incident with none, or unknown, is absent): what a list of incidents shows of
+        each (the status page's history, their public updates) in one read, not one per
+        incident."""
+
     # -- the action ledger: cooldowns, the budget, run limits, crash recovery -----------------
 
     async def begin_action(

@@ -3,25 +3,19 @@ counts; a restore drill's times against its RTO and RPO, its verified counts and
 failed), a deploy's source data, a timeline entry's facts.
 
 One general reading of the JSON a record holds, not one template per job type: a plugin's
-new field shows up without a console change. Names tell units: `bytes`, `*_bytes` are sizes,
-`*seconds*` durations, `*_at` and `*_since` times; None is "unknown" (an `error`
-that is None is none), never 0. Nested values past what a
-table shows are written as compact JSON, cut at `MAX_TEXT`."""
+new field shows up without a console change. Each value reads as everywhere in the console
+and the incident report (daemon/ui/values.py: units from names, None as an em dash, never 0);
+nested values past what a table shows are written as pairs, cut at `values.MAX_TEXT`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from daemon.core.units import format_duration
-from daemon.ui.report import utc
-from remediations.backups import format_bytes
+from daemon.ui import values
+from daemon.ui.values import EM_DASH
 
-MAX_TEXT = 300
-# A field whose None means "none" (no error), not "not measured".
-NO_PROBLEM = frozenset({"error", "errors", "reason", "warning"})
 MAX_ROWS = 500  # a table's rows (a drill's row counts of many tables): the rest are counted
 
 
@@ -46,33 +40,9 @@ class Fact:
     bad: bool = False  # a check that failed, a verdict that is "over", a failure
 
 
-def duration(seconds: float) -> str:
-    """2.35s, 1m5s; milliseconds below a second."""
-    if seconds <= 0:
-        return "0s"
-    if seconds < 60:
-        return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
-    return format_duration(round(seconds))
-
-
 def shown(name: str, value: Any) -> str:
     """A scalar as people read it, its unit from its name."""
-    if value is None:
-        return "" if name in NO_PROBLEM else "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        if name == "bytes" or name.endswith("_bytes"):
-            return format_bytes(value)
-        if "seconds" in name:
-            return duration(value)
-        if name.endswith(("_at", "_since")):
-            return utc(value)
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-    if isinstance(value, str):
-        return value[:MAX_TEXT] + ("…" if len(value) > MAX_TEXT else "")
-    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-    return text[:MAX_TEXT] + ("…" if len(text) > MAX_TEXT else "")
+    return values.shown(value, name)
 
 
 def _scalar(value: Any) -> bool:
@@ -83,7 +53,7 @@ def _table(value: list[Any]) -> Table:
     objects = [v for v in value if isinstance(v, Mapping)]
     columns = list(dict.fromkeys(k for v in objects for k in v))
     kept = objects[:MAX_ROWS]
-    rows = [[shown(c, v.get(c)) if c in v else "" for c in columns] for v in kept]
+    rows = [[shown(c, v.get(c)) if c in v else EM_DASH for c in columns] for v in kept]
     bad = [v.get("ok") is False or bool(v.get("error")) for v in kept]
     return Table(columns, rows, max(0, len(objects) - MAX_ROWS), bad)
 

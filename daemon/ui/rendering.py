@@ -12,7 +12,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from daemon.core.text import visible
-from daemon.ui import facts, report
+from daemon.ui import values
 from daemon.ui.spark import sparkline
 
 
@@ -24,23 +24,19 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         finalize=_visible,
     )
-    env.filters["utc"] = report.utc
-    env.filters["span"] = report.span
-    env.filters["value"] = value
+    env.filters["utc"] = values.utc
+    env.filters["span"] = values.span
+    env.filters["value"] = values.shown
+    env.filters["pairs"] = values.pairs
+    env.filters["measure"] = values.measure_of
     env.filters["spark"] = sparkline
-    env.filters["seconds"] = facts.duration
+    env.filters["seconds"] = values.duration
     return env
 
 
 def _visible(v: Any) -> Any:
     # Markup is the console's own HTML (a sparkline); every other string came from outside.
     return visible(v) if isinstance(v, str) and not isinstance(v, Markup) else v
-
-
-def value(v: Any) -> str:
-    if v is None:
-        return "none"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def render(template: str, context: dict[str, Any]) -> str:

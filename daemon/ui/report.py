@@ -9,6 +9,9 @@ import time
 from typing import Any
 
 from daemon.core.models import Incident, Step, TimelineEntry
+from daemon.core.text import one_line
+from daemon.ui import values
+from daemon.ui.values import span, utc
 
 ACTIONS = frozenset(
     {
@@ -32,33 +35,18 @@ VERIFIED = frozenset({Step.VERIFY, Step.VERIFIED, Step.RESOLVED})
 TO_FILL = "_(to fill in)_"
 
 
-def utc(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-
-
-def span(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
 def inline(text: str) -> str:
-    """One line of text as Markdown shows it: no line breaks, no table or markup syntax."""
-    text = " ".join(str(text).split())
+    """One line of text as Markdown shows it: no line breaks, no table or markup syntax, its
+    controls and direction overrides as escapes."""
+    text = one_line(" ".join(str(text).split()))
     text = re.sub(r"([\\`*{}\[\]<>|])", r"\\\1", text)
     # `_` inside a word (min_samples) emphasises nothing: only one at a word's edge is escaped.
     return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
 
 
-def facts(data: dict[str, Any]) -> str:
-    return ", ".join(f"{inline(k)}={inline(_value(v))}" for k, v in sorted(data.items()))
-
-
-def _value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+def facts(data: dict[str, Any], measure: str | None = None) -> str:
+    """An entry's data as `name=value` fields (daemon/ui/values.py says how each reads)."""
+    return "; ".join(f"{inline(k)}={inline(v)}" for k, v in values.pairs(data, measure))
 
 
 def render(incident: Incident, *, now: float) -> str:
@@ -99,7 +87,8 @@ def render(incident: Incident, *, now: float) -> str:
         "| Time (UTC) | Step | What | Values |",
         "|---|---|---|---|",
     ]
-    lines += [_row(e) for e in incident.timeline] or ["| - | - | no entries | |"]
+    measure = values.measure_of(incident.trigger)
+    lines += [_row(e, measure) for e in incident.timeline] or ["| - | - | no entries | |"]
     lines += ["", "## Actions", ""]
     lines += _bullets(e for e in incident.timeline if e.kind in ACTIONS) or ["- none"]
     lines += ["", "## What was verified", ""]
@@ -119,9 +108,9 @@ def render(incident: Incident, *, now: float) -> str:
     return "\n".join(lines)
 
 
-def _row(entry: TimelineEntry) -> str:
+def _row(entry: TimelineEntry, measure: str | None) -> str:
     when = time.strftime("%H:%M:%S", time.gmtime(entry.ts))
-    return f"| {when} | {entry.kind} | {inline(entry.message)} | {facts(entry.data)} |"
+    return f"| {when} | {entry.kind} | {inline(entry.message)} | {facts(entry.data, measure)} |"
 
 
 def _bullets(entries: Any) -> list[str]:

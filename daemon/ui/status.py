@@ -1,6 +1,7 @@
 """The public status page (`/status`, `/status.json`): each component operational, degraded or
 in outage, from its checks and the open incidents on them; the incidents users should know of,
-in the runbook's Incident Update template; the last 90 days. Opt-in (`status_page:`), open to
+in the runbook's Incident Update template; the last 90 days, each incident with what the public
+was told of it (resolved, the updates, investigating). Opt-in (`status_page:`), open to
 anyone who reaches the listener, so it shows nothing internal: no values, thresholds, rule or
 check names, URLs, hosts or summaries (a summary carries values): only the components' names
 the config gives, states, and times."""
@@ -8,14 +9,14 @@ the config gives, states, and times."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 
 from daemon.api.port import DaemonView
 from daemon.config.status_page import StatusPageConfig
-from daemon.core.models import Incident, IncidentStatus
+from daemon.core.models import Incident, IncidentStatus, Step
 from daemon.core.updates import STAGES, last_public, stage, updates
 from daemon.ui import rendering
 from daemon.ui.responses import SECURITY_HEADERS, etag_of
@@ -24,6 +25,8 @@ from daemon.ui.views import listed
 HISTORY_DAYS = 90
 HISTORY_LIMIT = 1000
 RANK = {"operational": 0, "degraded": 1, "outage": 2}
+# What a resolved incident's history needs of its timeline: the updates (the public ones shown).
+PUBLIC = frozenset({Step.UPDATE})
 
 
 @dataclass(slots=True)
@@ -45,7 +48,7 @@ class Said:
 @dataclass(slots=True)
 class Update:
     """One incident in the runbook's Incident Update template, with the updates given so far,
-    newest first (the opening last)."""
+    newest first: the resolution (once resolved) first, the opening last."""
 
     status: str
     impact: str
@@ -77,21 +80,27 @@ def touched(config: StatusPageConfig, incident: Incident) -> list[str]:
 
 
 def said(incident: Incident) -> list[Said]:
-    """The public updates of the incident (daemon/pipeline/updates.py), newest first, then
-    its opening: a status page's list of updates."""
+    """What the public was told of the incident, newest first, as a status page lists it:
+    its resolution (once resolved), its public updates (daemon/pipeline/updates.py), then
+    its opening. Reads only the `update` entries of the timeline."""
     given = [
         Said(p.ts, p.facts.stage, STAGES[p.facts.stage])
         for p in updates(incident)
         if p.facts.public
     ]
     opening = Said(incident.opened_at, "investigating", STAGES["investigating"])
-    return [*reversed(given), opening]
+    told = [*reversed(given), opening]
+    if not incident.is_open and incident.resolved_at is not None:
+        told.insert(0, Said(incident.resolved_at, "resolved", STAGES["resolved"]))
+    return told
 
 
 def update(config: StatusPageConfig, incident: Incident, names: list[str], impact: str) -> Update:
     status = stage(incident)
-    last = last_public(incident)
+    told = said(incident)
     open_ = incident.is_open
+    # The resolution is the last word, even after an update posted as it resolved.
+    last = last_public(incident) if open_ else told[0].at
     return Update(
         status=status,
         impact=impact,
@@ -102,7 +111,7 @@ def update(config: StatusPageConfig, incident: Incident, names: list[str], impac
         next_update=last + config.update_every if open_ else None,
         resolved=incident.resolved_at,
         components=names,
-        updates=said(incident) if open_ else [],
+        updates=told,
     )
 
 
@@ -134,10 +143,17 @@ async def build(daemon: DaemonView, config: StatusPageConfig) -> StatusPage:
     resolved = await daemon.store.list_incidents(
         status=IncidentStatus.RESOLVED, limit=HISTORY_LIMIT
     )
+    shown = [(i, names) for i in resolved if i.opened_at >= since and (names := touched(config, i))]
+    # Their updates in one read (the history may hold hundreds), not each whole timeline.
+    told = await daemon.store.incident_entries([i.id for i, _ in shown], PUBLIC)
     history = [
-        update(config, i, names, "outage" if i.severity == "critical" else "degraded")
-        for i in resolved
-        if i.opened_at >= since and (names := touched(config, i))
+        update(
+            config,
+            replace(i, timeline=told.get(i.id, [])),
+            names,
+            "outage" if i.severity == "critical" else "degraded",
+        )
+        for i, names in shown
     ]
     return StatusPage(config.title, state, components, active, history, now)
 

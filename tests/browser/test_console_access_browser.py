@@ -188,4 +188,12 @@ async def test_the_status_page_goes_degraded_then_operational(
         await public.reload()
         assert await public.inner_text("#overall") == "All systems operational"
         assert await public.locator("section.update").count() == 0
+        # The history keeps the incident's story: resolved, (its updates,) investigating.
+        (past,) = await public.locator("ul.history > li").all()
+        told = await past.locator("ul.updates li").all_inner_texts()
+        assert [t.split(" · ", 1)[1] for t in told] == [
+            "Resolved: This incident is resolved.",
+            "Investigating: We are looking into it.",
+        ]
+        await public.screenshot(path=screenshots / "status-history.png", full_page=True)
         assert "health" not in await public.inner_text("body")  # no check names, ever

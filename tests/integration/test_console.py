@@ -472,6 +472,55 @@ async def test_controls_and_direction_overrides_are_shown_as_escapes(daemon: Dae
             assert "db\\u202eexe.live\\x1b[31m\\x07 fine" in html
 
 
+async def test_the_timeline_and_the_report_show_values_alike_with_units(daemon: Daemon) -> None:
+    now = daemon.clock.now()
+    incident = Incident(
+        id="slow-1",
+        rule="slow",
+        check="api",
+        severity="warning",
+        summary="slow",
+        opened_at=now,
+        trigger={
+            "value_name": "p95_seconds",
+            "value": 1.8,
+            "threshold": 1.5,
+            "baseline": None,
+            "for_seconds": 300.0,
+        },
+    )
+    await daemon.store.create_incident(incident)
+    entries = [
+        TimelineEntry(now + 1, Step.RESULT, "restart: ok", {"ok": True, "exit_code": 0}),
+        TimelineEntry(now + 2, Step.ALERT, "joined", {"labels": {"team": "ops", "page": False}}),
+        TimelineEntry(now + 3, Step.RESOLVED, "resolved", {"value": 0.91234567, "limit": 1.5}),
+    ]
+    for entry in entries:
+        await daemon.store.append_timeline(incident.id, entry)
+    shown = [
+        "value=1.8s",  # the trigger's numbers in the unit of the value the rule watched
+        "threshold=1.5s",
+        "baseline=—",
+        "for_seconds=5m",
+        "ok=yes",
+        "exit_code=0",
+        "labels=team: ops, page: no",
+        "value=912.3ms",  # the resolution's too
+        "limit=1.5s",
+    ]
+    async with logged_in(daemon, READ) as client:
+        _, html = await page(client, f"{base(daemon)}/ui/incidents/slow-1")
+        async with client.get(f"{base(daemon)}/ui/incidents/slow-1/report.md") as r:
+            text = await r.text()
+    live = html.split('id="live"')[1].split('class="report"')[0]
+    for said in shown:
+        assert f'<span class="kv">{said}</span>' in live, said
+        assert said in text, said
+    for repr_ in ("None", "True", "False", "{'", "0.91234567"):
+        assert repr_ not in live, repr_
+        assert repr_ not in text, repr_
+
+
 async def test_the_overview_lists_incidents_checks_and_rules(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:

@@ -198,11 +198,11 @@ async def test_a_restore_drills_report_shows_what_it_recorded(setup: Setup) -> N
     for shown in (
         "50.0 MiB",  # backup_bytes
         "ab" * 32,  # its sha256
-        "42.50s",  # time to recover
+        "42.5s",  # time to recover
         "<dt>within_rto</dt><dd>yes</dd>",
         '<dt>within_rpo</dt><dd class="bad">no</dd>',
         "6 rows restored, 7 in the backup",
-        "<td>120</td><td>120</td><td>yes</td><td></td>",  # no error: not "unknown"
+        "<td>120</td><td>120</td><td>yes</td><td>—</td>",  # no error: not "unknown"
         "SELECT count(*) &gt; 0 FROM users",
         "the backup is 30h old: over the RPO of 1d",
         "50s",  # the run's duration

@@ -5,13 +5,15 @@ incident, its history, a JSON feed with ETags, and nothing internal on it."""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from daemon.config.loader import ConfigError, load_config
-from daemon.core.updates import updates
+from daemon.core.models import Incident, Step, TimelineEntry
+from daemon.core.updates import UpdateFacts, updates
 from daemon.runtime.daemon import Daemon
 from tests.integration.test_console import READ, TOKENS
 from tests.utils import run_daemon, wait_for
@@ -44,6 +46,8 @@ status_page:
     - {{name: The application, checks: [health]}}
     - {{name: The database, checks: [spare]}}
 """
+# What the public page must never show: check and rule names, the condition, hosts, paths, codes.
+INTERNAL = ("health", "down", "up &lt; 1", "up < 1", "127.0.0.1", "/health", "503")
 
 
 def write_config(directory: Path, url: str, *, page: bool = True) -> Path:
@@ -53,6 +57,17 @@ def write_config(directory: Path, url: str, *, page: bool = True) -> Path:
         text = text[: text.index("status_page:")]
     path.write_text(text)
     return path
+
+
+def texts(value: object) -> list[str]:
+    """Every text in a JSON document, keys too."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [*value, *(t for v in value.values() for t in texts(v))]
+    if isinstance(value, list):
+        return [t for v in value for t in texts(v)]
+    return []
 
 
 async def status(session: aiohttp.ClientSession, daemon: Daemon) -> tuple[int, str]:
@@ -80,7 +95,7 @@ async def test_the_status_page_goes_degraded_then_operational_and_tells_nothing_
             assert f"<dt>{field}</dt>" in html
         assert "<dt>Current status</dt><dd>We are looking into it.</dd>" in html
         assert "<dt>Next update</dt>" in html
-        for internal in ("health", "down", "up &lt; 1", "127.0.0.1", "/health", "503", url):
+        for internal in (*INTERNAL, url):
             assert internal not in html, internal
 
         feed_url = f"http://127.0.0.1:{daemon.port}/status.json"
@@ -159,7 +174,7 @@ async def test_an_open_incident_is_updated_every_update_every_newest_first(
         _, html = await status(session, daemon)
         assert "<h3>Updates</h3>" in html
         assert html.count("Investigating: We are looking into it.") >= 3
-        for internal in ("health", "down", "up &lt; 1", "127.0.0.1", "/health", "503", url):
+        for internal in (*INTERNAL, url):
             assert internal not in html, internal
         assert "health" not in str(active)
 
@@ -167,3 +182,79 @@ async def test_an_open_incident_is_updated_every_update_every_newest_first(
         await wait_for(lambda: not daemon.engine.incidents)
         async with session.get(feed_url) as r:
             assert (await r.json())["active"] == []
+
+
+async def test_a_resolved_incident_keeps_its_story_resolution_updates_then_opening(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state, url = app_state
+    path = write_config(tmp_path, url)
+    path.write_text(path.read_text().replace("update_every: 30m", "update_every: 1s"))
+    async with run_daemon(path) as daemon:
+        feed_url = f"http://127.0.0.1:{daemon.port}/status.json"
+        state["up"] = False
+        await wait_for(lambda: bool(daemon.engine.incidents))
+        (incident,) = daemon.engine.incidents.values()
+        await wait_for(lambda: len(updates(incident)) >= 2, within=10)
+        state["up"] = True
+        await wait_for(lambda: not daemon.engine.incidents)
+        stored = await daemon.store.get_incident(incident.id)
+        assert stored is not None
+        assert stored.resolved_at is not None
+        public = [p.ts for p in updates(stored) if p.facts.public]
+        assert len(public) >= 2
+        # An update told a chat channel only, never the status page: not shown.
+        quiet = UpdateFacts("identified", public=False, told=("slack_ops",))
+        await daemon.store.append_timeline(
+            incident.id,
+            TimelineEntry(stored.resolved_at - 0.01, Step.UPDATE, "told slack_ops", quiet.data()),
+        )
+
+        # The history reads the updates of all its incidents at once, no timeline one by one.
+        read_whole: list[str] = []
+        get_incident = daemon.store.get_incident
+
+        async def counted(incident_id: str) -> Incident | None:
+            read_whole.append(incident_id)
+            return await get_incident(incident_id)
+
+        monkeypatch.setattr(daemon.store, "get_incident", counted)
+        async with session.get(feed_url) as r:
+            feed = await r.json()
+        assert read_whole == []
+        assert feed["active"] == []
+        (past,) = feed["history"]
+        said = past["updates"]
+        assert said[0] == {
+            "at": stored.resolved_at,
+            "status": "resolved",
+            "current_status": "This incident is resolved.",
+        }
+        assert [s["at"] for s in said[1:-1]] == sorted(public, reverse=True)
+        assert {s["status"] for s in said[1:-1]} == {"investigating"}
+        assert said[-1] == {
+            "at": stored.opened_at,
+            "status": "investigating",
+            "current_status": "We are looking into it.",
+        }
+        assert past["status"] == "resolved"
+        assert past["last_update"] == stored.resolved_at
+        assert past["next_update"] is None
+        assert past["components"] == ["The application"]
+
+        _, html = await status(session, daemon)
+        history = html.split("Past incidents")[1]
+        assert "The application: degraded. Resolved after" in history
+        lines = re.findall(r"<li><time>[^<]+</time> · ([^<]+)</li>", history)
+        assert lines == [
+            "Resolved: This incident is resolved.",
+            *["Investigating: We are looking into it."] * len(public),
+            "Investigating: We are looking into it.",
+        ]
+        words = " ".join(texts(feed))  # its times are numbers, whose digits may read "503"
+        for internal in (*INTERNAL, url, "slack_ops", "told", stored.summary, incident.id):
+            assert internal not in html, internal
+            assert internal not in words, internal

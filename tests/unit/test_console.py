@@ -80,7 +80,13 @@ def incident() -> Incident:
         opened_at=opened,
         status=IncidentStatus.RESOLVED,
         resolved_at=opened + 3723,
-        trigger={"value": 0.09, "threshold": 0.05},
+        trigger={
+            "value_name": "error_ratio",
+            "value": 0.09,
+            "threshold": 0.05,
+            "baseline": None,
+            "for_seconds": 300.0,
+        },
         acknowledged_by="ana",
         acknowledged_at=opened + 60,
     )
@@ -108,7 +114,12 @@ def test_the_report_follows_the_post_incident_steps_in_order() -> None:
     ]
     assert "- **Duration**: 1h 02m 03s" in text
     assert "- **Acknowledged**: 2026-05-28 20:27:40 UTC by ana" in text
-    assert "Trigger: threshold=0.05, value=0.09." in text
+    # One formatter (daemon/ui/values.py): the rule's numbers in the unit of what it watched.
+    trigger = "baseline=—; for_seconds=5m; threshold=5%; value=9%; value_name=error_ratio"
+    assert f"Trigger: {trigger}." in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1].endswith("| firing: errors | limit=5%; value=9% |")
+    assert rows[4].endswith("| ok=yes |")
     actions = text.split("## Actions")[1].split("##")[0]
     assert "running rollback" in actions
     assert "rollback: ok second line" in actions
@@ -130,6 +141,18 @@ def test_the_report_keeps_text_from_breaking_its_markdown() -> None:
 
 def test_the_report_escapes_markup_but_not_every_underscore() -> None:
     assert report.inline("min_samples _x_ <b> a|b") == "min_samples \\_x\\_ \\<b\\> a\\|b"
+
+
+def test_the_report_shows_controls_and_direction_overrides_as_escapes() -> None:
+    inc = incident()
+    inc.summary = "disk \u202efull"
+    inc.timeline[2].data = {"output": "ok\x1b[2J", "labels": {"team": "ops\u2066"}}
+    text = report.render(inc, now=0.0)
+    assert "\x1b" not in text
+    assert "\u202e" not in text
+    assert "\u2066" not in text
+    assert "# Incident report: disk \\\\u202efull" in text  # a backslash, escaped in Markdown
+    assert "| labels=team: ops\\\\u2066; output=ok\\\\x1b\\[2J |" in text
 
 
 def test_the_status_stage_follows_the_timeline() -> None:

@@ -1,13 +1,13 @@
 """How the console reads a record's data (daemon/ui/facts.py): units from names, unknown as
-unknown, lists and tables, bounds."""
+an em dash, lists and tables, bounds."""
 
 from __future__ import annotations
 
-from daemon.ui import facts
+from daemon.ui import facts, values
 from daemon.ui.facts import Fact, Table
 
 
-def test_units_come_from_names_and_none_is_unknown_never_zero() -> None:
+def test_units_come_from_names_and_none_is_a_dash_never_zero() -> None:
     shown = {
         f.name: f.text
         for f in facts.facts(
@@ -27,15 +27,15 @@ def test_units_come_from_names_and_none_is_unknown_never_zero() -> None:
     }
     assert shown == {
         "bytes": "50.0 MiB",
-        "restored_bytes": "unknown",
+        "restored_bytes": "—",
         "duration_seconds": "250ms",
         "time_to_recover_seconds": "1h2m5s",
         "started_at": "1970-01-01 00:00:00 UTC",
         "failing_since": "1970-01-01 00:01:00 UTC",
         "ok": "yes",
         "exit_code": "0",
-        "error": "",  # no error: not "unknown"
-        "ratio": "0.1235",
+        "error": "—",
+        "ratio": "12.35%",
     }
 
 
@@ -57,7 +57,7 @@ def test_lists_and_objects_become_items_and_tables_after_the_scalars() -> None:
     assert got[1] == Fact("within_rpo", "text", text="no", bad=True)
     assert got[2].table == Table(
         ["table", "expected", "restored", "ok", "error"],
-        [["users", "3", "3", "yes", ""], ["tasks", "9", "unknown", "no", "gone"]],
+        [["users", "3", "3", "yes", "—"], ["tasks", "9", "—", "no", "gone"]],
         0,
         [False, True],
     )
@@ -73,8 +73,8 @@ def test_long_text_and_long_tables_are_cut_and_say_so() -> None:
             "rows": [{"n": i} for i in range(facts.MAX_ROWS + 7)],
         }
     )
-    assert got[0].text == "x" * facts.MAX_TEXT + "…"
-    assert got[1].text == '{"deep": {"er": [1, 2]}}'  # past what a table shows: JSON
+    assert got[0].text == "x" * values.MAX_TEXT + "…"
+    assert got[1].text == "deep: {er: [1, 2]}"  # past what a table shows: pairs
     table = got[2].table
     assert table is not None
     assert (len(table.rows), table.more) == (facts.MAX_ROWS, 7)

@@ -162,6 +162,17 @@ class PostgresStore(ProcedureRuns):
         found = await self._read(_fetch(sql.OPEN_INCIDENTS))
         return [_incident(row) for row in found]
 
+    async def incident_entries(
+        self, incident_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[TimelineEntry]]:
+        if not incident_ids or not kinds:
+            return {}
+        args = (list(incident_ids), sorted(kinds))
+        found: dict[str, list[TimelineEntry]] = {}
+        for row in await self._read(_fetch(sql.INCIDENT_ENTRIES, *args)):
+            found.setdefault(row["incident_id"], []).append(records.entry(row))
+        return found
+
     # -- action ledger -----------------------------------------------------------------------
 
     async def begin_action(

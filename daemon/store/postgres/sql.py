@@ -35,6 +35,11 @@ OPEN_INCIDENTS = """
     WHERE i.status = 'open'
     ORDER BY i.opened_at, i.id
 """
+INCIDENT_ENTRIES = """
+    SELECT incident_id, ts, kind, message, data FROM timeline
+    WHERE incident_id = ANY($1::text[]) AND kind = ANY($2::text[])
+    ORDER BY incident_id, id
+"""
 # NULL parameters switch a filter off, so the statement text stays fixed.
 LIST_INCIDENTS = """
     SELECT id, rule, check_name, severity, summary, status, opened_at, resolved_at,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from daemon.core.models import Incident, IncidentStatus, TimelineEntry
@@ -31,6 +31,14 @@ from daemon.store.sqlite.procedure_runs import ProcedureRuns, prune_procedure_ru
 _APPEND_ENTRY = """
     INSERT INTO timeline (incident_id, ts, kind, message, data)
     SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM incidents WHERE id = ?)
+"""
+
+# The ids and kinds as JSON arrays: one statement whatever their number.
+_SELECT_ENTRIES = """
+    SELECT incident_id, ts, kind, message, data FROM timeline
+    WHERE incident_id IN (SELECT value FROM json_each(?1))
+      AND kind IN (SELECT value FROM json_each(?2))
+    ORDER BY incident_id, id
 """
 
 _PUT_VALUE = (
@@ -182,6 +190,17 @@ class SqliteStore(JobRuns, Leases, Deploys, ForwardedRequests, ProcedureRuns):
         for e in entries:
             timelines.setdefault(e["incident_id"], []).append(rows.entry(e))
         return [rows.incident(row, timelines.get(row["id"], [])) for row in found]
+
+    async def incident_entries(
+        self, incident_ids: Sequence[str], kinds: Collection[str]
+    ) -> dict[str, list[TimelineEntry]]:
+        if not incident_ids or not kinds:
+            return {}
+        params = (json.dumps(list(incident_ids)), json.dumps(sorted(kinds)))
+        found: dict[str, list[TimelineEntry]] = {}
+        for row in await self._fetchall(_SELECT_ENTRIES, params):
+            found.setdefault(row["incident_id"], []).append(rows.entry(row))
+        return found
 
     # -- action ledger -----------------------------------------------------------------------
 
