@@ -531,6 +531,8 @@ async def test_the_overview_lists_incidents_checks_and_rules(
     assert 'Open incidents <span class="count">1</span>' in html
     assert "status-critical" in html
     assert "up=0" in html
+    assert "status_code=503" in html
+    assert re.search(r"latency_seconds=[0-9.]+ms<", html)  # a check's values in their units
     assert "health.up &lt; 1" in html
     assert "state-firing" in html
 

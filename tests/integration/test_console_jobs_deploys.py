@@ -340,7 +340,7 @@ async def test_a_deploy_recorded_with_little_shows_what_it_has_and_unknown_as_un
     async with logged_in(setup.daemon, READ) as client:
         status, html = await page(client, f"{setup.url}/ui/deploys/dep-sparse")
         assert status == 200
-        assert "<td><code>traffic.error_ratio</code></td><td>0.004</td>" in html
+        assert "<td><code>traffic.error_ratio</code></td><td>0.4%</td>" in html
         assert '<code>traffic.p95_seconds</code></td><td><span class="quiet">unknown' in html
         assert "an entry from an older runbookd" in html
         assert 'http-equiv="refresh"' in html  # still watched: the page follows it
