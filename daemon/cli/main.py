@@ -388,16 +388,17 @@ def cmd_once(config_file: str, names: Sequence[str]) -> int:
 
 def cmd_demo(config_file: str | None, scenario: str | None, stay: bool | None) -> int:
     configure("warning", stream=sys.stderr)
-    if scenario == "deploy":
-        from daemon.cli.demo.deploy import DEPLOY_CONFIG, run_deploy_demo
-
-        return run_on_loop(run_deploy_demo(Path(config_file) if config_file else DEPLOY_CONFIG))
     from daemon.cli.demo.run import DEFAULT_CONFIG, run_demo, until_interrupted
 
     # From a terminal, someone may open the console it printed: it stays up until Ctrl-C.
-    keep = sys.stdout.isatty() if stay is None else stay
+    keep = until_interrupted if (sys.stdout.isatty() if stay is None else stay) else None
+    if scenario == "deploy":
+        from daemon.cli.demo.deploy import DEPLOY_CONFIG, run_deploy_demo
+
+        path = Path(config_file) if config_file else DEPLOY_CONFIG
+        return run_on_loop(run_deploy_demo(path, stay=keep))
     path = Path(config_file) if config_file else DEFAULT_CONFIG
-    return run_on_loop(run_demo(path, stay=until_interrupted if keep else None))
+    return run_on_loop(run_demo(path, stay=keep))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,16 @@
-"""`runbookd demo deploy`: the command run as a process goes through every step and exits 0;
-a rollback that does not happen makes it exit 1 naming that step."""
+"""`runbookd demo deploy`: the command run as a process goes through every step, keeps its
+console up with `--stay` until Ctrl-C and exits 0; a rollback that does not happen makes it
+exit 1 naming that step."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from daemon.cli.demo.deploy import DEPLOY_CONFIG, run_deploy_demo
@@ -15,16 +18,43 @@ from daemon.cli.demo.deploy import DEPLOY_CONFIG, run_deploy_demo
 ENVIRONMENT = ("DEMO_APP_URL", "DEMO_PAGER_URL", "DEMO_SLACK_URL", "RUNBOOKD_STATE_DIR")
 
 
-def test_demo_deploy_completes_a_good_deploy_and_rolls_back_a_bad_one() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "demo", "deploy"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+async def test_demo_deploy_completes_a_good_deploy_and_rolls_back_a_bad_one() -> None:
+    """Run as `runbookd demo deploy --stay`: the story, then the console stays up showing the
+    deploys it recorded until SIGINT (Ctrl-C), which ends the demo with 0."""
+    demo = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "daemon.cli", "demo", "deploy", "--stay"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    assert demo.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(90):
+            while "the console stays up at " not in (
+                line := (await demo.stdout.readline()).decode()
+            ):
+                assert line, "the demo ended before staying up:\n" + "".join(lines)
+                lines.append(line)
+            found = re.search(r"stays up at (\S+)", line)
+            assert found is not None, line
+            console = found[1]
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as client:
+                login = console.replace("/ui/deploys", "/ui/login")
+                async with client.post(login, data={"next": "/ui/deploys"}) as r:
+                    assert (r.status, r.url.path) == (200, "/ui/deploys")  # no tokens: loopback
+                    deploys = await r.text()
+            assert "v3-bad" in deploys
+            assert "rolled back" in deploys.lower() or "rolled_back" in deploys
+            demo.send_signal(signal.SIGINT)
+            rest, _ = await demo.communicate()
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+            await demo.wait()
+    assert demo.returncode == 0, "".join(lines) + rest.decode()
+    out = "".join(lines)
+    assert "console: http://127.0.0.1:" in out
     # The demo's own steps, each awaited before the next, and the channel's messages: each
     # list in the order it happened (the two interleave as the daemon's tasks run).
     steps = [
@@ -75,7 +105,13 @@ async def test_demo_deploy_names_the_step_that_did_not_happen(
     config = tmp_path / "demo-deploy.yaml"
     config.write_text(broken, encoding="utf-8")
     lines: list[str] = []
-    assert await run_deploy_demo(config, out=lines.append, step_timeout=8.0) == 1
+    stayed: list[str] = []
+
+    async def stay(console: str) -> None:
+        stayed.append(console)
+
+    assert await run_deploy_demo(config, out=lines.append, step_timeout=8.0, stay=stay) == 1
+    assert stayed == []  # a failed story ends: nothing is left running
     out = "\n".join(lines)
     assert "✓ breach detected against the pre-deploy baseline" in out
     assert lines[-1].endswith("✗ demo failed: this step did not happen: rolled back to v2")

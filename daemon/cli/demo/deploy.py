@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,14 @@ import aiohttp
 
 from daemon.api.servers import serve
 from daemon.cli.demo.app import Channel, DemoApp, Pager
-from daemon.cli.demo.run import DemoFailed, Stage, bundled_config, show_timelines, traffic
+from daemon.cli.demo.run import (
+    DemoFailed,
+    Stage,
+    bundled_config,
+    say_now,
+    show_timelines,
+    traffic,
+)
 from daemon.config.loader import load_config
 from daemon.core.models import Incident
 from daemon.core.units import format_duration
@@ -43,9 +50,12 @@ STEP_TIMEOUT = 15.0  # each step's bound: a watch (6s) and its extension fit in 
 
 async def run_deploy_demo(
     config_path: Path = DEPLOY_CONFIG,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = say_now,
     step_timeout: float = STEP_TIMEOUT,
+    stay: Callable[[str], Awaitable[None]] | None = None,
 ) -> int:
+    """The story, then, if it completed and `stay` is given, everything kept up until `stay`
+    (given the console's URL) returns: the deploys it recorded can be browsed."""
     stage = Stage(out, step_timeout)
     app = DemoApp(
         work=WORK, errors_every=ERRORS_EVERY, slow_every=SLOW_EVERY, slow=SLOW, buckets=BUCKETS
@@ -80,7 +90,12 @@ async def run_deploy_demo(
                 await daemon.start()
                 try:
                     world = World(stage, daemon, app, app_url, channel, opened, session)
-                    return await world.scenario()
+                    code = await world.scenario()
+                    if code == 0 and stay is not None:
+                        console = f"http://127.0.0.1:{daemon.port}/ui/deploys"
+                        stage.say(f"the console stays up at {console} (Ctrl-C ends the demo)")
+                        await stay(console)
+                    return code
                 except DemoFailed as failed:
                     stage.say(f"✗ demo failed: this step did not happen: {failed}")
                     return 1
@@ -114,6 +129,7 @@ class World:
     async def scenario(self) -> int:
         stage, daemon, app = self.stage, self.daemon, self.app
         stage.say(f"application v1 serving {CLIENTS} users; runbookd on port {daemon.port}")
+        stage.say(f"console: http://127.0.0.1:{daemon.port}/ui/deploys (browsable while it runs)")
         await stage.until(
             "runbookd ready: every check ran once", daemon.scheduler.first_round.is_set
         )

@@ -78,6 +78,11 @@ def show_timelines(stage: Stage, daemon: Daemon) -> list[Incident]:
     return opened
 
 
+def say_now(text: str) -> None:
+    """A line of the story, out at once even through a pipe (`| tee`): someone is watching."""
+    print(text, flush=True)
+
+
 class DemoFailed(Exception):
     pass
 
@@ -98,7 +103,7 @@ async def until_interrupted(console: str) -> None:
 
 async def run_demo(
     config_path: Path = DEFAULT_CONFIG,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = say_now,
     stay: Callable[[str], Awaitable[None]] | None = None,
 ) -> int:
     """The story, then, if it completed and `stay` is given, everything kept up until `stay`
