@@ -129,6 +129,8 @@ async def list_silences(daemon: DaemonView, args: dict[str, Any]) -> Answer:
 @act("createSilence")
 async def create_silence(daemon: DaemonView, args: dict[str, Any]) -> Answer:
     silence = Silence(**args["silence"])
+    if (unknown := daemon.operations.unknown_target(silence)) is not None:
+        return Answer.error(400, unknown)
     await daemon.operations.add_silence(silence)
     return Answer(201, silence.to_json(daemon.clock.now()))
 

@@ -131,6 +131,10 @@ class Operations(Protocol):
 
     def has_rule(self, rule: str) -> bool: ...
 
+    def unknown_target(self, silence: Silence) -> str | None:
+        """Why the silence could match nothing (an unknown rule or check), naming the field."""
+        ...
+
     async def reset_circuit(self, rule: str) -> bool:
         """Close the rule's circuit; whether it was open."""
         ...

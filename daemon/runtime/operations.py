@@ -11,8 +11,10 @@ from daemon.api.port import RunStart
 from daemon.core.models import Incident, Observation, RuleState, Step
 from daemon.deploys.models import DeployEvent
 from daemon.deploys.vercel import VercelDelivery
+from daemon.engine.alert_caps import CAP_SUFFIX
 from daemon.jobs.runner import JobBusy, UnknownJob
 from daemon.pipeline.approvals import Decision, Pending
+from daemon.pipeline.plans import BLIND_SUFFIX
 from daemon.pipeline.silences import Silence
 from daemon.procedures.models import ProcedureRun
 from daemon.store.protocol import Deploy, JobRun
@@ -94,6 +96,21 @@ class Operations:
     def has_rule(self, rule: str) -> bool:
         engine = self._daemon.engine
         return rule in engine.evaluators or rule in engine.alert_rules
+
+    def unknown_target(self, silence: Silence) -> str | None:
+        """Why the silence could match nothing (a rule or check this config does not have: a
+        typo would silence nothing and say nothing), naming the field; None when it can."""
+        engine, checks = self._daemon.engine, self._daemon.config.checks
+        if silence.rule is not None:
+            # `RULE:blind` and `RULE:alert_cap` incidents are the rule's own.
+            rule = silence.rule.removesuffix(BLIND_SUFFIX).removesuffix(CAP_SUFFIX)
+            if not self.has_rule(rule):
+                return "rule: " + no_such(
+                    "rule", silence.rule, [*engine.evaluators, *engine.alert_rules]
+                )
+        if silence.check is not None and silence.check not in checks:
+            return "check: " + no_such("check", silence.check, list(checks))
+        return None
 
     async def reset_circuit(self, rule: str) -> bool:
         return await self._daemon.pipeline.reset_circuit(rule)
@@ -196,3 +213,19 @@ class Operations:
 
     def cancel_procedure(self, run_id: str, by: str, reason: str) -> bool:
         return self._daemon.procedures.cancel(run_id, by, reason)
+
+
+def no_such(kind: str, name: str, known: list[str]) -> str:
+    """ "no rule 'app_dwn' (did you mean 'app_down'?)", else the names there are (a few)."""
+    import difflib  # only to word a refusal
+
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"no {kind} {name!r} (did you mean {close[0]!r}?)"
+    shown = sorted(known)[:10]
+    more = ", ..." if len(known) > len(shown) else ""
+    return (
+        f"no {kind} {name!r} (available: {', '.join(shown)}{more})"
+        if shown
+        else f"no {kind} {name!r} (none defined)"
+    )

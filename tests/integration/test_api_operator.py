@@ -221,6 +221,11 @@ OUT_OF_RANGE = "a time must lie between 2000-01-01 and 2100-01-01 (UTC)"
         ),
         ({"rule": "down", "duration": "91d"}, "ends_at: a silence lasts at most 90 days"),
         ({"rule": "down", "duration": "soon"}, "duration: not a duration: 'soon' "),
+        # A typo would silence nothing, and say nothing: refused, naming what there is.
+        ({"rule": "dwn", "duration": "1h"}, "rule: no rule 'dwn' (did you mean 'down'?)"),
+        ({"rule": "zzz", "duration": "1h"}, "rule: no rule 'zzz' (available: blind, down"),
+        ({"check": "helth", "duration": "1h"}, "check: no check 'helth' (did you mean 'health'?)"),
+        ({"rule": "nope:blind", "duration": "1h"}, "rule: no rule 'nope:blind'"),
         # Once a silence never active nor pruned, that `silence list` could not print.
         ({"rule": "down", "duration": "1h", "starts_at": 1e19}, f"starts_at: {OUT_OF_RANGE}"),
         ({"rule": "down", "duration": "1h", "starts_at": -5}, f"starts_at: {OUT_OF_RANGE}"),
@@ -247,6 +252,13 @@ async def test_a_bad_silence_is_refused_with_a_reason(
     assert status == 400
     assert answer["error"].startswith(reason)
     assert (await api.get("/silences"))["silences"] == []
+
+
+async def test_a_silence_may_name_a_rules_own_blind_and_alert_cap_incidents(api: Api) -> None:
+    for rule in ("down:blind", "down:alert_cap"):
+        body = {"created_by": "a", "comment": "c", "rule": rule, "duration": "1h"}
+        status, silence = await api.call("POST", "/silences", body)
+        assert (status, silence["rule"]) == (201, rule)
 
 
 async def test_a_silenced_incident_opens_but_nothing_runs(
