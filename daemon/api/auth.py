@@ -26,6 +26,18 @@ from daemon.config.settings import ApiSettings, ApiToken, GrafanaSigning, RateLi
 log = structlog.get_logger("runbookd.api")
 
 CALLER = web.RequestKey("caller", str)
+
+
+def acting(request: web.Request, by: str | None) -> str | None:
+    """Who acts, as the timeline and the audit record it: the name the request gives, with
+    the token that authenticated it when that token is someone else's (the record says who
+    held the key, not only who was typed); the token's name when no name is given."""
+    token = request.get(CALLER)
+    if by is None or token is None or token == by:
+        return by if by is not None else token
+    return f"{by} (token {token})"
+
+
 """The name of the token a request came with; absent when the API is open (no tokens)."""
 
 GRANTS: Mapping[Scope, frozenset[Scope]] = {

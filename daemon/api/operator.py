@@ -14,6 +14,7 @@ from aiohttp import web
 
 from daemon.api import openapi
 from daemon.api.acts import perform
+from daemon.api.auth import acting
 from daemon.api.bodies import json_error, json_response, read_json
 from daemon.api.port import DaemonView
 from daemon.api.routes import Handler
@@ -94,7 +95,8 @@ class Operator:
 
     async def _about_incident(self, request: web.Request, act: str, **extra: Any) -> web.Response:
         who = await read_json(request, Who)
-        args = {"incident": request.match_info["id"], "by": who.by, "reason": who.reason}
+        by = acting(request, who.by)
+        args = {"incident": request.match_info["id"], "by": by, "reason": who.reason}
         return await perform(self.daemon, act, args | extra)
 
     async def list_approvals(self, request: web.Request) -> web.Response:
@@ -113,7 +115,7 @@ class Operator:
 
     async def create_silence(self, request: web.Request) -> web.Response:
         body = await read_json(request, SilenceBody)
-        silence = silence_from(body, self.daemon.clock.now())
+        silence = silence_from(body, self.daemon.clock.now(), acting(request, body.created_by))
         if isinstance(silence, str):
             return json_error(400, silence)
         return await perform(self.daemon, "createSilence", {"silence": asdict(silence)})
@@ -165,7 +167,7 @@ class Operator:
         return json_response({"reloaded": True, "config_hash": daemon.config_hash})
 
 
-def silence_from(body: SilenceBody, now: float) -> Silence | str:
+def silence_from(body: SilenceBody, now: float, by: str | None = None) -> Silence | str:
     """The silence a request asks for, or why it is refused (naming the field)."""
     start, end = body.window(now)
     if start > now + MAX_AHEAD:
@@ -178,7 +180,7 @@ def silence_from(body: SilenceBody, now: float) -> Silence | str:
         id=new_silence_id(),
         starts_at=start,
         ends_at=end,
-        created_by=body.created_by,
+        created_by=by or body.created_by,
         comment=body.comment,
         created_at=now,
         rule=body.rule,

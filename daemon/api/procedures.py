@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from daemon.api.acts import perform
+from daemon.api.auth import acting
 from daemon.api.bodies import json_error, json_response, read_json
 from daemon.api.operator import query_limit
 from daemon.api.port import DaemonView
@@ -27,7 +28,11 @@ def procedure_handlers(daemon: DaemonView) -> dict[str, Handler]:
 
     async def start(request: web.Request) -> web.Response:
         body = await read_json(request, RunBody)
-        args = {"procedure": request.match_info["name"], "params": body.params, "by": body.by}
+        args = {
+            "procedure": request.match_info["name"],
+            "params": body.params,
+            "by": acting(request, body.by),
+        }
         return await perform(daemon, "startProcedure", args)
 
     async def runs(request: web.Request) -> web.Response:
@@ -51,7 +56,9 @@ def procedure_handlers(daemon: DaemonView) -> dict[str, Handler]:
         who = await read_json(request, Who)
         args = {"incident": request.match_info["id"], "approved": approved}
         args |= {"subject": "procedure run"}
-        return await perform(daemon, "decide", args | {"by": who.by, "reason": who.reason})
+        return await perform(
+            daemon, "decide", args | {"by": acting(request, who.by), "reason": who.reason}
+        )
 
     async def approve(request: web.Request) -> web.Response:
         return await decide(request, True)
@@ -61,7 +68,8 @@ def procedure_handlers(daemon: DaemonView) -> dict[str, Handler]:
 
     async def cancel(request: web.Request) -> web.Response:
         who = await read_json(request, Who)
-        args = {"run": request.match_info["id"], "by": who.by, "reason": who.reason}
+        args = {"run": request.match_info["id"], "by": acting(request, who.by)}
+        args["reason"] = who.reason
         return await perform(daemon, "cancelProcedure", args)
 
     return {

@@ -3,9 +3,10 @@ document."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from daemon.core.units import StrictModel, parse_duration, parse_time
 from daemon.deploys.models import Kind
@@ -15,12 +16,32 @@ MAX_SILENCE = 90 * 86400.0
 # A silence starts at most this far ahead: a maintenance window is planned weeks ahead, not
 # years (a start in 2300 would be a silence nobody sees end, and never pruned).
 MAX_AHEAD = 90 * 86400.0
+# Printable text on one line: it goes to Slack, the timeline, the audit and terminals.
+_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("must be one line of printable text (no control characters)")
+    return text
+
+
+def _bounds(max_length: int) -> Any:
+    """1..max_length characters; the pattern documents what `_one_line` checks."""
+    return Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": _ONE_LINE})
+
+
+_PRINTABLE = AfterValidator(_one_line)
+# Who acts, as the timeline and the audit name them; a version, a commit.
+Name = Annotated[str, _bounds(200), _PRINTABLE]
+Environment = Annotated[str, _bounds(64), _PRINTABLE]
 
 
 class Who(StrictModel):
     """Who acts, and why: both land on the incident's timeline."""
 
-    by: str = Field(min_length=1, max_length=200)
+    by: Name
     reason: str = Field(default="", max_length=2000)
 
 
@@ -29,7 +50,7 @@ Time = Annotated[float, BeforeValidator(parse_time, json_schema_input_type=float
 
 
 class SilenceBody(StrictModel):
-    created_by: str = Field(min_length=1, max_length=200)
+    created_by: Name
     comment: str = Field(min_length=1, max_length=2000)
     rule: str | None = None
     check: str | None = None
@@ -61,22 +82,18 @@ class SilenceBody(StrictModel):
         return start, end
 
 
-# Printable text on one line: it goes to Slack, the timeline and terminals.
-_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
-
-
 class DeployBody(StrictModel):
     """A deploy, as CI announces it (`runbookd deploy announce`)."""
 
-    version: str = Field(min_length=1, max_length=200, pattern=_ONE_LINE)
-    environment: str = Field(min_length=1, max_length=64, pattern=_ONE_LINE)
+    version: Name
+    environment: Environment
     kind: Kind = "standard"
-    commit: str | None = Field(None, min_length=1, max_length=200, pattern=_ONE_LINE)
-    by: str | None = Field(None, min_length=1, max_length=200, pattern=_ONE_LINE)
+    commit: Name | None = None
+    by: Name | None = None
 
 
 class RunBody(StrictModel):
     """A procedure's run, as `runbookd procedure run` asks for it."""
 
     params: dict[str, str] = Field(default_factory=dict, max_length=32)
-    by: str = Field(min_length=1, max_length=200, pattern=_ONE_LINE)
+    by: Name

@@ -149,6 +149,30 @@ async def test_403_names_the_token_and_the_scope_it_lacks(
     assert body == {"error": "token 'grafana' has scope read; this needs write"}
 
 
+async def test_the_record_names_the_token_that_acted_beside_the_name_typed(
+    api: str, session: aiohttp.ClientSession
+) -> None:
+    """A name typed in a request is what a person says; the token is who held the key."""
+    status, silence, _ = await call(session, "POST", f"{api}/api/v1/silences", WRITE, json=SILENCE)
+    assert (status, silence["created_by"]) == (201, "ana (token ops)")
+    mine = SILENCE | {"created_by": "ops"}
+    status, silence, _ = await call(session, "POST", f"{api}/api/v1/silences", WRITE, json=mine)
+    assert (status, silence["created_by"]) == (201, "ops")
+    for body in (SILENCE | {"created_by": "ana\x00"}, SILENCE | {"created_by": "ana\n<i>"}):
+        status, answer, _ = await call(session, "POST", f"{api}/api/v1/silences", WRITE, json=body)
+        assert status == 400
+        assert answer["error"] == (
+            "created_by: must be one line of printable text (no control characters)"
+        )
+    refused = {"by": "ana\u202e\x1b[31m"}
+    url = f"{api}/api/v1/incidents/x/acknowledge"
+    status, answer, _ = await call(session, "POST", url, WRITE, json=refused)
+    assert (status, answer["error"]) == (
+        400,
+        "by: must be one line of printable text (no control characters)",
+    )
+
+
 async def test_health_and_metrics_stay_open(api: str, session: aiohttp.ClientSession) -> None:
     for path in ("/healthz", "/readyz", "/metrics"):
         assert (await call(session, "GET", api + path))[0] == 200

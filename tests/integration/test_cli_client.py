@@ -141,7 +141,9 @@ async def test_add_list_and_expire_silences(url: str, capsys: pytest.CaptureFixt
     assert await runbookd("silence", "--url", url) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split() == ["ID", "STATE", "STARTS", "ENDS", "MATCHERS", "BY", "COMMENT"]
-    matchers = sorted(" ".join(row.split()[4:-2]) for row in rows)
+    # BY: the name typed, and the token that created it (the CLI's token is named ops).
+    assert all(row.split()[-4:-1] == ["ana", "(token", "ops)"] for row in rows)
+    matchers = sorted(" ".join(row.split()[4:-4]) for row in rows)
     assert sorted(row.split()[1] for row in rows) == ["active", "active", "scheduled"]
     assert matchers == ["check=health", "rule=down", "service=web env=prod"]
 
