@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from daemon.core.models import Incident, Step, StepFacts
+from daemon.core.units import format_duration
 from daemon.pipeline.acting import Actor
 from daemon.pipeline.approvals import Approvals, Decision
 from daemon.pipeline.outbox import Outbox
@@ -282,8 +283,10 @@ class Approval:
                 await actor.recorder.record(
                     incident,
                     Step.APPROVAL,
-                    f"waiting for approval to run {name} ({step.kind}): POST /api/v1/incidents/"
-                    f"{incident.id}/approve or /reject within {config.approval_timeout:g}s",
+                    f"waiting for approval to run {name} ({step.kind}) for "
+                    f"{format_duration(config.approval_timeout)}: approve or reject it on the "
+                    f"incident's page in the console, or `runbookd incidents approve "
+                    f"{incident.id}`",
                     **step.base,
                 )
                 await actor.save(step.run)

@@ -282,6 +282,11 @@ async def test_a_read_session_sees_no_buttons_and_its_forged_post_is_refused(
         status, html = await page(client, f"{base(daemon)}/ui/incidents/{incident_id}")
         assert status == 200
         assert "waits for approval" in html
+        # Said as a person acts on it: where, how long, and the command.
+        assert (
+            "waiting for approval to run notify (http) for 1m: approve or reject it on the "
+            f"incident&#39;s page in the console, or `runbookd incidents approve {incident_id}`"
+        ) in html
         assert f'action="/ui/incidents/{incident_id}/' not in html
         assert html.count("<button") == 1  # log out, and nothing else
         assert "you see, a <code>write</code> token acts" in html
