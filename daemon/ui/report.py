@@ -90,10 +90,12 @@ def render(incident: Incident, *, now: float) -> str:
     measure = values.measure_of(incident.trigger)
     lines += [_row(e, measure) for e in incident.timeline] or ["| - | - | no entries | |"]
     lines += ["", "## Actions", ""]
-    lines += _bullets(e for e in incident.timeline if e.kind in ACTIONS) or ["- none"]
+    lines += _bullets(e for e in incident.timeline if _acted(e)) or ["- none"]
     lines += ["", "## What was verified", ""]
-    lines += _bullets(e for e in incident.timeline if e.kind in VERIFIED) or [
+    lines += _bullets(e for e in incident.timeline if _verified(e)) or [
         "- nothing yet: the incident is open"
+        if incident.is_open
+        else "- nothing: it was resolved by hand, not seen to recover"
     ]
     lines += [
         "",
@@ -106,6 +108,19 @@ def render(incident: Incident, *, now: float) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _by_hand(entry: TimelineEntry) -> bool:
+    """A resolution an operator made (it names who): an action, not a recovery seen."""
+    return entry.kind == Step.RESOLVED and "by" in entry.data
+
+
+def _acted(entry: TimelineEntry) -> bool:
+    return entry.kind in ACTIONS or _by_hand(entry)
+
+
+def _verified(entry: TimelineEntry) -> bool:
+    return entry.kind in VERIFIED and not _by_hand(entry)
 
 
 def _row(entry: TimelineEntry, measure: str | None) -> str:

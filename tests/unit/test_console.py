@@ -130,6 +130,21 @@ def test_the_report_follows_the_post_incident_steps_in_order() -> None:
     assert text.count("(to fill in)") == 5
 
 
+def test_a_resolution_by_hand_is_an_action_not_something_verified() -> None:
+    closed = incident()
+    ts = closed.opened_at + 300
+    closed.timeline = [
+        *closed.timeline[:4],
+        TimelineEntry(ts, Step.RESOLVED, "resolved by ana: still failing", {"by": "ana"}),
+    ]
+    text = report.render(closed, now=0.0)
+    actions = text.split("## Actions")[1].split("##")[0]
+    verified = text.split("## What was verified")[1].split("##")[0]
+    assert "resolved by ana: still failing" in actions
+    assert "resolved by ana" not in verified
+    assert "- nothing: it was resolved by hand, not seen to recover" in verified
+
+
 def test_the_report_keeps_text_from_breaking_its_markdown() -> None:
     text = report.render(incident(), now=0.0)
     assert "error rate \\| high \\*now\\*" in text
