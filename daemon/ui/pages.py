@@ -127,7 +127,11 @@ class Console:
         return response
 
     def refused(self, request: web.Request, status: int, reason: str) -> web.Response:
-        context = {"reason": reason, "status": status, "session": self.session(request)}
+        session = self.session(request)
+        context = {"reason": reason, "status": status, "session": session}
+        if session is None:  # log in, and back to the page the person was on
+            back = return_to(URL(request.headers.get("Referer", "")).path_qs)
+            context["login"] = str(URL(LOGIN).with_query(next=back)) if back != "/ui/" else LOGIN
         return self.page(request, "error.html", context, status)
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
@@ -188,7 +192,11 @@ class Console:
             return self.refused(request, 403, "this form was sent from another site")
         session = self.session(request)
         if session is None:
-            return self.refused(request, 403, "no session (expired?): log in again")
+            reason = (
+                "your session has ended (it expired, or runbookd restarted): nothing was done. "
+                "Log in again, then send the form again."
+            )
+            return self.refused(request, 403, reason)
         form = await request.post()
         if not same_csrf(session, str(form.get("csrf", ""))):
             return self.refused(request, 403, "this form's CSRF token is not this session's")

@@ -89,7 +89,7 @@ async def test_an_expired_session_goes_back_to_login_and_its_forms_are_refused(
             [csrf],
         )
         assert refused[0] == 403
-        assert "no session (expired?)" in refused[1]
+        assert "your session has ended (it expired, or runbookd restarted)" in refused[1]
         assert daemon.pipeline.silences.list(daemon.clock.now()) == []
         page = await log_in(browser, url, WRITE)  # logging in again works
         assert await page.is_visible("text=Open incidents")

@@ -298,6 +298,22 @@ async def test_a_read_session_sees_no_buttons_and_its_forged_post_is_refused(
     assert daemon.pipeline.approvals.pending  # nothing was decided
 
 
+async def test_a_form_sent_after_the_session_ended_says_so_and_leads_back_to_its_page(
+    daemon: Daemon,
+) -> None:
+    url = f"{base(daemon)}/ui/incidents/inc-x/acknowledge"
+    back = f"{base(daemon)}/ui/incidents/inc-x"
+    headers = {"Referer": back}
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.post(url, data={"note": "on it"}, headers=headers) as r,
+    ):
+        assert r.status == 403
+        html = await r.text()
+    assert "your session has ended (it expired, or runbookd restarted): nothing was done" in html
+    assert '<a href="/ui/login?next=/ui/incidents/inc-x">Log in</a>' in html
+
+
 async def test_a_form_without_its_sessions_csrf_token_or_from_elsewhere_is_refused(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:
