@@ -7,7 +7,6 @@ names the field."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import sys
@@ -21,7 +20,8 @@ from daemon.api.auth import too_large
 from daemon.api.servers import HTTP_LIMITS, HttpLimits
 
 # NaN and the infinities are not JSON (RFC 8259): never written, whatever a store holds.
-strict_dumps = functools.partial(json.dumps, allow_nan=False)
+# One encoder for every answer (json.dumps with an option builds a new one each time).
+strict_dumps = json.JSONEncoder(allow_nan=False).encode
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,6 +38,8 @@ async def read_body(request: web.Request) -> bytes:
     arrived within the body timeout."""
     limits = request.app.get(HTTP_LIMITS) or HttpLimits()
     try:
+        if request.content.is_eof():  # all of it arrived with the head: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(limits.body_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -9,6 +9,7 @@ state across a restart, and the stored form of a firing alert.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -73,6 +74,20 @@ class AlertRule:
         del self.truncated[alert.group]
         self.heard.pop(alert.group, None)
         return not self.truncated
+
+    def group_restorer(self, group: str) -> Callable[[], None]:
+        """What puts back what is known of `group` now (undoing a request not committed)."""
+        left_out, heard = self.truncated.get(group), self.heard.get(group)
+
+        def restore() -> None:
+            self.truncated.pop(group, None)
+            self.heard.pop(group, None)
+            if left_out is not None:
+                self.truncated[group] = left_out
+            if heard is not None:
+                self.heard[group] = heard
+
+        return restore
 
     def hear(self, alert: Alert, now: float) -> None:
         """A notification of one of the truncated groups came: its hold starts again."""

@@ -21,8 +21,10 @@ so a firing delivered after its own resolution (`Resolutions`) does not open a n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -35,7 +37,9 @@ MAX_LABELS = 64
 MAX_TEXT = 4096
 
 
-@dataclass(frozen=True, slots=True)
+# Never changed once made, but not frozen: a frozen dataclass's __init__ sets each field
+# through object.__setattr__, several times the cost of the rest of making an alert.
+@dataclass(slots=True)
 class Alert:
     name: str
     firing: bool
@@ -112,6 +116,20 @@ class Resolutions:
         writes[fp] = {"starts_at": starts_at, "ends_at": alert.ends_at, "recorded_at": now}
         return writes
 
+    def restorer(self, fp: str) -> Callable[[], None]:
+        """What puts `fp`'s record back as it is now (undoing a request not committed). Records
+        `record` expired meanwhile stay gone: they were due to go, and the store drops them
+        again after a restart."""
+        starts, recorded = self._starts.get(fp), self._recorded.get(fp)
+
+        def restore() -> None:
+            self._starts.pop(fp, None)
+            self._recorded.pop(fp, None)
+            if starts is not None and recorded is not None:
+                self._starts[fp], self._recorded[fp] = starts, recorded
+
+        return restore
+
     def restore(self, stored: dict[str, Any], now: float) -> list[str]:
         """Load the store's records; returns the keys to delete (expired, or malformed)."""
         dropped: list[str] = []
@@ -150,10 +168,20 @@ class AlertCapReached(Exception):
         self.refused = refused
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"))
+
+
 def fingerprint(labels: dict[str, str]) -> str:
     """Stable identity from the label set, for senders that do not give one."""
-    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    canonical = _CANONICAL.encode(sorted(labels.items()))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1024)
+def group_digest(group_key: str) -> str:
+    """The identity of a sender's notification group: its groupKey's fingerprint. Cached: a
+    sender notifies the same groups again and again."""
+    return fingerprint({"groupKey": group_key})
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -161,7 +189,11 @@ def _timestamp(value: str | None) -> float | None:
     # Alertmanager writes the zero time "0001-01-01T00:00:00Z" for "not set".
     if not value or value.startswith("0001-"):
         return None
-    return parse_time(value)
+    return _parsed_time(value)
+
+
+# The alerts of one evaluation, and a group's repeats, carry the same times.
+_parsed_time = functools.lru_cache(maxsize=1024)(parse_time)
 
 
 class _Lenient(BaseModel):
@@ -232,14 +264,22 @@ class WebhookAlert(_Lenient):
 MAX_KEY = 256
 
 
+def _within_bounds(values: Labels) -> bool:
+    # A plain loop: the cheapest test for the few labels an alert has.
+    if len(values) > MAX_LABELS:
+        return False
+    for key, value in values.items():  # noqa: SIM110 (all() of a generator: twice the cost)
+        if len(key) > MAX_KEY or len(value) > MAX_TEXT:
+            return False
+    return True
+
+
 def clip(values: Labels, what: str) -> tuple[Labels, list[str]]:
     """`values` within the bounds (MAX_LABELS entries, keys of MAX_KEY and values of MAX_TEXT
     characters), and what was cut, for the timeline. Beyond MAX_LABELS, `alertname` is kept
     and the others in the order of their keys, so the same labels keep the same ones."""
-    if len(values) <= MAX_LABELS and all(
-        len(k) <= MAX_KEY and len(v) <= MAX_TEXT for k, v in values.items()
-    ):
-        return values, []  # within the bounds, as nearly every alert is: nothing to copy
+    if _within_bounds(values):
+        return values, []  # as nearly every alert is: nothing to copy
     notes: list[str] = []
     keys = list(values)
     if len(keys) > MAX_LABELS:
@@ -278,7 +318,7 @@ class AlertmanagerWebhook(_Lenient):
         default = (self.groupLabels or {}).get("alertname") or (self.commonLabels or {}).get(
             "alertname", ""
         )
-        group = fingerprint({"groupKey": self.groupKey}) if self.groupKey else ""
+        group = group_digest(self.groupKey) if self.groupKey else ""
         return [
             a.to_alert(
                 source, default_name=default[:MAX_TEXT], group=group, truncated=self.truncatedAlerts

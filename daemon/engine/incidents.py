@@ -140,9 +140,18 @@ class OpenIncidents:
             written.set()
             if self._opening.get(rule) is written:
                 del self._opening[rule]
-        self.metrics.incidents_open.set(len(self.by_rule))
-        self.metrics.incidents_opened.labels(rule).inc()
-        self.actions.start(incident, config)
+
+        def opened() -> None:
+            self.metrics.incidents_open.set(len(self.by_rule))
+            self.metrics.incidents_opened.labels(rule).inc()
+            self.actions.start(incident, config)
+
+        def not_opened() -> None:  # the enclosing batch was not committed
+            if self.by_rule.get(rule) is incident:
+                del self.by_rule[rule]
+
+        # Inside a caller's batch (a request of alerts), its plan starts once that commits.
+        self.recorder.once_committed(opened, not_opened)
 
     async def resolve(
         self, rule: str, ts: float, message: str, data: dict[str, Any], *, by: str | None = None
@@ -155,18 +164,26 @@ class OpenIncidents:
             return
         incident.status = IncidentStatus.RESOLVED
         incident.resolved_at, incident.resolved_by = ts, by
+
+        def reopen() -> None:  # as the store still has it
+            incident.status = IncidentStatus.OPEN
+            incident.resolved_at = incident.resolved_by = None
+            self.by_rule.setdefault(rule, incident)
+
         # One transaction: the resolution and the notices it owes (the pages' resolutions,
         # queued in the outbox) survive a crash together, or not at all.
-        async with self.recorder.batch():
-            try:
-                await self.fence.check()
-            except Fenced:
-                incident.status = IncidentStatus.OPEN
-                incident.resolved_at = incident.resolved_by = None
-                self.by_rule.setdefault(rule, incident)
-                log.warning("not resolved: this replica does not lead", incident=incident.id)
-                return
-            await self.store.resolve_incident(incident.id, ts, by=by)
-            await self.recorder.record(incident, Step.RESOLVED, message, **data)
-            await self.actions.resolved(incident)
+        try:
+            async with self.recorder.batch():
+                try:
+                    await self.fence.check()
+                except Fenced:
+                    reopen()
+                    log.warning("not resolved: this replica does not lead", incident=incident.id)
+                    return
+                await self.store.resolve_incident(incident.id, ts, by=by)
+                await self.recorder.record(incident, Step.RESOLVED, message, **data)
+                await self.actions.resolved(incident)
+        except BaseException:
+            reopen()  # not committed: still open, and a retry of the request resolves it
+            raise
         self.metrics.incidents_open.set(len(self.by_rule))

@@ -10,6 +10,7 @@ already firing changes nothing, and a late firing of an episode already resolved
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -171,8 +172,16 @@ class PushedAlerts:
             for a, names in zip(alerts, routed, strict=True)
             for name in names
         ):
-            async with self.recorder.batch():
-                stale, over_cap = await self._apply(alerts, routed)
+            undo: list[Callable[[], object]] = []
+            try:
+                async with self.recorder.batch():
+                    stale, over_cap = await self._apply(alerts, routed, undo)
+            except BaseException:
+                # Not committed (the sender is answered 5xx): what the request changed in
+                # memory goes back, so that its retry is applied and written as a new one.
+                for step in reversed(undo):
+                    step()
+                raise
         else:  # nothing changes, but late firings are still counted
             stale = [
                 (a, name)
@@ -206,7 +215,7 @@ class PushedAlerts:
             )
 
     async def _apply(
-        self, alerts: Sequence[Alert], routed: list[list[str]]
+        self, alerts: Sequence[Alert], routed: list[list[str]], undo: list[Callable[[], object]]
     ) -> tuple[list[tuple[Alert, str]], int]:
         # In order, deciding at each step from the state now: other tasks may have moved it
         # while this one waited for the store, and a request may resolve a rule's last alert
@@ -227,6 +236,8 @@ class PushedAlerts:
                     continue
                 fp = alert.fingerprint
                 left_out = rule.truncated.get(alert.group) if alert.group else None
+                if alert.group:
+                    undo.append(rule.group_restorer(alert.group))
                 if rule.note_truncation(alert, self.clock.now()) and not rule.firing:
                     await self._resolve_rule(name, alert)
                 if alert.group and rule.truncated.get(alert.group) != left_out:
@@ -239,6 +250,7 @@ class PushedAlerts:
                         continue
                     total += 1
                     rule.firing[fp] = alert.starts_at
+                    undo.append(functools.partial(rule.firing.pop, fp, None))
                     stored.setdefault(name, {})[fp] = alert_to_json(alert)
                     if (incident := self.incidents.by_rule.get(name)) is not None:
                         joined.setdefault(incident.id, (incident, []))[1].append(alert)
@@ -247,9 +259,11 @@ class PushedAlerts:
                 elif not alert.firing:
                     if rule.resolved.news(alert):
                         now = self.clock.now()
+                        undo.append(rule.resolved.restorer(fp))
                         resolutions.setdefault(name, {}).update(rule.resolved.record(alert, now))
                     if not rule.ends_episode(alert):
                         continue
+                    undo.append(functools.partial(rule.firing.__setitem__, fp, rule.firing[fp]))
                     del rule.firing[fp]
                     total -= 1
                     stored.setdefault(name, {})[fp] = None

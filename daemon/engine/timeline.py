@@ -18,7 +18,7 @@ log = structlog.get_logger("runbookd.timeline")
 
 # Entries that change no state (alerts joining an open incident): in a storm they would grow
 # the incident in memory without bound and be most of the log, so they are kept in the store
-# only, and logged at debug level.
+# only, and not logged (a log call costs more than the rest of recording them).
 STORE_ONLY = frozenset({Step.ALERT})
 
 
@@ -30,6 +30,8 @@ class Recorder:
         # The task in a batch, and what it recorded: announced once the batch is committed.
         self._batch_task: asyncio.Task[Any] | None = None
         self._held: list[tuple[Incident, TimelineEntry]] = []
+        # What the batch's task does once it is committed, and undoes if it is not.
+        self._after: list[tuple[Callable[[], object], Callable[[], object]]] = []
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
@@ -41,15 +43,31 @@ class Recorder:
             yield  # joins the enclosing batch
             return
         held: list[tuple[Incident, TimelineEntry]] = []
-        async with self.store.batch():
-            # Set once the store is ours: another task's batch has ended by then.
-            self._batch_task, self._held = task, held
-            try:
-                yield
-            finally:
-                self._batch_task, self._held = None, []
+        after: list[tuple[Callable[[], object], Callable[[], object]]] = []
+        try:
+            async with self.store.batch():
+                # Set once the store is ours: another task's batch has ended by then.
+                self._batch_task, self._held, self._after = task, held, after
+                try:
+                    yield
+                finally:
+                    self._batch_task, self._held, self._after = None, [], []
+        except BaseException:
+            for _, undo in reversed(after):
+                undo()
+            raise
         for incident, entry in held:
             self._announce(incident, entry)
+        for then, _ in after:
+            then()
+
+    def once_committed(self, then: Callable[[], object], undo: Callable[[], object]) -> None:
+        """`then` once what the calling task wrote is committed: at once outside a batch, else
+        when its batch commits; `undo` instead if the batch is rolled back."""
+        if self._batch_task is not None and self._batch_task is asyncio.current_task():
+            self._after.append((then, undo))
+        else:
+            then()
 
     async def open(self, incident: Incident, message: str, **data: Any) -> None:
         """Persist a new incident with its first timeline entry."""
@@ -73,7 +91,7 @@ class Recorder:
             self._announce(incident, entry)
 
     def _announce(self, incident: Incident, entry: TimelineEntry) -> None:
-        emit = log.debug if entry.kind in STORE_ONLY else log.info
-        emit(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)
+        if entry.kind not in STORE_ONLY:
+            log.info(entry.message, incident=incident.id, rule=incident.rule, step=entry.kind)
         for listener in self.listeners:
             listener(incident, entry)

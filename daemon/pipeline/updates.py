@@ -80,6 +80,18 @@ class Updates:
         if entry.kind == Step.OPENED or entry.succeeded() is not None:
             self._news.set()
 
+    def may_owe(self, incident: Incident) -> bool:
+        """Whether an update of `incident` can fall due at all, whatever its timeline holds: the
+        status page shows it, or a channel of the plan updates what it announced. When neither,
+        its timeline is not read: in an alert storm it holds an entry per request."""
+        if self.public_every(incident) is not None:
+            return True
+        plan = self.actor.plan
+        return any(
+            r.notifier and name in plan.configs and update_interval(r) is not None
+            for name, r in plan.remediations.items()
+        )
+
     def due(self, incident: Incident, now: float) -> Due:
         """What is due for `incident` (as the store has it) at `now`."""
         if not incident.is_open:
@@ -113,6 +125,8 @@ class Updates:
         for current in list(self.incidents()):
             if actor.stopping or not actor.fence.may_act():
                 return posted  # another replica leads: the updates are its own
+            if not self.may_owe(current):
+                continue
             stored = await actor.store.get_incident(current.id)
             if stored is None:
                 continue

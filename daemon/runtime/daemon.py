@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from checks.base import CHECKS, Check, CheckConfig, CheckContext
 from daemon.api.acts import carry_out
@@ -153,6 +153,8 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        # runbookd_alerts_received_total's children by label values (a few sources and states).
+        self._alert_counters: dict[tuple[str, str, str], Counter] = {}
         # A store given (tests) is the caller's; one built from the config is the daemon's,
         # with the SQLite state directory's lock, taken first thing at start.
         self._state_lock: StateDirLock | None = None
@@ -262,7 +264,10 @@ class Daemon:
             key = (a.source, state, "matched" if rules else "unmatched")
             counts[key] = counts.get(key, 0) + 1
         for labels, count in counts.items():
-            self.metrics.alerts.labels(*labels).inc(count)
+            counter = self._alert_counters.get(labels)
+            if counter is None:  # labels() takes a lock and checks its arguments: once each
+                counter = self._alert_counters[labels] = self.metrics.alerts.labels(*labels)
+            counter.inc(count)
         return sum(1 for rules in routed if rules)
 
     async def forward(self, act: str, args: dict[str, Any]) -> Answer:

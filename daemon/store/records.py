@@ -20,9 +20,13 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text; a value JSON cannot hold is a TypeError."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(value)
 
 
 # -- models to parameters ---------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -107,3 +111,57 @@ async def test_one_alertmanager_request_is_one_commit_and_answered_after_it(
         hooks = state["hooks"]
         assert isinstance(hooks, list)
         assert len(hooks) == 1  # one incident, remediated once
+
+
+async def test_a_failed_group_commit_fails_each_request_in_it_and_their_retries_are_recorded(
+    tmp_path: Path,
+    app_state: tuple[dict[str, object], str],
+    session: aiohttp.ClientSession,
+) -> None:
+    """Concurrent requests share one transaction; when its commit fails, each of them is
+    answered 500 (Alertmanager sends it again), none 200, and nothing of them stays in memory
+    alone: the retries open the incident and are stored as if they were new."""
+    _, url = app_state
+    async with run_daemon(am_config(tmp_path, url)) as daemon:
+        store = daemon.store
+        assert isinstance(store, SqliteStore)
+        api = f"http://127.0.0.1:{daemon.port}/api/v1/alerts"
+        fps = [f"fp{i}" for i in range(5)]
+        release = threading.Event()
+        trips: list[int] = []
+
+        real_trip = store._trip
+
+        def failing_trip(writes: list[Any], reads: list[Any], conn: sqlite3.Connection) -> Any:
+            # On the store's thread: the first trip that writes waits until the others are
+            # queued behind it, so that they share the next one; each fails as a failed COMMIT
+            # does. Reads (an incident id's start) go through.
+            if not writes:
+                return real_trip(writes, reads, conn)
+            trips.append(len(writes))
+            assert release.wait(10)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        async def post(fp: str) -> tuple[int, dict[str, Any]]:
+            async with session.post(api, json=webhook(alert(fingerprint=fp, host=fp))) as r:
+                return r.status, await r.json()
+
+        store._trip = failing_trip  # type: ignore[method-assign]
+        try:
+            sent = [asyncio.create_task(post(fp)) for fp in fps]
+            queued = lambda: [unit for unit in store._queue if not unit.read]  # noqa: E731
+            await wait_for(lambda: len(trips) == 1 and len(queued()) == len(fps) - 1)
+            release.set()
+            answers = await asyncio.gather(*sent)
+        finally:
+            del store._trip
+        assert trips == [1, len(fps) - 1]
+        assert answers == [(500, {"error": "internal error"})] * len(fps)
+        assert daemon.engine.incidents == {}
+        assert daemon.engine.alert_rules["errors"].firing == {}
+
+        for fp in fps:  # Alertmanager's retries
+            assert await post(fp) == (200, {"received": 1, "matched": 1})
+        assert sorted(await store.values("alerts:errors")) == fps
+        (incident,) = await store.list_incidents()
+        assert daemon.engine.incidents["errors"].id == incident.id

@@ -141,9 +141,9 @@ async def test_new_alerts_of_one_request_are_one_commit_one_incident_and_two_ent
     assert (joined.data["count"], joined.data["more"]) == (4, 0)
     assert [a["fingerprint"] for a in joined.data["alerts"]] == fps[1:]
     assert joined.data["alerts"][0]["labels"]["instance"] == "fp1"
-    # One log line per timeline entry, not per alert; alerts joining log at debug level.
+    # One log line for the incident, none per alert: alerts joining are in the timeline only.
     steps = [(e["step"], e["log_level"]) for e in logs if "step" in e]
-    assert steps == [("opened", "info"), ("alert", "debug")]
+    assert steps == [("opened", "info")]
     assert await db.values("alerts:errors") == {
         fp: {
             "name": "HighErrorRate",

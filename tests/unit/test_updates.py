@@ -204,6 +204,35 @@ async def test_nothing_at_all_without_a_status_page_or_an_announcing_channel() -
     assert await posted(w, incident) == []
 
 
+async def test_the_timeline_is_not_read_when_no_update_can_fall_due() -> None:
+    """No status page and no channel that updates: the round does not read the incident's
+    timeline (in an alert storm, an entry per request) every time it comes round."""
+    pager = FakePager("page")
+    w = make_world({"errors": RULE | {"do": ["page"]}}, {"page": pager})
+    public: list[float | None] = [None]
+    loop = Updates(
+        w.pipeline.actor,
+        w.pipeline.outbox,
+        incidents=lambda: w.engine.incidents.values(),
+        public_every=lambda incident: public[0],
+    )
+    await fire(w)
+    reads: list[str] = []
+    read = w.store.get_incident
+
+    async def counted(incident_id: str) -> Incident | None:
+        reads.append(incident_id)
+        return await read(incident_id)
+
+    w.store.get_incident = counted  # type: ignore[method-assign]
+    await w.clock.advance(10 * EVERY)
+    assert await loop.round() == 0
+    assert reads == []
+    public[0] = EVERY  # the status page shows it: read, and updated
+    assert await loop.round() == 1
+    assert len(reads) == 1
+
+
 async def test_a_replica_that_does_not_lead_posts_nothing() -> None:
     for knows in (True, False):
         w, loop, channel = world()
