@@ -15,11 +15,14 @@ def check_config_main(path: str) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    counts = (
-        f"{len(config.checks)} checks, {len(config.rules)} rules, "
-        f"{len(config.remediations)} remediations"
-    )
+    sections = {"check": config.checks, "rule": config.rules, "remediation": config.remediations}
     if config.jobs:
-        counts += f", {len(config.jobs)} jobs"
+        sections["job"] = config.jobs
+    counts = ", ".join(counted(len(entries), noun) for noun, entries in sections.items())
     print(f"{path}: ok ({counts})")
     return 0
+
+
+def counted(n: int, noun: str) -> str:
+    """1 check, 2 checks."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -26,7 +26,7 @@ import daemon.config.validation as config_validation
 import remediations.base
 from checks.base import CheckConfig, CheckContext, CheckResult
 from daemon.config import yaml_loader
-from daemon.config.check import check_config_main
+from daemon.config.check import check_config_main, counted
 from daemon.config.document import RunbookConfig, config_model
 from daemon.config.loader import config_hash, load_config, load_config_text
 from daemon.config.problems import ConfigError, Problem
@@ -439,6 +439,10 @@ def test_check_config_main_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out, err = capsys.readouterr()
     assert out == f"{path}: ok (2 checks, 2 rules, 2 remediations)\n"
     assert err == ""
+
+
+def test_check_config_counts_read_as_english() -> None:
+    assert [counted(n, "check") for n in (0, 1, 2)] == ["0 checks", "1 check", "2 checks"]
 
 
 def test_check_config_main_reports_problems(
