@@ -15,10 +15,9 @@ def check_config_main(path: str) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    sections = {"check": config.checks, "rule": config.rules, "remediation": config.remediations}
-    if config.jobs:
-        sections["job"] = config.jobs
-    counts = ", ".join(counted(len(entries), noun) for noun, entries in sections.items())
+    sizes = {"check": len(config.checks), "rule": len(config.rules)}
+    sizes |= {"remediation": len(config.remediations), "job": len(config.jobs)}
+    counts = ", ".join(counted(n, noun) for noun, n in sizes.items() if n or noun != "job")
     print(f"{path}: ok ({counts})")
     return 0
 
