@@ -40,6 +40,8 @@ class Session:
     flash: str = ""
     flash_ok: bool = True
     scope: Scope = field(default="read")
+    # What a refused form held, by field: filled in again until the next one is sent.
+    draft: dict[str, str] = field(default_factory=dict)
 
     def tell(self, got: Answer, done: str) -> None:
         """What an act came to, for the next page: `done`, or the act's refusal as it gave it."""

@@ -34,6 +34,30 @@ def utc_field(value: str) -> str:
     return value + "Z" if _LOCAL_TIME.match(value) else value
 
 
+# The form's words for the API's fields, as the refusal names them.
+LABELS = {
+    "rule": "Rule",
+    "check": "Check",
+    "duration": "For",
+    "starts_at": "From (UTC)",
+    "comment": "Comment",
+}
+
+
+def in_form_words(reason: str, fields: dict[str, str]) -> str:
+    """A refusal as the person who filled the form reads it: its labels, not the API's
+    fields ("ends_at: ..." is about "For" when no end was picked)."""
+    if reason.startswith("body: a silence needs a matcher"):
+        return "Pick a rule or a check to silence."
+    field, sep, rest = reason.partition(": ")
+    if not sep:
+        return reason
+    if field == "ends_at":
+        label = "or until (UTC)" if fields["ends_at"] else "For"
+        return f"{label}: {rest.replace('after starts_at', 'after its start')}"
+    return f"{LABELS[field]}: {rest}" if field in LABELS else reason
+
+
 class SilencePages:
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -58,6 +82,7 @@ class SilencePages:
             "error": "" if got.status == 200 else str(got.body.get("error")),
             "rules": rules,
             "checks": checks,
+            "draft": session.draft,
         }
         return self.console.page(request, "silences.html", context)
 
@@ -68,6 +93,7 @@ class SilencePages:
         session, form = got
         keys = ("rule", "check", "duration", "comment", "starts_at", "ends_at")
         fields = {key: str(form.get(key, "")).strip() for key in keys}
+        session.draft = dict(fields)  # kept for the form again if it is refused
         # A maintenance window: a start and an end picked in the browser, in UTC as every time
         # the console shows (an <input type=datetime-local> sends no zone).
         for key in ("starts_at", "ends_at"):
@@ -84,10 +110,14 @@ class SilencePages:
         except ValidationError as exc:
             silence = problem(exc)
         if isinstance(silence, str):
-            session.flash, session.flash_ok = silence, False
+            session.flash, session.flash_ok = in_form_words(silence, fields), False
         else:
             done = await answer(self.daemon, "createSilence", {"silence": asdict(silence)})
             session.tell(done, f"silence {silence.id} created")
+            if session.flash_ok:
+                session.draft = {}
+            else:
+                session.flash = in_form_words(session.flash, fields)
         # From an incident's page ("silence its rule"), back to it; never anywhere else.
         back = str(form.get("back", ""))
         return see_other(back if _INCIDENT_PAGE.match(back) else PAGE)

@@ -610,6 +610,34 @@ async def test_a_silence_is_created_listed_and_ended_through_the_console(daemon:
         assert daemon.pipeline.silences.list(daemon.clock.now()) == []
 
 
+async def test_a_refused_silence_says_why_in_the_forms_words_and_keeps_what_was_typed(
+    daemon: Daemon,
+) -> None:
+    silences = f"{base(daemon)}/ui/silences"
+    async with logged_in(daemon, WRITE) as client:
+        _, html = await page(client, silences)
+        form = {"csrf": csrf_of(html), "rule": "down", "duration": "0s", "comment": "db move"}
+        for sent, said in [
+            (form, "For: must be in the future and after its start"),
+            (form | {"duration": "91d"}, "For: a silence lasts at most 90 days"),
+            (form | {"duration": "soon"}, "For: not a duration: &#39;soon&#39;"),
+            (form | {"rule": ""}, "Pick a rule or a check to silence."),
+        ]:
+            async with client.post(silences, data=sent) as r:
+                html = await r.text()
+            flash = re.search(r'<p class="flash bad" role="status">(.*?)</p>', html)
+            assert flash is not None
+            assert flash[1].startswith(said), flash[1]
+            assert 'name="comment" maxlength="2000" required value="db move"' in html
+            assert f'name="duration" value="{sent["duration"]}"' in html
+        assert "<option selected>down</option>" not in html  # the last one picked no rule
+        async with client.post(silences, data=form | {"duration": "2h"}) as r:
+            html = await r.text()
+        assert "created" in html
+        assert 'required value=""' in html  # a silence created: the form is empty again
+        assert 'name="duration" value="1h"' in html
+
+
 async def test_an_incidents_rule_is_silenced_from_its_page_and_back_goes_only_there(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:
