@@ -1,0 +1,154 @@
+"""One kept-alive HTTP/1.1 connection: an asyncio Protocol that sends one request at a time
+and answers it through a future, with one timer for the request's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from daemon.clients.lean_http.errors import LeanHttpError, ServerDisconnected
+from daemon.clients.lean_http.wire import COMPLETE, HEAD, PreparedRequest, Response, ResponseReader
+
+if TYPE_CHECKING:
+    from daemon.clients.lean_http.pool import Pool
+
+
+class Connection(asyncio.Protocol):
+    """Owned by its pool: idle there, or busy with one request. When the caller did not ask
+    for the body, the answer goes out with the head and the connection reads the rest of the
+    body on its own (until the same deadline) before it is idle again."""
+
+    __slots__ = (
+        "_loop",
+        "_pool",
+        "_reader",
+        "_timer",
+        "_transport",
+        "_waiter",
+        "closed",
+        "idle_since",
+        "served",
+    )
+
+    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
+        self._pool = pool
+        self._loop = loop
+        self._reader = ResponseReader()
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.served = 0  # responses read whole on this connection
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    def send(
+        self, request: PreparedRequest, *, keep_body: bool, limit: int, deadline: float
+    ) -> asyncio.Future[Response]:
+        """Write the request; the future answers it (or fails: LeanHttpError, TimeoutError)."""
+        waiter: asyncio.Future[Response] = self._loop.create_future()
+        if self.closed or self._transport is None:
+            waiter.set_exception(ServerDisconnected(unanswered=True))
+            return waiter
+        self._waiter = waiter
+        self._reader.start(head_only=request.method == "HEAD", keep_body=keep_body, limit=limit)
+        self._timer = self._loop.call_at(deadline, self._timed_out)
+        self._transport.write(request.data)
+        return waiter
+
+    def abort(self) -> None:
+        """Close now, without a goodbye: the request in flight (if any) is abandoned."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
+        self._pool.forget(self)
+
+    def usable(self) -> bool:
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if self._timer is None:  # nothing asked: the server talks out of turn
+            self.abort()
+            return
+        try:
+            reader.feed(data)
+        except LeanHttpError as exc:
+            self._fail(exc)
+            self.abort()
+            return
+        if reader.state == COMPLETE:
+            self._complete()
+        elif reader.oversized:  # the body went over the limit: no use reading on
+            self._answer(reader.response())
+            self.abort()
+        elif reader.state == HEAD and not reader.keep_body:
+            self._answer(reader.response())
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: a half-closed HTTP connection is done
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        reader = self._reader
+        if self._timer is not None:
+            reader.eof()
+            if reader.state == COMPLETE:  # a body delimited by the close
+                self._complete()
+            else:
+                self._fail(ServerDisconnected(unanswered=not reader.received))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport = None
+        self._pool.forget(self)
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _answer(self, response: Response) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _complete(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reader = self._reader
+        try:
+            response = reader.response()
+        except LeanHttpError as exc:  # a body that does not decode
+            self._fail(exc)
+            self.abort()
+            return
+        self.served += 1
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+        elif waiter is not None and waiter.cancelled():
+            self.abort()  # the caller gave up: do not guess where it left the connection
+            return
+        if reader.keep_alive and not self.closed:
+            self._pool.release(self)
+        else:
+            self.abort()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError())
+        self.abort()
