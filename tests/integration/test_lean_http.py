@@ -525,3 +525,51 @@ def test_the_request_bytes() -> None:
     assert default_port is not None
     assert default_port.data.startswith(b"HEAD / HTTP/1.1\r\nHost: example.com\r\n")
     assert default_port.key == ("https", "example.com", 443)
+
+
+# -- on uvloop, the daemon's loop -----------------------------------------------------------------
+
+WITH_APP = [
+    test_get_sends_host_and_headers_and_reuses_one_connection,
+    test_chunked_and_gzip_bodies,
+    test_head_then_get_on_the_same_connection,
+    test_a_redirect_is_returned_not_followed,
+]
+WITH_RAW = [
+    test_raw_chunked_with_extensions_and_trailers,
+    test_a_close_delimited_body,
+    test_a_slow_body_times_out_and_closes_the_connection,
+    test_without_the_body_the_head_answers_and_the_rest_is_bounded,
+    test_an_idle_connection_the_server_closed_is_retried_once_on_a_new_one,
+    test_no_retry_on_a_new_connection_nor_after_part_of_an_answer,
+    test_a_cancelled_request_closes_its_connection,
+    test_connection_refused,
+]
+
+
+def test_the_same_on_uvloop() -> None:
+    """The daemon runs on uvloop, whose transports (TCP and TLS) are its own: the cases above
+    once more on it, each with a client of its own."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def each(case: Callable[[LeanHttpClient], Awaitable[None]]) -> None:
+        lean = LeanHttpClient()
+        try:
+            await case(lean)
+        finally:
+            await lean.close()
+        assert lean.open_connections() == 0
+
+    async def scenario() -> None:
+        async with serve(_app()) as url:
+            for with_app in WITH_APP:
+                await each(lambda lean, case=with_app: case(lean, url))  # type: ignore[misc]
+        for with_raw in WITH_RAW:
+            await each(with_raw)
+        await test_tls_verified_against_the_ca_given(trustme.CA())
+        await each(
+            lambda lean: test_tls_refuses_a_self_signed_certificate_by_default(lean, trustme.CA())
+        )
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())

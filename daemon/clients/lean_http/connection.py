@@ -4,7 +4,7 @@ and answers it through a future, with one timer for the request's deadline."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from daemon.clients.lean_http.errors import LeanHttpError, ServerDisconnected
 from daemon.clients.lean_http.wire import COMPLETE, HEAD, PreparedRequest, Response, ResponseReader
@@ -73,8 +73,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
