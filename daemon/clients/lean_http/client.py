@@ -64,18 +64,24 @@ class LeanHttpClient:
         deadline = loop.time() + timeout
         pool = self._pools.get(request.key) or self._pool(request, loop)
         conn = pool.take_idle()
-        reused = conn is not None
+        # Only a kept-alive connection may turn out closed by the server as the request went
+        # out; a new one that closes unanswered is the server's answer.
+        retry = conn is not None
         if conn is None:
             conn = await self._connect(pool, loop, deadline, connect_timeout)
-        try:
-            return await self._exchange(conn, request, read_body, body_limit, deadline)
-        except ServerDisconnected as exc:
-            if not (reused and exc.unanswered):
+        while True:
+            waiter = conn.send(request, keep_body=read_body, limit=body_limit, deadline=deadline)
+            try:
+                return await waiter
+            except ServerDisconnected as exc:
+                if not (retry and exc.unanswered):
+                    raise
+            except asyncio.CancelledError:
+                conn.abort()  # the caller gave up mid-request: the connection's state is unknown
                 raise
-        # The server had closed the idle connection as the request went out: once more, on a
-        # new connection (a GET or HEAD may be repeated).
-        conn = await self._connect(pool, loop, deadline, connect_timeout)
-        return await self._exchange(conn, request, read_body, body_limit, deadline)
+            # Once more, on a new connection (a GET or HEAD may be repeated), and only once.
+            retry = False
+            conn = await self._connect(pool, loop, deadline, connect_timeout)
 
     async def get(
         self,
@@ -138,17 +144,6 @@ class LeanHttpClient:
             deadline = min(deadline, loop.time() + connect_timeout)
         async with asyncio.timeout_at(deadline):
             return await pool.connect()
-
-    @staticmethod
-    async def _exchange(
-        conn: Connection, request: PreparedRequest, read_body: bool, limit: int, deadline: float
-    ) -> Response:
-        waiter = conn.send(request, keep_body=read_body, limit=limit, deadline=deadline)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            conn.abort()  # the caller gave up mid-request: the connection's state is unknown
-            raise
 
 
 def _prepared(method: str, url: URL | str, headers: Mapping[str, str] | None) -> PreparedRequest:

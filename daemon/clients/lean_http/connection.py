@@ -52,7 +52,7 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(ServerDisconnected(unanswered=True))
             return waiter
         self._waiter = waiter
-        self._reader.start(head_only=request.method == "HEAD", keep_body=keep_body, limit=limit)
+        self._reader.start(head_only=request.head_only, keep_body=keep_body, limit=limit)
         self._timer = self._loop.call_at(deadline, self._timed_out)
         self._transport.write(request.data)
         return waiter

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
@@ -45,10 +45,8 @@ class PreparedRequest:
     host: str  # as resolved and as the TLS server name (IDNA, no brackets)
     port: int
     data: bytes
-
-    @property
-    def key(self) -> PoolKey:
-        return (self.scheme, self.host, self.port)
+    key: PoolKey  # (scheme, host, port): the pool its connections come from
+    head_only: bool  # a HEAD: the response has no body, whatever its framing says
 
     @property
     def tls(self) -> bool:
@@ -79,7 +77,9 @@ def prepare(
     lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
     lines += [f"{name}: {value}" for name, value in fields.values()]
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return PreparedRequest(method, url.scheme, host, port, data)  # type: ignore[arg-type]
+    key = (url.scheme, host, port)
+    verb = cast(Method, method)  # checked above
+    return PreparedRequest(verb, url.scheme, host, port, data, key, verb == "HEAD")
 
 
 @dataclass(slots=True)
