@@ -375,6 +375,21 @@ async def test_no_retry_on_a_new_connection_nor_after_part_of_an_answer(
     assert server.connections == 2
 
 
+async def test_idle_connections_past_the_keepalive_timeout_are_closed(app_url: str) -> None:
+    lean = LeanHttpClient(keepalive_timeout=0.05)
+    try:
+        async with raw(replies(ok(b"a"))) as gone:
+            assert (await lean.get(gone.url, timeout=5)).body == b"a"
+            assert lean.open_connections() == 1
+            await asyncio.sleep(0.1)  # longer than the keep-alive timeout (a lower bound only)
+            # A request to another server closes the stale one (a check a reload removed).
+            assert (await lean.get(f"{app_url}/health", timeout=5)).status == 200
+            assert lean.open_connections() == 1
+            await wait_for(lambda: gone.client_closed == [True], within=5)
+    finally:
+        await lean.close()
+
+
 async def test_a_cancelled_request_closes_its_connection(client: LeanHttpClient) -> None:
     async with raw(slow_body) as server:
         task = asyncio.create_task(client.get(server.url, timeout=5))

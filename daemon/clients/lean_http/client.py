@@ -45,6 +45,7 @@ class LeanHttpClient:
         self._ssl = ssl_context
         self._pools: dict[PoolKey, Pool] = {}
         self._closed = False
+        self._next_sweep = 0.0
 
     async def send(
         self,
@@ -61,7 +62,10 @@ class LeanHttpClient:
         `read_body` it comes with the head and `body` is None. A body over `body_limit` bytes
         gives `oversized` and no body. Raises LeanHttpError or TimeoutError."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        now = loop.time()
+        deadline = now + timeout
+        if now >= self._next_sweep:
+            self._sweep(now)
         pool = self._pools.get(request.key) or self._pool(request, loop)
         conn = pool.take_idle()
         # Only a kept-alive connection may turn out closed by the server as the request went
@@ -116,6 +120,15 @@ class LeanHttpClient:
         return sum(pool.open_connections() for pool in self._pools.values())
 
     # -- inside --------------------------------------------------------------------------------
+
+    def _sweep(self, now: float) -> None:
+        """Close the connections idle for longer than the keep-alive timeout, and forget the
+        servers no request went to since (a check removed by a reload)."""
+        self._next_sweep = now + self._keepalive
+        for key, pool in list(self._pools.items()):
+            pool.close_idle(older_than=now - self._keepalive)
+            if not pool.open_connections():
+                del self._pools[key]
 
     def _pool(self, request: PreparedRequest, loop: asyncio.AbstractEventLoop) -> Pool:
         if self._closed:

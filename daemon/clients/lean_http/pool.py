@@ -113,6 +113,11 @@ class Pool:
         if conn in self._idle:
             self._idle.remove(conn)
 
+    def close_idle(self, older_than: float) -> None:
+        """Close the idle connections last used before `older_than` (loop time)."""
+        for conn in [c for c in self._idle if c.idle_since < older_than]:
+            conn.abort()
+
     def close(self) -> None:
         for conn in [*self._idle, *self._busy]:
             conn.abort()
