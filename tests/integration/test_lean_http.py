@@ -308,6 +308,33 @@ async def test_a_slow_body_times_out_and_closes_the_connection(client: LeanHttpC
         await wait_for(lambda: server.client_closed == [True], within=5)
 
 
+def fast_then_stalled(seen: RawServer) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_head(reader, seen)
+        writer.write(ok(b"fast"))
+        await read_head(reader, seen)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
+        await reader.read()
+
+    return handler
+
+
+@pytest.mark.parametrize(("first", "second"), [(0.1, 0.4), (5.0, 0.2)])
+async def test_each_request_on_a_connection_times_out_at_its_own_deadline(
+    client: LeanHttpClient, first: float, second: float
+) -> None:
+    """The connection's timer, armed for the first request, neither ends the second early
+    (a later deadline) nor late (an earlier one)."""
+    async with raw(fast_then_stalled) as server:
+        assert (await client.get(server.url, timeout=first)).body == b"fast"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.get(server.url, timeout=second)
+        assert second - 0.01 <= loop.time() - started < second + 0.5
+    assert server.connections == 1
+
+
 async def test_without_the_body_the_head_answers_and_the_rest_is_bounded(
     client: LeanHttpClient,
 ) -> None:
@@ -551,6 +578,8 @@ WITH_APP = [
     test_a_redirect_is_returned_not_followed,
 ]
 WITH_RAW = [
+    lambda lean: test_each_request_on_a_connection_times_out_at_its_own_deadline(lean, 0.1, 0.4),
+    lambda lean: test_each_request_on_a_connection_times_out_at_its_own_deadline(lean, 5.0, 0.2),
     test_raw_chunked_with_extensions_and_trailers,
     test_a_close_delimited_body,
     test_a_slow_body_times_out_and_closes_the_connection,
