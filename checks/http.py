@@ -173,6 +173,7 @@ class HttpCheck(Stateless):
                     self._lean,
                     timeout=self._timeout_s,
                     read_body=self._read_body,
+                    read_headers=False,  # status and body are all the check reads
                     body_limit=MAX_BODY,
                 )
                 code = answer.status

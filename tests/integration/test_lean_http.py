@@ -202,6 +202,21 @@ async def test_head_then_get_on_the_same_connection(client: LeanHttpClient, app_
     assert client.open_connections() == 1
 
 
+async def test_without_headers_or_body_only_the_status_comes_on_the_same_connection(
+    client: LeanHttpClient, app_url: str
+) -> None:
+    """What the http check asks when it reads no body: the status alone; the connection
+    switches between collecting header fields and not, request by request."""
+    for method in ("GET", "HEAD", "GET"):
+        request = prepare(method, f"{app_url}/health")  # head and body in one write
+        assert request is not None
+        bare = await client.send(request, timeout=5, read_body=False, read_headers=False)
+        assert (bare.status, bare.headers, bare.body) == (200, [], None)
+        full = await client.get(f"{app_url}/chunked", timeout=5)
+        assert (full.body, full.header("transfer-encoding")) == (b"one,two,three", "chunked")
+    assert client.open_connections() == 1
+
+
 async def test_a_redirect_is_returned_not_followed(client: LeanHttpClient, app_url: str) -> None:
     answer = await client.get(f"{app_url}/moved", timeout=5)
     assert (answer.status, answer.header("location")) == (301, "/health")
@@ -575,6 +590,7 @@ WITH_APP = [
     test_get_sends_host_and_headers_and_reuses_one_connection,
     test_chunked_and_gzip_bodies,
     test_head_then_get_on_the_same_connection,
+    test_without_headers_or_body_only_the_status_comes_on_the_same_connection,
     test_a_redirect_is_returned_not_followed,
 ]
 WITH_RAW = [

@@ -55,12 +55,14 @@ class LeanHttpClient:
         # asyncio.timeout (a task-level cancel scope for every check run).
         timeout: float,  # noqa: ASYNC109
         read_body: bool = True,
+        read_headers: bool = True,
         body_limit: int = DEFAULT_BODY_LIMIT,
         connect_timeout: float | None = None,
     ) -> Response:
         """The response, within `timeout` seconds in all (connecting included). Without
-        `read_body` it comes with the head and `body` is None. A body over `body_limit` bytes
-        gives `oversized` and no body. Raises LeanHttpError or TimeoutError."""
+        `read_body` it comes with the head and `body` is None; without `read_headers` (and
+        `read_body`) its `headers` are not collected. A body over `body_limit` bytes gives
+        `oversized` and no body. Raises LeanHttpError or TimeoutError."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = now + timeout
@@ -74,7 +76,13 @@ class LeanHttpClient:
         if conn is None:
             conn = await self._connect(pool, loop, deadline, connect_timeout)
         while True:
-            waiter = conn.send(request, keep_body=read_body, limit=body_limit, deadline=deadline)
+            waiter = conn.send(
+                request,
+                keep_body=read_body,
+                limit=body_limit,
+                deadline=deadline,
+                headers=read_headers,
+            )
             try:
                 return await waiter
             except ServerDisconnected as exc:

@@ -58,7 +58,13 @@ class Connection(asyncio.Protocol):
     # -- the caller's side -------------------------------------------------------------------
 
     def send(
-        self, request: PreparedRequest, *, keep_body: bool, limit: int, deadline: float
+        self,
+        request: PreparedRequest,
+        *,
+        keep_body: bool,
+        limit: int,
+        deadline: float,
+        headers: bool = True,
     ) -> asyncio.Future[Response]:
         """Write the request; the future answers it (or fails: LeanHttpError, TimeoutError)."""
         waiter: asyncio.Future[Response] = self._loop.create_future()
@@ -68,7 +74,9 @@ class Connection(asyncio.Protocol):
         self._waiter = waiter
         self._in_flight = True
         self._deadline = deadline
-        self._reader.start(head_only=request.head_only, keep_body=keep_body, limit=limit)
+        self._reader.start(
+            head_only=request.head_only, keep_body=keep_body, limit=limit, headers=headers
+        )
         timer = self._timer
         if timer is None or deadline < self._timer_at:
             if timer is not None:

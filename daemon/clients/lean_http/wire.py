@@ -116,8 +116,10 @@ class ResponseReader:
     spaces after a chunk size) and strict otherwise."""
 
     __slots__ = (
+        "_bare",
         "_close_delimited",
         "_encoding",
+        "_full",
         "_head_bytes",
         "_head_only",
         "_limit",
@@ -134,11 +136,16 @@ class ResponseReader:
     )
 
     def __init__(self) -> None:
-        self._parser = self._new_parser()
+        self._full = self._new_parser(with_headers=True)
+        self._bare: httptools.HttpResponseParser | None = None
+        self._parser = self._full
         self.start(head_only=False, keep_body=False, limit=0)
 
-    def _new_parser(self) -> httptools.HttpResponseParser:
-        parser = httptools.HttpResponseParser(self)
+    def _new_parser(self, *, with_headers: bool) -> httptools.HttpResponseParser:
+        # httptools calls back only what the object it is given has: without `on_header`
+        # the header fields cost nothing (six Python calls a response from nginx).
+        callbacks = self if with_headers else _Bare(self)
+        parser = httptools.HttpResponseParser(callbacks)
         parser.set_dangerous_leniencies(
             lenient_headers=True,
             lenient_optional_cr_before_lf=True,
@@ -146,8 +153,15 @@ class ResponseReader:
         )
         return parser
 
-    def start(self, *, head_only: bool, keep_body: bool, limit: int) -> None:
-        """Expect the response to a new request."""
+    def start(self, *, head_only: bool, keep_body: bool, limit: int, headers: bool = True) -> None:
+        """Expect the response to a new request. Without `headers` (and `keep_body`) the
+        header fields are not collected: the response's `headers` stays empty."""
+        if headers or keep_body:
+            self._parser = self._full
+        else:
+            if self._bare is None:
+                self._bare = self._new_parser(with_headers=False)
+            self._parser = self._bare
         self._head_only = head_only
         self.keep_body = keep_body
         self._limit = limit
@@ -182,7 +196,12 @@ class ResponseReader:
             # so the next response starts on a fresh parser.
             self.state = COMPLETE
             self.keep_alive = self._parser.should_keep_alive()
-            self._parser = self._new_parser()
+            fresh = self._new_parser(with_headers=self._parser is self._full)
+            if self._parser is self._full:
+                self._full = fresh
+            else:
+                self._bare = fresh
+            self._parser = fresh
 
     def eof(self) -> None:
         """The connection closed: a body delimited by the close ends here."""
@@ -219,6 +238,8 @@ class ResponseReader:
             return
         self.status = status
         self.state = HEAD
+        if self._parser is self._bare:
+            return  # no fields to read the framing from: the body is read to its end or cut
         length = None
         chunked = False
         for name, value in self.headers:
@@ -247,6 +268,18 @@ class ResponseReader:
         if self.state == HEAD:
             self.state = COMPLETE
             self.keep_alive = self._parser.should_keep_alive()
+
+
+class _Bare:
+    """What llhttp calls back when the header fields are not wanted: no `on_header`."""
+
+    __slots__ = ("on_body", "on_headers_complete", "on_message_begin", "on_message_complete")
+
+    def __init__(self, reader: ResponseReader) -> None:
+        self.on_message_begin = reader.on_message_begin
+        self.on_headers_complete = reader.on_headers_complete
+        self.on_body = reader.on_body
+        self.on_message_complete = reader.on_message_complete
 
 
 def _llhttp_reason(exc: Exception) -> str:
