@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 from pydantic import Field, ValidationInfo, field_validator
 
+from daemon.clients.lean_http import LeanHttpClient
 from daemon.core.clock import Clock
 from daemon.core.models import Status
 from daemon.core.registry import Registry
@@ -90,10 +91,12 @@ class CheckResult:
 
 @dataclass(slots=True)
 class CheckContext:
-    """Clients opened once at startup and shared by every check."""
+    """Clients opened once at startup and shared by every check. `lean_http` serves the plain
+    GETs and HEADs of `http` checks; without it they go through `session` too."""
 
     session: aiohttp.ClientSession
     clock: Clock
+    lean_http: LeanHttpClient | None = None
 
 
 class Check(Protocol):

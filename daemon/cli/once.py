@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult
+from daemon.clients.lean_http import LeanHttpClient
 from daemon.config.document import RunbookConfig
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.models import Status
@@ -53,8 +54,9 @@ async def run_once(
     if names:
         checks = {n: checks[n] for n in names}
     clock = clock or SystemClock()
+    lean_http = LeanHttpClient()
     async with aiohttp.ClientSession() as session:
-        ctx = CheckContext(session, clock)
+        ctx = CheckContext(session, clock, lean_http)
         await asyncio.gather(*(check.start(ctx) for check, _ in checks.values()))
         try:
             results = dict(zip(checks, await _run_all(checks, ctx, clock), strict=True))
@@ -66,6 +68,7 @@ async def run_once(
                 results.update(zip(again, await _run_all(again, ctx, clock), strict=True))
         finally:
             await asyncio.gather(*(check.stop() for check, _ in checks.values()))
+            await lean_http.close()
     rows = [
         (name, result.status.name, f"{took * 1000:.0f}ms", _values(result), result.reason)
         for name, (result, took) in results.items()

@@ -13,6 +13,8 @@ import aiohttp
 from pydantic import AfterValidator, BeforeValidator
 from yarl import URL
 
+from daemon.clients.lean_http import LeanHttpError
+
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _STATUS = re.compile(r"^[1-5](?:\d\d|xx)$")
 
@@ -98,6 +100,8 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
     """A short reason for a request that got no usable response."""
     if isinstance(exc, TimeoutError):
         return f"timeout after {timeout:g}s"
+    if isinstance(exc, LeanHttpError):
+        return exc.reason
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"DNS lookup failed for {exc.host}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -120,4 +124,4 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
 
 
 # Every expected failure of a request; anything else is a bug and should surface.
-REQUEST_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+REQUEST_ERRORS = (aiohttp.ClientError, LeanHttpError, TimeoutError, OSError)

@@ -32,6 +32,7 @@ from daemon.api.acts import carry_out
 from daemon.api.app import build_app
 from daemon.api.port import Answer
 from daemon.api.servers import start_site
+from daemon.clients.lean_http import LeanHttpClient
 from daemon.config.document import RunbookConfig
 from daemon.config.loader import config_hash, load_config
 from daemon.config.problems import ConfigError
@@ -307,7 +308,11 @@ class Daemon:
         connector = aiohttp.TCPConnector(limit=settings.max_checks_in_flight + 16)
         self._session = session = aiohttp.ClientSession(connector=connector)
         self._opened.push_async_callback(session.close)
-        self._build(session, plan)
+        # Plain GETs and HEADs of http checks: as many idle connections kept per server as
+        # aiohttp's connector keeps in all.
+        lean_http = LeanHttpClient(max_idle_per_host=settings.max_checks_in_flight + 16)
+        self._opened.push_async_callback(lean_http.close)
+        self._build(session, lean_http, plan)
         host, port = settings.listen_address
         if self.leadership is None:  # one daemon alone: it acts from the start
             with starting("cannot restore incidents"):
@@ -425,7 +430,7 @@ class Daemon:
             self.request_stop()
             await asyncio.Event().wait()  # until the stop cancels it
 
-    def _build(self, session: aiohttp.ClientSession, plan: Plan) -> None:
+    def _build(self, session: aiohttp.ClientSession, lean_http: LeanHttpClient, plan: Plan) -> None:
         self.pipeline = Pipeline(
             plan,
             ctx=RemediationContext(session, self.clock),
@@ -466,7 +471,7 @@ class Daemon:
         )
         self.recorder.listeners.append(self.deploys.on_entry)
         self.scheduler = Scheduler(
-            ctx=CheckContext(session, self.clock),
+            ctx=CheckContext(session, self.clock, lean_http),
             clock=self.clock,
             sink=self._observe,
             metrics=self.metrics,

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from checks.base import CheckContext, CheckResult
 from checks.http import HttpCheck, HttpCheckConfig
+from daemon.clients.lean_http import LeanHttpClient
 from daemon.core.clock import ManualClock
 from daemon.core.models import Status
 from tests.utils import free_port, serve_releasing
@@ -45,6 +46,9 @@ def _app(release: asyncio.Event) -> web.Application:
         await asyncio.sleep(0.15)
         return web.Response(text="ok")
 
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/ok")
+
     async def hang(request: web.Request) -> web.Response:
         await release.wait()
         return web.Response(text="too late")
@@ -59,6 +63,7 @@ def _app(release: asyncio.Event) -> web.Application:
     app.router.add_get("/header", echo_header)
     app.router.add_get("/slow", slow)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/moved", moved)
     return app
 
 
@@ -68,9 +73,20 @@ async def base_url() -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture
-def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> CheckContext:
-    return CheckContext(session=session, clock=clock)
+@pytest.fixture(params=["lean", "aiohttp"])
+async def ctx(
+    request: pytest.FixtureRequest, session: aiohttp.ClientSession, clock: ManualClock
+) -> AsyncIterator[CheckContext]:
+    """Every test twice: GETs through the lean client (as the daemon makes them), and through
+    aiohttp (what a context without the lean client, and a POST, use)."""
+    if request.param == "aiohttp":
+        yield CheckContext(session=session, clock=clock)
+        return
+    lean = LeanHttpClient()
+    try:
+        yield CheckContext(session=session, clock=clock, lean_http=lean)
+    finally:
+        await lean.close()
 
 
 def make(url: str, **fields: Any) -> HttpCheck:
@@ -186,3 +202,10 @@ async def test_slow_is_warn(ctx: CheckContext, base_url: str) -> None:
     assert result.reason.endswith("s, max_latency 0.05s")
     assert result.values["up"] == 1.0
     assert result.values["latency_seconds"] >= 0.15
+
+
+async def test_a_redirect_is_not_followed(ctx: CheckContext, base_url: str) -> None:
+    result = await run(ctx, f"{base_url}/moved")
+    assert (result.status, result.reason) == (Status.CRITICAL, "status 302, expected 200")
+    assert result.values["status_code"] == 302.0
+    assert (await run(ctx, f"{base_url}/moved", expect_status=["3xx"])).status is Status.OK
