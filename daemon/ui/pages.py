@@ -108,8 +108,12 @@ class Console:
         its main block again (the overview and an incident have live parts of their own)."""
         session: Session | None = context.get("session")
         live = session is not None and status == 200 and "live_url" not in context
+        role = self.daemon.role()
+        # Steps waiting for a person, in the navigation: the leader's own (a standby has none).
+        waiting = len(self.daemon.operations.pending_approvals()) if session is not None else 0
         base = {
-            "role": self.daemon.role(),
+            "role": role,
+            "waiting": waiting if role != "standby" else 0,
             "session": session,
             "can_act": session is not None and "write" in GRANTS[session.scope],
             "now": self.daemon.clock.now(),

@@ -158,6 +158,13 @@ async def build(daemon: DaemonView, config: StatusPageConfig) -> StatusPage:
     return StatusPage(config.title, state, components, active, history, now)
 
 
+NO_STATUS_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>No status page</title>'
+    "</head><body><h1>No status page</h1><p>This runbookd publishes no status page: its "
+    "config has no <code>status_page:</code> section.</p></body></html>"
+)
+
+
 class StatusPages:
     def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
@@ -169,6 +176,13 @@ class StatusPages:
         return config
 
     async def page(self, request: web.Request) -> web.StreamResponse:
+        if self.daemon.config.status_page is None:  # a browser reads a page, not JSON
+            return web.Response(
+                status=404,
+                text=NO_STATUS_PAGE,
+                content_type="text/html",
+                headers=SECURITY_HEADERS,
+            )
         status = await build(self.daemon, self._config())
         context = {"page": status, "now": status.generated_at}
         response = rendering.html("status.html", context)

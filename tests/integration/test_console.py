@@ -545,9 +545,12 @@ async def test_the_timeline_and_the_report_show_values_alike_with_units(daemon: 
 async def test_the_overview_lists_incidents_checks_and_rules(
     daemon: Daemon, app_state: tuple[dict[str, object], str]
 ) -> None:
-    incident_id = await waiting_incident(daemon, app_state[0])
     async with logged_in(daemon, READ) as client:
         _, html = await page(client, f"{base(daemon)}/ui/")
+        assert '<a href="/ui/approvals">Approvals</a>' in html  # nothing waits
+        incident_id = await waiting_incident(daemon, app_state[0])
+        _, html = await page(client, f"{base(daemon)}/ui/")
+    assert 'Approvals <span class="badge" title="steps waiting for a person">1</span>' in html
     assert f'href="/ui/incidents/{incident_id}"' in html
     assert 'Open incidents <span class="count">1</span>' in html
     assert "status-critical" in html

@@ -124,9 +124,9 @@ async def test_without_status_page_config_there_is_none(
     tmp_path: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
 ) -> None:
     async with run_daemon(write_config(tmp_path, app_state[1], page=False)) as daemon:
-        code, body = await status(session, daemon)
-        assert code == 404
-        assert "no status page" in body
+        async with session.get(f"http://127.0.0.1:{daemon.port}/status") as r:
+            assert (r.status, r.content_type) == (404, "text/html")  # a page, for a browser
+            assert "config has no <code>status_page:</code> section" in await r.text()
         async with session.get(
             f"http://127.0.0.1:{daemon.port}/status.json",
             headers={"Authorization": f"Bearer {READ}"},
