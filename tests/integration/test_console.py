@@ -141,7 +141,10 @@ async def test_login_returns_to_the_page_asked_for_and_only_to_this_console(
         async with client.get(wanted) as r:  # to the login form, which knows where to return
             assert r.url.path == "/ui/login"
             assert r.url.query["next"] == "/ui/checks?status=critical&match=db"
-            assert 'name="next" value="/ui/checks?status=critical&amp;match=db"' in await r.text()
+            html = await r.text()
+            assert 'name="next" value="/ui/checks?status=critical&amp;match=db"' in html
+            # Said why: after an expiry or a restart, the page just asked for a login.
+            assert "Log in to go on to <code>/ui/checks?status=critical&amp;match=db</code>" in html
             login = r.url
         async with client.post(login, data={"token": READ, "next": r.url.query["next"]}) as r:
             assert r.status == 200
