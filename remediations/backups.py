@@ -166,15 +166,6 @@ def utc(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def format_bytes(size: float) -> str:
-    """1000 B, 1.5 MiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 class Redactor:
     """Every credential a run knows of (the DSN's password, the S3 keys) out of a text or
     a result's data, whatever a tool, a server or a library put in its messages."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from daemon.core.units import format_duration
-from remediations.backups import format_bytes, utc
+from daemon.core.units import format_bytes, format_duration
+from remediations.backups import utc
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from daemon.clients.processes import SpawnError, describe_exit, streaming_proces
 from daemon.clients.s3 import describe_s3_failure, is_lasting, s3_client, s3_errors
 from daemon.clients.s3_upload import MIN_PART_SIZE, MultipartUpload, TooManyParts
 from daemon.core.models import Incident, RemediationResult
-from daemon.core.units import PositiveDuration, format_duration
+from daemon.core.units import PositiveDuration, format_bytes, format_duration
 from remediations.backups import (
     BACKUP_NAME,
     BackupStoreConfig,
@@ -47,7 +47,6 @@ from remediations.backups import (
     Redactor,
     backup_key,
     error_line,
-    format_bytes,
     manifest_key,
 )
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext

@@ -29,8 +29,8 @@ from pydantic import Field, SecretStr, field_validator
 from daemon.clients.postgres import checked_postgres_dsn, dsn_passwords, quote_ident, with_database
 from daemon.clients.s3 import s3_client
 from daemon.core.models import Incident, RemediationResult
-from daemon.core.units import PositiveDuration, Ratio, format_duration
-from remediations.backups import BackupStoreConfig, Failed, Manifest, Redactor, format_bytes, utc
+from daemon.core.units import PositiveDuration, Ratio, format_bytes, format_duration
+from remediations.backups import BackupStoreConfig, Failed, Manifest, Redactor, utc
 from remediations.base import REMEDIATIONS, Hooks, RemediationConfig, RemediationContext, run_params
 from remediations.drill_report import TableCount
 from remediations.pg_snapshot import message, pg_errors, session

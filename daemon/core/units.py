@@ -239,3 +239,12 @@ def parse_time(value: object) -> float:
     if not EARLIEST <= seconds < LATEST:  # NaN too: it compares false
         raise ValueError("a time must lie between 2000-01-01 and 2100-01-01 (UTC)")
     return float(seconds)
+
+
+def format_bytes(size: float) -> str:
+    """1000 B, 1.5 MiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

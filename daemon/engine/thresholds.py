@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import structlog
 
 from daemon.core.models import Incident, Observation, RuleState
+from daemon.core.values import shown
 from daemon.engine.incidents import Actions, OpenIncidents
 from daemon.rules.config import RuleConfig
 from daemon.rules.machine import RuleEvaluator, Transition
@@ -140,13 +141,13 @@ class ThresholdRules:
         )
         if t.new is RuleState.FIRING and t.rule not in self.incidents.by_rule:
             config = evaluator.config
-            limit = "?" if t.limit is None else f"{t.limit:g}"
-            summary = (
-                config.summary or f"{t.rule}: {t.condition} (value {t.value:g}, limit {limit})"
-            )
+            # In the unit of the value watched, as the condition says it (`> 5%`: value 19.86%).
+            value, unit = shown(t.value, config.condition.value), config.condition.value
+            limit = "?" if t.limit is None else shown(t.limit, unit)
+            summary = config.summary or f"{t.rule}: {t.condition} (value {value}, limit {limit})"
             message = f"firing: {summary}"
             if config.summary:
-                message += f" [{t.condition}: value {t.value:g}, limit {limit}]"
+                message += f" [{t.condition}: value {value}, limit {limit}]"
             trigger = {
                 "check": evaluator.check,
                 "value_name": config.condition.value,
@@ -162,5 +163,6 @@ class ThresholdRules:
             )
         elif t.new is RuleState.RESOLVED:
             data = {"value": t.value, "limit": t.limit, "condition": t.condition}
-            message = f"resolved: {t.condition} (value {t.value:g})"
+            value = shown(t.value, evaluator.config.condition.value)
+            message = f"resolved: {t.condition} (value {value})"
             await self.incidents.resolve(t.rule, t.ts, message, data)

@@ -4,7 +4,7 @@ failed), a deploy's source data, a timeline entry's facts.
 
 One general reading of the JSON a record holds, not one template per job type: a plugin's
 new field shows up without a console change. Each value reads as everywhere in the console
-and the incident report (daemon/ui/values.py: units from names, None as an em dash, never 0);
+and the incident report (daemon/core/values.py: units from names, None as an em dash, never 0);
 nested values past what a table shows are written as pairs, cut at `values.MAX_TEXT`."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from daemon.ui import values
-from daemon.ui.values import EM_DASH
+from daemon.core import values
+from daemon.core.values import EM_DASH
 
 MAX_ROWS = 500  # a table's rows (a drill's row counts of many tables): the rest are counted
 

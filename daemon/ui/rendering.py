@@ -11,8 +11,8 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
+from daemon.core import values
 from daemon.core.text import visible
-from daemon.ui import values
 from daemon.ui.spark import sparkline
 
 

@@ -8,10 +8,10 @@ import re
 import time
 from typing import Any
 
+from daemon.core import values
 from daemon.core.models import Incident, Step, TimelineEntry
 from daemon.core.text import one_line
-from daemon.ui import values
-from daemon.ui.values import span, utc
+from daemon.core.values import span, utc
 
 ACTIONS = frozenset(
     {
@@ -45,7 +45,7 @@ def inline(text: str) -> str:
 
 
 def facts(data: dict[str, Any], measure: str | None = None) -> str:
-    """An entry's data as `name=value` fields (daemon/ui/values.py says how each reads)."""
+    """An entry's data as `name=value` fields (daemon/core/values.py says how each reads)."""
     return "; ".join(f"{inline(k)}={inline(v)}" for k, v in values.pairs(data, measure))
 
 

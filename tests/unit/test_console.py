@@ -114,7 +114,7 @@ def test_the_report_follows_the_post_incident_steps_in_order() -> None:
     ]
     assert "- **Duration**: 1h 02m 03s" in text
     assert "- **Acknowledged**: 2026-05-28 20:27:40 UTC by ana" in text
-    # One formatter (daemon/ui/values.py): the rule's numbers in the unit of what it watched.
+    # One formatter (daemon/core/values.py): the rule's numbers in the unit of what it watched.
     trigger = "baseline=—; for_seconds=5m; threshold=5%; value=9%; value_name=error_ratio"
     assert f"Trigger: {trigger}." in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]

@@ -24,6 +24,8 @@ async def test_an_episode_opens_one_incident_and_runs_do_once() -> None:
     assert incident.trigger["value"] == 0.2
     assert incident.trigger["threshold"] == 0.05
     assert incident.trigger["condition"] == "app.error_ratio > 5%"
+    # Said in the unit of the condition, not as raw fractions (value 0.2, limit 0.05).
+    assert incident.summary == "errors: app.error_ratio > 5% (value 20%, limit 5%)"
     assert w.kinds() == ["opened", "action", "result"]
     result = incident.timeline[-1]
     assert result.data["remediation"] == "rollback"

@@ -3,7 +3,8 @@ an em dash, lists and tables, bounds."""
 
 from __future__ import annotations
 
-from daemon.ui import facts, values
+from daemon.core import values
+from daemon.ui import facts
 from daemon.ui.facts import Fact, Table
 
 

@@ -1,4 +1,4 @@
-"""The one formatter of recorded values (daemon/ui/values.py) the console's incident timeline,
+"""The one formatter of recorded values (daemon/core/values.py) the console's incident timeline,
 its record pages and the Markdown incident report share: no Python reprs, units from names,
 a rule's numbers in the unit of what it watched, controls escaped."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.ui import values
-from daemon.ui.values import EM_DASH, number, pairs, shown
+from daemon.core import values
+from daemon.core.values import EM_DASH, number, pairs, shown
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""How a recorded value reads to people: one formatter for the console (an incident's trigger
-and timeline, a job run's or a deploy's data) and the Markdown incident report, so that both
-say the same thing the same way.
+"""How a recorded value reads to people: one formatter for an incident's summary, the console
+(an incident's trigger and timeline, a job run's or a deploy's data) and the Markdown incident
+report, so that all say the same thing the same way.
 
 - yes / no for a boolean; an em dash for None or a missing value (unknown, or none);
 - a number to 4 significant digits, without an exponent where one is not needed;
@@ -22,8 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from daemon.core.text import visible
-from daemon.core.units import format_duration
-from remediations.backups import format_bytes
+from daemon.core.units import format_bytes, format_duration
 
 EM_DASH = "\u2014"
 MAX_TEXT = 300
