@@ -48,9 +48,11 @@ from tests.moto_server import moto_server
 from tests.paths import ROOT
 from tests.utils import free_port, wait_for
 
-# ~14 MiB gzipped at level 1 (the blob rows do not compress): three 5 MiB parts, so pg_dump is
-# still writing when the proxy stalls part 2 and part 3 waits behind it.
-BLOB_MIB = 12
+# ~20 MiB gzipped at level 1 (the blob rows do not compress): more than the 15 MiB runbookd
+# takes in while part 2 is held (parts 1 and 2 sent, part 3 filled and waiting behind it), so
+# pg_dump is surely still writing, blocked on its pipe, when the test looks (at ~14 MiB it
+# could finish first on a loaded machine).
+BLOB_MIB = 18
 PREFIX = "daily/"
 JOB = "nightly_backup"
 TIMEOUT = 7200.0  # pg_backup's default
