@@ -2,10 +2,11 @@
 
 In memory, bounded: a restart logs everyone out (the token logs them in again). A session
 keeps a digest of its token, never the token, and its scope is the token's scope of the moment:
-a token a reload removed ends its sessions, a token demoted to `read` loses its buttons. With no
-token configured (an open API, which the loader allows only on loopback) anyone who reaches the
-console may act, as anyone may call the API; it still takes a session, so that the cookie's
-SameSite rule and the CSRF token keep other web sites from acting through a browser.
+a token a reload removed (or made `intake`) ends its sessions, a token demoted to `read` loses
+its buttons. With no token configured (an open API, which the loader allows only on loopback)
+anyone who reaches the console may act, as anyone may call the API; it still takes a session,
+so that the cookie's SameSite rule and the CSRF token keep other web sites from acting through
+a browser.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from daemon.api.auth import GRANTS
 from daemon.api.port import Answer
 from daemon.config.settings import ApiToken, Scope
 
@@ -76,7 +78,8 @@ class Sessions:
         self, session_id: str | None, tokens: Sequence[ApiToken], *, now: float
     ) -> Session | None:
         """The live session with this id, its scope refreshed from `tokens` (the config of
-        the moment); None if there is none, it expired, or its token is gone."""
+        the moment); None if there is none, it expired, or its token is gone or may no longer
+        read."""
         if not session_id:
             return None
         key = digest(session_id)
@@ -84,7 +87,8 @@ class Sessions:
         if session is None:
             return None
         scope = current_scope(session, tokens)
-        if session.expires_at <= now or scope is None:
+        # A token a reload gave the `intake` scope may no longer read the console: ended.
+        if session.expires_at <= now or scope is None or "read" not in GRANTS[scope]:
             del self._by_id[key]
             return None
         session.scope = scope
