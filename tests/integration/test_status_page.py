@@ -143,18 +143,29 @@ def test_a_component_naming_an_unknown_check_is_a_config_problem(tmp_path: Path)
     assert "status_page" in str(info.value)
 
 
+def every_second(directory: Path, url: str) -> Path:
+    """The test config, with an update due every second."""
+    path = write_config(directory, url)
+    path.write_text(path.read_text().replace("update_every: 30m", "update_every: 1s"))
+    return path
+
+
+async def updated_twice(daemon: Daemon, state: dict[str, object]) -> Incident:
+    """The app down: its incident, once two updates have been posted."""
+    state["up"] = False
+    await wait_for(lambda: bool(daemon.engine.incidents))
+    (incident,) = daemon.engine.incidents.values()
+    await wait_for(lambda: len(updates(incident)) >= 2, within=10)
+    return incident
+
+
 async def test_an_open_incident_is_updated_every_update_every_newest_first(
     tmp_path: Path, app_state: tuple[dict[str, object], str], session: aiohttp.ClientSession
 ) -> None:
     state, url = app_state
-    path = write_config(tmp_path, url)
-    path.write_text(path.read_text().replace("update_every: 30m", "update_every: 1s"))
-    async with run_daemon(path) as daemon:
+    async with run_daemon(every_second(tmp_path, url)) as daemon:
         feed_url = f"http://127.0.0.1:{daemon.port}/status.json"
-        state["up"] = False
-        await wait_for(lambda: bool(daemon.engine.incidents))
-        (incident,) = daemon.engine.incidents.values()
-        await wait_for(lambda: len(updates(incident)) >= 2, within=10)
+        incident = await updated_twice(daemon, state)
         async with session.get(feed_url) as r:
             (active,) = (await r.json())["active"]
         said = active["updates"]
@@ -191,14 +202,9 @@ async def test_a_resolved_incident_keeps_its_story_resolution_updates_then_openi
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state, url = app_state
-    path = write_config(tmp_path, url)
-    path.write_text(path.read_text().replace("update_every: 30m", "update_every: 1s"))
-    async with run_daemon(path) as daemon:
+    async with run_daemon(every_second(tmp_path, url)) as daemon:
         feed_url = f"http://127.0.0.1:{daemon.port}/status.json"
-        state["up"] = False
-        await wait_for(lambda: bool(daemon.engine.incidents))
-        (incident,) = daemon.engine.incidents.values()
-        await wait_for(lambda: len(updates(incident)) >= 2, within=10)
+        incident = await updated_twice(daemon, state)
         state["up"] = True
         await wait_for(lambda: not daemon.engine.incidents)
         stored = await daemon.store.get_incident(incident.id)
