@@ -1,6 +1,7 @@
 """Notifications go out through the store: queued first, then delivered, retried with
 backoff (after a restart too) and finished once. A page is never lost, and its stable
-dedup_key (the incident id) means a retry never pages twice."""
+dedup_key (the incident id) means a retry never pages twice. A stop waits for the outcome of
+a delivery that ended to be written: only one the store could not record goes again."""
 
 from __future__ import annotations
 
@@ -79,8 +80,6 @@ class Outbox:
         while True:
             try:
                 await self._retry_due()
-            except Stopped:
-                pass  # stopping: the item waits in the store for the next daemon
             except Exception as exc:  # the store is down or slow
                 if not unreachable:
                     log.warning(
@@ -99,7 +98,12 @@ class Outbox:
             if self._stopping:
                 return  # what is left is due at the next daemon's first round
             if item.id not in self._in_flight and item.id not in self._finished:
-                await self.attempt(item, retry=True)
+                try:
+                    await self.attempt(item, retry=True)
+                except Stopped:
+                    if not self._stopping:
+                        raise
+                    return  # a drain began as it started: the item waits in the store
 
     async def _unsent_page(self, item: OutboxItem) -> OutboxItem | None:
         """The unfinished page (execute) that a resolution item must wait for, if any."""
