@@ -1,15 +1,18 @@
 """Notifications go out through the store: queued first, then delivered, retried with
 backoff (after a restart too) and finished once. A page is never lost, and its stable
-dedup_key (the incident id) means a retry never pages twice."""
+dedup_key (the incident id) means a retry never pages twice. A stop waits for the outcome of
+a delivery that ended to be written: only one the store could not record goes again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from daemon.core.clock import Clock
 from daemon.core.models import RemediationResult
+from daemon.pipeline.plan import Stopped
 from daemon.store.protocol import OutboxItem, Store
 
 log = structlog.get_logger("runbookd.outbox")
@@ -38,6 +41,24 @@ class Outbox:
         # Items finished since the retry loop read what is due: a page's delivery sends the
         # resolution waiting for it at once, and the loop must not send it again.
         self._finished: set[int] = set()
+        self._stopping = False  # a drain began: no new attempt starts
+        # Attempts whose delivery ended and whose outcome is being written.
+        self._recording = 0
+        self._recorded = asyncio.Event()
+        self._recorded.set()
+
+    def stop(self) -> None:
+        """A drain began: no new attempt starts; those under way end as any call does."""
+        self._stopping = True
+
+    async def recorded(self) -> None:
+        """Until every delivery that ended has its outcome written. A drain waits for this
+        before it cancels the pipeline's tasks, past its grace too: the delivery is done, only
+        the store's write is left (which the store bounds), and a cancelled write would leave
+        the item pending, so that the next daemon sends it again. When it returns, none is
+        being written (the caller cancels before anything else runs)."""
+        while self._recording:
+            await self._recorded.wait()
 
     async def send(
         self, incident_id: str, remediation: str, phase: str
@@ -74,8 +95,15 @@ class Outbox:
     async def _retry_due(self) -> None:
         self._finished.clear()
         for item in await self.store.outbox_due(self.clock.now()):
+            if self._stopping:
+                return  # what is left is due at the next daemon's first round
             if item.id not in self._in_flight and item.id not in self._finished:
-                await self.attempt(item, retry=True)
+                try:
+                    await self.attempt(item, retry=True)
+                except Stopped:
+                    if not self._stopping:
+                        raise
+                    return  # a drain began as it started: the item waits in the store
 
     async def _unsent_page(self, item: OutboxItem) -> OutboxItem | None:
         """The unfinished page (execute) that a resolution item must wait for, if any."""
@@ -92,8 +120,30 @@ class Outbox:
         """The page is out: a resolution that waited for it goes now, not at the next round."""
         for item in await self.store.outbox_pending(page.incident_id):
             waiting = item.phase == "resolve" and item.remediation == page.remediation
-            if waiting and item.id not in self._in_flight:
+            if waiting and item.id not in self._in_flight and not self._stopping:
                 await self.attempt(item, retry=True)
+
+    async def _record(self, item: OutboxItem, result: RemediationResult | None) -> None:
+        """What one delivery attempt leaves: finished, or due again after a backoff."""
+        attempts = item.attempts + 1
+        if result is None or result.ok:
+            await self.store.outbox_finish(item.id, "delivered")
+            self._finished.add(item.id)
+        elif result.recoverable and attempts < MAX_ATTEMPTS:
+            # A provider's Retry-After is honoured in full, even beyond our own backoff.
+            wait = max(backoff(attempts), result.retry_after or 0.0)
+            next_at = self.clock.now() + wait
+            await self.store.outbox_reschedule(item.id, next_at, attempts, result.detail)
+        else:
+            await self.store.outbox_finish(item.id, "failed")
+            self._finished.add(item.id)
+            log.error(
+                "notification given up",
+                incident=item.incident_id,
+                remediation=item.remediation,
+                attempts=attempts,
+                detail=result.detail,
+            )
 
     async def attempt(self, item: OutboxItem, *, retry: bool = False) -> RemediationResult | None:
         """One delivery attempt; what it leaves undone is due again after a backoff."""
@@ -107,27 +157,18 @@ class Outbox:
                 await self.store.outbox_reschedule(item.id, next_at, item.attempts, why)
                 return RemediationResult(False, why, recoverable=True)
             result = await self.deliver(item, retry)
-            attempts = item.attempts + 1
-            if result is None or result.ok:
-                await self.store.outbox_finish(item.id, "delivered")
-                self._finished.add(item.id)
-                if item.phase == "execute":
-                    await self._resolutions_after(item)
-            elif result.recoverable and attempts < MAX_ATTEMPTS:
-                # A provider's Retry-After is honoured in full, even beyond our own backoff.
-                wait = max(backoff(attempts), result.retry_after or 0.0)
-                next_at = self.clock.now() + wait
-                await self.store.outbox_reschedule(item.id, next_at, attempts, result.detail)
-            else:
-                await self.store.outbox_finish(item.id, "failed")
-                self._finished.add(item.id)
-                log.error(
-                    "notification given up",
-                    incident=item.incident_id,
-                    remediation=item.remediation,
-                    attempts=attempts,
-                    detail=result.detail,
-                )
+            # From here to the outcome written, a drain waits (`recorded`): an item delivered
+            # but left pending would go again after the restart, or from the next leader.
+            self._recording += 1
+            self._recorded.clear()
+            try:
+                await self._record(item, result)
+            finally:
+                self._recording -= 1
+                if not self._recording:
+                    self._recorded.set()
+            if (result is None or result.ok) and item.phase == "execute":
+                await self._resolutions_after(item)
             return result
         finally:
             self._in_flight.discard(item.id)

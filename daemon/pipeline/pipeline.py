@@ -220,14 +220,22 @@ class Pipeline:
         once: their progress is in the store and they resume after the restart. True if no
         running action had to be cancelled."""
         self.actor.stopping = True
-        for loop in (self._outbox_task, self._updates_task):
-            if loop is not None:
-                loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
+        # The outbox's loop starts no new attempt; one under way is a running call like any
+        # other, and the outcome of a delivery that ended is written before its task goes
+        # (cancelled, the item would stay pending and the next daemon would send it again).
+        self.outbox.stop()
+        await _cancelled(self._updates_task)
         finished = await self.actor.calls_done(grace)
-        pending = set(self._tasks)
+        await self.outbox.recorded()
+        pending = {*self._tasks, *([self._outbox_task] if self._outbox_task else [])}
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
         return finished
+
+
+async def _cancelled(loop: asyncio.Task[None] | None) -> None:
+    if loop is not None:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

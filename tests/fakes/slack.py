@@ -24,6 +24,7 @@ invalid_json; a rate limit is HTTP 429 with Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,8 @@ class FakeSlack:
 
     Set `error` to a documented error string to refuse every request with it (e.g. an
     archived channel; for chat.postMessage, an `{"ok": false}` error such as token_revoked);
-    `fail_next` queues transient 429 / 500 answers.
+    `fail_next` queues transient 429 / 500 answers. Set `held` to an event to hold every
+    webhook post (received, not answered) until it is set.
     """
 
     def __init__(self, path: str = WEBHOOK_PATH) -> None:
@@ -124,6 +126,7 @@ class FakeSlack:
         self.messages: list[dict[str, Any]] = []
         self.posted: list[Posted] = []
         self.failures = FailureQueue()
+        self.held: asyncio.Event | None = None
         self.app = web.Application()
         self.app.router.add_post("/services/{rest:.+}", self._post)
         self.app.router.add_post("/api/chat.postMessage", self._post_message)
@@ -182,6 +185,8 @@ class FakeSlack:
     async def _post(self, request: web.Request) -> web.Response:
         received = await receive(request)
         self.received.append(received)
+        if self.held is not None:
+            await self.held.wait()
         failure = self.failures.pop()
         if failure is not None:
             return self._failure(failure)

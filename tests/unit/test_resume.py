@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from structlog.testing import capture_logs
 
 from daemon.core.clock import ManualClock, settle
-from daemon.core.models import TimelineEntry
+from daemon.core.models import UPDATE_PHASE, Incident, RemediationResult, TimelineEntry
 from daemon.pipeline.approvals import Decision
 from daemon.pipeline.progress import PLANS
 from daemon.pipeline.silences import Silence
+from daemon.pipeline.updates import Updates
 from daemon.store.sqlite.repository import SqliteStore
+from remediations.base import RemediationContext
 from tests.world import RULE, FakeAction, FakePager, World, build_world
 
 Rules = dict[str, dict[str, Any]]
@@ -329,6 +331,143 @@ async def test_sigterm_waits_for_a_running_action_and_keeps_its_result(
     purge = FakeAction("purge")
     w = await d.start({"rollback": FakeAction("rollback"), "purge": purge})
     await w.settle_until(lambda: purge.calls == [incident])
+    await d.stop()
+
+
+class HangingChannel(FakePager):
+    """A channel that posts updates (like `slack`, every second) and answers one only when
+    released: a delivery still in flight as the daemon stops."""
+
+    update_every: ClassVar[float] = 1.0
+
+    def __init__(self, name: str, *, hang: bool = False) -> None:
+        super().__init__(name, hang=hang)
+        self.updated: list[float] = []
+
+    async def update(self, ctx: RemediationContext, incident: Incident) -> RemediationResult:
+        self.updated.append(ctx.clock.now())
+        if self.hang:
+            await self.release.wait()
+        return RemediationResult(True, "posted")
+
+
+def update_loop(w: World[SqliteStore]) -> Updates:
+    return Updates(
+        w.pipeline.actor,
+        w.pipeline.outbox,
+        incidents=lambda: w.engine.incidents.values(),
+        public_every=lambda incident: None,
+    )
+
+
+async def test_an_update_delivered_while_stopping_is_not_posted_again_after_the_restart(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    """Found under load (a graceful handover): the update's post answered during the drain,
+    which then cancelled the task still marking its outbox item delivered. The item stayed
+    pending and the next daemon posted the same update again."""
+    d = daemons({"errors": RULE | {"do": ["tell"]}})
+    channel = HangingChannel("tell")
+    w = await d.start({"tell": channel})
+    await fire(w)
+    incident = w.opened[0].id
+    await w.settle_until(lambda: channel.calls == [incident])  # announced
+    channel.hang = True
+    await w.clock.advance(1.0)
+    assert await update_loop(w).round() == 1
+    await w.settle_until(lambda: bool(channel.updated))  # the post is in flight
+    drain = asyncio.create_task(w.pipeline.drain(grace=30))
+    await settle()
+    assert not drain.done()
+    channel.release.set()  # the channel answers while the daemon stops
+    assert await drain is True
+    assert await w.store.outbox_pending(incident) == []
+    await w.store.close()
+    after = HangingChannel("tell")
+    w = await d.start({"tell": after})
+    await w.settle_until(lambda: True)  # the outbox's first round, at start
+    assert after.updated == []
+    results = [e for e in await d.timeline(incident) if e.step and e.step.phase == UPDATE_PHASE]
+    assert [e.kind for e in results] == ["result"]  # told once
+    await d.stop()
+
+
+async def test_a_page_delivered_while_stopping_is_not_sent_again_after_the_restart(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    d = daemons({"errors": RULE | {"do": ["page"]}})
+    pager = FakePager("page", hang=True)
+    w = await d.start({"page": pager})
+    await fire(w)
+    incident = w.opened[0].id
+    await w.settle_until(lambda: pager.calls == [incident])  # the page is in flight
+    drain = asyncio.create_task(w.pipeline.drain(grace=30))
+    await settle()
+    assert not drain.done()
+    pager.release.set()
+    assert await drain is True
+    assert await w.store.outbox_pending(incident) == []
+    await w.store.close()
+    after = FakePager("page")
+    w = await d.start({"page": after})
+    await w.settle_until(lambda: True)
+    assert after.calls == []
+    await d.stop()
+
+
+async def test_a_retry_in_flight_when_stopping_gets_the_grace_and_is_not_sent_again(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    """The outbox's loop used to be cancelled first thing in a drain: a retry under way was
+    cut off mid-call (perhaps delivered, never recorded) and went again after the restart."""
+    d = daemons({"errors": RULE | {"do": ["page"]}})
+    pager = FakePager("page", outcomes=["retry"])
+    w = await d.start({"page": pager})
+    await fire(w)
+    incident = w.opened[0].id
+    await w.settle_until(lambda: "queued" in kinds(w.opened[0].timeline))
+    pager.hang = True
+    await w.advance_until(lambda: len(pager.calls) == 2, step=5, limit=40)  # the retry
+    drain = asyncio.create_task(w.pipeline.drain(grace=30))
+    await settle()
+    assert not drain.done()
+    pager.release.set()
+    assert await drain is True
+    assert await w.store.outbox_pending(incident) == []
+    await w.store.close()
+    after = FakePager("page")
+    w = await d.start({"page": after})
+    await w.settle_until(lambda: True)
+    assert after.calls == []
+    await d.stop()
+
+
+async def test_a_delivery_whose_outcome_cannot_be_written_goes_again_after_the_restart(
+    daemons: Callable[..., Daemonish],
+) -> None:
+    """At least once: a page delivered as the store fails stays pending, and is sent again
+    (its dedup key makes it one page at the provider)."""
+    d = daemons({"errors": RULE | {"do": ["page"]}})
+    pager = FakePager("page", hang=True)
+    w = await d.start({"page": pager})
+    await fire(w)
+    incident = w.opened[0].id
+    await w.settle_until(lambda: pager.calls == [incident])
+
+    async def refused(*args: Any) -> None:
+        raise RuntimeError("the store refuses the write")
+
+    w.store.outbox_finish = refused  # type: ignore[method-assign]
+    drain = asyncio.create_task(w.pipeline.drain(grace=30))
+    await settle()
+    with capture_logs():
+        pager.release.set()
+        assert await drain is True
+    assert [i.phase for i in await w.store.outbox_pending(incident)] == ["execute"]
+    await w.store.close()
+    after = FakePager("page")
+    w = await d.start({"page": after})
+    await w.settle_until(lambda: after.calls == [incident])
     await d.stop()
 
 
