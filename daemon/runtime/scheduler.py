@@ -224,7 +224,9 @@ class Scheduler:
         """Into the slot of the wake-up that will start it: a heap of wake-ups (one per tick
         that has checks), not of runs, so a run costs a list append instead of a heap push and
         pop among thousands of runs."""
-        at = self._next_wake(due)
+        # The first tick at or after `due`: checks due within one tick start together.
+        tick = self.tick
+        at = max(due, math.ceil(due / tick) * tick) if tick > 0 else due
         slot = self._slots.get(at)
         if slot is None:
             slot = self._slots[at] = []
@@ -263,12 +265,6 @@ class Scheduler:
                 self._push(due + interval * (math.floor((now - due) / interval) + 1), job)
             delay = self._wakes[0] - now if self._wakes else None
             await self._sleep(delay)
-
-    def _next_wake(self, due: float) -> float:
-        """The first tick at or after `due`: checks due within one tick start together."""
-        if self.tick <= 0:
-            return due
-        return max(due, math.ceil(due / self.tick) * self.tick)
 
     def _series(self, job: Job) -> CheckSeries:
         if job.series is None:
@@ -359,7 +355,7 @@ class Scheduler:
             job.name, result.status, result.values, ended, ended - started, result.reason, due
         )
         job.runs += 1
-        self._series(job).observe(obs)
+        (job.series or self._series(job)).observe(obs)
         if obs.status is not job.last_status:
             self._log_change(job, obs)
         self._sinking.add(task)
