@@ -1,8 +1,9 @@
 """Runs every check on its own interval: one timer heap, a fixed pool of workers.
 
-Built for thousands of checks in one process: a single loop pops due checks off a heap and
-hands them to `max_in_flight` long-lived workers (the bound on checks in flight), so there is
-no task per check and no per-check timer. A check never overlaps itself: if its previous run is
+Built for thousands of checks in one process: a single loop wakes once per tick that has due
+checks (a heap of ticks, each with its slot of runs) and hands them to `max_in_flight`
+long-lived workers (the bound on checks in flight), so there is no task per check and no
+per-check timer. A check never overlaps itself: if its previous run is
 still going when it is due again, the run is skipped and counted. Due times advance by whole
 intervals from a stable per-check phase, so the schedule neither drifts nor bursts to catch up.
 """
