@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from daemon.core.clock import ManualClock
+from daemon.core.clock import ManualClock, Timer
 from daemon.core.models import Incident, RemediationResult
 from daemon.engine.engine import Engine
 from daemon.engine.timeline import Recorder
@@ -302,6 +302,9 @@ class ReplicaClock:
     async def sleep(self, seconds: float) -> None:
         await self.base.sleep(self._real(seconds))
         await self.process.awake()
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        return self.base.call_later(self._real(seconds), lambda: self.process.when_awake(callback))
 
     @asynccontextmanager
     async def _timeout(self, seconds: float) -> AsyncIterator[object]:

@@ -11,12 +11,21 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        """Call `callback` on the event loop after `seconds`, unless cancelled first: a wait
+        that something else may end sooner, without the task cancellation of a timeout."""
+        ...
 
     def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
         """Like asyncio.timeout: the body is cancelled and TimeoutError raised after `seconds`."""
@@ -29,6 +38,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)
 
     def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
         return asyncio.timeout(seconds)
@@ -77,6 +89,9 @@ class ManualClock:
     def cancel(self, handle: int) -> None:
         self._cancelled.add(handle)
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        return _ManualTimer(self, self.call_at(self._now + max(0.0, seconds), callback))
+
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         if self._autojump:
@@ -118,6 +133,17 @@ class ManualClock:
             callback()
         self._now = target
         await self.quiet()
+
+
+class _ManualTimer:
+    __slots__ = ("_clock", "_handle")
+
+    def __init__(self, clock: ManualClock, handle: int) -> None:
+        self._clock = clock
+        self._handle = handle
+
+    def cancel(self) -> None:
+        self._clock.cancel(self._handle)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

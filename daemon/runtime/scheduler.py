@@ -1,8 +1,9 @@
 """Runs every check on its own interval: one timer heap, a fixed pool of workers.
 
-Built for thousands of checks in one process: a single loop pops due checks off a heap and
-hands them to `max_in_flight` long-lived workers (the bound on checks in flight), so there is
-no task per check and no per-check timer. A check never overlaps itself: if its previous run is
+Built for thousands of checks in one process: a single loop wakes once per tick that has due
+checks (a heap of ticks, each with its slot of runs) and hands them to `max_in_flight`
+long-lived workers (the bound on checks in flight), so there is no task per check and no
+per-check timer. A check never overlaps itself: if its previous run is
 still going when it is due again, the run is skipped and counted. Due times advance by whole
 intervals from a stable per-check phase, so the schedule neither drifts nor bursts to catch up.
 """
@@ -14,8 +15,10 @@ import heapq
 import itertools
 import math
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -69,10 +72,24 @@ async def run_check(
         async with clock.timeout(config.timeout):
             return await check.run(ctx)
     except TimeoutError:
-        return CheckResult.unknown(f"check did not finish within {config.timeout:g}s")
-    except Exception as exc:  # a check broke its contract: say so, carry on
-        log.exception("check raised", check=check.type)
-        return CheckResult.unknown(f"check raised {type(exc).__name__}: {exc}")
+        return _timed_out(config)
+    except Exception as exc:
+        return _broken(check, exc)
+
+
+def _timed_out(config: CheckConfig) -> CheckResult:
+    return CheckResult.unknown(f"check did not finish within {config.timeout:g}s")
+
+
+def _broken(check: Check, exc: Exception) -> CheckResult:
+    """A check broke its contract by raising: say so, carry on."""
+    log.exception("check raised", check=check.type)
+    return CheckResult.unknown(f"check raised {type(exc).__name__}: {exc}")
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
 
 
 class Scheduler:
@@ -98,10 +115,15 @@ class Scheduler:
         self._watch = watch
         self.jobs: dict[str, Job] = {}
         self.first_round = asyncio.Event()
-        self._heap: list[tuple[float, int, Job]] = []
+        # Scheduled runs by the wake-up that starts them (see `_push`), and those wake-ups.
+        self._slots: dict[float, list[tuple[float, int, Job]]] = {}
+        self._wakes: list[float] = []
         self._seq = itertools.count()
-        self._queue: asyncio.Queue[tuple[Job, float]] = asyncio.Queue()
-        self._wake = asyncio.Event()
+        # Runs handed to workers: straight to an idle worker's future when one waits, else
+        # queued. An asyncio.Queue's layers cost more per run than the run's own bookkeeping.
+        self._idle: deque[asyncio.Future[tuple[Job, float]]] = deque()
+        self._backlog: deque[tuple[Job, float]] = deque()
+        self._waker: asyncio.Future[None] | None = None  # the timer loop's, while it sleeps
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._workers = 0
@@ -137,7 +159,7 @@ class Scheduler:
         self.jobs = jobs
         self._grow_pool()
         self._check_first_round()
-        self._wake.set()
+        self._wake_up()
         await asyncio.gather(*(self._stop_check(job) for job in retired))
 
     async def _start_check(self, job: Job) -> None:
@@ -194,33 +216,56 @@ class Scheduler:
         if job is None or job.running:
             return False
         job.running = True
-        self._queue.put_nowait((job, self.clock.now()))
+        self._hand_over(job, self.clock.now())
         return True
 
     # -- the timer loop ------------------------------------------------------------------------
 
     def _push(self, due: float, job: Job) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), job))
+        """Into the slot of the wake-up that will start it: a heap of wake-ups (one per tick
+        that has checks), not of runs, so a run costs a list append instead of a heap push and
+        pop among thousands of runs."""
+        # The first tick at or after `due`: checks due within one tick start together.
+        tick = self.tick
+        at = max(due, math.ceil(due / tick) * tick) if tick > 0 else due
+        slot = self._slots.get(at)
+        if slot is None:
+            slot = self._slots[at] = []
+            heapq.heappush(self._wakes, at)
+        slot.append((due, next(self._seq), job))
+
+    def _pop_due(self, now: float) -> list[tuple[float, int, Job]]:
+        """Every run due by `now`, in due order (ties: in the order they were scheduled)."""
+        due: list[tuple[float, int, Job]] = []
+        wakes, slots = self._wakes, self._slots
+        while wakes and wakes[0] <= now:
+            due += slots.pop(heapq.heappop(wakes))
+        if wakes and self.tick > 0:
+            # The loop woke late: the next tick's slot may hold runs already due as well.
+            at = wakes[0]
+            slot = slots[at]
+            if any(entry[0] <= now for entry in slot):
+                due += [entry for entry in slot if entry[0] <= now]
+                slot[:] = [entry for entry in slot if entry[0] > now]
+                if not slot:
+                    heapq.heappop(wakes)
+                    del slots[at]
+        if len(due) > 1:
+            due.sort()  # by due time, then sequence: unique, so jobs are never compared
+        return due
 
     async def _loop(self) -> None:
         while True:
             now = self.clock.now()
-            while self._heap and self._heap[0][0] <= now:
-                due, _, job = heapq.heappop(self._heap)
+            for due, _, job in self._pop_due(now):
                 if job.retired:
                     continue
                 self._dispatch(job, due)
                 interval = job.config.interval
                 # Whole intervals past `now`: missed ticks are skipped, never run in a burst.
                 self._push(due + interval * (math.floor((now - due) / interval) + 1), job)
-            delay = self._next_wake(self._heap[0][0]) - now if self._heap else None
+            delay = self._wakes[0] - now if self._wakes else None
             await self._sleep(delay)
-
-    def _next_wake(self, due: float) -> float:
-        """The first tick at or after `due`: checks due within one tick start together."""
-        if self.tick <= 0:
-            return due
-        return max(due, math.ceil(due / self.tick) * self.tick)
 
     def _series(self, job: Job) -> CheckSeries:
         if job.series is None:
@@ -232,27 +277,51 @@ class Scheduler:
             self._series(job).skipped += 1
             return
         job.running = True
-        self._queue.put_nowait((job, due))
+        self._hand_over(job, due)
+
+    def _hand_over(self, job: Job, due: float) -> None:
+        """To the worker idle longest (FIFO, as a queue would), else to the backlog."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # a worker cancelled while idle left its future behind
+                waiter.set_result((job, due))
+                return
+        self._backlog.append((job, due))
 
     async def _sleep(self, delay: float | None) -> None:
-        """Until the next due time, or until the set of checks changes."""
+        """Until the next due time, or until the set of checks changes (`_wake_up`): a future
+        and a timer, cheaper per tick than a timeout cancelling the task."""
+        waker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waker = waker
+        timer = None if delay is None else self.clock.call_later(delay, partial(_wake, waker))
         try:
-            if delay is None:
-                await self._wake.wait()
-            else:
-                async with self.clock.timeout(delay):
-                    await self._wake.wait()
-        except TimeoutError:
-            pass
-        self._wake.clear()
+            await waker
+        finally:
+            self._waker = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake_up(self) -> None:
+        if self._waker is not None:
+            _wake(self._waker)
 
     # -- the workers ---------------------------------------------------------------------------
 
     async def _worker(self) -> None:
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            job, due = await self._queue.get()
+            if self._backlog:
+                job, due = self._backlog.popleft()
+            else:
+                waiter: asyncio.Future[tuple[Job, float]] = loop.create_future()
+                self._idle.append(waiter)
+                try:
+                    job, due = await waiter
+                except asyncio.CancelledError:
+                    self._forget_idle(waiter)
+                    raise
             try:
                 await self._run_job(job, due, task)
             finally:
@@ -260,10 +329,26 @@ class Scheduler:
                 # at a time and in order, however slow the engine was with the last one.
                 job.running = False
 
+    def _forget_idle(self, waiter: asyncio.Future[tuple[Job, float]]) -> None:
+        """A worker cancelled while idle: a run already handed to it goes to another."""
+        if waiter in self._idle:
+            self._idle.remove(waiter)
+        elif waiter.done() and not waiter.cancelled():
+            self._hand_over(*waiter.result())
+
     async def _run_job(self, job: Job, due: float, task: asyncio.Task[Any]) -> None:
         started = self.clock.now()
         self.metrics.lateness.observe(max(0.0, started - due))
-        result = await run_check(job.check, job.config, self.ctx, self.clock)
+        check = job.check
+        if check.bounded:  # run_check's path for these, one coroutine fewer per run
+            try:
+                result = await check.run(self.ctx)
+            except TimeoutError:
+                result = _timed_out(job.config)
+            except Exception as exc:
+                result = _broken(check, exc)
+        else:
+            result = await run_check(check, job.config, self.ctx, self.clock)
         ended = self.clock.now()
         if job.retired:
             return
@@ -271,7 +356,7 @@ class Scheduler:
             job.name, result.status, result.values, ended, ended - started, result.reason, due
         )
         job.runs += 1
-        self._series(job).observe(obs)
+        (job.series or self._series(job)).observe(obs)
         if obs.status is not job.last_status:
             self._log_change(job, obs)
         self._sinking.add(task)

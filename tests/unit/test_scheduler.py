@@ -14,7 +14,7 @@ from checks.base import CheckConfig, CheckContext, CheckResult, Stateless
 from daemon.core.clock import ManualClock
 from daemon.core.models import Observation, Status
 from daemon.runtime.metrics import Metrics
-from daemon.runtime.scheduler import Scheduler, Sink, phase
+from daemon.runtime.scheduler import Job, Scheduler, Sink, phase
 
 
 class ProbeConfig(CheckConfig):
@@ -407,3 +407,28 @@ async def test_checks_due_within_one_tick_start_together_at_its_end(
     await clock.advance(0.0002)
     assert len(starts) == 3
     assert all(abs(t - (t0 + (tick + 1) / 100)) < 0.0002 for t in starts)
+
+
+async def test_a_late_wake_up_starts_every_run_due_by_then_in_due_order(
+    clock: ManualClock, sched: tuple[Scheduler, list[Observation]]
+) -> None:
+    s, _ = sched  # the default tick, 10 ms
+    await s.set_checks({})
+    jobs = [Job(f"c{i}", Probe(), cfg()) for i in range(4)]
+    base = 1_000.0
+    # Two runs due in the tick ending at base + 0.01, two in the next one.
+    for job, due in zip(
+        jobs, (base + 0.008, base + 0.002, base + 0.017, base + 0.012), strict=True
+    ):
+        s._push(due, job)
+    # The loop woke at base + 0.015, 5 ms late for the first tick: the run due at +0.012 has
+    # passed too and starts now; the one due at +0.017 waits for its tick.
+    due = s._pop_due(base + 0.015)
+    assert [(job.name, round(at - base, 3)) for at, _, job in due] == [
+        ("c1", 0.002),
+        ("c0", 0.008),
+        ("c3", 0.012),
+    ]
+    assert [job.name for _, _, job in s._pop_due(base + 0.016)] == []
+    assert [job.name for _, _, job in s._pop_due(base + 0.02)] == ["c2"]
+    assert s._pop_due(base + 1.0) == []
