@@ -387,7 +387,7 @@ def cmd_once(config_file: str, names: Sequence[str]) -> int:
 
 
 def cmd_demo(config_file: str | None, scenario: str | None, stay: bool | None) -> int:
-    configure("warning", stream=sys.stderr)
+    configure("warning", stream=sys.stderr, human=True)  # amid the story, not JSON
     from daemon.cli.demo.run import DEFAULT_CONFIG, run_demo, until_interrupted
 
     # From a terminal, someone may open the console it printed: it stays up until Ctrl-C.

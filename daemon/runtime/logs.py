@@ -33,11 +33,13 @@ LEVELS = {
 }
 
 
-def configure(level: str = "info", *, stream: TextIO | None = None) -> None:
+def configure(level: str = "info", *, stream: TextIO | None = None, human: bool = False) -> None:
+    """`human`: lines for a person to read even off a TTY (the demo's story, piped)."""
     out = stream if stream is not None else sys.stdout
     renderer: structlog.typing.Processor
-    if out.isatty():
-        renderer = structlog.dev.ConsoleRenderer()
+    tty = out.isatty()
+    if tty or human:
+        renderer = structlog.dev.ConsoleRenderer(colors=tty)
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
