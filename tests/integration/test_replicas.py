@@ -175,6 +175,19 @@ async def test_without_a_leader_commands_are_refused_and_alerts_kept_for_the_nex
     assert len(state["hooks"]) == 1  # type: ignore[arg-type]
 
 
+def telling(tmp_path: Path, database: Database, url: str, slack_url: str) -> list[Path]:
+    """Two replicas' configs whose rule also tells a Slack channel, updated every second."""
+    paths = [config(tmp_path / name, database, url) for name in ("a", "b")]
+    for path in paths:
+        text = path.read_text().replace("do: [hook]", "do: [hook, tell]")
+        text += (
+            f"  tell:\n    type: slack\n    webhook_url: {slack_url}{WEBHOOK_PATH}\n"
+            "    update_every: 1s\n"
+        )
+        path.write_text(text)
+    return paths
+
+
 async def told_at(daemon: Daemon, incident_id: str) -> list[float]:
     """When the incident's updates told the `tell` channel, as the store has them."""
     stored = await daemon.store.get_incident(incident_id)
@@ -193,14 +206,7 @@ async def test_only_the_leader_posts_updates_and_the_next_leader_keeps_the_sched
     _, url = app_state
     slack = FakeSlack()
     async with serve(slack.app) as slack_url, contextlib.AsyncExitStack() as b_stack:
-        paths = [config(tmp_path / name, database, url) for name in ("a", "b")]
-        for path in paths:
-            text = path.read_text().replace("do: [hook]", "do: [hook, tell]")
-            text += (
-                f"  tell:\n    type: slack\n    webhook_url: {slack_url}{WEBHOOK_PATH}\n"
-                "    update_every: 1s\n"
-            )
-            path.write_text(text)
+        paths = telling(tmp_path, database, url, slack_url)
         a_stack = contextlib.AsyncExitStack()
         leader = await a_stack.enter_async_context(run_daemon(paths[0]))
         standby = await b_stack.enter_async_context(run_daemon(paths[1]))
@@ -243,14 +249,7 @@ async def test_an_update_delivered_as_the_leader_stops_is_not_posted_again_by_th
     _, url = app_state
     slack = FakeSlack()
     async with serve(slack.app) as slack_url, contextlib.AsyncExitStack() as b_stack:
-        paths = [config(tmp_path / name, database, url) for name in ("a", "b")]
-        for path in paths:
-            text = path.read_text().replace("do: [hook]", "do: [hook, tell]")
-            text += (
-                f"  tell:\n    type: slack\n    webhook_url: {slack_url}{WEBHOOK_PATH}\n"
-                "    update_every: 1s\n"
-            )
-            path.write_text(text)
+        paths = telling(tmp_path, database, url, slack_url)
         a_stack = contextlib.AsyncExitStack()
         leader = await a_stack.enter_async_context(run_daemon(paths[0]))
         standby = await b_stack.enter_async_context(run_daemon(paths[1]))

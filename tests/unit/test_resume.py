@@ -360,6 +360,20 @@ def update_loop(w: World[SqliteStore]) -> Updates:
     )
 
 
+async def answered_while_draining(
+    w: World[SqliteStore], release: asyncio.Event, incident: str
+) -> None:
+    """The delivery in flight answers (`release`) while the daemon stops: the drain waits for
+    its outcome to be written, so nothing is left in the outbox to send again."""
+    drain = asyncio.create_task(w.pipeline.drain(grace=30))
+    await settle()
+    assert not drain.done()
+    release.set()
+    assert await drain is True
+    assert await w.store.outbox_pending(incident) == []
+    await w.store.close()
+
+
 async def test_an_update_delivered_while_stopping_is_not_posted_again_after_the_restart(
     daemons: Callable[..., Daemonish],
 ) -> None:
@@ -376,13 +390,7 @@ async def test_an_update_delivered_while_stopping_is_not_posted_again_after_the_
     await w.clock.advance(1.0)
     assert await update_loop(w).round() == 1
     await w.settle_until(lambda: bool(channel.updated))  # the post is in flight
-    drain = asyncio.create_task(w.pipeline.drain(grace=30))
-    await settle()
-    assert not drain.done()
-    channel.release.set()  # the channel answers while the daemon stops
-    assert await drain is True
-    assert await w.store.outbox_pending(incident) == []
-    await w.store.close()
+    await answered_while_draining(w, channel.release, incident)
     after = HangingChannel("tell")
     w = await d.start({"tell": after})
     await w.settle_until(lambda: True)  # the outbox's first round, at start
@@ -401,13 +409,7 @@ async def test_a_page_delivered_while_stopping_is_not_sent_again_after_the_resta
     await fire(w)
     incident = w.opened[0].id
     await w.settle_until(lambda: pager.calls == [incident])  # the page is in flight
-    drain = asyncio.create_task(w.pipeline.drain(grace=30))
-    await settle()
-    assert not drain.done()
-    pager.release.set()
-    assert await drain is True
-    assert await w.store.outbox_pending(incident) == []
-    await w.store.close()
+    await answered_while_draining(w, pager.release, incident)
     after = FakePager("page")
     w = await d.start({"page": after})
     await w.settle_until(lambda: True)
@@ -428,13 +430,7 @@ async def test_a_retry_in_flight_when_stopping_gets_the_grace_and_is_not_sent_ag
     await w.settle_until(lambda: "queued" in kinds(w.opened[0].timeline))
     pager.hang = True
     await w.advance_until(lambda: len(pager.calls) == 2, step=5, limit=40)  # the retry
-    drain = asyncio.create_task(w.pipeline.drain(grace=30))
-    await settle()
-    assert not drain.done()
-    pager.release.set()
-    assert await drain is True
-    assert await w.store.outbox_pending(incident) == []
-    await w.store.close()
+    await answered_while_draining(w, pager.release, incident)
     after = FakePager("page")
     w = await d.start({"page": after})
     await w.settle_until(lambda: True)
