@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import structlog
 
@@ -46,6 +47,7 @@ class Outbox:
         self._recording = 0
         self._recorded = asyncio.Event()
         self._recorded.set()
+        self._writing: set[int] = set()  # outcomes written on after their attempt's cancel
 
     def stop(self) -> None:
         """A drain began: no new attempt starts; those under way end as any call does."""
@@ -157,18 +159,48 @@ class Outbox:
                 await self.store.outbox_reschedule(item.id, next_at, item.attempts, why)
                 return RemediationResult(False, why, recoverable=True)
             result = await self.deliver(item, retry)
-            # From here to the outcome written, a drain waits (`recorded`): an item delivered
-            # but left pending would go again after the restart, or from the next leader.
-            self._recording += 1
-            self._recorded.clear()
-            try:
-                await self._record(item, result)
-            finally:
-                self._recording -= 1
-                if not self._recording:
-                    self._recorded.set()
+            await self._write_outcome(item, result)
             if (result is None or result.ok) and item.phase == "execute":
                 await self._resolutions_after(item)
             return result
         finally:
-            self._in_flight.discard(item.id)
+            if item.id not in self._writing:
+                self._in_flight.discard(item.id)
+
+    async def _write_outcome(self, item: OutboxItem, result: RemediationResult | None) -> None:
+        """The delivery happened: its outcome is written, even if the attempt is cancelled
+        meanwhile (a drain past its grace; a rule firing again, which cancels the delivery of
+        its last resolution). An item delivered but left pending would go again after a
+        restart, from the next leader or from the retry loop. A drain waits (`recorded`)."""
+        self._recording += 1
+        self._recorded.clear()
+        try:
+            await self._record(item, result)
+        except asyncio.CancelledError:
+            # Written again to the end by a task of its own (both writes are idempotent);
+            # the retry loop leaves the item alone until then.
+            self._writing.add(item.id)
+            writing = asyncio.create_task(self._record(item, result), name=f"outbox {item.id}")
+            writing.add_done_callback(partial(self._written, item))
+            raise
+        except BaseException:
+            self._written(item, None)
+            raise
+        self._written(item, None)
+
+    def _written(self, item: OutboxItem, writing: asyncio.Task[None] | None) -> None:
+        self._recording -= 1
+        if not self._recording:
+            self._recorded.set()
+        if writing is None:
+            return
+        self._writing.discard(item.id)
+        self._in_flight.discard(item.id)
+        if not writing.cancelled() and (exc := writing.exception()) is not None:
+            # Still pending in the store: the retry loop sends it again (at least once).
+            log.error(
+                "outbox: outcome not written, the notification may go again",
+                incident=item.incident_id,
+                remediation=item.remediation,
+                error=f"{type(exc).__name__}: {exc}",
+            )
