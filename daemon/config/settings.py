@@ -298,6 +298,16 @@ class DaemonSettings(StrictModel):
         le=10_000,
         description="Check runs at once; a check due while all are busy waits its turn.",
     )
+    check_processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
+        default="auto",
+        description="Processes that run the plain `http` checks (GET or HEAD without "
+        "expectations on framing: those the lean client serves), beside the daemon's: 0 runs "
+        "every check in the daemon's process; n spreads those checks over n worker processes "
+        "by their names (a reload keeps a check in its worker), every other check staying in "
+        "the daemon. `auto`: 0 below 10,000 such checks, where one process costs less CPU per "
+        "check than a worker does (measured: bench/README.md), else one per CPU but one (at "
+        "least 1). Decided at start; a reload keeps the processes.",
+    )
     drain_grace: Duration = Field(
         default=30.0,
         description="On SIGTERM (or a core task's death), running remediations get this long "
