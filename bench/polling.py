@@ -42,6 +42,47 @@ PROM_SCRAPES = "prometheus_target_interval_length_seconds_count"
 PROM_SETTLE_TIMEOUT = 90.0
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def _reaped_cpu(pid: int) -> float:
+    """cutime + cstime: the CPU of children that ended and were waited for (a worker that a
+    restart replaced), so that the tree's total does not drop when one goes."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[13]) + int(fields[14])) / m.CLK_TCK
+
+
+def tree_cpu(pid: int) -> tuple[float, dict[str, float]]:
+    """CPU seconds of `pid` and its children (runbookd's check workers), and per process:
+    runbookd's CPU is its whole process tree's."""
+    per = {"main": m.cpu_seconds(pid) + _reaped_cpu(pid)}
+    for index, child in enumerate(sorted(_children(pid))):
+        try:
+            per[f"child{index}"] = m.cpu_seconds(child)
+        except OSError:
+            continue  # it ended between the listing and the read: cutime has it next time
+    return sum(per.values()), per
+
+
+def tree_rss(pid: int) -> int:
+    total = m.rss_bytes(pid)
+    for child in _children(pid):
+        try:
+            total += m.rss_bytes(child)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 @dataclass(frozen=True)
 class Snap:
     """A boundary between windows: CPU read before and after the counters were fetched. A
@@ -54,23 +95,37 @@ class Snap:
     cpu1: float
     rss: int
     counters: dict[str, Any]
+    per_process: dict[str, float]  # CPU seconds at t0, by process of the tree
 
 
-def _snap(pid: int, fetch: Any) -> Snap:
-    cpu0, t0 = m.cpu_seconds(pid), time.monotonic()
+def _snap(pid: int, fetch: Any, tree: bool) -> Snap:
+    if tree:
+        cpu0, per = tree_cpu(pid)
+    else:
+        cpu0, per = m.cpu_seconds(pid), {}
+    t0 = time.monotonic()
     counters = fetch()
-    t1, cpu1 = time.monotonic(), m.cpu_seconds(pid)
-    return Snap(t0, t1, cpu0, cpu1, m.rss_bytes(pid), counters)
+    t1 = time.monotonic()
+    cpu1 = tree_cpu(pid)[0] if tree else m.cpu_seconds(pid)
+    rss = tree_rss(pid) if tree else m.rss_bytes(pid)
+    return Snap(t0, t1, cpu0, cpu1, rss, counters, per)
 
 
-def _windows(run: Run, pid: int, fetch: Any) -> list[tuple[Snap, Snap]]:
-    """`windows` consecutive windows of `window` seconds each, after the warm-up."""
+def _windows(run: Run, pid: int, fetch: Any, tree: bool = False) -> list[tuple[Snap, Snap]]:
+    """`windows` consecutive windows of `window` seconds each, after the warm-up. `tree`:
+    CPU and RSS of the process and its children (runbookd and its check workers)."""
     p = run.params
-    snaps = [_snap(pid, fetch)]
+    snaps = [_snap(pid, fetch, tree)]
     for _ in range(p.windows):
         time.sleep(max(0.0, p.window - (time.monotonic() - snaps[-1].t1)))
-        snaps.append(_snap(pid, fetch))
+        snaps.append(_snap(pid, fetch, tree))
     return list(itertools.pairwise(snaps))
+
+
+def _shares(a: Snap, b: Snap) -> dict[str, float]:
+    """Share of a core (%) per process of the tree over the window."""
+    wall = _wall(a, b)
+    return {k: 100 * (b.per_process.get(k, v) - v) / wall for k, v in a.per_process.items()}
 
 
 def _cpu(a: Snap, b: Snap) -> float:
@@ -184,21 +239,33 @@ def _runbookd_counters(server: Server) -> dict[str, Any]:
 
 
 def measure_runbookd(
-    run: Run, jitter: float | None, label: str, counted: bool = True
+    run: Run,
+    jitter: float | None,
+    label: str,
+    counted: bool = True,
+    *,
+    n: int | None = None,
+    processes: int | str | None = None,
 ) -> dict[str, Any]:
     """`counted`: the windows bounded by /metrics fetches; without, only the window seen by
-    the target (no fetch at all)."""
+    the target (no fetch at all). `n` checks (default: the run's size); `processes`: the
+    `runbookd.check_processes` setting (default: the daemon's, auto). CPU and RSS are those of
+    the daemon's process tree: the daemon and its check workers."""
     p, nginx = run.params, run.nginx
     assert nginx is not None
+    n = p.checks if n is None else n
     port = free_port()
-    checks = http_checks(f"{nginx.url}/health", p.checks, jitter=jitter)
-    config = runbookd_config(run.tmp / f"state-{label}", port, checks=checks)
-    log(f"polling: runbookd, {p.checks} http checks at 1s ({label})")
+    checks = http_checks(f"{nginx.url}/health", n, jitter=jitter)
+    settings = {} if processes is None else {"check_processes": processes}
+    config = runbookd_config(run.tmp / f"state-{label}", port, checks=checks, settings=settings)
+    log(f"polling: runbookd, {n} http checks at 1s ({label})")
     server = start_runbookd(run.procs, run.tmp, f"runbookd-{label}", config)
     try:
         time.sleep(p.warmup)
-        pairs = _windows(run, server.pid, lambda: _runbookd_counters(server)) if counted else []
-        rss_end = pairs[-1][1].rss if pairs else m.rss_bytes(server.pid)
+        fetch = lambda: _runbookd_counters(server)  # noqa: E731
+        pairs = _windows(run, server.pid, fetch, tree=True) if counted else []
+        workers = len(_children(server.pid))
+        rss_end = pairs[-1][1].rss if pairs else tree_rss(server.pid)
         # One more window without any /metrics fetch: lateness as the target sees it.
         time.sleep(1.0)  # the last fetch's stall drains
         quiet_start = time.time()
@@ -218,6 +285,7 @@ def measure_runbookd(
                     "runs_per_s": runs / _wall(a, b),
                     "cpu_us_per_check": 1e6 * cpu / runs if runs else float("nan"),
                     "cpu_percent": 100 * cpu / _wall(a, b),
+                    "cpu_percent_by_process": _shares(a, b),
                     "lateness_p50_ms": 1000 * m.histogram_quantile(0.50, late),
                     "lateness_p99_ms": 1000 * m.histogram_quantile(0.99, late),
                     "lateness_p99_bucket_ms": [1000 * b for b in m.quantile_bucket(0.99, late)],
@@ -235,7 +303,7 @@ def measure_runbookd(
     time.sleep(1.2)  # nginx flushes its log buffer every second
     quiet = target_lateness(
         nginx_access_log(run.tmp),
-        p.checks,
+        n,
         DEFAULT_JITTER if jitter is None else jitter,
         quiet_start,
         quiet_end,
@@ -243,7 +311,9 @@ def measure_runbookd(
     return {
         "label": label,
         "target_side_lateness": quiet,
-        "checks": p.checks,
+        "checks": n,
+        "check_processes": "auto" if processes is None else processes,
+        "worker_processes": workers,
         "jitter": jitter if jitter is not None else f"default ({DEFAULT_JITTER:g})",
         "spawn_to_ready_s": server.ready_s,
         "windows": windows,
@@ -278,11 +348,12 @@ def _targets_up(server: Server) -> float:
     return float(result[0]["value"][1]) if result else float("nan")
 
 
-def measure_prometheus(run: Run) -> dict[str, Any]:
+def measure_prometheus(run: Run, n: int | None = None) -> dict[str, Any]:
     p, nginx = run.params, run.nginx
     assert nginx is not None
-    log(f"polling: Prometheus, {p.checks} targets at 1s")
-    server = start_prometheus(run.procs, run.tmp, nginx.port, p.checks)
+    n = p.checks if n is None else n
+    log(f"polling: Prometheus, {n} targets at 1s")
+    server = start_prometheus(run.procs, run.tmp, nginx.port, n)
     try:
         # Starting thousands of scrape loops takes Prometheus a while (first scrapes time out
         # meanwhile): measure once every target is up, as runbookd's windows start once
@@ -290,7 +361,7 @@ def measure_prometheus(run: Run) -> dict[str, Any]:
         started = time.monotonic()
         up_before = _targets_up(server)
         # (NaN, no answer yet, is not "all up" either.)
-        while not up_before >= p.checks and time.monotonic() - started < PROM_SETTLE_TIMEOUT:
+        while not up_before >= n and time.monotonic() - started < PROM_SETTLE_TIMEOUT:
             time.sleep(1.0)
             up_before = _targets_up(server)
         settled = time.monotonic() - started
@@ -315,7 +386,7 @@ def measure_prometheus(run: Run) -> dict[str, Any]:
     finally:
         run.procs.stop(server.proc)
     return {
-        "targets": p.checks,
+        "targets": n,
         "all_up_after_s": settled,
         "targets_up_before": up_before,
         "targets_up": up,
@@ -385,13 +456,16 @@ def measure_blackbox(run: Run) -> dict[str, Any]:
 # -- the Python floor -------------------------------------------------------------------------
 
 
-def measure_floor(run: Run, mode: str, client: str = "aiohttp") -> dict[str, Any]:
+def measure_floor(
+    run: Run, mode: str, client: str = "aiohttp", n: int | None = None
+) -> dict[str, Any]:
     """`paced`: N GETs per second spread like N checks at 1 s; `saturated`: wrk-like, c=10.
     `client`: aiohttp's ClientSession, or `raw` (an asyncio protocol, bench/floor_raw.py)."""
     p, nginx = run.params, run.nginx
     assert nginx is not None
-    log(f"polling: bare {client} floor ({mode})")
-    args = ["--url", f"{nginx.url}/health", "--mode", mode, "--names", str(p.checks)]
+    n = p.checks if n is None else n
+    log(f"polling: bare {client} floor ({mode}, {n})")
+    args = ["--url", f"{nginx.url}/health", "--mode", mode, "--names", str(n)]
     args += ["--client", client]
     proc = start_worker(run.procs, f"floor-{client}-{mode}", "floor", *args)
     window = p.window if mode == "paced" else p.probe_window

@@ -1,7 +1,7 @@
 """The frames between the daemon and its check workers (daemon/runtime/check_workers.py).
 
 Each frame is a 4-byte big-endian length and a payload. Worker -> daemon: `marshal` of
-`(RESULTS, results, skipped)`, one frame per event-loop pass of the worker, where a result is
+`(RESULTS, results, skipped)`, one frame per scheduler tick of the worker, where a result is
 `(check, status, values, ended, duration, reason, due)` (`reason` None when empty) and
 `skipped` the names of the checks whose run was skipped, once per skip. marshal is the
 cheapest of what was measured for this shape (see bench/README.md) and round-trips unicode,
@@ -19,6 +19,8 @@ import marshal
 import math
 import pickle
 import struct
+from collections.abc import Iterable
+from itertools import chain
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -32,7 +34,7 @@ STOP = "stop"  # (STOP,)
 
 Result = tuple[str, int, dict[str, float], float, float, str | None, float]
 
-N_STATUS = 4  # daemon.core.models.Status: OK, WARN, CRITICAL, UNKNOWN
+_STATUSES = {0, 1, 2, 3}  # daemon.core.models.Status: OK, WARN, CRITICAL, UNKNOWN
 
 
 class BadFrame(ValueError):
@@ -58,27 +60,35 @@ def decode_results(payload: bytes) -> tuple[list[Result], list[str]]:
     kind, results, skipped = data
     if kind != RESULTS or type(results) is not list or type(skipped) is not list:
         raise BadFrame("not a results frame")
-    for result in results:
-        _check_result(result)
-    for name in skipped:
-        if type(name) is not str:
-            raise BadFrame("a skipped check that is not a name")
+    if not _only(skipped, str):
+        raise BadFrame("a skipped check that is not a name")
+    if results:
+        _check_results(results)
     return results, skipped
 
 
-def _check_result(result: Any) -> None:
-    if type(result) is not tuple or len(result) != 7:
+def _only(items: Iterable[Any], *types: type) -> bool:
+    return set(map(type, items)) <= set(types)
+
+
+def _check_results(results: list[Any]) -> None:
+    """By column, builtins over whole columns: 2.0 us per result with marshal's 0.5 (on a
+    busy machine), where a Python loop over each result's fields took 5.7, at up to 20,000
+    results a second."""
+    if not _only(results, tuple) or set(map(len, results)) != {7}:
         raise BadFrame("a result that is not a 7-tuple")
-    name, status, values, ended, duration, reason, due = result
-    if type(name) is not str or type(status) is not int or not 0 <= status < N_STATUS:
+    names, statuses, values, ended, duration, reasons, due = zip(*results, strict=True)
+    if not _only(names, str) or not _only(statuses, int) or not set(statuses) <= _STATUSES:
         raise BadFrame("a result without a check name and a status")
-    if type(values) is not dict or not all(
-        type(k) is str and type(v) is float for k, v in values.items()
+    if not _only(values, dict) or not (
+        _only(chain.from_iterable(map(dict.keys, values)), str)
+        and _only(chain.from_iterable(map(dict.values, values)), float)
     ):
         raise BadFrame("a result whose values are not names -> floats")
-    if not all(type(t) is float and math.isfinite(t) for t in (ended, duration, due)):
+    times = (*ended, *duration, *due)
+    if not _only(times, float) or not all(map(math.isfinite, times)):
         raise BadFrame("a result without finite times")
-    if reason is not None and type(reason) is not str:
+    if not _only(reasons, str, type(None)):
         raise BadFrame("a result whose reason is not text")
 
 
