@@ -246,6 +246,7 @@ def measure_runbookd(
     *,
     n: int | None = None,
     processes: int | str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`counted`: the windows bounded by /metrics fetches; without, only the window seen by
     the target (no fetch at all). `n` checks (default: the run's size); `processes`: the
@@ -257,6 +258,7 @@ def measure_runbookd(
     port = free_port()
     checks = http_checks(f"{nginx.url}/health", n, jitter=jitter)
     settings = {} if processes is None else {"check_processes": processes}
+    settings |= extra or {}
     config = runbookd_config(run.tmp / f"state-{label}", port, checks=checks, settings=settings)
     log(f"polling: runbookd, {n} http checks at 1s ({label})")
     server = start_runbookd(run.procs, run.tmp, f"runbookd-{label}", config)
@@ -516,6 +518,20 @@ def scenario(run: Run) -> dict[str, Any]:
         ("floor_raw_paced", lambda: measure_floor(run, "paced", "raw")),
         ("floor_saturated", lambda: measure_floor(run, "saturated")),
     ]
+    sizes = run.params.polling_sizes
+    for n in sizes:
+        parts += [
+            (f"runbookd_{n}", lambda n=n: measure_runbookd(run, None, f"default-{n}", n=n)),
+            (f"prometheus_{n}", lambda n=n: measure_prometheus(run, n)),
+            (f"floor_raw_paced_{n}", lambda n=n: measure_floor(run, "paced", "raw", n)),
+        ]
+    if sizes:
+        n = max(sizes)
+        for procs in run.params.polling_process_variants:
+            label = f"processes{procs}-{n}"
+            parts.append(
+                (f"runbookd_{n}_processes_{procs}", _variant(run, label, n, procs)),
+            )
     out: dict[str, Any] = {"errors": {}}
     for key, part in parts:
         try:
@@ -526,7 +542,90 @@ def scenario(run: Run) -> dict[str, Any]:
     if "runbookd" not in out:
         raise BenchError(f"runbookd could not be measured: {out['errors']['runbookd']}")
     report(run, out)
+    for n in sizes:
+        report_size(run, out, n)
     return out
+
+
+def _variant(run: Run, label: str, n: int, processes: int) -> Callable[[], dict[str, Any]]:
+    return lambda: measure_runbookd(run, None, label, n=n, processes=processes)
+
+
+def report_size(run: Run, out: dict[str, Any], n: int) -> None:
+    """The rows of one further size: runbookd (its process tree) against Prometheus."""
+    s = f"1 polling ({n} checks/s)"
+    prom = _median_of(out, f"prometheus_{n}")
+    raw = _median_of(out, f"floor_raw_paced_{n}")
+    variants = [(f"runbookd_{n}", "check_processes auto")] + [
+        (f"runbookd_{n}_processes_{p}", f"check_processes {p}")
+        for p in run.params.polling_process_variants
+        if n == max(run.params.polling_sizes)
+    ]
+    for key, name in variants:
+        if key not in out:
+            continue
+        variant = out[key]
+        med = defaultdict(lambda: math.nan, variant["median"])
+        us = med["cpu_us_per_check"]
+        main = key == f"runbookd_{n}"
+        workers = f"{variant['worker_processes']} worker processes"
+        run.row(
+            s,
+            f"{name}: CPU per check (daemon + workers) vs Prometheus per scrape",
+            us,
+            "µs",
+            peer=prom["cpu_us_per_scrape"],
+            peer_name="prometheus",
+            ratio=m.ratio(us, prom["cpu_us_per_scrape"]),
+            target=("<=", 0.5, "<= 0.5x") if main else None,
+            note=f"{workers}; raw floor {raw['cpu_us_per_get']:.1f} µs per GET",
+        )
+        run.row(s, f"{name}: checks completed per second", med["runs_per_s"], "/s")
+        late_target = ("<=", 50.0, "<= 50 ms") if main else None
+        run.row(
+            s,
+            f"{name}: schedule lateness p99",
+            med["lateness_p99_ms"],
+            "ms",
+            target=late_target,
+            note=_bucket_note(variant),
+        )
+        quiet = variant["target_side_lateness"]
+        run.row(
+            s,
+            f"{name}: lateness p99 seen by nginx, no /metrics fetch",
+            quiet.get("p99_ms"),
+            "ms",
+            target=late_target,
+            note=_quiet_note(quiet),
+        )
+        run.row(
+            s,
+            f"{name}: skipped runs (all windows)",
+            variant["total_skipped"],
+            "",
+            target=("==", 0.0, "= 0") if main else None,
+            note=f"of {sum(w['runs'] for w in variant['windows']):.0f} runs",
+        )
+        shares = variant["windows"][len(variant["windows"]) // 2]["cpu_percent_by_process"]
+        run.row(
+            s,
+            f"{name}: CPU (one core = 100%), daemon + workers",
+            med["cpu_percent"],
+            "%",
+            peer=prom["cpu_percent"],
+            peer_name="prometheus",
+            note="middle window: " + ", ".join(f"{k} {v:.0f}%" for k, v in shares.items()),
+        )
+        run.row(
+            s,
+            f"{name}: RSS (daemon + workers)",
+            med["rss_mb"],
+            "MB",
+            peer=prom["rss_mb"],
+            peer_name="prometheus",
+            ratio=m.ratio(med["rss_mb"], prom["rss_mb"]),
+        )
 
 
 def _median_of(out: dict[str, Any], key: str) -> defaultdict[str, float]:
