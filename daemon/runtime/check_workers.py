@@ -49,9 +49,11 @@ from daemon.runtime.scheduler import Job
 
 log = structlog.get_logger("runbookd.check_workers")
 
-# `check_processes: auto` runs every check here below this many remote-capable checks: a worker
-# costs CPU of its own per check (the frame, the second event loop), which one process spends
-# better up to about here. Measured: bench/README.md, "Check-worker processes".
+# `check_processes: auto` runs every check here below this many remote-capable checks. At
+# 5,000 checks/s one process keeps up (lateness p99 ~24 ms, ~30% of a core) and a worker saves
+# no CPU in all (55-66 us per check, the process tree's) while it adds ~75 MB; at 20,000/s one
+# process cannot (13,000 runs/s done). 10,000 is between the two; it was not measured itself.
+# bench/README.md, "Check-worker processes".
 AUTO_THRESHOLD = 10_000
 
 STOP_GRACE = 5.0  # a worker told to stop has this long before it is killed
@@ -169,15 +171,25 @@ class CheckWorkers:
         delay = FIRST_BACKOFF
         while not self._stopping:
             began = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=_log_fd(),
-                env=_env(),
-                limit=MAX_FRAME,
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self._argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=_log_fd(),
+                    env=_env(),
+                    limit=MAX_FRAME,
+                )
+            except OSError as exc:  # no fork, no memory, no file descriptor: try again later
+                self._metrics.check_worker_restarts.labels(str(index)).inc()
+                log.error("check worker cannot start", worker=index, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
             self.procs[index] = proc
+            if self._stopping:  # stop() ran while it started: it stops at once
+                assert proc.stdin is not None
+                proc.stdin.close()
             self._metrics.check_workers.inc()
             try:
                 self._send(index, (CHECKS, self._sets[index]))
