@@ -281,3 +281,27 @@ def test_sigterm_of_runbookd_run_leaves_no_worker(
             if proc.poll() is None:
                 proc.kill()
     assert all(gone(pid) for pid in workers)
+
+
+async def test_runs_a_worker_skips_are_counted_here(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], silent_port: int
+) -> None:
+    """A run that outlasts its interval in the worker: the next is skipped, and counted here."""
+    _, url = app_state
+    stuck = (
+        f"  stuck: {{type: http, url: 'http://127.0.0.1:{silent_port}/', interval: 100ms,"
+        " timeout: 500ms}\n"
+    )
+    path = write(tmp_path, url)
+    path.write_text(path.read_text().replace("rules:\n", stuck + "rules:\n"))
+    async with run_daemon(path) as daemon:
+        job = daemon.scheduler.jobs["stuck"]
+        assert job.worker == 0
+
+        def skips() -> float:
+            return sample(daemon, "runbookd_check_runs_skipped_total", {"check": "stuck"}) or 0.0
+
+        await wait_for(lambda: skips() > 0)
+        await wait_for(lambda: job.runs > 0)
+        failed = {"check": "stuck", "status": "critical"}
+        assert sample(daemon, "runbookd_check_runs_total", failed) == job.runs
