@@ -108,6 +108,8 @@ class CheckWorkers:
         self._sets: list[dict[str, CheckConfig]] = [{} for _ in range(count)]
         self.procs: list[asyncio.subprocess.Process | None] = [None] * count
         self._stopping = False
+        for index in range(count):  # each worker's counter from 0, before any restart
+            metrics.check_worker_restarts.labels(str(index))
 
     # -- what the scheduler asks (scheduler.Remote) ---------------------------------------------
 

@@ -75,3 +75,16 @@ def test_anything_else_is_a_bad_frame(payload: bytes) -> None:
 def test_commands_round_trip() -> None:
     frame = encode_command(("run_now", "ünïcode"))
     assert decode_command(frame[HEADER.size :]) == ("run_now", "ünïcode")
+
+
+def test_check_processes_is_auto_or_a_count() -> None:
+    from daemon.config.loader import load_config_text
+    from tests.config_problems import problems
+
+    assert load_config_text("checks: {}\n").runbookd.check_processes == "auto"
+    text = "runbookd:\n  check_processes: 2\n"
+    assert load_config_text(text).runbookd.check_processes == 2
+    for bad in ("-1", "lots", "65"):
+        found = problems(f"runbookd:\n  check_processes: {bad}\n")
+        assert found  # each branch of `int | auto` says why: file, line and field each time
+        assert all(p.startswith("c.yaml:2 runbookd.check_processes: ") for p in found), found
