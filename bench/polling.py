@@ -578,7 +578,8 @@ def report_size(run: Run, out: dict[str, Any], n: int) -> None:
             peer_name="prometheus",
             ratio=m.ratio(us, prom["cpu_us_per_scrape"]),
             target=("<=", 0.5, "<= 0.5x") if main else None,
-            note=f"{workers}; raw floor {raw['cpu_us_per_get']:.1f} µs per GET",
+            note=f"{workers}; raw floor {raw['cpu_us_per_get']:.1f} µs per GET; "
+            + _prom_size_note(out.get(f"prometheus_{n}")),
         )
         run.row(s, f"{name}: checks completed per second", med["runs_per_s"], "/s")
         late_target = ("<=", 50.0, "<= 50 ms") if main else None
@@ -626,6 +627,17 @@ def report_size(run: Run, out: dict[str, Any], n: int) -> None:
             peer_name="prometheus",
             ratio=m.ratio(med["rss_mb"], prom["rss_mb"]),
         )
+
+
+def _prom_size_note(prom: dict[str, Any] | None) -> str:
+    """Prometheus's figure holds only as far as its targets were up and scraped."""
+    if not prom:
+        return "prometheus: not measured"
+    scrapes = prom.get("median", {}).get("scrapes_per_s", math.nan)
+    return (
+        f"prometheus: {prom['targets_up']:.0f}/{prom['targets']} targets up at the end, "
+        f"{scrapes:.0f} scrapes/s"
+    )
 
 
 def _median_of(out: dict[str, Any], key: str) -> defaultdict[str, float]:
