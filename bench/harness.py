@@ -35,6 +35,10 @@ class Params:
     bunched_variant: bool  # scenario 1 also with jitter 0.1 (checks bunched in a tenth of it)
     bunched_counted: bool  # ... with the /metrics-bounded windows too (else the target's view only)
     intake_unmatched: bool  # scenario 2 also with rules no alert matches (the bare intake path)
+    # Scenario 1 also at these sizes (runbookd, Prometheus and the raw floor at each), and at
+    # the largest of them with these `check_processes` besides the default (auto).
+    polling_sizes: tuple[int, ...] = ()
+    polling_process_variants: tuple[int, ...] = ()
 
     @classmethod
     def for_mode(cls, mode: Mode) -> Params:
@@ -56,6 +60,8 @@ class Params:
                 bunched_variant=True,
                 bunched_counted=True,
                 intake_unmatched=True,
+                polling_sizes=(1000, 20_000),
+                polling_process_variants=(0, 2),
             )
         return cls(
             mode=mode,

@@ -42,6 +42,47 @@ PROM_SCRAPES = "prometheus_target_interval_length_seconds_count"
 PROM_SETTLE_TIMEOUT = 90.0
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def _reaped_cpu(pid: int) -> float:
+    """cutime + cstime: the CPU of children that ended and were waited for (a worker that a
+    restart replaced), so that the tree's total does not drop when one goes."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[13]) + int(fields[14])) / m.CLK_TCK
+
+
+def tree_cpu(pid: int) -> tuple[float, dict[str, float]]:
+    """CPU seconds of `pid` and its children (runbookd's check workers), and per process:
+    runbookd's CPU is its whole process tree's."""
+    per = {"main": m.cpu_seconds(pid) + _reaped_cpu(pid)}
+    for index, child in enumerate(sorted(_children(pid))):
+        try:
+            per[f"child{index}"] = m.cpu_seconds(child)
+        except OSError:
+            continue  # it ended between the listing and the read: cutime has it next time
+    return sum(per.values()), per
+
+
+def tree_rss(pid: int) -> int:
+    total = m.rss_bytes(pid)
+    for child in _children(pid):
+        try:
+            total += m.rss_bytes(child)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 @dataclass(frozen=True)
 class Snap:
     """A boundary between windows: CPU read before and after the counters were fetched. A
@@ -54,23 +95,37 @@ class Snap:
     cpu1: float
     rss: int
     counters: dict[str, Any]
+    per_process: dict[str, float]  # CPU seconds at t0, by process of the tree
 
 
-def _snap(pid: int, fetch: Any) -> Snap:
-    cpu0, t0 = m.cpu_seconds(pid), time.monotonic()
+def _snap(pid: int, fetch: Any, tree: bool) -> Snap:
+    if tree:
+        cpu0, per = tree_cpu(pid)
+    else:
+        cpu0, per = m.cpu_seconds(pid), {}
+    t0 = time.monotonic()
     counters = fetch()
-    t1, cpu1 = time.monotonic(), m.cpu_seconds(pid)
-    return Snap(t0, t1, cpu0, cpu1, m.rss_bytes(pid), counters)
+    t1 = time.monotonic()
+    cpu1 = tree_cpu(pid)[0] if tree else m.cpu_seconds(pid)
+    rss = tree_rss(pid) if tree else m.rss_bytes(pid)
+    return Snap(t0, t1, cpu0, cpu1, rss, counters, per)
 
 
-def _windows(run: Run, pid: int, fetch: Any) -> list[tuple[Snap, Snap]]:
-    """`windows` consecutive windows of `window` seconds each, after the warm-up."""
+def _windows(run: Run, pid: int, fetch: Any, tree: bool = False) -> list[tuple[Snap, Snap]]:
+    """`windows` consecutive windows of `window` seconds each, after the warm-up. `tree`:
+    CPU and RSS of the process and its children (runbookd and its check workers)."""
     p = run.params
-    snaps = [_snap(pid, fetch)]
+    snaps = [_snap(pid, fetch, tree)]
     for _ in range(p.windows):
         time.sleep(max(0.0, p.window - (time.monotonic() - snaps[-1].t1)))
-        snaps.append(_snap(pid, fetch))
+        snaps.append(_snap(pid, fetch, tree))
     return list(itertools.pairwise(snaps))
+
+
+def _shares(a: Snap, b: Snap) -> dict[str, float]:
+    """Share of a core (%) per process of the tree over the window."""
+    wall = _wall(a, b)
+    return {k: 100 * (b.per_process.get(k, v) - v) / wall for k, v in a.per_process.items()}
 
 
 def _cpu(a: Snap, b: Snap) -> float:
@@ -184,21 +239,35 @@ def _runbookd_counters(server: Server) -> dict[str, Any]:
 
 
 def measure_runbookd(
-    run: Run, jitter: float | None, label: str, counted: bool = True
+    run: Run,
+    jitter: float | None,
+    label: str,
+    counted: bool = True,
+    *,
+    n: int | None = None,
+    processes: int | str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`counted`: the windows bounded by /metrics fetches; without, only the window seen by
-    the target (no fetch at all)."""
+    the target (no fetch at all). `n` checks (default: the run's size); `processes`: the
+    `runbookd.check_processes` setting (default: the daemon's, auto). CPU and RSS are those of
+    the daemon's process tree: the daemon and its check workers."""
     p, nginx = run.params, run.nginx
     assert nginx is not None
+    n = p.checks if n is None else n
     port = free_port()
-    checks = http_checks(f"{nginx.url}/health", p.checks, jitter=jitter)
-    config = runbookd_config(run.tmp / f"state-{label}", port, checks=checks)
-    log(f"polling: runbookd, {p.checks} http checks at 1s ({label})")
+    checks = http_checks(f"{nginx.url}/health", n, jitter=jitter)
+    settings = {} if processes is None else {"check_processes": processes}
+    settings |= extra or {}
+    config = runbookd_config(run.tmp / f"state-{label}", port, checks=checks, settings=settings)
+    log(f"polling: runbookd, {n} http checks at 1s ({label})")
     server = start_runbookd(run.procs, run.tmp, f"runbookd-{label}", config)
     try:
         time.sleep(p.warmup)
-        pairs = _windows(run, server.pid, lambda: _runbookd_counters(server)) if counted else []
-        rss_end = pairs[-1][1].rss if pairs else m.rss_bytes(server.pid)
+        fetch = lambda: _runbookd_counters(server)  # noqa: E731
+        pairs = _windows(run, server.pid, fetch, tree=True) if counted else []
+        workers = len(_children(server.pid))
+        rss_end = pairs[-1][1].rss if pairs else tree_rss(server.pid)
         # One more window without any /metrics fetch: lateness as the target sees it.
         time.sleep(1.0)  # the last fetch's stall drains
         quiet_start = time.time()
@@ -218,6 +287,7 @@ def measure_runbookd(
                     "runs_per_s": runs / _wall(a, b),
                     "cpu_us_per_check": 1e6 * cpu / runs if runs else float("nan"),
                     "cpu_percent": 100 * cpu / _wall(a, b),
+                    "cpu_percent_by_process": _shares(a, b),
                     "lateness_p50_ms": 1000 * m.histogram_quantile(0.50, late),
                     "lateness_p99_ms": 1000 * m.histogram_quantile(0.99, late),
                     "lateness_p99_bucket_ms": [1000 * b for b in m.quantile_bucket(0.99, late)],
@@ -235,7 +305,7 @@ def measure_runbookd(
     time.sleep(1.2)  # nginx flushes its log buffer every second
     quiet = target_lateness(
         nginx_access_log(run.tmp),
-        p.checks,
+        n,
         DEFAULT_JITTER if jitter is None else jitter,
         quiet_start,
         quiet_end,
@@ -243,7 +313,9 @@ def measure_runbookd(
     return {
         "label": label,
         "target_side_lateness": quiet,
-        "checks": p.checks,
+        "checks": n,
+        "check_processes": "auto" if processes is None else processes,
+        "worker_processes": workers,
         "jitter": jitter if jitter is not None else f"default ({DEFAULT_JITTER:g})",
         "spawn_to_ready_s": server.ready_s,
         "windows": windows,
@@ -278,11 +350,12 @@ def _targets_up(server: Server) -> float:
     return float(result[0]["value"][1]) if result else float("nan")
 
 
-def measure_prometheus(run: Run) -> dict[str, Any]:
+def measure_prometheus(run: Run, n: int | None = None) -> dict[str, Any]:
     p, nginx = run.params, run.nginx
     assert nginx is not None
-    log(f"polling: Prometheus, {p.checks} targets at 1s")
-    server = start_prometheus(run.procs, run.tmp, nginx.port, p.checks)
+    n = p.checks if n is None else n
+    log(f"polling: Prometheus, {n} targets at 1s")
+    server = start_prometheus(run.procs, run.tmp, nginx.port, n)
     try:
         # Starting thousands of scrape loops takes Prometheus a while (first scrapes time out
         # meanwhile): measure once every target is up, as runbookd's windows start once
@@ -290,7 +363,7 @@ def measure_prometheus(run: Run) -> dict[str, Any]:
         started = time.monotonic()
         up_before = _targets_up(server)
         # (NaN, no answer yet, is not "all up" either.)
-        while not up_before >= p.checks and time.monotonic() - started < PROM_SETTLE_TIMEOUT:
+        while not up_before >= n and time.monotonic() - started < PROM_SETTLE_TIMEOUT:
             time.sleep(1.0)
             up_before = _targets_up(server)
         settled = time.monotonic() - started
@@ -315,7 +388,7 @@ def measure_prometheus(run: Run) -> dict[str, Any]:
     finally:
         run.procs.stop(server.proc)
     return {
-        "targets": p.checks,
+        "targets": n,
         "all_up_after_s": settled,
         "targets_up_before": up_before,
         "targets_up": up,
@@ -385,13 +458,16 @@ def measure_blackbox(run: Run) -> dict[str, Any]:
 # -- the Python floor -------------------------------------------------------------------------
 
 
-def measure_floor(run: Run, mode: str, client: str = "aiohttp") -> dict[str, Any]:
+def measure_floor(
+    run: Run, mode: str, client: str = "aiohttp", n: int | None = None
+) -> dict[str, Any]:
     """`paced`: N GETs per second spread like N checks at 1 s; `saturated`: wrk-like, c=10.
     `client`: aiohttp's ClientSession, or `raw` (an asyncio protocol, bench/floor_raw.py)."""
     p, nginx = run.params, run.nginx
     assert nginx is not None
-    log(f"polling: bare {client} floor ({mode})")
-    args = ["--url", f"{nginx.url}/health", "--mode", mode, "--names", str(p.checks)]
+    n = p.checks if n is None else n
+    log(f"polling: bare {client} floor ({mode}, {n})")
+    args = ["--url", f"{nginx.url}/health", "--mode", mode, "--names", str(n)]
     args += ["--client", client]
     proc = start_worker(run.procs, f"floor-{client}-{mode}", "floor", *args)
     window = p.window if mode == "paced" else p.probe_window
@@ -442,6 +518,20 @@ def scenario(run: Run) -> dict[str, Any]:
         ("floor_raw_paced", lambda: measure_floor(run, "paced", "raw")),
         ("floor_saturated", lambda: measure_floor(run, "saturated")),
     ]
+    sizes = run.params.polling_sizes
+    for n in sizes:
+        parts += [
+            (f"runbookd_{n}", lambda n=n: measure_runbookd(run, None, f"default-{n}", n=n)),
+            (f"prometheus_{n}", lambda n=n: measure_prometheus(run, n)),
+            (f"floor_raw_paced_{n}", lambda n=n: measure_floor(run, "paced", "raw", n)),
+        ]
+    if sizes:
+        n = max(sizes)
+        for procs in run.params.polling_process_variants:
+            label = f"processes{procs}-{n}"
+            parts.append(
+                (f"runbookd_{n}_processes_{procs}", _variant(run, label, n, procs)),
+            )
     out: dict[str, Any] = {"errors": {}}
     for key, part in parts:
         try:
@@ -452,7 +542,102 @@ def scenario(run: Run) -> dict[str, Any]:
     if "runbookd" not in out:
         raise BenchError(f"runbookd could not be measured: {out['errors']['runbookd']}")
     report(run, out)
+    for n in sizes:
+        report_size(run, out, n)
     return out
+
+
+def _variant(run: Run, label: str, n: int, processes: int) -> Callable[[], dict[str, Any]]:
+    return lambda: measure_runbookd(run, None, label, n=n, processes=processes)
+
+
+def report_size(run: Run, out: dict[str, Any], n: int) -> None:
+    """The rows of one further size: runbookd (its process tree) against Prometheus."""
+    s = f"1 polling ({n} checks/s)"
+    prom = _median_of(out, f"prometheus_{n}")
+    raw = _median_of(out, f"floor_raw_paced_{n}")
+    variants = [(f"runbookd_{n}", "check_processes auto")] + [
+        (f"runbookd_{n}_processes_{p}", f"check_processes {p}")
+        for p in run.params.polling_process_variants
+        if n == max(run.params.polling_sizes)
+    ]
+    for key, name in variants:
+        if key not in out:
+            continue
+        variant = out[key]
+        med = defaultdict(lambda: math.nan, variant["median"])
+        us = med["cpu_us_per_check"]
+        main = key == f"runbookd_{n}"
+        workers = f"{variant['worker_processes']} worker processes"
+        run.row(
+            s,
+            f"{name}: CPU per check (daemon + workers) vs Prometheus per scrape",
+            us,
+            "µs",
+            peer=prom["cpu_us_per_scrape"],
+            peer_name="prometheus",
+            ratio=m.ratio(us, prom["cpu_us_per_scrape"]),
+            target=("<=", 0.5, "<= 0.5x") if main else None,
+            note=f"{workers}; raw floor {raw['cpu_us_per_get']:.1f} µs per GET; "
+            + _prom_size_note(out.get(f"prometheus_{n}")),
+        )
+        run.row(s, f"{name}: checks completed per second", med["runs_per_s"], "/s")
+        late_target = ("<=", 50.0, "<= 50 ms") if main else None
+        run.row(
+            s,
+            f"{name}: schedule lateness p99",
+            med["lateness_p99_ms"],
+            "ms",
+            target=late_target,
+            note=_bucket_note(variant),
+        )
+        quiet = variant["target_side_lateness"]
+        run.row(
+            s,
+            f"{name}: lateness p99 seen by nginx, no /metrics fetch",
+            quiet.get("p99_ms"),
+            "ms",
+            target=late_target,
+            note=_quiet_note(quiet),
+        )
+        run.row(
+            s,
+            f"{name}: skipped runs (all windows)",
+            variant["total_skipped"],
+            "",
+            target=("==", 0.0, "= 0") if main else None,
+            note=f"of {sum(w['runs'] for w in variant['windows']):.0f} runs",
+        )
+        shares = variant["windows"][len(variant["windows"]) // 2]["cpu_percent_by_process"]
+        run.row(
+            s,
+            f"{name}: CPU (one core = 100%), daemon + workers",
+            med["cpu_percent"],
+            "%",
+            peer=prom["cpu_percent"],
+            peer_name="prometheus",
+            note="middle window: " + ", ".join(f"{k} {v:.0f}%" for k, v in shares.items()),
+        )
+        run.row(
+            s,
+            f"{name}: RSS (daemon + workers)",
+            med["rss_mb"],
+            "MB",
+            peer=prom["rss_mb"],
+            peer_name="prometheus",
+            ratio=m.ratio(med["rss_mb"], prom["rss_mb"]),
+        )
+
+
+def _prom_size_note(prom: dict[str, Any] | None) -> str:
+    """Prometheus's figure holds only as far as its targets were up and scraped."""
+    if not prom:
+        return "prometheus: not measured"
+    scrapes = prom.get("median", {}).get("scrapes_per_s", math.nan)
+    return (
+        f"prometheus: {prom['targets_up']:.0f}/{prom['targets']} targets up at the end, "
+        f"{scrapes:.0f} scrapes/s"
+    )
 
 
 def _median_of(out: dict[str, Any], key: str) -> defaultdict[str, float]:

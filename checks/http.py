@@ -163,6 +163,13 @@ class HttpCheck(Stateless):
         # through aiohttp.
         self._lean = prepare(config.method, self._url, config.headers)
 
+    @property
+    def remote_ok(self) -> bool:
+        """True when a check-worker process may run it (runbookd.check_processes): a plain
+        GET or HEAD the lean client serves, which needs nothing of the daemon's but its
+        config. Every other check runs in the daemon's process."""
+        return self._lean is not None
+
     async def run(self, ctx: CheckContext) -> CheckResult:
         start = time.perf_counter()
         body: bytes | None = None

@@ -52,6 +52,7 @@ DAEMON_CONFIG = """
 runbookd:
   listen: 127.0.0.1:0
   state_dir: {state}
+  check_processes: 1  # the check-worker families too
 checks:
   health:
     type: http

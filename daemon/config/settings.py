@@ -298,6 +298,17 @@ class DaemonSettings(StrictModel):
         le=10_000,
         description="Check runs at once; a check due while all are busy waits its turn.",
     )
+    check_processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
+        default="auto",
+        description="Processes that run the plain `http` checks (GET or HEAD that the lean "
+        "client serves) beside the daemon's: 0 runs every check in the daemon's process; n "
+        "spreads those checks over n worker processes by their names (a reload keeps a check "
+        "in its worker), every other check staying in the daemon. `auto`: 0 below 10,000 such "
+        "checks, else one per CPU but one (at least 1). Measured (bench/README.md): at 5,000 "
+        "checks/s one process keeps up and a worker saves no CPU (55-66 us per check either "
+        "way) but adds ~75 MB; at 20,000/s one process cannot (13,000 runs/s done). Decided "
+        "at start; a reload keeps the processes. Each process has `max_checks_in_flight`.",
+    )
     drain_grace: Duration = Field(
         default=30.0,
         description="On SIGTERM (or a core task's death), running remediations get this long "

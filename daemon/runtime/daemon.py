@@ -51,6 +51,7 @@ from daemon.pipeline.pipeline import Pipeline
 from daemon.pipeline.plan import Plan
 from daemon.pipeline.safety import Budget
 from daemon.procedures.runner import ProcedureRunner
+from daemon.runtime import check_workers
 from daemon.runtime.forwarding import ForwardedRequests, Forwarder
 from daemon.runtime.leadership import Leadership, Role
 from daemon.runtime.metrics import Metrics
@@ -312,7 +313,10 @@ class Daemon:
         # aiohttp's connector keeps in all.
         lean_http = LeanHttpClient(max_idle_per_host=settings.max_checks_in_flight + 16)
         self._opened.push_async_callback(lean_http.close)
-        self._build(session, lean_http, plan)
+        processes = check_workers.resolve(
+            settings.check_processes, [check for check, _ in checks.values()]
+        )
+        self._build(session, lean_http, plan, processes)
         host, port = settings.listen_address
         if self.leadership is None:  # one daemon alone: it acts from the start
             with starting("cannot restore incidents"):
@@ -430,7 +434,13 @@ class Daemon:
             self.request_stop()
             await asyncio.Event().wait()  # until the stop cancels it
 
-    def _build(self, session: aiohttp.ClientSession, lean_http: LeanHttpClient, plan: Plan) -> None:
+    def _build(
+        self,
+        session: aiohttp.ClientSession,
+        lean_http: LeanHttpClient,
+        plan: Plan,
+        processes: int = 0,
+    ) -> None:
         self.pipeline = Pipeline(
             plan,
             ctx=RemediationContext(session, self.clock),
@@ -478,6 +488,15 @@ class Daemon:
             max_in_flight=self.config.runbookd.max_checks_in_flight,
             watch=self.supervisor.watch,
         )
+        if processes > 0:  # plain http checks in worker processes (check_workers.py)
+            self.scheduler.remote = check_workers.CheckWorkers(
+                processes,
+                deliver=self.scheduler.deliver,
+                skipped=self.scheduler.skipped,
+                metrics=self.metrics,
+                log_level=self.config.runbookd.log_level,
+                max_in_flight=self.config.runbookd.max_checks_in_flight,
+            )
         self.jobs = JobRunner(
             store=self.store,
             clock=self.clock,

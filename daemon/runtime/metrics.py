@@ -227,6 +227,18 @@ class Metrics:
             ["route", "code_class"],
             registry=core,
         )
+        self.check_workers = Gauge(
+            "runbookd_check_workers_running",
+            "Check-worker processes running (runbookd.check_processes).",
+            registry=core,
+        )
+        self.check_worker_restarts = Counter(
+            "runbookd_check_worker_restarts_total",
+            "Check-worker processes started again after they exited or wrote garbage; their "
+            "checks delivered nothing meanwhile.",
+            ["worker"],
+            registry=core,
+        )
         self.jobs = JobMetrics(core)
         self.deploys = DeployMetrics(core)
         self.procedures = ProcedureMetrics(core)

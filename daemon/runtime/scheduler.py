@@ -16,10 +16,10 @@ import itertools
 import math
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -31,6 +31,10 @@ from daemon.runtime.metrics import CheckSeries, Metrics
 log = structlog.get_logger("runbookd.scheduler")
 
 Sink = Callable[[Observation], Awaitable[None]]
+# In a check worker (daemon/runtime/check_worker.py): takes each run's result instead of the
+# bookkeeping and the sink, which the daemon does when the result reaches it.
+# (job, result, started, ended, due)
+Relay = Callable[["Job", CheckResult, float, float, float], None]
 
 # Due checks are dispatched on a grid of this many seconds: one wake-up starts every check due
 # within it, instead of one wake-up per check. At 1,000 checks/s that is a fifth less CPU per
@@ -51,6 +55,8 @@ class Job:
     runs: int = 0
     last_status: Status | None = None
     series: CheckSeries | None = None
+    # The check-worker process that runs it (check_workers.py), or None: run here.
+    worker: int | None = None
 
 
 def phase(name: str, config: CheckConfig) -> float:
@@ -103,9 +109,14 @@ class Scheduler:
         max_in_flight: int = 256,
         tick: float = TICK,
         watch: Callable[[asyncio.Task[Any]], object] | None = None,
+        remote: Remote | None = None,
+        relay: Relay | None = None,
+        on_skip: Callable[[Job], None] | None = None,
     ) -> None:
         """`watch` is given every task the scheduler starts (its loop and workers, also those
-        a reload adds), for the daemon's supervisor."""
+        a reload adds), for the daemon's supervisor. `remote` runs the checks it places in
+        check-worker processes, whose results come back through `deliver`; `relay` and
+        `on_skip` are a check worker's own scheduler's (see `Relay`)."""
         self.ctx = ctx
         self.clock = clock
         self.sink = sink
@@ -130,6 +141,9 @@ class Scheduler:
         self._pending_first: set[str] = set()
         self._sinking: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.remote = remote
+        self._relay = relay
+        self._on_skip = on_skip
 
     async def set_checks(self, checks: dict[str, tuple[Check, CheckConfig]]) -> None:
         """Install checks; an unchanged check keeps its instance and schedule (reload).
@@ -139,15 +153,19 @@ class Scheduler:
         now = self.clock.now()
         jobs: dict[str, Job] = {}
         fresh: list[Job] = []
+        remote = self.remote
         for name, (check, config) in checks.items():
             old = self.jobs.get(name)
             if old is not None and old.config == config:
                 jobs[name] = old
             else:
                 jobs[name] = Job(name, check, config)
+                if remote is not None:
+                    jobs[name].worker = remote.place(name, check)
                 fresh.append(jobs[name])
         retired = [job for name, job in self.jobs.items() if jobs.get(name) is not job]
-        await asyncio.gather(*(self._start_check(job) for job in fresh))
+        local = [job for job in fresh if job.worker is None]
+        await asyncio.gather(*(self._start_check(job) for job in local))
         for job in retired:
             job.retired = True
             self._pending_first.discard(job.name)
@@ -155,12 +173,15 @@ class Scheduler:
                 job.series.forget()
         for job in fresh:
             self._pending_first.add(job.name)
+        for job in local:
             self._push(now + phase(job.name, job.config), job)
         self.jobs = jobs
+        if remote is not None:
+            remote.assign(jobs.values())
         self._grow_pool()
         self._check_first_round()
         self._wake_up()
-        await asyncio.gather(*(self._stop_check(job) for job in retired))
+        await asyncio.gather(*(self._stop_check(job) for job in retired if job.worker is None))
 
     async def _start_check(self, job: Job) -> None:
         try:
@@ -179,6 +200,8 @@ class Scheduler:
         self._spawn(self._loop(), "scheduler")
         self._started = True
         self._grow_pool()
+        if self.remote is not None:
+            self.remote.start(self._spawn)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -190,7 +213,8 @@ class Scheduler:
         """One worker per check, up to `max_in_flight`: a small config keeps no idle tasks."""
         if not self._started:
             return
-        while self._workers < min(self.max_in_flight, len(self.jobs)):
+        local = len(self.jobs) if self.remote is None else self.remote.local_count(self.jobs)
+        while self._workers < min(self.max_in_flight, local):
             self._spawn(self._worker(), f"check-worker-{self._workers}")
             self._workers += 1
 
@@ -198,6 +222,8 @@ class Scheduler:
         """Cancel runs in flight (checks only read), but let an observation the engine is
         handling finish (it may be opening an incident); then close every check's resources."""
         self._stopping = True
+        if self.remote is not None:  # no more results: they stop first, within their grace
+            await self.remote.stop()
         for task in self._tasks:
             if task not in self._sinking:
                 task.cancel()
@@ -208,11 +234,15 @@ class Scheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._started, self._workers = False, 0
-        await asyncio.gather(*(self._stop_check(job) for job in self.jobs.values()))
+        await asyncio.gather(
+            *(self._stop_check(job) for job in self.jobs.values() if job.worker is None)
+        )
 
     def run_now(self, name: str) -> bool:
         """Start a run of `name` at once, unless one is going. False if unknown or busy."""
         job = self.jobs.get(name)
+        if job is not None and job.worker is not None and self.remote is not None:
+            return self.remote.run_now(job)  # the worker knows whether it is busy: not here
         if job is None or job.running:
             return False
         job.running = True
@@ -274,7 +304,10 @@ class Scheduler:
 
     def _dispatch(self, job: Job, due: float) -> None:
         if job.running:
-            self._series(job).skipped += 1
+            if self._on_skip is not None:
+                self._on_skip(job)
+            else:
+                self._series(job).skipped += 1
             return
         job.running = True
         self._hand_over(job, due)
@@ -338,7 +371,8 @@ class Scheduler:
 
     async def _run_job(self, job: Job, due: float, task: asyncio.Task[Any]) -> None:
         started = self.clock.now()
-        self.metrics.lateness.observe(max(0.0, started - due))
+        if self._relay is None:
+            self.metrics.lateness.observe(max(0.0, started - due))
         check = job.check
         if check.bounded:  # run_check's path for these, one coroutine fewer per run
             try:
@@ -352,13 +386,13 @@ class Scheduler:
         ended = self.clock.now()
         if job.retired:
             return
+        if self._relay is not None:
+            self._relay(job, result, started, ended, due)
+            return
         obs = Observation(
             job.name, result.status, result.values, ended, ended - started, result.reason, due
         )
-        job.runs += 1
-        (job.series or self._series(job)).observe(obs)
-        if obs.status is not job.last_status:
-            self._log_change(job, obs)
+        self._book(job, obs)
         self._sinking.add(task)
         try:
             await self.sink(obs)
@@ -367,8 +401,55 @@ class Scheduler:
         finally:
             self._sinking.discard(task)
         if job.runs == 1:
-            self._pending_first.discard(job.name)
-            self._check_first_round()
+            self._ran_first(job)
+
+    async def deliver(
+        self,
+        name: str,
+        status: Status,
+        values: dict[str, float],
+        ended: float,
+        duration: float,
+        reason: str,
+        due: float,
+    ) -> None:
+        """A run a check worker made: the tail of `_run_job`, here, so metrics, status logs,
+        readiness and the sink see it as they see a run made here. Called by the one reader
+        of that worker (check_workers.py), one result at a time: a check's observations
+        still reach the sink one at a time and in order."""
+        job = self.jobs.get(name)
+        if job is None or job.worker is None or job.retired:
+            return  # removed or moved here by a reload while the result travelled
+        self.metrics.lateness.observe(max(0.0, ended - duration - due))
+        obs = Observation(name, status, values, ended, duration, reason, due)
+        self._book(job, obs)
+        task = asyncio.current_task()
+        assert task is not None
+        self._sinking.add(task)
+        try:
+            await self.sink(obs)
+        except Exception:  # as in _run_job: one bad observation loses no worker
+            log.exception("observation handling failed", check=name)
+        finally:
+            self._sinking.discard(task)
+        if job.runs == 1:
+            self._ran_first(job)
+
+    def skipped(self, name: str) -> None:
+        """A run a check worker skipped (its check's previous run was still going)."""
+        job = self.jobs.get(name)
+        if job is not None and not job.retired:
+            self._series(job).skipped += 1
+
+    def _book(self, job: Job, obs: Observation) -> None:
+        job.runs += 1
+        (job.series or self._series(job)).observe(obs)
+        if obs.status is not job.last_status:
+            self._log_change(job, obs)
+
+    def _ran_first(self, job: Job) -> None:
+        self._pending_first.discard(job.name)
+        self._check_first_round()
 
     @staticmethod
     def _log_change(job: Job, obs: Observation) -> None:
@@ -386,3 +467,23 @@ class Scheduler:
     def _check_first_round(self) -> None:
         if not self._pending_first:
             self.first_round.set()
+
+
+class Remote(Protocol):
+    """Where the scheduler runs checks in other processes (check_workers.CheckWorkers)."""
+
+    def place(self, name: str, check: Check) -> int | None:
+        """The worker that runs `check`, or None: it runs in this process."""
+        ...
+
+    def local_count(self, jobs: dict[str, Job]) -> int: ...
+
+    def assign(self, jobs: Iterable[Job]) -> None:
+        """The whole set of checks now (a reload's too): each worker gets its share."""
+        ...
+
+    def start(self, spawn: Callable[[Coroutine[Any, Any, None], str], None]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def run_now(self, job: Job) -> bool: ...

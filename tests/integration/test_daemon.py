@@ -19,9 +19,17 @@ from tests.health_config import write_config
 from tests.utils import run_daemon, wait_for
 
 
-@pytest.fixture
-def config_file(tmp_path: Path, app_state: tuple[dict[str, object], str]) -> Path:
-    return write_config(tmp_path, app_state[1])
+@pytest.fixture(params=[0, 1], ids=["in-process", "check-worker"])
+def config_file(
+    tmp_path: Path, app_state: tuple[dict[str, object], str], request: pytest.FixtureRequest
+) -> Path:
+    """Every daemon test on this config twice: the `health` check run in the daemon's process,
+    and in a check-worker process (runbookd.check_processes: 1)."""
+    path = write_config(tmp_path, app_state[1])
+    text = path.read_text()
+    line = f"  check_processes: {request.param}\n"
+    path.write_text(text.replace("  state_dir:", line + "  state_dir:", 1))
+    return path
 
 
 async def test_api_health_readiness_metrics_and_errors(
