@@ -212,7 +212,7 @@ def _run(
         "paced": paced,
     }
     if args.sample:
-        Path(f"{sample}.stop").touch()
+        Path(f"{sample}.stop").touch()  # after the paced windows too: their GC pauses count
         deadline = time.monotonic() + 10
         while not sample.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -220,6 +220,8 @@ def _run(
         if args.stacks:
             args.stacks.write_text(collapsed)
         result["profile"] = breakdown(collapsed)
+        result["gc"] = json.loads(Path(f"{sample}.gc.json").read_text())
+        print(json.dumps({"gc": result["gc"]}), file=sys.stderr)
         print(json.dumps(result["profile"], indent=1), file=sys.stderr)
     return result
 

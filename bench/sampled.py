@@ -4,9 +4,13 @@ py-spy sees nothing below uvloop's `Runner.run` on this Python, so the daemon sa
 a thread reads the main thread's stack every `RUNBOOKD_SAMPLE_EVERY` seconds (default 2 ms)
 through `sys._current_frames` while the file `<RUNBOOKD_SAMPLE>.start` exists and
 `<RUNBOOKD_SAMPLE>.stop` does not, then writes the stacks, collapsed (`frame;frame;... count`,
-outermost first), to `<RUNBOOKD_SAMPLE>`. The switch interval is cut to 0.1 ms so that the
-sampler gets the GIL while the loop is busy; this costs the daemon a little, the same before
-and after a change.
+outermost first), to `<RUNBOOKD_SAMPLE>`, and the garbage collections of that time (count,
+total and longest pause per generation, from `gc.callbacks`) to `<RUNBOOKD_SAMPLE>.gc.json`.
+The switch interval is cut to 0.1 ms so that the sampler gets the GIL while the loop is busy;
+this costs the daemon a little, the same before and after a change. Time spent in C or Rust
+(pydantic-core, the JSON encoder) is counted to the next Python frame to run, where the
+interpreter lets go of the GIL: a Python validator called by pydantic carries the parse
+before it.
 
 Run as a script with any project's interpreter (it imports nothing from bench/), so the same
 sampler measures another worktree's daemon: `OTHER/.venv/bin/python bench/sampled.py run
@@ -16,6 +20,8 @@ sampler measures another worktree's daemon: `OTHER/.venv/bin/python bench/sample
 from __future__ import annotations
 
 import collections
+import gc
+import json
 import os
 import sys
 import threading
@@ -38,11 +44,27 @@ def _sample(out: Path, every: float, main_id: int) -> None:
     while not start.exists():
         time.sleep(0.02)
     stacks: collections.Counter[str] = collections.Counter()
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - began[0])
+
+    gc.callbacks.append(on_gc)
     while not stop.exists():
         frame = sys._current_frames().get(main_id)
         if frame is not None:
             stacks[_frames(frame)] += 1
         time.sleep(every)
+    gc.callbacks.remove(on_gc)
+    summary = {
+        f"gen{g}": {"count": len(p), "total_ms": 1e3 * sum(p), "max_ms": 1e3 * max(p, default=0)}
+        for g, p in pauses.items()
+    }
+    Path(f"{out}.gc.json").write_text(json.dumps(summary))
     tmp = Path(f"{out}.tmp")
     tmp.write_text("".join(f"{stack} {n}\n" for stack, n in stacks.items()))
     tmp.rename(out)
