@@ -46,11 +46,14 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("engine: incidents, timeline", ("daemon/engine/incidents.py", "daemon/engine/timeline.py")),
     ("engine: caps", ("daemon/engine/alert_caps.py",)),
     ("engine: rules, matching", ("daemon/engine/alert_rule.py",)),
-    ("engine: Engine.alerts and the rest", ("daemon/engine/", "daemon/runtime/daemon.py")),
     ("validation (pydantic, sent times)", ("pydantic", ":parse_model", ":validate", "_sent_time")),
-    ("conversion to engine alerts", (":to_alerts", ":to_alert", ":clip", ":fingerprint")),
-    ("body read", (":read_body", "web_request.py:BaseRequest.read", "streams.py")),
-    ("answer (json_response, acts.respond)", ("daemon/api/acts.py", "daemon/api/bodies.py")),
+    ("validation (pydantic, sent times)", ("_integral", "_timestamp", "units.py:parse_time")),
+    ("conversion to engine alerts", (":AlertmanagerWebhook.to_alerts", ":WebhookAlert.to_alert")),
+    ("conversion to engine alerts", (":clip", ":_within_bounds", ":fingerprint")),
+    ("engine: Engine.alerts and the rest", ("daemon/engine/", "daemon/runtime/daemon.py")),
+    ("body read, non-finite scan", (":read_body", "web_request.py:BaseRequest.read")),
+    ("body read, non-finite scan", ("streams.py", "_finite", "bodies.py:parse_json")),
+    ("answer (acts.py, json_response, taken)", ("daemon/api/acts.py", "bodies.py", ":taken")),
     ("handler (intake.py)", ("daemon/api/intake.py",)),
     ("middleware (app.py, auth.py)", ("daemon/api/app.py", "daemon/api/auth.py")),
     ("aiohttp: response and writer", ("web_response.py", "http_writer.py", "abc.py")),
@@ -73,7 +76,7 @@ def part(stack: list[str]) -> str:
 def breakdown(collapsed: str) -> dict[str, Any]:
     """Shares of the main thread's busy samples (a Python frame above the loop's run), by part;
     and the top functions by inclusive share."""
-    parts: Counter[str] = Counter()
+    parts: Counter[str] = Counter()  # a part may have several rows of patterns
     inclusive: Counter[str] = Counter()
     busy = idle = 0
     for line in collapsed.splitlines():
