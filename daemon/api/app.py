@@ -4,9 +4,9 @@ other systems) and deploys.py (deploys, Vercel's webhooks), and the console unde
 (daemon/ui), all reaching the daemon through port.py only. What only the leader of several
 replicas can do goes through acts.py, which hands it over from a standby.
 
-Every request passes, outermost first: one middleware that rewrites every error (and any
-unexpected exception) as JSON and counts the answer by route template and status class, and
-auth.py's guard (rate limit, body size, bearer token and scope). Before that, servers.py
+Every request passes one middleware: auth.py's guard (rate limit, body size, bearer token and
+scope), then the route; every error (and any unexpected exception) rewritten as JSON, and the
+answer counted by route template and status class. Before that, servers.py
 bounds the connections and answers requests too malformed to reach the app. Bodies are strict
 JSON both ways (bodies.py)."""
 
@@ -39,10 +39,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ERROR_HEADERS = ("WWW-Authenticate", "Retry-After", "Allow")
 
 
-def answers_counted_as_json(metrics: Metrics) -> Middleware:
-    """Every error answer is JSON with a reason, never an HTML page or a traceback; every
-    answer is counted by route template and status class. One middleware for both: each layer
-    costs every request a coroutine."""
+def answers_counted_as_json(metrics: Metrics, guard: Guard) -> Middleware:
+    """The guard (`Guard.admit`: rate limit, body size, bearer token and scope), then the
+    route; every error answer is JSON with a reason, never an HTML page or a traceback; every
+    answer is counted by route template and status class. One middleware for all three: each
+    layer costs every request a coroutine and aiohttp's wrapper around it."""
     # The counter's child per label pair: labels() takes a lock and checks its arguments.
     counters: dict[tuple[str, int], Counter] = {}
 
@@ -56,6 +57,7 @@ def answers_counted_as_json(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            guard.admit(request)
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect
@@ -94,7 +96,7 @@ def build_app(
     replace runbookd.api's connection limits (tests shorten them)."""
     settings = daemon.config.runbookd.api
     guard = Guard.from_settings(settings, monotonic, lambda: daemon.config.runbookd.api.tokens)
-    middlewares = [answers_counted_as_json(daemon.metrics), guard.middleware]
+    middlewares = [answers_counted_as_json(daemon.metrics, guard)]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[HTTP_LIMITS] = limits or http_limits(settings)
     health = Health(daemon)

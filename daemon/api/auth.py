@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
-from daemon.api.routes import Handler, auth_of
+from daemon.api.routes import auth_of
 from daemon.config.settings import ApiSettings, ApiToken, GrafanaSigning, RateLimitConfig, Scope
 
 log = structlog.get_logger("runbookd.api")
@@ -155,7 +155,7 @@ def unauthorized(reason: str, challenge: str = REALM) -> web.HTTPUnauthorized:
 
 @dataclass(slots=True)
 class Guard:
-    """The middleware in front of every route: rate limit, body size, bearer token."""
+    """In front of every route (app.py's middleware): rate limit, body size, bearer token."""
 
     configured: Callable[[], Sequence[ApiToken]]
     limiter: RateLimiter
@@ -186,8 +186,10 @@ class Guard:
             self._table, self._source = TokenTable(source), source
         return self._table
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def admit(self, request: web.Request) -> None:
+        """Rate limit, body size, bearer token and scope, or the HTTPException refusing the
+        request. Synchronous: app.py calls it from its one middleware (each middleware layer
+        costs every request a coroutine and aiohttp's wrapper)."""
         presented = bearer(request.headers)
         tokens = self.tokens
         caller = tokens.identify(presented) if presented is not None else None
@@ -202,7 +204,6 @@ class Guard:
             self._authorize(caller, presented is not None, needed)
         if caller is not None:
             request[CALLER] = caller.name
-        return await handler(request)
 
     def _limit(self, key: str) -> None:
         wait = self.limiter.take(key)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+from prometheus_client import Gauge
 
 from daemon.config.settings import AlertLimits
 from daemon.core.clock import Clock
@@ -67,6 +68,7 @@ class PushedAlerts:
         # The alert rules by the alert name they watch: an alert is tried only against the
         # rules of its name, however many rules there are.
         self.by_alert: dict[str, list[str]] = {}
+        self.firing_gauges: dict[str, Gauge] = {}  # runbookd_alerts_firing's child per rule
         self.caps = AlertCaps(
             incidents,
             rules=lambda: self.alert_rules,
@@ -78,6 +80,9 @@ class PushedAlerts:
     def set_rules(self, rules: dict[str, RuleConfig]) -> None:
         """Install the alert rules among `rules`; one whose config changed keeps its alerts."""
         alert_rules: dict[str, AlertRule] = {}
+        # Each rule's firing gauge, looked up once here: labels() takes a lock and checks its
+        # arguments, and every request that changes a rule's alerts sets its gauge.
+        firing_gauges: dict[str, Gauge] = {}
         for name, config in rules.items():
             if config.alert_match is None:
                 continue
@@ -93,14 +98,15 @@ class PushedAlerts:
                 firing, resolved = dict(old_rule.firing), old_rule.resolved
                 truncated = old_rule.truncated
                 alert_rules[name] = AlertRule(name, config, firing, resolved, truncated)
-            self.metrics.alerts_firing.labels(name).set(len(alert_rules[name].firing))
+            firing_gauges[name] = self.metrics.alerts_firing.labels(name)
+            firing_gauges[name].set(len(alert_rules[name].firing))
         for name in self.alert_rules.keys() - rules.keys():
             self.metrics.rule_state.remove(name)
         for name in self.alert_rules.keys() - alert_rules.keys():
             self.metrics.alerts_refused.remove(name)
             self.metrics.alerts_over_cap.remove(name)
             self.metrics.alerts_firing.remove(name)
-        self.alert_rules = alert_rules
+        self.alert_rules, self.firing_gauges = alert_rules, firing_gauges
         by_alert: dict[str, list[str]] = {}
         for name, rule in alert_rules.items():
             assert rule.config.alert_match is not None  # only alert rules are kept above
@@ -284,7 +290,7 @@ class PushedAlerts:
         for name, values in stored.items():
             await self.store.put_values(f"{ALERTS}:{name}", values)
             if (rule := self.alert_rules.get(name)) is not None:
-                self.metrics.alerts_firing.labels(name).set(len(rule.firing))
+                self.firing_gauges[name].set(len(rule.firing))
         for name, values in resolutions.items():
             await self.store.put_values(f"{RESOLVED}:{name}", values)
         for name, values in truncations.items():
