@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.api import openapi
 from daemon.api.acts import perform
 from daemon.api.auth import acting
 from daemon.api.bodies import json_error, json_response, read_json
@@ -27,7 +26,7 @@ def operator_handlers(daemon: DaemonView) -> dict[str, Handler]:
     """The operator routes' handlers, by operation id (routes.OPERATIONS)."""
     api = Operator(daemon)
     return {
-        "openapi": openapi.serve,
+        "openapi": serve_openapi,
         "listIncidents": api.list_incidents,
         "getIncident": api.get_incident,
         "acknowledgeIncident": api.acknowledge,
@@ -47,6 +46,14 @@ def operator_handlers(daemon: DaemonView) -> dict[str, Handler]:
         "runJob": api.run_job,
         "reload": api.reload,
     }
+
+
+async def serve_openapi(request: web.Request) -> web.Response:
+    # The spec's module (its schemas, the document it builds) loads on the first request
+    # for it: a daemon nobody asks for it never carries it.
+    from daemon.api import openapi
+
+    return await openapi.serve(request)
 
 
 class Operator:

@@ -17,7 +17,8 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-DEFAULT_URL = "http://127.0.0.1:9464"
+from daemon.cli.common import DEFAULT_URL
+
 TIMEOUT = 10.0
 # The largest answer read: a thousand incidents take a few MB. Whatever answers at the URL
 # (a proxy, not runbookd at all) cannot make the command read without end.

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.cli.client import DEFAULT_URL
 from daemon.core.text import one_line
+
+# Here rather than in client.py: every command's parser names it, and `runbookd run` builds
+# them all without talking to a daemon.
+DEFAULT_URL = "http://127.0.0.1:9464"
 
 
 def connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

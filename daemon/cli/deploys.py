@@ -4,9 +4,8 @@ deploys` (list them, show one with its timeline), over the daemon's HTTP API."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.cli.client import Answer, Client
 from daemon.cli.common import (
     action,
     connection_options,
@@ -18,6 +17,9 @@ from daemon.cli.common import (
     when,
 )
 from daemon.deploys.models import KINDS, DeployStatus
+
+if TYPE_CHECKING:  # `runbookd run` builds this parser, and needs no client
+    from daemon.cli.client import Answer, Client
 
 COMMANDS = ("deploy", "deploys")
 

@@ -17,13 +17,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.cli import completion as completions
 from daemon.cli import deploys as deploys_cli
 from daemon.cli import procedures as procedures_cli
-from daemon.cli.client import Answer, ApiError, Client, Unreachable, base_url
 from daemon.cli.common import (
     Unexpected,
     action,
@@ -33,16 +32,11 @@ from daemon.cli.common import (
     shown,
     text,
 )
-from daemon.cli.output import (
-    incident_detail,
-    incident_table,
-    job_table,
-    run_table,
-    silence_created,
-    silence_table,
-)
 from daemon.runtime.eventloop import run as run_on_loop
 from daemon.runtime.logs import configure  # before any other module imports structlog: see there
+
+if TYPE_CHECKING:  # the commands that talk to a daemon import the client when they run
+    from daemon.cli.client import Answer, Client
 
 DEFAULT_CONFIG = os.environ.get("RUNBOOKD_CONFIG", "/etc/runbookd/runbookd.yaml")
 
@@ -245,6 +239,8 @@ def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from daemon.cli.client import ApiError, Unreachable, base_url
+
     args.action = args.action or "list"
     try:
         token = api_token(args)
@@ -266,6 +262,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 async def _call_api(args: argparse.Namespace, token: str | None, body: Answer | None) -> int:
+    from daemon.cli.client import ApiError, Client
+
     async with Client(args.url, token=token) as api:
         answer = await _perform(api, args, body)
     if args.json:
@@ -315,6 +313,15 @@ DONE = {"ack": "acknowledged", "resolve": "resolved", "approve": "approved", "re
 
 
 def _render(args: argparse.Namespace, answer: Answer, now: float) -> str:
+    from daemon.cli.output import (
+        incident_detail,
+        incident_table,
+        job_table,
+        run_table,
+        silence_created,
+        silence_table,
+    )
+
     match args.command, args.action:
         case "incidents", "list":
             return incident_table(entries(answer, "incidents"))

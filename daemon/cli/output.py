@@ -4,8 +4,12 @@ daemon/cli/common.py's `text`, `when` and `shown` (a field missing or of the wro
 
 from __future__ import annotations
 
-from daemon.cli.client import Answer
+from typing import TYPE_CHECKING
+
 from daemon.cli.common import MISSING, field, instant, shown, table, text, when
+
+if TYPE_CHECKING:
+    from daemon.cli.client import Answer
 
 
 def incident_table(incidents: list[object]) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.cli.client import Answer, Client
 from daemon.cli.common import action, connection_options, entries, field, table, text, when
 from daemon.procedures.models import RunStatus
+
+if TYPE_CHECKING:  # `runbookd run` builds this parser, and needs no client
+    from daemon.cli.client import Answer, Client
 
 COMMANDS = ("procedure",)
 FOLLOW_POLL = 1.0  # how often `run --follow` asks for the run

@@ -156,7 +156,9 @@ class StrictModel(BaseModel):
     number is infinite or NaN (YAML's `.inf` and `.nan`; a limit of .inf is no limit), nor
     true or false (pydantic's lax mode reads `min_samples: true` as 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # defer_build: a model builds its own validator when first used alone; one that is only
+    # part of the config document lives in the document's validator, not twice.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     @classmethod
     def __get_pydantic_core_schema__(
